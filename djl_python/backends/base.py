@@ -1,0 +1,123 @@
+"""The one interface every model backend implements.
+
+A backend owns the model and its KV cache and nothing else: it knows nothing of
+requests, sampling, stopping or text. The engine talks to it in *slots*.
+
+Invariants (the contract every implementation and the engine rely on):
+
+* A slot id is a KV-cache row in ``range(limits.max_slots)``, exactly what
+  transformers-neuronx calls ``seq_ids`` under continuous batching.
+* ``prefill(slot_ids, prompts)`` (re)starts each listed slot from position 0 with
+  its prompt and returns the logits of each prompt's *last* position, one row per
+  slot, in the order given. Slots not listed are left untouched.
+* ``decode(slot_ids, last_tokens, positions)`` appends one token per listed slot
+  at ``positions[i]`` (0-based: the token's index in the sequence, i.e. the
+  sequence length before this call) and returns the next-token logits, one row
+  per slot, in the order given. Any subset of the occupied slots may be passed.
+* ``release(slot_id)`` frees the row; its contents are undefined afterwards.
+* ``slot_ids`` passed to one call are distinct and ascending (the engine sorts
+  them), so a backend may rely on ascending order (transformers-neuronx does).
+* ``positions[i] < limits.n_positions`` always; the engine never runs a
+  sequence past ``n_positions`` total tokens.
+* Returned logits are a float32 ``torch.Tensor`` of shape ``[n, vocab_size]`` on
+  ``self.device``; the engine samples them in place on that device.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:  # the interface itself needs no torch
+    import torch
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    """Static shape of a loaded backend; fixed for its lifetime.
+
+    Attributes:
+        max_slots: number of KV-cache rows (``max_rolling_batch_size``).
+        n_positions: most tokens (prompt + generated) one sequence may hold.
+        prefill_buckets: ascending prompt-length buckets a prefill is padded to;
+            the last one is the longest prompt accepted by one prefill call.
+        vocab_size: width of the logits rows (may exceed the tokenizer's vocab).
+        eos_token_ids: ids that end generation unless a request ignores EOS.
+        max_prefill_slots: most prompts one ``prefill`` call may take (the naive
+            Neuron strategy re-prefills everything, continuous batching any
+            number); the scheduler never exceeds it.
+    """
+
+    max_slots: int
+    n_positions: int
+    prefill_buckets: tuple[int, ...]
+    vocab_size: int
+    eos_token_ids: tuple[int, ...] = ()
+    max_prefill_slots: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_slots < 1:
+            raise ValueError(f"max_slots must be >= 1, got {self.max_slots}")
+        if self.n_positions < 2:
+            raise ValueError(f"n_positions must be >= 2, got {self.n_positions}")
+        if not self.prefill_buckets or list(self.prefill_buckets) != sorted(set(self.prefill_buckets)):
+            raise ValueError(f"prefill_buckets must be ascending and distinct, got {self.prefill_buckets}")
+        if self.prefill_buckets[-1] > self.n_positions:
+            raise ValueError(
+                f"largest prefill bucket {self.prefill_buckets[-1]} exceeds n_positions {self.n_positions}"
+            )
+
+    @property
+    def max_prompt_len(self) -> int:
+        """Longest prompt a single prefill accepts."""
+        return self.prefill_buckets[-1]
+
+    def bucket_for(self, length: int) -> int:
+        """Smallest prefill bucket that holds ``length`` tokens.
+
+        Raises ValueError when no bucket is large enough.
+        """
+        for bucket in self.prefill_buckets:
+            if length <= bucket:
+                return bucket
+        raise ValueError(f"prompt of {length} tokens exceeds the largest prefill bucket {self.prefill_buckets[-1]}")
+
+
+@dataclass
+class BackendInfo:
+    """What a backend reports about itself for logs, ``/info`` and metrics."""
+
+    name: str  # "pytorch" or "neuron"
+    device: str  # "cpu", "cuda:0", "neuron"
+    model_type: str
+    dtype: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A loaded model with a fixed number of KV-cache slots. See the module docstring."""
+
+    limits: BackendLimits
+    info: BackendInfo
+
+    @property
+    def device(self) -> str:
+        return self.info.device
+
+    @abstractmethod
+    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> "torch.Tensor":
+        """Start each slot with its prompt; return last-position logits ``[n, vocab]``."""
+
+    @abstractmethod
+    def decode(
+        self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
+    ) -> "torch.Tensor":
+        """Append one token per slot at its position; return next-token logits ``[n, vocab]``."""
+
+    @abstractmethod
+    def release(self, slot_id: int) -> None:
+        """Free a slot. Idempotent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release device memory; the backend is unusable afterwards."""

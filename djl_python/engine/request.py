@@ -1,0 +1,156 @@
+"""Requests, their parameters, their life cycle and what the engine reports for them.
+
+No torch here: these types cross the boundary between the serving adapters,
+the scheduler and the engine loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+class InvalidRequest(ValueError):
+    """A request parameter is invalid. ``field`` names it as the user wrote it.
+
+    Serving adapters turn this into HTTP 400 / a per-request DJL error; it never
+    reaches the engine loop.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class RequestStatus(enum.IntEnum):
+    """Life cycle of a request. Every value above RUNNING is terminal.
+
+    The order matters: ``status > RequestStatus.RUNNING`` means finished.
+    """
+
+    WAITING = 0
+    RUNNING = 1
+    FINISHED_EOS = 2
+    FINISHED_STOP_SEQUENCE = 3
+    FINISHED_LENGTH = 4
+    FINISHED_ABORTED = 5
+    FINISHED_ERROR = 6
+
+    @property
+    def finished(self) -> bool:
+        return self > RequestStatus.RUNNING
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        """LMI finish reason (``eos_token``, ``stop_sequence``, ``length``, ``abort``, ``error``)."""
+        return _FINISH_REASONS.get(self)
+
+
+_FINISH_REASONS = {
+    RequestStatus.FINISHED_EOS: "eos_token",
+    RequestStatus.FINISHED_STOP_SEQUENCE: "stop_sequence",
+    RequestStatus.FINISHED_LENGTH: "length",
+    RequestStatus.FINISHED_ABORTED: "abort",
+    RequestStatus.FINISHED_ERROR: "error",
+}
+
+# OpenAI and TGI name the same outcomes differently; adapters use these maps.
+OPENAI_FINISH_REASONS = {
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "abort": "abort",
+    "error": "error",
+}
+TGI_FINISH_REASONS = {
+    "eos_token": "eos_token",
+    "stop_sequence": "stop_sequence",
+    "length": "length",
+    "abort": "length",
+    "error": "length",
+}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request generation parameters, validated on construction.
+
+    ``None`` for a sampling knob means "use the model's generation_config.json
+    default, else the neutral value" (see ``with_defaults``). ``do_sample=False``
+    (or temperature 0) is greedy decoding, which has its own fast path.
+    """
+
+    max_new_tokens: int = 30
+    do_sample: bool = False
+    temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: Optional[int] = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, message: str) -> None:
+            raise InvalidRequest(name, message)
+
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens <= 0:
+            bad("max_new_tokens", f"must be a positive integer, got {self.max_new_tokens!r}")
+        if self.temperature is not None and not (0.0 <= self.temperature <= 100.0):
+            bad("temperature", f"must be in [0, 100], got {self.temperature!r}")
+        if self.top_k is not None and self.top_k < 0:
+            bad("top_k", f"must be >= 0 (0 disables it), got {self.top_k!r}")
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            bad("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if self.typical_p is not None and not (0.0 < self.typical_p <= 1.0):
+            bad("typical_p", f"must be in (0, 1], got {self.typical_p!r}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0.0:
+            bad("repetition_penalty", f"must be > 0, got {self.repetition_penalty!r}")
+        if not (-2.0 <= self.presence_penalty <= 2.0):
+            bad("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty!r}")
+        if not (-2.0 <= self.frequency_penalty <= 2.0):
+            bad("frequency_penalty", f"must be in [-2, 2], got {self.frequency_penalty!r}")
+        if self.seed is not None and not (0 <= self.seed < 2**63):
+            bad("seed", f"must be a non-negative 63-bit integer, got {self.seed!r}")
+        if any((not isinstance(s, str)) or s == "" for s in self.stop):
+            bad("stop", "stop sequences must be non-empty strings")
+        if len(self.stop) > 16:
+            bad("stop", f"at most 16 stop sequences, got {len(self.stop)}")
+        if not (0 <= self.top_logprobs <= 20):
+            bad("top_logprobs", f"must be in [0, 20], got {self.top_logprobs!r}")
+
+    @property
+    def greedy(self) -> bool:
+        """True when the next token is the argmax of the (penalised) logits."""
+        return not self.do_sample or self.temperature == 0.0
+
+
+@dataclass
+class RequestOutput:
+    """What one engine step produced for one request.
+
+    ``text`` is the *new* text since the previous output (a delta): text that
+    could still turn into a stop sequence, and incomplete UTF-8 characters, are
+    held back, so the concatenation of all deltas is the final text. The final
+    output (``finished``) flushes whatever was held back (minus a matched stop
+    sequence).
+    """
+
+    request_id: str
+    token_ids: list[int]
+    text: str
+    finished: bool = False
+    finish_reason: Optional[str] = None
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    error: Optional[str] = None

@@ -1,0 +1,94 @@
+"""Tiny random models of every supported architecture, built on disk in milliseconds.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained on an in-memory
+corpus, the models are random ``from_config`` instances saved with
+``save_pretrained``. Used by the backend, engine, neuron-double and serving tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+EOS_ID = 2
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France. Berlin is the capital of Germany.",
+    "Hello world! How are you today? I am fine, thank you.",
+    "日本語のテキストと中文文本 and emoji 😀🎉🚀 mixed with ASCII.",
+    "def f(x):\n    return x * 2  # code, numbers 0123456789",
+] * 20
+
+_HIDDEN, _LAYERS, _HEADS, _VOCAB, _MAXPOS = 64, 2, 4, 512, 256
+
+
+def make_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer and save it (with a chat template) under ``path``."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=_VOCAB, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    path.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(path))
+    # transformers 5 writes "TokenizersBackend"; 4.x (the Neuron stack) only knows this name.
+    cfg_file = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_file.write_text(json.dumps(cfg, indent=2))
+    return fast
+
+
+def tiny_config(arch: str):
+    """A 2-layer, 64-wide config of ``arch`` whose vocab matches ``make_tokenizer``."""
+    common = dict(vocab_size=_VOCAB, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=3, tie_word_embeddings=False)
+    if arch in ("llama", "mistral"):
+        kw = dict(hidden_size=_HIDDEN, intermediate_size=128, num_hidden_layers=_LAYERS,
+                  num_attention_heads=_HEADS, num_key_value_heads=2, max_position_embeddings=_MAXPOS)
+    elif arch == "gpt_neox":
+        kw = dict(hidden_size=_HIDDEN, intermediate_size=128, num_hidden_layers=_LAYERS,
+                  num_attention_heads=_HEADS, max_position_embeddings=_MAXPOS)
+    elif arch == "gptj":
+        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, rotary_dim=8, n_positions=_MAXPOS)
+    elif arch == "bloom":
+        kw = dict(hidden_size=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS)
+    elif arch in ("gpt2", "gpt_bigcode"):
+        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, n_positions=_MAXPOS)
+    elif arch == "opt":
+        kw = dict(hidden_size=_HIDDEN, ffn_dim=128, num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
+                  max_position_embeddings=_MAXPOS, word_embed_proj_dim=_HIDDEN)
+    else:
+        raise ValueError(f"unknown arch {arch}")
+    return AutoConfig.for_model(arch, **kw, **common)
+
+
+def make_tiny_model(arch: str, path: Path, seed: int = 0) -> Path:
+    """Write a random ``arch`` model plus tokenizer to ``path`` and return it."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    # Random init gives near-uniform logits; scale the output layer so greedy picks are well separated.
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    model.generation_config.eos_token_id = EOS_ID
+    model.generation_config.pad_token_id = 3
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    make_tokenizer(path)
+    return path
