@@ -1,0 +1,192 @@
+"""Transformers-NeuronX properties: compilation, sharding layout, loading.
+
+Mirrors DJL's ``tnx_properties.py`` (v0.28) with its bugs fixed: validators
+return their values (``neuron_optimize_level`` is kept, not turned into None),
+boolean compiler flags are booleans, and nothing here writes
+``NEURON_CC_FLAGS`` or ``NEURON_COMPILE_CACHE_URL``; that is
+``djl_python.config.environment``'s single explicit step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from djl_python.config.errors import ConfigError, ConfigProblem, FieldConflict
+from djl_python.config.fields import Bool, LongDtype, OptBool, OptPositiveInt, OptStr, PositiveInt, choice
+
+_S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
+
+
+def parse_int_list(value: Any) -> Any:
+    """``"512, 256"`` -> ``[256, 512]``: positive, de-duplicated, ascending."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        if not text:
+            return None
+        items = [part.strip() for part in text.split(",")]
+        if not all(item.isdigit() for item in items):
+            raise ValueError("must be a comma-separated list of positive integers, e.g. 256,512")
+        value = [int(item) for item in items]
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, int) and v < 1 for v in value):
+            raise ValueError("must be a comma-separated list of positive integers, e.g. 256,512")
+        if all(isinstance(v, int) for v in value):
+            return sorted(set(value))
+    return value
+
+
+def check_graph_location(value: str | None) -> str | None:
+    """``s3://bucket[/key]`` or a local directory path. Existence is checked
+    when the artifacts are resolved, not here (validators stay pure)."""
+    if value is None:
+        return None
+    if value.lower().startswith("s3://"):
+        if not _S3_URL.match(value):
+            raise ValueError("must be s3://bucket/key with a valid S3 bucket name, or a local directory")
+        return value
+    if "://" in value:
+        raise ValueError("must be an s3:// URL or a local directory (other URL schemes are not supported)")
+    return value
+
+
+GraphLocation = Annotated[OptStr, AfterValidator(check_graph_location)]
+ModelLoader = Literal["tnx", "optimum", "vllm"]
+PartitionSchema = Literal["legacy", "optimum", "safetensors", "compile_only"]
+Layout = Literal["BSH", "HSB", "SBH"]
+GroupQueryAttention = Literal["shard-over-heads", "shard-over-batch", "replicated-heads", "all-gather-heads"]
+RollingBatchStrategy = Literal["continuous_batching", "naive_rolling_batch"]
+
+
+class TnxProperties(BaseModel):
+    """Transformers-NeuronX options. See docs/configuration.md."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # --- shapes the model is compiled for
+    n_positions: OptPositiveInt = Field(
+        None, description="Total sequence length (prompt + generated); unset: backend default from the model config."
+    )
+    context_length_estimate: Annotated[list[int] | None, BeforeValidator(parse_int_list)] = Field(
+        None, description="Prefill buckets as a comma list (`256,512`); each <= `n_positions`."
+    )
+    rolling_batch_strategy: choice(RollingBatchStrategy, optional=True) = Field(
+        None,
+        description="`continuous_batching` or `naive_rolling_batch`; unset: continuous for llama/mistral "
+        "with `max_rolling_batch_size` > 1, else naive.",
+    )
+
+    # --- weights
+    quantize: choice(Literal["static_int8"], optional=True) = Field(
+        None, description="`static_int8`: int8 weight quantization (`load_in_8bit=true` is accepted as a synonym)."
+    )
+    load_split_model: OptBool = Field(None, description="Load an already split (partitioned) checkpoint.")
+    low_cpu_mem_usage: Bool = Field(False, description="Load weights lazily to lower host memory use.")
+    task: OptStr = Field(None, description="Model task (e.g. `text-generation`); inferred from the model when unset.")
+    unroll: OptStr = Field(None, description="Transformers-NeuronX `unroll` (layers unrolled in the graph).")
+
+    # --- compiler
+    neuron_optimize_level: Annotated[int | None, Field(ge=1, le=3)] = Field(
+        None, description="Neuron compiler optimisation level 1, 2 or 3 (adds `-O<n>` to `NEURON_CC_FLAGS`)."
+    )
+    enable_mixed_precision_accumulation: Bool = Field(
+        False, description="Adds `--enable-mixed-precision-accumulation` to `NEURON_CC_FLAGS` (e.g. Llama-70B)."
+    )
+    enable_saturate_infinity: Bool = Field(False, description="Adds `--enable-saturate-infinity` to `NEURON_CC_FLAGS`.")
+    compiled_graph_path: GraphLocation = Field(
+        None, description="Neff cache: `s3://bucket/key` or a local directory; sets `NEURON_COMPILE_CACHE_URL`."
+    )
+    all_reduce_dtype: LongDtype = Field(None, description="All-reduce dtype: `float32`, `float16` or `bfloat16`.")
+    cast_logits_dtype: LongDtype = Field(None, description="Logits dtype: `float32`, `float16` or `bfloat16`.")
+
+    # --- sharding layout
+    group_query_attention: choice(GroupQueryAttention, optional=True) = Field(
+        None, description="GQA sharding: `shard-over-heads`, `shard-over-batch`, `replicated-heads`, `all-gather-heads`."
+    )
+    fuse_qkv: OptBool = Field(None, description="Fuse the Q, K and V projections into one matmul.")
+    attention_layout: choice(Layout, optional=True) = Field(None, description="Attention layout: `BSH`, `HSB` or `SBH`.")
+    collectives_layout: choice(Layout, optional=True) = Field(None, description="Collectives layout: `BSH`, `HSB` or `SBH`.")
+    cache_layout: choice(Layout, optional=True) = Field(None, description="KV-cache layout: `BSH`, `HSB` or `SBH`.")
+    on_device_embedding_config: OptStr = Field(None, description="Path to a JSON file of on-device embedding settings.")
+
+    # --- loading and ahead-of-time partitioning
+    model_loader: choice(ModelLoader) = Field(
+        "tnx", description="`tnx`, `optimum` or `vllm`; `partition_schema=optimum` alone implies `optimum`."
+    )
+    partition_schema: choice(PartitionSchema, optional=True) = Field(
+        None, description="Partition output: `legacy`, `optimum`, `safetensors` or `compile_only` (neff only)."
+    )
+    save_mp_checkpoint_path: OptStr = Field(None, description="Output folder for ahead-of-time partitioning.")
+
+    # --- speculative decoding (DJL 0.28): accepted for compatibility, not implemented
+    speculative_draft_model: OptStr = Field(None, description="Speculative draft model; not supported, ignored.")
+    speculative_length: PositiveInt = Field(5, description="Speculative length; not supported, ignored.")
+    draft_model_tp_size: OptPositiveInt = Field(None, description="Draft model TP degree; not supported, ignored.")
+    draft_model_compiled_path: GraphLocation = Field(None, description="Draft model neff cache; not supported, ignored.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_loader(cls, data: Any) -> Any:
+        """A schema alone implies the loader: ``optimum`` -> optimum, others -> tnx."""
+        if not isinstance(data, dict) or str(data.get("model_loader") or "").strip():
+            return data
+        schema = str(data.get("partition_schema") or "").strip().lower()
+        return {**data, "model_loader": "optimum" if schema == "optimum" else "tnx"}
+
+    @model_validator(mode="after")
+    def _check_tnx_rules(self) -> TnxProperties:
+        if self.n_positions is not None and self.context_length_estimate:
+            too_long = [n for n in self.context_length_estimate if n > self.n_positions]
+            if too_long:
+                raise FieldConflict(
+                    ("context_length_estimate", "n_positions"),
+                    "{context_length_estimate} has buckets {bad} longer than {n_positions}={n}",
+                    bad=too_long,
+                    n=self.n_positions,
+                )
+        schema = self.partition_schema
+        if self.model_loader == "tnx" and schema == "optimum":
+            raise FieldConflict(
+                ("model_loader", "partition_schema"),
+                "{model_loader}=tnx cannot write {partition_schema}=optimum; use model_loader=optimum",
+            )
+        if self.model_loader == "optimum" and schema not in (None, "optimum"):
+            raise FieldConflict(
+                ("model_loader", "partition_schema"),
+                "{model_loader}=optimum only writes {partition_schema}=optimum (got {schema})",
+                schema=schema,
+            )
+        if self.model_loader == "vllm" and self.save_mp_checkpoint_path:
+            raise FieldConflict(
+                ("model_loader", "save_mp_checkpoint_path"),
+                "{save_mp_checkpoint_path} (ahead-of-time partitioning) is not available with {model_loader}=vllm",
+            )
+        return self
+
+    @property
+    def load_in_8bit(self) -> bool:
+        """Int8 weights, derived from ``quantize``."""
+        return self.quantize == "static_int8"
+
+
+def load_on_device_embedding_config(path: str | None, key: str = "option.on_device_embedding_config") -> dict | None:
+    """Read the JSON object that ``on_device_embedding_config`` points to.
+
+    Raises ``ConfigError`` naming ``key`` when the file is missing, is not
+    JSON, or does not hold an object.
+    """
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(key, path, f"cannot read the file: {exc.strerror or exc}")]) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError([ConfigProblem(key, path, f"is not valid JSON: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(key, path, "must contain a JSON object")])
+    return data
