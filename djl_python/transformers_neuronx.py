@@ -1,0 +1,276 @@
+"""DJL Serving entry point (``option.entryPoint=djl_python.transformers_neuronx``).
+
+``handle(inputs)`` is what the worker (``python -m djl_python.worker``) calls
+for every message from DJL's Java front end:
+
+1. The first message carries the model properties and no content: load the
+   configuration and the engine, return ``None``.
+2. Rolling batch (``option.rolling_batch`` other than ``disable``): every call
+   carries ALL in-flight requests in a stable order, old ones first (empty
+   data, no properties) and new ones appended. We add engine requests only for
+   indices ``>= len(self.active)``, run ONE ``engine.step()`` and reply with one
+   ``batch_{i}.data`` item per in-flight request, each
+   ``Output.binary_encode({"data", "last"[, "code", "error"]})``. Finished
+   requests are dropped in the same call, exactly when Java drops them
+   (``removeIf(last)``), so both sides keep the same order.
+3. Static batch (``rolling_batch=disable``): run every prompt of the call to
+   completion with ``engine.generate`` and reply per input with a JSON list of
+   ``{"generated_text"}``.
+
+A request that fails validation fails alone (code 400, its own error record).
+An exception in the step ends every in-flight request with its format's error
+frame and resets the engine; Java's ``reset_rollingbatch`` property resets too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from djl_python.engine.request import InvalidRequest, RequestOutput
+from djl_python.inputs import Input
+from djl_python.outputs import Output
+from djl_python.serving.lmi import LmiRequest, parse_request
+from djl_python.serving.lmi_formatters import ResponseFormatter, make_formatter
+
+logger = logging.getLogger(__name__)
+
+ERROR_CONTENT_TYPE = "application/json"
+
+
+def _default_engine_factory(properties: dict[str, str]) -> tuple[Any, Any]:
+    """Production path: properties -> ``HandlerConfig`` -> engine (imported lazily: torch)."""
+    from djl_python.config import load_config
+    from djl_python.loader import load_engine
+
+    config = load_config(model_dir=properties.get("model_dir"), properties=properties)
+    return config, load_engine(config)
+
+
+# Tests replace this (or pass ``engine=`` to ``initialize``) to run a prepared engine.
+engine_factory: Callable[[dict[str, str]], tuple[Any, Any]] = _default_engine_factory
+
+
+@dataclass
+class _Active:
+    """One in-flight request, at its Java batch index. ``error`` set = failed before the engine."""
+
+    formatter: Optional[ResponseFormatter] = None
+    request_id: Optional[str] = None
+    error: Optional[str] = None
+    code: int = 400
+
+
+class TransformersNeuronXService:
+    """The handler's state: configuration, engine and the in-flight requests in Java's order."""
+
+    def __init__(self) -> None:
+        self.config: Any = None
+        self.engine: Any = None
+        self.initialized = False
+        self.init_error: Optional[str] = None
+        self.active: list[_Active] = []
+        self._special_ids: frozenset[int] = frozenset()
+        self._model_name = ""
+
+    def initialize(self, properties: dict[str, str], engine: Any = None, config: Any = None) -> None:
+        """Load configuration and engine from ``properties``, or adopt a prepared ``engine``/``config``."""
+        if engine is None:
+            config, engine = engine_factory(properties)
+        elif config is None:
+            from djl_python.config import load_config
+
+            config = load_config(model_dir=properties.get("model_dir"), properties=properties)
+        self.config, self.engine = config, engine
+        tokenizer = engine.tokenizer
+        self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+        self._model_name = config.model_id or Path(config.model_id_or_path or "").name
+        self.initialized = True
+        logger.info("transformers_neuronx handler ready (rolling_batch=%s)", config.rolling_batch)
+
+    @property
+    def rolling(self) -> bool:
+        return str(self.config.rolling_batch) != "disable"
+
+    def handle(self, inputs: Input) -> Optional[Output]:
+        """Initialise on the first (content-free) message, then serve requests.
+
+        If initialisation failed (Java may carry on after a failed initialise),
+        later requests get a 503 naming the original error instead of an
+        attempt to initialise from a request's properties.
+        """
+        if not self.initialized:
+            if inputs.is_batch() or not inputs.is_empty():
+                reason = self.init_error or "the initialising message never arrived"
+                return Output().error(f"model is not loaded: {reason}", code=503, message="model not loaded")
+            try:
+                self.initialize(inputs.get_properties())
+            except Exception as e:
+                self.init_error = f"{type(e).__name__}: {e}"
+                raise
+            return None
+        if inputs.is_empty() and not inputs.is_batch():
+            return None  # a repeated initialising message: nothing to do
+        return self.inference_rolling(inputs) if self.rolling else self.inference_static(inputs)
+
+    # -- request set-up ---------------------------------------------------------------------
+
+    def _parse(self, item: Input) -> LmiRequest:
+        body = item.get_as_bytes()
+        if body is None:
+            raise InvalidRequest("body", "empty request")
+        req = parse_request(body, item.get_content_type(), default_output_formatter=self.config.output_formatter,
+                            tgi_compat=bool(self.config.tgi_compat))
+        if req.ignored:
+            logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
+        return req
+
+    def _prompt(self, req: LmiRequest, prompt: Optional[str] = None) -> tuple[str, list[int]]:
+        tokenizer = self.engine.tokenizer
+        if req.is_chat:
+            from djl_python.engine.chat import render_chat
+
+            text = render_chat(tokenizer, list(req.messages or ()))
+            # The template already wrote the special tokens it wants.
+            return text, list(tokenizer.encode(text, add_special_tokens=False))
+        text = req.prompt if prompt is None else prompt
+        return text, list(tokenizer.encode(text))
+
+    def _decode_token(self, token_id: int) -> str:
+        return self.engine.tokenizer.decode([token_id])
+
+    def _start(self, item: Input) -> _Active:
+        """Validate one new request and queue it in the engine; failures stay in the record."""
+        try:
+            req = self._parse(item)
+            text, ids = self._prompt(req)
+            params = req.params
+            seed = item.get_as_string("seed") if item.contains_key("seed") else None
+            if params.seed is None and params.do_sample and seed is not None and seed.isdigit():
+                params = dataclasses.replace(params, seed=int(seed))  # Java's per-request seed
+            request_id = self.engine.add_request(ids, params)
+        except InvalidRequest as e:
+            return _Active(error=str(e), code=400)
+        except Exception as e:  # noqa: BLE001 - tokenizer or template failures: this request only
+            logger.exception("request set-up failed")
+            return _Active(error=f"{type(e).__name__}: {e}", code=424)
+        formatter = make_formatter(
+            req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
+            special_token_ids=self._special_ids, model_name=self._model_name,
+        )
+        return _Active(formatter=formatter, request_id=request_id)
+
+    # -- rolling batch --------------------------------------------------------------------------
+
+    def reset(self, reason: str) -> None:
+        """Forget every in-flight request and end them in the engine."""
+        self.active.clear()
+        self.engine.reset(reason)
+
+    def inference_rolling(self, inputs: Input) -> Output:
+        if str(inputs.get_properties().get("reset_rollingbatch", "")).lower() == "true":
+            self.reset("reset requested by the front end")
+        batch = inputs.get_batches()
+        if len(batch) < len(self.active):
+            # Java dropped requests we still track: only a reset resynchronises the two lists.
+            logger.error("front end sent %d requests but %d are in flight; resetting", len(batch), len(self.active))
+            self.reset("front end and worker disagree on the in-flight requests")
+        for item in batch[len(self.active):]:
+            self.active.append(self._start(item))
+
+        outputs: dict[str, RequestOutput] = {}
+        step_error: Optional[str] = None
+        if self.engine.has_unfinished():
+            try:
+                outputs = {o.request_id: o for o in self.engine.step()}
+            except Exception as e:  # noqa: BLE001 - any engine failure ends the whole batch
+                logger.exception("engine step failed; ending every in-flight request")
+                step_error = f"{type(e).__name__}: {e}"
+
+        reply = Output()
+        alive = []
+        for i, act in enumerate(self.active):
+            record, content_type = self._record(act, outputs.get(act.request_id or ""), step_error)
+            reply.add(Output.binary_encode(record), key=f"batch_{i}.data")
+            reply.add_property(f"batch_{i}_Content-Type", content_type)
+            if record["last"] == "False":
+                alive.append(act)
+        if step_error is not None:
+            self.reset(step_error)
+        self.active = alive
+        return reply
+
+    @staticmethod
+    def _record(act: _Active, out: Optional[RequestOutput], step_error: Optional[str]) -> tuple[dict[str, Any], str]:
+        if act.formatter is None:
+            return {"data": "", "last": "True", "code": act.code, "error": act.error}, ERROR_CONTENT_TYPE
+        fmt = act.formatter
+        if step_error is not None:
+            data = fmt.error(step_error, out)
+        elif out is not None:
+            data = fmt.format(out)
+        else:
+            data = ""  # still waiting for a slot, or no token this step
+        return {"data": data, "last": str(fmt.done)}, fmt.content_type
+
+    # -- static batch ---------------------------------------------------------------------------
+
+    def inference_static(self, inputs: Input) -> Output:
+        """Every prompt of every input generated together; one JSON list per input.
+
+        Inputs are queued one by one so an invalid one (bad JSON, prompt too long)
+        fails alone; the others run to completion in the same engine loop.
+        """
+        batch = inputs.get_batches()
+        plans: list[Any] = []
+        for item in batch:
+            ids: list[str] = []
+            try:
+                req = self._parse(item)
+                pieces = [self._prompt(req)] if req.is_chat else [self._prompt(req, p) for p in req.prompts]
+                for _, prompt_ids in pieces:
+                    ids.append(self.engine.add_request(prompt_ids, req.params))
+            except InvalidRequest as e:
+                for rid in ids:
+                    self.engine.abort(rid)
+                plans.append(e)
+                continue
+            plans.append((req, [text for text, _ in pieces], ids))
+        texts: dict[str, str] = {}
+        try:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    texts[out.request_id] = texts.get(out.request_id, "") + out.text
+        except Exception as e:  # noqa: BLE001 - the whole static batch failed
+            logger.exception("static batch failed")
+            self.engine.reset(str(e))
+            return Output().error(f"{type(e).__name__}: {e}")
+        if not inputs.is_batch():
+            plan = plans[0]
+            if isinstance(plan, InvalidRequest):
+                return Output().error(str(plan), code=400, message="invalid request")
+        reply = Output()
+        for i, plan in enumerate(plans):
+            index = i if inputs.is_batch() else None
+            if isinstance(plan, InvalidRequest):
+                reply.add_as_json({"code": 400, "error": str(plan)}, key="data", batch_index=index)
+                continue
+            req, prompts, ids = plan
+            generated = [
+                {"generated_text": (prompt if req.return_full_text else "") + texts.get(rid, "")}
+                for prompt, rid in zip(prompts, ids)
+            ]
+            reply.add_as_json(generated, key="data", batch_index=index)
+        reply.add_property("Content-Type", "application/json")
+        return reply
+
+
+_service = TransformersNeuronXService()
+
+
+def handle(inputs: Input) -> Optional[Output]:
+    """DJL's entry-point function: one module-level service per worker process."""
+    return _service.handle(inputs)
