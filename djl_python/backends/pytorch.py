@@ -1,0 +1,223 @@
+"""The PyTorch backend (CPU and CUDA): any Hugging Face causal LM behind the slot interface.
+
+Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preallocated
+per-slot KV cache (:mod:`.slot_cache`), per-row ``position_ids`` and per-row masks
+(:mod:`.attention_masks`), so requests join and leave without touching other rows.
+
+* prefill: prompts are right-padded to the longest one in the call and run together;
+  causal attention alone keeps real tokens away from the padding (padding only follows),
+  so the model builds its own causal mask (sdpa's ``is_causal`` fast path). Only each
+  prompt's last real position reaches the LM head (``logits_to_keep`` as per-row indices).
+  PyTorch has no compiled shapes, so nothing is padded to a prefill bucket: the buckets only
+  bound the prompt length, as Neuron's context buckets do.
+* decode: ``[n, 1]`` tokens at per-row positions; attention reads the first ``width``
+  columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN`.
+
+Hot-loop hygiene: one small host tensor per decode (slots, tokens and positions packed
+together, one copy to the device), mask and cache updates in place, no host/device sync
+(the logits stay on the device for the engine to sample).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from djl_python.backends import model_defaults as defaults
+from djl_python.backends.attention_masks import SlotMasks, mask_mode_for
+from djl_python.backends.base import Backend, BackendInfo, BackendLimits
+from djl_python.backends.slot_cache import SlotCache
+
+KV_WIDTH_ALIGN = 64  # decode attends a multiple of this many columns: bounded work, few shapes
+_ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash kernels do not
+
+
+class PyTorchBackend(Backend):
+    """A Hugging Face causal LM with ``max_slots`` KV-cache rows. Build it with :meth:`load`."""
+
+    def __init__(self, model: torch.nn.Module, limits: BackendLimits, info: BackendInfo) -> None:
+        self.model, self.limits, self.info = model, limits, info
+        config = model.config
+        self._device = next(model.parameters()).device
+        self._embed_rows = model.get_input_embeddings().num_embeddings
+        # Models with alibi take no position_ids; all others get per-row positions.
+        self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self._active = [False] * limits.max_slots
+        with torch.inference_mode():
+            layers = config.get_text_config().num_hidden_layers
+            self._cache = SlotCache(layers, limits.max_slots, limits.n_positions)
+            self._masks = SlotMasks(
+                mask_mode_for(config.model_type), limits.max_slots, limits.n_positions, model.dtype, self._device
+            )
+            self._positions = torch.arange(limits.n_positions, device=self._device)
+            self.prefill([0], [[0]])  # allocates every layer's K/V rows now, not on the first request
+            self.release(0)
+        info.extra["kv_cache_bytes"] = self._cache.nbytes()
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        *,
+        max_slots: int,
+        n_positions: int | None = None,
+        dtype: str | None = None,
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+        prefill_buckets: Sequence[int] | None = None,
+        attn_implementation: str | None = None,
+    ) -> PyTorchBackend:
+        """Load ``model_dir`` (a local Hugging Face checkpoint) with ``max_slots`` slots.
+
+        Defaults: ``n_positions`` = min(the model's position limit, 2048); ``dtype`` fp32 on
+        CPU, fp16 on CUDA; ``prefill_buckets`` 128, 256, ... up to ``n_positions``;
+        ``attn_implementation`` sdpa where the architecture supports it, else eager.
+        Raises ``ValueError`` naming the option when one is out of range.
+        """
+        if max_slots < 1:
+            raise ValueError(f"max_slots must be >= 1, got {max_slots}")
+        if attn_implementation is not None and attn_implementation not in _ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {_ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
+        torch_device = _resolve_device(device)
+        torch_dtype = defaults.resolve_dtype(dtype, torch_device)
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+        n_pos = defaults.resolve_n_positions(config, n_positions)
+        buckets = defaults.resolve_buckets(n_pos, prefill_buckets)
+        kwargs: dict[str, object] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        if torch_device.type == "cuda":  # load straight onto the GPU, not via a CPU copy
+            kwargs["device_map"] = str(torch_device)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
+        )
+        model.to(torch_device).eval()
+        attn = model.config._attn_implementation
+        if attn not in _ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attention implementation {attn!r} cannot take per-slot masks; use sdpa or eager")
+        limits = BackendLimits(
+            max_slots=max_slots,
+            n_positions=n_pos,
+            prefill_buckets=buckets,
+            vocab_size=_logits_width(model),
+            eos_token_ids=defaults.eos_token_ids(model.config, model.generation_config),
+        )
+        info = BackendInfo(
+            name="pytorch",
+            device=str(torch_device),
+            model_type=model.config.model_type,
+            dtype=defaults.dtype_name(torch_dtype),
+            extra={"attn_implementation": attn, "mask_mode": mask_mode_for(model.config.model_type)},
+        )
+        return cls(model, limits, info)
+
+    @torch.inference_mode()
+    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        self._check_slots(slot_ids, "slot_ids")
+        if len(prompts) != len(slot_ids):
+            raise ValueError(f"prefill got {len(slot_ids)} slot_ids but {len(prompts)} prompts")
+        for i, prompt in enumerate(prompts):
+            if not 0 < len(prompt) <= self.limits.max_prompt_len:
+                raise ValueError(
+                    f"prompts[{i}] has {len(prompt)} tokens; need 1..{self.limits.max_prompt_len}"
+                )
+            self._check_tokens(prompt, f"prompts[{i}]")
+        n, length = len(slot_ids), max(len(p) for p in prompts)
+        flat = [*slot_ids, *(len(p) - 1 for p in prompts)]
+        for prompt in prompts:  # right padding with token 0: only later (masked) columns see it
+            flat.extend(prompt)
+            flat.extend([0] * (length - len(prompt)))
+        packed = torch.tensor(flat, dtype=torch.long).to(self._device, non_blocking=True)
+        slots, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
+        first = _first_if_contiguous(slot_ids)
+        self._masks.reset(slots, last + 1)
+        self._cache.set_prefill(slots, first, length)
+        kwargs = {}
+        if self._takes_positions:
+            kwargs["position_ids"] = self._positions[:length].expand(n, length)
+        out = self.model(
+            input_ids=tokens, cache=self._cache, use_cache=True, logits_to_keep=last.view(n, 1), **kwargs
+        )
+        for slot in slot_ids:
+            self._active[slot] = True
+        return out.logits[:, -1, :].float()
+
+    @torch.inference_mode()
+    def decode(
+        self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
+    ) -> torch.Tensor:
+        self._check_slots(slot_ids, "slot_ids")
+        n = len(slot_ids)
+        if len(last_tokens) != n or len(positions) != n:
+            raise ValueError(f"decode got {n} slot_ids, {len(last_tokens)} last_tokens, {len(positions)} positions")
+        inactive = [s for s in slot_ids if not self._active[s]]
+        if inactive:
+            raise ValueError(f"decode on slots never prefilled or already released: {inactive}")
+        self._check_tokens(last_tokens, "last_tokens")
+        longest = max(positions) + 1
+        if min(positions) < 0 or longest > self.limits.n_positions:
+            raise ValueError(f"positions must lie in [0, {self.limits.n_positions}), got {list(positions)}")
+        width = min(-(-longest // KV_WIDTH_ALIGN) * KV_WIDTH_ALIGN, self.limits.n_positions)
+        packed = torch.tensor([*slot_ids, *last_tokens, *positions], dtype=torch.long)
+        packed = packed.to(self._device, non_blocking=True)
+        slots, tokens, pos = packed[:n], packed[n : 2 * n].view(n, 1), packed[2 * n :]
+        first = _first_if_contiguous(slot_ids)
+        self._masks.open(slots, pos)
+        self._cache.set_decode(slots, first, pos, width)
+        kwargs = {"attention_mask": self._masks.decode_mask(slots, first, width)}
+        if self._takes_positions:
+            kwargs["position_ids"] = pos.view(n, 1)
+        out = self.model(input_ids=tokens, cache=self._cache, use_cache=True, **kwargs)
+        return out.logits[:, -1, :].float()
+
+    def release(self, slot_id: int) -> None:
+        """Mark the row free. Its K/V and mask columns are left as they are: the next prefill of
+        this slot closes every column it does not write (see ``attention_masks``)."""
+        if 0 <= slot_id < self.limits.max_slots:
+            self._active[slot_id] = False
+
+    def close(self) -> None:
+        self._cache.layers.clear()
+        del self.model
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _check_slots(self, slot_ids: Sequence[int], field: str) -> None:
+        if not slot_ids:
+            raise ValueError(f"{field} is empty")
+        if any(b <= a for a, b in zip(slot_ids, slot_ids[1:])):
+            raise ValueError(f"{field} must be distinct and ascending, got {list(slot_ids)}")
+        if slot_ids[0] < 0 or slot_ids[-1] >= self.limits.max_slots:
+            raise ValueError(f"{field} must lie in [0, {self.limits.max_slots}), got {list(slot_ids)}")
+
+    def _check_tokens(self, tokens: Sequence[int], field: str) -> None:
+        # An out-of-range id would crash the embedding (a device-side assert on CUDA).
+        if min(tokens) < 0 or max(tokens) >= self._embed_rows:
+            raise ValueError(f"{field} holds token ids outside [0, {self._embed_rows})")
+
+
+def _logits_width(model: torch.nn.Module) -> int:
+    head = model.get_output_embeddings()
+    return int(getattr(head, "out_features", 0) or model.config.get_text_config().vocab_size)
+
+
+def _first_if_contiguous(slot_ids: Sequence[int]) -> int | None:
+    """``slot_ids[0]`` when the ids are consecutive (rows can be sliced, not gathered)."""
+    return slot_ids[0] if slot_ids[-1] - slot_ids[0] == len(slot_ids) - 1 else None
+
+
+def _resolve_device(device: str) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device {device!r} is not a torch device: {err}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if resolved.index is None:
+            resolved = torch.device("cuda", torch.cuda.current_device())
+    elif resolved.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return resolved
