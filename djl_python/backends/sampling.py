@@ -1,0 +1,218 @@
+"""Next-token selection from a batch of logits, with per-request parameters.
+
+This is the torch half of the engine: it lives with the backends because it
+touches tensors, and the engine imports it only when it is built, so importing
+``djl_python.engine`` stays light.
+
+Order of processing, as in ``transformers`` ``generate``:
+
+1. penalties, for greedy and sampled rows alike: ``repetition_penalty`` (HF:
+   divide positive / multiply negative logits of every token seen in the prompt
+   or the output), then ``frequency_penalty`` (times the count of each generated
+   token) and ``presence_penalty`` (once per generated token), as OpenAI defines them;
+2. greedy rows take the argmax here;
+3. sampled rows: ``temperature``, ``top_k``, ``top_p``, ``typical_p`` (each
+   masks tokens to ``-inf``), then one draw from the softmax.
+
+A draw is ``argmax(probs / E)`` with ``E ~ Exp(1)`` noise (nano-vllm, gpt-fast):
+exact sampling, batched, and no ``multinomial`` sync. A request with a ``seed``
+draws its noise from its own ``torch.Generator``, one vocab-wide draw per step,
+so its tokens do not depend on what else is in the batch.
+
+Log-probs are ``log_softmax`` of the distribution the token was chosen from:
+the penalised logits for greedy rows (temperature is not applied), the fully
+processed ones for sampled rows (tokens masked by top-k/top-p/typical-p get
+``-inf`` and are left out of ``top_logprobs``).
+
+Penalty bookkeeping is per slot and in place: a ``[max_slots, vocab]`` "seen"
+mask and count matrix, allocated the first time a request uses a penalty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from djl_python.engine.request import SamplingParams
+
+
+@dataclass
+class SampleOutput:
+    """One step's choices, row ``i`` for the ``i``-th slot passed to ``sample``."""
+
+    token_ids: list[int]
+    logprobs: Optional[list[float]] = None  # set when any row asked for log-probs
+    top_logprobs: Optional[list[dict[int, float]]] = None  # set when any row asked for top_logprobs
+
+
+def uses_penalties(params: SamplingParams) -> bool:
+    return (
+        (params.repetition_penalty is not None and params.repetition_penalty != 1.0)
+        or params.presence_penalty != 0.0
+        or params.frequency_penalty != 0.0
+    )
+
+
+class Sampler:
+    """Per-slot sampling state plus the vectorised selection itself.
+
+    Contract: ``start(slot, prompt_ids, params)`` before a slot's first ``sample``;
+    ``release(slot)`` when the request ends. ``sample`` records the chosen tokens
+    for later penalties. Tensors live on the device of the logits.
+    """
+
+    def __init__(self, max_slots: int, vocab_size: int) -> None:
+        self.max_slots = max_slots
+        self.vocab_size = vocab_size
+        self._seeds: dict[int, int] = {}
+        self._generators: dict[int, torch.Generator] = {}
+        self._new_prompts: dict[int, list[int]] = {}  # penalised slots whose state is not yet reset
+        self._seen: Optional[torch.Tensor] = None  # [max_slots, vocab] bool: prompt or output tokens
+        self._counts: Optional[torch.Tensor] = None  # [max_slots, vocab] float32: output token counts
+
+    def start(self, slot: int, prompt_ids: Sequence[int], params: SamplingParams) -> None:
+        self.release(slot)
+        if params.seed is not None and not params.greedy:
+            self._seeds[slot] = params.seed
+        if uses_penalties(params):
+            self._new_prompts[slot] = list(prompt_ids)
+
+    def release(self, slot: int) -> None:
+        self._seeds.pop(slot, None)
+        self._generators.pop(slot, None)
+        self._new_prompts.pop(slot, None)
+
+    @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, slots: Sequence[int], params: Sequence[SamplingParams]) -> SampleOutput:
+        """Choose one token per row of ``logits`` (``[n, vocab]``; not modified, so a failed call can be retried)."""
+        want_lp = any(p.logprobs or p.top_logprobs for p in params)
+        pen_rows = [i for i, p in enumerate(params) if uses_penalties(p)]
+        sample_rows = [i for i, p in enumerate(params) if not p.greedy]
+        if not (want_lp or pen_rows or sample_rows):  # the common greedy case: one kernel, one sync
+            return SampleOutput(logits.argmax(-1).tolist())
+
+        logits = logits.float()
+        if pen_rows:
+            pen_slots, pen_params = [slots[i] for i in pen_rows], [params[i] for i in pen_rows]
+            logits = self._apply_penalties(logits, pen_slots, pen_params, pen_rows)
+        tokens = logits.argmax(-1)
+        processed = logits
+        if sample_rows:
+            rows = torch.tensor(sample_rows, device=logits.device)
+            warped = warp_logits(logits[rows], [params[i] for i in sample_rows])
+            noise = torch.empty_like(warped).exponential_()
+            for j, i in enumerate(sample_rows):
+                generator = self._generator(slots[i], logits.device)
+                if generator is not None:
+                    noise[j] = torch.empty_like(noise[j]).exponential_(generator=generator)
+            # Exp(1) can be 0: keep 0 / 0 from turning a masked token into NaN, the argmax.
+            sampled = (warped.softmax(-1) / noise.clamp_min_(1e-30)).argmax(-1)
+            tokens = tokens.index_copy(0, rows, sampled)
+            if want_lp:
+                processed = logits.index_copy(0, rows, warped)
+        if pen_rows:
+            self._record([slots[i] for i in pen_rows], tokens[torch.tensor(pen_rows, device=tokens.device)])
+        out = SampleOutput(tokens.tolist())
+        if want_lp:
+            self._logprobs(processed, tokens, params, out)
+        return out
+
+    def _generator(self, slot: int, device: torch.device) -> Optional[torch.Generator]:
+        if slot not in self._seeds:
+            return None
+        if slot not in self._generators:  # created lazily: the logits' device is known only now
+            generator = torch.Generator(device=device)
+            generator.manual_seed(self._seeds[slot])
+            self._generators[slot] = generator
+        return self._generators[slot]
+
+    def _penalty_state(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._seen is None or self._seen.device != device:
+            self._seen = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.bool, device=device)
+            self._counts = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.float32, device=device)
+        assert self._counts is not None
+        return self._seen, self._counts
+
+    def _apply_penalties(
+        self, logits: torch.Tensor, slots: list[int], params: list[SamplingParams], rows: list[int]
+    ) -> torch.Tensor:
+        seen, counts = self._penalty_state(logits.device)
+        for slot in slots:
+            prompt = self._new_prompts.pop(slot, None)
+            if prompt is not None:
+                seen[slot].zero_()
+                counts[slot].zero_()
+                seen[slot, torch.tensor(prompt, device=logits.device)] = True
+        dev = logits.device
+        row_idx = torch.tensor(rows, device=dev)
+        slot_idx = torch.tensor(slots, device=dev)
+        rep = torch.tensor([p.repetition_penalty or 1.0 for p in params], device=dev).unsqueeze(1)
+        freq = torch.tensor([p.frequency_penalty for p in params], device=dev).unsqueeze(1)
+        pres = torch.tensor([p.presence_penalty for p in params], device=dev).unsqueeze(1)
+        sub = logits[row_idx]
+        sub = torch.where(seen[slot_idx], torch.where(sub > 0, sub / rep, sub * rep), sub)
+        slot_counts = counts[slot_idx]
+        sub -= freq * slot_counts + pres * (slot_counts > 0)
+        return logits.index_copy(0, row_idx, sub)
+
+    def _record(self, slots: list[int], tokens: torch.Tensor) -> None:
+        seen, counts = self._penalty_state(tokens.device)
+        slot_idx = torch.tensor(slots, device=tokens.device)
+        seen[slot_idx, tokens] = True
+        counts.index_put_((slot_idx, tokens), torch.ones_like(tokens, dtype=counts.dtype), accumulate=True)
+
+    @staticmethod
+    def _logprobs(
+        processed: torch.Tensor, tokens: torch.Tensor, params: Sequence[SamplingParams], out: SampleOutput
+    ) -> None:
+        logprobs = processed.log_softmax(-1)
+        out.logprobs = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
+        k = max(p.top_logprobs for p in params)
+        if not k:
+            return
+        values, indices = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+        out.top_logprobs = [
+            {tok: lp for tok, lp in zip(row_ids[: p.top_logprobs], row_lps[: p.top_logprobs]) if lp > -math.inf}
+            for p, row_ids, row_lps in zip(params, indices.tolist(), values.tolist())
+        ]
+
+
+def warp_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Temperature, then top-k, top-p and typical-p masks (``-inf``), per row."""
+    dev, vocab = logits.device, logits.shape[-1]
+    temperature = torch.tensor([p.temperature or 1.0 for p in params], device=dev).unsqueeze(1)
+    logits = logits / temperature
+    top_k = [p.top_k if p.top_k and p.top_k < vocab else vocab for p in params]
+    # top_p == 1 keeps everything; 2.0 avoids cutting the tail on cumsum rounding.
+    top_p = [p.top_p if p.top_p is not None and p.top_p < 1.0 else 2.0 for p in params]
+    if min(top_k) < vocab or min(top_p) < 1.0:
+        sorted_logits, sorted_idx = logits.sort(-1, descending=True)
+        ranks = torch.arange(vocab, device=dev).unsqueeze(0)
+        remove = ranks >= torch.tensor(top_k, device=dev).unsqueeze(1)
+        if min(top_p) < 1.0:
+            probs = sorted_logits.masked_fill(remove, -math.inf).softmax(-1)
+            mass_before = probs.cumsum(-1) - probs  # the top token always has 0 before it: never removed
+            remove |= mass_before >= torch.tensor(top_p, device=dev).unsqueeze(1)
+        logits = logits.scatter(-1, sorted_idx, sorted_logits.masked_fill(remove, -math.inf))
+    if any(p.typical_p is not None and p.typical_p < 1.0 for p in params):
+        logits = typical_mask(logits, [p.typical_p if p.typical_p is not None else 1.0 for p in params])
+    return logits
+
+
+def typical_mask(logits: torch.Tensor, mass: list[float]) -> torch.Tensor:
+    """Locally typical sampling (Meister et al.), as ``transformers``' TypicalLogitsWarper."""
+    dev = logits.device
+    log_p = logits.log_softmax(-1)
+    entropy = -(log_p * log_p.exp()).nansum(-1, keepdim=True)
+    shifted = (-log_p - entropy).abs()
+    sorted_shifted, sorted_idx = shifted.sort(-1)
+    cumulative = logits.gather(-1, sorted_idx).softmax(-1).cumsum(-1)
+    masses = torch.tensor(mass, device=dev).unsqueeze(1)
+    last = (cumulative < masses).sum(-1, keepdim=True).clamp_(max=logits.shape[-1] - 1)
+    remove_sorted = sorted_shifted > sorted_shifted.gather(-1, last)
+    remove_sorted[:, 0] = False  # keep at least one token
+    remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted) & (masses < 1.0)
+    return logits.masked_fill(remove, -math.inf)

@@ -1,0 +1,287 @@
+"""The engine loop: requests in, one step at a time, ``RequestOutput``s out.
+
+``step()`` is three calls, as in nano-vllm and vLLM's ``EngineCore.step``:
+``scheduler.schedule()``, the backend (``decode`` for the running requests, then
+``prefill`` for newly admitted ones, both in the same step), then per request:
+sample, check stop criteria, detokenise. See ``docs/architecture.md``.
+
+Failure isolation: an exception while sampling, stopping or detokenising ends
+only the request it belongs to (``finish_reason="error"``); an exception from
+the backend propagates, and the caller ends everything with ``reset``.
+
+The engine is not thread-safe: one thread calls all of its methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Sequence as Seq, Union
+
+from djl_python.engine.detokenizer import IncrementalDetokenizer
+from djl_python.engine.generation_defaults import GenerationDefaults
+from djl_python.engine.request import InvalidRequest, RequestOutput, RequestStatus, SamplingParams
+from djl_python.engine.scheduler import Scheduler
+from djl_python.engine.sequence import Sequence
+from djl_python.engine.stopping import StopChecker
+
+if TYPE_CHECKING:
+    from djl_python.backends.base import Backend, BackendLimits
+    from djl_python.backends.sampling import SampleOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """The whole result of one offline ``generate`` prompt."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: Optional[str]
+    logprobs: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+
+
+class Engine:
+    """Continuous batching over a ``Backend``'s slots. See the module docstring."""
+
+    def __init__(
+        self,
+        backend: "Backend",
+        tokenizer: Any,
+        *,
+        max_prefill_tokens: int | None = None,
+        generation_defaults: GenerationDefaults | None = None,
+    ) -> None:
+        # Imported here so that importing the engine package does not import torch.
+        from djl_python.backends.sampling import Sampler
+
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.limits: "BackendLimits" = backend.limits
+        self.defaults = generation_defaults or GenerationDefaults()
+        self.scheduler = Scheduler(self.limits, max_prefill_tokens)
+        self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
+        self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
+        self._requests: dict[str, Sequence] = {}
+        self._pending: list[RequestOutput] = []  # aborted requests, reported by the next step
+        self._ids = itertools.count()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
+        """Queue a tokenised prompt; returns its id. Raises ``InvalidRequest`` for a prompt that cannot run."""
+        limits = self.limits
+        if not prompt_ids:
+            raise InvalidRequest("inputs", "the prompt is empty")
+        if len(prompt_ids) >= limits.n_positions:
+            raise InvalidRequest(
+                "inputs",
+                f"the prompt has {len(prompt_ids)} tokens; n_positions {limits.n_positions} leaves no room to generate",
+            )
+        if len(prompt_ids) > limits.max_prompt_len:
+            raise InvalidRequest(
+                "inputs", f"the prompt has {len(prompt_ids)} tokens; the longest accepted is {limits.max_prompt_len}"
+            )
+        if any(not isinstance(t, int) or not 0 <= t < limits.vocab_size for t in prompt_ids):
+            raise InvalidRequest("inputs", f"token ids must be integers in [0, {limits.vocab_size})")
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
+        if request_id in self._requests:
+            raise InvalidRequest("request_id", f"{request_id!r} is already in flight")
+        params = self.defaults.apply(params)
+        max_tokens = min(params.max_new_tokens, limits.n_positions - len(prompt_ids))
+        seq = Sequence(
+            request_id=request_id,
+            prompt_ids=list(prompt_ids),
+            params=params,
+            max_tokens=max_tokens,
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            stop=StopChecker(params, max_tokens, self._eos_ids),
+        )
+        self.scheduler.add(seq)
+        self._requests[request_id] = seq
+        return request_id
+
+    def abort(self, request_id: str) -> bool:
+        """End a request now; its slot is free for the next step. False if it is unknown or done."""
+        seq = self._requests.get(request_id)
+        if seq is None:
+            return False
+        self._finish(seq, RequestStatus.FINISHED_ABORTED)
+        self._pending.append(self._output(seq, [], ""))
+        return True
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests or self._pending)
+
+    @property
+    def num_running(self) -> int:
+        return self.scheduler.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        return self.scheduler.num_waiting
+
+    def reset(self, error_message: str) -> list[RequestOutput]:
+        """End every request with ``finish_reason="error"`` (after a backend failure)."""
+        outputs, self._pending = self._pending, []
+        for seq in self.scheduler.clear():
+            seq.status = RequestStatus.FINISHED_ERROR
+            outputs.append(self._output(seq, [], "", error=error_message))
+        for slot in range(self.limits.max_slots):
+            self.sampler.release(slot)
+            try:
+                self.backend.release(slot)
+            except Exception:  # the backend may be the thing that broke; the rows are reset on next prefill
+                logger.exception("backend.release(%d) failed during reset", slot)
+        self._requests.clear()
+        return outputs
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one step; return an output for every request that got a token, finished or was aborted."""
+        outputs, self._pending = self._pending, []
+        batch = self.scheduler.schedule()
+        # Decode before prefill: the running streams' tokens come first, and the Neuron naive
+        # strategy then pays one re-prefill per join (a decode of every occupied row is a plain
+        # static step) instead of two.
+        if batch.decode:
+            decode = batch.decode
+            logits = self.backend.decode(
+                [s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode]
+            )
+            self._postprocess(decode, logits, outputs)
+        if batch.prefill:
+            for seq in batch.prefill:
+                self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
+            logits = self.backend.prefill([s.slot for s in batch.prefill], [s.prompt_ids for s in batch.prefill])
+            self._postprocess(batch.prefill, logits, outputs)
+        return outputs
+
+    def _postprocess(self, seqs: list[Sequence], logits: Any, outputs: list[RequestOutput]) -> None:
+        for seq, sampled in zip(seqs, self._sample(seqs, logits)):
+            if isinstance(sampled, Exception):
+                self._fail(seq, sampled, outputs)
+                continue
+            try:
+                outputs.append(self._append_token(seq, *sampled))
+            except Exception as err:  # a bad token for this tokenizer, say; other requests go on
+                self._fail(seq, err, outputs)
+
+    def _sample(self, seqs: list[Sequence], logits: Any) -> list[Union[tuple, Exception]]:
+        """One ``(token, logprob, top_logprobs)`` per sequence, or the exception that sampling it raised."""
+        slots, params = [s.slot for s in seqs], [s.params for s in seqs]
+        try:
+            return _unpack(self.sampler.sample(logits, slots, params))
+        except Exception as err:
+            if len(seqs) == 1:
+                return [err]
+        # Isolate the faulty row: sample each request on its own.
+        results: list[Union[tuple, Exception]] = []
+        for i in range(len(seqs)):
+            try:
+                results.extend(_unpack(self.sampler.sample(logits[i : i + 1], slots[i : i + 1], params[i : i + 1])))
+            except Exception as err:
+                results.append(err)
+        return results
+
+    def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
+        """Record one sampled token: the stop criteria, then the text it releases."""
+        seq.output_ids.append(token)
+        status = seq.stop.check_token(token, seq.num_generated)
+        text = ""
+        if not seq.stop.is_stop_token(token):  # EOS / stop-token text never reaches the client
+            text = seq.stop.feed_text(seq.detokenizer.step(token))
+        if status is not None and seq.stop.matched is None:
+            # Ending for another reason: release what the detokenizer and the matcher held
+            # back (which may still complete a stop sequence).
+            text += seq.stop.feed_text(seq.detokenizer.flush())
+            text += seq.stop.flush()
+        if seq.stop.matched is not None:
+            status = RequestStatus.FINISHED_STOP_SEQUENCE
+        if status is not None:
+            self._finish(seq, status)
+        top_list = [top] if top is not None and seq.params.top_logprobs else []
+        lps = [logprob] if logprob is not None and seq.params.logprobs else []
+        return self._output(seq, [token], text, logprobs=lps, top_logprobs=top_list)
+
+    def _fail(self, seq: Sequence, err: Exception, outputs: list[RequestOutput]) -> None:
+        logger.exception("request %s failed", seq.request_id, exc_info=err)
+        self._finish(seq, RequestStatus.FINISHED_ERROR)
+        outputs.append(self._output(seq, [], "", error=f"{type(err).__name__}: {err}"))
+
+    def _finish(self, seq: Sequence, status: RequestStatus) -> None:
+        """Terminal status, slot back to the scheduler and the backend, request forgotten."""
+        slot = seq.slot
+        seq.status = status
+        self.scheduler.finish(seq)
+        if slot is not None:
+            self.sampler.release(slot)
+            self.backend.release(slot)
+        self._requests.pop(seq.request_id, None)
+
+    @staticmethod
+    def _output(seq: Sequence, token_ids: list[int], text: str, **extra: Any) -> RequestOutput:
+        return RequestOutput(
+            request_id=seq.request_id,
+            token_ids=token_ids,
+            text=text,
+            finished=seq.finished,
+            finish_reason=seq.status.finish_reason,
+            prompt_tokens=seq.prompt_len,
+            generated_tokens=seq.num_generated,
+            **extra,
+        )
+
+    # -- offline convenience ----------------------------------------------------------------
+
+    def generate(
+        self, prompts: Union[Seq[str], Seq[list[int]]], params: Union[SamplingParams, Seq[SamplingParams], None] = None
+    ) -> list[GenerationResult]:
+        """Run ``prompts`` to completion (strings are tokenised with the engine's tokenizer).
+
+        Offline use only: it drives ``step`` itself until the engine is idle, so the
+        outputs of requests added by anyone else are consumed and dropped.
+        Raises ``InvalidRequest`` for a prompt that cannot run; the prompts of the
+        call queued before it are aborted.
+        """
+        params = params or SamplingParams()
+        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
+        ids: list[str] = []
+        try:
+            for prompt, sp in zip(prompts, per_prompt):
+                ids.append(self.add_request(_prompt_ids(self.tokenizer, prompt), sp))
+        except InvalidRequest:
+            for rid in ids:
+                self.abort(rid)
+            raise
+        results = {rid: GenerationResult("", [], None) for rid in ids}
+        while self.has_unfinished():
+            for out in self.step():
+                result = results.get(out.request_id)
+                if result is None:
+                    continue
+                result.text += out.text
+                result.token_ids += out.token_ids
+                result.logprobs += out.logprobs
+                result.prompt_tokens = out.prompt_tokens
+                if out.finished:
+                    result.finish_reason = out.finish_reason
+        return [results[rid] for rid in ids]
+
+
+def _prompt_ids(tokenizer: Any, prompt: Union[str, list[int]]) -> list[int]:
+    return tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+
+
+def _unpack(out: "SampleOutput") -> list[tuple]:
+    n = len(out.token_ids)
+    logprobs = out.logprobs or [None] * n
+    tops = out.top_logprobs or [None] * n
+    return list(zip(out.token_ids, logprobs, tops))

@@ -1,0 +1,141 @@
+"""Slots and admission: which requests prefill and which decode in the next step.
+
+The scheduler deals only in sequences, slots and a token budget. It imports
+neither torch nor Neuron (a test checks), so it is tested in milliseconds.
+
+Policy (one ``schedule()`` call per engine step):
+
+* **Slots.** A slot is a KV-cache row, ``range(limits.max_slots)``. Free slots
+  are handed out lowest id first, so the ids of one prefill are ascending, as
+  transformers-neuronx continuous batching needs (djl-serving#2160).
+* **Admission.** Waiting requests are admitted strictly FIFO while a slot is
+  free, at most ``limits.max_prefill_slots`` per step, and while the padded
+  prompt lengths (``limits.bucket_for(len)``, the work a bucketed backend really
+  does) fit ``max_prefill_tokens``. The first request of a step is always admitted
+  when a slot is free, whatever its length, so no prompt starves; the queue is
+  never reordered to fill the budget, so no short prompt overtakes a long one.
+* **Prefill and decode in the same step.** Unlike DJL and TGI Neuron, which
+  either prefill *or* decode, a step decodes every request already running
+  *and* prefills the admitted ones (two backend calls, decode first). Running
+  streams therefore get a token every step however many requests arrive; the
+  prefill budget bounds how much a burst of arrivals slows them down.
+* **Positions.** The scheduler never decodes a sequence past ``n_positions``:
+  ``add`` rejects a sequence whose prompt plus ``max_tokens`` exceeds it, and
+  the engine finishes a sequence when it reaches ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from djl_python.engine.request import RequestStatus
+from djl_python.engine.sequence import Sequence
+
+if TYPE_CHECKING:  # only for annotations: the scheduler must stay importable without torch
+    from djl_python.backends.base import BackendLimits
+
+DEFAULT_MIN_PREFILL_TOKENS = 512
+
+
+@dataclass
+class SchedulerOutput:
+    """What the engine runs in one step. Both lists are sorted by ascending slot."""
+
+    # Newly admitted sequences: slot assigned, status RUNNING, no output tokens yet.
+    # The engine calls ``backend.prefill`` with their slots and prompts.
+    prefill: list[Sequence] = field(default_factory=list)
+    # Sequences that were already running (each has at least one output token);
+    # the engine calls ``backend.decode`` with their last token at ``num_tokens - 1``.
+    decode: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.prefill and not self.decode
+
+
+class Scheduler:
+    """FIFO admission into a fixed set of slots, with a per-step prefill budget.
+
+    Contract with the engine:
+
+    * ``add(seq)`` queues a WAITING sequence.
+    * ``schedule()`` admits waiting sequences (assigning ``seq.slot`` and setting
+      RUNNING) and returns them with the running ones; it changes nothing else.
+    * The engine runs the backend, appends tokens, and calls ``finish(seq)`` for
+      every sequence that finished or was aborted, after setting its terminal
+      status. ``finish`` frees the slot at once, so the next ``schedule()`` can
+      give it to the next waiting request.
+    """
+
+    def __init__(self, limits: "BackendLimits", max_prefill_tokens: int | None = None) -> None:
+        if max_prefill_tokens is not None and max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
+        self.limits = limits
+        # Default: one longest prompt, or 512 tokens of shorter ones, per step.
+        self.max_prefill_tokens = max_prefill_tokens or max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS)
+        self.max_prefill_slots = limits.max_prefill_slots or limits.max_slots
+        self.waiting: deque[Sequence] = deque()
+        self.running: dict[int, Sequence] = {}
+        self._free_slots: list[int] = list(range(limits.max_slots))  # a heap: lowest id first
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new sequence. Raises ValueError if it could run past ``n_positions``."""
+        if seq.status != RequestStatus.WAITING or seq.slot is not None:
+            raise ValueError(f"request {seq.request_id} is not a new waiting sequence")
+        if seq.prompt_len + seq.max_tokens > self.limits.n_positions:
+            raise ValueError(
+                f"request {seq.request_id}: {seq.prompt_len} prompt + {seq.max_tokens} new tokens "
+                f"exceed n_positions {self.limits.n_positions}"
+            )
+        self.waiting.append(seq)
+
+    def schedule(self) -> SchedulerOutput:
+        """Admit what fits, then list everything to run this step (see the module docstring)."""
+        out = SchedulerOutput()
+        budget = self.max_prefill_tokens
+        while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
+            cost = self.limits.bucket_for(self.waiting[0].prompt_len)
+            if out.prefill and cost > budget:
+                break  # FIFO: wait for the next step rather than let a later request overtake
+            seq = self.waiting.popleft()
+            budget -= cost
+            seq.slot = heapq.heappop(self._free_slots)
+            seq.status = RequestStatus.RUNNING
+            self.running[seq.slot] = seq
+            out.prefill.append(seq)
+        # Sequences admitted just now have no output token yet; everything else decodes.
+        out.decode = [self.running[slot] for slot in sorted(self.running) if self.running[slot].output_ids]
+        return out
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a finished or aborted sequence and free its slot. Idempotent."""
+        if seq.slot is not None and self.running.get(seq.slot) is seq:
+            del self.running[seq.slot]
+            heapq.heappush(self._free_slots, seq.slot)
+            seq.slot = None
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+
+    def clear(self) -> list[Sequence]:
+        """Drop every sequence (after a backend failure); returns them, slots freed."""
+        dropped = list(self.waiting) + [self.running[slot] for slot in sorted(self.running)]
+        for seq in dropped:
+            seq.slot = None
+        self.waiting.clear()
+        self.running.clear()
+        self._free_slots = list(range(self.limits.max_slots))
+        return dropped

@@ -1,0 +1,215 @@
+"""The sampler on constructed logits: each parameter's effect, seeds, log-probs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from djl_python.backends.sampling import Sampler
+from djl_python.engine.request import SamplingParams
+
+VOCAB = 32
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams], sampler: Sampler | None = None, slots=None):
+    sampler = sampler or Sampler(max_slots=8, vocab_size=VOCAB)
+    slots = slots if slots is not None else list(range(len(params)))
+    for slot, p in zip(slots, params):
+        sampler.start(slot, [0], p)
+    return sampler.sample(logits, slots, params)
+
+
+def random_logits(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, VOCAB, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def test_greedy_is_argmax() -> None:
+    logits = random_logits(4)
+    out = sample(logits, [SamplingParams()] * 4)
+    assert out.token_ids == logits.argmax(-1).tolist() and out.logprobs is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(do_sample=True, top_k=1),
+        SamplingParams(do_sample=True, top_p=1e-6),
+        SamplingParams(do_sample=True, temperature=1e-4),
+        SamplingParams(do_sample=True, temperature=0.0),
+        SamplingParams(do_sample=True, typical_p=1e-6, temperature=1e-3),
+    ],
+)
+def test_degenerate_sampling_equals_greedy(params: SamplingParams) -> None:
+    logits = random_logits(6, seed=1)
+    for _ in range(5):
+        assert sample(logits, [params] * 6).token_ids == logits.argmax(-1).tolist()
+
+
+def test_top_k_and_top_p_only_choose_allowed_tokens() -> None:
+    logits = random_logits(1, seed=2).expand(400, VOCAB).contiguous()
+    top3 = set(logits[0].topk(3).indices.tolist())
+    chosen = sample(logits, [SamplingParams(do_sample=True, top_k=3, temperature=5.0)] * 400).token_ids
+    assert set(chosen) == top3  # all three appear at a high temperature, nothing else
+    # Probabilities 0.4, 0.3, 0.2, ...: the smallest set reaching 0.6 is the first two.
+    head = torch.tensor([0.4, 0.3, 0.2] + [0.1 / (VOCAB - 3)] * (VOCAB - 3))
+    logits = head.log().expand(400, VOCAB).contiguous()
+    chosen = sample(logits, [SamplingParams(do_sample=True, top_p=0.6)] * 400).token_ids
+    assert set(chosen) == {0, 1}
+
+
+def test_sampling_follows_the_distribution() -> None:
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1] + [1e-9] * (VOCAB - 3)])).expand(3000, VOCAB).contiguous()
+    chosen = torch.tensor(sample(logits, [SamplingParams(do_sample=True)] * 3000).token_ids)
+    freq = torch.bincount(chosen, minlength=3)[:3].float() / 3000
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.04)
+
+
+def test_temperature_sharpens_and_flattens() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2] + [1e-9] * (VOCAB - 3)])).expand(2000, VOCAB).contiguous()
+    cold = sample(logits, [SamplingParams(do_sample=True, temperature=0.3)] * 2000).token_ids
+    hot = sample(logits, [SamplingParams(do_sample=True, temperature=3.0)] * 2000).token_ids
+    # softmax(logits / T): p(token 0) = 0.81 at T=0.3, 0.38 at T=3 (0.5 untempered).
+    for chosen, temperature in ((cold, 0.3), (hot, 3.0)):
+        expected = (logits[0] / temperature).softmax(-1)[0].item()
+        assert chosen.count(0) / 2000 == pytest.approx(expected, abs=0.04)
+    assert cold.count(0) > 1000 > hot.count(0)
+
+
+def test_typical_p_drops_atypical_tokens() -> None:
+    # One dominant token and a flat tail: the dominant token is "atypical" (far below the entropy).
+    probs = torch.tensor([0.5] + [0.5 / (VOCAB - 1)] * (VOCAB - 1))
+    logits = probs.log().expand(500, VOCAB).contiguous()
+    chosen = sample(logits, [SamplingParams(do_sample=True, typical_p=0.4)] * 500).token_ids
+    assert 0 not in chosen
+    assert 0 in sample(logits, [SamplingParams(do_sample=True)] * 500).token_ids
+
+
+def test_repetition_penalty_hf_semantics() -> None:
+    # Token 5 is best, but the prompt contains it; penalty 2 halves its positive logit.
+    logits = torch.full((1, VOCAB), -1.0)
+    logits[0, 5], logits[0, 6], logits[0, 7] = 4.0, 3.0, -0.5
+    sampler = Sampler(4, VOCAB)
+    params = SamplingParams(repetition_penalty=2.0)
+    sampler.start(0, [5, 7], params)
+    assert sampler.sample(logits.clone(), [0], [params]).token_ids == [6]
+    # Without the penalty token 5 wins.
+    assert Sampler(4, VOCAB).sample(logits.clone(), [0], [SamplingParams()]).token_ids == [5]
+    # Negative logits are multiplied (-0.5 -> -1.0 falls below the unseen -0.9), not divided.
+    negative = torch.full((1, VOCAB), -5.0)
+    negative[0, 7], negative[0, 8] = -0.5, -0.9
+    sampler.start(1, [7], params)
+    assert sampler.sample(negative, [1], [params]).token_ids == [8]
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens() -> None:
+    logits = torch.zeros(1, VOCAB)
+    logits[0, 3], logits[0, 4] = 1.0, 0.8
+    for params in (SamplingParams(presence_penalty=0.5), SamplingParams(frequency_penalty=0.5)):
+        sampler = Sampler(4, VOCAB)
+        sampler.start(2, [3, 4], params)  # prompt tokens do not count (OpenAI semantics)
+        assert sampler.sample(logits.clone(), [2], [params]).token_ids == [3]  # 3 is now generated once
+        assert sampler.sample(logits.clone(), [2], [params]).token_ids == [4]  # 1.0 - 0.5 < 0.8
+    # Frequency grows with the count, presence does not.
+    picks = {}
+    variants = {"frequency": SamplingParams(frequency_penalty=0.3), "presence": SamplingParams(presence_penalty=0.3)}
+    for name, params in variants.items():
+        sampler = Sampler(4, VOCAB)
+        sampler.start(0, [1], params)
+        picks[name] = [sampler.sample(logits.clone(), [0], [params]).token_ids[0] for _ in range(6)]
+    assert picks["frequency"] == [3, 4, 3, 4, 3, 4]  # 1.0 - 0.3 n3 against 0.8 - 0.3 n4
+    assert picks["presence"] == [3, 4, 3, 3, 3, 3]  # 0.7 against 0.5 once both were seen
+
+
+def test_penalty_state_is_per_slot_and_reset_on_start() -> None:
+    logits = torch.zeros(2, VOCAB)
+    logits[:, 3], logits[:, 4] = 1.0, 0.8
+    params = SamplingParams(presence_penalty=0.5)
+    sampler = Sampler(4, VOCAB)
+    sampler.start(0, [1], params)
+    sampler.start(1, [1], SamplingParams())
+    assert sampler.sample(logits.clone(), [0, 1], [params, SamplingParams()]).token_ids == [3, 3]
+    assert sampler.sample(logits.clone(), [0, 1], [params, SamplingParams()]).token_ids == [4, 3]
+    sampler.start(0, [1], params)  # a new request in slot 0 starts clean
+    assert sampler.sample(logits[:1].clone(), [0], [params]).token_ids == [3]
+
+
+def test_seeded_row_is_independent_of_the_batch() -> None:
+    seeded = SamplingParams(do_sample=True, seed=1234, temperature=1.5)
+    logits = random_logits(1, seed=3)
+    alone = Sampler(8, VOCAB)
+    alone.start(0, [0], seeded)
+    solo = [alone.sample(logits, [0], [seeded]).token_ids[0] for _ in range(20)]
+    batch = Sampler(8, VOCAB)
+    others = [SamplingParams(do_sample=True), SamplingParams(do_sample=True, seed=7), SamplingParams()]
+    params = [others[0], others[1], seeded, others[2]]
+    for slot, p in zip([1, 3, 5, 6], params):
+        batch.start(slot, [0], p)
+    big = torch.cat([random_logits(2, seed=9), logits, random_logits(1, seed=10)])
+    in_batch = [batch.sample(big, [1, 3, 5, 6], params).token_ids[2] for _ in range(20)]
+    assert in_batch == solo and len(set(solo)) > 1
+
+
+def test_logprobs_are_log_softmax_for_greedy_and_normalised_for_sampling() -> None:
+    logits = random_logits(2, seed=4)
+    params = [
+        SamplingParams(logprobs=True, top_logprobs=5),
+        SamplingParams(do_sample=True, top_k=4, logprobs=True, top_logprobs=8),
+    ]
+    out = sample(logits.clone(), params)
+    expected = logits[0].log_softmax(-1)
+    assert out.logprobs[0] == pytest.approx(expected[out.token_ids[0]].item(), abs=1e-5)
+    top = out.top_logprobs[0]
+    assert list(top) == expected.topk(5).indices.tolist() and out.token_ids[0] in top
+    # Sampled row: top-k 4 leaves exactly 4 tokens whose probabilities sum to one.
+    sampled_top = out.top_logprobs[1]
+    assert len(sampled_top) == 4 and out.token_ids[1] in sampled_top
+    assert math.fsum(math.exp(v) for v in sampled_top.values()) == pytest.approx(1.0, abs=1e-5)
+    assert out.logprobs[1] == pytest.approx(sampled_top[out.token_ids[1]], abs=1e-6)
+
+
+def test_sample_does_not_modify_the_logits() -> None:
+    logits = random_logits(2, seed=5)
+    before = logits.clone()
+    params = [SamplingParams(repetition_penalty=1.5, do_sample=True, top_k=3), SamplingParams(frequency_penalty=1.0)]
+    sample(logits, params)
+    assert torch.equal(logits, before)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=0.7, top_k=10),
+        dict(top_p=0.8),
+        dict(typical_p=0.9),
+        dict(temperature=1.3, top_k=12, top_p=0.9, typical_p=0.8),
+    ],
+)
+def test_warping_matches_transformers_logits_warpers(kw) -> None:
+    from transformers.generation.logits_process import (
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    from djl_python.backends.sampling import warp_logits
+
+    logits = random_logits(3, seed=11)
+    expected = logits.clone()
+    warpers = []
+    if "temperature" in kw:
+        warpers.append(TemperatureLogitsWarper(kw["temperature"]))
+    if "top_k" in kw:
+        warpers.append(TopKLogitsWarper(kw["top_k"]))
+    if "top_p" in kw:
+        warpers.append(TopPLogitsWarper(kw["top_p"]))
+    if "typical_p" in kw:
+        warpers.append(TypicalLogitsWarper(kw["typical_p"]))
+    for warper in warpers:
+        expected = warper(None, expected)
+    got = warp_logits(logits, [SamplingParams(do_sample=True, **kw)] * 3)
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
+    assert torch.allclose(got[~torch.isinf(got)], expected[~torch.isinf(expected)])
+    assert (~torch.isinf(got)).sum() < got.numel()  # something was masked

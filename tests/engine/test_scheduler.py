@@ -1,0 +1,159 @@
+"""The scheduler alone: slots, FIFO admission, prefill budget, positions. No model, no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from djl_python.backends.base import BackendLimits
+from djl_python.engine.request import RequestStatus, SamplingParams
+from djl_python.engine.scheduler import Scheduler
+from djl_python.engine.sequence import Sequence
+
+
+def make_seq(rid: str, prompt_len: int = 4, max_tokens: int = 8) -> Sequence:
+    # The scheduler never touches the detokenizer or stop checker.
+    prompt = list(range(1, prompt_len + 1))
+    return Sequence(rid, prompt, SamplingParams(), max_tokens, detokenizer=None, stop=None)  # type: ignore[arg-type]
+
+
+def limits(max_slots: int = 4, n_positions: int = 64, buckets=(16, 32), max_prefill_slots=None) -> BackendLimits:
+    return BackendLimits(max_slots, n_positions, tuple(buckets), 100, (2,), max_prefill_slots)
+
+
+def run_prefill(out) -> None:
+    """Stand-in for the engine: every prefilled or decoded sequence gets a token."""
+    for seq in out.prefill + out.decode:
+        seq.output_ids.append(7)
+
+
+def test_importing_the_scheduler_does_not_import_torch() -> None:
+    code = "import sys, djl_python.engine.scheduler, djl_python.engine; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_slots_are_assigned_in_ascending_order_and_reused_lowest_first() -> None:
+    sched = Scheduler(limits(max_slots=4))
+    seqs = [make_seq(f"r{i}") for i in range(4)]
+    for s in seqs:
+        sched.add(s)
+    out = sched.schedule()
+    assert [s.slot for s in out.prefill] == [0, 1, 2, 3]
+    assert all(s.status == RequestStatus.RUNNING for s in seqs)
+    run_prefill(out)
+    for s in (seqs[2], seqs[1]):
+        s.status = RequestStatus.FINISHED_EOS
+        sched.finish(s)
+    late = [make_seq("a"), make_seq("b")]
+    for s in late:
+        sched.add(s)
+    out = sched.schedule()
+    assert [s.slot for s in out.prefill] == [1, 2]
+    assert [s.slot for s in out.decode] == [0, 3]
+
+
+def test_admission_is_fifo_and_waits_for_a_free_slot() -> None:
+    sched = Scheduler(limits(max_slots=2))
+    seqs = [make_seq(f"r{i}") for i in range(5)]
+    for s in seqs:
+        sched.add(s)
+    out = sched.schedule()
+    assert [s.request_id for s in out.prefill] == ["r0", "r1"]
+    assert sched.num_waiting == 3 and sched.num_running == 2
+    run_prefill(out)
+    assert sched.schedule().prefill == []  # no free slot: nothing admitted
+    seqs[1].status = RequestStatus.FINISHED_LENGTH
+    sched.finish(seqs[1])
+    out = sched.schedule()
+    assert [s.request_id for s in out.prefill] == ["r2"] and out.prefill[0].slot == 1
+
+
+def test_prefill_budget_counts_padded_buckets_and_never_starves() -> None:
+    # Buckets 16/32; budget 40: a 20-token prompt costs 32, a 4-token one 16.
+    sched = Scheduler(limits(max_slots=8), max_prefill_tokens=40)
+    long_a, long_b, short = make_seq("a", 20), make_seq("b", 20), make_seq("c", 4)
+    for s in (long_a, long_b, short):
+        sched.add(s)
+    out = sched.schedule()
+    # "a" (32) fits; "b" (32) would exceed 40 and "c" may not overtake it.
+    assert [s.request_id for s in out.prefill] == ["a"]
+    run_prefill(out)
+    out = sched.schedule()
+    assert [s.request_id for s in out.prefill] == ["b"]
+    assert [s.request_id for s in out.decode] == ["a"]  # running stream still decodes this step
+
+
+def test_one_request_is_admitted_even_when_it_exceeds_the_budget() -> None:
+    sched = Scheduler(limits(max_slots=2), max_prefill_tokens=1)
+    sched.add(make_seq("big", 30))
+    sched.add(make_seq("small", 2))
+    assert [s.request_id for s in sched.schedule().prefill] == ["big"]
+
+
+def test_default_budget_is_the_longest_prompt_or_512() -> None:
+    assert Scheduler(limits(buckets=(16, 32))).max_prefill_tokens == 512
+    assert Scheduler(limits(n_positions=2048, buckets=(128, 1024))).max_prefill_tokens == 1024
+
+
+def test_max_prefill_slots_is_respected() -> None:
+    sched = Scheduler(limits(max_slots=8, max_prefill_slots=2))
+    for i in range(5):
+        sched.add(make_seq(f"r{i}"))
+    sizes = []
+    while sched.num_waiting:
+        out = sched.schedule()
+        sizes.append(len(out.prefill))
+        run_prefill(out)
+    assert sizes == [2, 2, 1]
+
+
+def test_running_streams_decode_every_step_while_others_prefill() -> None:
+    sched = Scheduler(limits(max_slots=4), max_prefill_tokens=16)
+    first = make_seq("first")
+    sched.add(first)
+    run_prefill(sched.schedule())
+    for i in range(3):
+        sched.add(make_seq(f"new{i}"))
+    for _ in range(3):
+        out = sched.schedule()
+        assert first in out.decode and len(out.prefill) == 1
+        run_prefill(out)
+
+
+def test_add_rejects_a_sequence_that_could_pass_n_positions() -> None:
+    sched = Scheduler(limits(n_positions=32))
+    sched.add(make_seq("fits", prompt_len=8, max_tokens=24))
+    with pytest.raises(ValueError, match="n_positions"):
+        sched.add(make_seq("too-long", prompt_len=8, max_tokens=25))
+
+
+def test_finish_of_a_waiting_sequence_removes_it_and_finish_is_idempotent() -> None:
+    sched = Scheduler(limits(max_slots=1))
+    a, b, c = make_seq("a"), make_seq("b"), make_seq("c")
+    for s in (a, b, c):
+        sched.add(s)
+    run_prefill(sched.schedule())
+    b.status = RequestStatus.FINISHED_ABORTED
+    sched.finish(b)
+    sched.finish(b)
+    a.status = RequestStatus.FINISHED_ABORTED
+    sched.finish(a)  # frees slot 0 at once
+    sched.finish(a)
+    out = sched.schedule()
+    assert [s.request_id for s in out.prefill] == ["c"] and c.slot == 0
+    assert not sched.waiting
+
+
+def test_clear_drops_everything_and_frees_all_slots() -> None:
+    sched = Scheduler(limits(max_slots=2))
+    for i in range(3):
+        sched.add(make_seq(f"r{i}"))
+    run_prefill(sched.schedule())
+    dropped = sched.clear()
+    assert [s.request_id for s in dropped] == ["r2", "r0", "r1"]
+    assert not sched.has_unfinished()
+    sched.add(make_seq("again"))
+    assert sched.schedule().prefill[0].slot == 0
