@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 MODEL_DIR ?=
 
-.PHONY: serve test bench bench-quick install install-test clean
+.PHONY: serve test test-compat bench bench-quick install install-test clean
 
 $(VENV)/.installed-cpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,8 @@ serve: install
 test: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m pytest -q tests
+	# Everything outside the PyTorch backend must also work with the Neuron stack's transformers 4.47.
+	bash scripts/compat-venv.sh
 
 bench: install-test
 	$(PY) -m djl_python.default_model
@@ -42,5 +44,8 @@ bench-quick: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m bench --quick
 
+test-compat:
+	bash scripts/compat-venv.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-compat .pytest_cache

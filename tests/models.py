@@ -33,6 +33,14 @@ _CORPUS = [
 _HIDDEN, _LAYERS, _HEADS, _VOCAB, _MAXPOS = 64, 2, 4, 512, 256
 
 
+def dtype_kwargs(dtype: torch.dtype | str) -> dict:
+    """``{"dtype": ...}`` for transformers >= 4.56, ``{"torch_dtype": ...}`` before (the Neuron stack's 4.47)."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def make_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer and save it (with a chat template) under ``path``."""
     tok = Tokenizer(models.BPE())
@@ -82,7 +90,7 @@ def tiny_config(arch: str):
 def make_tiny_model(arch: str, path: Path, seed: int = 0) -> Path:
     """Write a random ``arch`` model plus tokenizer to ``path`` and return it."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch), **dtype_kwargs(torch.float32))
     # Random init gives near-uniform logits; scale the output layer so greedy picks are well separated.
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)

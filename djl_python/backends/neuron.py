@@ -1,0 +1,197 @@
+"""The Neuron backend: a transformers-neuronx (TNX) model behind the slot interface.
+
+``NeuronBackend.load(config, artifacts)`` decides the load plan, applies the
+Neuron environment (``NEURON_CC_FLAGS``, ``NEURON_COMPILE_CACHE_URL``), loads
+and compiles (or reloads saved graphs) within ``option.model_loading_timeout``,
+and returns one of the two strategies in :mod:`.neuron_strategies`:
+``ContinuousBatchingBackend`` or ``NaiveRollingBatchBackend``.
+
+Where the plan comes from (see :mod:`.neuron_plan`):
+
+* a folder written by ``djl-partition`` (``neuron.djl_python.plan`` in
+  config.json): the recorded plan, so the saved NEFFs match by hash;
+* any other optimum-neuron export: the settings optimum-neuron compiled with;
+* a Hugging Face checkpoint: the serving configuration.
+
+Nothing here has run on Neuron hardware; it is exercised through the test
+double in ``tests/neuron_double`` (docs/neuron.md lists what that covers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from djl_python.backends.base import Backend, BackendInfo, BackendLimits
+from djl_python.backends.model_defaults import eos_token_ids
+from djl_python.backends.neuron_loader import import_tnx, load_optimum_model, load_tnx_model
+from djl_python.backends.neuron_plan import CONTINUOUS, NeuronLoadPlan, plan_from_config, plan_from_optimum_block
+from djl_python.backends.neuron_versions import fmt
+
+if TYPE_CHECKING:
+    from djl_python.artifacts import ModelArtifacts
+    from djl_python.config import HandlerConfig
+
+logger = logging.getLogger(__name__)
+PLAN_KEY = "djl_python"  # neuron.djl_python.plan in config.json, written by djl-partition
+_DTYPE_OF_AMP = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
+
+def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
+    """Everything that changes the compiled graphs, for ``djl_manifest.json``."""
+    return {"model_type": plan.model_type, "strategy": plan.strategy, **plan.model_kwargs,
+            "neuron_config": plan.neuron_options}
+
+
+def tensor_parallel_degree(config: HandlerConfig) -> int:
+    """``tensor_parallel_degree``, with ``max`` = every visible NeuronCore."""
+    from djl_python.backends.select import neuron_core_count
+
+    if config.tensor_parallel_degree == "max":
+        return config.resolved_tp_degree(neuron_core_count())
+    return int(config.tensor_parallel_degree)
+
+
+def decide_plan(config: HandlerConfig, artifacts: ModelArtifacts, version: tuple[int, int]) -> NeuronLoadPlan:
+    """The load plan for these artifacts (precedence in the module docstring)."""
+    block = artifacts.neuron_block
+    if block is not None and artifacts.compiled_dir is not None:
+        recorded = (block.get(PLAN_KEY) or {}).get("plan")
+        if recorded is not None:
+            return NeuronLoadPlan.from_json(recorded)
+        return plan_from_optimum_block(block, artifacts.model_type, version)
+    return plan_from_config(
+        config, artifacts.model_type, artifacts.hf_config, tp_degree=tensor_parallel_degree(config), version=version
+    )
+
+
+class NeuronBackend(Backend):
+    """State and helpers shared by both strategies; build one with :meth:`load`."""
+
+    def __init__(self, model: Any, plan: NeuronLoadPlan, *, vocab_size: int, eos_ids: tuple[int, ...],
+                 tnx_version: str) -> None:
+        self.model, self.plan = model, plan
+        # Filler for padding and empty rows (DJL pads with EOS); its KV is masked or never read.
+        self.pad_token_id = eos_ids[0] if eos_ids else 0
+        self.limits = BackendLimits(
+            max_slots=plan.batch_size,
+            n_positions=plan.n_positions,
+            prefill_buckets=tuple(plan.prefill_buckets),
+            vocab_size=vocab_size,
+            eos_token_ids=eos_ids,
+            max_prefill_slots=None,  # both strategies take any number of prompts per prefill
+        )
+        self.info = BackendInfo(
+            name="neuron",
+            device="neuron",
+            model_type=plan.model_type,
+            dtype=_DTYPE_OF_AMP.get(str(plan.model_kwargs.get("amp")), str(plan.model_kwargs.get("amp"))),
+            extra={"strategy": plan.strategy, "tp_degree": plan.model_kwargs.get("tp_degree"),
+                   "transformers_neuronx": tnx_version},
+        )
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, config: HandlerConfig, artifacts: ModelArtifacts) -> NeuronBackend:
+        """Load (compiling if needed) the model in ``artifacts`` as configured; see the module docstring.
+
+        Raises ``NeuronVersionError`` for what the installed TNX cannot do and
+        ``NeuronLoadTimeout`` past ``option.model_loading_timeout``.
+        """
+        from djl_python.backends.neuron_strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
+        from djl_python.config import apply_environment
+
+        started = time.monotonic()
+        deadline = started + config.model_loading_timeout
+        changed = apply_environment(config)
+        if changed:
+            logger.info("Neuron environment: %s", changed)
+        tnx, version = import_tnx()
+        if config.model_loader == "optimum":
+            model, plan = _load_with_optimum(config, artifacts, version, deadline)
+        else:
+            plan = decide_plan(config, artifacts, version)
+            _check_manifest(artifacts, plan)
+            model = load_tnx_model(
+                plan, artifacts.checkpoint_dir, artifacts.compiled_dir,
+                deadline=deadline, timeout_s=config.model_loading_timeout,
+            )
+        strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
+        backend = strategy(
+            model,
+            plan,
+            vocab_size=int(artifacts.hf_config["vocab_size"]),
+            eos_ids=_eos_ids(artifacts),
+            tnx_version=str(getattr(tnx, "__version__", fmt(version))),
+        )
+        logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
+        return backend
+
+    @property
+    def device(self) -> str:
+        """Where the returned logits live: TNX hands them back on the host (``info.device`` says ``neuron``)."""
+        return "cpu"
+
+    # -- shared helpers -------------------------------------------------------------------------
+    def _check_slots(self, slot_ids: Sequence[int]) -> None:
+        if not slot_ids:
+            raise ValueError("slot_ids must not be empty")
+        if list(slot_ids) != sorted(set(slot_ids)) or slot_ids[0] < 0 or slot_ids[-1] >= self.limits.max_slots:
+            raise ValueError(f"slot_ids must be ascending, distinct and in [0, {self.limits.max_slots}): {slot_ids}")
+
+    def _forward(self, input_ids: torch.Tensor, cache_ids: torch.Tensor, start_ids: torch.Tensor, *,
+                 rows: int) -> torch.Tensor:
+        """TNX ``forward`` (positional: GPT-J/GPT-NeoX call the second argument ``cache_offset``)."""
+        with torch.inference_mode():
+            logits = self.model.forward(input_ids, cache_ids, start_ids)
+        if logits.dim() == 3:  # [B, 1, V] from wrappers
+            logits = logits[:, -1, :]
+        if logits.shape[0] != rows or logits.shape[1] < self.limits.vocab_size:
+            raise RuntimeError(f"transformers-neuronx returned logits {tuple(logits.shape)}, expected "
+                               f"[{rows}, {self.limits.vocab_size}]")
+        # TNX pads the vocabulary to a multiple of tp_degree; the padding columns are not tokens.
+        return logits[:, : self.limits.vocab_size].float()
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _eos_ids(artifacts: ModelArtifacts) -> tuple[int, ...]:
+    generation: dict[str, Any] = {}
+    path = Path(artifacts.model_dir) / "generation_config.json"
+    if path.is_file():
+        generation = json.loads(path.read_text())
+    return eos_token_ids(SimpleNamespace(**{"eos_token_id": artifacts.hf_config.get("eos_token_id")}),
+                         SimpleNamespace(eos_token_id=generation.get("eos_token_id")))
+
+
+def _check_manifest(artifacts: ModelArtifacts, plan: NeuronLoadPlan) -> None:
+    """Refuse saved graphs whose manifest says they were built with other settings (before loading weights)."""
+    from djl_python.artifacts import check_manifest
+
+    if artifacts.manifest is not None and artifacts.compiled_dir is not None:
+        check_manifest(artifacts.manifest, compile_config(plan), where=str(artifacts.compiled_dir))
+
+
+def _load_with_optimum(
+    config: HandlerConfig, artifacts: ModelArtifacts, version: tuple[int, int], deadline: float
+) -> tuple[Any, NeuronLoadPlan]:
+    """``model_loader=optimum``: optimum-neuron builds the TNX model; we drive its ``.model``."""
+    block = artifacts.neuron_block
+    export = None
+    if block is None:
+        plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
+                                tp_degree=tensor_parallel_degree(config), version=version)
+        export = {"batch_size": plan.batch_size, "sequence_length": plan.n_positions,
+                  "num_cores": plan.model_kwargs["tp_degree"],
+                  "auto_cast_type": _DTYPE_OF_AMP[plan.model_kwargs["amp"]]}
+    wrapper = load_optimum_model(Path(artifacts.model_dir), export_kwargs=export, deadline=deadline,
+                                 timeout_s=config.model_loading_timeout)
+    neuron_block = block or dict(getattr(wrapper.config, "neuron", {}) or export or {})
+    return wrapper.model, plan_from_optimum_block(neuron_block, artifacts.model_type, version)

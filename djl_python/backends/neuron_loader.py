@@ -1,0 +1,222 @@
+"""Turning a :class:`NeuronLoadPlan` into a compiled transformers-neuronx (TNX) model.
+
+Order of operations (the TNX contract, reference §1.4):
+
+1. ``cls.from_pretrained(checkpoint, **kwargs)`` binds the weights lazily; nothing compiles.
+2. ``model.load(compiled_dir)`` when saved NEFFs exist; this must come *before*
+3. ``model.to_neuron()``: shard, compile (or take the loaded/cached NEFFs), load onto the cores.
+
+Steps 1-3 run in a worker thread bounded by ``option.model_loading_timeout``
+(counted from the start of the backend load). Python cannot stop a thread, so
+on timeout the compile keeps running in the background while the error is
+raised; the worker process is expected to exit on a load failure.
+
+The Neuron compiler writes scratch files into the current directory, so DJL
+runs it from ``/tmp``; :func:`compile_workdir` does the same with a private
+temporary folder and always restores the previous working directory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator, TypeVar
+
+from djl_python.backends.neuron_plan import OPTION_OF_KEY, NeuronLoadPlan
+from djl_python.backends.neuron_versions import (
+    AUTO_CLASS_SINCE,
+    LAYOUT_ENUM_SINCE,
+    NeuronVersionError,
+    fmt,
+    key_since,
+    model_support,
+    neuron_config_keys,
+    parse_version,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+NEURON_INDEX = "https://pip.repos.neuron.amazonaws.com"
+
+
+class NeuronLoadTimeout(TimeoutError):
+    """Loading and compiling took longer than ``option.model_loading_timeout``."""
+
+
+def import_tnx() -> tuple[ModuleType, tuple[int, int]]:
+    """The installed ``transformers_neuronx`` and its ``(major, minor)`` version."""
+    try:
+        tnx = importlib.import_module("transformers_neuronx")
+    except ImportError as err:
+        raise NeuronVersionError(
+            "device=neuron needs transformers-neuronx, which is not installed: "
+            f"pip install transformers-neuronx --extra-index-url {NEURON_INDEX} (on an Inf2/Trn1 host)"
+        ) from err
+    return tnx, parse_version(getattr(tnx, "__version__", "0.0"))
+
+
+def model_class(tnx: ModuleType, version: tuple[int, int], model_type: str) -> type:
+    """The class whose ``from_pretrained`` builds the model.
+
+    ``NeuronAutoModelForCausalLM`` (0.10+) where installed, as DJL does: it
+    dispatches on the checkpoint's ``model_type`` to the same ``*ForSampling``
+    class. Older versions get the class from its own module, which exists in
+    every release (the top-level re-exports only came with 0.10).
+    """
+    sup = model_support(model_type, version)  # clear error for unsupported types and versions
+    if version >= AUTO_CLASS_SINCE and hasattr(tnx, "NeuronAutoModelForCausalLM"):
+        return tnx.NeuronAutoModelForCausalLM
+    return getattr(importlib.import_module(f"transformers_neuronx.{sup.package}.model"), sup.class_name)
+
+
+def build_neuron_config(tnx: ModuleType, version: tuple[int, int], options: dict[str, Any]) -> Any | None:
+    """``NeuronConfig(**options)`` with TNX objects, after checking the installed version knows every key.
+
+    Raises ``NeuronVersionError`` naming each option the installed version
+    does not accept (it would reject them with a bare ``AssertionError``).
+    """
+    if not options:
+        return None
+    accepted = neuron_config_keys(tnx, version)
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        lines = [f"{OPTION_OF_KEY.get(k, k)} (NeuronConfig.{k}, from transformers-neuronx {key_since(k)})"
+                 for k in unknown]
+        raise NeuronVersionError(
+            f"the installed transformers-neuronx {fmt(version)} does not support: {'; '.join(lines)}. "
+            "Remove these options or upgrade transformers-neuronx"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "continuous_batching":
+            value = tnx.ContinuousBatchingConfig(batch_size_for_shared_caches=int(value))
+        elif key == "quant":
+            value = tnx.QuantizationConfig(**value)
+        elif key == "group_query_attention":
+            value = tnx.GQA(value)
+        elif key.endswith("_layout") and version >= LAYOUT_ENUM_SINCE:
+            value = tnx.Layout(value)
+        kwargs[key] = value
+    return tnx.NeuronConfig(**kwargs)
+
+
+def from_pretrained_kwargs(tnx: ModuleType, version: tuple[int, int], plan: NeuronLoadPlan) -> dict[str, Any]:
+    kwargs = dict(plan.model_kwargs)
+    neuron_config = build_neuron_config(tnx, version, plan.neuron_options)
+    if neuron_config is not None:
+        kwargs["neuron_config"] = neuron_config
+    return kwargs
+
+
+def has_neffs(folder: Path | None) -> bool:
+    return folder is not None and folder.is_dir() and any(folder.glob("*.neff"))
+
+
+@contextmanager
+def compile_workdir() -> Iterator[Path]:
+    """Run inside a private temporary directory (the compiler writes to the cwd); restore the cwd after."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="djl-neuron-compile-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield Path(scratch)
+        finally:
+            os.chdir(previous)
+
+
+def run_with_deadline(fn: Callable[[], T], *, deadline: float, timeout_s: int, what: str) -> T:
+    """Run ``fn`` in a daemon thread; raise ``NeuronLoadTimeout`` if it is not done by ``deadline``."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = err
+
+    worker = threading.Thread(target=target, name="neuron-compile", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        raise NeuronLoadTimeout(
+            f"{what} did not finish within option.model_loading_timeout={timeout_s} s. Raise "
+            "option.model_loading_timeout, reuse a neff cache (option.compiled_graph_path), or compile ahead of "
+            "time with `djl-partition --save-mp-checkpoint-path OUT` and serve the partitioned folder"
+        )
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def load_tnx_model(
+    plan: NeuronLoadPlan,
+    checkpoint_dir: Path,
+    compiled_dir: Path | None,
+    *,
+    deadline: float,
+    timeout_s: int,
+) -> Any:
+    """``from_pretrained`` -> ``load(compiled_dir)`` (when it holds NEFFs) -> ``to_neuron()``, within the deadline."""
+    tnx, version = import_tnx()
+    cls = model_class(tnx, version, plan.model_type)
+    kwargs = from_pretrained_kwargs(tnx, version, plan)
+    serializable = model_support(plan.model_type, version).serializable
+    use_neffs = has_neffs(compiled_dir)
+    if use_neffs and not serializable:
+        logger.warning("%s cannot load saved graphs (no serialization in TNX); compiling instead", plan.model_type)
+        use_neffs = False
+
+    def work() -> Any:
+        started = time.monotonic()
+        model = cls.from_pretrained(str(checkpoint_dir), **kwargs)
+        if use_neffs:
+            model.load(str(compiled_dir))
+        with compile_workdir():
+            model.to_neuron()
+        logger.info(
+            "%s (%s) %s in %.1f s (batch=%d, n_positions=%d, tp_degree=%s, amp=%s, strategy=%s)",
+            cls.__name__,
+            plan.model_type,
+            f"loaded with saved graphs from {compiled_dir}" if use_neffs else "compiled and loaded",
+            time.monotonic() - started,
+            plan.batch_size,
+            plan.n_positions,
+            plan.model_kwargs.get("tp_degree"),
+            plan.model_kwargs.get("amp"),
+            plan.strategy,
+        )
+        return model
+
+    what = "loading the model with saved Neuron graphs" if use_neffs else "compiling the model for Neuron"
+    return run_with_deadline(work, deadline=deadline, timeout_s=timeout_s, what=what)
+
+
+def load_optimum_model(model_dir: Path, *, export_kwargs: dict[str, Any] | None, deadline: float,
+                       timeout_s: int) -> Any:
+    """An optimum-neuron ``NeuronModelForCausalLM`` (``model_loader=optimum``); its ``.model`` is the TNX model.
+
+    ``export_kwargs`` None loads an existing export; otherwise the model is
+    exported (compiled) with them (``batch_size``, ``sequence_length``, ``num_cores``, ``auto_cast_type``).
+    """
+    try:
+        from optimum.neuron import NeuronModelForCausalLM
+    except ImportError as err:
+        raise NeuronVersionError(
+            "option.model_loader=optimum needs optimum-neuron (pip install optimum-neuron, a TNX-era release "
+            f"<= 0.0.25, from {NEURON_INDEX}); or use option.model_loader=tnx"
+        ) from err
+
+    def work() -> Any:
+        with compile_workdir():
+            if export_kwargs is None:
+                return NeuronModelForCausalLM.from_pretrained(str(model_dir))
+            return NeuronModelForCausalLM.from_pretrained(str(model_dir), export=True, **export_kwargs)
+
+    return run_with_deadline(work, deadline=deadline, timeout_s=timeout_s, what="loading the optimum-neuron model")

@@ -1,0 +1,138 @@
+"""The two ways a transformers-neuronx (TNX) model serves a rolling batch.
+
+Both implement the slot contract of :mod:`djl_python.backends.base` on top of
+TNX ``forward(input_ids, cache_ids, start_ids)`` (reference §1.6); they differ
+in what one KV-cache row is.
+
+**Continuous batching** (Llama, Mistral): ``start_ids`` are ``seq_ids``, one
+KV row per slot, each with its own positions. A prefill touches only the new
+slots; a decode any subset. Nothing else is kept on the host.
+
+**Naive rolling batch** (every other architecture): TNX static batching, where
+all ``batch_size`` rows are always passed and share one cache column per step.
+Rows are left-padded so each row's last token sits in the same column, and
+``start_ids[row]`` is the row's first real column. See
+:class:`NaiveRollingBatchBackend` for the invariant that keeps the rows right.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from djl_python.backends.neuron import NeuronBackend
+
+
+class ContinuousBatchingBackend(NeuronBackend):
+    """One KV row per slot (``seq_ids`` = slot ids); see the module docstring."""
+
+    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        self._check_slots(slot_ids)
+        lengths = [len(p) for p in prompts]
+        if len(prompts) != len(slot_ids) or min(lengths, default=0) < 1:
+            raise ValueError("prefill needs one non-empty prompt per slot")
+        width = self.limits.bucket_for(max(lengths))
+        # Right padding: real tokens at 0..len-1 (cache_ids = their positions), then pad with cache id 0.
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
+        cache_ids = torch.zeros((len(prompts), width), dtype=torch.int64)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.int64)
+            cache_ids[row, : len(prompt)] = torch.arange(len(prompt))
+        seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
+        return self._forward(input_ids, cache_ids, seq_ids, rows=len(prompts))
+
+    def decode(self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        self._check_slots(slot_ids)
+        n = len(slot_ids)
+        input_ids = torch.tensor(list(last_tokens), dtype=torch.int64).view(n, 1)
+        cache_ids = torch.tensor(list(positions), dtype=torch.int64).view(n, 1)
+        seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
+        return self._forward(input_ids, cache_ids, seq_ids, rows=n)
+
+    def release(self, slot_id: int) -> None:
+        # The next prefill of this slot rewrites positions 0..len-1 and masks the rest by position.
+        return None
+
+
+class NaiveRollingBatchBackend(NeuronBackend):
+    """TNX static batching driven as a rolling batch by re-prefilling.
+
+    Host state: ``history[slot]`` = every token the engine has *fed* for that
+    slot (its prompt, then each ``last_tokens`` passed to ``decode``), and
+    ``cursor`` = the next free cache column, shared by all rows.
+
+    Invariant (holds after every call): each occupied slot's KV row contains
+    exactly ``history[slot]``, left-padded so its last token is at column
+    ``cursor - 1`` with ``start_ids[slot]`` at its first token. A token the
+    engine sampled but has not fed back yet is never in the cache, which is why
+    a re-prefill uses ``history`` as is: the engine's next ``decode`` for that
+    slot passes exactly that pending token at ``len(history[slot])``.
+
+    * ``prefill(new)``: ``reset()`` and re-prefill every occupied row with its
+      history (the new ones with their prompts); return the new slots' rows.
+      The old slots' rows are recomputed and discarded.
+    * ``decode`` over *all* occupied slots with a free column: one static
+      decode step (filler in empty rows), ``cursor += 1``.
+    * ``decode`` over a subset, or with no free column left: a rebuild as in
+      prefill with each listed slot's new token appended, so no row is ever
+      left holding a filler it did not ask for and columns are compacted.
+      (The engine prefills and decodes in one step, so a join costs two
+      rebuilds; that is the price of static batching.)
+
+    Logits rows are picked by slot id, never by position in a list of ready slots.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.history: dict[int, list[int]] = {}
+        self.cursor = 0
+        self._start = torch.zeros(self.limits.max_slots, dtype=torch.int64)
+
+    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        self._check_slots(slot_ids)
+        if len(prompts) != len(slot_ids) or any(len(p) < 1 for p in prompts):
+            raise ValueError("prefill needs one non-empty prompt per slot")
+        for slot, prompt in zip(slot_ids, prompts):
+            self.limits.bucket_for(len(prompt))  # the engine's own check; repeated for direct callers
+            self.history[slot] = list(prompt)
+        return self._rebuild()[list(slot_ids)]
+
+    def decode(self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
+        self._check_slots(slot_ids)
+        for slot, token, position in zip(slot_ids, last_tokens, positions):
+            fed = self.history.get(slot)
+            if fed is None or position != len(fed):
+                raise ValueError(
+                    f"slot {slot}: decode at position {position} but the slot holds "
+                    f"{'no sequence' if fed is None else f'{len(fed)} tokens'}"
+                )
+        for slot, token in zip(slot_ids, last_tokens):
+            self.history[slot].append(int(token))
+        if list(slot_ids) != sorted(self.history) or self.cursor >= self.limits.n_positions:
+            return self._rebuild()[list(slot_ids)]
+        input_ids = torch.full((self.limits.max_slots, 1), self.pad_token_id, dtype=torch.int64)
+        for slot, token in zip(slot_ids, last_tokens):
+            input_ids[slot, 0] = int(token)
+        cache_ids = torch.tensor([self.cursor], dtype=torch.int64)
+        logits = self._forward(input_ids, cache_ids, self._start, rows=self.limits.max_slots)
+        self.cursor += 1
+        return logits[list(slot_ids)]
+
+    def release(self, slot_id: int) -> None:
+        self.history.pop(slot_id, None)
+
+    def _rebuild(self) -> torch.Tensor:
+        """Reset the cache and prefill every row left-padded to the longest history; logits for all rows."""
+        width = max(len(tokens) for tokens in self.history.values())
+        rows = self.limits.max_slots
+        input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.int64)
+        # An empty row holds one filler token in the last column: harmless, and never read.
+        start = torch.full((rows,), width - 1, dtype=torch.int64)
+        for slot, tokens in self.history.items():
+            input_ids[slot, width - len(tokens):] = torch.tensor(tokens, dtype=torch.int64)
+            start[slot] = width - len(tokens)
+        self.model.reset()
+        logits = self._forward(input_ids, torch.arange(width, dtype=torch.int64), start, rows=rows)
+        self.cursor, self._start = width, start
+        return logits

@@ -1,0 +1,149 @@
+"""What each transformers-neuronx (TNX) version supports: the one version table.
+
+Every version gate of the Neuron backend reads this module, so "which TNX
+supports what" is answered in one place (also rendered in docs/neuron.md).
+Sources: the TNX release notes and the history of
+``src/transformers_neuronx/{__init__,config}.py`` (0.8 .. 0.13).
+
+* Model classes live at ``transformers_neuronx.<package>.model.<Class>`` in
+  every version; the top-level re-exports only appeared in 0.10.
+* ``NeuronConfig`` took ``**kargs`` up to 0.10 and rejected unknown keys with
+  an ``AssertionError``; from 0.11 it is keyword-only and still rejects unknown
+  keys. Up to 0.10 the accepted keys come from :data:`NEURON_CONFIG_KEYS`; from
+  0.11 from the installed signature, so a newer TNX is never second-guessed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass
+from types import ModuleType
+
+MIN_VERSION = (0, 8)
+
+
+@dataclass(frozen=True)
+class ModelSupport:
+    """One architecture: where its TNX class lives and from which version."""
+
+    package: str  # transformers_neuronx.<package>.model
+    class_name: str
+    since: tuple[int, int]
+    continuous_batching_since: tuple[int, int] | None = None
+    serializable: bool = True  # save()/load() of compiled graphs (NeuronModelBase)
+    context_length_estimate: bool = True  # prefill buckets (not on the old PretrainedModel classes)
+    amp_f32_only: bool = False
+
+
+# model_type (HF config.json) -> TNX class. Continuous batching: Llama from
+# 0.10.0.332 (vLLM beta), Mistral from 0.11 (release notes).
+MODELS: dict[str, ModelSupport] = {
+    "llama": ModelSupport("llama", "LlamaForSampling", (0, 8), continuous_batching_since=(0, 10)),
+    "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 11)),
+    "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 10)),
+    "bloom": ModelSupport("bloom", "BloomForSampling", (0, 8)),
+    "opt": ModelSupport("opt", "OPTForSampling", (0, 8)),
+    "gpt2": ModelSupport("gpt2", "GPT2ForSamplingWithContextBroadcasting", (0, 8)),
+    # The older `module.PretrainedModel` generation: no serialization, no prefill buckets.
+    "gptj": ModelSupport("gptj", "GPTJForSampling", (0, 8), serializable=False, context_length_estimate=False),
+    "gpt_neox": ModelSupport(
+        "gptneox", "GPTNeoXForSampling", (0, 8), serializable=False, context_length_estimate=False, amp_f32_only=True
+    ),
+}
+# Architectures users ask for that no TNX release implements (checked up to 0.13).
+KNOWN_UNSUPPORTED: dict[str, str] = {
+    "gpt_bigcode": "transformers-neuronx has no GPTBigCode (StarCoder/SantaCoder) implementation in any release "
+    "up to 0.13; serve it with device=cpu or device=cuda",
+}
+AUTO_CLASS_SINCE = (0, 10)  # NeuronAutoModelForCausalLM
+LAYOUT_ENUM_SINCE = (0, 11)  # constants.Layout; earlier versions take the plain strings
+GQA_ENUM_SINCE = (0, 9)
+
+# NeuronConfig keys accepted by the **kargs versions (<= 0.10), from each release's config.py.
+_KEYS_0_8 = frozenset({"all_reduce_dtype", "cast_logits_dtype", "fuse_qkv", "quant", "sparse_attn"})
+_KEYS_0_9 = _KEYS_0_8 | {
+    "attention_layout",
+    "collectives_layout",
+    "continuous_batching",
+    "group_query_attention",
+    "on_device_embedding",
+    "use_2d_cache_ids",
+}
+_KEYS_0_10 = _KEYS_0_9 | {"cache_layout", "log_softmax_scores", "on_device_generation", "lhs_aligned"}
+NEURON_CONFIG_KEYS: dict[tuple[int, int], frozenset[str]] = {(0, 8): _KEYS_0_8, (0, 9): _KEYS_0_9, (0, 10): _KEYS_0_10}
+
+
+class NeuronVersionError(ValueError):
+    """The installed transformers-neuronx cannot do what the configuration asks."""
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"0.13.380"`` / ``"0.10.0.21"`` / ``"0.13.x"`` -> ``(0, 13)``."""
+    match = re.match(r"^\s*(\d+)\.(\d+)", str(text))
+    if not match:
+        raise NeuronVersionError(f"cannot parse the transformers-neuronx version {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def fmt(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def supported_table(version: tuple[int, int]) -> str:
+    """One line per architecture: ``llama (>=0.8, continuous batching >=0.10)``, marking the unavailable."""
+    lines = []
+    for model_type, sup in MODELS.items():
+        cb = f", continuous batching >={fmt(sup.continuous_batching_since)}" if sup.continuous_batching_since else ""
+        missing = "" if version >= sup.since else "  [not in the installed version]"
+        lines.append(f"{model_type} (>={fmt(sup.since)}{cb}){missing}")
+    return "; ".join(lines)
+
+
+def model_support(model_type: str, version: tuple[int, int]) -> ModelSupport:
+    """The TNX class entry for ``model_type``, or a ``NeuronVersionError`` saying which versions support what."""
+    if version < MIN_VERSION:
+        raise NeuronVersionError(
+            f"transformers-neuronx {fmt(version)} is too old; this backend needs >= {fmt(MIN_VERSION)}"
+        )
+    sup = MODELS.get(model_type)
+    if sup is None:
+        why = KNOWN_UNSUPPORTED.get(model_type, "no transformers-neuronx class exists for it")
+        raise NeuronVersionError(
+            f"model_type {model_type!r} is not supported on Neuron: {why}. "
+            f"Supported by transformers-neuronx: {supported_table(version)}"
+        )
+    if version < sup.since:
+        raise NeuronVersionError(
+            f"model_type {model_type!r} needs transformers-neuronx >= {fmt(sup.since)} "
+            f"(installed: {fmt(version)}). Supported: {supported_table(version)}"
+        )
+    return sup
+
+
+def supports_continuous_batching(sup: ModelSupport, version: tuple[int, int]) -> bool:
+    return sup.continuous_batching_since is not None and version >= sup.continuous_batching_since
+
+
+def neuron_config_keys(tnx: ModuleType, version: tuple[int, int]) -> frozenset[str]:
+    """The keyword arguments the installed ``NeuronConfig`` accepts.
+
+    From 0.11 the keyword-only signature is the truth; before, ``**kargs`` hides
+    the keys, so the per-release table is used.
+    """
+    params = inspect.signature(tnx.NeuronConfig.__init__).parameters.values()
+    named = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    if named:
+        return frozenset(named)
+    for since in sorted(NEURON_CONFIG_KEYS, reverse=True):
+        if version >= since:
+            return NEURON_CONFIG_KEYS[since]
+    return frozenset()
+
+
+def key_since(key: str) -> str:
+    """The first release whose ``NeuronConfig`` accepts ``key`` (for error messages)."""
+    for since in sorted(NEURON_CONFIG_KEYS):
+        if key in NEURON_CONFIG_KEYS[since]:
+            return fmt(since)
+    return "0.11"

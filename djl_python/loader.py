@@ -1,0 +1,56 @@
+"""From a validated configuration to a running engine: the one place the layers meet.
+
+``load_engine`` is what both front ends call (the DJL entry point and
+``djl-serve``): resolve the artifacts, pick the device, apply the Neuron
+environment step, load the backend and the tokenizer, and build the engine.
+Nothing below this function reads the environment or the raw properties.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from djl_python.artifacts import resolve_artifacts
+from djl_python.backends.select import load_backend
+from djl_python.config import HandlerConfig
+from djl_python.engine.engine import Engine
+from djl_python.engine.generation_defaults import GenerationDefaults
+
+logger = logging.getLogger(__name__)
+
+
+def load_tokenizer(model_dir: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """The model's own tokenizer (fast when available), with the chat template it ships."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, revision=revision)
+
+
+def load_engine(config: HandlerConfig) -> Engine:
+    """Build the engine described by ``config``.
+
+    Raises ``djl_python.artifacts.ArtifactError`` for an unusable model source or
+    layout, and the backend's own errors (for example a load timeout) unchanged.
+    """
+    started = time.monotonic()
+    artifacts = resolve_artifacts(config)
+    backend = load_backend(config, artifacts)
+    tokenizer = load_tokenizer(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code)
+    engine = Engine(
+        backend,
+        tokenizer,
+        max_prefill_tokens=config.max_rolling_batch_prefill_tokens,
+        generation_defaults=GenerationDefaults.from_model_dir(artifacts.model_dir),
+    )
+    logger.info(
+        "engine ready: backend=%s device=%s model_type=%s dtype=%s slots=%d n_positions=%d in %.1fs",
+        backend.info.name,
+        backend.info.device,
+        backend.info.model_type,
+        backend.info.dtype,
+        backend.limits.max_slots,
+        backend.limits.n_positions,
+        time.monotonic() - started,
+    )
+    return engine

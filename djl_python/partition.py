@@ -1,0 +1,207 @@
+"""``djl-partition``: compile a model for Neuron ahead of time into a folder that loads without compiling.
+
+    djl-partition --model-id /models/llama --save-mp-checkpoint-path /out \\
+        --option tensor_parallel_degree=2 --option max_rolling_batch_size=4 [--upload-s3 s3://bucket/prefix]
+
+Output (the optimum-neuron layout, which ``resolve_artifacts`` reads back as
+``OPTIMUM_NEURON``):
+
+* ``checkpoint/``: the source weights as safetensors (``save_pretrained``) plus their config;
+* ``compiled/``: the NEFFs from transformers-neuronx ``model.save()`` and ``djl_manifest.json``;
+* ``config.json`` with a ``neuron`` block (``auto_cast_type``, ``batch_size``,
+  ``compiler_type``, ``compiler_version``, ``num_cores``, ``sequence_length``,
+  ``task``, ``checkpoint_id``, ``checkpoint_revision``) and, under
+  ``neuron.djl_python.plan``, the exact load plan, so that serving the folder
+  replays identical arguments and TNX finds every NEFF by hash;
+* the tokenizer and ``generation_config.json``.
+
+Options come from ``--model-dir``'s ``serving.properties`` (or ``--option``
+pairs, which win), exactly as for serving; ``save_mp_checkpoint_path`` may be
+set there instead of on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from djl_python.backends.neuron_plan import NeuronLoadPlan
+    from djl_python.config import HandlerConfig
+
+logger = logging.getLogger("djl_python.partition")
+TASK = "text-generation"
+
+
+class PartitionError(ValueError):
+    """The partition cannot run as asked (output folder, layout or architecture)."""
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _dtype_kwargs(dtype: str) -> dict[str, str]:
+    """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56; TNX 0.13 needs transformers < 4.48."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def neuron_block(plan: NeuronLoadPlan, config: HandlerConfig, tnx_version: str) -> dict[str, Any]:
+    """The ``neuron`` block of config.json (optimum-neuron's keys plus our load plan)."""
+    dtype = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[plan.model_kwargs["amp"]]
+    source = config.model_id_or_path
+    is_hub_id = source is not None and not Path(source).exists() and not source.startswith("s3://")
+    return {
+        "auto_cast_type": dtype,
+        "batch_size": plan.batch_size,
+        "compiler_type": "neuronx-cc",
+        "compiler_version": _installed("neuronx-cc"),
+        "num_cores": plan.model_kwargs["tp_degree"],
+        "sequence_length": plan.n_positions,
+        "task": TASK,
+        "checkpoint_id": source if is_hub_id else None,
+        "checkpoint_revision": config.revision if is_hub_id else None,
+        "djl_python": {"plan": plan.to_json(), "transformers_neuronx": tnx_version},
+    }
+
+
+def partition(config: HandlerConfig, output: Path) -> Path:
+    """Compile the configured model and write the partitioned folder to ``output``; returns it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from djl_python.artifacts import Layout, resolve_artifacts, write_manifest
+    from djl_python.backends.neuron import compile_config, tensor_parallel_degree
+    from djl_python.backends.neuron_loader import import_tnx, load_tnx_model
+    from djl_python.backends.neuron_plan import plan_from_config
+    from djl_python.backends.neuron_versions import model_support
+    from djl_python.config import apply_environment
+
+    started = time.monotonic()
+    if output.exists() and any(output.iterdir()):
+        # Never delete a folder we did not create: the path may be a mount or the user's own data.
+        raise PartitionError(f"save_mp_checkpoint_path {output} is not empty; remove it or choose another folder")
+    artifacts = resolve_artifacts(config)
+    if artifacts.layout is not Layout.HF:
+        raise PartitionError(
+            f"{config.model_id_or_path} is a {artifacts.layout.value} layout; djl-partition needs a Hugging Face "
+            "checkpoint (an already compiled folder can be served as is)"
+        )
+    apply_environment(config)
+    tnx, version = import_tnx()
+    if not model_support(artifacts.model_type, version).serializable:
+        raise PartitionError(
+            f"transformers-neuronx cannot save compiled {artifacts.model_type} graphs (no serialization for this "
+            "architecture); reuse compilations through option.compiled_graph_path (NEURON_COMPILE_CACHE_URL) instead"
+        )
+    plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
+                            tp_degree=tensor_parallel_degree(config), version=version)
+    model = load_tnx_model(plan, artifacts.checkpoint_dir, None,
+                           deadline=started + config.model_loading_timeout, timeout_s=config.model_loading_timeout)
+    compiled, checkpoint = output / "compiled", output / "checkpoint"
+    model.save(str(compiled))
+    write_manifest(compiled, backend="neuron", compile_config=compile_config(plan),
+                   compiler_version=_installed("neuronx-cc"))
+    source = str(artifacts.checkpoint_dir)
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        source, **_dtype_kwargs("auto"), trust_remote_code=config.trust_remote_code
+    )
+    hf_model.save_pretrained(str(checkpoint), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code) \
+        .save_pretrained(str(output))
+    if (artifacts.model_dir / "generation_config.json").is_file():
+        shutil.copy2(artifacts.model_dir / "generation_config.json", output / "generation_config.json")
+    hf_config = dict(artifacts.hf_config)
+    hf_config["neuron"] = neuron_block(plan, config, str(getattr(tnx, "__version__", "")))
+    (output / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    logger.info("partitioned %s into %s in %.1f s", config.model_id_or_path, output, time.monotonic() - started)
+    return output
+
+
+def upload_s3(folder: Path, url: str) -> int:
+    """Upload every file under ``folder`` to ``url`` (``s3://bucket/prefix``); returns the file count."""
+    import boto3
+
+    from djl_python.artifacts.s3 import parse_s3_url
+
+    bucket, prefix = parse_s3_url(url)
+    client = boto3.client("s3")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in files:
+        key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(folder).as_posix()]))
+        client.upload_file(str(path), bucket, key)
+    logger.info("uploaded %d files to %s", len(files), url)
+    return len(files)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="djl-partition", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="local model folder (its serving.properties is read)")
+    source.add_argument("--model-id", help="Hugging Face id, s3:// url or local folder")
+    parser.add_argument("--save-mp-checkpoint-path", help="output folder (else option.save_mp_checkpoint_path)")
+    parser.add_argument("--upload-s3", help="also upload the output to this s3://bucket/prefix")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an LMI option (without 'option.'), repeatable; wins over serving.properties")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> HandlerConfig:
+    """The ``HandlerConfig``: ``serving.properties`` of ``--model-dir`` (if any), then ``--option`` pairs."""
+    from djl_python.config import load_config
+    from djl_python.config.sources import read_properties_file
+
+    options: dict[str, str] = {}
+    if args.model_dir:
+        props = Path(args.model_dir) / "serving.properties"
+        if props.is_file():
+            options.update(read_properties_file(props))
+    options["option.model_id"] = args.model_dir or args.model_id
+    for pair in args.option:
+        if "=" not in pair:
+            raise SystemExit(f"--option {pair!r}: expected KEY=VALUE")
+        key, value = (part.strip() for part in pair.split("=", 1))
+        options[key if key.startswith("option.") else f"option.{key}"] = value
+    options.setdefault("option.device", "neuron")
+    return load_config(properties=options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from djl_python.artifacts import ArtifactError
+    from djl_python.backends.neuron_loader import NeuronLoadTimeout
+    from djl_python.backends.neuron_versions import NeuronVersionError
+    from djl_python.config import ConfigError
+
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+        target = args.save_mp_checkpoint_path or config.save_mp_checkpoint_path
+        if not target:
+            print("djl-partition: give --save-mp-checkpoint-path or option.save_mp_checkpoint_path", file=sys.stderr)
+            return 2
+        output = partition(config, Path(target))
+        if args.upload_s3:
+            upload_s3(output, args.upload_s3)
+    except (PartitionError, NeuronVersionError, NeuronLoadTimeout, ArtifactError, ConfigError) as err:
+        print(f"djl-partition: {err}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

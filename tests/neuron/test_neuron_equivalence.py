@@ -1,0 +1,80 @@
+"""Through the TNX double, the engine's greedy tokens equal ``transformers`` ``generate`` alone.
+
+More requests than slots, joining at different steps, so slots are released
+and reused. The double recomputes each KV row from the tokens it holds, so a
+wrong slot, position, padding or re-prefill shows up as different tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from djl_python.engine import Engine, SamplingParams
+from tests.models import dtype_kwargs
+from tests.neuron.conftest import load_neuron
+
+PROMPTS = [
+    "The quick brown fox",
+    "Paris is the capital of France. Berlin is",
+    "Hello",
+    "def f(x):\n    return x * 2",
+    "日本語のテキスト",
+]
+ARRIVALS = (0, 0, 2, 3, 6)  # the engine step at which each prompt is added
+MAX_NEW_TOKENS = 10
+
+
+@torch.no_grad()
+def generate_alone(model, prompt_ids: list[int]) -> list[int]:
+    input_ids = torch.tensor([prompt_ids])
+    out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
+                         max_new_tokens=MAX_NEW_TOKENS)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def run_staggered(engine: Engine, prompts: list[list[int]]) -> list[list[int]]:
+    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS)
+    ids: list[str] = []
+    tokens: dict[str, list[int]] = {}
+    step = 0
+    while len(ids) < len(prompts) or engine.has_unfinished():
+        while len(ids) < len(prompts) and ARRIVALS[len(ids)] <= step:
+            ids.append(engine.add_request(prompts[len(ids)], params))
+        for out in engine.step():
+            tokens.setdefault(out.request_id, []).extend(out.token_ids)
+        step += 1
+    return [tokens[i] for i in ids]
+
+
+def check(model_dir: Path, tnx, strategy: str, **options) -> None:
+    backend = load_neuron(model_dir, max_rolling_batch_size=3, n_positions=64, **options)
+    assert backend.info.extra["strategy"] == strategy
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    got = run_staggered(Engine(backend, tokenizer), prompts)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **dtype_kwargs(torch.float32)).eval()
+    assert got == [generate_alone(model, p) for p in prompts]
+    assert max(len(t) for t in got) == MAX_NEW_TOKENS  # not everything stopped at once on EOS
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_continuous_batching_matches_generate(tiny_model_factory, tnx, arch: str) -> None:
+    check(tiny_model_factory(arch), tnx, "continuous_batching", context_length_estimate="16,32")
+    # Prefills were padded to the smallest bucket that fits, never beyond.
+    assert {b for _, b in tnx.events("context_bucket")} <= {16, 32}
+    assert tnx.events("reset") == []  # continuous batching never resets the shared cache
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt", "bloom", "gptj", "gpt_neox"])
+def test_naive_rolling_batch_matches_generate(tiny_model_factory, tnx, arch: str) -> None:
+    dtype = {"dtype": "fp32"} if arch == "gpt_neox" else {}
+    check(tiny_model_factory(arch), tnx, "naive_rolling_batch", **dtype)
+    assert tnx.events("reset"), "a joining request re-prefills the static batch after reset()"
+
+
+def test_llama_forced_naive_matches_generate(tiny_llama, tnx) -> None:
+    check(tiny_llama, tnx, "naive_rolling_batch", rolling_batch_strategy="naive_rolling_batch")
