@@ -109,7 +109,10 @@ class NeuronBackend(Backend):
 
         started = time.monotonic()
         deadline = started + config.model_loading_timeout
-        changed = apply_environment(config)
+        # The artifacts layer may have downloaded compiled_graph_path or copied a read-only
+        # mount; the compiler must use that local, writable copy.
+        cache = artifacts.compiled_dir if config.compiled_graph_path else None
+        changed = apply_environment(config, compile_cache=cache)
         if changed:
             logger.info("Neuron environment: %s", changed)
         tnx, version = import_tnx()

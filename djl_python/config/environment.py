@@ -68,8 +68,14 @@ def _cache_url(path: str) -> str:
     return os.path.abspath(path)
 
 
-def environment_changes(config: HandlerConfig, env: Mapping[str, str]) -> dict[str, str]:
+def environment_changes(
+    config: HandlerConfig, env: Mapping[str, str], *, compile_cache: str | os.PathLike[str] | None = None
+) -> dict[str, str]:
     """The variables ``apply_environment`` would set, with their new values.
+
+    ``compile_cache`` is where the artifacts layer put ``compiled_graph_path``
+    (a download, or a writable copy of a read-only mount); it takes the place
+    of the configured path so the compiler reads and writes that copy.
 
     Only variables whose value would change are returned, so the result is
     empty once the step has been applied.
@@ -79,17 +85,24 @@ def environment_changes(config: HandlerConfig, env: Mapping[str, str]) -> dict[s
     flags = _compiler_flags(config, current_flags)
     if flags != current_flags:
         changes[NEURON_CC_FLAGS] = flags
-    if config.compiled_graph_path:
-        url = _cache_url(config.compiled_graph_path)
+    cache = os.fspath(compile_cache) if compile_cache is not None else config.compiled_graph_path
+    if cache:
+        url = _cache_url(cache)
         if env.get(NEURON_COMPILE_CACHE_URL) != url:
             changes[NEURON_COMPILE_CACHE_URL] = url
     return changes
 
 
-def apply_environment(config: HandlerConfig, env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+def apply_environment(
+    config: HandlerConfig,
+    env: MutableMapping[str, str] | None = None,
+    *,
+    compile_cache: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
     """Write the Neuron compiler settings of ``config`` into ``env``
-    (``os.environ`` by default) and return the variables it changed."""
+    (``os.environ`` by default) and return the variables it changed.
+    ``compile_cache`` is as in ``environment_changes``."""
     target: MutableMapping[str, str] = os.environ if env is None else env
-    changes = environment_changes(config, target)
+    changes = environment_changes(config, target, compile_cache=compile_cache)
     target.update(changes)
     return changes

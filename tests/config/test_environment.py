@@ -72,6 +72,16 @@ def test_local_cache_url_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert apply_environment(config, env) == {}
 
 
+def test_resolved_compile_cache_replaces_the_configured_path(tmp_path: Path) -> None:
+    """A read-only mount copied elsewhere (or an S3 download) is what the compiler must use."""
+    env: dict[str, str] = {}
+    config = parse({"option.compiled_graph_path": "/opt/ml/model/neff"})
+    copy = tmp_path / "writable-copy"
+    apply_environment(config, env, compile_cache=copy)
+    assert env["NEURON_COMPILE_CACHE_URL"] == str(copy)
+    assert apply_environment(config, env, compile_cache=copy) == {}
+
+
 def test_environment_changes_is_pure() -> None:
     config = parse({"option.neuron_optimize_level": "3", "option.compiled_graph_path": "s3://my-bucket/neff"})
     env = {"NEURON_CC_FLAGS": IMAGE_FLAGS}
