@@ -1,0 +1,176 @@
+"""OpenAI request bodies (completions and chat completions) as strict pydantic models.
+
+Unknown fields are rejected (``extra="forbid"``) and so are known fields we do
+not implement when set to anything but their neutral value (``n > 1``,
+``best_of``, ``echo``, ``suffix``, ``logit_bias``, ``tools``, non-text
+``response_format``): a client must never believe an option took effect when it
+did not. Every error becomes ``InvalidRequest(<field path>)``, i.e. HTTP 400
+with OpenAI's ``param``.
+
+Sampling follows OpenAI's semantics: the default temperature is 1.0, which
+means *sampling*; ``temperature=0`` is greedy decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from djl_python.engine.request import InvalidRequest, SamplingParams
+
+# Unbounded: the engine clamps max_new_tokens so prompt + generated <= n_positions.
+UNLIMITED_TOKENS = 2**31 - 1
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class _Common(_Body):
+    """Fields both endpoints share, plus the vLLM-style extensions ``top_k``,
+    ``repetition_penalty`` and ``ignore_eos``."""
+
+    model: Optional[str] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    n: Optional[int] = None
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
+    stop: Optional[Union[str, list[str]]] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    seed: Optional[int] = None
+    user: Optional[str] = None
+    logit_bias: Optional[dict[str, float]] = None
+    top_k: Optional[int] = None
+    repetition_penalty: Optional[float] = None
+    ignore_eos: bool = False
+
+    def _check_common(self) -> None:
+        if self.n not in (None, 1):
+            raise InvalidRequest("n", f"only n=1 is supported, got {self.n}")
+        if self.logit_bias:
+            raise InvalidRequest("logit_bias", "logit_bias is not supported")
+        if self.stream_options is not None and not self.stream:
+            raise InvalidRequest("stream_options", "only allowed when stream=true")
+
+    def _params(
+        self, max_tokens: Optional[int], max_field: str, logprobs: bool, top_logprobs: int, top_field: str
+    ) -> SamplingParams:
+        if max_tokens is not None and max_tokens <= 0:
+            raise InvalidRequest(max_field, f"must be a positive integer, got {max_tokens}")
+        temperature = 1.0 if self.temperature is None else self.temperature
+        names = {"max_new_tokens": max_field, "top_logprobs": top_field}
+        try:
+            return SamplingParams(
+                max_new_tokens=max_tokens if max_tokens is not None else UNLIMITED_TOKENS,
+                do_sample=temperature > 0,
+                temperature=temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                repetition_penalty=self.repetition_penalty,
+                presence_penalty=self.presence_penalty or 0.0,
+                frequency_penalty=self.frequency_penalty or 0.0,
+                seed=self.seed,
+                stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
+                ignore_eos=self.ignore_eos,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+            )
+        except InvalidRequest as err:
+            raise InvalidRequest(names.get(err.field, err.field), err.message) from None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class CompletionRequest(_Common):
+    """``POST /v1/completions``. One prompt per request (a string or token ids)."""
+
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    max_tokens: Optional[int] = 16  # OpenAI's default for legacy completions
+    logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    echo: bool = False
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+
+    def single_prompt(self) -> Union[str, list[int]]:
+        """The prompt text or token ids; a batch of several prompts is refused."""
+        p = self.prompt
+        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
+            if len(p) != 1:
+                raise InvalidRequest("prompt", f"one prompt per request is supported, got {len(p)}")
+            p = p[0]
+        if not p:
+            raise InvalidRequest("prompt", "must not be empty")
+        return p
+
+    def sampling_params(self) -> SamplingParams:
+        self._check_common()
+        if self.best_of not in (None, 1):
+            raise InvalidRequest("best_of", f"best_of is not supported, got {self.best_of}")
+        if self.echo:
+            raise InvalidRequest("echo", "echo is not supported")
+        if self.suffix:
+            raise InvalidRequest("suffix", "suffix is not supported")
+        n_top = self.logprobs or 0
+        return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, n_top, "logprobs")
+
+
+class ContentPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Body):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: Union[str, list[ContentPart], None] = None
+    name: Optional[str] = None
+    tool_call_id: Optional[str] = None
+
+    def as_template_dict(self) -> dict[str, Any]:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        out: dict[str, Any] = {"role": self.role, "content": content or ""}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class ResponseFormat(_Body):
+    type: Literal["text"]
+
+
+class ChatCompletionRequest(_Common):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    logprobs: Optional[bool] = False
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    response_format: Optional[ResponseFormat] = None
+    tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    parallel_tool_calls: Optional[bool] = None
+
+    def sampling_params(self) -> SamplingParams:
+        self._check_common()
+        if self.tools:
+            raise InvalidRequest("tools", "tool calling is not supported")
+        if self.tool_choice not in (None, "none"):
+            raise InvalidRequest("tool_choice", "tool calling is not supported")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs", "requires logprobs=true")
+        if self.max_completion_tokens is not None:
+            max_tokens, max_field = self.max_completion_tokens, "max_completion_tokens"
+        else:
+            max_tokens, max_field = self.max_tokens, "max_tokens"
+        return self._params(max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0, "top_logprobs")

@@ -1,0 +1,107 @@
+"""Start ``djl-serve`` as a real subprocess on 127.0.0.1 for the HTTP tests.
+
+Each server gets its own copy of a tiny model folder with a ``serving.properties``
+so options never leak between test modules.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_folder(source: Path, target: Path, options: Mapping[str, object]) -> Path:
+    """Copy ``source`` to ``target`` and write ``serving.properties`` with ``option.<key>=<value>``."""
+    shutil.copytree(source, target)
+    lines = [f"option.{key}={value}" for key, value in options.items()]
+    (target / "serving.properties").write_text("\n".join(lines) + "\n")
+    return target
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).parent / "djl-serve"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "djl_python.serving.cli"]
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(model_dir: Path, log: Path, *, extra_args: tuple[str, ...] = (), wait: bool = True,
+                 env: Optional[Mapping[str, str]] = None, timeout: float = 180.0) -> Server:
+    """Launch ``djl-serve --model-dir model_dir`` on a free port; wait for ``/ping`` 200 if ``wait``."""
+    port = free_port()
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("OPTION_") and k != "SERVING_LOAD_MODELS"}
+    clean_env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"})
+    clean_env.update(env or {})
+    handle = open(log, "wb")
+    proc = subprocess.Popen(
+        [*_command(), "--model-dir", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "info", *extra_args],
+        stdout=handle, stderr=subprocess.STDOUT, env=clean_env,
+    )
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    if wait:
+        wait_ready(server, timeout)
+    return server
+
+
+def wait_ready(server: Server, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"djl-serve exited with {server.proc.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"djl-serve did not become ready in {timeout}s:\n{server.logs()}")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels`` (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -1,0 +1,111 @@
+"""Server life cycle: readiness while loading, a failed load, the default model, SIGTERM draining."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from djl_python.config import load_config
+from djl_python.loader import load_engine
+from djl_python.serving.app import create_app
+from tests.serving.http_server import start_server, wait_ready
+
+
+def test_ping_is_503_while_loading_then_200(tiny_llama):
+    config = load_config(tiny_llama, properties={"device": "cpu", "max_rolling_batch_size": "1",
+                                                 "n_positions": "64"}, env={})
+    release = threading.Event()
+
+    def slow_factory(cfg):
+        release.wait(60)
+        return load_engine(cfg)
+
+    with TestClient(create_app(config, slow_factory)) as client:
+        loading = client.get("/ping")
+        assert loading.status_code == 503 and "loading" in loading.json()["message"]
+        refused = client.post("/v1/completions", json={"prompt": "Hi"})
+        assert refused.status_code == 503 and "retry-after" in refused.headers
+        release.set()
+        deadline = time.monotonic() + 60
+        while client.get("/ping").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+
+
+def test_failed_load_keeps_the_server_up_and_says_why(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "serving.properties").write_text(f"option.model_id={tmp_path / 'does-not-exist'}\noption.device=cpu\n")
+    server = start_server(folder, tmp_path / "broken.log", wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.proc.poll() is None, server.logs()
+            try:
+                ping = httpx.get(f"{server.url}/ping", timeout=2)
+                if "failed to load" in ping.text:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, server.logs()
+            time.sleep(0.2)
+        assert ping.status_code == 503 and "does-not-exist" in ping.json()["message"]
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def default_server(smollm2_dir, tmp_path_factory):
+    """No model in the folder: djl-serve must serve the embedded default model."""
+    folder = tmp_path_factory.mktemp("default")
+    (folder / "serving.properties").write_text(
+        "option.device=cpu\noption.max_rolling_batch_size=2\noption.n_positions=512\n")
+    srv = start_server(folder, tmp_path_factory.mktemp("logs") / "default.log", extra_args=("--shutdown-grace", "60"))
+    yield srv
+    srv.stop()
+
+
+def test_serves_the_default_model_when_none_is_configured(default_server, smollm2_dir):
+    client = openai.OpenAI(base_url=f"{default_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == [smollm2_dir.name]
+    resp = client.chat.completions.create(model=smollm2_dir.name, max_tokens=8, temperature=0,
+                                          messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert resp.choices[0].message.content.strip() and resp.usage.completion_tokens <= 8
+    assert "device=cpu" in default_server.logs() and "backend=pytorch" in default_server.logs()
+
+
+def test_sigterm_refuses_new_requests_and_finishes_running_ones(default_server):
+    body = {"inputs": "Count to one hundred:", "parameters": {"max_new_tokens": 120, "ignore_eos": True},
+            "stream": True}
+    with httpx.stream("POST", f"{default_server.url}/invocations", json=body, timeout=300) as running:
+        lines = running.iter_lines()
+        first = json.loads(next(lines))
+        default_server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{default_server.url}/ping").status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        refused = httpx.post(f"{default_server.url}/invocations", json={"inputs": "Hi"})
+        rest = [json.loads(line) for line in lines if line]
+    assert refused.status_code == 503 and "shutting down" in refused.json()["message"]
+    tokens = [first] + rest
+    assert len(tokens) == 120 and rest[-1]["generated_text"]
+    assert "details" not in rest[-1]  # no error details: it finished normally
+    assert default_server.proc.wait(60) == 0
+
+
+def test_wait_ready_reports_a_crashed_server(tmp_path):
+    folder = tmp_path / "bad-config"
+    folder.mkdir()
+    (folder / "serving.properties").write_text("option.max_rolling_batch_size=zero\n")
+    server = start_server(folder, tmp_path / "bad.log", wait=False)
+    with pytest.raises(RuntimeError, match="exited with 2"):
+        wait_ready(server, timeout=60)
