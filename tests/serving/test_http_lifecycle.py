@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -80,6 +82,16 @@ def test_serves_the_default_model_when_none_is_configured(default_server, smollm
                                           messages=[{"role": "user", "content": "What is the capital of France?"}])
     assert resp.choices[0].message.content.strip() and resp.usage.completion_tokens <= 8
     assert "device=cpu" in default_server.logs() and "backend=pytorch" in default_server.logs()
+
+
+def test_readme_curl_example_answers_paris(default_server):
+    """The README's curl example, body taken from the README itself, so the two cannot drift."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    body = json.loads(re.search(r"-d '(\{.*?\})'", readme, re.S).group(1))
+    resp = httpx.post(f"{default_server.url}/invocations", json=body, timeout=120)
+    assert resp.status_code == 200
+    assert resp.json()["object"] == "chat.completion"
+    assert "Paris" in resp.json()["choices"][0]["message"]["content"]
 
 
 def test_sigterm_refuses_new_requests_and_finishes_running_ones(default_server):
