@@ -17,6 +17,7 @@ from djl_python.backends.pytorch import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 from tests.engine.reference_backend import ReferenceBackend
 from tests.models import ARCHS
+from tests.staggered import generate_alone, run_staggered
 
 PROMPTS = [
     "The quick brown fox",
@@ -28,32 +29,10 @@ PROMPTS = [
 ARRIVALS = (0, 0, 2, 3, 7)  # the step at which each prompt is added
 
 
-@torch.no_grad()
-def generate_alone(model, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    input_ids = torch.tensor([prompt_ids])
-    out = model.generate(
-        input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False, max_new_tokens=max_new_tokens
-    )
-    return out[0, len(prompt_ids) :].tolist()
-
-
-def run_staggered(engine: Engine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-    ids: list[str] = []
-    tokens: dict[str, list[int]] = {}
-    step = 0
-    while len(ids) < len(prompts) or engine.has_unfinished():
-        while len(ids) < len(prompts) and ARRIVALS[len(ids)] <= step:
-            ids.append(engine.add_request(prompts[len(ids)], params))
-        for out in engine.step():
-            tokens.setdefault(out.request_id, []).extend(out.token_ids)
-        step += 1
-    return [tokens[i] for i in ids]
-
-
 def check_equivalence(model_dir: Path, backend, max_new_tokens: int, prompts: list[list[int]]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     engine = Engine(backend, tokenizer)
-    got = run_staggered(engine, prompts, SamplingParams(max_new_tokens=max_new_tokens))
+    got = run_staggered(engine, prompts, SamplingParams(max_new_tokens=max_new_tokens), ARRIVALS)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     expected = [generate_alone(model, p, max_new_tokens) for p in prompts]
     assert got == expected
@@ -91,12 +70,7 @@ def test_repetition_penalty_matches_generate(tiny_llama: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32).eval()
     engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=2, n_positions=128), tokenizer)
     prompts = [tokenizer.encode(p) for p in PROMPTS[:3]]
-    got = run_staggered(engine, prompts, SamplingParams(max_new_tokens=16, repetition_penalty=1.8))
-    with torch.no_grad():
-        expected = [
-            model.generate(torch.tensor([p]), do_sample=False, max_new_tokens=16, repetition_penalty=1.8)[0, len(p) :]
-            for p in prompts
-        ]
-    expected = [e.tolist() for e in expected]
+    got = run_staggered(engine, prompts, SamplingParams(max_new_tokens=16, repetition_penalty=1.8), ARRIVALS[:3])
+    expected = [generate_alone(model, p, 16, repetition_penalty=1.8) for p in prompts]
     assert got == expected
-    assert got != run_staggered(engine, prompts, SamplingParams(max_new_tokens=16))  # the penalty changed something
+    assert got != run_staggered(engine, prompts, SamplingParams(max_new_tokens=16), ARRIVALS[:3])  # the penalty changed something

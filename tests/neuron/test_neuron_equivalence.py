@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from djl_python.engine import Engine, SamplingParams
 from tests.models import dtype_kwargs
 from tests.neuron.conftest import load_neuron
+from tests.staggered import generate_alone, run_staggered
 
 PROMPTS = [
     "The quick brown fox",
@@ -28,36 +29,14 @@ ARRIVALS = (0, 0, 2, 3, 6)  # the engine step at which each prompt is added
 MAX_NEW_TOKENS = 10
 
 
-@torch.no_grad()
-def generate_alone(model, prompt_ids: list[int]) -> list[int]:
-    input_ids = torch.tensor([prompt_ids])
-    out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-                         max_new_tokens=MAX_NEW_TOKENS)
-    return out[0, len(prompt_ids):].tolist()
-
-
-def run_staggered(engine: Engine, prompts: list[list[int]]) -> list[list[int]]:
-    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS)
-    ids: list[str] = []
-    tokens: dict[str, list[int]] = {}
-    step = 0
-    while len(ids) < len(prompts) or engine.has_unfinished():
-        while len(ids) < len(prompts) and ARRIVALS[len(ids)] <= step:
-            ids.append(engine.add_request(prompts[len(ids)], params))
-        for out in engine.step():
-            tokens.setdefault(out.request_id, []).extend(out.token_ids)
-        step += 1
-    return [tokens[i] for i in ids]
-
-
 def check(model_dir: Path, tnx, strategy: str, **options) -> None:
     backend = load_neuron(model_dir, max_rolling_batch_size=3, n_positions=64, **options)
     assert backend.info.extra["strategy"] == strategy
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    got = run_staggered(Engine(backend, tokenizer), prompts)
+    got = run_staggered(Engine(backend, tokenizer), prompts, SamplingParams(max_new_tokens=MAX_NEW_TOKENS), ARRIVALS)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **dtype_kwargs(torch.float32)).eval()
-    assert got == [generate_alone(model, p) for p in prompts]
+    assert got == [generate_alone(model, p, MAX_NEW_TOKENS) for p in prompts]
     assert max(len(t) for t in got) == MAX_NEW_TOKENS  # not everything stopped at once on EOS
 
 
