@@ -7,37 +7,11 @@ import json
 import httpx
 import pytest
 
-from djl_python.config import load_config
 from djl_python.engine.chat import render_chat
-from djl_python.engine.request import SamplingParams
-from djl_python.loader import load_engine
+from tests.serving.conftest import SERVER_OPTIONS
 from tests.serving.http_server import model_folder, start_server
 
 PROMPT = "Paris is the capital of"
-OPTIONS = {"device": "cpu", "max_rolling_batch_size": 4, "n_positions": 128}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_llama, tmp_path_factory):
-    return model_folder(tiny_llama, tmp_path_factory.mktemp("lmi") / "tiny-lmi", OPTIONS)
-
-
-@pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
-    srv = start_server(model_dir, tmp_path_factory.mktemp("logs") / "lmi.log")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def offline(model_dir):
-    engine = load_engine(load_config(model_dir, env={}))
-
-    def run(prompt: str, n: int):
-        return engine.generate([prompt], SamplingParams(max_new_tokens=n))[0]
-
-    run.tokenizer = engine.tokenizer
-    return run
 
 
 def post(server, body, route="/invocations", **kw):
@@ -56,7 +30,7 @@ def test_json_matches_offline_with_details(server, offline):
 
 def test_plain_text_body_and_predictions_route(server, offline):
     expected = offline(PROMPT, 4)
-    resp = httpx.post(f"{server.url}/predictions/tiny-lmi", content=PROMPT.encode(),
+    resp = httpx.post(f"{server.url}/predictions/tiny", content=PROMPT.encode(),
                       headers={"content-type": "text/plain"}, timeout=60)
     assert resp.status_code == 200
     assert resp.json()["generated_text"].startswith(expected.text)  # default max_new_tokens >= 4
@@ -122,7 +96,7 @@ def test_one_bad_request_does_not_disturb_concurrent_good_ones(server, offline):
 @pytest.fixture(scope="module")
 def tgi_server(tiny_llama, tmp_path_factory):
     folder = model_folder(tiny_llama, tmp_path_factory.mktemp("tgi-compat") / "tiny",
-                          {**OPTIONS, "tgi_compat": "true"})
+                          {**SERVER_OPTIONS, "tgi_compat": "true"})
     srv = start_server(folder, tmp_path_factory.mktemp("logs") / "tgi-compat.log")
     yield srv
     srv.stop()

@@ -10,39 +10,11 @@ import openai
 import pytest
 from text_generation import Client  # installed --no-deps by `make install-test`
 
-from djl_python.config import load_config
 from djl_python.engine.chat import render_chat
-from djl_python.engine.request import SamplingParams
-from djl_python.loader import load_engine
-from tests.serving.http_server import metric_value, model_folder, start_server
+from tests.serving.http_server import metric_value
 
 PROMPT = "The quick brown fox"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world!"}]
-OPTIONS = {"device": "cpu", "max_rolling_batch_size": 4, "n_positions": 128, "max_waiting_requests": 8}
-
-
-@pytest.fixture(scope="module")
-def model_dir(tiny_llama, tmp_path_factory):
-    return model_folder(tiny_llama, tmp_path_factory.mktemp("openai-tgi") / "tiny", OPTIONS)
-
-
-@pytest.fixture(scope="module")
-def server(model_dir, tmp_path_factory):
-    srv = start_server(model_dir, tmp_path_factory.mktemp("logs") / "server.log")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def offline(model_dir):
-    """The same model in-process: ``offline(prompt, n) -> GenerationResult`` (greedy)."""
-    engine = load_engine(load_config(model_dir, env={}))
-
-    def run(prompt: str, n: int, **kw):
-        return engine.generate([prompt], SamplingParams(max_new_tokens=n, **kw))[0]
-
-    run.tokenizer = engine.tokenizer
-    return run
 
 
 @pytest.fixture(scope="module")
