@@ -18,16 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from djl_python.artifacts.sources import default_cache_dir
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".djl_complete"
-
-
-def cache_root() -> Path:
-    """Where prepared models live: ``$DJL_CACHE_DIR`` or ``~/.cache/djl_python``."""
-    return Path(os.environ.get("DJL_CACHE_DIR", Path.home() / ".cache" / "djl_python"))
 
 
 def find_gguf() -> Path:
@@ -49,8 +46,11 @@ def find_gguf() -> Path:
 
 
 def default_model_dir(cache: Path | None = None) -> Path:
-    """Return the prepared safetensors folder, converting the GGUF file on first use."""
-    target = (cache or cache_root()) / DEFAULT_MODEL_NAME
+    """Return the prepared safetensors folder, converting the GGUF file on first use.
+
+    The folder lives in the download cache (``$DJL_CACHE_DIR`` or ``~/.cache/djl_python``).
+    """
+    target = (cache or default_cache_dir()) / DEFAULT_MODEL_NAME
     if (target / _COMPLETE_MARKER).exists():
         return target
     gguf = find_gguf()

@@ -130,10 +130,9 @@ class Sampler:
         return self._generators[slot]
 
     def _penalty_state(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._seen is None or self._seen.device != device:
+        if self._seen is None or self._counts is None or self._seen.device != device:
             self._seen = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.bool, device=device)
             self._counts = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.float32, device=device)
-        assert self._counts is not None
         return self._seen, self._counts
 
     def _apply_penalties(
