@@ -77,8 +77,8 @@ class NaiveRollingBatchBackend(NeuronBackend):
     * ``decode`` over a subset, or with no free column left: a rebuild as in
       prefill with each listed slot's new token appended, so no row is ever
       left holding a filler it did not ask for and columns are compacted.
-      (The engine prefills and decodes in one step, so a join costs two
-      rebuilds; that is the price of static batching.)
+      (The engine decodes the running slots before it prefills new ones, so
+      that decode covers every occupied row and a join costs one rebuild.)
 
     Logits rows are picked by slot id, never by position in a list of ready slots.
     """

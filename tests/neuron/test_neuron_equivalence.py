@@ -29,15 +29,26 @@ ARRIVALS = (0, 0, 2, 3, 6)  # the engine step at which each prompt is added
 MAX_NEW_TOKENS = 10
 
 
-def check(model_dir: Path, tnx, strategy: str, **options) -> None:
+def check(model_dir: Path, tnx, strategy: str, **options) -> int:
+    """Run the staggered workload, compare with ``generate``; return the number of prefill calls (joins)."""
     backend = load_neuron(model_dir, max_rolling_batch_size=3, n_positions=64, **options)
     assert backend.info.extra["strategy"] == strategy
+    joins = 0
+    prefill = backend.prefill
+
+    def counting_prefill(*args, **kwargs):
+        nonlocal joins
+        joins += 1
+        return prefill(*args, **kwargs)
+
+    backend.prefill = counting_prefill
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     got = run_staggered(Engine(backend, tokenizer), prompts, SamplingParams(max_new_tokens=MAX_NEW_TOKENS), ARRIVALS)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **dtype_kwargs(torch.float32)).eval()
     assert got == [generate_alone(model, p, MAX_NEW_TOKENS) for p in prompts]
     assert max(len(t) for t in got) == MAX_NEW_TOKENS  # not everything stopped at once on EOS
+    return joins
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
@@ -51,8 +62,10 @@ def test_continuous_batching_matches_generate(tiny_model_factory, tnx, arch: str
 @pytest.mark.parametrize("arch", ["gpt2", "opt", "bloom", "gptj", "gpt_neox"])
 def test_naive_rolling_batch_matches_generate(tiny_model_factory, tnx, arch: str) -> None:
     dtype = {"dtype": "fp32"} if arch == "gpt_neox" else {}
-    check(tiny_model_factory(arch), tnx, "naive_rolling_batch", **dtype)
-    assert tnx.events("reset"), "a joining request re-prefills the static batch after reset()"
+    joins = check(tiny_model_factory(arch), tnx, "naive_rolling_batch", **dtype)
+    # A join re-prefills the static batch once: the engine decodes the running rows (a
+    # plain static step) before it prefills the newcomers, so no decode ever rebuilds.
+    assert joins >= 3 and len(tnx.events("reset")) == joins
 
 
 def test_llama_forced_naive_matches_generate(tiny_llama, tnx) -> None:
