@@ -41,12 +41,29 @@ logger = logging.getLogger(__name__)
 ERROR_CONTENT_TYPE = "application/json"
 
 
+# Keys the Python side itself adds to the front end's properties (not written by users).
+_WORKER_KEYS = frozenset({"model_dir", "device_id"})
+
+
+def handler_config(properties: dict[str, str]) -> Any:
+    """The ``HandlerConfig`` for the front end's properties.
+
+    DJL's Java side strips ``option.`` and folds ``OPTION_*`` variables into the
+    same map, so the user's spelling is lost; errors name ``option.<key>``, the
+    serving.properties form, rather than a bare key the user never wrote.
+    """
+    from djl_python.config import load_config
+
+    written = {key if key in _WORKER_KEYS or key.startswith("option.") else f"option.{key}": value
+               for key, value in properties.items()}
+    return load_config(model_dir=properties.get("model_dir"), properties=written)
+
+
 def _default_engine_factory(properties: dict[str, str]) -> tuple[Any, Any]:
     """Production path: properties -> ``HandlerConfig`` -> engine (imported lazily: torch)."""
-    from djl_python.config import load_config
     from djl_python.loader import load_engine
 
-    config = load_config(model_dir=properties.get("model_dir"), properties=properties)
+    config = handler_config(properties)
     return config, load_engine(config)
 
 
@@ -81,9 +98,7 @@ class TransformersNeuronXService:
         if engine is None:
             config, engine = engine_factory(properties)
         elif config is None:
-            from djl_python.config import load_config
-
-            config = load_config(model_dir=properties.get("model_dir"), properties=properties)
+            config = handler_config(properties)
         self.config, self.engine = config, engine
         tokenizer = engine.tokenizer
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())

@@ -59,6 +59,16 @@ def test_first_call_initialises_through_the_factory(monkeypatch, tiny_llama):
     assert svc.initialized and svc.rolling and seen["model_dir"] == str(tiny_llama)
 
 
+def test_bad_property_from_the_front_end_names_the_option_key(tmp_path):
+    """Java strips ``option.``; the error names the key as written in serving.properties."""
+    from djl_python.config import ConfigError
+
+    svc = tnx.TransformersNeuronXService()
+    with pytest.raises(ConfigError) as err:
+        svc.handle(Input({"model_dir": str(tmp_path), "max_rolling_batch_size": "lots", "rolling_batch": "auto"}))
+    assert "option.max_rolling_batch_size" in str(err.value) and "lots" in str(err.value)
+
+
 def test_failed_initialisation_is_reported_to_later_requests(monkeypatch):
     def factory(props):
         raise OSError("weights missing")
