@@ -81,3 +81,24 @@ def test_doc_quick_start_matches_example() -> None:
     ]
     block = DOC.read_text(encoding="utf-8").split("```properties\n", 1)[1].split("```", 1)[0]
     assert block.splitlines() == example_lines
+
+
+def _properties_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for doc in sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]:
+        for block in re.findall(r"```properties\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S):
+            blocks.append((doc.name, block))
+    return blocks
+
+
+def test_every_properties_example_in_the_docs_is_valid(caplog) -> None:
+    """A user copies these blocks verbatim: each must parse, with no unknown-key warning."""
+    from djl_python.config.sources import parse_properties
+
+    blocks = _properties_blocks()
+    assert len(blocks) >= 3
+    for name, block in blocks:
+        caplog.clear()
+        config = load_config(properties=parse_properties(block), env={})
+        assert isinstance(config, HandlerConfig), name
+        assert not [r for r in caplog.records if r.levelname == "WARNING"], (name, caplog.text)
