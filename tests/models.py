@@ -64,33 +64,36 @@ def make_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_config(arch: str):
+def tiny_config(arch: str, max_positions: int = _MAXPOS):
     """A 2-layer, 64-wide config of ``arch`` whose vocab matches ``make_tokenizer``."""
     common = dict(vocab_size=_VOCAB, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=3, tie_word_embeddings=False)
     if arch in ("llama", "mistral"):
         kw = dict(hidden_size=_HIDDEN, intermediate_size=128, num_hidden_layers=_LAYERS,
-                  num_attention_heads=_HEADS, num_key_value_heads=2, max_position_embeddings=_MAXPOS)
+                  num_attention_heads=_HEADS, num_key_value_heads=2, max_position_embeddings=max_positions)
     elif arch == "gpt_neox":
         kw = dict(hidden_size=_HIDDEN, intermediate_size=128, num_hidden_layers=_LAYERS,
-                  num_attention_heads=_HEADS, max_position_embeddings=_MAXPOS)
+                  num_attention_heads=_HEADS, max_position_embeddings=max_positions)
     elif arch == "gptj":
-        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, rotary_dim=8, n_positions=_MAXPOS)
+        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, rotary_dim=8, n_positions=max_positions)
     elif arch == "bloom":
         kw = dict(hidden_size=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS)
     elif arch in ("gpt2", "gpt_bigcode"):
-        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, n_positions=_MAXPOS)
+        kw = dict(n_embd=_HIDDEN, n_layer=_LAYERS, n_head=_HEADS, n_positions=max_positions)
     elif arch == "opt":
         kw = dict(hidden_size=_HIDDEN, ffn_dim=128, num_hidden_layers=_LAYERS, num_attention_heads=_HEADS,
-                  max_position_embeddings=_MAXPOS, word_embed_proj_dim=_HIDDEN)
+                  max_position_embeddings=max_positions, word_embed_proj_dim=_HIDDEN)
     else:
         raise ValueError(f"unknown arch {arch}")
     return AutoConfig.for_model(arch, **kw, **common)
 
 
-def make_tiny_model(arch: str, path: Path, seed: int = 0) -> Path:
-    """Write a random ``arch`` model plus tokenizer to ``path`` and return it."""
+def make_tiny_model(arch: str, path: Path, seed: int = 0, max_positions: int = _MAXPOS) -> Path:
+    """Write a random ``arch`` model plus tokenizer to ``path`` and return it.
+
+    ``max_positions`` is the model's context window (bloom has none of its own).
+    """
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch), **dtype_kwargs(torch.float32))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, max_positions), **dtype_kwargs(torch.float32))
     # Random init gives near-uniform logits; scale the output layer so greedy picks are well separated.
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(8.0)

@@ -1,7 +1,9 @@
 """Back-pressure and disconnects against a real ``djl-serve`` with ONE slot and ONE waiting place.
 
-Long requests (250 tokens, EOS ignored) hold the slot; what the server did is read back from
-``/metrics`` (running/waiting gauges, abort counter, per-route status codes).
+Long requests (4000 tokens, EOS ignored, on a tiny model with a 4096-token window) hold the slot
+far longer than any test step takes, so nothing races a request finishing on its own: each one
+ends when its client goes away. What the server did is read back from ``/metrics`` (running and
+waiting gauges, abort counter, per-route status codes).
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from tests.models import make_tiny_model
 from tests.serving.http_server import metric_value, model_folder, start_server
 
-OPTIONS = {"device": "cpu", "max_rolling_batch_size": 1, "n_positions": 256, "max_waiting_requests": 1}
-LONG = {"inputs": "Hello", "parameters": {"max_new_tokens": 250, "ignore_eos": True}}
+WINDOW = 4096
+OPTIONS = {"device": "cpu", "max_rolling_batch_size": 1, "n_positions": WINDOW, "max_waiting_requests": 1}
+LONG_TOKENS = 4000
+LONG = {"inputs": "Hello", "parameters": {"max_new_tokens": LONG_TOKENS, "ignore_eos": True}}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_llama, tmp_path_factory):
-    folder = model_folder(tiny_llama, tmp_path_factory.mktemp("pressure") / "tiny", OPTIONS)
+def server(tmp_path_factory):
+    model = make_tiny_model("llama", tmp_path_factory.mktemp("pressure-model") / "tiny", max_positions=WINDOW)
+    folder = model_folder(model, tmp_path_factory.mktemp("pressure") / "tiny", OPTIONS)
     srv = start_server(folder, tmp_path_factory.mktemp("logs") / "pressure.log")
     yield srv
     srv.stop()
@@ -87,7 +93,7 @@ def test_streaming_disconnect_frees_the_slot(server):
 
 @pytest.mark.parametrize("route,body", [
     ("/invocations", LONG),
-    ("/v1/completions", {"model": "tiny", "prompt": "Hello", "max_tokens": 250, "ignore_eos": True}),
+    ("/v1/completions", {"model": "tiny", "prompt": "Hello", "max_tokens": LONG_TOKENS, "ignore_eos": True}),
 ])
 def test_non_streaming_disconnect_frees_the_slot(server, route, body):
     before = wait_for(server, idle)
