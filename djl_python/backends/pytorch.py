@@ -4,7 +4,9 @@ Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preall
 per-slot KV cache (:mod:`.slot_cache`), per-row ``position_ids`` and per-row masks
 (:mod:`.attention_masks`), so requests join and leave without touching other rows.
 
-* prefill: prompts are right-padded to the longest one in the call and run together;
+* prefill: prompts of similar length are right-padded to the longest of their group and
+  run together (:func:`prefill_groups`: on CPU padding costs as much as real tokens, so a
+  prompt only joins a group while the padding it adds stays small; on CUDA one group);
   causal attention alone keeps real tokens away from the padding (padding only follows),
   so the model builds its own causal mask (sdpa's ``is_causal`` fast path). Only each
   prompt's last real position reaches the LM head (``logits_to_keep`` as per-row indices).
@@ -12,10 +14,14 @@ per-slot KV cache (:mod:`.slot_cache`), per-row ``position_ids`` and per-row mas
   bound the prompt length, as Neuron's context buckets do.
 * decode: ``[n, 1]`` tokens at per-row positions; attention reads the first ``width``
   columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN`.
+* rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
+  keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
+  rows instead of gathering them (finished requests leave holes in the slot ids).
 
-Hot-loop hygiene: one small host tensor per decode (slots, tokens and positions packed
-together, one copy to the device), mask and cache updates in place, no host/device sync
-(the logits stay on the device for the engine to sample).
+Hot-loop hygiene: one small host tensor per decode (rows, tokens, positions and, when the
+rows are out of slot order, the permutation back, packed together, one copy to the
+device), mask and cache updates in place, no host/device sync (the logits stay on the
+device for the engine to sample).
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from djl_python.backends import model_defaults as defaults
 from djl_python.backends.attention_masks import SlotMasks, mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
+from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, cpu_threads, prefill_groups
 from djl_python.backends.slot_cache import SlotCache
+from djl_python.backends.slot_rows import RowMove, SlotRows
 
 KV_WIDTH_ALIGN = 64  # decode attends a multiple of this many columns: bounded work, few shapes
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash kernels do not
@@ -47,6 +55,9 @@ class PyTorchBackend(Backend):
         # Models with alibi take no position_ids; all others get per-row positions.
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         self._active = [False] * limits.max_slots
+        self._rows = SlotRows(limits.max_slots)
+        self._lengths = [0] * limits.max_slots  # per row: columns written since its prefill
+        self._merge_pad = CPU_PREFILL_MERGE_PAD if self._device.type == "cpu" else None
         with torch.inference_mode():
             layers = config.get_text_config().num_hidden_layers
             self._cache = SlotCache(layers, limits.max_slots, limits.n_positions)
@@ -83,6 +94,8 @@ class PyTorchBackend(Backend):
         if attn_implementation is not None and attn_implementation not in _ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation must be one of {_ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
         torch_device = _resolve_device(device)
+        if torch_device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
         torch_dtype = defaults.resolve_dtype(dtype, torch_device)
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         n_pos = defaults.resolve_n_positions(config, n_positions)
@@ -124,14 +137,33 @@ class PyTorchBackend(Backend):
                     f"prompts[{i}] has {len(prompt)} tokens; need 1..{self.limits.max_prompt_len}"
                 )
             self._check_tokens(prompt, f"prompts[{i}]")
-        n, length = len(slot_ids), max(len(p) for p in prompts)
-        flat = [*slot_ids, *(len(p) - 1 for p in prompts)]
+        rows = [self._rows.assign(slot) for slot in slot_ids]
+        groups = prefill_groups([len(p) for p in prompts], self._merge_pad)
+        if len(groups) == 1 and rows == sorted(rows):
+            logits = self._prefill_rows(rows, prompts)
+        else:
+            logits = None
+            for group in groups:
+                group.sort(key=rows.__getitem__)  # ascending rows, as the cache expects
+                part = self._prefill_rows([rows[i] for i in group], [prompts[i] for i in group])
+                if logits is None:
+                    logits = part.new_empty((len(prompts), part.shape[-1]))
+                logits.index_copy_(0, torch.tensor(group, device=part.device), part)
+        for slot, row, prompt in zip(slot_ids, rows, prompts):
+            self._active[slot] = True
+            self._lengths[row] = len(prompt)
+        return logits
+
+    def _prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One forward over ``prompts`` right-padded to the longest; ``rows`` ascending."""
+        n, length = len(rows), max(len(p) for p in prompts)
+        flat = [*rows, *(len(p) - 1 for p in prompts)]
         for prompt in prompts:  # right padding with token 0: only later (masked) columns see it
             flat.extend(prompt)
             flat.extend([0] * (length - len(prompt)))
         packed = torch.tensor(flat, dtype=torch.long).to(self._device, non_blocking=True)
         slots, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
-        first = _first_if_contiguous(slot_ids)
+        first = _first_if_contiguous(rows)
         self._masks.reset(slots, last + 1)
         self._cache.set_prefill(slots, first, length)
         kwargs = {}
@@ -140,8 +172,6 @@ class PyTorchBackend(Backend):
         out = self.model(
             input_ids=tokens, cache=self._cache, use_cache=True, logits_to_keep=last.view(n, 1), **kwargs
         )
-        for slot in slot_ids:
-            self._active[slot] = True
         return out.logits[:, -1, :].float()
 
     @torch.inference_mode()
@@ -160,23 +190,51 @@ class PyTorchBackend(Backend):
         if min(positions) < 0 or longest > self.limits.n_positions:
             raise ValueError(f"positions must lie in [0, {self.limits.n_positions}), got {list(positions)}")
         width = min(-(-longest // KV_WIDTH_ALIGN) * KV_WIDTH_ALIGN, self.limits.n_positions)
-        packed = torch.tensor([*slot_ids, *last_tokens, *positions], dtype=torch.long)
+        rows = [self._rows.row(slot) for slot in slot_ids]
+        restore: list[int] = []
+        if any(b < a for a, b in zip(rows, rows[1:])):  # run in row order, answer in slot order
+            order = sorted(range(n), key=rows.__getitem__)
+            restore = [0] * n
+            for rank, i in enumerate(order):
+                restore[i] = rank
+            rows = [rows[i] for i in order]
+            last_tokens = [last_tokens[i] for i in order]
+            positions = [positions[i] for i in order]
+        packed = torch.tensor([*rows, *last_tokens, *positions, *restore], dtype=torch.long)
         packed = packed.to(self._device, non_blocking=True)
-        slots, tokens, pos = packed[:n], packed[n : 2 * n].view(n, 1), packed[2 * n :]
-        first = _first_if_contiguous(slot_ids)
+        slots, tokens, pos = packed[:n], packed[n : 2 * n].view(n, 1), packed[2 * n : 3 * n]
+        first = _first_if_contiguous(rows)
         self._masks.open(slots, pos)
         self._cache.set_decode(slots, first, pos, width)
         kwargs = {"attention_mask": self._masks.decode_mask(slots, first, width)}
         if self._takes_positions:
             kwargs["position_ids"] = pos.view(n, 1)
         out = self.model(input_ids=tokens, cache=self._cache, use_cache=True, **kwargs)
-        return out.logits[:, -1, :].float()
+        for row, position in zip(rows, positions):
+            self._lengths[row] = position + 1
+        logits = out.logits[:, -1, :].float()
+        return logits.index_select(0, packed[3 * n :]) if restore else logits
 
     def release(self, slot_id: int) -> None:
-        """Mark the row free. Its K/V and mask columns are left as they are: the next prefill of
-        this slot closes every column it does not write (see ``attention_masks``)."""
+        """Free the slot's row. Its K/V and mask columns are left as they are (the next prefill
+        into the row closes every column it does not write, see ``attention_masks``), except
+        that the last occupied row moves into it to keep the rows packed."""
         if 0 <= slot_id < self.limits.max_slots:
             self._active[slot_id] = False
+            move = self._rows.release(slot_id)
+            if move is not None:
+                self._move_row(move)
+
+    @torch.inference_mode()
+    def _move_row(self, move: RowMove) -> None:
+        """Copy the written columns of row ``move.src`` into row ``move.dst`` (K/V and mask)."""
+        length = self._lengths[move.src]
+        self._cache.move_row(move.dst, move.src, length)
+        # The mask of a row is always "columns 0..length-1 open": prefill opens the prompt,
+        # each decode the next column. Rebuilding it is exact.
+        dst = torch.tensor([move.dst], device=self._device)
+        self._masks.reset(dst, torch.tensor([length], device=self._device))
+        self._lengths[move.dst] = length
 
     def close(self) -> None:
         self._cache.layers.clear()

@@ -149,6 +149,13 @@ class SlotCache(Cache):
     def get_mask_sizes(self, query_length: int, layer_idx: int = 0) -> tuple[int, int]:
         return self.step.width, 0
 
+    def move_row(self, dst: int, src: int, length: int) -> None:
+        """Copy columns ``0..length-1`` of row ``src`` into row ``dst`` in every layer."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys[dst, :, :length].copy_(layer.keys[src, :, :length])
+                layer.values[dst, :, :length].copy_(layer.values[src, :, :length])
+
     def nbytes(self) -> int:
         """Bytes held by all K/V rows (0 before the first forward)."""
         return sum(layer.nbytes() for layer in self.layers)

@@ -76,6 +76,12 @@ class _Stream:
             pass
 
 
+def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    """Runs on the event loop: fill each request's queue, in the engine's order."""
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
 class AsyncEngine:
     """Runs an ``Engine`` in its own thread and exposes it to asyncio.
 
@@ -281,8 +287,11 @@ class AsyncEngine:
             self.metrics.num_waiting.set(self._num_waiting)
 
     def _deliver(self, outputs: list[RequestOutput], step_started: float) -> None:
+        """Hand one step's outputs to their consumers: one ``call_soon_threadsafe`` per event
+        loop per step (not per output), so a step of 32 streams wakes the loop once."""
         now = time.monotonic()
         m = self.metrics
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
         for out in outputs:
             stream = self._streams.get(out.request_id)
             if stream is None:  # aborted by its consumer; nobody is listening
@@ -298,7 +307,12 @@ class AsyncEngine:
                 del self._streams[out.request_id]
                 if m is not None:
                     self._record_finished(m, stream, out, now)
-            stream.put(out)
+            batches.setdefault(stream.loop, []).append((stream.queue, out))
+        for loop, items in batches.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                pass
 
     @staticmethod
     def _record_finished(m: ServingMetrics, stream: _Stream, out: RequestOutput, now: float) -> None:

@@ -1,0 +1,60 @@
+"""CPU execution policy for the PyTorch backend: how many threads, and how prompts are grouped.
+
+Both choices come from measurements on 2 cores (see docs/performance.md): on a CPU padding
+costs as much as real tokens and oversubscribed OpenMP threads wait on each other, so the
+GPU habits (one padded prefill, torch's default thread count) are slow here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+# CPU prefill: a prompt joins a group while the padding it adds stays within this many
+# tokens, about what one more forward costs in weight reads (SmolLM2-135M, 2 cores: a
+# forward of a few tokens costs as much as ~25 prompt tokens of compute).
+CPU_PREFILL_MERGE_PAD = 32
+
+
+def prefill_groups(lengths: Sequence[int], merge_pad: int | None) -> list[list[int]]:
+    """Indices of the prompts (by ``lengths``) that run in one prefill forward together.
+
+    ``merge_pad=None`` puts everything in one group. Otherwise prompts are taken shortest
+    first and one joins the current group while the padding it adds (the group's size
+    times the length increase) is at most ``merge_pad`` tokens, so padding never costs
+    more than a few extra forwards would.
+    """
+    if merge_pad is None or len(lengths) == 1:
+        return [list(range(len(lengths)))]
+    groups: list[list[int]] = []
+    longest = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if groups and len(groups[-1]) * (lengths[i] - longest) <= merge_pad:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+        longest = lengths[i]
+    return groups
+
+
+def cpu_threads() -> int:
+    """Intra-op threads for CPU inference: torch's default (one per physical core), capped by
+    the CPUs this process may use (affinity mask, cgroup v2 ``cpu.max`` quota).
+
+    torch counts the host's cores, so in a container limited to 2 CPUs on a 64-core host it
+    would start 64 OpenMP threads that wait on each other at every op; decode on this
+    model is then several times slower than with 2. ``OMP_NUM_THREADS``, when set, wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            allowed = min(allowed, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity mask is all we know
+    return max(1, min(torch.get_num_threads(), allowed))
