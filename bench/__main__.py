@@ -1,0 +1,156 @@
+"""``python -m bench [--quick] [--only offline,step,serving] [--out bench/results] [--threads N]``.
+
+Runs the selected benchmarks one after another (never in parallel: they share
+the machine's cores), writes ``results.json`` and PNG charts under ``--out``
+(``quick_``-prefixed for ``--quick``, so a quick run never overwrites the full
+results) and prints a summary table. ``--only`` re-runs some sections and merges
+them into an existing results file; each section records when it ran and the
+load average it ran under.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+SECTIONS = ("offline", "step", "serving")
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="small workload; the whole run takes under 2 minutes")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads here and in the served process (default: torch's, one per core)")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
+    return args
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    model = "unknown"
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
+                     model)
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+
+
+def _section_meta(started: float) -> dict[str, Any]:
+    return {
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.perf_counter() - started, 1),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the hub
+    if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the djl-serve subprocess
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from bench import plots, report
+    from bench.workload import FULL, QUICK, make_workload
+    from djl_python.default_model import default_model_dir
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    settings = QUICK if args.quick else FULL
+    prefix = "quick_" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / f"{prefix}results.json"
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if set(args.sections) == set(SECTIONS):
+        results = {}  # a complete run starts afresh
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    model_dir = default_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    workload = make_workload(tokenizer, settings.offline)
+    results["machine"] = machine_info()
+    if set(args.sections) == set(SECTIONS):  # a partial re-run keeps the full run's figures
+        results["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
+    results["mode"] = "quick" if args.quick else "full"
+    results["model"] = {"name": model_dir.name, "dtype": "fp32", "device": "cpu"}
+    log(f"{results['mode']} run on {results['machine']['cpu_model']} ({results['machine']['cpu_count']} cores), "
+        f"load average {[round(x, 2) for x in os.getloadavg()]}")
+    run_started = time.perf_counter()
+
+    if "offline" in args.sections:
+        from bench.offline import run_offline
+
+        started = time.perf_counter()
+        results["offline"] = run_offline(
+            model_dir, tokenizer, workload, settings.engine_slots, settings.sequential_requests, log
+        )
+        results["offline"].update(_section_meta(started))
+    if "step" in args.sections:
+        from bench.step_overhead import run_step_overhead
+
+        started = time.perf_counter()
+        results["step_overhead"] = run_step_overhead(
+            model_dir, tokenizer, settings.step_batches, settings.step_iters, settings.step_context, log
+        )
+        results["step_overhead"].update(_section_meta(started))
+    if "serving" in args.sections:
+        from bench.serving import run_serving
+
+        started = time.perf_counter()
+        results["serving"] = run_serving(
+            workload, settings.serving_streams, settings.serving_requests_per_stream, settings.serving_timeout_s,
+            Path(tempfile.gettempdir()) / f"{prefix}djl-serve-bench.log", log,
+        )
+        results["serving"].update(_section_meta(started))
+        served = report.served_vs_offline(results)
+        if served:
+            results["serving"]["vs_offline"] = served
+
+    results["targets"] = report.target_table(results)
+    if set(args.sections) == set(SECTIONS):
+        results["run_duration_s"] = round(time.perf_counter() - run_started, 1)
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    charts = plots.plot_all(results, args.out, prefix)
+    print()
+    print(report.summary(results))
+    print()
+    log(f"wrote {results_path} and {', '.join(str(c) for c in charts)} "
+        f"in {time.perf_counter() - run_started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Targets, the ratios checked against them, and the summary table printed after a run.
+
+The targets are the performance issue's "done when" figures. They are ratios
+measured within one run on one machine, never timed assertions: a check here
+only labels a figure "met" or "missed" in the table and the JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    description: str
+    threshold: float
+    higher_is_better: bool = True
+
+    def met(self, value: float) -> bool:
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+
+TARGETS = (
+    Target("engine_vs_static_generate", "engine / generate() static batches", 2.5),
+    Target("engine_vs_hf_continuous_batching", "engine / transformers continuous batching", 3.0),
+    Target("step_overhead_batch8", "engine.step / backend.decode, batch 8", 1.10, higher_is_better=False),
+    Target("step_overhead_batch32", "engine.step / backend.decode, batch 32", 1.10, higher_is_better=False),
+    Target("served_vs_offline", "served / offline throughput, most streams", 0.85),
+)
+
+
+def served_vs_offline(results: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Served throughput at the largest stream count over the offline engine with as many slots
+    (the same concurrency); falls back to the fastest offline engine."""
+    serving, offline = results.get("serving"), results.get("offline")
+    if not serving or not offline or not serving["runs"]:
+        return None
+    run = max(serving["runs"], key=lambda r: r["streams"])
+    same = [e for e in offline["engine_runs"] if e["max_slots"] == run["streams"]]
+    reference = same[0] if same else offline["engine"]
+    return {
+        "streams": run["streams"],
+        "served_tokens_per_s": run["tokens_per_s"],
+        "offline_engine": reference["name"],
+        "offline_tokens_per_s": reference["tokens_per_s"],
+        "ratio": round(run["tokens_per_s"] / reference["tokens_per_s"], 3),
+    }
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """Every target's measured value that this run produced."""
+    out: dict[str, float] = {}
+    offline = results.get("offline")
+    if offline:
+        out["engine_vs_static_generate"] = offline["speedup"]["static_generate"]
+        out["engine_vs_hf_continuous_batching"] = offline["speedup"]["hf_continuous_batching"]
+    step = results.get("step_overhead")
+    if step:
+        for row in step["rows"]:
+            if row["batch"] in (8, 32):
+                out[f"step_overhead_batch{row['batch']}"] = row["engine_over_decode"]
+    served = served_vs_offline(results)
+    if served:
+        out["served_vs_offline"] = served["ratio"]
+    return out
+
+
+def target_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    measured = ratios(results)
+    return [
+        {
+            "target": t.description,
+            "threshold": f"{'>=' if t.higher_is_better else '<='} {t.threshold}",
+            "measured": measured[t.key],
+            "met": t.met(measured[t.key]),
+        }
+        for t in TARGETS
+        if t.key in measured
+    ]
+
+
+def _table(headers: list[str], rows: list[list[Any]], markdown: bool = False) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in headers) + "|")
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary(results: dict[str, Any], markdown: bool = False) -> str:
+    """The tables printed at the end of ``python -m bench`` (``markdown=True``: for the docs,
+    ``python -m bench.report bench/results/results.json``)."""
+    _t = functools.partial(_table, markdown=markdown)
+    parts = []
+    offline = results.get("offline")
+    if offline:
+        best = offline["engine"]["tokens_per_s"]
+        rows = [[r["name"], r["requests"], r["output_tokens"], r["elapsed_s"], r["tokens_per_s"],
+                 round(best / r["tokens_per_s"], 2)]
+                for r in [*offline["engine_runs"], *offline["baselines"].values()]]
+        parts.append("Offline throughput (greedy, ignore_eos)\n"
+                     + _t(["runner", "requests", "out tokens", "s", "tok/s", "engine x"], rows))
+    step = results.get("step_overhead")
+    if step:
+        rows = [[r["batch"], r["engine_step_ms"], r["backend_decode_ms"], r["hf_forward_ms"], r["overhead_ms"],
+                 r["engine_over_decode"]] for r in step["rows"]]
+        parts.append(f"Decode step, median ms (context {step['context']}, {step['iters']} steps)\n"
+                     + _t(["batch", "engine.step", "backend.decode", "HF forward", "overhead", "ratio"], rows))
+    serving = results.get("serving")
+    if serving:
+        rows = [[r["streams"], r["requests"], r["tokens_per_s"], r["ttft_ms"]["p50"], r["ttft_ms"]["p90"],
+                 r["ttft_ms"]["p99"], r["tpot_ms"]["p50"], r["tpot_ms"]["p90"], r["tpot_ms"]["p99"]]
+                for r in serving["runs"]]
+        parts.append("Serving (djl-serve, streaming /v1/completions)\n" + _t(
+            ["streams", "requests", "tok/s", "TTFT p50", "p90", "p99", "TPOT p50", "p90", "p99"], rows))
+    targets = target_table(results)
+    if targets:
+        rows = [[t["target"], t["threshold"], t["measured"], "met" if t["met"] else "MISSED"] for t in targets]
+        parts.append("Targets\n" + _t(["target", "threshold", "measured", ""], rows))
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m bench.report RESULTS_JSON  (prints the tables as markdown)")
+    with open(sys.argv[1]) as f:
+        print(summary(json.load(f), markdown=True))
