@@ -22,9 +22,10 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
 
 from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.responses import StreamingResponse
 
@@ -236,6 +237,26 @@ async def collect_outputs(
         return await unless_disconnected(request, collect())
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def whole_response(
+    request: Request,
+    first: RequestOutput,
+    rest: AsyncIterator[RequestOutput],
+    error_body: Callable[[ApiError], Response],
+) -> list[RequestOutput] | Response:
+    """A non-streaming request's outputs, or the response that ends it instead: 499 when
+    the client went away, ``error_body`` for a failure while waiting, and ``error_body``
+    with 500 when generation itself ended in error."""
+    try:
+        outputs = await collect_outputs(request, first, rest)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    except Exception as err:  # noqa: BLE001 - every failure becomes the API's error body
+        return error_body(api_error(err))
+    if outputs[-1].finish_reason == "error":
+        return error_body(ApiError(500, outputs[-1].error or "generation failed"))
+    return outputs
 
 
 def parse_body(model: type[BaseModel], data: dict[str, Any]) -> Any:

@@ -27,13 +27,13 @@ from djl_python.serving.http_common import (
     ClosingStreamingResponse,
     all_outputs,
     api_error,
-    collect_outputs,
     encode_prompt,
     parse_body,
     read_json_object,
     server_state,
     start_generation,
     token_text,
+    whole_response,
 )
 from djl_python.serving.openai_schemas import ChatCompletionRequest, CompletionRequest
 
@@ -94,16 +94,8 @@ async def _serve(request: Request, *, chat: bool) -> Response:
         return ClosingStreamingResponse(
             _sse(shape, all_outputs(first, rest), body.include_usage), media_type="text/event-stream"
         )
-    try:
-        outputs = await collect_outputs(request, first, rest)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    except Exception as err:  # noqa: BLE001
-        return openai_error(api_error(err))
-    last = outputs[-1]
-    if last.finish_reason == "error":
-        return openai_error(ApiError(500, last.error or "generation failed"))
-    return JSONResponse(shape.whole(outputs))
+    outputs = await whole_response(request, first, rest, openai_error)
+    return outputs if isinstance(outputs, Response) else JSONResponse(shape.whole(outputs))
 
 
 class _Shape:

@@ -27,7 +27,6 @@ from djl_python.serving.http_common import (
     ClosingStreamingResponse,
     all_outputs,
     api_error,
-    collect_outputs,
     encode_prompt,
     parse_body,
     read_json_object,
@@ -35,6 +34,7 @@ from djl_python.serving.http_common import (
     special_ids,
     start_generation,
     token_text,
+    whole_response,
 )
 from djl_python.serving.tgi_schemas import TgiRequest
 
@@ -108,14 +108,9 @@ async def _serve(request: Request, *, stream: Optional[bool], as_list: bool) -> 
     shape = _Shape(body, tokenizer, prompt_ids, params.seed)
     if stream if stream is not None else body.stream:
         return ClosingStreamingResponse(_events(shape, all_outputs(first, rest)), media_type="text/event-stream")
-    try:
-        outputs = await collect_outputs(request, first, rest)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    except Exception as err:  # noqa: BLE001
-        return tgi_error(api_error(err))
-    if outputs[-1].finish_reason == "error":
-        return tgi_error(ApiError(500, outputs[-1].error or "generation failed"))
+    outputs = await whole_response(request, first, rest, tgi_error)
+    if isinstance(outputs, Response):
+        return outputs
     result = shape.whole(outputs)
     return JSONResponse([result] if as_list else result)
 
