@@ -41,11 +41,6 @@ def detect_compiled(folder: Path) -> CompiledFormat:
     return CompiledFormat.EMPTY
 
 
-def compiler_versions(folder: Path) -> list[str]:
-    """The neuronx-cc versions a neff-cache dump was compiled with (from ``neuronxcc-<v>`` names)."""
-    return sorted(p.name[len("neuronxcc-"):] for p in folder.glob("neuronxcc-*") if p.is_dir())
-
-
 def require_graphs(folder: Path, what: str) -> CompiledFormat:
     """Like ``detect_compiled`` but an empty folder is an error naming ``what`` it is."""
     found = detect_compiled(folder)

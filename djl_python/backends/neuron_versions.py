@@ -58,7 +58,6 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
 }
 AUTO_CLASS_SINCE = (0, 10)  # NeuronAutoModelForCausalLM
 LAYOUT_ENUM_SINCE = (0, 11)  # constants.Layout; earlier versions take the plain strings
-GQA_ENUM_SINCE = (0, 9)
 
 # NeuronConfig keys accepted by the **kargs versions (<= 0.10), from each release's config.py.
 _KEYS_0_8 = frozenset({"all_reduce_dtype", "cast_logits_dtype", "fuse_qkv", "quant", "sparse_attn"})
