@@ -7,6 +7,7 @@ than skipping it, so a suite that "passes" has really linted every file.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,13 +19,17 @@ REPO = Path(__file__).resolve().parents[2]
 _SKIP_DIRS = {".git", "node_modules", "build", "dist", "__pycache__", ".pytest_cache", ".mypy_cache"}
 
 
-def _walk(root: Path):
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(REPO).parts
-        if any(p in _SKIP_DIRS or p.startswith(".venv") or p.endswith(".egg-info") for p in parts[:-1]):
-            continue
-        if path.is_file():
-            yield path
+def _skipped(name: str) -> bool:
+    return name in _SKIP_DIRS or name.startswith(".venv") or name.endswith(".egg-info")
+
+
+def _walk(root: Path) -> list[Path]:
+    """Files under ``root``, sorted, without descending into skipped folders (a venv is large)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not _skipped(d)]
+        found += [Path(folder) / f for f in files]
+    return sorted(found)
 
 
 def is_dockerfile(path: Path) -> bool:
