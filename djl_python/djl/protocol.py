@@ -91,7 +91,6 @@ def activate(protocol: DjlProtocol) -> DjlProtocol:
 
 def current() -> DjlProtocol:
     """The active protocol; before ``activate``: ``$DJL_PYTHON_DJL_VERSION`` or 0.28."""
-    global _current
     if _current is None:
         activate(protocol_for(os.environ.get(VERSION_ENV) or DEFAULT_DJL_VERSION))
     assert _current is not None

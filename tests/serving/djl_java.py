@@ -224,6 +224,7 @@ class JavaRequest:
     seed: str
     started: bool = False  # v0.26.0 tests count > 0, v0.27.0+ nextToken != null: both "answered once"
     chunks: list[bytes] = field(default_factory=list)
+    lasts: list[bool] = field(default_factory=list)  # each record's "last", in order
     last: bool = False
     code: int = 200
     message: Optional[str] = None
@@ -327,6 +328,7 @@ class JavaRollingBatch:
             except (ValueError, TypeError, KeyError):
                 pass
             req.chunks.append(token.encode("utf-8"))
+            req.lasts.append(req.last)
             return
         fmt = ">h" if _minor(self.version) < 27 else ">i"
         (count,) = struct.unpack_from(">h", record, 0)
@@ -351,6 +353,7 @@ class JavaRollingBatch:
             req.chunks.append(json.dumps(err, separators=(",", ":")).encode())
         else:
             req.chunks.append(values.get("data", "").encode("utf-8"))
+        req.lasts.append(req.last)
 
     def run(self, arrivals: dict[int, list[tuple[str, JavaInput]]], max_steps: int = 500) -> dict[str, JavaRequest]:
         """Step until idle; ``arrivals[step]`` lists requests added before that step."""
