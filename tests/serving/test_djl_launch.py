@@ -45,10 +45,12 @@ def decoy(folder: Path) -> Path:
 
 
 def install(engine_dir: Path, version: str) -> None:
-    """``djl-engine-install`` (the console script's module), with only this repository importable."""
+    """``djl-engine-install`` (the console script; its module before the package is pip-installed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "djl_python.djl.install", "--target", str(engine_dir),
-                          "--djl-version", version], env=env, capture_output=True, text=True, timeout=120)
+    script = Path(sys.executable).with_name("djl-engine-install")  # the console script, once pip-installed
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "djl_python.djl.install"]
+    run = subprocess.run([*cmd, "--target", str(engine_dir), "--djl-version", version], env=env,
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
 
 
