@@ -61,8 +61,9 @@ import sys
 DJL_VERSION = {djl_version!r}
 PACKAGE_DIR = {package_dir!r}
 
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+# DJL puts this folder first on sys.path and on PYTHONPATH; nothing may be imported from it.
+_here = os.path.realpath(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _here]
 _spec = importlib.util.spec_from_file_location(
     "djl_python", os.path.join(PACKAGE_DIR, "__init__.py"), submodule_search_locations=[PACKAGE_DIR])
 _module = importlib.util.module_from_spec(_spec)

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 LMI_N_POSITIONS_DEFAULT = "128"
 # Values the real handler serves with a rolling batch without running what they name.
 COERCED = ("false", "scheduler", "vllm", "lmi-dist", "trtllm")
-OUR_ROLLING = ("auto", "tnx", "true")
+OUR_ROLLING = ("auto", "tnx")
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,9 @@ def decide(properties: Mapping[str, str], protocol: DjlProtocol) -> Decision:
                 "for it (it only checks that the key is set); serving a rolling batch. Remove the key for "
                 "static batches.")
         elif value not in OUR_ROLLING:
-            what = "its own handler coerces" if value in COERCED else "is not a Transformers-NeuronX value; "\
-                "DJL's handler coerces it"
             warnings.append(
-                f"option.rolling_batch={raw}: {what} it to auto, so it is served with this handler's rolling "
-                f"batch (transformers-neuronx continuous batching), not by {raw}. Set auto or tnx to silence this.")
+                f"option.rolling_batch={raw}: DJL's Transformers-NeuronX handler coerces it to auto, and so do we: "
+                f"it is served with this handler's rolling batch, not by {raw}. Set auto or tnx to silence this.")
         props["rolling_batch"] = "auto"
     if "n_positions" not in props and not _compiled_artifact(props):
         props["n_positions"] = LMI_N_POSITIONS_DEFAULT
