@@ -29,6 +29,7 @@ frame and resets the engine; Java's ``reset_rollingbatch`` property resets too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,10 +159,12 @@ class TransformersNeuronXService:
         if body is None:
             raise InvalidRequest("body", "empty request")
         data = bodies.coerce_parameters(bodies.decode_body(body, item.get_content_type()))
-        if item.contains_key("seed"):  # Java's per-request seed (rolling batch only)
-            data = bodies.apply_java_seed(data, bodies.java_seed(item.get_as_string("seed")))
         req = parse_request(data, item.get_content_type(), default_output_formatter=self.config.output_formatter,
                             tgi_compat=bool(self.config.tgi_compat))
+        seed = bodies.java_seed(item.get_as_string("seed")) if item.contains_key("seed") else None
+        if seed is not None and req.params.seed is None and req.params.do_sample:
+            # Java's per-request seed (rolling batch), for a sampled request that names none, as DJL's handler.
+            req = dataclasses.replace(req, params=dataclasses.replace(req.params, seed=seed))
         if req.ignored:
             logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
         return req

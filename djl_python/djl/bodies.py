@@ -90,14 +90,6 @@ def java_seed(text: Optional[str]) -> Optional[int]:
     return int(text.strip()) & 0xFFFFFFFF
 
 
-def apply_java_seed(request: dict[str, Any], seed: Optional[int]) -> dict[str, Any]:
-    """Give a sampled LMI request without its own seed Java's seed (what DJL's handler does)."""
-    params = request.get("parameters")
-    if seed is None or not isinstance(params, dict) or "seed" in params or params.get("do_sample") is not True:
-        return request
-    return {**request, "parameters": {**params, "seed": seed}}
-
-
 def _coerce(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value

@@ -143,11 +143,6 @@ def test_bodies_and_seeds():
     assert coerced["parameters"] == {"max_new_tokens": 20, "temperature": 0.5, "do_sample": True, "stop": ["10"],
                                      "top_k": "many"}
     assert bodies.java_seed("-1") == 2**32 - 1 and bodies.java_seed("42") == 42 and bodies.java_seed("x") is None
-    sampled = {"inputs": "x", "parameters": {"do_sample": True}}
-    assert bodies.apply_java_seed(sampled, 7)["parameters"]["seed"] == 7
-    assert bodies.apply_java_seed({"inputs": "x", "parameters": {"do_sample": True, "seed": 1}}, 7)["parameters"][
-        "seed"] == 1
-    assert "seed" not in bodies.apply_java_seed({"inputs": "x", "parameters": {}}, 7)["parameters"]
 
 
 def test_binary_record_is_what_java_reads(monkeypatch):
