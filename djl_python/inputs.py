@@ -9,10 +9,17 @@ A rolling/dynamic batch arrives as ONE ``Input`` whose properties carry
 ``batch_size=N`` and ``batch_<iii>.<key>`` entries and whose content carries
 ``batch_<iii>.data`` (and ``batch_<iii>.seed``); ``get_batches`` splits it back
 into one ``Input`` per request, in index order.
+
+The API is the one custom handlers written for DJL call (djl-serving
+v0.26.0-v0.28.0, ``engines/python/setup/djl_python/inputs.py``): ``Input()``
+then ``read(conn)`` filling it in place (what DJL's ``djl_python_engine.py``
+does), ``function_name``, ``get_data``, ``get_as_bytes/string/json/numpy/npz/
+csv/image``, ``get_batches``, ``is_batch``, ``get_properties``, ``get_property``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, Optional
 
@@ -54,21 +61,25 @@ class Input:
                  content: Optional[PairList[bytes]] = None) -> None:
         self.properties: dict[str, str] = dict(properties or {})
         self.content: PairList[bytes] = content if content is not None else PairList()
+        self.function_name: Optional[str] = self.properties.get("handler")
 
     # -- wire ---------------------------------------------------------------------------
 
-    @classmethod
-    def read(cls, conn: Readable) -> "Input":
-        """Read one message; raises ``framing.ConnectionClosed`` at end of stream."""
-        inp = cls()
+    def read(self, conn: Readable) -> "Input":
+        """Read one message into this ``Input`` (in place, as DJL's engine script expects); returns it.
+
+        Raises ``framing.ConnectionClosed`` at end of stream.
+        """
         for _ in range(read_short(conn)):
             key = read_str(conn)
-            inp.properties[key] = read_str(conn)  # type: ignore[index]
+            self.properties[key] = read_str(conn)  # type: ignore[index]
         n_content = read_short(conn)
         for _ in range(max(n_content, 0)):
             key = read_str(conn)
-            inp.content.add(key, read_blob(conn))
-        return inp
+            self.content.keys.append(key)  # an empty blob is still a pair (PairList.add drops None only)
+            self.content.values.append(read_blob(conn))
+        self.function_name = self.properties.get("handler")
+        return self
 
     def encode(self) -> bytes:
         """The bytes Java's ``RequestEncoder`` would send for this input (client side)."""
@@ -99,7 +110,7 @@ class Input:
         return default
 
     def get_function_name(self) -> Optional[str]:
-        return self.properties.get("handler")
+        return self.function_name if self.function_name is not None else self.properties.get("handler")
 
     def get_content_type(self) -> Optional[str]:
         return self.get_property("Content-Type")
@@ -145,6 +156,49 @@ class Input:
     def get_as_json(self, key: Optional[str] = None) -> Any:
         data = self.get_as_bytes(key)
         return None if data is None else json.loads(data.decode("utf-8"))
+
+    def get_data(self, key: Optional[str] = None) -> Any:
+        """Content decoded by its ``Content-Type``, as DJL's ``Input.get_data`` does.
+
+        ``tensor/ndlist`` -> arrays, ``tensor/npz`` -> arrays, ``application/json*``
+        -> JSON, ``text/*`` -> str, ``image/*`` -> PIL image, else bytes (``None`` if empty).
+        """
+        content_type = self.get_property("content-type")
+        if content_type == "tensor/ndlist":
+            return self.get_as_numpy(key)
+        if content_type == "tensor/npz":
+            return self.get_as_npz(key)
+        if content_type is not None and content_type.startswith("application/json"):
+            return self.get_as_json(key)
+        if content_type is not None and content_type.startswith("text/"):
+            return self.get_as_string(key)
+        if content_type is not None and content_type.startswith("image/"):
+            return self.get_as_image(key)
+        return self.get_as_bytes(key)
+
+    def get_as_npz(self, key: Optional[str] = None) -> list[Any]:
+        """An ``.npz`` archive's arrays in file order; ``[]`` when empty."""
+        import numpy as np
+
+        data = self.get_as_bytes(key)
+        if data is None:
+            return []
+        with np.load(io.BytesIO(data)) as npz:
+            return [npz[name] for name in npz.files]
+
+    def get_as_csv(self, key: Optional[str] = None) -> list[dict[str, str]]:
+        """CSV with a header row, one dict per row (``csv.DictReader``); ``[]`` when empty."""
+        import csv
+
+        text = self.get_as_string(key)
+        return [] if text is None else list(csv.DictReader(io.StringIO(text)))
+
+    def get_as_image(self, key: Optional[str] = None) -> Any:
+        """The content opened with Pillow (which must be installed)."""
+        from PIL import Image
+
+        data = self.get_as_bytes(key)
+        return None if data is None else Image.open(io.BytesIO(data))
 
     def get_as_numpy(self, key: Optional[str] = None) -> list[Any]:
         """Content as a list of numpy arrays (DJL NDList or ``.npz``); ``[]`` when empty."""

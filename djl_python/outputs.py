@@ -10,14 +10,25 @@ Streaming replies send ``n_content = -1`` and then frames
 failure mid-stream ends with ``0`` plus the error message.
 
 Rolling batch replies carry one content item per in-flight request whose
-value is ``Output.binary_encode({"data", "last", ["code", "error"]})``.
+value is ``Output.binary_encode({"data", "last", ["code", "error"]})``
+(DJL >= 0.28; ``djl_python.djl.records`` writes the older JSON records).
+
+The API is the one custom handlers written for DJL use (djl-serving
+v0.26.0-v0.28.0, ``engines/python/setup/djl_python/outputs.py``): ``add``,
+``add_as_json``, ``add_as_numpy``, ``add_as_npz``, ``add_property``,
+``set_code``, ``set_message``, ``error``, ``finalize``/``execute_finalize``,
+``add_stream_content(stream, output_formatter=...)`` whose default wraps each
+item as ``{"outputs": item}`` plus a newline, and JSON that encodes numpy
+scalars/arrays and datetimes, written as DJL writes it (indent 2, no space
+after ``:``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from djl_python.framing import (
     BufferReader,
@@ -37,6 +48,37 @@ from djl_python.pair_list import PairList
 logger = logging.getLogger(__name__)
 
 
+class _JSONEncoder(json.JSONEncoder):
+    """numpy scalars and arrays, and datetimes, as DJL's encoder writes them."""
+
+    def default(self, obj: Any) -> Any:
+        if isinstance(obj, datetime.datetime):
+            return str(obj)
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - numpy is a dependency
+            np = None
+        if np is not None:
+            if isinstance(obj, np.integer):
+                return int(obj)
+            if isinstance(obj, np.floating):
+                return float(obj)
+            if isinstance(obj, np.ndarray):
+                return obj.tolist()
+        return super().default(obj)
+
+
+def _json_bytes(value: Any) -> bytes:
+    # DJL's Output._encode_json layout (indent 2, "," and ":" separators), so bytes match its handler's.
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=2, cls=_JSONEncoder,
+                      separators=(",", ":")).encode("utf-8")
+
+
+def _default_stream_output_formatter(token_texts: Any) -> bytes:
+    """DJL's default stream wrapping: ``{"outputs": item}`` and a newline."""
+    return (json.dumps({"outputs": token_texts}, cls=_JSONEncoder) + "\n").encode("utf-8")
+
+
 class Output:
     """A response: HTTP-like code and message, string properties, byte content or a stream."""
 
@@ -46,6 +88,9 @@ class Output:
         self.properties: dict[str, str] = {}
         self.content: PairList[bytes] = PairList()
         self.stream_content: Optional[Iterator[Any]] = None
+        self.stream_output_formatter: Optional[Callable[[Any], Any]] = None
+        self.finalize_function: Optional[Callable[..., Any]] = None
+        self.finalize_args: tuple[Any, ...] = ()
         self.stream_frames: Optional[list[bytes]] = None  # set by read() for a streamed reply
 
     def set_code(self, code: int) -> "Output":
@@ -88,18 +133,48 @@ class Output:
 
         return self.add(to_nd_list(arrays), key=key, batch_index=batch_index)
 
-    def add_stream_content(self, stream: Iterator[Any]) -> "Output":
-        """Send ``stream``'s items as frames (``str``/bytes as is, others as JSON)."""
+    def add_as_npz(self, arrays: Any, key: Optional[str] = None, batch_index: Optional[int] = None) -> "Output":
+        """Append numpy arrays as an ``.npz`` archive (``tensor/npz``), in order (``arr_0``, ``arr_1``, ...)."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, *arrays)
+        return self.add(buf.getvalue(), key=key, batch_index=batch_index)
+
+    def add_stream_content(self, stream: Iterator[Any],
+                           output_formatter: Optional[Callable[[Any], Any]] = _default_stream_output_formatter) -> "Output":
+        """Send ``stream``'s items as frames.
+
+        Each item goes through ``output_formatter`` first; DJL's default (used
+        when the argument is omitted) wraps it as ``{"outputs": item}`` plus a
+        newline. Pass ``output_formatter=None`` explicitly to send items as they
+        are. Formatted ``str``/bytes are sent as is, anything else as JSON.
+        """
         self.stream_content = stream
+        self.stream_output_formatter = output_formatter
         return self
 
     def error(self, error: str, code: int = 424, message: str = "prediction failure") -> "Output":
         """Turn this into DJL's error reply: ``{"code", "message", "error"}`` as JSON."""
         self.code = code
         self.message = message
-        self.add_property("Content-Type", "application/json")
+        self.add_property("content-type", "application/json")
         self.add_as_json({"code": code, "message": message, "error": error})
         return self
+
+    def finalize(self, finalize_function: Callable[..., Any], *args: Any) -> "Output":
+        """Run ``finalize_function(*args)`` after this reply has been sent (``execute_finalize``)."""
+        self.finalize_function = finalize_function
+        self.finalize_args = args
+        return self
+
+    def execute_finalize(self) -> Any:
+        """Called by the engine loop once the reply is on the wire; a no-op without ``finalize``."""
+        if self.finalize_function is not None:
+            return self.finalize_function(*self.finalize_args)
+        return None
 
     @staticmethod
     def binary_encode(data: dict[str, Any]) -> bytes:
@@ -157,6 +232,8 @@ class Output:
         while True:
             try:
                 item = next(self.stream_content)
+                if self.stream_output_formatter is not None:
+                    item = self.stream_output_formatter(item)
             except StopIteration:
                 conn.sendall(_frame(False, b""))
                 return
@@ -209,7 +286,3 @@ def _to_bytes(item: Any) -> bytes:
     if isinstance(item, (bytes, bytearray)):
         return bytes(item)
     return _json_bytes(item)
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")

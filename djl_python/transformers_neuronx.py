@@ -4,20 +4,25 @@
 for every message from DJL's Java front end:
 
 1. The first message carries the model properties and no content: load the
-   configuration and the engine, return ``None``.
-2. Rolling batch (``option.rolling_batch`` other than ``disable``): every call
-   carries ALL in-flight requests in a stable order, old ones first (empty
-   data, no properties) and new ones appended. We add engine requests only for
-   indices ``>= len(self.active)``, run ONE ``engine.step()`` and reply with one
-   ``batch_{i}.data`` item per in-flight request, each
-   ``Output.binary_encode({"data", "last"[, "code", "error"]})``. Finished
-   requests are dropped in the same call, exactly when Java drops them
-   (``removeIf(last)``), so both sides keep the same order.
-3. Static batch (``rolling_batch=disable``): run every prompt of the call to
-   completion with ``engine.generate`` and reply per input with a JSON list of
-   ``{"generated_text"}``.
+   configuration and the engine, return ``None``. Whether Java will drive a
+   rolling batch is decided from those properties exactly as Java decides it
+   (``djl_python.djl.rules``); a DJL-launched handler defaults
+   ``n_positions`` to LMI's 128.
+2. Rolling batch: every call carries ALL in-flight requests in a stable
+   order, old ones first (empty data, no properties) and new ones appended.
+   We add engine requests only for indices ``>= len(self.active)``, run ONE
+   ``engine.step()`` and reply with one ``batch_{i}.data`` record per
+   in-flight request (``djl_python.djl.records``: binary on DJL 0.28, JSON
+   before). Finished requests are dropped in the same call, exactly when Java
+   drops them (``removeIf(last)``), so both sides keep the same order. A
+   message without ``batch_size`` (Java's plain path: a request carrying its
+   own ``handler``) is served alone to completion as a plain response.
+3. Static batch (Java not rolling): run every prompt of the call to
+   completion and reply per input with a JSON list of ``{"generated_text"}``
+   holding prompt and generation, as DJL's handler (``generate`` returns both).
 
-A request that fails validation fails alone (code 400, its own error record).
+A request that fails validation fails alone: in a rolling batch with DJL's
+code 424 and record shape, in a static batch with 400 naming the field.
 An exception in the step ends every in-flight request with its format's error
 frame and resets the engine; Java's ``reset_rollingbatch`` property resets too.
 """
@@ -30,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from djl_python.djl import bodies, records, rules
+from djl_python.djl.protocol import current as djl_protocol
 from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.inputs import Input
 from djl_python.outputs import Output
@@ -78,7 +85,7 @@ class _Active:
     formatter: Optional[ResponseFormatter] = None
     request_id: Optional[str] = None
     error: Optional[str] = None
-    code: int = 400
+    code: int = records.FAILED_CODE
 
 
 class TransformersNeuronXService:
@@ -92,9 +99,17 @@ class TransformersNeuronXService:
         self.active: list[_Active] = []
         self._special_ids: frozenset[int] = frozenset()
         self._model_name = ""
+        self._rolling = False
+        # Outputs of rolling requests produced while a plain request ran; sent with their next record.
+        self._carry: dict[str, list[RequestOutput]] = {}
 
-    def initialize(self, properties: dict[str, str], engine: Any = None, config: Any = None) -> None:
-        """Load configuration and engine from ``properties``, or adopt a prepared ``engine``/``config``."""
+    def initialize(self, properties: dict[str, str], engine: Any = None, config: Any = None,
+                   rolling: Optional[bool] = None) -> None:
+        """Load configuration and engine from ``properties``, or adopt a prepared ``engine``/``config``.
+
+        ``rolling``: whether Java drives a rolling batch; unset, Java's rule on ``properties``.
+        """
+        self._rolling = rules.java_rolls(properties, djl_protocol()) if rolling is None else rolling
         if engine is None:
             config, engine = engine_factory(properties)
         elif config is None:
@@ -104,11 +119,12 @@ class TransformersNeuronXService:
         self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
         self._model_name = config.model_id or Path(config.model_id_or_path or "").name
         self.initialized = True
-        logger.info("transformers_neuronx handler ready (rolling_batch=%s)", config.rolling_batch)
+        logger.info("transformers_neuronx handler ready (rolling batch: %s)", self._rolling)
 
     @property
     def rolling(self) -> bool:
-        return str(self.config.rolling_batch) != "disable"
+        """Whether Java drives this handler with its rolling-batch loop."""
+        return self._rolling
 
     def handle(self, inputs: Input) -> Optional[Output]:
         """Initialise on the first (content-free) message, then serve requests.
@@ -122,14 +138,19 @@ class TransformersNeuronXService:
                 reason = self.init_error or "the initialising message never arrived"
                 return Output().error(f"model is not loaded: {reason}", code=503, message="model not loaded")
             try:
-                self.initialize(inputs.get_properties())
+                decision = rules.decide(inputs.get_properties(), djl_protocol())
+                self.initialize(decision.properties, rolling=decision.rolling)
             except Exception as e:
                 self.init_error = f"{type(e).__name__}: {e}"
                 raise
             return None
         if inputs.is_empty() and not inputs.is_batch():
             return None  # a repeated initialising message: nothing to do
-        return self.inference_rolling(inputs) if self.rolling else self.inference_static(inputs)
+        if not self.rolling:
+            return self.inference_static(inputs)
+        if rules.is_plain_message(inputs.get_properties()):
+            return self.inference_plain(inputs)
+        return self.inference_rolling(inputs)
 
     # -- request set-up ---------------------------------------------------------------------
 
@@ -137,8 +158,13 @@ class TransformersNeuronXService:
         body = item.get_as_bytes()
         if body is None:
             raise InvalidRequest("body", "empty request")
-        req = parse_request(body, item.get_content_type(), default_output_formatter=self.config.output_formatter,
+        data = bodies.coerce_parameters(bodies.decode_body(body, item.get_content_type()))
+        req = parse_request(data, item.get_content_type(), default_output_formatter=self.config.output_formatter,
                             tgi_compat=bool(self.config.tgi_compat))
+        seed = bodies.java_seed(item.get_as_string("seed")) if item.contains_key("seed") else None
+        if seed is not None and req.params.seed is None and req.params.do_sample:
+            # Java's per-request seed (rolling batch), for a sampled request that names none, as DJL's handler.
+            req = dataclasses.replace(req, params=dataclasses.replace(req.params, seed=seed))
         if req.ignored:
             logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
         return req
@@ -162,16 +188,12 @@ class TransformersNeuronXService:
         try:
             req = self._parse(item)
             text, ids = self._prompt(req)
-            params = req.params
-            seed = item.get_as_string("seed") if item.contains_key("seed") else None
-            if params.seed is None and params.do_sample and seed is not None and seed.isdigit():
-                params = dataclasses.replace(params, seed=int(seed))  # Java's per-request seed
-            request_id = self.engine.add_request(ids, params)
+            request_id = self.engine.add_request(ids, req.params)
         except InvalidRequest as e:
-            return _Active(error=str(e), code=400)
+            return _Active(error=str(e))
         except Exception as e:  # noqa: BLE001 - tokenizer or template failures: this request only
             logger.exception("request set-up failed")
-            return _Active(error=f"{type(e).__name__}: {e}", code=424)
+            return _Active(error=f"{type(e).__name__}: {e}")
         formatter = make_formatter(
             req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
             special_token_ids=self._special_ids, model_name=self._model_name,
@@ -183,6 +205,7 @@ class TransformersNeuronXService:
     def reset(self, reason: str) -> None:
         """Forget every in-flight request and end them in the engine."""
         self.active.clear()
+        self._carry.clear()
         self.engine.reset(reason)
 
     def inference_rolling(self, inputs: Input) -> Output:
@@ -207,11 +230,19 @@ class TransformersNeuronXService:
 
         reply = Output()
         alive = []
+        protocol = djl_protocol()
         for i, act in enumerate(self.active):
-            record, content_type = self._record(act, outputs.get(act.request_id or ""), step_error)
-            reply.add(Output.binary_encode(record), key=f"batch_{i}.data")
+            carried = self._carry.pop(act.request_id or "", [])
+            if act.formatter is None:
+                record, content_type, last = records.failure_record(act.error or "", protocol, act.code), \
+                    ERROR_CONTENT_TYPE, True
+            else:
+                data = self._text(act.formatter, carried, outputs.get(act.request_id or ""), step_error)
+                last = act.formatter.done
+                record, content_type = records.token_record(data, last, protocol), act.formatter.content_type
+            reply.add(record, key=f"batch_{i}.data")
             reply.add_property(f"batch_{i}_Content-Type", content_type)
-            if record["last"] == "False":
+            if not last:
                 alive.append(act)
         if step_error is not None:
             self.reset(step_error)
@@ -219,17 +250,47 @@ class TransformersNeuronXService:
         return reply
 
     @staticmethod
-    def _record(act: _Active, out: Optional[RequestOutput], step_error: Optional[str]) -> tuple[dict[str, Any], str]:
-        if act.formatter is None:
-            return {"data": "", "last": "True", "code": act.code, "error": act.error}, ERROR_CONTENT_TYPE
-        fmt = act.formatter
-        if step_error is not None:
-            data = fmt.error(step_error, out)
-        elif out is not None:
-            data = fmt.format(out)
-        else:
-            data = ""  # still waiting for a slot, or no token this step
-        return {"data": data, "last": str(fmt.done)}, fmt.content_type
+    def _text(fmt: ResponseFormatter, carried: list[RequestOutput], out: Optional[RequestOutput],
+              step_error: Optional[str]) -> str:
+        """This step's text for one request: outputs carried over a plain request first, then this step's."""
+        pieces = [fmt.format(o) for o in carried if not fmt.done]
+        if step_error is not None and not fmt.done:
+            pieces.append(fmt.error(step_error, out))
+        elif out is not None and not fmt.done:
+            pieces.append(fmt.format(out))
+        return "".join(pieces)  # "" while waiting for a slot, or no token this step
+
+    # -- a plain request while rolling ------------------------------------------------------------
+
+    def inference_plain(self, inputs: Input) -> Output:
+        """One request outside Java's rolling loop, run to completion; the whole response in one reply.
+
+        Rolling requests in flight keep running in the same engine steps; their
+        outputs are kept and sent with their next rolling record.
+        """
+        try:
+            req = self._parse(inputs)
+            text, ids = self._prompt(req)
+            request_id = self.engine.add_request(ids, req.params)
+        except InvalidRequest as e:
+            return Output().error(str(e), code=400, message="invalid request")
+        fmt = make_formatter(
+            req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
+            special_token_ids=self._special_ids, model_name=self._model_name,
+        )
+        pieces: list[str] = []
+        try:
+            while not fmt.done:
+                for out in self.engine.step():
+                    if out.request_id == request_id:
+                        pieces.append(fmt.format(out))
+                    else:
+                        self._carry.setdefault(out.request_id, []).append(out)
+        except Exception as e:  # noqa: BLE001 - the engine failed: this reply and every rolling request end
+            logger.exception("engine step failed while serving a plain request")
+            self.reset(f"{type(e).__name__}: {e}")
+            return Output().error(f"{type(e).__name__}: {e}")
+        return Output().add_property("Content-Type", fmt.content_type).add("".join(pieces), key="data")
 
     # -- static batch ---------------------------------------------------------------------------
 
@@ -241,13 +302,16 @@ class TransformersNeuronXService:
         """
         batch = inputs.get_batches()
         plans: list[Any] = []
+        prompt_of: dict[str, list[int]] = {}
         for item in batch:
             ids: list[str] = []
             try:
                 req = self._parse(item)
                 pieces = [self._prompt(req)] if req.is_chat else [self._prompt(req, p) for p in req.prompts]
                 for _, prompt_ids in pieces:
-                    ids.append(self.engine.add_request(prompt_ids, req.params))
+                    rid = self.engine.add_request(prompt_ids, req.params)
+                    ids.append(rid)
+                    prompt_of[rid] = [] if req.is_chat else list(prompt_ids)
             except InvalidRequest as e:
                 for rid in ids:
                     self.engine.abort(rid)
@@ -255,10 +319,12 @@ class TransformersNeuronXService:
                 continue
             plans.append((req, [text for text, _ in pieces], ids))
         texts: dict[str, str] = {}
+        tokens: dict[str, list[int]] = {}
         try:
             while self.engine.has_unfinished():
                 for out in self.engine.step():
                     texts[out.request_id] = texts.get(out.request_id, "") + out.text
+                    tokens.setdefault(out.request_id, []).extend(out.token_ids)
         except Exception as e:  # noqa: BLE001 - the whole static batch failed
             logger.exception("static batch failed")
             self.engine.reset(str(e))
@@ -274,13 +340,25 @@ class TransformersNeuronXService:
                 reply.add_as_json({"code": 400, "error": str(plan)}, key="data", batch_index=index)
                 continue
             req, prompts, ids = plan
-            generated = [
-                {"generated_text": (prompt if req.return_full_text else "") + texts.get(rid, "")}
-                for prompt, rid in zip(prompts, ids)
-            ]
+            generated = [{"generated_text": self._full_text(prompt_of[rid], texts.get(rid, ""), tokens.get(rid, []))}
+                         for rid in ids]
             reply.add_as_json(generated, key="data", batch_index=index)
         reply.add_property("Content-Type", "application/json")
         return reply
+
+    def _full_text(self, prompt_ids: list[int], text: str, token_ids: list[int]) -> str:
+        """Prompt and generation decoded together, as DJL's static path decodes ``generate()``'s output.
+
+        Chat requests (no prompt ids kept) return the generation alone. A
+        stop-sequence cut (text shorter than its tokens) keeps the cut.
+        """
+        if not prompt_ids:
+            return text
+        tokenizer = self.engine.tokenizer
+        generated = tokenizer.decode(token_ids, skip_special_tokens=True)
+        if generated != text:  # a stop sequence cut the text: keep the cut, prefix the prompt
+            return tokenizer.decode(prompt_ids, skip_special_tokens=True) + text
+        return tokenizer.decode(list(prompt_ids) + list(token_ids), skip_special_tokens=True)
 
 
 _service = TransformersNeuronXService()
@@ -289,3 +367,24 @@ _service = TransformersNeuronXService()
 def handle(inputs: Input) -> Optional[Output]:
     """DJL's entry-point function: one module-level service per worker process."""
     return _service.handle(inputs)
+
+
+def partition(inputs: Input) -> None:
+    """Ahead-of-time partition, the handler the LMI container's partition script calls.
+
+    That script (djl-serving v0.28.0, ``serving/docker/partition/run_partition.py``)
+    builds an ``Input`` whose properties are serving.properties without the
+    ``option.`` prefix plus ``model_dir`` and ``entryPoint``, loads this module
+    with ``service_loader`` and calls ``partition(inputs)``; it writes
+    ``save_mp_checkpoint_path``. Defaults are a DJL-launched handler's
+    (``n_positions`` 128) with ``device=neuron``. Raises ``ConfigError`` or
+    ``ValueError`` naming what is missing.
+    """
+    from djl_python import partition as aot
+
+    properties = dict(inputs.get_properties())
+    properties.setdefault("device", "neuron")
+    config = handler_config(rules.decide(properties, djl_protocol()).properties)
+    if not config.save_mp_checkpoint_path:
+        raise ValueError("option.save_mp_checkpoint_path is not set: partition needs an output folder")
+    aot.partition(config, Path(config.save_mp_checkpoint_path))

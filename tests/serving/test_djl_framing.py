@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -35,7 +36,7 @@ def test_input_decodes_documented_layout_with_unicode_duplicates_and_empty_conte
         h(2) + s("Content-Type") + s("application/json") + s("héllo") + s("wörld 😀")
         + h(3) + s("data") + blob(b'{"inputs": "x"}') + s("data") + blob(b"second") + s("empty") + blob(b"")
     )
-    inp = Input.read(BufferReader(wire))
+    inp = Input().read(BufferReader(wire))
     assert inp.get_properties() == {"Content-Type": "application/json", "héllo": "wörld 😀"}
     assert inp.content.get_keys() == ["data", "data", "empty"]
     assert inp.get_as_json() == {"inputs": "x"}  # the first "data" wins
@@ -48,7 +49,7 @@ def test_input_decodes_documented_layout_with_unicode_duplicates_and_empty_conte
 
 def test_input_null_property_value_and_no_content():
     wire = h(1) + s("k") + s(None) + h(0)
-    inp = Input.read(BufferReader(wire))
+    inp = Input().read(BufferReader(wire))
     assert inp.get_properties() == {"k": None}
     assert inp.is_empty() and inp.get_as_bytes() is None
     assert inp.encode() == wire
@@ -57,9 +58,9 @@ def test_input_null_property_value_and_no_content():
 def test_truncated_input_raises_connection_closed():
     wire = h(1) + s("key") + s("value")[:3]
     with pytest.raises(ConnectionClosed):
-        Input.read(BufferReader(wire))
+        Input().read(BufferReader(wire))
     with pytest.raises(ConnectionClosed):
-        Input.read(BufferReader(b""))
+        Input().read(BufferReader(b""))
 
 
 def test_output_encodes_documented_layout():
@@ -71,7 +72,7 @@ def test_output_encodes_documented_layout():
     expected = (
         h(200) + s("OK") + h(1) + s("batch_0_Content-Type") + s("application/jsonlines")
         + h(3) + s("batch_0.data") + blob("ünï".encode()) + s("batch_0.data") + blob(b"\x00\x01")
-        + s(None) + blob('{"a": [1, "é"]}'.encode())
+        + s(None) + blob('{\n  "a":[\n    1,\n    "é"\n  ]\n}'.encode())  # DJL's indent=2 JSON
     )
     assert out.encode() == expected
     back = Output.read(BufferReader(expected))
@@ -82,7 +83,8 @@ def test_output_encodes_documented_layout():
 def test_output_error_body():
     out = Output().error("boom", code=424)
     assert out.code == 424 and out.message == "prediction failure"
-    assert out.content.value_at(0) == b'{"code": 424, "message": "prediction failure", "error": "boom"}'
+    assert json.loads(out.content.value_at(0)) == {"code": 424, "message": "prediction failure", "error": "boom"}
+    assert out.properties == {"content-type": "application/json"}  # DJL's spelling
 
 
 def test_binary_encode_matches_layout_and_java_reader():
@@ -101,11 +103,11 @@ def test_streaming_frames_over_a_real_socket():
         yield b"world"
         yield {"n": 1}
 
-    out.add_stream_content(items())
+    out.add_stream_content(items(), output_formatter=None)  # items as they are
     threading.Thread(target=out.send, args=(left,), daemon=True).start()
     expected = (
         h(200) + s("OK") + h(1) + s("Content-Type") + s("text/plain") + h(-1)
-        + b"\x01" + blob("héllo ".encode()) + b"\x01" + blob(b"world") + b"\x01" + blob(b'{"n": 1}')
+        + b"\x01" + blob("héllo ".encode()) + b"\x01" + blob(b"world") + b"\x01" + blob(b'{\n  "n":1\n}')
         + b"\x00" + struct.pack(">i", 0)
     )
     got = b""
@@ -116,7 +118,7 @@ def test_streaming_frames_over_a_real_socket():
         got += chunk
     assert got == expected
     back = Output.read(BufferReader(got))
-    assert back.stream_frames == ["héllo ".encode(), b"world", b'{"n": 1}', b""]
+    assert back.stream_frames == ["héllo ".encode(), b"world", b'{\n  "n":1\n}', b""]
     left.close()
     right.close()
 
@@ -133,7 +135,7 @@ def test_streaming_failure_ends_with_error_frame():
         raise RuntimeError("stream broke")
 
     sink = Sink()
-    Output().add_stream_content(items()).send(sink)
+    Output().add_stream_content(items(), output_formatter=None).send(sink)
     assert sink.data.endswith(b"\x00" + blob(b"stream broke"))
 
 
@@ -145,7 +147,7 @@ def test_get_batches_splits_java_envelope():
             "batch_000.Content-Type": "application/json",
             "batch_002.X-Custom": "v",
         },
-        content=PairList([("batch_000.data", b"{}"), ("batch_000.seed", b"17"), ("batch_001.data", b""),
+        content=PairList(pair_list=[("batch_000.data", b"{}"), ("batch_000.seed", b"17"), ("batch_001.data", b""),
                           ("batch_002.data", b"plain")]),
     )
     parts = inp.get_batches()
@@ -157,9 +159,9 @@ def test_get_batches_splits_java_envelope():
 
 
 def test_get_batches_rejects_index_outside_batch_and_passes_through_single():
-    single = Input(content=PairList([("data", b"x")]))
+    single = Input(content=PairList(pair_list=[("data", b"x")]))
     assert single.get_batches() == [single] and not single.is_batch()
-    bad = Input(properties={"batch_size": "1"}, content=PairList([("batch_001.data", b"x")]))
+    bad = Input(properties={"batch_size": "1"}, content=PairList(pair_list=[("batch_001.data", b"x")]))
     with pytest.raises(ValueError, match="batch_001.data"):
         bad.get_batches()
 
@@ -184,7 +186,7 @@ def test_nd_list_matches_documented_layout_and_round_trips():
     )
     out = Output().add_as_numpy([arr], key="data")
     assert out.content.get("data") == expected
-    inp = Input(content=PairList([("data", expected)]))
+    inp = Input(content=PairList(pair_list=[("data", expected)]))
     (back,) = inp.get_as_numpy()
     assert back.dtype == np.int32 and back.tolist() == [1, -2]
     mixed = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False]), np.zeros((0,), np.float16)]
@@ -202,5 +204,5 @@ def test_npz_content_is_read_as_arrays():
 
     buf = io.BytesIO()
     np.savez(buf, np.array([3.5], dtype=np.float64))
-    (back,) = Input(content=PairList([("data", buf.getvalue())])).get_as_numpy()
+    (back,) = Input(content=PairList(pair_list=[("data", buf.getvalue())])).get_as_numpy()
     assert back.tolist() == [3.5]

@@ -1,12 +1,11 @@
-"""``python -m djl_python.worker`` as a subprocess, driven over a Unix socket the way DJL's Java front end does.
+"""``python -m djl_python.worker`` as a subprocess, driven over a socket by the Java double (DJL 0.28 wire).
 
-Needs the config, loader and engine layers (``djl_python.config``,
-``djl_python.loader``, ``djl_python.engine.engine``) with a tiny llama.
+No model is loaded: an unknown handler is a cheap round trip. Serving a model
+through the same engine loop is ``test_djl_launch.py``'s job.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,11 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from djl_python.engine.request import SamplingParams
-from djl_python.inputs import Input
-from djl_python.outputs import Output
 from tests.models import make_tiny_model
-from tests.serving.djl_java import JavaRollingBatch
+from tests.serving.djl_java import JavaInput, JavaWire
 
 SERVING_PROPERTIES = """\
 engine=Python
@@ -35,16 +31,6 @@ option.device=cpu
 option.n_positions=128
 """
 REPO = Path(__file__).resolve().parents[2]
-
-
-def java_init_properties(model_dir: Path) -> dict[str, str]:
-    """What PyModel sends in the initialising Input: the ``option.*`` keys without the prefix."""
-    props = {}
-    for line in (model_dir / "serving.properties").read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.startswith("option."):
-            props[key[len("option."):]] = value
-    return props
 
 
 class Worker:
@@ -79,9 +65,8 @@ class Worker:
             if "Python engine started." in line:  # Java's ReaderThread looks for exactly this
                 self.started.set()
 
-    def send(self, inp: Input) -> Output:
-        self.sock.sendall(inp.encode())
-        return Output.read(self.sock)
+    def send(self, inp: JavaInput):
+        return JavaWire(self.sock, "0.28.0").send(inp)
 
     def close(self) -> int:
         self.sock.close()
@@ -106,56 +91,6 @@ def sock_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def offline_reference(model_dir: Path, prompts: dict[str, tuple[str, int]]) -> dict[str, tuple[list[int], str]]:
-    from djl_python.config import load_config
-    from djl_python.loader import load_engine
-
-    engine = load_engine(load_config(model_dir=str(model_dir)))
-    refs = {}
-    for name, (prompt, n) in prompts.items():
-        r = engine.generate([engine.tokenizer.encode(prompt)], SamplingParams(max_new_tokens=n))[0]
-        refs[name] = (r.token_ids, r.text)
-    return refs
-
-
-def test_worker_serves_staggered_rolling_batch_like_java(model_dir: Path, sock_dir: Path):
-    worker = Worker(model_dir, sock_dir)
-    try:
-        init = worker.send(Input(java_init_properties(model_dir)))
-        assert init.code == 204, worker.log  # initialised, nothing to return
-
-        prompts = {"a": ("The quick brown fox", 10), "b": ("Paris is the capital", 7),
-                   "c": ("Hello world!", 8), "d": ("def f(x):", 5)}
-        body = {k: json.dumps({"inputs": p, "parameters": {"max_new_tokens": n, "details": True}, "stream": True})
-                for k, (p, n) in prompts.items()}
-        java = JavaRollingBatch(worker.send)
-        done = java.run({
-            0: [("a", body["a"])],
-            1: [("b", body["b"]), ("bad", '{"inputs": "x", "parameters": {"top_k": "many"}}')],
-            3: [("c", body["c"])],
-            4: [("d", body["d"])],
-        })
-        refs = offline_reference(model_dir, prompts)
-        for name in prompts:
-            req = done[name]
-            lines = [json.loads(x) for x in req.text.splitlines()]
-            ids, text = refs[name]
-            assert [ln["token"]["id"] for ln in lines] == ids, name
-            assert lines[-1]["generated_text"] == text and "details" in lines[-1]
-            assert req.last and req.code is None and req.headers["Content-Type"] == "application/jsonlines"
-        assert done["bad"].last and done["bad"].code == "400" and "parameters.top_k" in done["bad"].error
-
-        # An unknown handler is a 424 reply, and the worker keeps serving.
-        bad = worker.send(Input({"handler": "no_such_function"}))
-        assert bad.code == 424 and json.loads(bad.content.value_at(0))["message"] == "prediction failure"
-        again = JavaRollingBatch(worker.send).run({0: [("e", body["d"])]})
-        assert json.loads(again["e"].text.splitlines()[-1])["generated_text"] == refs["d"][1]
-    finally:
-        code = worker.close()
-    assert code == 0, "".join(worker.log)
-    assert not os.path.exists(worker.sock_path) and not os.path.exists(worker.sock_path + ".pid")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,7 +103,7 @@ def test_worker_exits_cleanly_on_sigterm(model_dir: Path, sock_dir: Path, transp
     if transport == "unix":
         assert Path(worker.sock_path + ".pid").read_text() == str(worker.proc.pid)
     # The connection works (a cheap round trip: an unknown handler is a 424, no model load).
-    assert worker.send(Input({"handler": "no_such_function"})).code == 424
+    assert worker.send(JavaInput({"handler": "no_such_function"})).code == 424
     worker.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30
     while worker.proc.poll() is None and time.monotonic() < deadline:
