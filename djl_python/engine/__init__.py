@@ -1,7 +1,7 @@
 """The engine: requests, scheduling, stopping and detokenising over a ``Backend``.
 
 Importing this package imports neither torch nor Neuron; ``Engine`` loads the
-torch sampler (``djl_python.backends.sampling``) when it is constructed.
+torch sampler (``djl_python.engine.sampling``) when it is constructed.
 """
 
 from djl_python.engine.chat import render_chat

@@ -29,7 +29,7 @@ from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
     from djl_python.backends.base import Backend, BackendLimits
-    from djl_python.backends.sampling import SampleOutput
+    from djl_python.engine.sampling import SampleOutput
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Engine:
         generation_defaults: GenerationDefaults | None = None,
     ) -> None:
         # Imported here so that importing the engine package does not import torch.
-        from djl_python.backends.sampling import Sampler
+        from djl_python.engine.sampling import Sampler
 
         self.backend = backend
         self.tokenizer = tokenizer
