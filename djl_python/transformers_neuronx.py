@@ -13,9 +13,13 @@ for every message from DJL's Java front end:
    ``Output.binary_encode({"data", "last"[, "code", "error"]})``. Finished
    requests are dropped in the same call, exactly when Java drops them
    (``removeIf(last)``), so both sides keep the same order.
-3. Static batch (``rolling_batch=disable``): run every prompt of the call to
-   completion with ``engine.generate`` and reply per input with a JSON list of
-   ``{"generated_text"}``.
+3. Static batch (``rolling_batch=disable``): queue every prompt of the call and
+   step the engine until all are done (``inference_static``), then reply per
+   input with a JSON list of ``{"generated_text"}``.
+
+Parsing, translation and rendering are the API layer's
+(``djl_python.api.lmi``, ``djl_python.api.lmi_render``), shared with the HTTP
+server's ``/invocations``; this module is the DJL transport only.
 
 A request that fails validation fails alone (code 400, its own error record).
 An exception in the step ends every in-flight request with its format's error
@@ -27,14 +31,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
+from djl_python.api.lmi import LmiRequest, parse_request, to_engine
+from djl_python.api.lmi_render import ResponseFormatter, lmi_renderer
+from djl_python.api.errors import to_api_error
+from djl_python.api.names import served_model_name
+from djl_python.api.prompt import PromptBuilder
 from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.inputs import Input
 from djl_python.outputs import Output
-from djl_python.serving.lmi import LmiRequest, parse_request
-from djl_python.serving.lmi_formatters import ResponseFormatter, make_formatter
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +96,7 @@ class TransformersNeuronXService:
         self.initialized = False
         self.init_error: Optional[str] = None
         self.active: list[_Active] = []
-        self._special_ids: frozenset[int] = frozenset()
+        self.prompts: Optional[PromptBuilder] = None
         self._model_name = ""
 
     def initialize(self, properties: dict[str, str], engine: Any = None, config: Any = None) -> None:
@@ -100,9 +106,8 @@ class TransformersNeuronXService:
         elif config is None:
             config = handler_config(properties)
         self.config, self.engine = config, engine
-        tokenizer = engine.tokenizer
-        self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
-        self._model_name = config.model_id or Path(config.model_id_or_path or "").name
+        self.prompts = PromptBuilder(engine.tokenizer)
+        self._model_name = served_model_name(config.model_id, config.model_dir)
         self.initialized = True
         logger.info("transformers_neuronx handler ready (rolling_batch=%s)", config.rolling_batch)
 
@@ -143,39 +148,25 @@ class TransformersNeuronXService:
             logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
         return req
 
-    def _prompt(self, req: LmiRequest, prompt: Optional[str] = None) -> tuple[str, list[int]]:
-        tokenizer = self.engine.tokenizer
-        if req.is_chat:
-            from djl_python.engine.chat import render_chat
-
-            text = render_chat(tokenizer, list(req.messages or ()))
-            # The template already wrote the special tokens it wants.
-            return text, list(tokenizer.encode(text, add_special_tokens=False))
-        text = req.prompt if prompt is None else prompt
-        return text, list(tokenizer.encode(text))
-
-    def _decode_token(self, token_id: int) -> str:
-        return self.engine.tokenizer.decode([token_id])
-
     def _start(self, item: Input) -> _Active:
         """Validate one new request and queue it in the engine; failures stay in the record."""
         try:
             req = self._parse(item)
-            text, ids = self._prompt(req)
-            params = req.params
+            if not req.is_chat:
+                req.prompt  # noqa: B018 - one prompt per rolling request; raises InvalidRequest("inputs")
+            engine_request = to_engine(req, self.prompts)[0]
+            params = engine_request.params
             seed = item.get_as_string("seed") if item.contains_key("seed") else None
             if params.seed is None and params.do_sample and seed is not None and seed.isdigit():
                 params = dataclasses.replace(params, seed=int(seed))  # Java's per-request seed
-            request_id = self.engine.add_request(ids, params)
+            request_id = self.engine.add_request(engine_request.prompt_ids, params)
         except InvalidRequest as e:
-            return _Active(error=str(e), code=400)
+            return _Active(error=to_api_error(e).text, code=400)
         except Exception as e:  # noqa: BLE001 - tokenizer or template failures: this request only
             logger.exception("request set-up failed")
             return _Active(error=f"{type(e).__name__}: {e}", code=424)
-        formatter = make_formatter(
-            req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
-            special_token_ids=self._special_ids, model_name=self._model_name,
-        )
+        formatter = lmi_renderer(req, engine_request, self.prompts, request_id=request_id,
+                                 model_name=self._model_name)
         return _Active(formatter=formatter, request_id=request_id)
 
     # -- rolling batch --------------------------------------------------------------------------
@@ -245,15 +236,15 @@ class TransformersNeuronXService:
             ids: list[str] = []
             try:
                 req = self._parse(item)
-                pieces = [self._prompt(req)] if req.is_chat else [self._prompt(req, p) for p in req.prompts]
-                for _, prompt_ids in pieces:
-                    ids.append(self.engine.add_request(prompt_ids, req.params))
+                pieces = to_engine(req, self.prompts)
+                for piece in pieces:
+                    ids.append(self.engine.add_request(piece.prompt_ids, piece.params))
             except InvalidRequest as e:
                 for rid in ids:
                     self.engine.abort(rid)
                 plans.append(e)
                 continue
-            plans.append((req, [text for text, _ in pieces], ids))
+            plans.append((req, [piece.prompt_text for piece in pieces], ids))
         texts: dict[str, str] = {}
         try:
             while self.engine.has_unfinished():
@@ -266,12 +257,12 @@ class TransformersNeuronXService:
         if not inputs.is_batch():
             plan = plans[0]
             if isinstance(plan, InvalidRequest):
-                return Output().error(str(plan), code=400, message="invalid request")
+                return Output().error(to_api_error(plan).text, code=400, message="invalid request")
         reply = Output()
         for i, plan in enumerate(plans):
             index = i if inputs.is_batch() else None
             if isinstance(plan, InvalidRequest):
-                reply.add_as_json({"code": 400, "error": str(plan)}, key="data", batch_index=index)
+                reply.add_as_json({"code": 400, "error": to_api_error(plan).text}, key="data", batch_index=index)
                 continue
             req, prompts, ids = plan
             generated = [

@@ -76,18 +76,18 @@ class Engine:
         """Queue a tokenised prompt; returns its id. Raises ``InvalidRequest`` for a prompt that cannot run."""
         limits = self.limits
         if not prompt_ids:
-            raise InvalidRequest("inputs", "the prompt is empty")
+            raise InvalidRequest("prompt", "the prompt is empty")
         if len(prompt_ids) >= limits.n_positions:
             raise InvalidRequest(
-                "inputs",
+                "prompt",
                 f"the prompt has {len(prompt_ids)} tokens; n_positions {limits.n_positions} leaves no room to generate",
             )
         if len(prompt_ids) > limits.max_prompt_len:
             raise InvalidRequest(
-                "inputs", f"the prompt has {len(prompt_ids)} tokens; the longest accepted is {limits.max_prompt_len}"
+                "prompt", f"the prompt has {len(prompt_ids)} tokens; the longest accepted is {limits.max_prompt_len}"
             )
         if any(not isinstance(t, int) or not 0 <= t < limits.vocab_size for t in prompt_ids):
-            raise InvalidRequest("inputs", f"token ids must be integers in [0, {limits.vocab_size})")
+            raise InvalidRequest("prompt", f"token ids must be integers in [0, {limits.vocab_size})")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         if request_id in self._requests:
             raise InvalidRequest("request_id", f"{request_id!r} is already in flight")
@@ -205,9 +205,20 @@ class Engine:
             status = RequestStatus.FINISHED_STOP_SEQUENCE
         if status is not None:
             self._finish(seq, status)
-        top_list = [top] if top is not None and seq.params.top_logprobs else []
-        lps = [logprob] if logprob is not None and seq.params.logprobs else []
-        return self._output(seq, [token], text, logprobs=lps, top_logprobs=top_list)
+        extra: dict[str, Any] = {}
+        # Decoded here, once, so that renderers never need the tokenizer.
+        if seq.params.logprobs:
+            extra["token_texts"] = [self._token_text(token)]
+            if logprob is not None:
+                extra["logprobs"] = [logprob]
+        if top is not None and seq.params.top_logprobs:
+            extra["top_logprobs"] = [top]
+            extra["top_logprob_texts"] = [{t: self._token_text(t) for t in top}]
+        return self._output(seq, [token], text, **extra)
+
+    def _token_text(self, token: int) -> str:
+        """One token's text on its own (for log-prob entries; not part of the output text)."""
+        return self.tokenizer.decode([token])
 
     def _fail(self, seq: Sequence, err: Exception, outputs: list[RequestOutput]) -> None:
         logger.exception("request %s failed", seq.request_id, exc_info=err)

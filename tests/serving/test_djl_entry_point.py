@@ -114,7 +114,7 @@ def test_rolling_batch_staggered_requests_match_offline_generation(service, offl
 
 
 def test_chat_request_through_rolling_batch(service, offline):
-    from djl_python.engine.chat import render_chat
+    from djl_python.api.chat import render_chat
 
     tok = service.engine.tokenizer
     messages = [{"role": "user", "content": "Hello world"}]
