@@ -23,7 +23,7 @@ Unlike DJL/TNX, ``presence_penalty`` keeps its own meaning and never turns into
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ from djl_python.api.body import Body, json_object, validate
 from djl_python.api.chat import ChatMessage
 from djl_python.api.openai import ChatCompletionRequest
 from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.config.lmi import OutputFormatterName
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
 # LMI's default when a request does not say (DJL: 30 new tokens).
@@ -45,7 +46,7 @@ CONTENT_TYPES = {
     "none": "text/plain",
 }
 OUTPUT_FORMATTERS = frozenset(CONTENT_TYPES)
-OutputFormatter = Literal["json", "jsonlines", "sse", "json_chat", "jsonlines_chat", "none"]
+OutputFormatter = OutputFormatterName  # the same names that option.output_formatter accepts
 StopSpec = Optional[Union[str, list[str]]]
 
 
