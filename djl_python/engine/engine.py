@@ -99,7 +99,7 @@ class Engine:
             params=params,
             max_tokens=max_tokens,
             detokenizer=IncrementalDetokenizer(self.tokenizer),
-            stop=StopChecker(params, max_tokens, self._eos_ids),
+            stop_checker=StopChecker(params, max_tokens, self._eos_ids),
         )
         self.scheduler.add(seq)
         self._requests[request_id] = seq
@@ -192,16 +192,16 @@ class Engine:
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
         """Record one sampled token: the stop criteria, then the text it releases."""
         seq.output_ids.append(token)
-        status = seq.stop.check_token(token, seq.num_generated)
+        status = seq.stop_checker.check_token(token, seq.num_generated)
         text = ""
-        if not seq.stop.is_stop_token(token):  # EOS / stop-token text never reaches the client
-            text = seq.stop.feed_text(seq.detokenizer.step(token))
-        if status is not None and seq.stop.matched is None:
+        if not seq.stop_checker.is_stop_token(token):  # EOS / stop-token text never reaches the client
+            text = seq.stop_checker.feed_text(seq.detokenizer.step(token))
+        if status is not None and seq.stop_checker.matched is None:
             # Ending for another reason: release what the detokenizer and the matcher held
             # back (which may still complete a stop sequence).
-            text += seq.stop.feed_text(seq.detokenizer.flush())
-            text += seq.stop.flush()
-        if seq.stop.matched is not None:
+            text += seq.stop_checker.feed_text(seq.detokenizer.flush())
+            text += seq.stop_checker.flush()
+        if seq.stop_checker.matched is not None:
             status = RequestStatus.FINISHED_STOP_SEQUENCE
         if status is not None:
             self._finish(seq, status)

@@ -12,6 +12,7 @@ Parsing, translation and rendering are ``djl_python.api``'s; the request's life
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 from fastapi import APIRouter, Request
@@ -27,6 +28,7 @@ from djl_python.api.render import Renderer
 from djl_python.serving.http_common import Call, json_error, serve, server_state
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 # -- LMI ------------------------------------------------------------------------------------
@@ -40,6 +42,8 @@ def _lmi(call: Call) -> tuple[EngineRequest, Renderer]:
     config = call.state.config
     req = lmi.parse_request(call.body, call.content_type, default_output_formatter=config.output_formatter,
                             tgi_compat=config.tgi_compat)
+    if req.ignored:  # DJL ignores unknown LMI parameters; say so, as the DJL handler does
+        logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
     if not req.is_chat:
         req.prompt  # noqa: B018 - one prompt per HTTP request; raises InvalidRequest("inputs") otherwise
     engine_request = lmi.to_engine(req, call.prompts)[0]
