@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional, Sequence
 
-from djl_python.api import finish
+from djl_python.api import finish, tgi
 from djl_python.api.errors import ApiError
 from djl_python.api.lmi import CONTENT_TYPES, LmiRequest
 from djl_python.api.openai_render import OpenAiRenderer
@@ -120,7 +120,7 @@ class ResponseFormatter:
     def _token(self, token_id: int, text: str, logprob: Optional[float]) -> dict[str, Any]:
         special = token_id in self._special
         if self.request.tgi_compat:
-            return {"id": token_id, "text": text, "logprob": logprob, "special": special}
+            return tgi.token_object(token_id, text, logprob, special)
         tok: dict[str, Any] = {"id": token_id, "text": text, "log_prob": logprob}
         if special:
             tok["special_token"] = True
@@ -266,10 +266,9 @@ def make_formatter(request: LmiRequest, *, request_id: str, prompt_text: str = "
     """The formatter for ``request``'s output format (see ``ResponseFormatter``).
 
     ``prompt_text`` is what ``details.inputs`` and ``return_full_text`` show (the
-    rendered prompt for chat); ``prompt_token_ids`` feed ``usage`` and
-    ``decoder_input_details``; ``decode_token`` names top/prefill tokens;
-    ``special_token_ids`` mark ``special``; ``model_name`` is the chat ``model``
-    when the request names none.
+    rendered prompt for chat); ``prompt_token_ids`` and ``prompt_token_texts``
+    feed ``decoder_input_details``; ``special_token_ids`` mark ``special``;
+    ``model_name`` is the chat ``model`` when the request names none.
     """
     return ResponseFormatter(request, request_id=request_id, prompt_text=prompt_text,
                              prompt_token_ids=prompt_token_ids, prompt_token_texts=prompt_token_texts,

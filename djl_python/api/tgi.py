@@ -104,6 +104,11 @@ class TgiRequest(_Body):
         return prompts.build(self.inputs, self.sampling_params(), truncate=self.parameters.truncate)
 
 
+def token_object(token_id: int, text: str, logprob: Optional[float], special: bool) -> dict[str, Any]:
+    """TGI's ``Token``; also LMI's token shape under ``tgi_compat``."""
+    return {"id": token_id, "text": text, "logprob": logprob, "special": special}
+
+
 def error_object(err: ApiError) -> dict[str, Any]:
     """TGI's error body ``{"error", "error_type"}``."""
     return {"error": err.text, "error_type": ERROR_TYPES.get(err.status, "generation")}
@@ -128,7 +133,7 @@ class TgiRenderer:
         self._text = self.prefix
 
     def _token(self, token_id: int, logprob: Optional[float], text: str) -> dict[str, Any]:
-        return {"id": token_id, "text": text, "logprob": logprob, "special": token_id in self.special}
+        return token_object(token_id, text, logprob, token_id in self.special)
 
     def tokens(self, out: RequestOutput) -> list[tuple[dict[str, Any], Optional[list[dict[str, Any]]]]]:
         """The step's tokens with their top alternatives (the step's delta on its last token)."""
