@@ -33,9 +33,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from djl_python.api.errors import to_api_error
 from djl_python.api.lmi import LmiRequest, parse_request, to_engine
 from djl_python.api.lmi_render import ResponseFormatter, lmi_renderer
-from djl_python.api.errors import to_api_error
 from djl_python.api.names import served_model_name
 from djl_python.api.prompt import PromptBuilder
 from djl_python.engine.request import InvalidRequest, RequestOutput
