@@ -99,3 +99,15 @@ def test_max_rolling_batch_prefill_tokens_reaches_the_scheduler(monkeypatch, tmp
     monkeypatch.setattr(loader, "load_tokenizer", lambda *a, **k: object())
     engine = loader.load_engine(parse({"option.max_rolling_batch_prefill_tokens": "77"}))
     assert engine.scheduler.max_prefill_tokens == 77
+
+
+def test_every_acting_option_is_exercised_by_some_test():
+    """Beyond parsing (test_coercion, test_rejections, test_docs): a test that uses the option."""
+    parsing_only = {"test_coercion.py", "test_rejections.py", "test_docs.py", "test_sources.py"}
+    sources = [p.read_text() for p in (ROOT / "tests").rglob("*.py") if p.name not in parsing_only]
+    written = {"entry_point": "entryPoint"}
+    for field in HandlerConfig.model_fields:
+        if field in NO_EFFECT or field in FRONT_END_FIELDS - {"entry_point"}:
+            continue
+        word = re.compile(rf"\b{written.get(field, field)}\b")
+        assert any(word.search(text) for text in sources), f"no test exercises option.{field}"
