@@ -35,4 +35,9 @@ Path of one request (no step goes back up a layer): transport reads bytes ->
 transport submits ``EngineRequest`` to the engine -> engine outputs
 (``RequestOutput`` with text deltas and per-token texts) -> ``api`` renderer ->
 transport writes the fragments.
+
+Rules about what a request may contain go here, once, for both transports;
+rules about a transport (HTTP limits, DJL's batch bookkeeping and record
+codes) stay in that transport. Errors are raised as ``InvalidRequest`` (a
+field) or ``ApiError`` (a status) and rendered by the transport.
 """

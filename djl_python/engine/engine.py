@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence as Seq, Union
 
 from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
-from djl_python.engine.request import InvalidRequest, RequestOutput, RequestStatus, SamplingParams
+from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
 from djl_python.engine.stopping import StopChecker
@@ -40,7 +40,7 @@ class GenerationResult:
 
     text: str
     token_ids: list[int]
-    finish_reason: Optional[str]
+    finish_reason: Optional[FinishReason]
     logprobs: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
 

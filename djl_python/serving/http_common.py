@@ -12,6 +12,11 @@ closed on every path (finished, failed, client gone, cancelled), and closing it
 aborts the engine request (``AsyncEngine.generate``'s ``finally``). Streaming
 bodies are closed by ``ClosingStreamingResponse``; whole bodies by ``serve``.
 A client that leaves marks the request as ``499`` for the metrics.
+
+Where to add things: a rule about the HTTP request itself (body size, headers,
+timeouts, rate limits) belongs in ``serve`` or a middleware in ``app.py``; a
+rule about what a request may ask for belongs in the API layer
+(``djl_python.api``), so that the DJL handler applies it too.
 """
 
 from __future__ import annotations
