@@ -21,6 +21,11 @@ for every message from DJL's Java front end:
    completion and reply per input with a JSON list of ``{"generated_text"}``
    holding prompt and generation, as DJL's handler (``generate`` returns both).
 
+Parsing, translation and rendering are the API layer's
+(``djl_python.api.lmi``, ``djl_python.api.lmi_render``), shared with the HTTP
+server's ``/invocations``; this module is the DJL transport only (the DJL wire
+rules live in ``djl_python.djl``).
+
 A request that fails validation fails alone: in a rolling batch with DJL's
 code 424 and record shape, in a static batch with 400 naming the field.
 An exception in the step ends every in-flight request with its format's error
@@ -35,13 +40,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from djl_python.api.errors import to_api_error
+from djl_python.api.lmi import LmiRequest, parse_request, to_engine
+from djl_python.api.lmi_render import ResponseFormatter, lmi_renderer
+from djl_python.api.names import served_model_name
+from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.djl import bodies, records, rules
 from djl_python.djl.protocol import current as djl_protocol
 from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.inputs import Input
 from djl_python.outputs import Output
-from djl_python.serving.lmi import LmiRequest, parse_request
-from djl_python.serving.lmi_formatters import ResponseFormatter, make_formatter
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +105,7 @@ class TransformersNeuronXService:
         self.initialized = False
         self.init_error: Optional[str] = None
         self.active: list[_Active] = []
-        self._special_ids: frozenset[int] = frozenset()
+        self.prompts: Optional[PromptBuilder] = None
         self._model_name = ""
         self._rolling = False
         # Outputs of rolling requests produced while a plain request ran; sent with their next record.
@@ -115,9 +123,8 @@ class TransformersNeuronXService:
         elif config is None:
             config = handler_config(properties)
         self.config, self.engine = config, engine
-        tokenizer = engine.tokenizer
-        self._special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
-        self._model_name = config.model_id or Path(config.model_id_or_path or "").name
+        self.prompts = PromptBuilder(engine.tokenizer)
+        self._model_name = served_model_name(config.model_id, config.model_dir)
         self.initialized = True
         logger.info("transformers_neuronx handler ready (rolling batch: %s)", self._rolling)
 
@@ -169,35 +176,25 @@ class TransformersNeuronXService:
             logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
         return req
 
-    def _prompt(self, req: LmiRequest, prompt: Optional[str] = None) -> tuple[str, list[int]]:
-        tokenizer = self.engine.tokenizer
-        if req.is_chat:
-            from djl_python.engine.chat import render_chat
-
-            text = render_chat(tokenizer, list(req.messages or ()))
-            # The template already wrote the special tokens it wants.
-            return text, list(tokenizer.encode(text, add_special_tokens=False))
-        text = req.prompt if prompt is None else prompt
-        return text, list(tokenizer.encode(text))
-
-    def _decode_token(self, token_id: int) -> str:
-        return self.engine.tokenizer.decode([token_id])
+    def _one_prompt(self, req: LmiRequest) -> EngineRequest:
+        """The engine request of a rolling or plain request: one prompt, or one chat."""
+        if not req.is_chat:
+            req.prompt  # noqa: B018 - one prompt per rolling request; raises InvalidRequest("inputs")
+        return to_engine(req, self.prompts)[0]
 
     def _start(self, item: Input) -> _Active:
         """Validate one new request and queue it in the engine; failures stay in the record."""
         try:
             req = self._parse(item)
-            text, ids = self._prompt(req)
-            request_id = self.engine.add_request(ids, req.params)
+            engine_request = self._one_prompt(req)
+            request_id = self.engine.add_request(engine_request.prompt_ids, engine_request.params)
         except InvalidRequest as e:
-            return _Active(error=str(e))
+            return _Active(error=to_api_error(e).text)
         except Exception as e:  # noqa: BLE001 - tokenizer or template failures: this request only
             logger.exception("request set-up failed")
             return _Active(error=f"{type(e).__name__}: {e}")
-        formatter = make_formatter(
-            req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
-            special_token_ids=self._special_ids, model_name=self._model_name,
-        )
+        formatter = lmi_renderer(req, engine_request, self.prompts, request_id=request_id,
+                                 model_name=self._model_name)
         return _Active(formatter=formatter, request_id=request_id)
 
     # -- rolling batch --------------------------------------------------------------------------
@@ -270,14 +267,11 @@ class TransformersNeuronXService:
         """
         try:
             req = self._parse(inputs)
-            text, ids = self._prompt(req)
-            request_id = self.engine.add_request(ids, req.params)
+            engine_request = self._one_prompt(req)
+            request_id = self.engine.add_request(engine_request.prompt_ids, engine_request.params)
         except InvalidRequest as e:
-            return Output().error(str(e), code=400, message="invalid request")
-        fmt = make_formatter(
-            req, request_id=request_id, prompt_text=text, prompt_token_ids=ids, decode_token=self._decode_token,
-            special_token_ids=self._special_ids, model_name=self._model_name,
-        )
+            return Output().error(to_api_error(e).text, code=400, message="invalid request")
+        fmt = lmi_renderer(req, engine_request, self.prompts, request_id=request_id, model_name=self._model_name)
         pieces: list[str] = []
         try:
             while not fmt.done:
@@ -307,17 +301,17 @@ class TransformersNeuronXService:
             ids: list[str] = []
             try:
                 req = self._parse(item)
-                pieces = [self._prompt(req)] if req.is_chat else [self._prompt(req, p) for p in req.prompts]
-                for _, prompt_ids in pieces:
-                    rid = self.engine.add_request(prompt_ids, req.params)
+                pieces = to_engine(req, self.prompts)
+                for piece in pieces:
+                    rid = self.engine.add_request(piece.prompt_ids, piece.params)
                     ids.append(rid)
-                    prompt_of[rid] = [] if req.is_chat else list(prompt_ids)
+                    prompt_of[rid] = [] if req.is_chat else list(piece.prompt_ids)
             except InvalidRequest as e:
                 for rid in ids:
                     self.engine.abort(rid)
                 plans.append(e)
                 continue
-            plans.append((req, [text for text, _ in pieces], ids))
+            plans.append((req, [piece.prompt_text for piece in pieces], ids))
         texts: dict[str, str] = {}
         tokens: dict[str, list[int]] = {}
         try:
@@ -332,12 +326,12 @@ class TransformersNeuronXService:
         if not inputs.is_batch():
             plan = plans[0]
             if isinstance(plan, InvalidRequest):
-                return Output().error(str(plan), code=400, message="invalid request")
+                return Output().error(to_api_error(plan).text, code=400, message="invalid request")
         reply = Output()
         for i, plan in enumerate(plans):
             index = i if inputs.is_batch() else None
             if isinstance(plan, InvalidRequest):
-                reply.add_as_json({"code": 400, "error": str(plan)}, key="data", batch_index=index)
+                reply.add_as_json({"code": 400, "error": to_api_error(plan).text}, key="data", batch_index=index)
                 continue
             req, prompts, ids = plan
             generated = [{"generated_text": self._full_text(prompt_of[rid], texts.get(rid, ""), tokens.get(rid, []))}

@@ -101,10 +101,6 @@ class Backend(ABC):
     limits: BackendLimits
     info: BackendInfo
 
-    @property
-    def device(self) -> str:
-        return self.info.device
-
     @abstractmethod
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> "torch.Tensor":
         """Start each slot with its prompt; return last-position logits ``[n, vocab]``."""
@@ -118,6 +114,3 @@ class Backend(ABC):
     @abstractmethod
     def release(self, slot_id: int) -> None:
         """Free a slot. Idempotent."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release device memory; the backend is unusable afterwards."""

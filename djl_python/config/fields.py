@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field
 
+from djl_python.config.dtypes import DTYPES, SPELLINGS
+
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -65,21 +67,13 @@ OptStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
 PositiveInt = Annotated[int, Field(ge=1)]
 OptPositiveInt = Annotated[int | None, BeforeValidator(_empty_to_none), Field(ge=1)]
 
-# Dtype spellings: LMI's short names are canonical; torch-style long names and
-# `auto` (= backend default) are accepted.
+# Dtype spellings (the one table is ``djl_python.config.dtypes``): LMI's short names are
+# canonical; torch-style long names and `auto` (= backend default) are accepted for `dtype`.
 DTYPE_ALIASES: dict[str, str | None] = {
-    "fp32": "fp32",
-    "float32": "fp32",
-    "fp16": "fp16",
-    "float16": "fp16",
-    "bf16": "bf16",
-    "bfloat16": "bf16",
-    "auto": None,
-}
-DTYPE_TO_AMP: dict[str, str] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+    **{s: d.name for d in DTYPES for s in (d.name, d.long)}, "auto": None}
+DTYPE_TO_AMP: dict[str, str] = {d.name: d.amp for d in DTYPES}
 # `amp` is Transformers-NeuronX's spelling of the same thing.
-AMP_ALIASES: dict[str, str] = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", **{
-    k: v for k, v in DTYPE_ALIASES.items() if v is not None}}
+AMP_ALIASES: dict[str, str] = dict(SPELLINGS)
 
 
 def parse_dtype(value: Any) -> Any:
@@ -94,7 +88,7 @@ def parse_dtype(value: Any) -> Any:
 
 
 # Compiler-side dtypes keep torch's long spelling, as transformers-neuronx expects.
-_LONG_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_LONG_DTYPES = {d.name: d.long for d in DTYPES}
 
 
 def parse_long_dtype(value: Any) -> Any:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from djl_python.config.errors import FieldConflict
 from djl_python.config.fields import Bool, ModelDtype, OptPositiveInt, OptStr, PositiveInt, choice
 
+# The LMI output formats (``djl_python.api.lmi.CONTENT_TYPES`` renders each; a test keeps them equal).
+OutputFormatterName = Literal["json", "jsonlines", "sse", "json_chat", "jsonlines_chat", "none"]
+
 # rolling_batch values that select another LMI engine. DJL silently coerced
 # them to `auto` (and so ran an engine the user did not ask for); we refuse.
 OTHER_ENGINES: dict[str, str] = {
@@ -124,10 +127,15 @@ class LmiProperties(BaseModel):
     # --- timeouts and output
     predict_timeout: PositiveInt = Field(240, description="Seconds a request may take before it is aborted.")
     model_loading_timeout: PositiveInt = Field(1800, description="Seconds allowed for download, compilation and load.")
-    output_formatter: OptStr = Field(None, description="Output format: `json`, `jsonlines`, or a callable in the entry module.")
+    output_formatter: choice(OutputFormatterName, optional=True) = Field(
+        None,
+        description="Default LMI output format: `json`, `jsonlines`, `sse`, `json_chat`, `jsonlines_chat` or `none`. "
+        "DJL's custom formatter (a callable's name) is refused at load: this handler runs no user code.",
+    )
     tgi_compat: Bool = Field(False, description="Answer in Text Generation Inference's response schema.")
     enable_streaming: Annotated[bool | Literal["huggingface"] | None, BeforeValidator(parse_streaming)] = Field(
-        None, description="Deprecated: `true|false|huggingface`; needs rolling batch when `batch_size` > 1."
+        None, description="Deprecated: `true|false|huggingface`; no effect (requests choose with `\"stream\": true`), "
+        "warns at load; `true` still needs rolling batch when `batch_size` > 1."
     )
 
     # --- accepted for compatibility with DJL's common properties

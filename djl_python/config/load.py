@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from djl_python.config.errors import ConfigError, ConfigProblem, config_error_from_validation
 from djl_python.config.handler_config import INPUT_ONLY_KEYS, HandlerConfig
+from djl_python.config.honesty import warn_inert_options
 from djl_python.config.sources import (
     OptionValue,
     Options,
@@ -58,16 +59,6 @@ IGNORED_KEYS = frozenset(
     }
 )
 
-# Fields accepted for compatibility that have no effect in this handler.
-NO_EFFECT_FIELDS = (
-    "waiting_steps",
-    "mpi_mode",
-    "draft_model_id",
-    "speculative_draft_model",
-    "draft_model_tp_size",
-    "draft_model_compiled_path",
-)
-
 KNOWN_KEYS = frozenset(HandlerConfig.model_fields) | frozenset(INPUT_ONLY_KEYS)
 
 
@@ -79,12 +70,6 @@ def _warn_unknown(options: Options) -> None:
         close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]}?)" if close else ""
         logger.warning("ignoring unknown configuration key %s%s", option.origin, hint)
-
-
-def _warn_no_effect(config: HandlerConfig, options: Options) -> None:
-    for field in NO_EFFECT_FIELDS:
-        if field in options and getattr(config, field) != HandlerConfig.model_fields[field].default:
-            logger.warning("%s is accepted for compatibility but has no effect in this handler", options[field].origin)
 
 
 def _file_options(model_dir: str | None) -> Options:
@@ -109,7 +94,7 @@ def validate_options(options: Options) -> HandlerConfig:
         config = HandlerConfig.model_validate(raw)
     except ValidationError as exc:
         raise config_error_from_validation(exc, origins, raw) from None
-    _warn_no_effect(config, options)
+    warn_inert_options(config, options)
     return config
 
 

@@ -85,8 +85,8 @@ class TnxProperties(BaseModel):
         None, description="`static_int8`: int8 weight quantization (`load_in_8bit=true` is accepted as a synonym)."
     )
     load_split_model: OptBool = Field(None, description="Load an already split (partitioned) checkpoint.")
-    low_cpu_mem_usage: Bool = Field(False, description="Load weights lazily to lower host memory use.")
-    task: OptStr = Field(None, description="Model task (e.g. `text-generation`); inferred from the model when unset.")
+    low_cpu_mem_usage: Bool = Field(False, description="Accepted for DJL compatibility; no effect here (a warning says so when set).")
+    task: OptStr = Field(None, description="Model task; only `text-generation` is served (another value warns at load).")
     unroll: OptStr = Field(None, description="Transformers-NeuronX `unroll` (layers unrolled in the graph).")
 
     # --- compiler
@@ -115,10 +115,12 @@ class TnxProperties(BaseModel):
 
     # --- loading and ahead-of-time partitioning
     model_loader: choice(ModelLoader) = Field(
-        "tnx", description="`tnx`, `optimum` or `vllm`; `partition_schema=optimum` alone implies `optimum`."
+        "tnx", description="`tnx` or `optimum`; `partition_schema=optimum` alone implies `optimum`. `vllm` is accepted "
+        "for DJL compatibility, warns at load and uses `tnx`."
     )
     partition_schema: choice(PartitionSchema, optional=True) = Field(
-        None, description="Partition output: `legacy`, `optimum`, `safetensors` or `compile_only` (neff only)."
+        None, description="`optimum` implies `model_loader=optimum`; `legacy`, `safetensors` and `compile_only` are "
+        "accepted for DJL compatibility and warn at load (djl-partition always writes the optimum layout)."
     )
     save_mp_checkpoint_path: OptStr = Field(None, description="Output folder for ahead-of-time partitioning.")
 

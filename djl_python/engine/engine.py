@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence as Seq, Union
 
 from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
-from djl_python.engine.request import InvalidRequest, RequestOutput, RequestStatus, SamplingParams
+from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
 from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
     from djl_python.backends.base import Backend, BackendLimits
-    from djl_python.backends.sampling import SampleOutput
+    from djl_python.engine.sampling import SampleOutput
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class GenerationResult:
 
     text: str
     token_ids: list[int]
-    finish_reason: Optional[str]
+    finish_reason: Optional[FinishReason]
     logprobs: list[float] = field(default_factory=list)
     prompt_tokens: int = 0
 
@@ -57,7 +57,7 @@ class Engine:
         generation_defaults: GenerationDefaults | None = None,
     ) -> None:
         # Imported here so that importing the engine package does not import torch.
-        from djl_python.backends.sampling import Sampler
+        from djl_python.engine.sampling import Sampler
 
         self.backend = backend
         self.tokenizer = tokenizer
@@ -76,18 +76,18 @@ class Engine:
         """Queue a tokenised prompt; returns its id. Raises ``InvalidRequest`` for a prompt that cannot run."""
         limits = self.limits
         if not prompt_ids:
-            raise InvalidRequest("inputs", "the prompt is empty")
+            raise InvalidRequest("prompt", "the prompt is empty")
         if len(prompt_ids) >= limits.n_positions:
             raise InvalidRequest(
-                "inputs",
+                "prompt",
                 f"the prompt has {len(prompt_ids)} tokens; n_positions {limits.n_positions} leaves no room to generate",
             )
         if len(prompt_ids) > limits.max_prompt_len:
             raise InvalidRequest(
-                "inputs", f"the prompt has {len(prompt_ids)} tokens; the longest accepted is {limits.max_prompt_len}"
+                "prompt", f"the prompt has {len(prompt_ids)} tokens; the longest accepted is {limits.max_prompt_len}"
             )
         if any(not isinstance(t, int) or not 0 <= t < limits.vocab_size for t in prompt_ids):
-            raise InvalidRequest("inputs", f"token ids must be integers in [0, {limits.vocab_size})")
+            raise InvalidRequest("prompt", f"token ids must be integers in [0, {limits.vocab_size})")
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}-{uuid.uuid4().hex[:8]}"
         if request_id in self._requests:
             raise InvalidRequest("request_id", f"{request_id!r} is already in flight")
@@ -99,7 +99,7 @@ class Engine:
             params=params,
             max_tokens=max_tokens,
             detokenizer=IncrementalDetokenizer(self.tokenizer),
-            stop=StopChecker(params, max_tokens, self._eos_ids),
+            stop_checker=StopChecker(params, max_tokens, self._eos_ids),
         )
         self.scheduler.add(seq)
         self._requests[request_id] = seq
@@ -192,22 +192,33 @@ class Engine:
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
         """Record one sampled token: the stop criteria, then the text it releases."""
         seq.output_ids.append(token)
-        status = seq.stop.check_token(token, seq.num_generated)
+        status = seq.stop_checker.check_token(token, seq.num_generated)
         text = ""
-        if not seq.stop.is_stop_token(token):  # EOS / stop-token text never reaches the client
-            text = seq.stop.feed_text(seq.detokenizer.step(token))
-        if status is not None and seq.stop.matched is None:
+        if not seq.stop_checker.is_stop_token(token):  # EOS / stop-token text never reaches the client
+            text = seq.stop_checker.feed_text(seq.detokenizer.step(token))
+        if status is not None and seq.stop_checker.matched is None:
             # Ending for another reason: release what the detokenizer and the matcher held
             # back (which may still complete a stop sequence).
-            text += seq.stop.feed_text(seq.detokenizer.flush())
-            text += seq.stop.flush()
-        if seq.stop.matched is not None:
+            text += seq.stop_checker.feed_text(seq.detokenizer.flush())
+            text += seq.stop_checker.flush()
+        if seq.stop_checker.matched is not None:
             status = RequestStatus.FINISHED_STOP_SEQUENCE
         if status is not None:
             self._finish(seq, status)
-        top_list = [top] if top is not None and seq.params.top_logprobs else []
-        lps = [logprob] if logprob is not None and seq.params.logprobs else []
-        return self._output(seq, [token], text, logprobs=lps, top_logprobs=top_list)
+        extra: dict[str, Any] = {}
+        # Decoded here, once, so that renderers never need the tokenizer.
+        if seq.params.logprobs:
+            extra["token_texts"] = [self._token_text(token)]
+            if logprob is not None:
+                extra["logprobs"] = [logprob]
+        if top is not None and seq.params.top_logprobs:
+            extra["top_logprobs"] = [top]
+            extra["top_logprob_texts"] = [{t: self._token_text(t) for t in top}]
+        return self._output(seq, [token], text, **extra)
+
+    def _token_text(self, token: int) -> str:
+        """One token's text on its own (for log-prob entries; not part of the output text)."""
+        return self.tokenizer.decode([token])
 
     def _fail(self, seq: Sequence, err: Exception, outputs: list[RequestOutput]) -> None:
         logger.exception("request %s failed", seq.request_id, exc_info=err)

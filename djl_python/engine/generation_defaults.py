@@ -6,12 +6,12 @@ always wins: only ``SamplingParams`` fields left ``None`` are filled.
 
 What is deliberately *not* taken from the file:
 
-* ``do_sample``: LMI decodes greedily unless the request asks to sample, and
-  ``SamplingParams.do_sample`` is a plain bool, so a request's ``False`` cannot
-  be told from "unset". A model whose file says ``do_sample: true`` still
-  decodes greedily by default; its temperature/top-k/top-p apply when a request
-  sets ``do_sample``.
-* ``max_new_tokens`` / ``max_length``: LMI's default is 30 new tokens.
+* ``do_sample``: ``SamplingParams.do_sample`` is a plain bool that each API
+  sets from its own rules, so a request's ``False`` cannot be told from
+  "unset". A model whose file says ``do_sample: true`` still decodes greedily
+  where the API's default is greedy; its temperature/top-k/top-p apply when a
+  request samples.
+* ``max_new_tokens`` / ``max_length``: each API has its own default.
 
 Values the file holds that a request could not (for example ``top_p: 0``) are
 dropped with a warning rather than blamed on every request.
@@ -43,7 +43,6 @@ class GenerationDefaults:
     typical_p: Optional[float] = None
     repetition_penalty: Optional[float] = None
     eos_token_ids: tuple[int, ...] = ()
-    do_sample: bool = False  # recorded for /info; see the module docstring
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "GenerationDefaults":
@@ -61,7 +60,7 @@ class GenerationDefaults:
             values[key] = value
         eos = config.get("eos_token_id")
         eos_ids = (eos,) if isinstance(eos, int) else tuple(i for i in (eos or ()) if isinstance(i, int))
-        return cls(**values, eos_token_ids=eos_ids, do_sample=bool(config.get("do_sample", False)))
+        return cls(**values, eos_token_ids=eos_ids)
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> "GenerationDefaults":

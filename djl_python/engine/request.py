@@ -1,7 +1,10 @@
 """Requests, their parameters, their life cycle and what the engine reports for them.
 
-No torch here: these types cross the boundary between the serving adapters,
-the scheduler and the engine loop.
+No torch here: these types cross the boundary between the API layer
+(``djl_python.api``), the scheduler and the engine loop. The engine has its own
+vocabulary: ``FinishReason`` says why a request ended, and each API renders it
+in its own words (``djl_python.api.finish``); the prompt is called ``prompt``
+in ``InvalidRequest`` and each API renames it to its own field.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from typing import Optional
 
 
 class InvalidRequest(ValueError):
-    """A request parameter is invalid. ``field`` names it as the user wrote it.
+    """A request parameter is invalid. ``field`` names it: the engine says ``prompt``
+    or a ``SamplingParams`` field; the API layer renames it to the user's field path.
 
-    Serving adapters turn this into HTTP 400 / a per-request DJL error; it never
-    reaches the engine loop.
+    ``djl_python.api.errors.to_api_error`` turns it into a 400; it never reaches
+    the engine loop.
     """
 
     def __init__(self, field: str, message: str) -> None:
@@ -43,39 +47,36 @@ class RequestStatus(enum.IntEnum):
         return self > RequestStatus.RUNNING
 
     @property
-    def finish_reason(self) -> Optional[str]:
-        """LMI finish reason (``eos_token``, ``stop_sequence``, ``length``, ``abort``, ``error``)."""
+    def finish_reason(self) -> Optional["FinishReason"]:
         return _FINISH_REASONS.get(self)
 
 
-_FINISH_REASONS = {
-    RequestStatus.FINISHED_EOS: "eos_token",
-    RequestStatus.FINISHED_STOP_SEQUENCE: "stop_sequence",
-    RequestStatus.FINISHED_LENGTH: "length",
-    RequestStatus.FINISHED_ABORTED: "abort",
-    RequestStatus.FINISHED_ERROR: "error",
-}
+class FinishReason(enum.StrEnum):
+    """Why a request ended, in the engine's words. A ``StrEnum``, so it compares and
+    serialises as its value; the APIs map it to their own spellings (``api/finish.py``)."""
 
-# OpenAI and TGI name the same outcomes differently; adapters use these maps.
-OPENAI_FINISH_REASONS = {
-    "eos_token": "stop",
-    "stop_sequence": "stop",
-    "length": "length",
-    "abort": "abort",
-    "error": "error",
-}
-TGI_FINISH_REASONS = {
-    "eos_token": "eos_token",
-    "stop_sequence": "stop_sequence",
-    "length": "length",
-    "abort": "length",
-    "error": "length",
+    EOS = "eos_token"  # an EOS id or one of the request's stop_token_ids
+    STOP_SEQUENCE = "stop_sequence"  # a stop string matched the text
+    LENGTH = "length"  # max_new_tokens or n_positions reached
+    ABORT = "abort"  # the caller aborted it
+    ERROR = "error"  # sampling/detokenising it failed, or the engine was reset
+
+
+_FINISH_REASONS = {
+    RequestStatus.FINISHED_EOS: FinishReason.EOS,
+    RequestStatus.FINISHED_STOP_SEQUENCE: FinishReason.STOP_SEQUENCE,
+    RequestStatus.FINISHED_LENGTH: FinishReason.LENGTH,
+    RequestStatus.FINISHED_ABORTED: FinishReason.ABORT,
+    RequestStatus.FINISHED_ERROR: FinishReason.ERROR,
 }
 
 
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation parameters, validated on construction.
+
+    The engine's own default for ``max_new_tokens`` serves offline ``generate``
+    only: every API sets it from its own default (``djl_python.api``).
 
     ``None`` for a sampling knob means "use the model's generation_config.json
     default, else the neutral value" (see ``with_defaults``). ``do_sample=False``
@@ -142,15 +143,22 @@ class RequestOutput:
     held back, so the concatenation of all deltas is the final text. The final
     output (``finished``) flushes whatever was held back (minus a matched stop
     sequence).
+
+    When the request asked for log-probs, ``token_texts[i]`` is the text of
+    ``token_ids[i]`` decoded on its own and ``top_logprob_texts[i]`` names the
+    ids of ``top_logprobs[i]``: both are decoded here, on the engine thread, so
+    no API layer or route needs the tokenizer to render log-probs.
     """
 
     request_id: str
     token_ids: list[int]
     text: str
     finished: bool = False
-    finish_reason: Optional[str] = None
+    finish_reason: Optional[FinishReason] = None
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+    top_logprob_texts: list[dict[int, str]] = field(default_factory=list)
     prompt_tokens: int = 0
     generated_tokens: int = 0
     error: Optional[str] = None

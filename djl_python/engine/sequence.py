@@ -35,7 +35,7 @@ class Sequence:
     params: SamplingParams
     max_tokens: int  # max_new_tokens clamped to the room left in n_positions
     detokenizer: "IncrementalDetokenizer"
-    stop: "StopChecker"
+    stop_checker: "StopChecker"
     output_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     slot: Optional[int] = None

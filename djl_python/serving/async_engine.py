@@ -1,6 +1,7 @@
 """The bridge between the HTTP event loop and the (synchronous, single-threaded) engine.
 
-Threads (see the design sketch):
+The HTTP transport's only way to the engine; it knows token ids and
+``RequestOutput``s, never an API. Threads:
 
 * ONE dedicated thread owns the ``Engine`` and is the only caller of its methods
   (the engine is not thread-safe). It loops: apply queued commands (add/abort),
@@ -34,26 +35,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
 
-from djl_python.engine.request import RequestOutput, SamplingParams
+from djl_python.api.errors import RequestTimeout, ServerOverloaded, ServerUnavailable
+from djl_python.engine.request import FinishReason, RequestOutput, SamplingParams
 from djl_python.serving.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
-
-
-class EngineOverloaded(RuntimeError):
-    """The waiting queue is full; routes answer 503 with ``Retry-After``."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class EngineUnavailable(RuntimeError):
-    """The engine is not accepting requests (not started, draining or stopped); routes answer 503."""
-
-
-class RequestTimeout(TimeoutError):
-    """The request did not finish within ``predict_timeout``; it was aborted. Routes answer 504."""
 
 
 _TIMED_OUT = RuntimeError("predict_timeout")  # sentinel put in a request's queue by its timer
@@ -89,7 +75,7 @@ class AsyncEngine:
         engine: the engine (``add_request``, ``abort``, ``step``, ``has_unfinished``,
             ``num_running``, ``num_waiting``, ``reset``). Owned by this object from ``start()``.
         max_waiting_requests: bound on requests waiting for a slot (engine queue plus
-            commands not yet applied); beyond it ``generate`` raises ``EngineOverloaded``.
+            commands not yet applied); beyond it ``generate`` raises ``ServerOverloaded``.
         predict_timeout: seconds a request may take end to end; ``None`` or 0 disables it.
         metrics: where token and latency metrics go (optional).
         retry_after: the ``Retry-After`` seconds suggested when overloaded.
@@ -130,11 +116,6 @@ class AsyncEngine:
         return self._num_waiting
 
     @property
-    def num_in_flight(self) -> int:
-        """Requests whose ``generate`` iterator is still open."""
-        return len(self._in_flight)
-
-    @property
     def accepting(self) -> bool:
         return self._accepting and self._thread is not None and self._thread.is_alive()
 
@@ -150,17 +131,17 @@ class AsyncEngine:
     ) -> AsyncIterator[RequestOutput]:
         """Submit a request and yield its outputs until the final one (``finished=True``).
 
-        Raises (at the first iteration): ``EngineUnavailable``, ``EngineOverloaded``,
+        Raises (at the first iteration): ``ServerUnavailable``, ``ServerOverloaded``,
         ``InvalidRequest`` (the engine refused the prompt, e.g. too long) and, at any
         point, ``RequestTimeout``. Leaving the loop early aborts the request.
         """
         if not self.accepting:
-            raise EngineUnavailable("the server is not accepting requests (starting or shutting down)")
+            raise ServerUnavailable("the server is not accepting requests (starting or shutting down)")
         rid = request_id or uuid.uuid4().hex
         stream = _Stream(rid, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
             if self._num_waiting + self._pending_adds >= self.max_waiting_requests:
-                raise EngineOverloaded(
+                raise ServerOverloaded(
                     f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})",
                     self.retry_after,
                 )
@@ -231,7 +212,7 @@ class AsyncEngine:
             leftovers = [payload for kind, payload in self._commands if kind == "add"]
             self._commands.clear()
         for stream, _, _ in leftovers:
-            stream.put(EngineUnavailable(message))
+            stream.put(ServerUnavailable(message))
 
     def _loop(self) -> None:
         engine = self.engine
@@ -331,7 +312,8 @@ class AsyncEngine:
             outputs = []
         self._deliver(outputs, time.monotonic())
         for stream in self._streams.values():  # anything reset did not report
-            stream.put(RequestOutput(stream.request_id, [], "", finished=True, finish_reason="error", error=message))
+            stream.put(RequestOutput(stream.request_id, [], "", finished=True, finish_reason=FinishReason.ERROR,
+                                      error=message))
             if self.metrics is not None:
                 self.metrics.request_finished.labels("error").inc()
         self._streams.clear()

@@ -108,7 +108,7 @@ def test_prompt_validation(tiny_tokenizer) -> None:
     for bad in ([], list(range(3, 36)), [1, 512], [1, -1]):
         with pytest.raises(InvalidRequest) as err:
             engine.add_request(bad, SamplingParams())
-        assert err.value.field == "inputs"
+        assert err.value.field == "prompt"  # the engine's word; each API renames it (api.errors.to_api_error)
     engine.add_request([1], SamplingParams(), request_id="x")
     with pytest.raises(InvalidRequest):
         engine.add_request([1], SamplingParams(), request_id="x")

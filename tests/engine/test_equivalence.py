@@ -55,7 +55,7 @@ def test_reference_backend_matches_generate(tiny_llama: Path) -> None:
 
 
 def test_smollm2_chat_matches_generate(smollm2_dir: Path) -> None:
-    from djl_python.engine import render_chat
+    from djl_python.api.chat import render_chat
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
     questions = ["What is the capital of France?", "Write a haiku about the sea.", "2+2=?"]

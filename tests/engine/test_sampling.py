@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from djl_python.backends.sampling import Sampler
+from djl_python.engine.sampling import Sampler
 from djl_python.engine.request import SamplingParams
 
 VOCAB = 32
@@ -194,7 +194,7 @@ def test_warping_matches_transformers_logits_warpers(kw) -> None:
         TypicalLogitsWarper,
     )
 
-    from djl_python.backends.sampling import warp_logits
+    from djl_python.engine.sampling import warp_logits
 
     logits = random_logits(3, seed=11)
     expected = logits.clone()

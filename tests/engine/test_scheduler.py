@@ -16,7 +16,7 @@ from djl_python.engine.sequence import Sequence
 def make_seq(rid: str, prompt_len: int = 4, max_tokens: int = 8) -> Sequence:
     # The scheduler never touches the detokenizer or stop checker.
     prompt = list(range(1, prompt_len + 1))
-    return Sequence(rid, prompt, SamplingParams(), max_tokens, detokenizer=None, stop=None)  # type: ignore[arg-type]
+    return Sequence(rid, prompt, SamplingParams(), max_tokens, detokenizer=None, stop_checker=None)  # type: ignore[arg-type]
 
 
 def limits(max_slots: int = 4, n_positions: int = 64, buckets=(16, 32), max_prefill_slots=None) -> BackendLimits:

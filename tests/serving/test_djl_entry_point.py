@@ -142,7 +142,7 @@ def test_bad_request_in_a_rolling_batch_on_older_djl_uses_json_records(service, 
 
 
 def test_chat_request_through_rolling_batch(service, offline):
-    from djl_python.engine.chat import render_chat
+    from djl_python.api.chat import render_chat
 
     tok = service.engine.tokenizer
     messages = [{"role": "user", "content": "Hello world"}]

@@ -16,7 +16,8 @@ import pytest
 from djl_python.config import load_config
 from djl_python.engine.request import InvalidRequest, SamplingParams
 from djl_python.loader import load_engine
-from djl_python.serving.async_engine import AsyncEngine, EngineOverloaded, EngineUnavailable, RequestTimeout
+from djl_python.api.errors import RequestTimeout, ServerOverloaded, ServerUnavailable
+from djl_python.serving.async_engine import AsyncEngine
 from djl_python.serving.metrics import ServingMetrics
 from tests.serving.http_server import metric_value
 
@@ -120,7 +121,7 @@ def test_full_waiting_queue_refuses_with_retry_after(engine, gated):
         gated.gate.clear()  # the engine thread stops before its next step
         first = asyncio.ensure_future(collect(ae, ids(engine, "Hello"), SamplingParams(max_new_tokens=3)))
         await until(lambda: ae.num_waiting == 1)
-        with pytest.raises(EngineOverloaded) as refused:
+        with pytest.raises(ServerOverloaded) as refused:
             await ae.generate(ids(engine, "Hi"), SamplingParams(max_new_tokens=3)).__anext__()
         gated.gate.set()
         outs = await first
@@ -162,7 +163,7 @@ def test_invalid_prompt_is_refused_without_disturbing_others(engine, gated):
         return bad.value, outs
 
     bad, outs = run(main())
-    assert bad.field == "inputs"
+    assert bad.field == "prompt"
     assert outs[-1].finished and outs[-1].finish_reason != "error"
 
 
@@ -194,7 +195,7 @@ def test_shutdown_ends_what_is_left_and_refuses_new_requests(engine, gated):
         gated.gate.set()
         await stopping
         rest = [out async for out in outputs]
-        with pytest.raises(EngineUnavailable):
+        with pytest.raises(ServerUnavailable):
             await ae.generate(ids(engine, "Hi"), SamplingParams()).__anext__()
         return short, rest
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from djl_python.engine.chat import render_chat
+from djl_python.api.chat import render_chat
 from tests.serving.conftest import SERVER_OPTIONS
 from tests.serving.http_server import model_folder, start_server
 

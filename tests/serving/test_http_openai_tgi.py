@@ -10,7 +10,7 @@ import openai
 import pytest
 from text_generation import Client  # installed --no-deps by `make install-test`
 
-from djl_python.engine.chat import render_chat
+from djl_python.api.chat import render_chat
 from tests.serving.http_server import metric_value
 
 PROMPT = "The quick brown fox"

@@ -1,57 +1,100 @@
-"""LMI request parsing: one user request body -> a typed ``LmiRequest``.
+"""LMI requests: one body -> a validated ``LmiRequest`` -> engine requests.
 
-Shared by the DJL entry point (``djl_python.transformers_neuronx``) and the
-HTTP server (``/invocations``). No torch, no model: pure functions.
+Shared by the DJL handler (``djl_python.transformers_neuronx``) and the HTTP
+server (``/invocations``, ``/predictions/{model}``). Pure: no model, no I/O.
 
 Two request shapes are accepted (DJL LMI schema):
 
 * LMI: ``{"inputs": str | [str], "parameters": {...}, "stream": bool}``;
-  a ``text/plain`` body is the ``inputs`` string itself.
-* Chat: ``{"messages": [{role, content}], "max_tokens", "temperature", ...}``
-  (OpenAI-style). Rendering the messages with the chat template is the
-  caller's job (``djl_python.engine.chat.render_chat``).
+  a ``text/plain`` body is the ``inputs`` string itself. Unknown parameters
+  are ignored (as DJL does) and listed in ``LmiRequest.ignored``; the
+  transport logs them.
+* Chat: ``{"messages": [...], ...}``: exactly the OpenAI chat body
+  (``djl_python.api.openai.ChatCompletionRequest``) plus ``output_formatter``,
+  validated by the same schema as ``/v1/chat/completions``; unknown fields are
+  refused there as here.
 
 Every problem raises ``InvalidRequest(field, message)`` where ``field`` is the
 path the user wrote (``parameters.max_new_tokens``, ``messages.0.content``).
-Unknown parameters are ignored (as DJL does) and listed in
-``LmiRequest.ignored``. Unlike DJL/TNX, ``presence_penalty`` keeps its own
-meaning and never turns into ``repetition_penalty``.
-
-The response side lives in ``djl_python.serving.lmi_formatters`` and is
-re-exported here: ``make_formatter``, ``ResponseFormatter``,
-``OUTPUT_FORMATTERS``, ``CONTENT_TYPES``. Typical use::
-
-    req = parse_request(body, content_type, default_output_formatter=cfg.output_formatter,
-                        tgi_compat=cfg.tgi_compat)              # InvalidRequest -> HTTP 400
-    fmt = make_formatter(req, request_id=rid, prompt_text=prompt, prompt_token_ids=ids)
-    for out in engine_outputs:                                  # RequestOutput, in order
-        send(fmt.format(out))                                   # "" = nothing yet
-    # on failure instead: send(fmt.error(message))
+Unlike DJL/TNX, ``presence_penalty`` keeps its own meaning and never turns into
+``repetition_penalty``. The response side is ``djl_python.api.lmi_render``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from djl_python.api.body import Body, json_object, validate
+from djl_python.api.chat import ChatMessage
+from djl_python.api.openai import ChatCompletionRequest
+from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.config.lmi import OutputFormatterName
 from djl_python.engine.request import InvalidRequest, SamplingParams
-from djl_python.serving.lmi_schema import ChatBody, ChatMessage, LmiBody, LmiParameters, StopSpec
-from djl_python.serving.lmi_formatters import CONTENT_TYPES, OUTPUT_FORMATTERS, ResponseFormatter, make_formatter
 
-__all__ = [
-    "CONTENT_TYPES",
-    "OUTPUT_FORMATTERS",
-    "ChatBody",
-    "LmiBody",
-    "LmiParameters",
-    "LmiRequest",
-    "ResponseFormatter",
-    "make_formatter",
-    "parse_request",
-]
+# LMI's default when a request does not say (DJL: 30 new tokens).
+LMI_DEFAULT_MAX_NEW_TOKENS = 30
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "jsonlines": "application/jsonlines",
+    "sse": "text/event-stream",
+    "json_chat": "application/json",
+    "jsonlines_chat": "application/jsonlines",
+    "none": "text/plain",
+}
+OUTPUT_FORMATTERS = frozenset(CONTENT_TYPES)
+OutputFormatter = OutputFormatterName  # the same names that option.output_formatter accepts
+StopSpec = Optional[Union[str, list[str]]]
+
+
+class _Lenient(BaseModel):
+    # strict: "5" is not an int and 1 is not a bool; extra keys are kept so we can report them.
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+class LmiParameters(_Lenient):
+    """The ``parameters`` object of an LMI request (names as in DJL LMI)."""
+
+    max_new_tokens: Optional[int] = None
+    do_sample: Optional[bool] = None
+    temperature: Optional[float] = None
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    typical_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: Optional[int] = None
+    ignore_eos: bool = False
+    stop: StopSpec = None
+    stop_sequences: StopSpec = None
+    stop_token_ids: Optional[list[int]] = None
+    details: bool = False
+    decoder_input_details: bool = False
+    return_full_text: bool = False
+    logprobs: Optional[Union[bool, int]] = None
+    top_n_tokens: int = Field(default=0, ge=0, le=20)
+    output_formatter: Optional[OutputFormatter] = None
+    # Accepted only at their neutral value: we decode one sequence per request.
+    n: int = 1
+    best_of: Optional[int] = None
+    num_beams: int = 1
+
+
+class LmiBody(_Lenient):
+    inputs: Union[str, list[str]]
+    parameters: LmiParameters = LmiParameters()
+    stream: bool = False
+
+
+class LmiChatBody(ChatCompletionRequest):
+    """The OpenAI chat body plus LMI's ``output_formatter`` (``json_chat`` / ``jsonlines_chat``...)."""
+
+    output_formatter: Optional[OutputFormatter] = None
+
 
 @dataclass(frozen=True)
 class LmiRequest:
@@ -66,7 +109,7 @@ class LmiRequest:
     params: SamplingParams
     output_formatter: str
     prompts: tuple[str, ...] = ()
-    messages: Optional[tuple[dict[str, Any], ...]] = None
+    messages: Optional[tuple[ChatMessage, ...]] = None
     stream: bool = False
     details: bool = False
     decoder_input_details: bool = False
@@ -89,7 +132,7 @@ class LmiRequest:
 
 
 def parse_request(
-    body: Union[bytes, str, Mapping[str, Any]],
+    body: Body,
     content_type: Optional[str] = "application/json",
     *,
     default_output_formatter: Optional[str] = None,
@@ -102,48 +145,11 @@ def parse_request(
     request names none; ``tgi_compat`` (``option.tgi_compat``) switches the
     json/jsonlines/sse shapes to TGI's. Raises ``InvalidRequest``.
     """
-    data = _decode_body(body, content_type)
-    if not isinstance(data, dict):
-        raise InvalidRequest("body", f"expected a JSON object, got {type(data).__name__}")
+    data = json_object(body, content_type)
     if "messages" in data:
         # Chat keeps the OpenAI shapes: option.output_formatter names a text format.
         return _parse_chat(data)
     return _parse_lmi(data, default_output_formatter, tgi_compat)
-
-
-def _decode_body(body: Union[bytes, str, Mapping[str, Any]], content_type: Optional[str]) -> Any:
-    if isinstance(body, Mapping):
-        return dict(body)
-    if isinstance(body, (bytes, bytearray)):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InvalidRequest("body", f"not valid UTF-8: {e}") from None
-    if content_type and content_type.lower().startswith("text/plain"):
-        return {"inputs": body}
-    if not body.strip():
-        raise InvalidRequest("body", "empty request body")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as e:
-        raise InvalidRequest("body", f"invalid JSON: {e}") from None
-
-
-def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
-    """Pydantic validation whose most specific error becomes ``InvalidRequest(<field path>)``."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        # A union reports one error per member; the deepest path is the most specific one.
-        paths = [[str(p) for p in err["loc"] if not _is_union_tag(p)] for err in e.errors()]
-        best = max(range(len(paths)), key=lambda i: len(paths[i]))
-        err, loc = e.errors()[best], ".".join(paths[best])
-        raise InvalidRequest(loc or "body", err["msg"]) from None
-
-
-def _is_union_tag(part: Any) -> bool:
-    # pydantic adds the union member's type name (e.g. "str", "list[str]") to the error path.
-    return isinstance(part, str) and (part in ("str", "int", "bool", "float") or "[" in part)
 
 
 def _stops(value: StopSpec) -> tuple[str, ...]:
@@ -187,7 +193,7 @@ def _resolve_formatter(explicit: Optional[str], default: Optional[str], *, chat:
 def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compat: bool) -> LmiRequest:
     if "inputs" not in data:
         raise InvalidRequest("inputs", "missing: an LMI request needs 'inputs' (or 'messages' for chat)")
-    req: LmiBody = _validate(LmiBody, data)
+    req: LmiBody = validate(LmiBody, data)
     p = req.parameters
     prompts = (req.inputs,) if isinstance(req.inputs, str) else tuple(req.inputs)
     if not prompts:
@@ -213,8 +219,7 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
         stop_token_ids=tuple(p.stop_token_ids or ()), ignore_eos=p.ignore_eos,
         logprobs=want_logprobs, top_logprobs=top_n,
     )
-    if p.max_new_tokens is not None:
-        kwargs["max_new_tokens"] = p.max_new_tokens
+    kwargs["max_new_tokens"] = p.max_new_tokens if p.max_new_tokens is not None else LMI_DEFAULT_MAX_NEW_TOKENS
     stop_name = "stop_sequences" if p.stop_sequences is not None else "stop"
     params = _sampling("parameters.", {"stop": stop_name, "top_logprobs": "top_n_tokens"}, **kwargs)
     return LmiRequest(
@@ -225,48 +230,19 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     )
 
 
-def _message_dict(i: int, m: ChatMessage) -> dict[str, Any]:
-    content = m.content
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"messages.{i}.content.{j}", "only text content parts are supported")
-            texts.append(part["text"])
-        content = "".join(texts)
-    out: dict[str, Any] = {"role": m.role, "content": content if content is not None else ""}
-    if m.name is not None:
-        out["name"] = m.name
-    return out
-
-
-# Chat field names for the SamplingParams fields that can be invalid.
-_CHAT_NAMES = {"max_new_tokens": "max_tokens", "top_logprobs": "top_logprobs"}
-
-
 def _parse_chat(data: dict[str, Any]) -> LmiRequest:
-    req: ChatBody = _validate(ChatBody, data)
-    _reject_unsupported("", req.n)
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    if max_tokens is not None and max_tokens <= 0:
-        raise InvalidRequest("max_tokens", f"must be a positive integer, got {max_tokens}")
-    if req.top_logprobs and not req.logprobs:
-        raise InvalidRequest("top_logprobs", "requires logprobs=true")
-    # Chat default: generate until EOS or the context is full (the engine clamps to n_positions).
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_tokens if max_tokens is not None else 2**31 - 1,
-        do_sample=req.temperature > 0, temperature=req.temperature, top_p=req.top_p,
-        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, seed=req.seed,
-        stop=_stops(req.stop), ignore_eos=req.ignore_eos, logprobs=req.logprobs,
-        top_logprobs=req.top_logprobs,
-    )
-    params = _sampling("", _CHAT_NAMES, **kwargs)
-    formatter = _resolve_formatter(req.output_formatter, None, chat=True, stream=req.stream,
+    req: LmiChatBody = validate(LmiChatBody, data)
+    params = req.sampling_params()
+    formatter = _resolve_formatter(req.output_formatter, None, chat=True, stream=bool(req.stream),
                                    tgi_compat=False, field_name="output_formatter")
     return LmiRequest(
-        params=params, output_formatter=formatter,
-        messages=tuple(_message_dict(i, m) for i, m in enumerate(req.messages)),
-        stream=req.stream, details=True, model=req.model, top_n_tokens=req.top_logprobs,
-        ignored=tuple(sorted((req.model_extra or {}).keys())),
+        params=params, output_formatter=formatter, messages=tuple(req.messages), stream=bool(req.stream),
+        details=True, model=req.model, top_n_tokens=req.top_logprobs or 0,
     )
 
+
+def to_engine(req: LmiRequest, prompts: PromptBuilder) -> list[EngineRequest]:
+    """One engine request per prompt (a chat request, or each of ``inputs``)."""
+    if req.is_chat:
+        return [prompts.build(list(req.messages or ()), req.params)]
+    return [prompts.build(text, req.params) for text in req.prompts]

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from djl_python.engine.request import InvalidRequest
-from djl_python.serving.lmi import parse_request
+from djl_python.api.chat import flatten
+from djl_python.api.lmi import parse_request
 
 
 def test_lmi_request_maps_every_parameter():
@@ -68,8 +69,8 @@ def test_chat_request():
         "max_tokens": 12, "temperature": 0.5, "top_p": 0.8, "seed": 1, "logprobs": True, "top_logprobs": 2,
         "stop": "x", "model": "m",
     })
-    assert req.is_chat and req.messages == ({"role": "system", "content": "be brief"},
-                                            {"role": "user", "content": "hi there"})
+    assert req.is_chat and flatten(req.messages) == [{"role": "system", "content": "be brief"},
+                                                      {"role": "user", "content": "hi there"}]
     p = req.params
     assert (p.max_new_tokens, p.do_sample, p.temperature, p.top_p, p.seed, p.stop) == (12, True, 0.5, 0.8, 1, ("x",))
     assert p.logprobs and p.top_logprobs == 2 and req.output_formatter == "json_chat" and req.model == "m"
@@ -110,7 +111,7 @@ def test_chat_request():
         ({"messages": "hi"}, "messages"),
         ({"messages": [{"content": "hi"}]}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content.0"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0.content.0.type"),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": 500.0}, "temperature"),

@@ -1,4 +1,4 @@
-"""LMI response formatting: engine ``RequestOutput``s -> the strings sent to the client.
+"""LMI response rendering: engine ``RequestOutput``s -> the strings sent to the client.
 
 One ``ResponseFormatter`` per request, fed every ``RequestOutput`` of that
 request in order (``format``) or ended by a failure (``error``). Each call
@@ -11,35 +11,30 @@ concatenation of all fragments is the response body:
   ``generated_text`` and, with details or on error, ``details``;
 * ``sse``: the jsonlines lines as ``data: <line>\\n\\n`` events;
 * ``json_chat`` / ``jsonlines_chat``: OpenAI ``chat.completion`` (sent whole at
-  the end) / ``chat.completion.chunk`` lines, each with ``usage`` at the end;
+  the end) / ``chat.completion.chunk`` lines, the last with ``usage``, built by
+  ``djl_python.api.openai_render`` (the one OpenAI builder);
 * ``none``: the raw text deltas.
 
 Token texts: the engine reports a text delta per step (incomplete characters
 and possible stop-sequence prefixes held back), so a step's delta is given to
 the step's last token and its other tokens get "". Concatenating token texts
-therefore always equals ``generated_text``. Pure: no model, no I/O.
+therefore always equals ``generated_text``. Top-token texts come from the
+engine (``RequestOutput.top_logprob_texts``) and prompt-token texts from the
+prompt builder. Pure: no model, no I/O. ``ResponseFormatter`` keeps the
+``Renderer`` contract of ``djl_python.api.render``.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from djl_python.engine.request import OPENAI_FINISH_REASONS, TGI_FINISH_REASONS, RequestOutput
-
-if TYPE_CHECKING:  # lmi.py imports this module; the dependency is for annotations only
-    from djl_python.serving.lmi import LmiRequest
-
-CONTENT_TYPES = {
-    "json": "application/json",
-    "jsonlines": "application/jsonlines",
-    "sse": "text/event-stream",
-    "json_chat": "application/json",
-    "jsonlines_chat": "application/jsonlines",
-    "none": "text/plain",
-}
-OUTPUT_FORMATTERS = frozenset(CONTENT_TYPES)
+from djl_python.api import finish, tgi
+from djl_python.api.errors import ApiError
+from djl_python.api.lmi import CONTENT_TYPES, LmiRequest
+from djl_python.api.openai_render import OpenAiRenderer
+from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.engine.request import FinishReason, RequestOutput
 
 
 def _dumps(value: Any) -> str:
@@ -57,12 +52,12 @@ class ResponseFormatter:
 
     def __init__(
         self,
-        request: "LmiRequest",
+        request: LmiRequest,
         *,
         request_id: str,
         prompt_text: str = "",
         prompt_token_ids: Sequence[int] = (),
-        decode_token: Optional[Callable[[int], str]] = None,
+        prompt_token_texts: Sequence[str] = (),
         special_token_ids: frozenset[int] = frozenset(),
         created: Optional[int] = None,
         model_name: str = "",
@@ -73,10 +68,13 @@ class ResponseFormatter:
         self.request_id = request_id
         self.prompt_text = prompt_text
         self.prompt_token_ids = list(prompt_token_ids)
-        self._decode = decode_token
+        self.prompt_token_texts = list(prompt_token_texts)
         self._special = special_token_ids
-        self._created = int(time.time()) if created is None else created
+        self.stream = request.stream
         self.model = request.model or model_name
+        self._chat = OpenAiRenderer(chat=True, request_id=request_id, model=self.model,
+                                    logprobs=request.params.logprobs, created=created)
+        self._outputs: list[RequestOutput] = []
         self.tokens: list[dict[str, Any]] = []
         self.text = ""
         self.done = False
@@ -90,6 +88,7 @@ class ResponseFormatter:
             raise RuntimeError(f"request {self.request_id} already finished")
         if out.finished and out.finish_reason == "error":
             return self.error(out.error or "generation failed", out)
+        self._outputs.append(out)
         new = self._add_tokens(out)
         self.text += out.text
         self.done = out.finished
@@ -100,6 +99,14 @@ class ResponseFormatter:
         if self.done:
             raise RuntimeError(f"request {self.request_id} already finished")
         new = self._add_tokens(out) if out is not None else []
+        if out is not None:
+            self._outputs.append(out)
+        else:  # the chat shapes end with a final chunk of their own
+            last = self._outputs[-1] if self._outputs else None
+            self._outputs.append(RequestOutput(
+                self.request_id, [], "", finished=True, finish_reason=FinishReason.ERROR,
+                prompt_tokens=last.prompt_tokens if last else len(self.prompt_token_ids),
+                generated_tokens=last.generated_tokens if last else 0))
         delta = out.text if out is not None else ""
         self.text += delta
         self.done = True
@@ -113,7 +120,7 @@ class ResponseFormatter:
     def _token(self, token_id: int, text: str, logprob: Optional[float]) -> dict[str, Any]:
         special = token_id in self._special
         if self.request.tgi_compat:
-            return {"id": token_id, "text": text, "logprob": logprob, "special": special}
+            return tgi.token_object(token_id, text, logprob, special)
         tok: dict[str, Any] = {"id": token_id, "text": text, "log_prob": logprob}
         if special:
             tok["special_token"] = True
@@ -126,7 +133,8 @@ class ResponseFormatter:
             lp = out.logprobs[i] if i < len(out.logprobs) else None
             tok = self._token(tid, out.text if i == n - 1 else "", lp)
             if self.request.top_n_tokens and i < len(out.top_logprobs):
-                tok["_top"] = [self._token(t, self._text_of(t), v) for t, v in out.top_logprobs[i].items()]
+                names = out.top_logprob_texts[i]
+                tok["_top"] = [self._token(t, names[t], v) for t, v in out.top_logprobs[i].items()]
             new.append(tok)
         if not new and out.text:
             # Held-back text flushed by a final output without a token: keep it visible per token.
@@ -134,15 +142,12 @@ class ResponseFormatter:
         self.tokens.extend(new)
         return new
 
-    def _text_of(self, token_id: int) -> str:
-        return self._decode(token_id) if self._decode is not None else ""
-
     @staticmethod
     def _public(tok: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in tok.items() if k != "_top"}
 
     def _finish_reason(self, reason: str) -> str:
-        return TGI_FINISH_REASONS.get(reason, reason) if self.request.tgi_compat else reason
+        return finish.tgi(reason) if self.request.tgi_compat else reason
 
     def _details(self, reason: str, *, with_tokens: bool) -> Optional[dict[str, Any]]:
         req = self.request
@@ -160,8 +165,9 @@ class ResponseFormatter:
             d["tokens"] = [self._public(t) for t in self.tokens]
         if req.decoder_input_details or (req.tgi_compat and with_tokens):
             d["prefill"] = (
-                [{"id": t, "text": self._text_of(t), "logprob" if req.tgi_compat else "log_prob": None}
-                 for t in self.prompt_token_ids] if req.decoder_input_details else []
+                [{"id": t, "text": x, "logprob" if req.tgi_compat else "log_prob": None}
+                 for t, x in zip(self.prompt_token_ids, self.prompt_token_texts)]
+                if req.decoder_input_details else []
             )
         if req.top_n_tokens and with_tokens:
             d["top_tokens"] = [[self._public(x) for x in t.get("_top", [])] for t in self.tokens]
@@ -216,81 +222,65 @@ class ResponseFormatter:
     def _none(self, new: list, delta: str, reason: Optional[str]) -> str:
         return delta
 
-    def _usage(self) -> dict[str, int]:
-        completion = sum(1 for t in self.tokens if t["id"] >= 0)
-        prompt = len(self.prompt_token_ids)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def _chat_logprobs(self, tokens: list) -> Optional[dict[str, Any]]:
-        if not self.request.params.logprobs:
-            return None
-
-        def entry(t: dict[str, Any]) -> dict[str, Any]:  # chat requests never use the TGI token shape
-            return {"token": t["text"], "logprob": t["log_prob"], "bytes": list(t["text"].encode("utf-8"))}
-
-        return {"content": [{**entry(t), "top_logprobs": [entry(x) for x in t.get("_top", [])]} for t in tokens]}
-
-    def _openai_reason(self, reason: str) -> str:
-        return OPENAI_FINISH_REASONS.get(reason, reason)
-
     def _json_chat(self, new: list, delta: str, reason: Optional[str]) -> str:
         if reason is None:
             return ""
-        body: dict[str, Any] = {
-            "id": f"chatcmpl-{self.request_id}",
-            "object": "chat.completion",
-            "created": self._created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.text},
-                "logprobs": self._chat_logprobs(self.tokens),
-                "finish_reason": self._openai_reason(reason),
-            }],
-            "usage": self._usage(),
-        }
+        body = self._chat.completion(self._outputs)
         if reason == "error":
+            body["choices"][0]["finish_reason"] = "error"
             body["error"] = {"message": self._error, "code": 500}
         return _dumps(body)
 
     def _jsonlines_chat(self, new: list, delta: str, reason: Optional[str]) -> str:
-        if not new and not delta and reason is None:
+        out = self._outputs[-1]
+        chunk = self._chat.chunk(out)
+        if chunk is None:
             return ""
-        d: dict[str, Any] = {"content": delta}
-        if not self._started:
-            self._started = True
-            d["role"] = "assistant"
-        chunk: dict[str, Any] = {
-            "id": f"chatcmpl-{self.request_id}",
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "delta": d,
-                "logprobs": self._chat_logprobs([t for t in new if t["id"] >= 0]),
-                "finish_reason": self._openai_reason(reason) if reason is not None else None,
-            }],
-        }
         if reason is not None:
-            chunk["usage"] = self._usage()
+            chunk["choices"][0]["finish_reason"] = finish.openai(reason)  # type: ignore[arg-type]
+            chunk["usage"] = self._chat.usage(out)
             if reason == "error":
                 chunk["error"] = {"message": self._error, "code": 500}
         return _dumps(chunk) + "\n"
 
+    # -- the Renderer contract (djl_python.api.render) -----------------------------------
 
-def make_formatter(request: "LmiRequest", *, request_id: str, prompt_text: str = "",
-                   prompt_token_ids: Sequence[int] = (), decode_token: Optional[Callable[[int], str]] = None,
+    def feed(self, out: RequestOutput) -> str:
+        return self.format(out)
+
+    def fail(self, error: ApiError) -> str:
+        return self.error(error.message)
+
+    def end(self) -> str:
+        return ""
+
+    def whole(self, outputs: Sequence[RequestOutput]) -> tuple[str, int]:
+        body = "".join(self.format(out) for out in outputs)
+        return body, 500 if outputs[-1].finish_reason == "error" else 200
+
+
+def make_formatter(request: LmiRequest, *, request_id: str, prompt_text: str = "",
+                   prompt_token_ids: Sequence[int] = (), prompt_token_texts: Sequence[str] = (),
                    special_token_ids: frozenset[int] = frozenset(), created: Optional[int] = None,
                    model_name: str = "") -> ResponseFormatter:
     """The formatter for ``request``'s output format (see ``ResponseFormatter``).
 
     ``prompt_text`` is what ``details.inputs`` and ``return_full_text`` show (the
-    rendered prompt for chat); ``prompt_token_ids`` feed ``usage`` and
-    ``decoder_input_details``; ``decode_token`` names top/prefill tokens;
-    ``special_token_ids`` mark ``special``; ``model_name`` is the chat ``model``
-    when the request names none.
+    rendered prompt for chat); ``prompt_token_ids`` and ``prompt_token_texts``
+    feed ``decoder_input_details``; ``special_token_ids`` mark ``special``;
+    ``model_name`` is the chat ``model`` when the request names none.
     """
     return ResponseFormatter(request, request_id=request_id, prompt_text=prompt_text,
-                             prompt_token_ids=prompt_token_ids, decode_token=decode_token,
+                             prompt_token_ids=prompt_token_ids, prompt_token_texts=prompt_token_texts,
                              special_token_ids=special_token_ids, created=created, model_name=model_name)
+
+
+def lmi_renderer(request: LmiRequest, engine_request: EngineRequest, prompts: PromptBuilder, *, request_id: str,
+                 model_name: str = "", created: Optional[int] = None) -> ResponseFormatter:
+    """The renderer of one translated LMI request (prompt-token texts only when asked for)."""
+    ids = engine_request.prompt_ids
+    return make_formatter(
+        request, request_id=request_id, prompt_text=engine_request.prompt_text, prompt_token_ids=ids,
+        prompt_token_texts=prompts.token_texts(ids) if request.decoder_input_details else (),
+        special_token_ids=prompts.special_ids, created=created, model_name=model_name,
+    )

@@ -1,8 +1,9 @@
 """Next-token selection from a batch of logits, with per-request parameters.
 
-This is the torch half of the engine: it lives with the backends because it
-touches tensors, and the engine imports it only when it is built, so importing
-``djl_python.engine`` stays light.
+This is the torch half of the engine. It lives in the engine package (it
+imports only ``engine.request``, so there is no cycle with ``backends``), and
+the engine imports it only when an ``Engine`` is built, so importing
+``djl_python.engine`` does not import torch.
 
 Order of processing, as in ``transformers`` ``generate``:
 

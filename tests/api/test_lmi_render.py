@@ -7,16 +7,26 @@ import json
 import pytest
 
 from djl_python.engine.request import RequestOutput
-from djl_python.serving.lmi import CONTENT_TYPES, make_formatter, parse_request
+from djl_python.api.lmi import CONTENT_TYPES, parse_request
+from djl_python.api.lmi_render import make_formatter
 
 PROMPT = 'Say "hi"'
 PROMPT_IDS = [11, 12, 13]
 # Three steps: a delta held back at step 2 (incomplete character), flushed at the end.
+# Token texts are what the engine decodes for each id on its own; "<id>" here, so the
+# tests can tell them from the text deltas.
+def _names(top):
+    return [{t: f"<{t}>" for t in top}]
+
+
 STEPS = [
-    RequestOutput("r1", [5], "Hel", logprobs=[-0.5], top_logprobs=[{5: -0.5, 6: -1.5}]),
-    RequestOutput("r1", [6], "", logprobs=[-0.25], top_logprobs=[{6: -0.25, 5: -2.0}]),
+    RequestOutput("r1", [5], "Hel", logprobs=[-0.5], top_logprobs=[{5: -0.5, 6: -1.5}],
+                  token_texts=["<5>"], top_logprob_texts=_names({5: 0, 6: 0})),
+    RequestOutput("r1", [6], "", logprobs=[-0.25], top_logprobs=[{6: -0.25, 5: -2.0}],
+                  token_texts=["<6>"], top_logprob_texts=_names({6: 0, 5: 0})),
     RequestOutput("r1", [2], 'lo "ü"\n', finished=True, finish_reason="eos_token", logprobs=[-0.125],
-                  top_logprobs=[{2: -0.125, 7: -3.0}], prompt_tokens=3, generated_tokens=3),
+                  top_logprobs=[{2: -0.125, 7: -3.0}], prompt_tokens=3, generated_tokens=3,
+                  token_texts=["<2>"], top_logprob_texts=_names({2: 0, 7: 0})),
 ]
 TEXT = 'Hello "ü"\n'
 
@@ -24,7 +34,7 @@ TEXT = 'Hello "ü"\n'
 def fmt(body: dict, **kw):
     req = parse_request(body, tgi_compat=kw.pop("tgi_compat", False))
     return make_formatter(req, request_id="r1", prompt_text=PROMPT, prompt_token_ids=PROMPT_IDS,
-                          decode_token=lambda t: f"<{t}>", special_token_ids=frozenset({2}), created=1700000000)
+                          prompt_token_texts=[f"<{t}>" for t in PROMPT_IDS], special_token_ids=frozenset({2}), created=1700000000)
 
 
 def run(f, steps=STEPS) -> list[str]:

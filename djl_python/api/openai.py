@@ -1,25 +1,30 @@
-"""OpenAI request bodies (completions and chat completions) as strict pydantic models.
+"""OpenAI request bodies (completions, chat completions) and their translation.
 
 Unknown fields are rejected (``extra="forbid"``) and so are known fields we do
 not implement when set to anything but their neutral value (``n > 1``,
 ``best_of``, ``echo``, ``suffix``, ``logit_bias``, ``tools``, non-text
 ``response_format``): a client must never believe an option took effect when it
-did not. Every error becomes ``InvalidRequest(<field path>)``, i.e. HTTP 400
-with OpenAI's ``param``.
+did not. Every error is ``InvalidRequest(<field path>)``.
+
+``ChatCompletionRequest`` is THE chat body: ``/v1/chat/completions``, LMI's
+``/invocations`` with ``messages`` and the DJL handler all validate it (LMI adds
+only ``output_formatter``), so one chat body gets one validation result.
 
 Sampling follows OpenAI's semantics: the default temperature is 1.0, which
-means *sampling*; ``temperature=0`` is greedy decoding.
+means *sampling*; ``temperature=0`` is greedy decoding. ``max_tokens`` unset
+means "until EOS or the context is full" (the engine clamps it).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from djl_python.api.chat import ChatMessage
+from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
-# Unbounded: the engine clamps max_new_tokens so prompt + generated <= n_positions.
 UNLIMITED_TOKENS = 2**31 - 1
 
 
@@ -59,9 +64,8 @@ class _Common(_Body):
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest("stream_options", "only allowed when stream=true")
 
-    def _params(
-        self, max_tokens: Optional[int], max_field: str, logprobs: bool, top_logprobs: int, top_field: str
-    ) -> SamplingParams:
+    def _params(self, max_tokens: Optional[int], max_field: str, logprobs: bool, top_logprobs: int,
+                top_field: str) -> SamplingParams:
         if max_tokens is not None and max_tokens <= 0:
             raise InvalidRequest(max_field, f"must be a positive integer, got {max_tokens}")
         temperature = 1.0 if self.temperature is None else self.temperature
@@ -69,18 +73,11 @@ class _Common(_Body):
         try:
             return SamplingParams(
                 max_new_tokens=max_tokens if max_tokens is not None else UNLIMITED_TOKENS,
-                do_sample=temperature > 0,
-                temperature=temperature,
-                top_p=self.top_p,
-                top_k=self.top_k,
-                repetition_penalty=self.repetition_penalty,
-                presence_penalty=self.presence_penalty or 0.0,
-                frequency_penalty=self.frequency_penalty or 0.0,
-                seed=self.seed,
+                do_sample=temperature > 0, temperature=temperature, top_p=self.top_p, top_k=self.top_k,
+                repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty or 0.0,
+                frequency_penalty=self.frequency_penalty or 0.0, seed=self.seed,
                 stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
-                ignore_eos=self.ignore_eos,
-                logprobs=logprobs,
-                top_logprobs=top_logprobs,
+                ignore_eos=self.ignore_eos, logprobs=logprobs, top_logprobs=top_logprobs,
             )
         except InvalidRequest as err:
             raise InvalidRequest(names.get(err.field, err.field), err.message) from None
@@ -119,29 +116,15 @@ class CompletionRequest(_Common):
             raise InvalidRequest("echo", "echo is not supported")
         if self.suffix:
             raise InvalidRequest("suffix", "suffix is not supported")
-        n_top = self.logprobs or 0
-        return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, n_top, "logprobs")
+        return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, self.logprobs or 0, "logprobs")
 
+    def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
+        params = self.sampling_params()
+        return prompts.build(self.single_prompt(), params)
 
-class ContentPart(_Body):
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(_Body):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Union[str, list[ContentPart], None] = None
-    name: Optional[str] = None
-    tool_call_id: Optional[str] = None
-
-    def as_template_dict(self) -> dict[str, Any]:
-        content = self.content
-        if isinstance(content, list):
-            content = "".join(part.text for part in content)
-        out: dict[str, Any] = {"role": self.role, "content": content or ""}
-        if self.name is not None:
-            out["name"] = self.name
-        return out
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
 
 
 class ResponseFormat(_Body):
@@ -149,7 +132,7 @@ class ResponseFormat(_Body):
 
 
 class ChatCompletionRequest(_Common):
-    """``POST /v1/chat/completions``."""
+    """``POST /v1/chat/completions``; also the chat body of LMI (see the module docstring)."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: Optional[int] = None
@@ -157,8 +140,8 @@ class ChatCompletionRequest(_Common):
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     response_format: Optional[ResponseFormat] = None
-    tools: Optional[list[dict[str, Any]]] = None
-    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    tools: Optional[list[dict]] = None
+    tool_choice: Optional[Union[str, dict]] = None
     parallel_tool_calls: Optional[bool] = None
 
     def sampling_params(self) -> SamplingParams:
@@ -174,3 +157,11 @@ class ChatCompletionRequest(_Common):
         else:
             max_tokens, max_field = self.max_tokens, "max_tokens"
         return self._params(max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0, "top_logprobs")
+
+    def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
+        params = self.sampling_params()
+        return prompts.build(self.messages, params)
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return bool(self.logprobs)

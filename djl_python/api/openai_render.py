@@ -1,0 +1,140 @@
+"""OpenAI response objects: ``text_completion``, ``chat.completion`` and their chunks.
+
+The one builder of OpenAI shapes: the OpenAI routes stream its chunks as
+server-sent events ending with ``data: [DONE]``, and LMI's ``json_chat`` /
+``jsonlines_chat`` formats reuse ``completion`` and ``chunk``. With
+``stream_options.include_usage`` every chunk carries ``"usage": null`` and one
+last chunk carries the usage with an empty ``choices`` list. A failure after the
+stream started is an ``{"error": {...}}`` event (the OpenAI client raises it as
+``APIError``).
+
+Log-prob entries use each token's own text (``RequestOutput.token_texts``),
+as OpenAI does; ``text_offset`` accumulates those texts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence
+
+from djl_python.api import finish
+from djl_python.api.errors import ApiError
+from djl_python.api.render import dumps, generation_failed, sse
+from djl_python.engine.request import RequestOutput
+
+
+def _entry(text: str, logprob: Optional[float]) -> dict[str, Any]:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+
+def error_object(err: ApiError) -> dict[str, Any]:
+    """OpenAI's error body ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": err.message, "type": err.kind, "param": err.param, "code": err.status}}
+
+
+class OpenAiRenderer:
+    """Renders one request (chat or legacy completion); see ``djl_python.api.render``."""
+
+    def __init__(self, *, chat: bool, request_id: str, model: str, logprobs: bool, stream: bool = False,
+                 include_usage: bool = False, created: Optional[int] = None) -> None:
+        self.chat = chat
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
+        self.model = model
+        self.logprobs = logprobs
+        self.stream = stream
+        self.include_usage = include_usage
+        self.created = int(time.time()) if created is None else created
+        self.content_type = "text/event-stream" if stream else "application/json"
+        self.done = False
+        self._first = True
+        self._last: Optional[RequestOutput] = None
+
+    # -- building blocks ---------------------------------------------------------------------
+
+    def envelope(self, chunk: bool) -> dict[str, Any]:
+        kind = ("chat.completion" if self.chat else "text_completion") + (".chunk" if chunk and self.chat else "")
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    @staticmethod
+    def usage(out: RequestOutput) -> dict[str, int]:
+        return {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.generated_tokens,
+                "total_tokens": out.prompt_tokens + out.generated_tokens}
+
+    def choice(self, outputs: Sequence[RequestOutput], text: str, chunk: bool, first: bool = False) -> dict[str, Any]:
+        last = outputs[-1]
+        choice: dict[str, Any] = {"index": 0}
+        if self.chat and chunk:
+            choice["delta"] = {"role": "assistant", "content": text} if first else {"content": text}
+        elif self.chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        choice["logprobs"] = self._logprobs(outputs) if self.logprobs else None
+        choice["finish_reason"] = finish.openai(last.finish_reason) if last.finished else None
+        return choice
+
+    def completion(self, outputs: Sequence[RequestOutput]) -> dict[str, Any]:
+        """The whole ``chat.completion`` / ``text_completion`` object."""
+        text = "".join(out.text for out in outputs)
+        return {**self.envelope(False), "choices": [self.choice(outputs, text, False)],
+                "usage": self.usage(outputs[-1])}
+
+    def chunk(self, out: RequestOutput) -> Optional[dict[str, Any]]:
+        """The next chunk object, or None when ``out`` adds nothing (no text, no token, not final)."""
+        if not (out.text or out.token_ids or out.finished or self._first):
+            return None
+        chunk = {**self.envelope(True), "choices": [self.choice([out], out.text, True, self._first)]}
+        self._first = False
+        return chunk
+
+    def _logprobs(self, outputs: Sequence[RequestOutput]) -> dict[str, Any]:
+        texts, lps, tops = [], [], []
+        for out in outputs:
+            texts += out.token_texts
+            lps += out.logprobs
+            for ids, names in zip(out.top_logprobs, out.top_logprob_texts):
+                # A list per token: different ids can decode to the same text (partial UTF-8).
+                tops.append([(names[t], v) for t, v in ids.items()])
+        if self.chat:
+            return {"content": [{**_entry(text, lp), "top_logprobs": [_entry(t, v) for t, v in
+                                                                      (tops[i] if i < len(tops) else [])]}
+                                for i, (text, lp) in enumerate(zip(texts, lps))]}
+        offsets, pos = [], 0
+        for text in texts:
+            offsets.append(pos)
+            pos += len(text)
+        return {"tokens": texts, "token_logprobs": lps, "top_logprobs": [dict(t) for t in tops] or None,
+                "text_offset": offsets}
+
+    # -- the Renderer contract (server-sent events) ------------------------------------------
+
+    def feed(self, out: RequestOutput) -> str:
+        self._last = out
+        if out.finish_reason == "error":
+            return self.fail(ApiError(500, out.error or "generation failed"))
+        self.done = out.finished
+        chunk = self.chunk(out)
+        if chunk is None:
+            return ""
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
+
+    def fail(self, error: ApiError) -> str:
+        self.done = True
+        self._last = None
+        body = error_object(error)
+        body["error"]["param"] = None
+        return sse(body)
+
+    def end(self) -> str:
+        tail = ""
+        if self.include_usage and self._last is not None and self._last.finished:
+            tail = sse({**self.envelope(True), "choices": [], "usage": self.usage(self._last)})
+        return tail + "data: [DONE]\n\n"
+
+    def whole(self, outputs: Sequence[RequestOutput]) -> tuple[str, int]:
+        failed = generation_failed(outputs)
+        if failed is not None:
+            raise failed
+        return dumps(self.completion(outputs)), 200

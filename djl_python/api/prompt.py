@@ -1,0 +1,63 @@
+"""The one prompt builder: text, token ids or chat messages -> the engine's prompt ids.
+
+Built once per loaded model from its tokenizer (at load time, by the
+transport); afterwards neither the transports nor the renderers touch the
+tokenizer. Per-token texts of generated tokens come from the engine
+(``RequestOutput.token_texts``); the builder only names prompt tokens
+(``details.prefill``) and knows the special ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+from djl_python.api.chat import ChatMessage, render_chat
+from djl_python.engine.request import InvalidRequest, SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """One API request translated for the engine: what ``Engine.add_request`` takes,
+    plus the prompt text that renderers may echo (``details.inputs``, ``return_full_text``)."""
+
+    prompt_text: str
+    prompt_ids: list[int]
+    params: SamplingParams
+
+
+class PromptBuilder:
+    """Turns prompts into token ids with one tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self.special_ids: frozenset[int] = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+
+    def text(self, prompt: str) -> list[int]:
+        """A plain prompt, with the tokenizer's special tokens (BOS where the model has one)."""
+        return list(self._tokenizer.encode(prompt))
+
+    def chat(self, messages: Sequence[ChatMessage]) -> tuple[str, list[int]]:
+        """The chat template's prompt and its ids; no extra special tokens: the template wrote them."""
+        text = render_chat(self._tokenizer, list(messages))
+        return text, list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def build(self, prompt: Union[str, list[int], Sequence[ChatMessage]], params: SamplingParams,
+              *, truncate: int | None = None) -> EngineRequest:
+        """One ``EngineRequest``: a string, token ids (OpenAI completions) or chat messages.
+        ``truncate`` keeps only the last ``truncate`` prompt tokens (TGI)."""
+        if isinstance(prompt, str):
+            text, ids = prompt, self.text(prompt)
+        elif prompt and all(isinstance(m, ChatMessage) for m in prompt):
+            text, ids = self.chat(prompt)  # type: ignore[arg-type]
+        elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            text, ids = "", list(prompt)  # type: ignore[arg-type]
+        else:
+            raise InvalidRequest("prompt", "expected a string, token ids or chat messages")
+        if truncate is not None:
+            ids = ids[-truncate:]
+        return EngineRequest(text, ids, params)
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Each prompt token's text on its own (``details.prefill``)."""
+        return [self._tokenizer.decode([t]) for t in ids]

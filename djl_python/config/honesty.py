@@ -1,0 +1,75 @@
+"""Option honesty: an accepted option either acts, or says at load that it does not.
+
+Every ``HandlerConfig`` field is in exactly one of these groups
+(``tests/config/test_option_honesty.py`` checks it against the code and the docs):
+
+* it acts (read by the loader, a backend, the engine, a transport or the
+  Neuron environment step);
+* DJL's Java front end reads it (``FRONT_END_FIELDS``): accepted silently, as
+  DJL passes it through to every engine;
+* it has no effect here (``NO_EFFECT``): accepted for compatibility with DJL's
+  properties, and a warning naming the key (as the user wrote it) and why is
+  logged at load whenever it is set to anything but its default;
+* it acts only for some values (``inert_values``): the other values warn.
+
+Invalid values are refused by validation; these warnings are about valid
+values that would otherwise do nothing without a word.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Optional
+
+from djl_python.config.handler_config import HandlerConfig
+
+logger = logging.getLogger("djl_python.config.load")
+
+FRONT_END_FIELDS = frozenset({"engine", "entry_point", "job_queue_size"})
+
+_SPECULATIVE = None  # the table's description already says "not supported, ignored"
+NO_EFFECT: dict[str, Optional[str]] = {
+    "waiting_steps": None,
+    "mpi_mode": None,
+    "draft_model_id": _SPECULATIVE,
+    "spec_length": _SPECULATIVE,
+    "speculative_draft_model": _SPECULATIVE,
+    "speculative_length": _SPECULATIVE,
+    "draft_model_tp_size": _SPECULATIVE,
+    "draft_model_compiled_path": _SPECULATIVE,
+    "low_cpu_mem_usage": "the backends load weights their own way (transformers-neuronx or transformers)",
+    "enable_streaming": 'deprecated; each request chooses streaming with "stream": true',
+}
+
+
+def inert_values(config: HandlerConfig) -> dict[str, str]:
+    """Fields whose value, though valid, does nothing here: ``{field: why}``."""
+    found = {}
+    if config.task not in (None, "text-generation"):
+        found["task"] = "this handler serves text generation only"
+    if config.model_loader == "vllm":
+        found["model_loader"] = ("DJL's vLLM loader is not available here; the transformers-neuronx "
+                                 "loader is used")
+    if config.partition_schema not in (None, "optimum"):
+        found["partition_schema"] = "djl-partition always writes the optimum-neuron layout"
+    return found
+
+
+def warn_inert_options(config: HandlerConfig, options: Mapping[str, object]) -> list[str]:
+    """Log (and return) one warning per option that was set but has no effect."""
+    messages = []
+    for field, why in NO_EFFECT.items():
+        if field in options and getattr(config, field) != HandlerConfig.model_fields[field].default:
+            messages.append(f"{_origin(options, field)} is accepted for compatibility but has no effect in this "
+                            f"handler" + (f": {why}" if why else ""))
+    for field, why in inert_values(config).items():
+        value = getattr(config, field)
+        messages.append(f"{_origin(options, field)}={value} has no effect in this handler: {why}")
+    for message in messages:
+        logger.warning("%s", message)
+    return messages
+
+
+def _origin(options: Mapping[str, object], field: str) -> str:
+    option = options.get(field)
+    return getattr(option, "origin", None) or f"option.{field}"

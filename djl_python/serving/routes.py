@@ -1,0 +1,152 @@
+"""The generation routes: each names its API's translation and error shape, nothing more.
+
+* LMI (DJL Serving): ``POST /invocations`` (SageMaker), ``POST /predictions/{model}``;
+  LMI bodies (``inputs``) and chat bodies (``messages``), every LMI output format.
+* OpenAI: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``.
+* TGI: ``POST /generate``, ``POST /generate_stream``, ``POST /`` (``"stream"`` in the
+  body picks the shape; a one-element list when whole), ``GET /info``.
+
+Parsing, translation and rendering are ``djl_python.api``'s; the request's life
+(submit, stream or collect, abort on disconnect) is ``http_common.serve``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from djl_python.api import lmi, openai, tgi
+from djl_python.api.body import json_object, validate
+from djl_python.api.errors import ApiError, to_api_error
+from djl_python.api.lmi_render import lmi_renderer
+from djl_python.api.openai_render import OpenAiRenderer, error_object as openai_error_object
+from djl_python.api.prompt import EngineRequest
+from djl_python.api.render import Renderer
+from djl_python.serving.http_common import Call, json_error, serve, server_state
+
+router = APIRouter()
+logger = logging.getLogger(__name__)
+
+
+# -- LMI ------------------------------------------------------------------------------------
+
+def lmi_error(err: ApiError) -> JSONResponse:
+    """DJL Serving's error body: ``{"code", "type", "message", "param"}``."""
+    return json_error({"code": err.status, "type": err.kind, "message": err.text, "param": err.param}, err)
+
+
+def _lmi(call: Call) -> tuple[EngineRequest, Renderer]:
+    config = call.state.config
+    req = lmi.parse_request(call.body, call.content_type, default_output_formatter=config.output_formatter,
+                            tgi_compat=config.tgi_compat)
+    if req.ignored:  # DJL ignores unknown LMI parameters; say so, as the DJL handler does
+        logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
+    if not req.is_chat:
+        req.prompt  # noqa: B018 - one prompt per HTTP request; raises InvalidRequest("inputs") otherwise
+    engine_request = lmi.to_engine(req, call.prompts)[0]
+    return engine_request, lmi_renderer(req, engine_request, call.prompts, request_id=call.request_id,
+                                        model_name=call.state.model_name)
+
+
+@router.post("/invocations", response_model=None)
+async def invocations(request: Request) -> Response:
+    return await serve(request, _lmi, lmi_error)
+
+
+@router.post("/predictions/{model}", response_model=None)
+async def predictions(request: Request, model: str) -> Response:
+    name = server_state(request).model_name
+    if model != name:
+        return lmi_error(ApiError(404, f"model {model!r} not found; this server serves {name!r}", "model"))
+    return await serve(request, _lmi, lmi_error)
+
+
+# -- OpenAI ---------------------------------------------------------------------------------
+
+def openai_error(err: ApiError) -> JSONResponse:
+    return json_error(openai_error_object(err), err)
+
+
+def _openai(chat: bool):
+    schema = openai.ChatCompletionRequest if chat else openai.CompletionRequest
+
+    def translate(call: Call) -> tuple[EngineRequest, Renderer]:
+        body = validate(schema, json_object(call.body))
+        engine_request = body.to_engine(call.prompts)
+        return engine_request, OpenAiRenderer(chat=chat, request_id=call.request_id, model=call.state.model_name,
+                                              logprobs=body.wants_logprobs, stream=bool(body.stream),
+                                              include_usage=body.include_usage)
+    return translate
+
+
+_chat, _completion = _openai(True), _openai(False)
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    name = server_state(request).model_name
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "djl-serve"}]}
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(request: Request) -> Response:
+    return await serve(request, _completion, openai_error, prompt_field="prompt")
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(request: Request) -> Response:
+    return await serve(request, _chat, openai_error, prompt_field="messages")
+
+
+# -- TGI ------------------------------------------------------------------------------------
+
+def tgi_error(err: ApiError) -> JSONResponse:
+    return json_error(tgi.error_object(err), err)
+
+
+def _tgi(stream: Optional[bool], as_list: bool):
+    def translate(call: Call) -> tuple[EngineRequest, Renderer]:
+        body = validate(tgi.TgiRequest, json_object(call.body))
+        engine_request = body.to_engine(call.prompts)
+        streamed = body.stream if stream is None else stream
+        return engine_request, tgi.TgiRenderer(body, engine_request, call.prompts, stream=streamed, as_list=as_list)
+    return translate
+
+
+_generate, _generate_stream, _compat = _tgi(False, False), _tgi(True, False), _tgi(None, True)
+
+
+@router.post("/generate", response_model=None)
+async def generate(request: Request) -> Response:
+    return await serve(request, _generate, tgi_error)
+
+
+@router.post("/generate_stream", response_model=None)
+async def generate_stream(request: Request) -> Response:
+    return await serve(request, _generate_stream, tgi_error)
+
+
+@router.post("/", response_model=None)
+async def compat(request: Request) -> Response:
+    return await serve(request, _compat, tgi_error)
+
+
+@router.get("/info")
+async def info(request: Request) -> Response:
+    state = server_state(request)
+    try:
+        engine = state.require_engine()
+    except Exception as err:  # noqa: BLE001
+        return tgi_error(to_api_error(err))
+    limits = engine.engine.limits
+    return JSONResponse({
+        "model_id": state.model_name, "model_sha": None, "model_pipeline_tag": "text-generation",
+        "model_dtype": state.info.get("dtype"), "model_device_type": state.info.get("device"),
+        "max_concurrent_requests": limits.max_slots + engine.max_waiting_requests, "max_best_of": 1,
+        "max_stop_sequences": 16, "max_input_tokens": min(limits.max_prompt_len, limits.n_positions - 1),
+        "max_total_tokens": limits.n_positions, "max_batch_size": limits.max_slots, "router": "djl-serve",
+        "version": state.info.get("version"),
+    })
