@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -263,6 +264,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                lifespan="on", timeout_graceful_shutdown=5)
     server = GracefulServer(uv_config, app, args.shutdown_grace)
     server.run(sockets=[sock])
+    if server.exit_code:
+        # A load that timed out still runs in its (non-daemon) thread, and interpreter exit would
+        # wait for it, possibly for the whole compilation: leave now, the reason is logged.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(server.exit_code)
     return server.exit_code
 
 

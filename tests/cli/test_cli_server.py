@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -62,6 +63,17 @@ def test_permanent_load_failure_logs_one_line_and_exits_1(tmp_path: Path, tiny_l
     assert len(errors) == 1 and "model loading failed: ArtifactError: cannot parse" in errors[0], logs
     assert "stopping with exit status 1" in logs
     assert "Traceback" not in logs  # a user error: its traceback is logged at debug level only
+
+
+def test_load_timeout_exits_1_although_the_load_thread_still_blocks(tmp_path: Path, tiny_llama: Path) -> None:
+    folder = tmp_path / "stuck"
+    shutil.copytree(tiny_llama, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+        os.mkfifo(weights)  # opening it blocks until a writer comes: a load that never finishes
+    server = launch(["--model-dir", str(folder)], tmp_path / "log", env={"OPTION_MODEL_LOADING_TIMEOUT": "1"})
+    assert server.proc.wait(60) == 1, server.logs()
+    assert "loading did not finish within model_loading_timeout=1s" in server.logs()
 
 
 @pytest.fixture(scope="module")
