@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
