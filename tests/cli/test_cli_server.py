@@ -26,8 +26,9 @@ def launch(args: Sequence[str], log: Path, *, port: Optional[int] = None,
         "SERVING_LOAD_MODELS", "HF_MODEL_ID")}
     clean.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
                   "OPTION_DEVICE": "cpu", **(env or {})})
-    proc = subprocess.Popen([*_command(), *args, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=clean)
+    with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*_command(), *args, "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=handle, stderr=subprocess.STDOUT, env=clean)
     return Server(proc, f"http://127.0.0.1:{port}", log)
 
 
