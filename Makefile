@@ -6,6 +6,7 @@ PIP    := $(VENV)/bin/pip
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 MODEL_DIR ?=
+MODEL ?=
 
 .PHONY: serve test test-compat bench bench-quick install install-test clean
 
@@ -26,9 +27,10 @@ $(VENV)/.installed-test: $(VENV)/.installed-cpu
 install: $(VENV)/.installed-cpu
 install-test: $(VENV)/.installed-test
 
+# The default model is prepared only when no model is named (MODEL: a hub id or folder; MODEL_DIR: a folder).
 serve: install
-	$(PY) -m djl_python.default_model
-	$(VENV)/bin/djl-serve --host $(HOST) --port $(PORT) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR),)
+	$(if $(MODEL)$(MODEL_DIR),,$(PY) -m djl_python.default_model)
+	$(VENV)/bin/djl-serve --host $(HOST) --port $(PORT) $(MODEL) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR),)
 
 test: install-test
 	$(PY) -m djl_python.default_model

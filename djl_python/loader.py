@@ -14,6 +14,7 @@ import time
 from djl_python.artifacts import resolve_artifacts
 from djl_python.backends.select import load_backend
 from djl_python.config import HandlerConfig
+from djl_python.config.chat_template import load_chat_template
 from djl_python.engine.engine import Engine
 from djl_python.engine.generation_defaults import GenerationDefaults
 
@@ -37,6 +38,8 @@ def load_engine(config: HandlerConfig) -> Engine:
     artifacts = resolve_artifacts(config)
     backend = load_backend(config, artifacts)
     tokenizer = load_tokenizer(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code)
+    if config.chat_template:  # option.chat_template / --chat-template replaces the model's own
+        tokenizer.chat_template = load_chat_template(config.chat_template, config.origin("chat_template"))
     engine = Engine(
         backend,
         tokenizer,

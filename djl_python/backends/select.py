@@ -76,18 +76,30 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
         from djl_python.backends.neuron import NeuronBackend
 
         return NeuronBackend.load(config, artifacts)
+    from djl_python.backends.memory import check_budget, plan_memory
     from djl_python.backends.pytorch import PyTorchBackend
 
+    warn_tensor_parallel(config, device)
     # Settings adopted from compiled artifacts (unset in the configuration) apply here too.
     adopted = getattr(artifacts, "adopted", {}) or {}
     rolling = config.rolling_batch_enabled
     max_slots = config.max_rolling_batch_size if rolling else config.batch_size
-    return PyTorchBackend.load(
-        artifacts.checkpoint_dir,
-        max_slots=int(adopted.get("max_rolling_batch_size" if rolling else "batch_size", max_slots)),
-        n_positions=config.n_positions or adopted.get("n_positions"),
-        dtype=config.dtype or adopted.get("dtype"),
-        device=device,
-        trust_remote_code=config.trust_remote_code,
-        prefill_buckets=config.context_length_estimate,
-    )
+    shape = {
+        "max_slots": int(adopted.get("max_rolling_batch_size" if rolling else "batch_size", max_slots)),
+        "n_positions": config.n_positions or adopted.get("n_positions"),
+        "dtype": config.dtype or adopted.get("dtype"),
+        "device": device,
+        "trust_remote_code": config.trust_remote_code,
+    }
+    # Before any allocation: a configuration that cannot fit fails here, naming its options.
+    check_budget(plan_memory(artifacts.checkpoint_dir, **shape), config, device)
+    return PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate, **shape)
+
+
+def warn_tensor_parallel(config: HandlerConfig, device: str) -> None:
+    """The PyTorch backend runs on one device: a tensor-parallel degree other than 1 is not
+    applied, and the log says so under the key the user wrote."""
+    if config.tensor_parallel_degree != 1:
+        logger.warning("%s=%s is ignored: the PyTorch backend (%s) runs the model on one device; "
+                       "tensor parallelism applies to the Neuron backend only",
+                       config.origin("tensor_parallel_degree"), config.tensor_parallel_degree, device)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, PrivateAttr, model_validator
 
 from djl_python.config.errors import FieldConflict
 from djl_python.config.fields import AMP_ALIASES, DTYPE_TO_AMP, parse_bool, parse_dtype
 from djl_python.config.lmi import LmiProperties
+from djl_python.config.serving import ServingProperties
 from djl_python.config.tnx import TnxProperties
 
 # Model types whose Transformers-NeuronX classes support continuous batching.
@@ -67,7 +68,7 @@ def _fold_load_in_8bit(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class HandlerConfig(TnxProperties, LmiProperties):
+class HandlerConfig(ServingProperties, TnxProperties, LmiProperties):
     """Validated, immutable handler configuration.
 
     Invariants once constructed: every enumerated option holds its canonical
@@ -80,6 +81,22 @@ class HandlerConfig(TnxProperties, LmiProperties):
     # Field order (used by the docs) is LMI first, then Transformers-NeuronX:
     # pydantic collects fields from the most basic class of the MRO upwards.
     model_config = ConfigDict(frozen=True, extra="ignore")
+    # field -> the key as the user wrote it (``--max-num-seqs``, ``option.n_positions``,
+    # ``OPTION_DTYPE``); set once by ``validate_options``, kept by ``model_copy``.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal values are equal configurations, however they were written."""
+        if not isinstance(other, HandlerConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.__dict__.items())))
+
+    def origin(self, field: str) -> str:
+        """How the user wrote ``field`` (``option.<field>`` when it was not set)."""
+        return self._origins.get(field, f"option.{field}")
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,6 @@ key, so a typo such as ``option.tensor_paralel_degree`` does not go unnoticed.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from djl_python.config.errors import ConfigError, ConfigProblem, config_error_from_validation
 from djl_python.config.handler_config import INPUT_ONLY_KEYS, HandlerConfig
 from djl_python.config.honesty import warn_inert_options
+from djl_python.config.suggest import suggestion_hint
 from djl_python.config.sources import (
     OptionValue,
     Options,
@@ -63,13 +63,10 @@ KNOWN_KEYS = frozenset(HandlerConfig.model_fields) | frozenset(INPUT_ONLY_KEYS)
 
 
 def _warn_unknown(options: Options) -> None:
-    candidates = sorted(KNOWN_KEYS)
     for key, option in sorted(options.items()):
         if key in KNOWN_KEYS or key in IGNORED_KEYS:
             continue
-        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        logger.warning("ignoring unknown configuration key %s%s", option.origin, hint)
+        logger.warning("ignoring unknown configuration key %s%s", option.origin, suggestion_hint(key, KNOWN_KEYS))
 
 
 def _file_options(model_dir: str | None) -> Options:
@@ -95,6 +92,7 @@ def validate_options(options: Options) -> HandlerConfig:
     except ValidationError as exc:
         raise config_error_from_validation(exc, origins, raw) from None
     warn_inert_options(config, options)
+    config._origins = dict(origins)
     return config
 
 
@@ -102,25 +100,29 @@ def load_config(
     model_dir: str | Path | None = None,
     properties: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    overrides: Options | None = None,
 ) -> HandlerConfig:
     """Build the handler configuration from its sources.
 
     ``properties`` (keys with or without ``option.``) replaces reading
     ``model_dir/serving.properties``. ``env`` defaults to ``os.environ``.
-    ``model_dir`` defaults to the folder named by ``SERVING_LOAD_MODELS``; an
-    explicit ``model_dir`` beats every source. Precedence otherwise:
-    properties > ``OPTION_*`` > ``HF_MODEL_ID`` / ``SERVING_LOAD_MODELS``.
+    ``overrides`` are command-line values (field -> ``OptionValue`` whose origin
+    is the flag, e.g. ``--max-num-seqs``); an ``overrides["model_dir"]`` is the
+    folder whose ``serving.properties`` is read. ``model_dir`` defaults to the
+    folder named by ``SERVING_LOAD_MODELS``; an explicit ``model_dir`` beats
+    every source. Precedence otherwise: overrides > properties > ``OPTION_*`` >
+    ``HF_MODEL_ID`` / ``SERVING_LOAD_MODELS``.
 
     Raises ``ConfigError`` listing every invalid key.
     """
     env_options = options_from_env(os.environ if env is None else env)
-    explicit: Options = {}
+    explicit: Options = dict(overrides or {})
     if model_dir is not None:
         explicit["model_dir"] = OptionValue(str(model_dir), "model_dir")
     if properties is not None:
         file_options = options_from_properties(properties)
     else:
-        folder = str(model_dir) if model_dir is not None else None
+        folder = explicit["model_dir"].value if "model_dir" in explicit else None
         if folder is None and "model_dir" in env_options:
             folder = env_options["model_dir"].value
         file_options = _file_options(folder)

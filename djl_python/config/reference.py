@@ -15,6 +15,7 @@ from typing import Any
 
 from djl_python.config.handler_config import INPUT_ONLY_KEYS, HandlerConfig
 from djl_python.config.lmi import LmiProperties
+from djl_python.config.serving import ServingProperties
 from djl_python.config.sources import ENV_PREFIX, KEY_ALIASES, OPTION_PREFIX
 from djl_python.config.tnx import TnxProperties
 
@@ -45,7 +46,9 @@ def _type_text(schema: dict[str, Any]) -> str:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
     if "const" in schema:
         return f"`{schema['const']}`"
-    kind = {"integer": "int", "boolean": "bool", "string": "str", "array": "list[int]"}.get(schema.get("type", ""), "?")
+    if schema.get("type") == "array":
+        return f"list[{_type_text(schema.get('items', {}))}]"
+    kind = {"integer": "int", "boolean": "bool", "string": "str"}.get(schema.get("type", ""), "?")
     low, high = schema.get("minimum", schema.get("ge")), schema.get("maximum", schema.get("le"))
     if low is not None and high is not None:
         return f"{kind} {low}–{high}"
@@ -79,12 +82,14 @@ def _table(fields: list[str], properties: dict[str, dict[str, Any]]) -> list[str
 
 
 def render_tables() -> str:
-    """The generated part of the doc: LMI options, Transformers-NeuronX options, synonyms."""
+    """The generated part of the doc: LMI, Transformers-NeuronX and serving options, synonyms."""
     properties = HandlerConfig.model_json_schema()["properties"]
     lmi = [f for f in HandlerConfig.model_fields if f in LmiProperties.model_fields]
     tnx = [f for f in HandlerConfig.model_fields if f in TnxProperties.model_fields]
     lines = [BEGIN, "", "### Common LMI options", "", *_table(lmi, properties)]
     lines += ["", "### Transformers-NeuronX options", "", *_table(tnx, properties)]
+    serving = [f for f in HandlerConfig.model_fields if f in ServingProperties.model_fields]
+    lines += ["", "### Serving and memory options", "", *_table(serving, properties)]
     lines += ["", "### Accepted synonyms (input only)", "", "| key | environment variable | meaning |", "|---|---|---|"]
     lines += [f"| `{OPTION_PREFIX}{key}` | `{env_var(key)}` | {text} |" for key, text in INPUT_ONLY_KEYS.items()]
     return "\n".join([*lines, "", END])

@@ -9,7 +9,7 @@ Three sources, in DJL's order of precedence (highest first):
    not set (``OPTION_MAX_ROLLING_BATCH_SIZE`` -> ``max_rolling_batch_size``,
    ``OPTION_ENTRYPOINT`` -> ``entryPoint``, ``OPTION_ENGINE`` -> ``engine``);
 3. ``HF_MODEL_ID`` (fills ``model_id``) and ``SERVING_LOAD_MODELS``
-   (``name::Engine=url``: fills ``engine`` and ``model_dir``).
+   (``name::Engine=url``: fills ``served_model_name``, ``engine`` and ``model_dir``).
 
 Every value keeps its ``origin``, the key exactly as written
 (``option.dtype``, ``OPTION_DTYPE``, ``HF_MODEL_ID``), so errors can name it.
@@ -160,6 +160,8 @@ def options_from_env(env: Mapping[str, str]) -> Options:
             options.setdefault("engine", OptionValue(model.engine, "SERVING_LOAD_MODELS"))
         key = "model_dir" if model.local_path is not None else "model_id"
         options.setdefault(key, OptionValue(model.local_path or model.url, "SERVING_LOAD_MODELS"))
+        if model.name:  # `name[:version]`: DJL serves it as /predictions/<name>
+            options.setdefault("served_model_name", OptionValue(model.name.split(":")[0], "SERVING_LOAD_MODELS"))
     return options
 
 

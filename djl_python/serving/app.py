@@ -92,7 +92,7 @@ async def _load(state: ServerState, engine_factory: EngineFactory) -> None:
         return
     except Exception as err:  # noqa: BLE001 - reported by /ping; the server stays up to say so
         state.load_error = f"{type(err).__name__}: {err}"
-        logger.exception("model loading failed")
+        logger.error("model loading failed: %s", state.load_error)  # djl-serve logs internal errors' tracebacks
         return
     backend_info = getattr(getattr(engine, "backend", None), "info", None)
     state.info = {

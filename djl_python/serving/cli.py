@@ -1,13 +1,24 @@
 """``djl-serve``: the standalone HTTP server.
 
-    djl-serve [--model-dir DIR] [--host 127.0.0.1] [--port 8080] [--log-level info]
-              [--shutdown-grace 30]
+    djl-serve [MODEL] [--model-dir DIR] [--host 127.0.0.1] [--port 8080]
+              [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N] [--dtype D]
+              [--chat-template T] [--api-key KEY] [--allowed-origins LIST] [--version]
 
-Configuration comes from ``DIR/serving.properties`` and ``OPTION_*`` variables
-(``djl_python.config.load_config``). Without a configured model (no
-``option.model_id`` and no model files in DIR) the embedded default model
-(SmolLM2-135M-Instruct) is served. Inside a container pass ``--host 0.0.0.0``;
-the default only listens on loopback.
+One configuration, several spellings: each model flag is another name for an
+option (``--max-num-seqs`` is ``option.max_rolling_batch_size``), and the
+precedence is command line > ``DIR/serving.properties`` > ``OPTION_*`` >
+``HF_MODEL_ID`` / ``SERVING_LOAD_MODELS`` (``djl_python.config.load_config``).
+Which model runs is ``djl_python.config.model_source.choose_model``'s rule: the
+embedded default model only when no model is configured anywhere; a missing or
+empty folder is an error naming the flag or key. The log says which source
+chose the model.
+
+Start-up order: configuration (exit 2 on an error), bind the port (exit 1 if
+taken, before anything loads), then load the model in the background while
+``/ping`` answers 503. A load that fails or times out logs one line (the
+traceback only at debug level, unless the failure is an internal error) and
+the process exits 1, so an orchestrator restarts or reports it instead of
+waiting on a server that can never become ready.
 
 SIGTERM (or Ctrl-C) drains: new requests get 503 and ``/ping`` turns 503, the
 running ones get up to ``--shutdown-grace`` seconds to finish, what is left is
@@ -19,41 +30,162 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
-from pathlib import Path
 from types import FrameType
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import uvicorn
 
-from djl_python.config import HandlerConfig
+from djl_python.artifacts.errors import ArtifactError
+from djl_python.config import ConfigError, HandlerConfig
+from djl_python.config.sources import OptionValue, Options
 
 logger = logging.getLogger("djl_python.serving")
 
-_MODEL_FILES = ("config.json", "*.safetensors", "*.bin", "*.pt", "*.gguf")
+# flag (argparse dest) -> configuration field; the flag is the option's command-line spelling.
+FLAG_FIELDS: dict[str, tuple[str, str]] = {
+    "model_dir": ("--model-dir", "model_dir"),
+    "served_model_name": ("--served-model-name", "served_model_name"),
+    "max_model_len": ("--max-model-len", "n_positions"),
+    "max_num_seqs": ("--max-num-seqs", "max_rolling_batch_size"),
+    "dtype": ("--dtype", "dtype"),
+    "chat_template": ("--chat-template", "chat_template"),
+    "api_key": ("--api-key", "api_key"),
+    "allowed_origins": ("--allowed-origins", "allowed_origins"),
+}
+# vLLM's --dtype spellings that ours lacks.
+_VLLM_DTYPES = {"half": "fp16", "float": "fp32"}
+# Load failures caused by the configuration or the model files: one line, traceback at debug level.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ArtifactError)
 
 
-def has_model_files(model_dir: Optional[str]) -> bool:
-    """Whether ``model_dir`` holds a model (not just a ``serving.properties``)."""
-    if not model_dir or not Path(model_dir).is_dir():
-        return False
-    return any(any(Path(model_dir).glob(pattern)) for pattern in _MODEL_FILES)
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("djl_python")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "unknown"
 
 
-def resolve_model(config: HandlerConfig) -> HandlerConfig:
-    """``config``, pointed at the default model when it names none."""
-    if config.model_id or has_model_files(config.model_dir):
-        return config
-    from djl_python.default_model import default_model_dir
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults; a flag whose default is "from the configuration" (None) shows none."""
 
-    default = default_model_dir()
-    logger.info("no model configured; serving the default model %s", default)
-    return config.model_copy(update={"model_id": str(default)})
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _option_help(text: str, field: str) -> str:
+    return f"{text} [= option.{field} / OPTION_{field.upper()}]"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="djl-serve", allow_abbrev=False, formatter_class=_HelpFormatter,
+        description="Serve an LLM over HTTP (SageMaker/LMI, TGI and OpenAI routes).",
+        epilog="Every model option can also be set as option.<key> in DIR/serving.properties or as an "
+        "OPTION_<KEY> environment variable (e.g. OPTION_MAX_ROLLING_BATCH_SIZE=8); see docs/configuration.md "
+        "for all of them. Precedence: command line > serving.properties > OPTION_* > HF_MODEL_ID / "
+        "SERVING_LOAD_MODELS. With no model configured anywhere, the embedded SmolLM2-135M-Instruct is served.",
+    )
+    parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                        help=_option_help("Hugging Face model id, s3:// URL or local model folder", "model_id"))
+    parser.add_argument("--model", "--model-id", dest="model_flag", default=None, metavar="MODEL",
+                        help="same as the positional MODEL")
+    parser.add_argument("--model-dir", default=None, metavar="DIR",
+                        help=_option_help("folder with serving.properties and/or the model", "model_dir"))
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port")
+    parser.add_argument("--served-model-name", default=None, metavar="NAME",
+                        help=_option_help("name clients use in 'model' and /predictions/NAME", "served_model_name"))
+    parser.add_argument("--max-model-len", default=None, metavar="N",
+                        help=_option_help("tokens per sequence, prompt + generated", "n_positions"))
+    parser.add_argument("--max-num-seqs", default=None, metavar="N",
+                        help=_option_help("sequences decoded together (KV-cache slots)", "max_rolling_batch_size"))
+    parser.add_argument("--dtype", default=None,
+                        help=_option_help("auto, fp32/float32/float, fp16/float16/half, bf16/bfloat16", "dtype"))
+    parser.add_argument("--chat-template", default=None, metavar="TEMPLATE",
+                        help=_option_help("Jinja chat template or a file holding one", "chat_template"))
+    parser.add_argument("--api-key", default=None, metavar="KEY",
+                        help=_option_help("require 'Authorization: Bearer KEY' (401 otherwise; /ping, /health "
+                                          "open)", "api_key"))
+    parser.add_argument("--allowed-origins", default=None, metavar="ORIGINS",
+                        help=_option_help("CORS origins: '*', a comma list or a JSON list", "allowed_origins"))
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                        help="log level")
+    parser.add_argument("--shutdown-grace", type=float, default=30.0,
+                        help="seconds running requests get to finish after SIGTERM")
+    parser.add_argument("--version", action="version", version=f"djl-serve {_version()}")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is not None and args.model_flag is not None and args.model != args.model_flag:
+        parser.error(f"the model is given twice: MODEL={args.model!r} and --model={args.model_flag!r}")
+    return args
+
+
+def cli_overrides(args: argparse.Namespace) -> Options:
+    """The flags the user gave, as configuration overrides whose origin is the flag."""
+    overrides: Options = {}
+    if args.model is not None or args.model_flag is not None:
+        given_as = "MODEL" if args.model is not None else "--model"
+        overrides["model_id"] = OptionValue(args.model if args.model is not None else args.model_flag, given_as)
+    for dest, (flag, field) in FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        if dest == "dtype":
+            value = _VLLM_DTYPES.get(value.strip().lower(), value)
+        overrides[field] = OptionValue(str(value), flag)
+    return overrides
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything loads (``OSError`` if it is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def explained_loader(load: Callable[[HandlerConfig], Any], prepare: Callable[[], Any] | None = None
+                     ) -> Callable[[HandlerConfig], Any]:
+    """``load``, preceded by ``prepare()`` (the default model's one-time conversion), logging an
+    internal error's traceback; a user error's traceback is logged at debug level only. The
+    one-line report and the exit are the server's (``GracefulServer``)."""
+
+    def run(config: HandlerConfig) -> Any:
+        try:
+            if prepare is not None:
+                prepare()
+            return load(config)
+        except USER_ERRORS:
+            logger.debug("model loading failed", exc_info=True)
+            raise
+        except Exception:
+            logger.exception("internal error while loading the model")
+            raise
+
+    return run
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn, with SIGTERM draining the app before the server stops."""
+    """uvicorn, with SIGTERM draining the app before the server stops, and an exit code of 1
+    once the model has failed to load (``exit_code``)."""
 
     def __init__(self, config: uvicorn.Config, app: Any, grace_seconds: float) -> None:
         super().__init__(config)
@@ -61,10 +193,20 @@ class GracefulServer(uvicorn.Server):
         self._grace = grace_seconds
         self._draining = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.exit_code = 0
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def on_tick(self, counter: int) -> bool:
+        """Every 0.1 s (uvicorn's main loop): stop once loading has failed for good."""
+        load_error = self._app.state.server.load_error
+        if load_error is not None and self.exit_code == 0:  # the app has logged the reason
+            logger.info("djl-serve: stopping with exit status 1: the model cannot be loaded")
+            self.exit_code = 1
+            self.should_exit = True
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: Optional[FrameType]) -> None:
         if self._draining or self._loop is None:
@@ -85,36 +227,51 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="djl-serve", description="Serve an LLM over HTTP (LMI, TGI, OpenAI).")
-    parser.add_argument("--model-dir", default=None, help="folder with serving.properties and/or the model")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 inside a container)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--shutdown-grace", type=float, default=30.0,
-                        help="seconds running requests get to finish after SIGTERM")
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from djl_python.config import ConfigError, load_config
-    from djl_python.loader import load_engine
-    from djl_python.serving.app import create_app
+    from djl_python import default_model
+    from djl_python.config import load_config
+    from djl_python.config.chat_template import load_chat_template
+    from djl_python.config.model_source import choose_model
 
     try:
-        config = resolve_model(load_config(args.model_dir))
+        config = load_config(overrides=cli_overrides(args))
+        choice = choose_model(config, default_model.default_model_path)
+        if config.chat_template:
+            load_chat_template(config.chat_template, config.origin("chat_template"))
     except (ConfigError, FileNotFoundError) as err:
         print(f"djl-serve: configuration error: {err}", file=sys.stderr)
         return 2
-    app = create_app(config, load_engine)
-    logger.info("djl-serve %s on http://%s:%d (model %s, device %s); loading in the background",
-                "listening", args.host, args.port, app.state.server.model_name, config.device)
+    config = choice.config
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as err:
+        print(f"djl-serve: cannot listen on {args.host}:{args.port} (--host/--port): {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+
+    from djl_python.loader import load_engine
+    from djl_python.serving.app import create_app
+    from djl_python.serving.security import install_security
+
+    prepare = default_model.default_model_dir if choice.is_default and not default_model.is_prepared() else None
+    app = create_app(config, explained_loader(load_engine, prepare), model_name=config.served_model_name)
+    install_security(app, config)
+    logger.info("djl-serve listening on http://%s:%d; model %s (chosen by %s), device %s; loading in the background",
+                args.host, args.port, app.state.server.model_name, choice.source, config.device)
     uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                lifespan="on", timeout_graceful_shutdown=5)
-    GracefulServer(uv_config, app, args.shutdown_grace).run()
-    return 0
+    server = GracefulServer(uv_config, app, args.shutdown_grace)
+    server.run(sockets=[sock])
+    if server.exit_code:
+        # A load that timed out still runs in its (non-daemon) thread, and interpreter exit would
+        # wait for it, possibly for the whole compilation: leave now, the reason is logged.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(server.exit_code)
+    return server.exit_code
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from djl_python.config import HandlerConfig
 from tests.config.helpers import parse
@@ -70,6 +71,15 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("option.speculative_length", "7", "speculative_length", 7),
     ("option.draft_model_tp_size", "2", "draft_model_tp_size", 2),
     ("option.draft_model_compiled_path", "s3://b-ucket/x", "draft_model_compiled_path", "s3://b-ucket/x"),
+    ("option.served_model_name", " my-model ", "served_model_name", "my-model"),
+    ("option.chat_template", "/etc/chat.jinja", "chat_template", "/etc/chat.jinja"),
+    ("option.api_key", "s3cret", "api_key", SecretStr("s3cret")),
+    ("option.allowed_origins", "https://a.example, https://b.example", "allowed_origins",
+     ["https://a.example", "https://b.example"]),
+    ("option.allowed_origins", '["*"]', "allowed_origins", ["*"]),
+    ("option.memory_budget", "8GiB", "memory_budget", 8 * 2**30),
+    ("option.memory_budget", "1.5GB", "memory_budget", 1_500_000_000),
+    ("option.memory_budget", "4096", "memory_budget", 4096),
 ]
 
 

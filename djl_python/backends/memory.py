@@ -1,0 +1,194 @@
+"""Memory the PyTorch backend will take, computed before anything is allocated, and its budget.
+
+The PyTorch backend preallocates every slot's K/V rows at full length when it
+loads (``slot_cache.SlotCache``), so the KV cache is a fixed, known size:
+
+    KV bytes = slots x n_positions x layers x 2 (K and V) x KV heads x head dim x dtype bytes
+
+and the weights are their parameter count (read from the safetensors headers,
+no tensor is read) times the bytes of the dtype they are loaded in. Both use
+the backend's own defaults (``model_defaults.resolve_dtype`` and
+``resolve_n_positions``), so the plan describes what the load would allocate.
+
+``check_budget`` compares the sum with ``option.memory_budget``, by default 90%
+of the memory available now: host memory (``MemAvailable``, capped by a cgroup
+v2/v1 limit minus its usage) for CPU, free device memory for CUDA. Activations
+and the Python process itself are not counted; that is what the other 10% is
+for. Too large a configuration fails here with a message naming the options to
+change, instead of an OOM kill with no message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from djl_python.config.errors import ConfigError, ConfigProblem
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_FRACTION = 0.9
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+# safetensors header dtypes -> bytes (https://github.com/huggingface/safetensors, format docs).
+_ST_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "U8": 1, "I8": 1, "BOOL": 1,
+             "F8_E4M3": 1, "F8_E5M2": 1}
+_GIB = 2**30
+
+
+def gib(n: float) -> str:
+    return f"{n / _GIB:.2f} GiB"
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What the backend will allocate: weights and the preallocated KV cache, in bytes."""
+
+    slots: int
+    n_positions: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: str
+    weights_bytes: int
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.slots * self.n_positions * self.layers * 2 * self.kv_heads * self.head_dim * _DTYPE_BYTES[self.dtype]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes
+
+    def describe(self) -> str:
+        return (
+            f"weights {gib(self.weights_bytes)} + KV cache {gib(self.kv_cache_bytes)} "
+            f"({self.slots} slots x {self.n_positions} positions x {self.layers} layers x 2 x {self.kv_heads} KV heads"
+            f" x {self.head_dim} x {_DTYPE_BYTES[self.dtype]} bytes {self.dtype}) = {gib(self.total_bytes)}"
+        )
+
+
+def kv_geometry(config: Any) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of a Hugging Face config: GQA (``num_key_value_heads``),
+    MQA (``multi_query``: one head, gpt_bigcode and falcon) or one K/V head per attention head."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = int(text.num_attention_heads)
+    kv_heads = getattr(text, "num_key_value_heads", None) or getattr(text, "num_kv_heads", None)
+    if not kv_heads:
+        kv_heads = 1 if getattr(text, "multi_query", False) else heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return int(text.num_hidden_layers), int(kv_heads), int(head_dim)
+
+
+def _safetensors_params(path: Path) -> int:
+    """Elements in a safetensors file, from its header alone (8-byte length + JSON)."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    return sum(math.prod(meta["shape"]) for name, meta in header.items() if name != "__metadata__")
+
+
+def weights_bytes(model_dir: Path, dtype: str, stored_dtype: str | None) -> int:
+    """Bytes the weights take once loaded in ``dtype``.
+
+    From the safetensors headers when present; otherwise the checkpoint files' size
+    rescaled from the stored dtype (``stored_dtype``, fp32 when unknown)."""
+    shards = sorted(model_dir.glob("*.safetensors"))
+    if shards:
+        return sum(_safetensors_params(p) for p in shards) * _DTYPE_BYTES[dtype]
+    files = [p for pattern in ("*.bin", "*.pt") for p in model_dir.glob(pattern)]
+    stored = _DTYPE_BYTES.get(stored_dtype or "fp32", 4)
+    return sum(p.stat().st_size for p in files) * _DTYPE_BYTES[dtype] // stored
+
+
+def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | None, dtype: str | None,
+                device: str, trust_remote_code: bool = False) -> MemoryPlan:
+    """The plan for loading ``model_dir`` as the PyTorch backend would (same defaults)."""
+    import torch
+    from transformers import AutoConfig
+
+    from djl_python.backends import model_defaults as defaults
+
+    config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    torch_dtype = defaults.resolve_dtype(dtype, torch.device("cuda" if device.startswith("cuda") else "cpu"))
+    name = defaults.dtype_name(torch_dtype)
+    layers, kv_heads, head_dim = kv_geometry(config)
+    stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
+    stored_short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(stored)
+    return MemoryPlan(
+        slots=max_slots,
+        n_positions=defaults.resolve_n_positions(config, n_positions),
+        layers=layers,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        dtype=name,
+        weights_bytes=weights_bytes(Path(model_dir), name, stored_short),
+    )
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # cgroup v2 writes "max" for no limit
+
+
+def host_available_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """``MemAvailable``, capped by the cgroup's limit minus its usage (v2, else v1); None if unknown."""
+    available: int | None = None
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(cgroup / limit_file), _read_int(cgroup / usage_file)
+        if limit is not None and usage is not None and limit < 2**60:  # v1 writes ~2^63 for no limit
+            room = max(limit - usage, 0)
+            available = room if available is None else min(available, room)
+            break
+    return available
+
+
+def available_memory(device: str) -> tuple[int | None, str]:
+    """Memory available to the model now on ``device``, and where the figure comes from."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free), f"free memory on {device}"
+    return host_available_bytes(), "available host memory (MemAvailable within the cgroup limit)"
+
+
+def check_budget(plan: MemoryPlan, config: Any, device: str) -> None:
+    """Log ``plan``; raise ``ConfigError`` naming the options to change when it exceeds the budget
+    (``config.memory_budget``, else ``DEFAULT_BUDGET_FRACTION`` of ``available_memory(device)``)."""
+    if config.memory_budget is not None:
+        budget, why = config.memory_budget, f"{config.origin('memory_budget')}={config.memory_budget}"
+    else:
+        available, where = available_memory(device)
+        if available is None:
+            logger.info("memory plan: %s (not checked: %s unknown)", plan.describe(), where)
+            return
+        budget = int(available * DEFAULT_BUDGET_FRACTION)
+        why = f"{DEFAULT_BUDGET_FRACTION:.0%} of {gib(available)} {where}; set option.memory_budget to change it"
+    logger.info("memory plan: %s; budget %s (%s)", plan.describe(), gib(budget), why)
+    if plan.total_bytes <= budget:
+        return
+    slots_key = config.origin("max_rolling_batch_size" if config.rolling_batch_enabled else "batch_size")
+    n_pos_key, dtype_key = config.origin("n_positions"), config.origin("dtype")
+    budget_key = config.origin("memory_budget")
+    advice = f"lower {slots_key} (now {plan.slots}) or {n_pos_key} (now {plan.n_positions})"
+    if plan.dtype == "fp32":
+        advice += f", set {dtype_key}=bf16 (halves both)"
+    message = (f"the model needs {gib(plan.total_bytes)} ({plan.describe()}) but the memory budget is {gib(budget)}"
+               f" ({why}); {advice}, or raise {budget_key}")
+    raise ConfigError([ConfigProblem(", ".join((slots_key, n_pos_key, budget_key)), None, message,
+                                     message_names_key=True)])

@@ -1,0 +1,85 @@
+"""Serving options: the model's public name, chat template, access control and the memory budget.
+
+These are the settings vLLM and TGI users pass on the command line
+(``--served-model-name``, ``--chat-template``, ``--api-key``,
+``--allowed-origins``); ``djl-serve`` maps its flags onto these same fields, so
+a flag, an ``option.<key>`` line and an ``OPTION_<KEY>`` variable are three
+spellings of one setting. Validators are pure: a chat-template file is read
+when the tokenizer is loaded (``djl_python.config.chat_template``), the budget
+is checked when the backend is built (``djl_python.backends.memory``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+from djl_python.config.fields import OptStr
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(value: Any) -> Any:
+    """Bytes as an integer, or a number with a unit: ``8G``/``8GB`` (10^9), ``8GiB`` (2^30)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError("must be a number of bytes, optionally with a unit: 512MiB, 8GiB, 8GB, 8G")
+        number, unit, binary, _ = match.groups()
+        base = 1024 if binary or unit == "" else 1000
+        return int(float(number) * base ** _POWERS[unit.lower()])
+    return value
+
+
+def parse_origins(value: Any) -> Any:
+    """``*``, ``a,b`` or a JSON list (vLLM's ``--allowed-origins '["a"]'``) -> list of origins."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError('must be a comma-separated list or a JSON list of origins, e.g. ["*"]') from None
+        else:
+            value = [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _secret(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class ServingProperties(BaseModel):
+    """Options of the HTTP server and of the memory check. See docs/configuration.md."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    served_model_name: OptStr = Field(
+        None,
+        description="Name clients use (`model` in OpenAI, `{model}` in `/predictions/{model}`); unset: the "
+        "`SERVING_LOAD_MODELS` name, else the model id or folder name.",
+    )
+    chat_template: OptStr = Field(
+        None, description="Jinja chat template, or the path of a file holding one; replaces the tokenizer's."
+    )
+    api_key: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
+        None, description="djl-serve: require `Authorization: Bearer <key>` (401 otherwise); `/ping`, `/health` exempt."
+    )
+    allowed_origins: Annotated[list[str] | None, BeforeValidator(parse_origins)] = Field(
+        None, description="djl-serve: CORS origins allowed to call the server (`*`, a comma list or a JSON list)."
+    )
+    memory_budget: Annotated[int | None, BeforeValidator(parse_size), Field(ge=1)] = Field(
+        None,
+        description="Bytes (or `8GiB`, `8GB`) that weights + KV cache may take, checked before loading "
+        "(PyTorch backend); unset: 90% of available memory (host RAM within the cgroup limit, or free GPU memory).",
+    )

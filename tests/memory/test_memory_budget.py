@@ -1,0 +1,96 @@
+"""The memory plan equals what the PyTorch backend allocates, and a budget it exceeds stops the load first."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from djl_python.backends import memory
+from djl_python.backends.memory import MemoryPlan, check_budget, host_available_bytes, plan_memory
+from djl_python.config import ConfigError, load_config
+from djl_python.config.sources import OptionValue
+from tests.models import ARCHS
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -> None:
+    """KV cache and weights of every tiny architecture (GQA, MQA, alibi, ...) against the loaded backend."""
+    from djl_python.backends.pytorch import PyTorchBackend
+
+    folder = tiny_model_factory(arch)
+    plan = plan_memory(folder, max_slots=2, n_positions=64, dtype=None, device="cpu")
+    backend = PyTorchBackend.load(folder, max_slots=2, n_positions=64, device="cpu")
+    assert plan.kv_cache_bytes == backend.info.extra["kv_cache_bytes"] > 0
+    assert plan.weights_bytes == sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    assert (plan.n_positions, plan.dtype) == (backend.limits.n_positions, backend.info.dtype)
+
+
+def test_default_model_plan_is_the_figure_the_issue_measured(smollm2_dir: Path) -> None:
+    # issue 13: "3.0 GB for the 135M default model" with the defaults (32 slots, 2048 positions, fp32).
+    plan = plan_memory(smollm2_dir, max_slots=32, n_positions=None, dtype=None, device="cpu")
+    assert plan.kv_cache_bytes == 32 * 2048 * 30 * 2 * 3 * 64 * 4  # 3.02e9 bytes
+    assert 0.5e9 < plan.weights_bytes < 0.6e9  # 134.5M parameters x 4 bytes
+
+
+def _plan(**kw) -> MemoryPlan:
+    base = dict(slots=32, n_positions=2048, layers=30, kv_heads=3, head_dim=64, dtype="fp32", weights_bytes=10**9)
+    return MemoryPlan(**{**base, **kw})
+
+
+def test_over_budget_names_the_options_as_the_user_wrote_them(caplog: pytest.LogCaptureFixture) -> None:
+    config = load_config(env={"OPTION_N_POSITIONS": "2048"},
+                         overrides={"max_rolling_batch_size": OptionValue("32", "--max-num-seqs"),
+                                    "memory_budget": OptionValue("2GiB", "--memory-budget-test")})
+    with caplog.at_level(logging.INFO, logger="djl_python.backends.memory"), pytest.raises(ConfigError) as info:
+        check_budget(_plan(), config, "cpu")
+    message = str(info.value)
+    for key in ("--max-num-seqs (now 32)", "OPTION_N_POSITIONS (now 2048)", "option.dtype=bf16", "2.00 GiB",
+                "raise --memory-budget-test"):
+        assert key in message
+    assert "memory plan: weights 0.93 GiB + KV cache 2.81 GiB" in caplog.text  # logged before the verdict
+    check_budget(_plan(slots=4), config, "cpu")  # 1.3 GiB fits
+
+
+def test_default_budget_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(env={})
+    monkeypatch.setattr(memory, "available_memory", lambda device: (4 * 2**30, "test memory"))
+    check_budget(_plan(slots=4), config, "cpu")
+    with pytest.raises(ConfigError, match=r"budget is 3.60 GiB \(90% of 4.00 GiB test memory"):
+        check_budget(_plan(), config, "cpu")
+
+
+def test_host_memory_is_capped_by_the_cgroup(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemAvailable:   16000000 kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    assert host_available_bytes(meminfo, cgroup) == 16000000 * 1024
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text("1000\n")
+    assert host_available_bytes(meminfo, cgroup) == 16000000 * 1024  # v2 without a limit
+    (cgroup / "memory.max").write_text(f"{2 * 2**30}\n")
+    assert host_available_bytes(meminfo, cgroup) == 2 * 2**30 - 1000
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{2**29}\n")
+    assert host_available_bytes(meminfo, v1) == 2**29
+
+
+def test_load_stops_before_allocating_and_warns_about_tensor_parallel(
+        tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.loader import load_engine
+
+    def never(*args, **kwargs):
+        raise AssertionError("the backend was built although the plan exceeds the budget")
+
+    monkeypatch.setattr(PyTorchBackend, "load", never)
+    config = load_config(tiny_llama, env={"OPTION_DEVICE": "cpu", "OPTION_MEMORY_BUDGET": "1MiB",
+                                          "OPTION_TENSOR_PARALLEL_DEGREE": "2"})
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError) as info:
+        load_engine(config)
+    assert "raise OPTION_MEMORY_BUDGET" in str(info.value) and "option.max_rolling_batch_size (now 32)" in str(info.value)
+    assert "OPTION_TENSOR_PARALLEL_DEGREE=2 is ignored: the PyTorch backend" in caplog.text
