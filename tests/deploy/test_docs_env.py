@@ -26,6 +26,9 @@ def test_env_only_equals_the_properties_quick_start():
     from_env = load_config(properties={}, env=env)
     from_file = load_config(properties=read_properties_file(REPO / "serving.properties.example"), env={})
     assert from_env.model_dir == "/opt/ml/model"
-    assert from_env.model_dump(exclude={"model_dir"}) == from_file.model_dump(exclude={"model_dir"})
+    # SERVING_LOAD_MODELS also names the model (``/predictions/test``); the file form has no name.
+    assert from_env.served_model_name == "test" and from_file.served_model_name is None
+    differ = {"model_dir", "served_model_name"}
+    assert from_env.model_dump(exclude=differ) == from_file.model_dump(exclude=differ)
     assert from_env.tensor_parallel_degree == 4 and from_env.max_rolling_batch_size == 8
     assert from_env.model_loading_timeout == 1600
