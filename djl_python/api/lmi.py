@@ -208,6 +208,9 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     top_n = p.top_n_tokens or (p.logprobs if isinstance(p.logprobs, int) and not isinstance(p.logprobs, bool) else 0)
     if not 0 <= top_n <= 20:
         raise InvalidRequest("parameters.logprobs", f"must be in [0, 20], got {top_n}")
+    # DJL v0.28.0 (engines/python/setup/djl_python/request.py) sets tgi_compat on the request input
+    # only for the json and sse formatters; there, details default on (output_formatter.py).
+    tgi_compat = tgi_compat and formatter in ("json", "sse")
     details = p.details or tgi_compat
     # Per-token log-probs appear in every streamed token and in json details.
     want_logprobs = bool(p.logprobs) or top_n > 0 or details or formatter in ("jsonlines", "sse")
@@ -225,7 +228,7 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     return LmiRequest(
         params=params, output_formatter=formatter, prompts=prompts, stream=req.stream, details=details,
         decoder_input_details=p.decoder_input_details, return_full_text=p.return_full_text, top_n_tokens=top_n,
-        tgi_compat=tgi_compat and formatter in ("json", "jsonlines", "sse"),
+        tgi_compat=tgi_compat,
         ignored=tuple(sorted((p.model_extra or {}).keys())) + tuple(sorted((req.model_extra or {}).keys())),
     )
 

@@ -122,3 +122,11 @@ def test_bad_requests_name_their_field(body, field):
     with pytest.raises(InvalidRequest) as e:
         parse_request(body if isinstance(body, dict) else body.encode())
     assert e.value.field == field, e.value
+
+
+@pytest.mark.parametrize(("formatter", "compat"), [("json", True), ("sse", True), ("jsonlines", False)])
+def test_tgi_compat_applies_to_json_and_sse_only(formatter, compat):
+    """DJL v0.28.0 engines/python/setup/djl_python/request.py: only the json and sse formatters
+    get ``tgi_compat`` (and with it ``details`` on by default); jsonlines keeps LMI's shape."""
+    req = parse_request({"inputs": "x", "parameters": {"output_formatter": formatter}}, tgi_compat=True)
+    assert req.tgi_compat is compat and req.details is compat
