@@ -8,6 +8,10 @@ in what one KV-cache row is.
 KV row per slot, each with its own positions. A prefill touches only the new
 slots; a decode any subset. Nothing else is kept on the host.
 
+**Single row** (GPT-J): the naive strategy with one KV row, because GPT-J's mask
+ignores ``start_ids`` (transformers-neuronx ``gptj/hlo.py``) and left padding
+would be attended.
+
 **Naive rolling batch** (every other architecture): TNX static batching, where
 all ``batch_size`` rows are always passed and share one cache column per step.
 Rows are left-padded so each row's last token sits in the same column, and
@@ -25,34 +29,89 @@ from djl_python.backends.neuron import NeuronBackend
 
 
 class ContinuousBatchingBackend(NeuronBackend):
-    """One KV row per slot (``seq_ids`` = slot ids); see the module docstring."""
+    """One KV row per slot (``seq_ids`` = slot ids); see the module docstring.
+
+    Inputs are what DJL passes (djl-serving afece25d ``transformers_neuronx_scheduler/
+    optimum_neuron_scheduler.py`` ``ContinuousBatchingNeuronGenerator``): a prefill is
+    right-padded to its *longest prompt* only, with ``cache_ids = arange(width) * mask``;
+    transformers-neuronx pads to the context bucket itself. This answers at each row's
+    last token in every release: before ``vectorize_last_token_id`` (8b01968, 7a30b42)
+    a multi-row prefill takes each row's ``cache_ids.max()`` and a one-row prefill
+    ``width - 1``, so padding to a bucket here would answer at a padding column.
+
+    Invariant (hardware): a decode runs the full batch; every slot not listed gets
+    token 0 written at cache position 0 (``base._prepare_for_continuous_batching``,
+    every release). So every occupied slot must be listed in every decode call;
+    a decode that leaves one out is refused before it corrupts that slot.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.occupied: set[int] = set()
+        # Tokens fed per occupied slot (prompt, then each decoded token): only to re-prefill a
+        # companion row in the one corner case below; never read otherwise.
+        self.history: dict[int, list[int]] = {}
+        config = getattr(self.model, "neuron_config", None)
+        self.vectorized = config is not None and bool(getattr(config, "vectorize_last_token_id", False))
 
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Prefill the new slots; see the class docstring for the inputs.
+
+        A prefill one column wide is not a prefill to TNX: ``_prepare_for_continuous_batching``
+        takes it for a decode (``n_active_tokens > 1`` is the prefill test) and writes token 0
+        at position 0 of every other slot. So while other slots are occupied it is sent two
+        columns wide (a padding column with cache id 0). Releases without
+        ``vectorize_last_token_id`` then answer a one-row prefill at column 1, the padding, so
+        one occupied slot is re-prefilled alongside with exactly the tokens it holds (its row is
+        rewritten unchanged, its logits dropped) and each row answers at its own ``cache_ids.max()``.
+        """
         self._check_slots(slot_ids)
         lengths = [len(p) for p in prompts]
         if len(prompts) != len(slot_ids) or min(lengths, default=0) < 1:
             raise ValueError("prefill needs one non-empty prompt per slot")
-        width = self.limits.bucket_for(max(lengths))
-        # Right padding: real tokens at 0..len-1 (cache_ids = their positions), then pad with cache id 0.
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
-        cache_ids = torch.zeros((len(prompts), width), dtype=torch.int64)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.int64)
-            cache_ids[row, : len(prompt)] = torch.arange(len(prompt))
-        seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
-        return self._forward(input_ids, cache_ids, seq_ids, rows=len(prompts))
+        self.limits.bucket_for(max(lengths))  # past the largest bucket TNX asserts "invalid input prompt length"
+        rows = {slot: list(prompt) for slot, prompt in zip(slot_ids, prompts)}
+        others = sorted(self.occupied - set(slot_ids))
+        width = max(lengths)
+        if width == 1 and others:
+            width = 2
+            if len(rows) == 1 and not self.vectorized:
+                rows[others[0]] = self.history[others[0]]
+                width = max(2, len(rows[others[0]]))
+        order = sorted(rows)
+        input_ids = torch.full((len(order), width), self.pad_token_id, dtype=torch.int64)
+        cache_ids = torch.zeros((len(order), width), dtype=torch.int64)
+        for row, slot in enumerate(order):
+            tokens = rows[slot]
+            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
+            cache_ids[row, : len(tokens)] = torch.arange(len(tokens))
+        seq_ids = torch.tensor(order, dtype=torch.int64)
+        logits = self._forward(input_ids, cache_ids, seq_ids, rows=len(order))
+        for slot, prompt in zip(slot_ids, prompts):
+            self.history[slot] = list(prompt)
+        self.occupied.update(slot_ids)
+        return logits[[order.index(slot) for slot in slot_ids]]
 
     def decode(self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         self._check_slots(slot_ids)
+        left_out = sorted(self.occupied - set(slot_ids))
+        if left_out:
+            raise ValueError(
+                f"continuous-batching decode must list every occupied slot; {left_out} left out would have "
+                "token 0 written at cache position 0 (transformers-neuronx pads a decode to the full batch)")
         n = len(slot_ids)
         input_ids = torch.tensor(list(last_tokens), dtype=torch.int64).view(n, 1)
         cache_ids = torch.tensor(list(positions), dtype=torch.int64).view(n, 1)
         seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
-        return self._forward(input_ids, cache_ids, seq_ids, rows=n)
+        logits = self._forward(input_ids, cache_ids, seq_ids, rows=n)
+        for slot, token in zip(slot_ids, last_tokens):
+            self.history[slot].append(int(token))
+        return logits
 
     def release(self, slot_id: int) -> None:
         # The next prefill of this slot rewrites positions 0..len-1 and masks the rest by position.
-        return None
+        self.occupied.discard(slot_id)
+        self.history.pop(slot_id, None)
 
 
 class NaiveRollingBatchBackend(NeuronBackend):
@@ -133,6 +192,9 @@ class NaiveRollingBatchBackend(NeuronBackend):
             input_ids[slot, width - len(tokens):] = torch.tensor(tokens, dtype=torch.int64)
             start[slot] = width - len(tokens)
         self.model.reset()
-        logits = self._forward(input_ids, torch.arange(width, dtype=torch.int64), start, rows=rows)
+        # cache_ids=None, as DJL (afece25d optimum_modeling.py get_cache_ids(prefill=True)) and optimum
+        # pass: TNX then uses arange(bucket). An explicit arange(width) is not padded to the context
+        # bucket before 0623de2 (base._prepare_for_par_ctx_rhs_padding), which breaks 0.9 and early 0.10.
+        logits = self._forward(input_ids, None, start, rows=rows)
         self.cursor, self._start = width, start
         return logits
