@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,13 +58,38 @@ def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
             "neuron_config": plan.neuron_options}
 
 
-def tensor_parallel_degree(config: HandlerConfig) -> int:
-    """``tensor_parallel_degree``, with ``max`` = every visible NeuronCore."""
+def visible_core_count() -> int:
+    """NeuronCores this process may use: ``NEURON_RT_VISIBLE_CORES`` (``"2"``, ``"0-3"``, ``"0,1,4-5"``) when
+    set, else ``NEURON_RT_NUM_CORES``, else two per device node (the Neuron runtime's own precedence)."""
     from djl_python.backends.select import neuron_core_count
 
+    visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+    if not visible:
+        return neuron_core_count()
+    cores: set[int] = set()
+    try:
+        for part in visible.split(","):
+            first, _, last = part.strip().partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError as err:
+        raise NeuronVersionError(
+            f"NEURON_RT_VISIBLE_CORES={visible!r}: expected core ids like 0-3 or 0,1,4-5") from err
+    return len(cores)
+
+
+def tensor_parallel_degree(config: HandlerConfig) -> int:
+    """``tensor_parallel_degree``, with ``max`` = every visible NeuronCore."""
     if config.tensor_parallel_degree == "max":
-        return config.resolved_tp_degree(neuron_core_count())
-    return int(config.tensor_parallel_degree)
+        return config.resolved_tp_degree(visible_core_count())
+    degree = int(config.tensor_parallel_degree)
+    if os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip() and degree > visible_core_count():
+        from djl_python.config import ConfigError, ConfigProblem
+
+        raise ConfigError([ConfigProblem(
+            "option.tensor_parallel_degree", degree,
+            f"NEURON_RT_VISIBLE_CORES={os.environ['NEURON_RT_VISIBLE_CORES']} makes {visible_core_count()} "
+            "NeuronCores visible")])
+    return degree
 
 
 def decide_plans(config: HandlerConfig, artifacts: ModelArtifacts, features: TnxFeatures) -> list[NeuronLoadPlan]:
@@ -75,7 +101,9 @@ def decide_plans(config: HandlerConfig, artifacts: ModelArtifacts, features: Tnx
             return [NeuronLoadPlan.from_json(recorded)]
         optimum = plans_from_optimum_block(block, artifacts.model_type, features)
         if getattr(artifacts, "presharded", False):
-            # A DJL-partitioned folder was compiled from the serving configuration, not by optimum-neuron.
+            # A DJL-partitioned folder was compiled from the serving configuration, not by optimum-neuron;
+            # what the configuration leaves unset comes from its neuron block (artifacts.adopted).
+            config = config.model_copy(update=dict(artifacts.adopted or {}))
             own = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
                                    tp_degree=tensor_parallel_degree(config), features=features)
             return [own, *optimum]
