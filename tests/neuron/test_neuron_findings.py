@@ -86,12 +86,10 @@ def test_naive_reprefill_passes_no_cache_ids(tiny_model_factory, tnx) -> None:
 
 
 # -- 4. continuous batching on early 0.10 ----------------------------------------------------------------
-@pytest.mark.parametrize("tnx", ["0.9", "0.10-early"], indirect=True)
+@pytest.mark.parametrize("tnx", ["0.10-early"], indirect=True)
 def test_early_continuous_batching_one_row_prefill_answers_at_its_last_token(tiny_llama, tnx) -> None:
     """7a30b42: a one-row prefill answers at min(width, bucket) - 1 for the batch (scalar last_token_id),
     and from_pretrained asserts context_length_estimate == n_positions == [n]."""
-    if tnx.RELEASE.label == "0.9":  # the product starts llama continuous batching at 0.10: force it
-        pytest.skip("llama continuous batching is offered from 0.10")
     backend = load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64)
     kwargs = pretrained_call(tnx)[3]
     assert kwargs["context_length_estimate"] == kwargs["n_positions"] == [64]
