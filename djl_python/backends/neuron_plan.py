@@ -249,7 +249,13 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
         prefill_buckets = sorted(set(buckets) | {n_positions})
     unroll = _unroll(config)
     if unroll is not None:
+        if not sup.unroll:
+            raise NeuronVersionError(f"option.unroll: transformers-neuronx's {sup.class_name} does not implement "
+                                     "unroll; unset it")
         kwargs["unroll"] = unroll
+    if config.quantize and not sup.quantization:
+        raise NeuronVersionError(f"option.quantize={config.quantize}: transformers-neuronx's {sup.class_name} does "
+                                 "not implement quantization; unset it")
     options = neuron_options_from_config(config, amp=amp, strategy=strategy, batch_size=batch_size)
     return NeuronLoadPlan(model_type, strategy, batch_size, n_positions, prefill_buckets, kwargs, options)
 

@@ -43,6 +43,8 @@ class ModelSupport:
     amp_f32_only: bool = False
     auto_class: bool = True  # NeuronAutoModelForCausalLM maps model_type to class_name
     single_row: bool = False  # attention ignores left padding: serve one occupied row at a time
+    quantization: bool = True  # False: the constructor raises NotImplementedError on neuron_config.quant
+    unroll: bool = True  # False: the constructor raises NotImplementedError on any unroll
 
 
 # model_type (HF config.json) -> TNX class. Continuous batching: Llama from
@@ -62,10 +64,13 @@ MODELS: dict[str, ModelSupport] = {
     # The older `module.PretrainedModel` generation: no serialization, no prefill buckets.
     # GPT-J's attention mask is causal only (gptj/hlo.py decoder_attention_mask_legacy): left
     # padding is attended, so rows of different lengths cannot share a batch.
+    # gptj/model.py and gptneox/model.py (8b01968 .. 1ade6d7) raise NotImplementedError on quantization,
+    # GPT-NeoX also on unroll.
     "gptj": ModelSupport("gptj", "GPTJForSampling", (0, 9), serializable=False, context_length_estimate=False,
-                         single_row=True),
+                         single_row=True, quantization=False),
     "gpt_neox": ModelSupport(
-        "gptneox", "GPTNeoXForSampling", (0, 9), serializable=False, context_length_estimate=False, amp_f32_only=True
+        "gptneox", "GPTNeoXForSampling", (0, 9), serializable=False, context_length_estimate=False, amp_f32_only=True,
+        quantization=False, unroll=False,
     ),
 }
 # Architectures users ask for that no TNX release implements (checked up to 0.13).

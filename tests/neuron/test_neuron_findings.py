@@ -73,6 +73,17 @@ def test_double_gptj_attends_left_padding(tiny_model_factory, tnx) -> None:
     assert not torch.allclose(out[1], logits_of(model_dir, [9, 10]), atol=1e-3)
 
 
+@pytest.mark.parametrize(("arch", "option"), [("gpt_neox", {"unroll": 2}), ("gpt_neox", {"quantize": "static_int8"}),
+                                              ("gptj", {"quantize": "static_int8"})])
+def test_old_generation_constructor_rules_are_named_up_front(tiny_model_factory, tnx, arch, option) -> None:
+    """gptneox/model.py, gptj/model.py (8b01968 .. 1ade6d7) raise NotImplementedError after the config loaded;
+    the option is refused by name before anything is built."""
+    dtype = {"dtype": "fp32"} if arch == "gpt_neox" else {}
+    with pytest.raises(NeuronVersionError, match=f"option.{next(iter(option))}"):
+        load_neuron(tiny_model_factory(arch), n_positions=64, **dtype, **option)
+    assert tnx.events("from_pretrained") == []
+
+
 # -- 3. naive re-prefill cache_ids ---------------------------------------------------------------------
 @pytest.mark.parametrize("tnx", ["0.9", "0.10-early"], indirect=True)
 def test_naive_reprefill_passes_no_cache_ids(tiny_model_factory, tnx) -> None:
