@@ -134,15 +134,16 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     return output
 
 
-def upload_s3(folder: Path, url: str) -> int:
-    """Upload every file under ``folder`` to ``url`` (``s3://bucket/prefix``); returns the file count."""
+def upload_s3(folder: Path, url: str, *, skip: set[Path] | None = None) -> int:
+    """Upload every file under ``folder`` (except those in ``skip``) to ``url`` (``s3://bucket/prefix``);
+    returns the file count."""
     import boto3
 
     from djl_python.artifacts.s3 import parse_s3_url
 
     bucket, prefix = parse_s3_url(url)
     client = boto3.client("s3")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p not in (skip or set()))
     for path in files:
         key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(folder).as_posix()]))
         client.upload_file(str(path), bucket, key)

@@ -192,11 +192,12 @@ class NeuronBackend(Backend):
             plans = decide_plans(config, artifacts, features)
             check_checkpoint(artifacts, features, plans[0])
             _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
+            present = _files(artifacts.compiled_dir)
             model, plan = load_tnx_model(
                 plans, artifacts.checkpoint_dir, artifacts.compiled_dir,
                 deadline=deadline, timeout_s=config.model_loading_timeout,
             )
-            _publish_compiled(config, artifacts)
+            _publish_compiled(config, artifacts, present)
         strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
         backend = strategy(
             model,
@@ -258,16 +259,23 @@ def _check_manifest(artifacts: ModelArtifacts, plan: NeuronLoadPlan, tnx_version
                        compiler_version=installed.get("neuronx-cc"), tnx_version=tnx_version)
 
 
-def _publish_compiled(config: HandlerConfig, artifacts: ModelArtifacts) -> None:
-    """An ``s3://`` ``compiled_graph_path`` receives the graphs compiled into its local copy (as the
-    Neuron compile cache does when ``NEURON_COMPILE_CACHE_URL`` is s3). A failed upload is logged, not fatal."""
+def _files(folder: Path | None) -> set[Path]:
+    return set() if folder is None or not Path(folder).is_dir() else {p for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def _publish_compiled(config: HandlerConfig, artifacts: ModelArtifacts, present: set[Path]) -> None:
+    """An ``s3://`` ``compiled_graph_path`` receives the graphs newly compiled into its local copy (files
+    not ``present`` before loading), as the Neuron compile cache does when ``NEURON_COMPILE_CACHE_URL``
+    is s3. A failed upload is logged, not fatal."""
     url = config.compiled_graph_path
     if not url or not str(url).startswith("s3://") or artifacts.compiled_dir is None:
         return
     from djl_python.partition import upload_s3
 
+    if not _files(artifacts.compiled_dir) - present:
+        return
     try:
-        upload_s3(Path(artifacts.compiled_dir), str(url))
+        upload_s3(Path(artifacts.compiled_dir), str(url), skip=present)
     except Exception:  # noqa: BLE001 - serving goes on with the local graphs
         logger.exception("could not upload the compiled graphs in %s to %s", artifacts.compiled_dir, url)
 

@@ -1,12 +1,13 @@
-"""The two ways a transformers-neuronx (TNX) model serves a rolling batch.
+"""The ways a transformers-neuronx (TNX) model serves a rolling batch.
 
-Both implement the slot contract of :mod:`djl_python.backends.base` on top of
+All implement the slot contract of :mod:`djl_python.backends.base` on top of
 TNX ``forward(input_ids, cache_ids, start_ids)`` (reference §1.6); they differ
 in what one KV-cache row is.
 
 **Continuous batching** (Llama, Mistral): ``start_ids`` are ``seq_ids``, one
 KV row per slot, each with its own positions. A prefill touches only the new
-slots; a decode any subset. Nothing else is kept on the host.
+slots; a decode lists every occupied slot (TNX runs the full batch). Only each
+slot's token list is kept on the host (for one corner case, see the class).
 
 **Single row** (GPT-J): the naive strategy with one KV row, because GPT-J's mask
 ignores ``start_ids`` (transformers-neuronx ``gptj/hlo.py``) and left padding
