@@ -27,6 +27,19 @@ from typing import Sequence
 import torch
 
 from djl_python.backends.neuron import NeuronBackend
+from djl_python.backends.neuron_plan import NeuronLoadPlan
+from djl_python.backends.neuron_versions import MODELS
+
+
+def largest_context_bucket(plan: NeuronLoadPlan) -> int | None:
+    """The largest context graph TNX builds: the given ``context_length_estimate``, else TNX's default for
+    classes with context buckets (``bucket.context_sizes``: half of each power-of-two token bucket up to
+    ``n_positions``, so ``n_positions // 2``); None for classes without (GPT-2, GPT-J, GPT-NeoX)."""
+    given = plan.model_kwargs.get("context_length_estimate")
+    if given:
+        return max(given) if isinstance(given, list) else int(given)
+    support = MODELS.get(plan.model_type)
+    return plan.n_positions // 2 if support is not None and support.context_length_estimate else None
 
 
 class ContinuousBatchingBackend(NeuronBackend):
@@ -148,6 +161,17 @@ class NaiveRollingBatchBackend(NeuronBackend):
         self.history: dict[int, list[int]] = {}
         self.cursor = 0
         self._start = torch.zeros(self.limits.max_slots, dtype=torch.int64)
+        self._largest_context_bucket = largest_context_bucket(self.plan)
+
+    def _width(self, longest: int) -> int:
+        """The re-prefill width: the longest history, one column wider when that is exactly one past the
+        largest context bucket. TNX 0.10 (7a30b42, 0623de2 ``base.context``) loops over the columns left
+        after the largest bucket with ``while current < context_length - 1`` and so never runs a single
+        leftover column; with two left it does. One more left-padding column is harmless elsewhere."""
+        bucket = self._largest_context_bucket
+        if bucket is not None and longest == bucket + 1 and longest + 1 <= self.limits.n_positions:
+            return longest + 1
+        return longest
 
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         self._check_slots(slot_ids)
@@ -184,7 +208,7 @@ class NaiveRollingBatchBackend(NeuronBackend):
 
     def _rebuild(self) -> torch.Tensor:
         """Reset the cache and prefill every row left-padded to the longest history; logits for all rows."""
-        width = max(len(tokens) for tokens in self.history.values())
+        width = self._width(max(len(tokens) for tokens in self.history.values()))
         rows = self.limits.max_slots
         input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.int64)
         # An empty row holds one filler token in the last column: harmless, and never read.

@@ -311,6 +311,18 @@ def test_naive_prompt_longer_than_the_largest_bucket(tiny_model_factory, tnx) ->
     assert torch.allclose(backend.prefill([0], [prompt])[0], logits_of(model_dir, prompt), atol=1e-4)
 
 
+@pytest.mark.parametrize("tnx", ["0.10-early", "0.10-late", "0.11"], indirect=True)
+def test_naive_history_one_past_the_largest_bucket(tiny_model_factory, tnx) -> None:
+    """7a30b42/0623de2 base.context: ``while current < context_length - 1`` never runs a single column left
+    after the largest bucket (c8d6bdc: ``< context_length``); the re-prefill is made one column wider."""
+    model_dir = tiny_model_factory("opt")
+    backend = load_neuron(model_dir, max_rolling_batch_size=2, n_positions=64, context_length_estimate="8,16")
+    prompt = list(range(5, 22))
+    assert len(prompt) == 17
+    assert torch.allclose(backend.prefill([0], [prompt])[0], logits_of(model_dir, prompt), atol=1e-4)
+    assert torch.allclose(backend.decode([0], [30], [17])[0], logits_of(model_dir, prompt + [30]), atol=1e-4)
+
+
 def test_continuous_batching_prompt_past_the_largest_bucket_is_refused(tiny_llama: Path, tnx) -> None:
     """0623de2 .. 1ade6d7 _prepare_for_continuous_batching asserts the prompt fits a context bucket."""
     backend = load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, context_length_estimate="8,16")

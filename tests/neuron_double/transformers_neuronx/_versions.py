@@ -91,6 +91,10 @@ class Release:
     checkpoint_formats: frozenset[str]  # "bin", "bin-dir", "safetensors", "sharded"
     presharded: bool
     models: frozenset[str]  # packages present
+    # base.context: the leftover loop is "while current < context_length - 1" (7a30b42, 0623de2), so a static
+    # prompt exactly one token longer than the largest bucket never runs its last token; 8b01968 loops
+    # "for i in range(current, context_length)" and c8d6bdc/1ade6d7 "while current < context_length".
+    leftover_skips_last: bool = False
 
 
 _ALL = frozenset({"llama", "mistral", "mixtral", "bloom", "opt", "gpt2", "gptj", "gptneox"})
@@ -103,10 +107,12 @@ RELEASES: dict[str, Release] = {
                    _ALL),
     "0.10-early": Release("0.10-early", "7a30b42", "0.10.0.21", _KEYS_010E, "kargs-strict", True, True, True, False,
                           "positional", "cb-single-equal+bsh", "largest", False, False,
-                          frozenset({"bin", "bin-dir", "safetensors", "sharded"}), False, _ALL),
+                          frozenset({"bin", "bin-dir", "safetensors", "sharded"}), False, _ALL,
+                          leftover_skips_last=True),
     "0.10-late": Release("0.10-late", "0623de2", "0.10.0.332", _KEYS_010L, "kargs-strict", True, True, True, False,
                          "positional", "cb-npos-single+bsh-single", "fit", True, True,
-                         frozenset({"bin", "bin-dir", "safetensors", "sharded"}), False, _ALL),
+                         frozenset({"bin", "bin-dir", "safetensors", "sharded"}), False, _ALL,
+                         leftover_skips_last=True),
     "0.11": Release("0.11", "c8d6bdc", "0.11.351", _KEYS_011, "keyword-only", True, True, True, True, "positional",
                     "bsh-single", "fit", True, True, frozenset({"bin", "bin-dir", "safetensors", "sharded"}), False,
                     _ALL),
