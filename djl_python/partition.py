@@ -84,7 +84,8 @@ def partition(config: HandlerConfig, output: Path) -> Path:
 
     from djl_python.artifacts import Layout, resolve_artifacts, write_manifest
     from djl_python.backends.neuron import compile_config, tensor_parallel_degree
-    from djl_python.backends.neuron_loader import import_tnx, load_tnx_model
+    from djl_python.artifacts.manifest import library_versions
+    from djl_python.backends.neuron_loader import import_features, load_tnx_model
     from djl_python.backends.neuron_plan import plan_from_config
     from djl_python.backends.neuron_versions import model_support
     from djl_python.config import apply_environment
@@ -100,20 +101,23 @@ def partition(config: HandlerConfig, output: Path) -> Path:
             "checkpoint (an already compiled folder can be served as is)"
         )
     apply_environment(config)
-    tnx, version = import_tnx()
-    if not model_support(artifacts.model_type, version).serializable:
+    tnx, features = import_features()
+    if not model_support(artifacts.model_type, features.version).serializable:
         raise PartitionError(
             f"transformers-neuronx cannot save compiled {artifacts.model_type} graphs (no serialization for this "
             "architecture); reuse compilations through option.compiled_graph_path (NEURON_COMPILE_CACHE_URL) instead"
         )
     plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
-                            tp_degree=tensor_parallel_degree(config), version=version)
-    model = load_tnx_model(plan, artifacts.checkpoint_dir, None,
-                           deadline=started + config.model_loading_timeout, timeout_s=config.model_loading_timeout)
+                            tp_degree=tensor_parallel_degree(config), features=features)
+    model, plan = load_tnx_model(plan, artifacts.checkpoint_dir, None,
+                                 deadline=started + config.model_loading_timeout,
+                                 timeout_s=config.model_loading_timeout)
     compiled, checkpoint = output / "compiled", output / "checkpoint"
     model.save(str(compiled))
+    versions = library_versions()
+    versions["transformers-neuronx"] = str(getattr(tnx, "__version__", versions.get("transformers-neuronx", "")))
     write_manifest(compiled, backend="neuron", compile_config=compile_config(plan),
-                   compiler_version=_installed("neuronx-cc"))
+                   compiler_version=_installed("neuronx-cc"), versions=versions)
     source = str(artifacts.checkpoint_dir)
     hf_model = AutoModelForCausalLM.from_pretrained(
         source, **_dtype_kwargs("auto"), trust_remote_code=config.trust_remote_code
@@ -130,15 +134,16 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     return output
 
 
-def upload_s3(folder: Path, url: str) -> int:
-    """Upload every file under ``folder`` to ``url`` (``s3://bucket/prefix``); returns the file count."""
+def upload_s3(folder: Path, url: str, *, skip: set[Path] | None = None) -> int:
+    """Upload every file under ``folder`` (except those in ``skip``) to ``url`` (``s3://bucket/prefix``);
+    returns the file count."""
     import boto3
 
     from djl_python.artifacts.s3 import parse_s3_url
 
     bucket, prefix = parse_s3_url(url)
     client = boto3.client("s3")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p not in (skip or set()))
     for path in files:
         key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(folder).as_posix()]))
         client.upload_file(str(path), bucket, key)

@@ -8,6 +8,10 @@ Detection is from the files alone (no network, nothing loaded):
   but no ``checkpoint/``; the weights are top-level HF files or, for
   optimum-neuron ≥ 0.0.24 exports, fetched from ``neuron.checkpoint_id``
   (the caller passes that folder as ``checkpoint_dir``).
+  A ``compiled/`` whose ``config.json`` says ``is_presharded_checkpoint`` (DJL's
+  partitioned folder: transformers-neuronx ``save(dir, sharded_weights=True)``,
+  djl-serving afece25d ``TNXModelLoader.compile_and_save``) holds the weights
+  itself: ``checkpoint_dir`` is ``compiled/`` and ``presharded`` is set.
 * ``SPLIT``: ``pytorch_model.bin`` is a *directory* (``save_pretrained_split``);
   its graphs come from ``compiled_graph_path``.
 * ``HF``: a standard Hugging Face folder (safetensors or bin, whole or sharded).
@@ -72,6 +76,7 @@ class ModelArtifacts:
     manifest: Manifest | None
     adopted: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    presharded: bool = False  # checkpoint_dir holds transformers-neuronx presharded weights
 
 
 def read_hf_config(model_dir: Path) -> dict[str, Any]:
@@ -131,11 +136,15 @@ def inspect_model_dir(
         if compiled_dir is not None:
             logger.warning("ignoring compiled_graph_path %s: the model ships its own %s", compiled_dir, own_compiled)
         compiled_dir = own_compiled
+        presharded = _is_presharded(own_compiled)
         if own_checkpoint.is_dir():
             layout, weights_dir = Layout.OPTIMUM_NEURON, own_checkpoint
+        elif presharded:
+            layout, weights_dir = Layout.COMPILED_ONLY, own_compiled
         else:
             layout, weights_dir = Layout.COMPILED_ONLY, checkpoint_dir or model_dir
     else:
+        presharded = False
         if block is not None and own_checkpoint.is_dir():
             raise ArtifactError(
                 f"{model_dir} has a neuron block and checkpoint/ but no compiled/ folder; "
@@ -145,7 +154,8 @@ def inspect_model_dir(
         weights_dir = model_dir
         layout = Layout.HF
 
-    weights = _require_weights(weights_dir, layout, block)
+    weights = (Weights(WeightFormat.PRESHARDED, False) if presharded and layout is Layout.COMPILED_ONLY
+               else _require_weights(weights_dir, layout, block))
     if layout is Layout.HF and weights.format is WeightFormat.SPLIT:
         layout = Layout.SPLIT
         if compiled_dir is None:
@@ -169,7 +179,17 @@ def inspect_model_dir(
         neuron_block=block,
         manifest=manifest or read_manifest(model_dir),
         source=source,
+        presharded=presharded and layout is Layout.COMPILED_ONLY,
     )
+
+
+def _is_presharded(compiled: Path) -> bool:
+    """transformers-neuronx 1ade6d7 ``save(dir, sharded_weights=True)`` writes ``config.json`` with this flag."""
+    path = compiled / "config.json"
+    try:
+        return path.is_file() and bool(json.loads(path.read_text()).get("is_presharded_checkpoint"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _require_weights(folder: Path, layout: Layout, block: dict[str, Any] | None) -> Weights:

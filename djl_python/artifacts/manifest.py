@@ -107,12 +107,17 @@ def read_manifest(directory: Path | str) -> Manifest | None:
 
 
 def manifest_mismatches(
-    manifest: Manifest, expected: Mapping[str, Any], *, compiler_version: str | None = None
+    manifest: Manifest, expected: Mapping[str, Any], *, compiler_version: str | None = None,
+    tnx_version: str | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """Every ``(key, compiled value, configured value)`` that differs, in ``expected``'s order.
 
     Values are compared as JSON (a tuple equals a list). A key the manifest does
     not record counts as a mismatch with compiled value ``"<not recorded>"``.
+    Versions: graphs from a *newer* neuronx-cc than the installed one are refused,
+    older ones accepted (optimum-neuron ``check_compiler_compatibility`` does the
+    same); graphs from another transformers-neuronx release are refused (its HLO,
+    hence the graph hashes, change between releases).
     """
     wanted = _jsonable(dict(expected), "expected")
     found: list[tuple[str, Any, Any]] = []
@@ -120,16 +125,29 @@ def manifest_mismatches(
         compiled = manifest.compile_config.get(key, "<not recorded>")
         if compiled != value:
             found.append((key, compiled, value))
-    if compiler_version and manifest.compiler_version and manifest.compiler_version != compiler_version:
-        found.append(("compiler_version", manifest.compiler_version, compiler_version))
+    if compiler_version and manifest.compiler_version and _newer(manifest.compiler_version, compiler_version):
+        found.append(("compiler_version (newer than installed)", manifest.compiler_version, compiler_version))
+    compiled_tnx = manifest.versions.get("transformers-neuronx")
+    if tnx_version and compiled_tnx and compiled_tnx != tnx_version:
+        found.append(("transformers-neuronx", compiled_tnx, tnx_version))
     return found
 
 
+def _newer(compiled: str, installed: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(compiled) > Version(installed)
+    except InvalidVersion:
+        return compiled != installed
+
+
 def check_manifest(
-    manifest: Manifest, expected: Mapping[str, Any], *, compiler_version: str | None = None, where: str = ""
+    manifest: Manifest, expected: Mapping[str, Any], *, compiler_version: str | None = None, where: str = "",
+    tnx_version: str | None = None,
 ) -> None:
     """Raise one ``ArtifactError`` listing every mismatch; return quietly when there is none."""
-    mismatches = manifest_mismatches(manifest, expected, compiler_version=compiler_version)
+    mismatches = manifest_mismatches(manifest, expected, compiler_version=compiler_version, tnx_version=tnx_version)
     if mismatches:
         listed = "; ".join(f"{key}: compiled {c!r}, configured {v!r}" for key, c, v in mismatches)
         raise ArtifactError(

@@ -12,7 +12,8 @@ Correspondence (LMI option ↔ block key):
 * ``tensor_parallel_degree`` ↔ ``num_cores``
 * ``n_positions`` ↔ ``sequence_length``
 * ``dtype`` ↔ ``auto_cast_type``
-* the installed neuronx-cc ↔ ``compiler_version`` (checked only where neuronx-cc is installed)
+* the installed neuronx-cc ↔ ``compiler_version`` (checked only where neuronx-cc is installed; only a
+  newer compiled version is refused, as optimum-neuron does)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from djl_python.artifacts.errors import ArtifactError
+from djl_python.artifacts.manifest import _newer
 
 _DTYPES = {
     "fp32": "fp32", "f32": "fp32", "float32": "fp32",
@@ -70,9 +72,11 @@ def check_neuron_block(
         elif configured != compiled:
             problems.append(f"option.{option}={configured} but the compiled model has {key}={compiled}")
     compiled_cc = block.get("compiler_version")
-    if installed_compiler_version and compiled_cc and str(compiled_cc) != installed_compiler_version:
+    if installed_compiler_version and compiled_cc and _newer(str(compiled_cc), installed_compiler_version):
+        # optimum-neuron (v0.0.17..v0.0.28 utils/version_utils.py check_compiler_compatibility)
+        # refuses only graphs from a newer compiler than the installed one.
         problems.append(
-            f"installed neuronx-cc is {installed_compiler_version} but the model was compiled with "
+            f"installed neuronx-cc is {installed_compiler_version} but the model was compiled with the newer "
             f"compiler_version={compiled_cc}"
         )
     if problems:

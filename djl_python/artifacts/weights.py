@@ -29,6 +29,7 @@ class WeightFormat(str, Enum):
     SAFETENSORS = "safetensors"
     BIN = "bin"
     SPLIT = "split"  # transformers-neuronx save_pretrained_split: one torch.save file per tensor
+    PRESHARDED = "presharded"  # transformers-neuronx save(dir, sharded_weights=True): per-rank shards
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ Invariants (the contract every implementation and the engine rely on):
 * ``decode(slot_ids, last_tokens, positions)`` appends one token per listed slot
   at ``positions[i]`` (0-based: the token's index in the sequence, i.e. the
   sequence length before this call) and returns the next-token logits, one row
-  per slot, in the order given. Any subset of the occupied slots may be passed.
+  per slot, in the order given. **Every occupied slot** (prefilled and not
+  released) is listed in every decode call: transformers-neuronx runs a
+  continuous-batching decode on the full batch and writes token 0 at cache
+  position 0 of each slot not listed (``base._prepare_for_continuous_batching``,
+  aws-neuron/transformers-neuronx 8b01968 .. 1ade6d7), so on Neuron a left-out
+  slot would be corrupted. The engine's scheduler decodes every running
+  sequence each step; a backend may refuse (``ValueError``) a decode that leaves
+  an occupied slot out, and the Neuron continuous-batching backend does.
 * ``release(slot_id)`` frees the row; its contents are undefined afterwards.
 * ``slot_ids`` passed to one call are distinct and ascending (the engine sorts
   them), so a backend may rely on ascending order (transformers-neuronx does).

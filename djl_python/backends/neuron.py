@@ -10,7 +10,10 @@ Where the plan comes from (see :mod:`.neuron_plan`):
 
 * a folder written by ``djl-partition`` (``neuron.djl_python.plan`` in
   config.json): the recorded plan, so the saved NEFFs match by hash;
-* any other optimum-neuron export: the settings optimum-neuron compiled with;
+* a DJL-partitioned folder (presharded weights in ``compiled/``): the serving
+  configuration, then the optimum-neuron candidates;
+* any other optimum-neuron export: one candidate per optimum-neuron era (the
+  export does not say which release wrote it), tried in turn against the NEFFs;
 * a Hugging Face checkpoint: the serving configuration.
 
 Nothing here has run on Neuron hardware; it is exercised through the test
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,9 +34,14 @@ import torch
 
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
 from djl_python.backends.model_defaults import eos_token_ids
-from djl_python.backends.neuron_loader import import_tnx, load_optimum_model, load_tnx_model
-from djl_python.backends.neuron_plan import CONTINUOUS, NeuronLoadPlan, plan_from_config, plan_from_optimum_block
-from djl_python.backends.neuron_versions import fmt
+from djl_python.backends.neuron_loader import import_features, load_optimum_model, load_tnx_model
+from djl_python.backends.neuron_plan import (
+    CONTINUOUS,
+    NeuronLoadPlan,
+    plan_from_config,
+    plans_from_optimum_block,
+)
+from djl_python.backends.neuron_versions import NeuronVersionError, TnxFeatures, fmt, model_support
 
 if TYPE_CHECKING:
     from djl_python.artifacts import ModelArtifacts
@@ -49,26 +58,86 @@ def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
             "neuron_config": plan.neuron_options}
 
 
-def tensor_parallel_degree(config: HandlerConfig) -> int:
-    """``tensor_parallel_degree``, with ``max`` = every visible NeuronCore."""
+def visible_core_count() -> int:
+    """NeuronCores this process may use: ``NEURON_RT_VISIBLE_CORES`` (``"2"``, ``"0-3"``, ``"0,1,4-5"``) when
+    set, else ``NEURON_RT_NUM_CORES``, else two per device node (the Neuron runtime's own precedence)."""
     from djl_python.backends.select import neuron_core_count
 
+    visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+    if not visible:
+        return neuron_core_count()
+    cores: set[int] = set()
+    try:
+        for part in visible.split(","):
+            first, _, last = part.strip().partition("-")
+            cores.update(range(int(first), int(last or first) + 1))
+    except ValueError as err:
+        raise NeuronVersionError(
+            f"NEURON_RT_VISIBLE_CORES={visible!r}: expected core ids like 0-3 or 0,1,4-5") from err
+    return len(cores)
+
+
+def tensor_parallel_degree(config: HandlerConfig) -> int:
+    """``tensor_parallel_degree``, with ``max`` = every visible NeuronCore."""
     if config.tensor_parallel_degree == "max":
-        return config.resolved_tp_degree(neuron_core_count())
-    return int(config.tensor_parallel_degree)
+        return config.resolved_tp_degree(visible_core_count())
+    degree = int(config.tensor_parallel_degree)
+    if os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip() and degree > visible_core_count():
+        from djl_python.config import ConfigError, ConfigProblem
+
+        raise ConfigError([ConfigProblem(
+            "option.tensor_parallel_degree", degree,
+            f"NEURON_RT_VISIBLE_CORES={os.environ['NEURON_RT_VISIBLE_CORES']} makes {visible_core_count()} "
+            "NeuronCores visible")])
+    return degree
 
 
-def decide_plan(config: HandlerConfig, artifacts: ModelArtifacts, version: tuple[int, int]) -> NeuronLoadPlan:
-    """The load plan for these artifacts (precedence in the module docstring)."""
+def decide_plans(config: HandlerConfig, artifacts: ModelArtifacts, features: TnxFeatures) -> list[NeuronLoadPlan]:
+    """The candidate load plans for these artifacts (precedence in the module docstring), preferred first."""
     block = artifacts.neuron_block
     if block is not None and artifacts.compiled_dir is not None:
         recorded = (block.get(PLAN_KEY) or {}).get("plan")
         if recorded is not None:
-            return NeuronLoadPlan.from_json(recorded)
-        return plan_from_optimum_block(block, artifacts.model_type, version)
-    return plan_from_config(
-        config, artifacts.model_type, artifacts.hf_config, tp_degree=tensor_parallel_degree(config), version=version
-    )
+            return [NeuronLoadPlan.from_json(recorded)]
+        optimum = plans_from_optimum_block(block, artifacts.model_type, features)
+        if getattr(artifacts, "presharded", False):
+            # A DJL-partitioned folder was compiled from the serving configuration, not by optimum-neuron;
+            # what the configuration leaves unset comes from its neuron block (artifacts.adopted).
+            config = config.model_copy(update=dict(artifacts.adopted or {}))
+            own = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
+                                   tp_degree=tensor_parallel_degree(config), features=features)
+            return [own, *optimum]
+        return optimum
+    return [plan_from_config(config, artifacts.model_type, artifacts.hf_config,
+                             tp_degree=tensor_parallel_degree(config), features=features)]
+
+
+def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: NeuronLoadPlan) -> None:
+    """Refuse, before anything loads, weights the installed transformers-neuronx cannot read.
+
+    * Sharded checkpoints (``*.index.json``: every 7B+ model) are read from 0.10
+      (7a30b42 ``module.py``); 0.9 (8b01968) reads only ``model.safetensors``, a
+      ``pytorch_model.bin`` file or a split ``pytorch_model.bin/`` directory.
+    * Presharded weights (``save(dir, sharded_weights=True)``, ``is_presharded_checkpoint``)
+      need ``save(..., sharded_weights)`` (1ade6d7) and ``on_device_embedding`` (its assert).
+    """
+    if artifacts.sharded and not features.sharded_checkpoints:
+        raise NeuronVersionError(
+            f"{artifacts.checkpoint_dir} is a sharded checkpoint, which transformers-neuronx "
+            f"{fmt(features.version)} cannot read (0.9 reads model.safetensors, pytorch_model.bin or a split "
+            "pytorch_model.bin/ directory); upgrade transformers-neuronx to >= 0.10 or save the model unsharded "
+            "(save_pretrained(..., max_shard_size=\"1000GB\"))")
+    if getattr(artifacts, "presharded", False):
+        if not features.presharded:
+            raise NeuronVersionError(
+                f"{artifacts.checkpoint_dir} holds presharded weights (is_presharded_checkpoint), which "
+                f"transformers-neuronx {fmt(features.version)} cannot load; install a release with "
+                "save(directory, sharded_weights=True) (0.13) or serve the Hugging Face checkpoint")
+        if not plan.neuron_options.get("on_device_embedding"):
+            raise NeuronVersionError(
+                f"{artifacts.checkpoint_dir} holds presharded weights, which transformers-neuronx loads only with "
+                "on_device_embedding: set option.on_device_embedding_config to a file with "
+                '{"on_device_embedding": true} (as when they were saved)')
 
 
 class NeuronBackend(Backend):
@@ -115,23 +184,27 @@ class NeuronBackend(Backend):
         changed = apply_environment(config, compile_cache=cache)
         if changed:
             logger.info("Neuron environment: %s", changed)
-        tnx, version = import_tnx()
+        tnx, features = import_features()
+        model_support(artifacts.model_type, features.version)
         if config.model_loader == "optimum":
-            model, plan = _load_with_optimum(config, artifacts, version, deadline)
+            model, plan = _load_with_optimum(config, artifacts, features, deadline)
         else:
-            plan = decide_plan(config, artifacts, version)
-            _check_manifest(artifacts, plan)
-            model = load_tnx_model(
-                plan, artifacts.checkpoint_dir, artifacts.compiled_dir,
+            plans = decide_plans(config, artifacts, features)
+            check_checkpoint(artifacts, features, plans[0])
+            _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
+            present = _files(artifacts.compiled_dir)
+            model, plan = load_tnx_model(
+                plans, artifacts.checkpoint_dir, artifacts.compiled_dir,
                 deadline=deadline, timeout_s=config.model_loading_timeout,
             )
+            _publish_compiled(config, artifacts, present)
         strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
         backend = strategy(
             model,
             plan,
             vocab_size=int(artifacts.hf_config["vocab_size"]),
             eos_ids=_eos_ids(artifacts),
-            tnx_version=str(getattr(tnx, "__version__", fmt(version))),
+            tnx_version=str(getattr(tnx, "__version__", fmt(features.version))),
         )
         logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
         return backend
@@ -174,27 +247,53 @@ def _eos_ids(artifacts: ModelArtifacts) -> tuple[int, ...]:
                          SimpleNamespace(eos_token_id=generation.get("eos_token_id")))
 
 
-def _check_manifest(artifacts: ModelArtifacts, plan: NeuronLoadPlan) -> None:
-    """Refuse saved graphs whose manifest says they were built with other settings (before loading weights)."""
+def _check_manifest(artifacts: ModelArtifacts, plan: NeuronLoadPlan, tnx_version: str) -> None:
+    """Refuse saved graphs whose manifest says they were built with other settings or with another
+    transformers-neuronx / a newer neuronx-cc (before loading weights)."""
     from djl_python.artifacts import check_manifest
+    from djl_python.artifacts.manifest import library_versions
 
     if artifacts.manifest is not None and artifacts.compiled_dir is not None:
-        check_manifest(artifacts.manifest, compile_config(plan), where=str(artifacts.compiled_dir))
+        installed = library_versions()
+        check_manifest(artifacts.manifest, compile_config(plan), where=str(artifacts.compiled_dir),
+                       compiler_version=installed.get("neuronx-cc"), tnx_version=tnx_version)
+
+
+def _files(folder: Path | None) -> set[Path]:
+    return set() if folder is None or not Path(folder).is_dir() else {p for p in Path(folder).rglob("*") if p.is_file()}
+
+
+def _publish_compiled(config: HandlerConfig, artifacts: ModelArtifacts, present: set[Path]) -> None:
+    """An ``s3://`` ``compiled_graph_path`` receives the graphs newly compiled into its local copy (files
+    not ``present`` before loading), as the Neuron compile cache does when ``NEURON_COMPILE_CACHE_URL``
+    is s3. A failed upload is logged, not fatal."""
+    url = config.compiled_graph_path
+    if not url or not str(url).startswith("s3://") or artifacts.compiled_dir is None:
+        return
+    from djl_python.partition import upload_s3
+
+    if not _files(artifacts.compiled_dir) - present:
+        return
+    try:
+        upload_s3(Path(artifacts.compiled_dir), str(url), skip=present)
+    except Exception:  # noqa: BLE001 - serving goes on with the local graphs
+        logger.exception("could not upload the compiled graphs in %s to %s", artifacts.compiled_dir, url)
 
 
 def _load_with_optimum(
-    config: HandlerConfig, artifacts: ModelArtifacts, version: tuple[int, int], deadline: float
+    config: HandlerConfig, artifacts: ModelArtifacts, features: TnxFeatures, deadline: float
 ) -> tuple[Any, NeuronLoadPlan]:
     """``model_loader=optimum``: optimum-neuron builds the TNX model; we drive its ``.model``."""
     block = artifacts.neuron_block
     export = None
     if block is None:
         plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
-                                tp_degree=tensor_parallel_degree(config), version=version)
+                                tp_degree=tensor_parallel_degree(config), features=features)
         export = {"batch_size": plan.batch_size, "sequence_length": plan.n_positions,
                   "num_cores": plan.model_kwargs["tp_degree"],
                   "auto_cast_type": _DTYPE_OF_AMP[plan.model_kwargs["amp"]]}
     wrapper = load_optimum_model(Path(artifacts.model_dir), export_kwargs=export, deadline=deadline,
                                  timeout_s=config.model_loading_timeout)
     neuron_block = block or dict(getattr(wrapper.config, "neuron", {}) or export or {})
-    return wrapper.model, plan_from_optimum_block(neuron_block, artifacts.model_type, version)
+    # The installed optimum-neuron built the model; its first-era guess only labels the strategy.
+    return wrapper.model, plans_from_optimum_block(neuron_block, artifacts.model_type, features)[0]

@@ -11,9 +11,16 @@ Steps 1-3 run in a worker thread bounded by ``option.model_loading_timeout``
 on timeout the compile keeps running in the background while the error is
 raised; the worker process is expected to exit on a load failure.
 
-The Neuron compiler writes scratch files into the current directory, so DJL
-runs it from ``/tmp``; :func:`compile_workdir` does the same with a private
-temporary folder and always restores the previous working directory.
+The working directory is never changed: ``os.chdir`` is process-wide and this
+runs in a worker thread next to the server. (DJL afece25d ``maybe_compile_model``
+changes into ``/tmp`` around ``to_neuron()`` as a SageMaker workaround;
+transformers-neuronx 1ade6d7 ``compiler.compile_hlo_module`` compiles through
+``neuron_xla_compile`` with its own cache directory and only uses a working
+directory under ``NEURONX_DUMP_TO``.) A read-only working directory is logged.
+
+Several candidate plans (an optimum-neuron export of unknown era) are tried in
+order against the saved graphs; "Could not find a matching NEFF" moves to the
+next, and when none matches the first is compiled, with a warning.
 """
 
 from __future__ import annotations
@@ -21,19 +28,17 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from djl_python.backends.neuron_plan import OPTION_OF_KEY, NeuronLoadPlan
 from djl_python.backends.neuron_versions import (
-    AUTO_CLASS_SINCE,
-    LAYOUT_ENUM_SINCE,
     NeuronVersionError,
+    TnxFeatures,
+    detect_features,
     fmt,
     key_since,
     model_support,
@@ -44,6 +49,7 @@ from djl_python.backends.neuron_versions import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 NEURON_INDEX = "https://pip.repos.neuron.amazonaws.com"
+NEFF_MISS = "Could not find a matching NEFF"  # transformers-neuronx's error when saved graphs do not match
 
 
 class NeuronLoadTimeout(TimeoutError):
@@ -62,21 +68,30 @@ def import_tnx() -> tuple[ModuleType, tuple[int, int]]:
     return tnx, parse_version(getattr(tnx, "__version__", "0.0"))
 
 
+def import_features() -> tuple[ModuleType, TnxFeatures]:
+    """The installed ``transformers_neuronx`` and what it can do (:class:`TnxFeatures`)."""
+    tnx, version = import_tnx()
+    model_support("llama", version)  # refuses versions below the supported range, naming it
+    return tnx, detect_features(tnx, version)
+
+
 def model_class(tnx: ModuleType, version: tuple[int, int], model_type: str) -> type:
     """The class whose ``from_pretrained`` builds the model.
 
-    ``NeuronAutoModelForCausalLM`` (0.10+) where installed, as DJL does: it
-    dispatches on the checkpoint's ``model_type`` to the same ``*ForSampling``
-    class. Older versions get the class from its own module, which exists in
-    every release (the top-level re-exports only came with 0.10).
+    ``NeuronAutoModelForCausalLM`` (0.10+) where installed and where it maps to
+    the class we drive, as DJL does. Its ``gpt2`` entry is the context-broadcasting
+    class (one prompt for every row), so GPT-2 always gets ``GPT2ForSampling``
+    from its module, like DJL and optimum-neuron. Older versions get every class
+    from its own module (the top-level re-exports only came with 0.10).
     """
     sup = model_support(model_type, version)  # clear error for unsupported types and versions
-    if version >= AUTO_CLASS_SINCE and hasattr(tnx, "NeuronAutoModelForCausalLM"):
+    if sup.auto_class and hasattr(tnx, "NeuronAutoModelForCausalLM"):
         return tnx.NeuronAutoModelForCausalLM
     return getattr(importlib.import_module(f"transformers_neuronx.{sup.package}.model"), sup.class_name)
 
 
-def build_neuron_config(tnx: ModuleType, version: tuple[int, int], options: dict[str, Any]) -> Any | None:
+def build_neuron_config(tnx: ModuleType, version: tuple[int, int], options: dict[str, Any],
+                        layout_enum: bool | None = None) -> Any | None:
     """``NeuronConfig(**options)`` with TNX objects, after checking the installed version knows every key.
 
     Raises ``NeuronVersionError`` naming each option the installed version
@@ -93,18 +108,24 @@ def build_neuron_config(tnx: ModuleType, version: tuple[int, int], options: dict
             f"the installed transformers-neuronx {fmt(version)} does not support: {'; '.join(lines)}. "
             "Remove these options or upgrade transformers-neuronx"
         )
+    # Where the classes live in every supported release (config.py / constants.py), not the
+    # top-level re-exports (absent in 0.8 and partly in 0.9).
+    config = importlib.import_module("transformers_neuronx.config")
+    constants = importlib.import_module("transformers_neuronx.constants")
+    if layout_enum is None:
+        layout_enum = hasattr(constants, "Layout")
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
         if key == "continuous_batching":
-            value = tnx.ContinuousBatchingConfig(batch_size_for_shared_caches=int(value))
+            value = config.ContinuousBatchingConfig(batch_size_for_shared_caches=int(value))
         elif key == "quant":
-            value = tnx.QuantizationConfig(**value)
+            value = config.QuantizationConfig(**value)
         elif key == "group_query_attention":
-            value = tnx.GQA(value)
-        elif key.endswith("_layout") and version >= LAYOUT_ENUM_SINCE:
-            value = tnx.Layout(value)
+            value = constants.GQA(value)
+        elif key.endswith("_layout") and layout_enum:
+            value = constants.Layout(value)
         kwargs[key] = value
-    return tnx.NeuronConfig(**kwargs)
+    return config.NeuronConfig(**kwargs)
 
 
 def from_pretrained_kwargs(tnx: ModuleType, version: tuple[int, int], plan: NeuronLoadPlan) -> dict[str, Any]:
@@ -119,16 +140,11 @@ def has_neffs(folder: Path | None) -> bool:
     return folder is not None and folder.is_dir() and any(folder.glob("*.neff"))
 
 
-@contextmanager
-def compile_workdir() -> Iterator[Path]:
-    """Run inside a private temporary directory (the compiler writes to the cwd); restore the cwd after."""
-    previous = os.getcwd()
-    with tempfile.TemporaryDirectory(prefix="djl-neuron-compile-") as scratch:
-        os.chdir(scratch)
-        try:
-            yield Path(scratch)
-        finally:
-            os.chdir(previous)
+def warn_if_cwd_read_only() -> None:
+    """The compiler may write scratch files to the working directory; say so when it cannot."""
+    if not os.access(os.getcwd(), os.W_OK):
+        logger.warning("the working directory %s is not writable; if neuronx-cc fails writing scratch files, "
+                       "start the server from a writable directory (DJL changes into /tmp)", os.getcwd())
 
 
 def run_with_deadline(fn: Callable[[], T], *, deadline: float, timeout_s: int, what: str) -> T:
@@ -156,43 +172,58 @@ def run_with_deadline(fn: Callable[[], T], *, deadline: float, timeout_s: int, w
 
 
 def load_tnx_model(
-    plan: NeuronLoadPlan,
+    plans: NeuronLoadPlan | Sequence[NeuronLoadPlan],
     checkpoint_dir: Path,
     compiled_dir: Path | None,
     *,
     deadline: float,
     timeout_s: int,
-) -> Any:
-    """``from_pretrained`` -> ``load(compiled_dir)`` (when it holds NEFFs) -> ``to_neuron()``, within the deadline."""
+) -> tuple[Any, NeuronLoadPlan]:
+    """``from_pretrained`` -> ``load(compiled_dir)`` (when it holds NEFFs) -> ``to_neuron()``, within the deadline.
+
+    With several candidate ``plans`` each is tried against the saved graphs in turn;
+    when none matches, the first is compiled. Returns the model and the plan it was built with.
+    """
+    candidates = [plans] if isinstance(plans, NeuronLoadPlan) else list(plans)
     tnx, version = import_tnx()
-    cls = model_class(tnx, version, plan.model_type)
-    kwargs = from_pretrained_kwargs(tnx, version, plan)
-    serializable = model_support(plan.model_type, version).serializable
+    model_type = candidates[0].model_type
+    cls = model_class(tnx, version, model_type)
+    serializable = model_support(model_type, version).serializable
     use_neffs = has_neffs(compiled_dir)
     if use_neffs and not serializable:
-        logger.warning("%s cannot load saved graphs (no serialization in TNX); compiling instead", plan.model_type)
+        logger.warning("%s cannot load saved graphs (no serialization in TNX); compiling instead", model_type)
         use_neffs = False
+    warn_if_cwd_read_only()
 
-    def work() -> Any:
+    def build(plan: NeuronLoadPlan, with_neffs: bool) -> Any:
         started = time.monotonic()
-        model = cls.from_pretrained(str(checkpoint_dir), **kwargs)
-        if use_neffs:
+        model = cls.from_pretrained(str(checkpoint_dir), **from_pretrained_kwargs(tnx, version, plan))
+        if with_neffs:
             model.load(str(compiled_dir))
-        with compile_workdir():
-            model.to_neuron()
+        model.to_neuron()
         logger.info(
-            "%s (%s) %s in %.1f s (batch=%d, n_positions=%d, tp_degree=%s, amp=%s, strategy=%s)",
-            cls.__name__,
-            plan.model_type,
-            f"loaded with saved graphs from {compiled_dir}" if use_neffs else "compiled and loaded",
-            time.monotonic() - started,
-            plan.batch_size,
-            plan.n_positions,
-            plan.model_kwargs.get("tp_degree"),
-            plan.model_kwargs.get("amp"),
-            plan.strategy,
+            "%s (%s) %s in %.1f s (batch=%d, n_positions=%d, tp_degree=%s, amp=%s, strategy=%s%s)",
+            cls.__name__, plan.model_type,
+            f"loaded with saved graphs from {compiled_dir}" if with_neffs else "compiled and loaded",
+            time.monotonic() - started, plan.batch_size, plan.n_positions, plan.model_kwargs.get("tp_degree"),
+            plan.model_kwargs.get("amp"), plan.strategy, f", {plan.variant}" if plan.variant else "",
         )
         return model
+
+    def work() -> tuple[Any, NeuronLoadPlan]:
+        if use_neffs:
+            for plan in candidates:
+                try:
+                    return build(plan, True), plan
+                except RuntimeError as err:
+                    if NEFF_MISS not in str(err):
+                        raise
+                    logger.warning("saved graphs in %s do not match %s (%s); trying the next candidate",
+                                   compiled_dir, plan.variant or "the configured arguments", err)
+            logger.warning("no candidate arguments match the saved graphs in %s; compiling with %s instead "
+                           "(this takes as long as a first compilation)", compiled_dir,
+                           candidates[0].variant or "the configured arguments")
+        return build(candidates[0], False), candidates[0]
 
     what = "loading the model with saved Neuron graphs" if use_neffs else "compiling the model for Neuron"
     return run_with_deadline(work, deadline=deadline, timeout_s=timeout_s, what=what)
@@ -214,9 +245,8 @@ def load_optimum_model(model_dir: Path, *, export_kwargs: dict[str, Any] | None,
         ) from err
 
     def work() -> Any:
-        with compile_workdir():
-            if export_kwargs is None:
-                return NeuronModelForCausalLM.from_pretrained(str(model_dir))
-            return NeuronModelForCausalLM.from_pretrained(str(model_dir), export=True, **export_kwargs)
+        if export_kwargs is None:
+            return NeuronModelForCausalLM.from_pretrained(str(model_dir))
+        return NeuronModelForCausalLM.from_pretrained(str(model_dir), export=True, **export_kwargs)
 
     return run_with_deadline(work, deadline=deadline, timeout_s=timeout_s, what="loading the optimum-neuron model")

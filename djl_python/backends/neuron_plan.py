@@ -7,8 +7,8 @@ TNX objects) and the batching strategy. It comes from exactly one of
 * the serving configuration (:func:`plan_from_config`),
 * the ``neuron.djl_python.plan`` record that ``djl-partition`` wrote next to
   the compiled graphs (:meth:`NeuronLoadPlan.from_json`), or
-* an optimum-neuron export's ``neuron`` block (:func:`plan_from_optimum_block`,
-  mirroring optimum-neuron v0.0.25's choices).
+* an optimum-neuron export's ``neuron`` block (:func:`plans_from_optimum_block`:
+  one candidate per optimum-neuron era, v0.0.17 .. v0.0.28).
 
 Invariant: TNX finds a saved NEFF only when the graphs hash identically, i.e.
 when every argument is identical; reloading a partitioned folder therefore
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from djl_python.backends.neuron_versions import (
     NeuronVersionError,
+    TnxFeatures,
     fmt,
     model_support,
     supports_continuous_batching,
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 CONTINUOUS = "continuous_batching"
 NAIVE = "naive_rolling_batch"
+SINGLE_ROW = "single_row"  # the naive strategy with one KV row (GPT-J)
 DEFAULT_MAX_N_POSITIONS = 4096  # DJL 0.30's smart default cap
 _AMP = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
 _AMP_FROM_OPTIMUM = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "f32": "f32", "f16": "f16"}
@@ -67,6 +69,7 @@ class NeuronLoadPlan:
     prefill_buckets: list[int]
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # from_pretrained(**) minus neuron_config
     neuron_options: dict[str, Any] = field(default_factory=dict)  # NeuronConfig(**) in JSON form
+    variant: str = ""  # where the arguments come from, for logs (e.g. "optimum v0.0.22-23")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,16 +91,26 @@ def default_n_positions(hf_config: dict[str, Any]) -> int:
     return 2048
 
 
-def choose_strategy(config: HandlerConfig, model_type: str, version: tuple[int, int]) -> str:
+def choose_strategy(config: HandlerConfig, model_type: str, features: TnxFeatures) -> str:
     """The configuration's strategy (DJL's rule: continuous for llama/mistral with more than one
     slot, else naive; naive for static batches too), gated by what the installed TNX can do.
 
-    An explicit ``rolling_batch_strategy=continuous_batching`` the installed TNX
-    cannot do for this architecture is an error; the automatic choice falls back
-    to the naive strategy with a warning.
+    GPT-J always runs one occupied row at a time (:data:`SINGLE_ROW`): its mask
+    ignores ``start_ids`` (transformers-neuronx ``gptj/hlo.py``), so a batch of
+    left-padded rows would attend the padding. An explicit
+    ``rolling_batch_strategy=continuous_batching`` the installed TNX cannot do for
+    this architecture is an error; the automatic choice falls back to the naive
+    strategy with a warning.
     """
+    version = features.version
     sup = model_support(model_type, version)
     wanted = config.effective_rolling_batch_strategy(model_type) or NAIVE
+    if sup.single_row:
+        if config.rolling_batch_strategy == CONTINUOUS:
+            raise NeuronVersionError(
+                f"option.rolling_batch_strategy=continuous_batching: transformers-neuronx has no continuous "
+                f"batching for {model_type!r}; it is served one row at a time")
+        return SINGLE_ROW
     if wanted != CONTINUOUS or supports_continuous_batching(sup, version):
         return wanted
     since = f">= {fmt(sup.continuous_batching_since)}" if sup.continuous_batching_since else "no release"
@@ -110,6 +123,39 @@ def choose_strategy(config: HandlerConfig, model_type: str, version: tuple[int, 
         )
     logger.warning("%s; using the naive rolling batch", message)
     return NAIVE
+
+
+def djl_context_buckets(n_positions: int) -> list[int]:
+    """DJL's default prefill buckets under continuous batching (djl-serving afece25d
+    ``neuron_utils/utils.py`` ``build_context_length_estimates``): ``[n]`` up to 128, else 128,
+    then 1024, 2048, ... below ``n``, then ``n``."""
+    if n_positions <= 128:
+        return [n_positions]
+    buckets, size = [128], 1024
+    while n_positions > size:
+        buckets.append(size)
+        size *= 2
+    return buckets + [n_positions]
+
+
+def continuous_batching_buckets(config: HandlerConfig, n_positions: int, features: TnxFeatures) -> list[int]:
+    """Context buckets for continuous batching, within what the installed TNX asserts.
+
+    Without ``vectorize_last_token_id`` (8b01968, 7a30b42) ``from_pretrained`` asserts
+    ``context_length_estimate == n_positions == [one value]`` (``module.py`` ``_sanity_check``)
+    and a prefill pads ``cache_ids`` to the largest bucket only. ``cache_layout=BSH`` takes one
+    bucket in every release.
+    """
+    single = config.cache_layout == "BSH" or not features.multi_bucket_continuous_batching
+    if config.context_length_estimate:
+        buckets = sorted(set(config.context_length_estimate))
+        if not features.multi_bucket_continuous_batching and buckets != [n_positions]:
+            raise NeuronVersionError(
+                f"option.context_length_estimate={','.join(map(str, buckets))}: the installed transformers-neuronx "
+                f"{fmt(features.version)} (before 0.10.0.332: no NeuronConfig.vectorize_last_token_id) takes one "
+                f"context bucket equal to n_positions={n_positions} under continuous batching; unset it or upgrade")
+        return buckets
+    return [n_positions] if single else djl_context_buckets(n_positions)
 
 
 def _amp(config: HandlerConfig, model_type: str, version: tuple[int, int]) -> str:
@@ -163,54 +209,109 @@ def neuron_options_from_config(config: HandlerConfig, *, amp: str, strategy: str
 
 
 def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], *, tp_degree: int,
-                     version: tuple[int, int]) -> NeuronLoadPlan:
+                     features: TnxFeatures) -> NeuronLoadPlan:
     """Derive the plan from the serving configuration (``HandlerConfig``)."""
+    version = features.version
     sup = model_support(model_type, version)
+    strategy = choose_strategy(config, model_type, features)
     batch_size = config.max_rolling_batch_size if config.rolling_batch_enabled else config.batch_size
+    if strategy == SINGLE_ROW and batch_size > 1:
+        logger.warning("%s is served one row at a time (batch of %d requested): transformers-neuronx's GPT-J "
+                       "mask ignores left padding, so rows of different lengths cannot share a batch",
+                       model_type, batch_size)
+        batch_size = 1
     n_positions = config.n_positions or default_n_positions(hf_config)
-    strategy = choose_strategy(config, model_type, version)
     amp = _amp(config, model_type, version)
-    buckets = sorted(config.context_length_estimate or [n_positions])
+    if config.cache_layout == "BSH" and strategy != CONTINUOUS:
+        # module.py _sanity_check (7a30b42 on): "BSH cache layout can only be configured with continuous batching."
+        raise ConfigError([ConfigProblem(
+            "option.cache_layout", "BSH",
+            f"needs continuous batching, which {model_type!r} does not use here ({strategy}); unset it")])
     kwargs: dict[str, Any] = {"batch_size": batch_size, "amp": amp, "tp_degree": tp_degree}
     if strategy == CONTINUOUS:
+        buckets = continuous_batching_buckets(config, n_positions, features)
         # One token bucket of exactly n_positions: every slot owns a full-length KV row.
         kwargs["n_positions"] = [n_positions]
         kwargs["context_length_estimate"] = buckets
+        prefill_buckets = buckets  # a longer prompt fails TNX's "invalid input prompt length" assert
     else:
         kwargs["n_positions"] = n_positions
-        if config.context_length_estimate:
-            if sup.context_length_estimate:
-                kwargs["context_length_estimate"] = buckets
-            else:
-                logger.warning(
-                    "option.context_length_estimate is ignored: transformers-neuronx's %s has no prefill buckets",
-                    sup.class_name,
-                )
-                buckets = [n_positions]
+        buckets = sorted(set(config.context_length_estimate or []))
+        if buckets and not sup.context_length_estimate:
+            logger.warning(
+                "option.context_length_estimate is ignored: transformers-neuronx's %s has no prefill buckets",
+                sup.class_name)
+            buckets = []
+        if buckets:
+            kwargs["context_length_estimate"] = buckets
+        # Static batching takes any prompt up to n_positions: base.context() runs the largest bucket
+        # and then the rest one token at a time.
+        prefill_buckets = sorted(set(buckets) | {n_positions})
     unroll = _unroll(config)
     if unroll is not None:
+        if not sup.unroll:
+            raise NeuronVersionError(f"option.unroll: transformers-neuronx's {sup.class_name} does not implement "
+                                     "unroll; unset it")
         kwargs["unroll"] = unroll
+    if config.quantize and not sup.quantization:
+        raise NeuronVersionError(f"option.quantize={config.quantize}: transformers-neuronx's {sup.class_name} does "
+                                 "not implement quantization; unset it")
     options = neuron_options_from_config(config, amp=amp, strategy=strategy, batch_size=batch_size)
-    return NeuronLoadPlan(model_type, strategy, batch_size, n_positions, buckets, kwargs, options)
+    return NeuronLoadPlan(model_type, strategy, batch_size, n_positions, prefill_buckets, kwargs, options)
 
 
-def plan_from_optimum_block(block: dict[str, Any], model_type: str, version: tuple[int, int]) -> NeuronLoadPlan:
-    """What optimum-neuron v0.0.25 passed to TNX when it exported this folder (see reference §2.2)."""
+# What each optimum-neuron release passed to transformers-neuronx when it exported a model
+# (huggingface/optimum-neuron optimum/neuron/modeling_decoder.py and the exporter's
+# model_configs): the ``neuron`` block records none of it, so every era is a candidate.
+#   v0.0.17-18: from_pretrained(batch_size, n_positions, tp_degree, amp), no NeuronConfig.
+#   v0.0.19-21: + NeuronConfig(continuous_batching) with n_positions=[seq],
+#               context_length_estimate=[seq] when batch_size > 1 for llama and mistral.
+#   v0.0.22-24: NeuronConfig(attention_layout=...) always (BSH for llama, HSB otherwise);
+#               mixtral continuous batching in v0.0.22-23 only.
+#   v0.0.25-28: + fuse_qkv=True (v0.0.27+: exporter.FUSE_QKV, True for these architectures).
+#   (v0.0.28 builds llama with its own LlamaHloModel, not a transformers-neuronx class.)
+_OPTIMUM_ERAS: tuple[tuple[str, bool, bool, frozenset[str]], ...] = (
+    # (era, neuron_config always, fuse_qkv, continuous-batching architectures)
+    ("v0.0.25-28", True, True, frozenset({"llama", "mistral"})),
+    ("v0.0.24", True, False, frozenset({"llama", "mistral"})),
+    ("v0.0.22-23", True, False, frozenset({"llama", "mistral", "mixtral"})),
+    ("v0.0.19-21", False, False, frozenset({"llama", "mistral"})),
+    ("v0.0.17-18", False, False, frozenset()),
+)
+
+
+def plans_from_optimum_block(block: dict[str, Any], model_type: str, features: TnxFeatures) -> list[NeuronLoadPlan]:
+    """The candidate plans that may reproduce an optimum-neuron export's graphs, most recent era first.
+
+    The caller tries them in order and recompiles (with a clear log line) when none
+    matches the saved NEFFs; eras whose arguments the installed TNX cannot take are skipped.
+    """
     missing = [k for k in ("batch_size", "num_cores", "sequence_length", "auto_cast_type") if k not in block]
     if missing:
         raise NeuronVersionError(f"config.json 'neuron' block lacks {missing}; is this an optimum-neuron export?")
+    model_support(model_type, features.version)
     batch, seq = int(block["batch_size"]), int(block["sequence_length"])
     amp = _AMP_FROM_OPTIMUM.get(str(block["auto_cast_type"]), str(block["auto_cast_type"]))
-    sup = model_support(model_type, version)
-    kwargs: dict[str, Any] = {"batch_size": batch, "amp": amp, "tp_degree": int(block["num_cores"])}
-    options: dict[str, Any] = {"fuse_qkv": True}
-    if model_type == "llama":
-        options["attention_layout"] = "BSH"
-    if batch > 1 and supports_continuous_batching(sup, version):
-        options["continuous_batching"] = batch
-        kwargs.update(n_positions=[seq], context_length_estimate=[seq])
-        strategy = CONTINUOUS
-    else:
-        kwargs["n_positions"] = seq
-        strategy = NAIVE
-    return NeuronLoadPlan(model_type, strategy, batch, seq, [seq], kwargs, options)
+    base = {"batch_size": batch, "amp": amp, "tp_degree": int(block["num_cores"])}
+    plans: list[NeuronLoadPlan] = []
+    for era, always_config, fuse, cb_archs in _OPTIMUM_ERAS:
+        continuous = batch > 1 and model_type in cb_archs
+        options: dict[str, Any] = {}
+        if always_config or continuous:
+            if always_config:
+                options["attention_layout"] = "BSH" if model_type == "llama" else "HSB"
+            if fuse:
+                options["fuse_qkv"] = True
+            if continuous:
+                options["continuous_batching"] = batch
+        kwargs = dict(base)
+        if continuous:
+            kwargs.update(n_positions=[seq], context_length_estimate=[seq])
+        else:
+            kwargs["n_positions"] = seq
+        strategy = CONTINUOUS if continuous else NAIVE
+        buckets = [seq]
+        plan = NeuronLoadPlan(model_type, strategy, batch, seq, buckets, kwargs, options, variant=f"optimum {era}")
+        if all(p.model_kwargs != plan.model_kwargs or p.neuron_options != plan.neuron_options for p in plans):
+            plans.append(plan)
+    return plans

@@ -1,12 +1,17 @@
-"""The two ways a transformers-neuronx (TNX) model serves a rolling batch.
+"""The ways a transformers-neuronx (TNX) model serves a rolling batch.
 
-Both implement the slot contract of :mod:`djl_python.backends.base` on top of
+All implement the slot contract of :mod:`djl_python.backends.base` on top of
 TNX ``forward(input_ids, cache_ids, start_ids)`` (reference §1.6); they differ
 in what one KV-cache row is.
 
 **Continuous batching** (Llama, Mistral): ``start_ids`` are ``seq_ids``, one
 KV row per slot, each with its own positions. A prefill touches only the new
-slots; a decode any subset. Nothing else is kept on the host.
+slots; a decode lists every occupied slot (TNX runs the full batch). Only each
+slot's token list is kept on the host (for one corner case, see the class).
+
+**Single row** (GPT-J): the naive strategy with one KV row, because GPT-J's mask
+ignores ``start_ids`` (transformers-neuronx ``gptj/hlo.py``) and left padding
+would be attended.
 
 **Naive rolling batch** (every other architecture): TNX static batching, where
 all ``batch_size`` rows are always passed and share one cache column per step.
@@ -22,37 +27,105 @@ from typing import Sequence
 import torch
 
 from djl_python.backends.neuron import NeuronBackend
+from djl_python.backends.neuron_plan import NeuronLoadPlan
+from djl_python.backends.neuron_versions import MODELS
+
+
+def largest_context_bucket(plan: NeuronLoadPlan) -> int | None:
+    """The largest context graph TNX builds: the given ``context_length_estimate``, else TNX's default for
+    classes with context buckets (``bucket.context_sizes``: half of each power-of-two token bucket up to
+    ``n_positions``, so ``n_positions // 2``); None for classes without (GPT-2, GPT-J, GPT-NeoX)."""
+    given = plan.model_kwargs.get("context_length_estimate")
+    if given:
+        return max(given) if isinstance(given, list) else int(given)
+    support = MODELS.get(plan.model_type)
+    return plan.n_positions // 2 if support is not None and support.context_length_estimate else None
 
 
 class ContinuousBatchingBackend(NeuronBackend):
-    """One KV row per slot (``seq_ids`` = slot ids); see the module docstring."""
+    """One KV row per slot (``seq_ids`` = slot ids); see the module docstring.
+
+    Inputs are what DJL passes (djl-serving afece25d ``transformers_neuronx_scheduler/
+    optimum_neuron_scheduler.py`` ``ContinuousBatchingNeuronGenerator``): a prefill is
+    right-padded to its *longest prompt* only, with ``cache_ids = arange(width) * mask``;
+    transformers-neuronx pads to the context bucket itself. This answers at each row's
+    last token in every release: before ``vectorize_last_token_id`` (8b01968, 7a30b42)
+    a multi-row prefill takes each row's ``cache_ids.max()`` and a one-row prefill
+    ``width - 1``, so padding to a bucket here would answer at a padding column.
+
+    Invariant (hardware): a decode runs the full batch; every slot not listed gets
+    token 0 written at cache position 0 (``base._prepare_for_continuous_batching``,
+    every release). So every occupied slot must be listed in every decode call;
+    a decode that leaves one out is refused before it corrupts that slot.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.occupied: set[int] = set()
+        # Tokens fed per occupied slot (prompt, then each decoded token): only to re-prefill a
+        # companion row in the one corner case below; never read otherwise.
+        self.history: dict[int, list[int]] = {}
+        config = getattr(self.model, "neuron_config", None)
+        self.vectorized = config is not None and bool(getattr(config, "vectorize_last_token_id", False))
 
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Prefill the new slots; see the class docstring for the inputs.
+
+        A prefill one column wide is not a prefill to TNX: ``_prepare_for_continuous_batching``
+        takes it for a decode (``n_active_tokens > 1`` is the prefill test) and writes token 0
+        at position 0 of every other slot. So while other slots are occupied it is sent two
+        columns wide (a padding column with cache id 0). Releases without
+        ``vectorize_last_token_id`` then answer a one-row prefill at column 1, the padding, so
+        one occupied slot is re-prefilled alongside with exactly the tokens it holds (its row is
+        rewritten unchanged, its logits dropped) and each row answers at its own ``cache_ids.max()``.
+        """
         self._check_slots(slot_ids)
         lengths = [len(p) for p in prompts]
         if len(prompts) != len(slot_ids) or min(lengths, default=0) < 1:
             raise ValueError("prefill needs one non-empty prompt per slot")
-        width = self.limits.bucket_for(max(lengths))
-        # Right padding: real tokens at 0..len-1 (cache_ids = their positions), then pad with cache id 0.
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.int64)
-        cache_ids = torch.zeros((len(prompts), width), dtype=torch.int64)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, : len(prompt)] = torch.tensor(list(prompt), dtype=torch.int64)
-            cache_ids[row, : len(prompt)] = torch.arange(len(prompt))
-        seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
-        return self._forward(input_ids, cache_ids, seq_ids, rows=len(prompts))
+        self.limits.bucket_for(max(lengths))  # past the largest bucket TNX asserts "invalid input prompt length"
+        rows = {slot: list(prompt) for slot, prompt in zip(slot_ids, prompts)}
+        others = sorted(self.occupied - set(slot_ids))
+        width = max(lengths)
+        if width == 1 and others:
+            width = 2
+            if len(rows) == 1 and not self.vectorized:
+                rows[others[0]] = self.history[others[0]]
+                width = max(2, len(rows[others[0]]))
+        order = sorted(rows)
+        input_ids = torch.full((len(order), width), self.pad_token_id, dtype=torch.int64)
+        cache_ids = torch.zeros((len(order), width), dtype=torch.int64)
+        for row, slot in enumerate(order):
+            tokens = rows[slot]
+            input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
+            cache_ids[row, : len(tokens)] = torch.arange(len(tokens))
+        seq_ids = torch.tensor(order, dtype=torch.int64)
+        logits = self._forward(input_ids, cache_ids, seq_ids, rows=len(order))
+        for slot, prompt in zip(slot_ids, prompts):
+            self.history[slot] = list(prompt)
+        self.occupied.update(slot_ids)
+        return logits[[order.index(slot) for slot in slot_ids]]
 
     def decode(self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         self._check_slots(slot_ids)
+        left_out = sorted(self.occupied - set(slot_ids))
+        if left_out:
+            raise ValueError(
+                f"continuous-batching decode must list every occupied slot; {left_out} left out would have "
+                "token 0 written at cache position 0 (transformers-neuronx pads a decode to the full batch)")
         n = len(slot_ids)
         input_ids = torch.tensor(list(last_tokens), dtype=torch.int64).view(n, 1)
         cache_ids = torch.tensor(list(positions), dtype=torch.int64).view(n, 1)
         seq_ids = torch.tensor(list(slot_ids), dtype=torch.int64)
-        return self._forward(input_ids, cache_ids, seq_ids, rows=n)
+        logits = self._forward(input_ids, cache_ids, seq_ids, rows=n)
+        for slot, token in zip(slot_ids, last_tokens):
+            self.history[slot].append(int(token))
+        return logits
 
     def release(self, slot_id: int) -> None:
         # The next prefill of this slot rewrites positions 0..len-1 and masks the rest by position.
-        return None
+        self.occupied.discard(slot_id)
+        self.history.pop(slot_id, None)
 
 
 class NaiveRollingBatchBackend(NeuronBackend):
@@ -88,6 +161,17 @@ class NaiveRollingBatchBackend(NeuronBackend):
         self.history: dict[int, list[int]] = {}
         self.cursor = 0
         self._start = torch.zeros(self.limits.max_slots, dtype=torch.int64)
+        self._largest_context_bucket = largest_context_bucket(self.plan)
+
+    def _width(self, longest: int) -> int:
+        """The re-prefill width: the longest history, one column wider when that is exactly one past the
+        largest context bucket. TNX 0.10 (7a30b42, 0623de2 ``base.context``) loops over the columns left
+        after the largest bucket with ``while current < context_length - 1`` and so never runs a single
+        leftover column; with two left it does. One more left-padding column is harmless elsewhere."""
+        bucket = self._largest_context_bucket
+        if bucket is not None and longest == bucket + 1 and longest + 1 <= self.limits.n_positions:
+            return longest + 1
+        return longest
 
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         self._check_slots(slot_ids)
@@ -124,7 +208,7 @@ class NaiveRollingBatchBackend(NeuronBackend):
 
     def _rebuild(self) -> torch.Tensor:
         """Reset the cache and prefill every row left-padded to the longest history; logits for all rows."""
-        width = max(len(tokens) for tokens in self.history.values())
+        width = self._width(max(len(tokens) for tokens in self.history.values()))
         rows = self.limits.max_slots
         input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.int64)
         # An empty row holds one filler token in the last column: harmless, and never read.
@@ -133,6 +217,9 @@ class NaiveRollingBatchBackend(NeuronBackend):
             input_ids[slot, width - len(tokens):] = torch.tensor(tokens, dtype=torch.int64)
             start[slot] = width - len(tokens)
         self.model.reset()
-        logits = self._forward(input_ids, torch.arange(width, dtype=torch.int64), start, rows=rows)
+        # cache_ids=None, as DJL (afece25d optimum_modeling.py get_cache_ids(prefill=True)) and optimum
+        # pass: TNX then uses arange(bucket). An explicit arange(width) is not padded to the context
+        # bucket before 0623de2 (base._prepare_for_par_ctx_rhs_padding), which breaks 0.9 and early 0.10.
+        logits = self._forward(input_ids, None, start, rows=rows)
         self.cursor, self._start = width, start
         return logits

@@ -2,15 +2,22 @@
 
 Every version gate of the Neuron backend reads this module, so "which TNX
 supports what" is answered in one place (also rendered in docs/neuron.md).
-Sources: the TNX release notes and the history of
-``src/transformers_neuronx/{__init__,config}.py`` (0.8 .. 0.13).
+Sources: aws-neuron/transformers-neuronx at 90c7199 (0.8), 8b01968 (0.9),
+7a30b42 (0.10 early), 0623de2 (0.10 late), c8d6bdc (0.11), 1ade6d7 (0.13):
+``src/transformers_neuronx/{__init__,config,module,base}.py`` and the model
+packages; plus the release notes for continuous batching.
 
+* Supported range: **0.9 and later**. 0.8 (90c7199) exports nothing at the top
+  level, has no continuous batching and reads only ``pytorch_model.bin``.
 * Model classes live at ``transformers_neuronx.<package>.model.<Class>`` in
   every version; the top-level re-exports only appeared in 0.10.
-* ``NeuronConfig`` took ``**kargs`` up to 0.10 and rejected unknown keys with
-  an ``AssertionError``; from 0.11 it is keyword-only and still rejects unknown
-  keys. Up to 0.10 the accepted keys come from :data:`NEURON_CONFIG_KEYS`; from
-  0.11 from the installed signature, so a newer TNX is never second-guessed.
+* ``NeuronConfig`` took ``**kargs`` up to 0.10: 0.9 silently drops unknown keys
+  (8b01968), 0.10 rejects them with an ``AssertionError``; from 0.11 it is
+  keyword-only and still rejects unknown keys. Up to 0.10 the accepted keys come
+  from :data:`NEURON_CONFIG_KEYS`; from 0.11 from the installed signature, so a
+  newer TNX is never second-guessed.
+* Behaviour that changed inside a minor version is detected on the installed
+  package (:class:`TnxFeatures`), never inferred from ``major.minor``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import re
 from dataclasses import dataclass
 from types import ModuleType
 
-MIN_VERSION = (0, 8)
+MIN_VERSION = (0, 9)
 
 
 @dataclass(frozen=True)
@@ -34,21 +41,36 @@ class ModelSupport:
     serializable: bool = True  # save()/load() of compiled graphs (NeuronModelBase)
     context_length_estimate: bool = True  # prefill buckets (not on the old PretrainedModel classes)
     amp_f32_only: bool = False
+    auto_class: bool = True  # NeuronAutoModelForCausalLM maps model_type to class_name
+    single_row: bool = False  # attention ignores left padding: serve one occupied row at a time
+    quantization: bool = True  # False: the constructor raises NotImplementedError on neuron_config.quant
+    unroll: bool = True  # False: the constructor raises NotImplementedError on any unroll
 
 
 # model_type (HF config.json) -> TNX class. Continuous batching: Llama from
-# 0.10.0.332 (vLLM beta), Mistral from 0.11 (release notes).
+# 0.10 (vLLM beta), Mistral from 0.11 (release notes); both packages exist from 0.9 (8b01968).
 MODELS: dict[str, ModelSupport] = {
-    "llama": ModelSupport("llama", "LlamaForSampling", (0, 8), continuous_batching_since=(0, 10)),
+    "llama": ModelSupport("llama", "LlamaForSampling", (0, 9), continuous_batching_since=(0, 10)),
     "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 11)),
-    "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 10)),
-    "bloom": ModelSupport("bloom", "BloomForSampling", (0, 8)),
-    "opt": ModelSupport("opt", "OPTForSampling", (0, 8)),
-    "gpt2": ModelSupport("gpt2", "GPT2ForSamplingWithContextBroadcasting", (0, 8)),
+    "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 9)),
+    "bloom": ModelSupport("bloom", "BloomForSampling", (0, 9)),
+    "opt": ModelSupport("opt", "OPTForSampling", (0, 9)),
+    # NeuronAutoModelForCausalLM maps gpt2 to GPT2ForSamplingWithContextBroadcasting, whose
+    # reset(context_length_estimate) needs an argument and whose prefill broadcasts ONE prompt
+    # (prompt_batch_size=1) to every row. DJL (afece25d neuron_utils/model_loader.py) and
+    # optimum-neuron (GPT2NeuronConfig.NEURONX_CLASS, v0.0.17..v0.0.28) load GPT2ForSampling:
+    # reset() without arguments, start_ids through position ids, no context buckets.
+    "gpt2": ModelSupport("gpt2", "GPT2ForSampling", (0, 9), context_length_estimate=False, auto_class=False),
     # The older `module.PretrainedModel` generation: no serialization, no prefill buckets.
-    "gptj": ModelSupport("gptj", "GPTJForSampling", (0, 8), serializable=False, context_length_estimate=False),
+    # GPT-J's attention mask is causal only (gptj/hlo.py decoder_attention_mask_legacy): left
+    # padding is attended, so rows of different lengths cannot share a batch.
+    # gptj/model.py and gptneox/model.py (8b01968 .. 1ade6d7) raise NotImplementedError on quantization,
+    # GPT-NeoX also on unroll.
+    "gptj": ModelSupport("gptj", "GPTJForSampling", (0, 9), serializable=False, context_length_estimate=False,
+                         single_row=True, quantization=False),
     "gpt_neox": ModelSupport(
-        "gptneox", "GPTNeoXForSampling", (0, 8), serializable=False, context_length_estimate=False, amp_f32_only=True
+        "gptneox", "GPTNeoXForSampling", (0, 9), serializable=False, context_length_estimate=False, amp_f32_only=True,
+        quantization=False, unroll=False,
     ),
 }
 # Architectures users ask for that no TNX release implements (checked up to 0.13).
@@ -58,6 +80,7 @@ KNOWN_UNSUPPORTED: dict[str, str] = {
 }
 AUTO_CLASS_SINCE = (0, 10)  # NeuronAutoModelForCausalLM
 LAYOUT_ENUM_SINCE = (0, 11)  # constants.Layout; earlier versions take the plain strings
+SHARDED_CHECKPOINTS_SINCE = (0, 10)  # module.py reads *.index.json from 7a30b42; 8b01968 does not
 
 # NeuronConfig keys accepted by the **kargs versions (<= 0.10), from each release's config.py.
 _KEYS_0_8 = frozenset({"all_reduce_dtype", "cast_logits_dtype", "fuse_qkv", "quant", "sparse_attn"})
@@ -103,7 +126,9 @@ def model_support(model_type: str, version: tuple[int, int]) -> ModelSupport:
     """The TNX class entry for ``model_type``, or a ``NeuronVersionError`` saying which versions support what."""
     if version < MIN_VERSION:
         raise NeuronVersionError(
-            f"transformers-neuronx {fmt(version)} is too old; this backend needs >= {fmt(MIN_VERSION)}"
+            f"transformers-neuronx {fmt(version)} is too old; this backend supports >= {fmt(MIN_VERSION)} "
+            "(0.8 has no top-level NeuronConfig/QuantizationConfig/ContinuousBatchingConfig and reads only "
+            "pytorch_model.bin); upgrade transformers-neuronx"
         )
     sup = MODELS.get(model_type)
     if sup is None:
@@ -146,3 +171,45 @@ def key_since(key: str) -> str:
         if key in NEURON_CONFIG_KEYS[since]:
             return fmt(since)
     return "0.11"
+
+
+@dataclass(frozen=True)
+class TnxFeatures:
+    """What the installed TNX does where it changed within a minor version (detected, not inferred).
+
+    * ``vectorized_last_token``: ``NeuronConfig.vectorize_last_token_id`` exists
+      (0623de2, late 0.10). Without it (8b01968, 7a30b42) a continuous-batching
+      prefill pads ``cache_ids`` to the *largest* context bucket, a one-row
+      prefill answers at ``width - 1`` for the whole batch, and ``from_pretrained``
+      asserts one context bucket equal to one ``n_positions``.
+    * ``layout_enum``: ``transformers_neuronx.Layout`` exists (c8d6bdc on).
+    * ``presharded``: ``save(directory, sharded_weights=...)`` exists (1ade6d7).
+    """
+
+    version: tuple[int, int]
+    vectorized_last_token: bool
+    layout_enum: bool
+    presharded: bool
+
+    @property
+    def multi_bucket_continuous_batching(self) -> bool:
+        return self.vectorized_last_token
+
+    @property
+    def sharded_checkpoints(self) -> bool:
+        return self.version >= SHARDED_CHECKPOINTS_SINCE
+
+
+def detect_features(tnx: ModuleType, version: tuple[int, int]) -> TnxFeatures:
+    """Probe the installed package (cheap: builds one default ``NeuronConfig``, loads no model)."""
+    import importlib
+
+    config = importlib.import_module("transformers_neuronx.config")
+    try:
+        vectorized = hasattr(config.NeuronConfig(), "vectorize_last_token_id")
+    except Exception:  # noqa: BLE001 - an unusable NeuronConfig() has no such feature
+        vectorized = False
+    base = importlib.import_module("transformers_neuronx.base")
+    save = getattr(base.NeuronModelBase, "save", None)
+    presharded = save is not None and "sharded_weights" in inspect.signature(save).parameters
+    return TnxFeatures(version, vectorized, hasattr(tnx, "Layout"), presharded)

@@ -57,7 +57,11 @@ def check_graph_location(value: str | None) -> str | None:
 GraphLocation = Annotated[OptStr, AfterValidator(check_graph_location)]
 ModelLoader = Literal["tnx", "optimum", "vllm"]
 PartitionSchema = Literal["legacy", "optimum", "safetensors", "compile_only"]
-Layout = Literal["BSH", "HSB", "SBH"]
+# Values each option takes (aws-neuron/transformers-neuronx config.py docstrings, 8b01968..1ade6d7:
+# attention/collectives "To be selected from [HSB, BSH]"; the cache defaults to SBH, BSH being the
+# continuous-batching alternative checked in module.py _sanity_check).
+Layout = Literal["BSH", "HSB"]
+CacheLayout = Literal["SBH", "BSH"]
 GroupQueryAttention = Literal["shard-over-heads", "shard-over-batch", "replicated-heads", "all-gather-heads"]
 RollingBatchStrategy = Literal["continuous_batching", "naive_rolling_batch"]
 
@@ -108,9 +112,11 @@ class TnxProperties(BaseModel):
         None, description="GQA sharding: `shard-over-heads`, `shard-over-batch`, `replicated-heads`, `all-gather-heads`."
     )
     fuse_qkv: OptBool = Field(None, description="Fuse the Q, K and V projections into one matmul.")
-    attention_layout: choice(Layout, optional=True) = Field(None, description="Attention layout: `BSH`, `HSB` or `SBH`.")
-    collectives_layout: choice(Layout, optional=True) = Field(None, description="Collectives layout: `BSH`, `HSB` or `SBH`.")
-    cache_layout: choice(Layout, optional=True) = Field(None, description="KV-cache layout: `BSH`, `HSB` or `SBH`.")
+    attention_layout: choice(Layout, optional=True) = Field(None, description="Attention layout: `HSB` (default) or `BSH`.")
+    collectives_layout: choice(Layout, optional=True) = Field(None, description="Collectives layout: `HSB` (default) or `BSH`.")
+    cache_layout: choice(CacheLayout, optional=True) = Field(
+        None, description="KV-cache layout: `SBH` (default) or `BSH` (continuous batching with one context bucket only)."
+    )
     on_device_embedding_config: OptStr = Field(None, description="Path to a JSON file of on-device embedding settings.")
 
     # --- loading and ahead-of-time partitioning
@@ -150,6 +156,14 @@ class TnxProperties(BaseModel):
                     bad=too_long,
                     n=self.n_positions,
                 )
+        if self.cache_layout == "BSH" and self.context_length_estimate and len(self.context_length_estimate) > 1:
+            # transformers-neuronx module.py _sanity_check (0623de2 on): "BSH cache layout does not
+            # support multi-bucketing"; the continuous-batching requirement is checked with the strategy.
+            raise FieldConflict(
+                ("cache_layout", "context_length_estimate"),
+                "{cache_layout}=BSH takes one context bucket, got {context_length_estimate}={buckets}",
+                buckets=self.context_length_estimate,
+            )
         schema = self.partition_schema
         if self.model_loader == "tnx" and schema == "optimum":
             raise FieldConflict(

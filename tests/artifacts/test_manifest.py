@@ -50,14 +50,15 @@ def test_every_mismatch_is_listed(tmp_path: Path) -> None:
     manifest = read_manifest(tmp_path)
     assert manifest.compiler_version == "2.13.66.0" and manifest.versions == {"transformers": "4.36.2"}
     expected = dict(COMPILE_CONFIG, tp_degree=8, context_length_estimate=[512], unroll=4)
+    check_manifest(manifest, COMPILE_CONFIG, compiler_version="2.14.1.0")  # an older compiler's graphs load
     with pytest.raises(ArtifactError) as info:
-        check_manifest(manifest, expected, compiler_version="2.14.1.0", where=str(tmp_path))
+        check_manifest(manifest, expected, compiler_version="2.12.0.0", where=str(tmp_path))
     message = str(info.value)
     assert str(tmp_path) in message and "mismatch" in message
     assert "tp_degree: compiled 2, configured 8" in message
     assert "context_length_estimate: compiled [128, 256], configured [512]" in message
     assert "unroll: compiled '<not recorded>', configured 4" in message
-    assert "compiler_version: compiled '2.13.66.0', configured '2.14.1.0'" in message
+    assert "compiler_version (newer than installed): compiled '2.13.66.0', configured '2.12.0.0'" in message
     assert "batch_size" not in message
 
 
@@ -82,3 +83,13 @@ def test_layout_carries_the_manifest_of_its_graphs(tiny_llama: Path, tmp_path: P
     write_manifest(graphs, backend="transformers-neuronx", compile_config={"tp_degree": 2})
     art = inspect_model_dir(tiny_llama, compiled_dir=graphs)
     assert art.manifest is not None and art.manifest.compile_config == {"tp_degree": 2}
+
+
+def test_another_transformers_neuronx_release_is_refused(tmp_path: Path) -> None:
+    """Issue 12 (9): the manifest compares the transformers-neuronx version, not only the settings."""
+    write_manifest(tmp_path, backend="neuron", compile_config=COMPILE_CONFIG,
+                   versions={"transformers-neuronx": "0.10.0.332"})
+    manifest = read_manifest(tmp_path)
+    check_manifest(manifest, COMPILE_CONFIG, tnx_version="0.10.0.332")
+    with pytest.raises(ArtifactError, match="transformers-neuronx: compiled '0.10.0.332', configured '0.13.322'"):
+        check_manifest(manifest, COMPILE_CONFIG, tnx_version="0.13.322")

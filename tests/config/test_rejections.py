@@ -48,9 +48,9 @@ REJECTED: list[tuple[str, str, str]] = [
     ("option.cast_logits_dtype", "fp8", "float32, float16, bfloat16"),
     ("option.group_query_attention", "shard", "shard-over-heads, shard-over-batch"),
     ("option.fuse_qkv", "x", "boolean"),
-    ("option.attention_layout", "BHS", "BSH, HSB, SBH"),
-    ("option.collectives_layout", "x", "BSH, HSB, SBH"),
-    ("option.cache_layout", "x", "BSH, HSB, SBH"),
+    ("option.attention_layout", "BHS", "BSH, HSB"),
+    ("option.collectives_layout", "SBH", "BSH, HSB"),  # SBH is a cache layout only
+    ("option.cache_layout", "HSB", "SBH, BSH"),
     ("option.model_loader", "hf", "tnx, optimum, vllm"),
     ("option.partition_schema", "gguf", "legacy, optimum, safetensors, compile_only"),
     ("option.speculative_length", "0", "greater than or equal to 1"),

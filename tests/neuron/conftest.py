@@ -1,13 +1,16 @@
 """Fixtures for the Neuron backend tests: the transformers-neuronx TEST DOUBLE on sys.path.
 
 ``tnx`` imports ``tests/neuron_double/transformers_neuronx`` (never the real
-package: the path is prepended and any cached module dropped), configures the
-version it impersonates (``tnx.configure("0.9.474")``) and removes it from
+package: the path is prepended and any cached module dropped) emulating one
+release: the fixture's parameter (``@pytest.mark.parametrize("tnx", ["0.9"],
+indirect=True)``), else ``$TNX_DOUBLE_VERSION``, else 0.13 (labels in
+``tests/neuron_double/transformers_neuronx/_versions.py``). It is removed from
 ``sys.modules`` afterwards so no other test sees it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,15 +25,19 @@ def _drop_double() -> None:
         del sys.modules[name]
 
 
+ENV = "TNX_DOUBLE_VERSION"
+MATRIX = ("0.9", "0.10-early", "0.10-late", "0.11", "0.13")  # the releases every equivalence test runs on
+
+
 @pytest.fixture
-def tnx(monkeypatch: pytest.MonkeyPatch):
-    """The double's control module (``configure``, ``CALLS``, ``events``), at version 0.13.380."""
+def tnx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """The double's control module (``RELEASE``, ``CALLS``, ``events``) for the requested release."""
     _drop_double()
+    monkeypatch.setenv(ENV, getattr(request, "param", None) or os.environ.get(ENV, "0.13"))
     monkeypatch.syspath_prepend(str(DOUBLE_ROOT))
     from transformers_neuronx import _double
 
     assert Path(_double.__file__).is_relative_to(DOUBLE_ROOT)
-    _double.configure()
     yield _double
     _drop_double()
 

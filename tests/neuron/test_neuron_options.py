@@ -75,24 +75,25 @@ def test_on_device_embedding_from_json(tiny_llama: Path, tnx, tmp_path: Path) ->
     assert recorded_neuron_config(tnx)["on_device_embedding"] is True
 
 
+@pytest.mark.parametrize("tnx", ["0.9"], indirect=True)
 def test_old_version_reports_unknown_option(tiny_llama: Path, tnx) -> None:
-    tnx.configure("0.9.474")
+    # 8b01968 NeuronConfig(**kargs) would silently DROP cache_layout; we refuse it by name instead.
     with pytest.raises(NeuronVersionError) as err:
-        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, cache_layout="BSH")
+        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, cache_layout="SBH")
     message = str(err.value)
     assert "option.cache_layout" in message and "0.10" in message and "installed transformers-neuronx 0.9" in message
     assert tnx.events("from_pretrained") == []  # refused before anything was built
 
 
+@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
 def test_legacy_version_gets_string_layouts(tiny_llama: Path, tnx) -> None:
-    tnx.configure("0.10.0.332")
     load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, attention_layout="BSH")
     recorded = recorded_neuron_config(tnx)
     assert recorded["attention_layout"] == "BSH" and recorded["continuous_batching"].batch_size_for_shared_caches == 2
 
 
+@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
 def test_mistral_continuous_batching_needs_0_11(tiny_model_factory, tnx) -> None:
-    tnx.configure("0.10.0.332")
     mistral = tiny_model_factory("mistral")
     with pytest.raises(NeuronVersionError, match="mistral >= 0.11"):
         load_neuron(mistral, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="continuous_batching")
@@ -100,21 +101,33 @@ def test_mistral_continuous_batching_needs_0_11(tiny_model_factory, tnx) -> None
     assert backend.info.extra["strategy"] == "naive_rolling_batch"
 
 
-def test_class_selection_by_version(tnx) -> None:
+def test_class_selection(tnx) -> None:
     tnx_module, version = import_tnx()
     assert model_class(tnx_module, version, "llama") is tnx_module.NeuronAutoModelForCausalLM
-    tnx.configure("0.9.474")
+    # Issue 12 (1): the auto class maps gpt2 to the context-broadcasting class; we load GPT2ForSampling.
+    assert model_class(tnx_module, version, "gpt2").__name__ == "GPT2ForSampling"
+
+
+@pytest.mark.parametrize("tnx", ["0.9"], indirect=True)
+def test_class_selection_without_auto_class(tnx) -> None:
     tnx_module, version = import_tnx()
     assert not hasattr(tnx_module, "NeuronAutoModelForCausalLM")
     assert model_class(tnx_module, version, "llama").__name__ == "LlamaForSampling"
-    with pytest.raises(NeuronVersionError, match=r"mixtral' needs transformers-neuronx >= 0.10"):
-        model_class(tnx_module, version, "mixtral")
+    assert model_class(tnx_module, version, "mixtral").__name__ == "MixtralForSampling"  # 8b01968 has mixtral/
+
+
+@pytest.mark.parametrize("tnx", ["0.8"], indirect=True)
+def test_0_8_is_refused_naming_the_supported_range(tiny_llama: Path, tnx) -> None:
+    """Issue 12 (5): 0.8 (90c7199) has no top-level NeuronConfig & co.; the minimum is 0.9, said up front."""
+    with pytest.raises(NeuronVersionError, match=r"0\.8 is too old; this backend supports >= 0\.9"):
+        load_neuron(tiny_llama, n_positions=64)
+    assert tnx.events("from_pretrained") == []
 
 
 def test_gpt_bigcode_is_a_clear_error(tiny_model_factory, tnx) -> None:
     with pytest.raises(NeuronVersionError) as err:
         load_neuron(tiny_model_factory("gpt_bigcode"), n_positions=64)
-    assert "gpt_bigcode" in str(err.value) and "llama (>=0.8" in str(err.value) and "device=cpu" in str(err.value)
+    assert "gpt_bigcode" in str(err.value) and "llama (>=0.9" in str(err.value) and "device=cpu" in str(err.value)
 
 
 def test_gpt_neox_needs_fp32(tiny_model_factory, tnx) -> None:
@@ -128,44 +141,57 @@ def test_gpt_neox_needs_fp32(tiny_model_factory, tnx) -> None:
 def test_load_timeout_names_the_option(tiny_llama: Path, tnx, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers_neuronx import _runtime
 
-    monkeypatch.setattr(_runtime.PretrainedModel, "to_neuron", lambda self: time.sleep(3))
+    monkeypatch.setattr(_runtime.CompiledModel, "to_neuron", lambda self: time.sleep(3))
     with pytest.raises(NeuronLoadTimeout) as err:
         load_neuron(tiny_llama, n_positions=64, model_loading_timeout=1)
     assert "option.model_loading_timeout=1" in str(err.value) and "djl-partition" in str(err.value)
 
 
-def test_compile_runs_in_a_scratch_dir_and_applies_the_environment(tiny_llama: Path, tnx,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compile_keeps_the_working_directory_and_applies_the_environment(tiny_llama: Path, tnx,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 (9): no process-wide os.chdir from the loading thread (the server's other threads share it)."""
     from transformers_neuronx import _runtime
 
     seen: dict[str, str] = {}
-    original = _runtime.PretrainedModel.to_neuron
+    original = _runtime.CompiledModel.to_neuron
 
     def to_neuron(self) -> None:
         seen["cwd"], seen["flags"] = os.getcwd(), os.environ.get("NEURON_CC_FLAGS", "")
         original(self)
 
-    monkeypatch.setattr(_runtime.PretrainedModel, "to_neuron", to_neuron)
+    monkeypatch.setattr(_runtime.CompiledModel, "to_neuron", to_neuron)
     monkeypatch.setenv("NEURON_CC_FLAGS", "--verbose")
     before = os.getcwd()
     load_neuron(tiny_llama, n_positions=64, neuron_optimize_level=2)
-    assert seen["cwd"] != before and "djl-neuron-compile-" in seen["cwd"] and os.getcwd() == before
+    assert seen["cwd"] == before and os.getcwd() == before
     assert seen["flags"].split() == ["--verbose", "-O2"]
 
 
-def test_optimum_export_plan() -> None:
-    """An optimum-neuron export is reloaded with the arguments optimum-neuron v0.0.25 compiled it with."""
-    from djl_python.backends.neuron_plan import plan_from_optimum_block
+def test_optimum_export_candidates_follow_each_optimum_era() -> None:
+    """Issue 12 (6): the arguments per optimum-neuron era (modeling_decoder.py / model_configs at each tag)."""
+    from djl_python.backends.neuron_plan import plans_from_optimum_block
+    from djl_python.backends.neuron_versions import TnxFeatures
 
+    features = TnxFeatures((0, 10), vectorized_last_token=True, layout_enum=False, presharded=False)
     block = {"batch_size": 4, "num_cores": 2, "sequence_length": 2048, "auto_cast_type": "bf16"}
-    llama = plan_from_optimum_block(block, "llama", (0, 12))
-    assert llama.strategy == "continuous_batching" and llama.prefill_buckets == [2048]
-    assert llama.model_kwargs == {"batch_size": 4, "amp": "bf16", "tp_degree": 2, "n_positions": [2048],
-                                  "context_length_estimate": [2048]}
-    assert llama.neuron_options == {"fuse_qkv": True, "attention_layout": "BSH", "continuous_batching": 4}
-    opt = plan_from_optimum_block(block, "opt", (0, 12))
-    assert opt.strategy == "naive_rolling_batch" and opt.neuron_options == {"fuse_qkv": True}
-    assert opt.model_kwargs["n_positions"] == 2048
+    llama = plans_from_optimum_block(block, "llama", features)
+    seen = [(p.variant, p.strategy, p.neuron_options) for p in llama]
+    assert seen == [
+        ("optimum v0.0.25-28", "continuous_batching",
+         {"attention_layout": "BSH", "fuse_qkv": True, "continuous_batching": 4}),
+        ("optimum v0.0.24", "continuous_batching", {"attention_layout": "BSH", "continuous_batching": 4}),
+        ("optimum v0.0.19-21", "continuous_batching", {"continuous_batching": 4}),
+        ("optimum v0.0.17-18", "naive_rolling_batch", {}),
+    ]
+    assert llama[0].model_kwargs == {"batch_size": 4, "amp": "bf16", "tp_degree": 2, "n_positions": [2048],
+                                     "context_length_estimate": [2048]}
+    assert llama[-1].model_kwargs["n_positions"] == 2048
+    # Mistral: continuous batching from v0.0.19 whatever the TNX release (0.10 included); mixtral only in
+    # v0.0.22-23; GPT-2 never.
+    assert plans_from_optimum_block(block, "mistral", features)[0].strategy == "continuous_batching"
+    mixtral = plans_from_optimum_block(block, "mixtral", features)
+    assert [p.variant for p in mixtral if p.strategy == "continuous_batching"] == ["optimum v0.0.22-23"]
+    assert {p.strategy for p in plans_from_optimum_block(block, "gpt2", features)} == {"naive_rolling_batch"}
 
 
 def test_optimum_loader_needs_optimum_neuron(tiny_llama: Path, tnx) -> None:

@@ -1,21 +1,14 @@
-"""The double's model runtime: documented TNX semantics, real logits from the Hugging Face model.
+"""The double's "NeuronCore": KV rows of token ids, and logits from the Hugging Face model.
 
-Each KV-cache row is kept as ``{position: token}``. ``forward`` writes the
-given tokens at the given ``cache_ids`` and then computes every requested row's
-logits by running the HF model over *that row's recorded tokens* from its first
-real position to the position just written. Nothing is cached between calls
-except those token ids, so a wrong row, a wrong position, a hole, or padding
-treated as a token all change (or refuse) the result.
+Each KV-cache row is ``{position: token id}``. A forward writes tokens where the
+emulated release would write them, then answers each row with the logits the HF
+model gives for the tokens that row *attends to* (``first..last`` of that row, in
+order). Nothing else is cached, so a wrong row, a wrong position, a hole, padding
+that is attended, or a last token taken at a padding column all change (or
+refuse) the result. Logits are memoised per token sequence only to save time.
 
-Semantics (reference §1.6):
-
-* continuous batching (``neuron_config.continuous_batching`` set): ``start_ids``
-  are ``seq_ids``. Prefill: ``input_ids``/``cache_ids`` ``[n, L]``, right-padded,
-  ``cache_ids = arange(len_i)`` then 0, seq_ids ascending; the row restarts.
-  Decode: ``[n, 1]`` tokens at per-row positions.
-* static batching: every call has exactly ``batch_size`` rows; ``cache_ids`` is
-  1-D (``None`` = ``arange(L)``), shared by all rows; ``start_ids[b]`` is row b's
-  first real column (left padding).
+Shapes are checked as the compiled graphs check them: a context graph of
+bucket ``b`` takes exactly ``b`` input and cache ids per row.
 """
 
 from __future__ import annotations
@@ -27,10 +20,42 @@ from enum import Enum
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from tests.models import dtype_kwargs
-from transformers_neuronx._double import record
+from transformers_neuronx._double import RELEASE, record
+from transformers_neuronx.module import PRESHARDED_FILE, PretrainedModel, read_split_dir
+
+
+def power_of_two_bucket_sizes(min_size: int, max_size: int) -> list[int]:
+    """``utils.power_of_two_bucket_sizes`` (8b01968 utils.py)."""
+    sizes, size = [], min_size
+    while size < max_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_size]
+
+
+def token_sizes(n_positions: int | list[int]) -> list[int]:
+    """``bucket.token_sizes``: a list as given, else powers of two from 128."""
+    return sorted(n_positions) if isinstance(n_positions, list) else power_of_two_bucket_sizes(128, n_positions)
+
+
+def context_sizes(cle: int | list[int] | None, token_buckets: list[int]) -> list[int]:
+    """``bucket.context_sizes``: a list as given; an int alone (0: none); None: half of each token bucket."""
+    if isinstance(cle, list):
+        return sorted(cle)
+    if isinstance(cle, int):
+        return [] if cle <= 0 else [cle]
+    return [b // 2 for b in token_buckets]
+
+
+def find(buckets: list[int], size: int) -> int | None:
+    """``bucket.find``: the smallest bucket >= size, else the largest; None without buckets."""
+    if not buckets:
+        return None
+    fits = [b for b in buckets if b >= size]
+    return fits[0] if fits else buckets[-1]
 
 
 def _canon(value: Any) -> Any:
@@ -47,56 +72,67 @@ def _canon(value: Any) -> Any:
     return value
 
 
-class PretrainedModel:
-    """The old ``module.PretrainedModel`` generation (GPT-J, GPT-NeoX): no serialization."""
+def override_config(hf_config: Any, kwargs: dict[str, Any]) -> None:
+    """``utils.maybe_override_attributes``: GPT2/GPT-J/GPT-NeoX/OPT/BLOOM configs refuse unknown keys."""
+    for key in kwargs:
+        if not hasattr(hf_config, key) and key not in ("n_positions", "batch_size", "amp", "tp_degree"):
+            raise KeyError(f'Found invalid key "{key}".')
 
-    def __init__(self, config: Any, *, batch_size: int = 1, amp: str = "f32", tp_degree: int = 2,
-                 n_positions: int | list[int] = 2048, context_length_estimate: Any = None, unroll: Any = None,
-                 neuron_config: Any = None, **kwargs: Any) -> None:
-        import transformers_neuronx as tnx
+
+class Device:
+    """The model's KV rows and the HF model that turns an attended token sequence into logits."""
+
+    def __init__(self, model: Any, key: str) -> None:
+        from tnx_double_memo import MEMO
+
+        self.hf, self.key = model, key
+        self.rows: dict[int, dict[int, int]] = {}
+        self._memo = MEMO
+
+    def write(self, row: int, position: int, token: int) -> None:
+        self.rows.setdefault(row, {})[position] = token
+
+    def logits(self, row: int, first: int, last: int) -> torch.Tensor:
+        cells = self.rows.get(row, {})
+        holes = [p for p in range(first, last + 1) if p not in cells]
+        assert not holes, f"row {row}: positions {holes[:5]} were never written (KV cache hole)"
+        tokens = tuple(cells[p] for p in range(first, last + 1))
+        if (self.key, tokens) not in self._memo:
+            with torch.inference_mode():
+                self._memo[self.key, tokens] = self.hf(input_ids=torch.tensor([tokens])).logits[0, -1].float()
+        return self._memo[self.key, tokens]
+
+
+class CompiledModel(PretrainedModel):
+    """What every model class shares: buckets, compile/load of graphs, the device, ``n_positions`` bound."""
+
+    serializable = True
+    causal_mask_only = False  # GPT-J: the mask ignores start_ids
+
+    def _setup(self, config: Any, *, batch_size: int, amp: str, tp_degree: int, n_positions: int | list[int],
+               context_buckets: list[int], neuron_config: Any) -> None:
+        from transformers_neuronx.config import NeuronConfig
 
         self.config = config
         self.batch_size = batch_size
-        self.n_positions = max(n_positions) if isinstance(n_positions, list) else n_positions
-        if isinstance(context_length_estimate, int):
-            context_length_estimate = [context_length_estimate]
-        self.context_buckets = sorted(context_length_estimate or [self.n_positions])
-        self.neuron_config = neuron_config if neuron_config is not None else tnx.NeuronConfig()
+        self.amp, self.tp_degree = amp, tp_degree
+        self.token_buckets = token_sizes(n_positions)
+        self.n_positions = self.token_buckets[-1]
+        self.context_buckets = context_buckets
+        self.neuron_config = neuron_config if neuron_config is not None else NeuronConfig()
         self.continuous = bool(getattr(self.neuron_config, "continuous_batching", None))
-        self.version = tnx.__version__
-        self.checkpoint: str | None = None
         self._neff_dir: str | None = None
-        self._hf: Any = None
-        self.rows: dict[int, dict[int, int]] = {}
-        self._memo: dict[tuple[int, ...], torch.Tensor] = {}
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_path: str, *model_args: Any, **kwargs: Any) -> PretrainedModel:
-        nc = kwargs.get("neuron_config")
-        n_positions = kwargs.get("n_positions", 2048)
-        cle = kwargs.get("context_length_estimate")
-        if isinstance(cle, list) and cle:
-            assert max(cle) <= (max(n_positions) if isinstance(n_positions, list) else n_positions)
-        if nc is not None and getattr(nc, "continuous_batching", None):
-            shared = nc.continuous_batching.batch_size_for_shared_caches
-            assert shared == kwargs.get("batch_size"), (
-                f"invalid batch_size_for_shared_caches ({shared}), {kwargs.get('batch_size')} is expected")
-        if nc is not None and getattr(nc, "quant", None) is not None:
-            assert kwargs.get("amp") == nc.quant.dequant_dtype, "amp must equal quant.dequant_dtype"
-        model = cls(AutoConfig.from_pretrained(pretrained_model_path), *model_args, **kwargs)
-        model.checkpoint = pretrained_model_path
-        record("from_pretrained", cls.__name__, pretrained_model_path, dict(kwargs))
-        return model
+        self.device: Device | None = None
 
     # -- compile / serialize -------------------------------------------------------------------
     def graph_hashes(self) -> list[str]:
-        """One "NEFF" per context bucket plus the token graph, hashed like TNX: any setting change misses."""
-        # The HLO depends on the architecture, not on where the checkpoint lives or which library wrote it.
-        arch = {k: v for k, v in self.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
-        spec = {"class": type(self).__name__, "version": self.version, "batch_size": self.batch_size,
-                "n_positions": self.n_positions, "config": arch,
-                "neuron_config": _canon(self.neuron_config)}
-        graphs = [("context", b) for b in self.context_buckets] + [("token", self.n_positions)]
+        """One "NEFF" per context bucket plus the token graph: any setting change misses, as the HLO hash does."""
+        arch = {k: v for k, v in self.config.to_dict().items()
+                if not k.startswith("_") and k not in ("transformers_version", "is_presharded_checkpoint")}
+        spec = {"class": type(self).__name__, "release": RELEASE.label, "batch_size": self.batch_size,
+                "amp": self.amp, "tp_degree": self.tp_degree, "token_buckets": self.token_buckets,
+                "config": arch, "neuron_config": _canon(self.neuron_config)}
+        graphs = [("context", b) for b in self.context_buckets] + [("token", b) for b in self.token_buckets]
         return [hashlib.sha256(json.dumps({**spec, "graph": g}, sort_keys=True, default=str).encode()).hexdigest()[:20]
                 for g in graphs]
 
@@ -108,85 +144,62 @@ class PretrainedModel:
             record("to_neuron", type(self).__name__, "loaded")
         else:
             record("to_neuron", type(self).__name__, "compile")
-        self._hf = AutoModelForCausalLM.from_pretrained(self.checkpoint, **dtype_kwargs(torch.float32)).eval()
+        self.device = Device(self._hf_model(), f"{os.path.realpath(self.checkpoint)}:{self.weights_format}")
+
+    def _hf_model(self) -> Any:
+        path, fmt = self.checkpoint, self.weights_format
+        if fmt == "presharded":
+            saved = torch.load(os.path.join(path, PRESHARDED_FILE), weights_only=False)
+            model = AutoModelForCausalLM.from_config(self.config.__class__.from_dict(saved["config"]))
+            model.load_state_dict(saved["state_dict"])
+            return model.float().eval()
+        if fmt == "bin-dir":
+            model = AutoModelForCausalLM.from_config(self.config)
+            model.load_state_dict(read_split_dir(os.path.join(path, "pytorch_model.bin")), strict=False)
+            return model.float().eval()
+        return AutoModelForCausalLM.from_pretrained(path, **dtype_kwargs(torch.float32)).eval()
 
     def reset(self) -> None:
         record("reset", type(self).__name__)
-        self.rows.clear()
+        if self.device is not None:
+            self.device.rows.clear()
 
-    # -- forward ---------------------------------------------------------------------------------
-    def _logits(self, row: int, first: int, last: int) -> torch.Tensor:
-        cells = self.rows.get(row, {})
-        holes = [p for p in range(first, last + 1) if p not in cells]
-        assert not holes, f"row {row}: positions {holes[:5]} were never written (KV cache hole)"
-        tokens = tuple(cells[p] for p in range(first, last + 1))
-        # Logits are a pure function of the token sequence; memoising only saves time (re-prefills repeat them).
-        if tokens not in self._memo:
-            with torch.inference_mode():
-                self._memo[tokens] = self._hf(input_ids=torch.tensor([tokens])).logits[0, -1].float()
-        return self._memo[tokens]
-
-    def _run(self, input_ids: torch.Tensor, cache_ids: torch.Tensor | None, start_ids: torch.Tensor | None):
-        assert self._hf is not None, "forward() before to_neuron()"
+    # -- shared forward pieces ------------------------------------------------------------------
+    def _check_ready(self, input_ids: torch.Tensor) -> Device:
+        assert self.device is not None, "forward() before to_neuron()"
         assert input_ids.dim() == 2, f"input_ids must be [batch, length], got {tuple(input_ids.shape)}"
-        if self.continuous:
-            return self._run_continuous(input_ids, cache_ids, start_ids)
-        return self._run_static(input_ids, cache_ids, start_ids)
+        return self.device
 
-    def _run_continuous(self, input_ids, cache_ids, seq_ids):
-        n, length = input_ids.shape
-        seqs = [int(s) for s in seq_ids.flatten()]
-        assert len(seqs) == n and len(set(seqs)) == n and all(0 <= s < self.batch_size for s in seqs), seqs
-        assert cache_ids is not None and tuple(cache_ids.shape) == (n, length), "cache_ids must be [n, L]"
-        out = []
-        if length > 1:  # prefill: one sequence at a time, padded to the smallest context bucket
-            assert seqs == sorted(seqs), f"seq_ids of a prefill must be ascending, got {seqs}"
-            fits = [b for b in self.context_buckets if b >= length]
-            assert fits, f"prompt width {length} exceeds the largest context bucket {self.context_buckets[-1]}"
-            record("context_bucket", fits[0])
-            for i, seq in enumerate(seqs):
-                real = int(cache_ids[i].max()) + 1
-                assert cache_ids[i, :real].tolist() == list(range(real)), "cache_ids must be arange(len) first"
-                assert not cache_ids[i, real:].any(), "cache_ids must be 0 on the right padding"
-                self.rows[seq] = {p: int(t) for p, t in enumerate(input_ids[i, :real])}
-                out.append(self._logits(seq, 0, real - 1))
-        else:
-            for i, seq in enumerate(seqs):
-                pos = int(cache_ids[i, 0])
-                assert pos < self.n_positions, f"position {pos} >= n_positions {self.n_positions}"
-                self.rows.setdefault(seq, {})[pos] = int(input_ids[i, 0])
-                out.append(self._logits(seq, 0, pos))
-        return torch.stack(out)
+    def _check_position(self, position: int) -> None:
+        assert 0 <= position < self.n_positions, f"cache position {position} outside [0, {self.n_positions})"
 
-    def _run_static(self, input_ids, cache_ids, start_ids):
+    def _first(self, start: int) -> int:
+        return 0 if self.causal_mask_only else start
+
+    def _static_token_steps(self, input_ids: torch.Tensor, cache_ids: list[int], starts: list[int],
+                            answer_at: int | None = None) -> torch.Tensor:
+        """Static batching: every column written for every row; answered at ``answer_at`` (default: the last)."""
+        device = self._check_ready(input_ids)
         batch, length = input_ids.shape
-        assert batch == self.batch_size, f"static batching needs all {self.batch_size} rows, got {batch}"
-        cols = list(range(length)) if cache_ids is None else [int(c) for c in cache_ids.flatten()]
-        assert len(cols) == length, "static batching takes one 1-D cache_ids shared by all rows"
-        assert cols[-1] < self.n_positions, f"column {cols[-1]} >= n_positions {self.n_positions}"
-        starts = [0] * batch if start_ids is None else [int(s) for s in start_ids.flatten()]
-        out = []
+        assert batch == self.batch_size, f"static batching runs the compiled batch of {self.batch_size}, got {batch}"
+        assert len(cache_ids) == length, f"cache_ids {len(cache_ids)} for {length} input columns"
+        for col in cache_ids:
+            self._check_position(col)
         for b in range(batch):
-            cells = self.rows.setdefault(b, {})
-            for j, col in enumerate(cols):
-                cells[col] = int(input_ids[b, j])
-            out.append(self._logits(b, starts[b], cols[-1]))
-        return torch.stack(out)
+            for j, col in enumerate(cache_ids):
+                device.write(b, col, int(input_ids[b, j]))
+        last = cache_ids[-1] if answer_at is None else answer_at
+        return torch.stack([device.logits(b, self._first(starts[b]), last) for b in range(batch)])
 
 
-class NeuronModelBase(PretrainedModel):
-    """The ``base.NeuronModelBase`` generation: save()/load() of compiled graphs."""
-
-    def save(self, directory: str, sharded_weights: bool = False) -> None:
-        os.makedirs(directory, exist_ok=True)
-        for digest in self.graph_hashes():
-            with open(os.path.join(directory, f"{digest}.neff"), "wb") as out:
-                out.write(b"NEFF-double " + digest.encode())
-        record("save", type(self).__name__, directory)
-
-    def load(self, directory: str) -> None:
-        self._neff_dir = directory
-        record("load", type(self).__name__, directory)
-
-    def forward(self, input_ids, cache_ids=None, start_ids=None):
-        return self._run(input_ids, cache_ids, start_ids)
+def save_presharded(model: CompiledModel, directory: str) -> None:
+    """``save(dir, sharded_weights=True)`` (1ade6d7 base.py): weights + config.json saying presharded."""
+    assert model.neuron_config.on_device_embedding, \
+        "on_device_embedding must be True to save and load presharded weights"
+    hf = model.device.hf if model.device is not None else model._hf_model()
+    torch.save({"config": model.config.to_dict(), "state_dict": hf.state_dict()},
+               os.path.join(directory, PRESHARDED_FILE))
+    config = model.config.to_dict()
+    config["is_presharded_checkpoint"] = True
+    with open(os.path.join(directory, "config.json"), "w") as out:
+        json.dump(config, out)

@@ -1,26 +1,19 @@
-"""Test double of ``transformers_neuronx.config``: the documented constructors, recording their arguments.
+"""``transformers_neuronx.config`` as the emulated release has it (see ``_versions.py``).
 
-``NeuronConfig`` is the 0.11+ keyword-only form; ``LegacyNeuronConfig`` is the
-<= 0.10 ``**kargs`` form that rejects keys its release did not know, as the
-real ones do (with an ``AssertionError``).
+* ``NeuronConfig``: ``**kargs`` that silently drops unknown keys (0.8, 0.9:
+  90c7199/8b01968 have no ``assert len(kargs) == 0``), ``**kargs`` that asserts
+  on them (0.10), or keyword-only (0.11+). Under continuous batching
+  ``lhs_aligned`` is forced on from 0.10-late, and ``vectorize_last_token_id``
+  exists from 0.10-late only (0623de2).
+* ``ContinuousBatchingConfig(batch_size_for_shared_caches)`` (0.9-0.11) or
+  ``(**kwargs)`` with the ``max_num_seqs`` alias (0.13); absent in 0.8.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from transformers_neuronx.constants import GQA, Layout
-
-LEGACY_KEYS: dict[tuple[int, int], set[str]] = {
-    (0, 8): {"all_reduce_dtype", "cast_logits_dtype", "fuse_qkv", "quant", "sparse_attn"},
-}
-LEGACY_KEYS[(0, 9)] = LEGACY_KEYS[(0, 8)] | {
-    "attention_layout", "collectives_layout", "continuous_batching", "group_query_attention",
-    "on_device_embedding", "use_2d_cache_ids",
-}
-LEGACY_KEYS[(0, 10)] = LEGACY_KEYS[(0, 9)] | {
-    "cache_layout", "log_softmax_scores", "on_device_generation", "lhs_aligned",
-}
+from transformers_neuronx._double import RELEASE
 
 
 class QuantizationConfig:
@@ -31,13 +24,18 @@ class QuantizationConfig:
         self.no_quantize_list = list(no_quantize_list)
 
 
-class ContinuousBatchingConfig:
+class _PositionalCBConfig:
+    def __init__(self, batch_size_for_shared_caches):
+        self.batch_size_for_shared_caches = batch_size_for_shared_caches
+
+
+class _KwargsCBConfig:
     def __init__(self, **kwargs: Any):
         self.max_num_seqs = kwargs.pop("max_num_seqs", None) or kwargs.pop("batch_size_for_shared_caches")
         self.max_model_len = kwargs.pop("max_model_len", None)
         self.optimized_paged_attention = kwargs.pop("optimized_paged_attention", False)
         self.enable_chunked_prefill = kwargs.pop("enable_chunked_prefill", False)
-        assert not kwargs, f"unexpected key word arguments: {kwargs.keys()}"
+        assert len(kwargs) == 0, f"unexpected key word arguments: {kwargs.keys()}"
 
     @property
     def batch_size_for_shared_caches(self) -> int:
@@ -50,36 +48,60 @@ class GenerationConfig:
         self.eos_token_id, self.temperature, self.extra = eos_token_id, temperature, kw
 
 
+_DEFAULTS = {"quant": None, "continuous_batching": None, "attention_layout": "HSB", "collectives_layout": "HSB",
+             "cache_layout": "SBH", "group_query_attention": None, "on_device_embedding": False, "fuse_qkv": False,
+             "cast_logits_dtype": "float32", "all_reduce_dtype": None, "padding_side": "left"}
+
+
 class NeuronConfig:
-    def __init__(self, *, sparse_attn=None, quant: QuantizationConfig | None = None, kv_cache_quant=None,
-                 continuous_batching: ContinuousBatchingConfig | None = None, attention_layout=Layout.HSB,
-                 collectives_layout=Layout.HSB, cache_layout=Layout.SBH, padding_side: str = "left",
-                 group_query_attention: GQA | None = None, sequence_parallel_norm: bool = False,
-                 on_device_embedding: bool = False, on_device_generation: GenerationConfig | None = None,
-                 all_reduce_dtype: str | None = None, cast_logits_dtype: str = "float32", fuse_qkv: bool = False,
-                 qkv_tiling: bool = False, weight_tiling: bool = False, log_softmax_scores: bool = False,
-                 shard_over_sequence: bool = False, output_all_logits: bool = False, fuse_mlp: bool = False,
-                 compilation_worker_count: int | None = None, **kwargs: Any):
-        assert cast_logits_dtype in ("float32", "float16", "bfloat16"), cast_logits_dtype
-        assert padding_side in ("left", "right"), padding_side
-        assert len(kwargs) == 0, f"Unexpected NeuronConfig keyword arguments: {kwargs}"
-        self.recorded = {k: v for k, v in locals().items() if k not in ("self", "kwargs", "__class__")}
-        self.quant, self.continuous_batching, self.on_device_embedding = quant, continuous_batching, on_device_embedding
-        self.cache_layout, self.attention_layout, self.fuse_qkv = cache_layout, attention_layout, fuse_qkv
-        self.group_query_attention = GQA(group_query_attention) if group_query_attention else None
-        self.padding_side = "right" if continuous_batching else padding_side
+    """One class for all forms; the emulated release decides which keys it takes and how it fails."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        if args:  # every form is keyword-only in practice (kargs or *,)
+            raise TypeError("NeuronConfig takes keyword arguments only")
+        form, known = RELEASE.neuron_config_form, RELEASE.neuron_config_keys
+        unknown = {k: v for k, v in kwargs.items() if k not in known}
+        if unknown and form == "kargs-strict":
+            raise AssertionError(f"unexpected arguments: {unknown}")
+        if unknown and form == "keyword-only":
+            raise AssertionError(f"Unexpected NeuronConfig keyword arguments: {unknown}")
+        accepted = {k: v for k, v in kwargs.items() if k in known}  # kargs-lenient: the rest is dropped
+        self.recorded = dict(accepted)
+        for key, value in _DEFAULTS.items():
+            setattr(self, key, accepted.get(key, value))
+        if "cast_logits_dtype" in accepted:
+            assert self.cast_logits_dtype in ("float32", "float16", "bfloat16"), self.cast_logits_dtype
+        if self.group_query_attention is not None:
+            from transformers_neuronx.constants import GQA
+
+            self.group_query_attention = GQA(self.group_query_attention)
+        lhs = bool(accepted.get("use_2d_cache_ids") or accepted.get("lhs_aligned")
+                   or accepted.get("padding_side") == "right")
+        self.lhs_aligned = bool(lhs or self.continuous_batching)
+        if self.continuous_batching:
+            self.padding_side = "right"
+
+    def __getattr__(self, name: str) -> Any:
+        # vectorize_last_token_id / use_2d_cache_ids are properties from 0623de2 on; before,
+        # 8b01968/7a30b42 store use_2d_cache_ids as a plain attribute and have no vectorize_last_token_id.
+        if name == "vectorize_last_token_id" and RELEASE.vectorize_last_token_id:
+            return self.lhs_aligned
+        if name == "use_2d_cache_ids" and RELEASE.continuous_batching is not None:
+            return self.lhs_aligned
+        raise AttributeError(name)
 
 
-class LegacyNeuronConfig:
-    """<= 0.10: ``**kargs``, unknown keys rejected; the accepted set depends on the configured version."""
+ContinuousBatchingConfig = _KwargsCBConfig if RELEASE.continuous_batching == "kwargs" else _PositionalCBConfig
+if RELEASE.continuous_batching is None:
+    del ContinuousBatchingConfig
 
-    version: tuple[int, int] = (0, 10)
 
-    def __init__(self, **kargs: Any):
-        self.recorded = dict(kargs)
-        unknown = set(kargs) - LEGACY_KEYS[type(self).version]
-        assert not unknown, f"unexpected arguments: {unknown}"
-        self.quant = kargs.get("quant")
-        self.continuous_batching = kargs.get("continuous_batching")
-        self.on_device_embedding = kargs.get("on_device_embedding", False)
-        self.padding_side = "right" if self.continuous_batching else "left"
+if RELEASE.neuron_config_form == "keyword-only":
+    # 0.11+ declare every key in the signature (c8d6bdc/1ade6d7 config.py), so callers can introspect it.
+    import inspect
+
+    NeuronConfig.__init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=None)
+           for k in sorted(RELEASE.neuron_config_keys - {"use_2d_cache_ids", "lhs_aligned"})]
+        + [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])

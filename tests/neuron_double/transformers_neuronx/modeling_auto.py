@@ -1,4 +1,7 @@
-"""Test double of ``transformers_neuronx.modeling_auto``: dispatch on the checkpoint's model_type."""
+"""``transformers_neuronx.modeling_auto`` (from 0.10, 7a30b42): dispatch on the checkpoint's ``model_type``.
+
+Note the mapping: ``gpt2`` -> ``GPT2ForSamplingWithContextBroadcasting`` (7a30b42 .. 1ade6d7).
+"""
 
 import json
 import os

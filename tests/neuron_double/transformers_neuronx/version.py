@@ -1,3 +1,5 @@
-"""Test double: the version string, changed per test through ``_double.configure``."""
+"""``transformers_neuronx.version``: the emulated wheel's version string."""
 
-__version__ = "0.13.380"
+from transformers_neuronx._double import RELEASE
+
+__version__ = RELEASE.version

@@ -1,9 +1,14 @@
-from transformers_neuronx._runtime import NeuronModelBase
+"""``transformers_neuronx.opt.model.OPTForSampling``: ``n_positions`` bounded by the position table (8b01968)."""
+
+from transformers_neuronx.base import NeuronModelBase
 
 
 class OPTForSampling(NeuronModelBase):
-    def __init__(self, config, *, n_positions=2048, batch_size=1, amp="f32", tp_degree=2,
-                 context_length_estimate=None, context_unroll=None, unroll=None, neuron_config=None, **kwargs):
-        super().__init__(config, n_positions=n_positions, batch_size=batch_size, amp=amp, tp_degree=tp_degree,
-                         context_length_estimate=context_length_estimate, unroll=unroll,
-                         neuron_config=neuron_config, **kwargs)
+    strict_config_kwargs = True
+
+    def __init__(self, config, *args, n_positions=2048, **kwargs):
+        largest = max(n_positions) if isinstance(n_positions, list) else n_positions
+        if largest > config.max_position_embeddings:
+            raise ValueError(f"Sequence length ({largest}) cannot be larger than position embedding's context "
+                             f"size ({config.max_position_embeddings})!")
+        super().__init__(config, *args, n_positions=n_positions, **kwargs)
