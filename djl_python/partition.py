@@ -32,6 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from djl_python.config import dtypes
+
 if TYPE_CHECKING:
     from djl_python.backends.neuron_plan import NeuronLoadPlan
     from djl_python.config import HandlerConfig
@@ -61,7 +63,7 @@ def _dtype_kwargs(dtype: str) -> dict[str, str]:
 
 def neuron_block(plan: NeuronLoadPlan, config: HandlerConfig, tnx_version: str) -> dict[str, Any]:
     """The ``neuron`` block of config.json (optimum-neuron's keys plus our load plan)."""
-    dtype = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}[plan.model_kwargs["amp"]]
+    dtype = dtypes.canonical(plan.model_kwargs["amp"])
     source = config.model_id_or_path
     is_hub_id = source is not None and not Path(source).exists() and not source.startswith("s3://")
     return {

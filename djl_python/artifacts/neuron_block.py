@@ -22,19 +22,13 @@ from typing import Any, Mapping
 
 from djl_python.artifacts.errors import ArtifactError
 from djl_python.artifacts.manifest import _newer
-
-_DTYPES = {
-    "fp32": "fp32", "f32": "fp32", "float32": "fp32",
-    "fp16": "fp16", "f16": "fp16", "float16": "fp16",
-    "bf16": "bf16", "bfloat16": "bf16",
-}
-
+from djl_python.config import dtypes
 
 def normalize_dtype(value: str | None) -> str | None:
     """``fp32``/``fp16``/``bf16`` for any common spelling (``f16``, ``float16``...); unknown values pass through."""
     if value is None:
         return None
-    return _DTYPES.get(str(value).strip().lower(), str(value))
+    return dtypes.canonical(value) or str(value)
 
 
 def check_neuron_block(

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from djl_python.config import dtypes
 from djl_python.config.errors import ConfigError, ConfigProblem
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET_FRACTION = 0.9
-_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # safetensors header dtypes -> bytes (https://github.com/huggingface/safetensors, format docs).
 _ST_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "U8": 1, "I8": 1, "BOOL": 1,
              "F8_E4M3": 1, "F8_E5M2": 1}
@@ -58,7 +58,7 @@ class MemoryPlan:
 
     @property
     def kv_cache_bytes(self) -> int:
-        return self.slots * self.n_positions * self.layers * 2 * self.kv_heads * self.head_dim * _DTYPE_BYTES[self.dtype]
+        return self.slots * self.n_positions * self.layers * 2 * self.kv_heads * self.head_dim * dtypes.BY_NAME[self.dtype].itemsize
 
     @property
     def total_bytes(self) -> int:
@@ -68,7 +68,7 @@ class MemoryPlan:
         return (
             f"weights {gib(self.weights_bytes)} + KV cache {gib(self.kv_cache_bytes)} "
             f"({self.slots} slots x {self.n_positions} positions x {self.layers} layers x 2 x {self.kv_heads} KV heads"
-            f" x {self.head_dim} x {_DTYPE_BYTES[self.dtype]} bytes {self.dtype}) = {gib(self.total_bytes)}"
+            f" x {self.head_dim} x {dtypes.BY_NAME[self.dtype].itemsize} bytes {self.dtype}) = {gib(self.total_bytes)}"
         )
 
 
@@ -99,10 +99,10 @@ def weights_bytes(model_dir: Path, dtype: str, stored_dtype: str | None) -> int:
     rescaled from the stored dtype (``stored_dtype``, fp32 when unknown)."""
     shards = sorted(model_dir.glob("*.safetensors"))
     if shards:
-        return sum(_safetensors_params(p) for p in shards) * _DTYPE_BYTES[dtype]
+        return sum(_safetensors_params(p) for p in shards) * dtypes.BY_NAME[dtype].itemsize
     files = [p for pattern in ("*.bin", "*.pt") for p in model_dir.glob(pattern)]
-    stored = _DTYPE_BYTES.get(stored_dtype or "fp32", 4)
-    return sum(p.stat().st_size for p in files) * _DTYPE_BYTES[dtype] // stored
+    stored = dtypes.BY_NAME[stored_dtype or "fp32"].itemsize
+    return sum(p.stat().st_size for p in files) * dtypes.BY_NAME[dtype].itemsize // stored
 
 
 def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | None, dtype: str | None,
@@ -118,7 +118,7 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     name = defaults.dtype_name(torch_dtype)
     layers, kv_heads, head_dim = kv_geometry(config)
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
-    stored_short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(stored)
+    stored_short = dtypes.canonical(stored)
     return MemoryPlan(
         slots=max_slots,
         n_positions=defaults.resolve_n_positions(config, n_positions),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
+from djl_python.config import dtypes
 from djl_python.backends.model_defaults import eos_token_ids
 from djl_python.backends.neuron_loader import import_features, load_optimum_model, load_tnx_model
 from djl_python.backends.neuron_plan import (
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 PLAN_KEY = "djl_python"  # neuron.djl_python.plan in config.json, written by djl-partition
-_DTYPE_OF_AMP = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
 
 
 def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class NeuronBackend(Backend):
             name="neuron",
             device="neuron",
             model_type=plan.model_type,
-            dtype=_DTYPE_OF_AMP.get(str(plan.model_kwargs.get("amp")), str(plan.model_kwargs.get("amp"))),
+            dtype=dtypes.canonical(plan.model_kwargs.get("amp")) or str(plan.model_kwargs.get("amp")),
             extra={"strategy": plan.strategy, "tp_degree": plan.model_kwargs.get("tp_degree"),
                    "transformers_neuronx": tnx_version},
         )
@@ -291,7 +291,7 @@ def _load_with_optimum(
                                 tp_degree=tensor_parallel_degree(config), features=features)
         export = {"batch_size": plan.batch_size, "sequence_length": plan.n_positions,
                   "num_cores": plan.model_kwargs["tp_degree"],
-                  "auto_cast_type": _DTYPE_OF_AMP[plan.model_kwargs["amp"]]}
+                  "auto_cast_type": dtypes.canonical(plan.model_kwargs["amp"])}
     wrapper = load_optimum_model(Path(artifacts.model_dir), export_kwargs=export, deadline=deadline,
                                  timeout_s=config.model_loading_timeout)
     neuron_block = block or dict(getattr(wrapper.config, "neuron", {}) or export or {})

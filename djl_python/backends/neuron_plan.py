@@ -29,7 +29,7 @@ from djl_python.backends.neuron_versions import (
     model_support,
     supports_continuous_batching,
 )
-from djl_python.config import ConfigError, ConfigProblem
+from djl_python.config import ConfigError, ConfigProblem, dtypes
 
 if TYPE_CHECKING:
     from djl_python.config import HandlerConfig
@@ -40,8 +40,6 @@ CONTINUOUS = "continuous_batching"
 NAIVE = "naive_rolling_batch"
 SINGLE_ROW = "single_row"  # the naive strategy with one KV row (GPT-J)
 DEFAULT_MAX_N_POSITIONS = 4096  # DJL 0.30's smart default cap
-_AMP = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
-_AMP_FROM_OPTIMUM = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "f32": "f32", "f16": "f16"}
 
 # NeuronConfig key -> the option a user wrote to ask for it (for version errors).
 OPTION_OF_KEY: dict[str, str] = {
@@ -163,7 +161,7 @@ def _amp(config: HandlerConfig, model_type: str, version: tuple[int, int]) -> st
     if config.dtype is None:
         # Neuron's default is fp16, except where TNX's graphs only work in f32 (GPT-NeoX).
         return "f32" if f32_only else "f16"
-    amp = _AMP[config.dtype]
+    amp = dtypes.amp(config.dtype)
     if f32_only and amp != "f32":
         raise NeuronVersionError(
             f"option.dtype={config.dtype}: transformers-neuronx runs {model_type} in fp32 only; set option.dtype=fp32"
@@ -291,7 +289,7 @@ def plans_from_optimum_block(block: dict[str, Any], model_type: str, features: T
         raise NeuronVersionError(f"config.json 'neuron' block lacks {missing}; is this an optimum-neuron export?")
     model_support(model_type, features.version)
     batch, seq = int(block["batch_size"]), int(block["sequence_length"])
-    amp = _AMP_FROM_OPTIMUM.get(str(block["auto_cast_type"]), str(block["auto_cast_type"]))
+    amp = dtypes.amp(str(block["auto_cast_type"]))
     base = {"batch_size": batch, "amp": amp, "tp_degree": int(block["num_cores"])}
     plans: list[NeuronLoadPlan] = []
     for era, always_config, fuse, cb_archs in _OPTIMUM_ERAS:
