@@ -334,25 +334,11 @@ class TransformersNeuronXService:
                 reply.add_as_json({"code": 400, "error": to_api_error(plan).text}, key="data", batch_index=index)
                 continue
             req, prompts, ids = plan
-            generated = [{"generated_text": self._full_text(prompt_of[rid], texts.get(rid, ""), tokens.get(rid, []))}
+            generated = [{"generated_text": self.prompts.full_text(prompt_of[rid], texts.get(rid, ""), tokens.get(rid, []))}
                          for rid in ids]
             reply.add_as_json(generated, key="data", batch_index=index)
         reply.add_property("Content-Type", "application/json")
         return reply
-
-    def _full_text(self, prompt_ids: list[int], text: str, token_ids: list[int]) -> str:
-        """Prompt and generation decoded together, as DJL's static path decodes ``generate()``'s output.
-
-        Chat requests (no prompt ids kept) return the generation alone. A
-        stop-sequence cut (text shorter than its tokens) keeps the cut.
-        """
-        if not prompt_ids:
-            return text
-        tokenizer = self.engine.tokenizer
-        generated = tokenizer.decode(token_ids, skip_special_tokens=True)
-        if generated != text:  # a stop sequence cut the text: keep the cut, prefix the prompt
-            return tokenizer.decode(prompt_ids, skip_special_tokens=True) + text
-        return tokenizer.decode(list(prompt_ids) + list(token_ids), skip_special_tokens=True)
 
 
 _service = TransformersNeuronXService()

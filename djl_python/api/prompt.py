@@ -58,6 +58,19 @@ class PromptBuilder:
             ids = ids[-truncate:]
         return EngineRequest(text, ids, params)
 
+    def full_text(self, prompt_ids: Sequence[int], text: str, token_ids: Sequence[int]) -> str:
+        """Prompt and generation decoded together, as DJL's static path decodes ``generate()``'s
+        output (prompt and new tokens in one sequence, so a word split across them reads whole).
+
+        No prompt ids (chat) return the generation alone. A stop-sequence cut (``text``
+        shorter than its tokens' text) keeps the cut after the decoded prompt.
+        """
+        if not prompt_ids:
+            return text
+        if self._tokenizer.decode(list(token_ids), skip_special_tokens=True) != text:
+            return self._tokenizer.decode(list(prompt_ids), skip_special_tokens=True) + text
+        return self._tokenizer.decode(list(prompt_ids) + list(token_ids), skip_special_tokens=True)
+
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each prompt token's text on its own (``details.prefill``)."""
         return [self._tokenizer.decode([t]) for t in ids]
