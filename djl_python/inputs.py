@@ -38,11 +38,6 @@ from djl_python.pair_list import PairList
 BATCH_PREFIX = "batch_"
 
 
-def batch_key(index: int, key: str) -> str:
-    """Java's per-request key: index zero-padded to three digits (``batch_007.data``)."""
-    return f"{BATCH_PREFIX}{index:03d}.{key}"
-
-
 def _split_batch_key(key: str) -> Optional[tuple[int, str]]:
     # Java writes "batch_" + 3-digit index + "." (DJL reads key[6:9] / key[10:]); the
     # index is parsed up to the dot so an index above 999 still splits correctly.
