@@ -209,11 +209,6 @@ class NeuronBackend(Backend):
         logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
         return backend
 
-    @property
-    def device(self) -> str:
-        """Where the returned logits live: TNX hands them back on the host (``info.device`` says ``neuron``)."""
-        return "cpu"
-
     # -- shared helpers -------------------------------------------------------------------------
     def _check_slots(self, slot_ids: Sequence[int]) -> None:
         if not slot_ids:
@@ -233,9 +228,6 @@ class NeuronBackend(Backend):
                                f"[{rows}, {self.limits.vocab_size}]")
         # TNX pads the vocabulary to a multiple of tp_degree; the padding columns are not tokens.
         return logits[:, : self.limits.vocab_size].float()
-
-    def close(self) -> None:
-        self.model = None
 
 
 def _eos_ids(artifacts: ModelArtifacts) -> tuple[int, ...]:
