@@ -8,6 +8,9 @@ last chunk carries the usage with an empty ``choices`` list. A failure after the
 stream started is an ``{"error": {...}}`` event (the OpenAI client raises it as
 ``APIError``).
 
+``prefix`` leads the text (legacy completions' ``echo``: the prompt); streamed,
+it is part of the first chunk, as vLLM sends it.
+
 Log-prob entries use each token's own text (``RequestOutput.token_texts``),
 as OpenAI does; ``text_offset`` accumulates those texts.
 """
@@ -36,8 +39,9 @@ class OpenAiRenderer:
     """Renders one request (chat or legacy completion); see ``djl_python.api.render``."""
 
     def __init__(self, *, chat: bool, request_id: str, model: str, logprobs: bool, stream: bool = False,
-                 include_usage: bool = False, created: Optional[int] = None) -> None:
+                 include_usage: bool = False, created: Optional[int] = None, prefix: str = "") -> None:
         self.chat = chat
+        self.prefix = prefix
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
         self.model = model
         self.logprobs = logprobs
@@ -75,7 +79,7 @@ class OpenAiRenderer:
 
     def completion(self, outputs: Sequence[RequestOutput]) -> dict[str, Any]:
         """The whole ``chat.completion`` / ``text_completion`` object."""
-        text = "".join(out.text for out in outputs)
+        text = self.prefix + "".join(out.text for out in outputs)
         return {**self.envelope(False), "choices": [self.choice(outputs, text, False)],
                 "usage": self.usage(outputs[-1])}
 
@@ -83,7 +87,8 @@ class OpenAiRenderer:
         """The next chunk object, or None when ``out`` adds nothing (no text, no token, not final)."""
         if not (out.text or out.token_ids or out.finished or self._first):
             return None
-        chunk = {**self.envelope(True), "choices": [self.choice([out], out.text, True, self._first)]}
+        text = self.prefix + out.text if self._first else out.text
+        chunk = {**self.envelope(True), "choices": [self.choice([out], text, True, self._first)]}
         self._first = False
         return chunk
 

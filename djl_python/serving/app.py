@@ -54,10 +54,12 @@ def create_app(config: HandlerConfig, engine_factory: EngineFactory, *, model_na
             if state.engine is not None:
                 await state.engine.shutdown(0.0)
 
-    app = FastAPI(title="djl-serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="djl-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
+    app.state.created = int(time.time())  # /v1/models "created"
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(routes.router)
+    routes.document_bodies(app)
 
     @app.get("/ping")
     async def ping() -> Response:
