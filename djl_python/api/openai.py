@@ -104,8 +104,11 @@ class _Common(_Body):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+MAX_PROMPTS = 16  # prompts in one completions request (each takes a slot or a place in the queue)
+
+
 class CompletionRequest(_Common):
-    """``POST /v1/completions``. One prompt per request (a string or token ids)."""
+    """``POST /v1/completions``: a prompt (a string or token ids) or a list of them, one choice each."""
 
     prompt: Union[str, list[str], list[int], list[list[int]]]
     max_tokens: Optional[int] = 16  # OpenAI's default for legacy completions
@@ -114,16 +117,16 @@ class CompletionRequest(_Common):
     suffix: Optional[str] = None
     best_of: Optional[int] = None
 
-    def single_prompt(self) -> Union[str, list[int]]:
-        """The prompt text or token ids; a batch of several prompts is refused."""
+    def prompts(self) -> list[Union[str, list[int]]]:
+        """Each prompt's text or token ids (``choices[i]`` answers ``prompts()[i]``)."""
         p = self.prompt
-        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
-            if len(p) != 1:
-                raise InvalidRequest("prompt", f"one prompt per request is supported, got {len(p)}")
-            p = p[0]
-        if not p:
-            raise InvalidRequest("prompt", "must not be empty")
-        return p
+        many = p if isinstance(p, list) and p and isinstance(p[0], (str, list)) else [p]
+        if len(many) > MAX_PROMPTS:
+            raise InvalidRequest("prompt", f"at most {MAX_PROMPTS} prompts per request, got {len(many)}")
+        for i, one in enumerate(many):
+            if not one:
+                raise InvalidRequest("prompt" if len(many) == 1 else f"prompt.{i}", "must not be empty")
+        return many
 
     def sampling_params(self) -> SamplingParams:
         self._check_common()
@@ -135,9 +138,10 @@ class CompletionRequest(_Common):
             raise InvalidRequest("suffix", "suffix is not supported")
         return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, self.logprobs or 0, "logprobs")
 
-    def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
+    def to_engine(self, prompts: PromptBuilder) -> list[EngineRequest]:
+        """One engine request per prompt, all with the same sampling parameters."""
         params = self.sampling_params()
-        return prompts.build(self.single_prompt(), params)
+        return [prompts.build(one, params) for one in self.prompts()]
 
     def echo_text(self, request: EngineRequest, prompts: PromptBuilder) -> str:
         """What leads the completion's text: the prompt with ``echo``, else nothing."""

@@ -32,7 +32,7 @@ from djl_python.api.body import json_object, validate
 from djl_python.api.errors import ApiError, to_api_error
 from djl_python.api.lmi_render import lmi_renderer
 from djl_python.api.names import served_names
-from djl_python.api.openai_render import OpenAiRenderer, error_object as openai_error_object
+from djl_python.api.openai_render import ChoicesRenderer, OpenAiRenderer, error_object as openai_error_object
 from djl_python.api.prompt import EngineRequest
 from djl_python.api.render import Renderer
 from djl_python.serving.http_common import Call, ServerState, json_error, serve, server_state
@@ -112,18 +112,25 @@ def openai_error(err: ApiError) -> JSONResponse:
     return json_error(openai_error_object(err), err)
 
 
-def _openai(chat: bool):
-    schema = openai.ChatCompletionRequest if chat else openai.CompletionRequest
+def _chat(call: Call) -> tuple[EngineRequest, Renderer]:
+    body = validate(openai.ChatCompletionRequest, json_object(call.body))
+    check_model(call.state, body.model)
+    engine_request = body.to_engine(call.prompts)
+    return engine_request, OpenAiRenderer(chat=True, request_id=call.request_id, model=call.state.model_name,
+                                          logprobs=body.wants_logprobs, stream=bool(body.stream),
+                                          include_usage=body.include_usage)
 
-    def translate(call: Call) -> tuple[EngineRequest, Renderer]:
-        body = validate(schema, json_object(call.body))
-        check_model(call.state, body.model)
-        engine_request = body.to_engine(call.prompts)
-        prefix = body.echo_text(engine_request, call.prompts) if isinstance(body, openai.CompletionRequest) else ""
-        return engine_request, OpenAiRenderer(chat=chat, request_id=call.request_id, model=call.state.model_name,
-                                              logprobs=body.wants_logprobs, stream=bool(body.stream),
-                                              include_usage=body.include_usage, prefix=prefix)
-    return translate
+
+def _completion(call: Call) -> tuple[list[EngineRequest], Renderer]:
+    body = validate(openai.CompletionRequest, json_object(call.body))
+    check_model(call.state, body.model)
+    requests = body.to_engine(call.prompts)
+    prefixes = [body.echo_text(r, call.prompts) for r in requests]
+    common = dict(request_id=call.request_id, model=call.state.model_name, logprobs=body.wants_logprobs,
+                  stream=bool(body.stream), include_usage=body.include_usage)
+    if len(requests) == 1:
+        return requests, OpenAiRenderer(chat=False, prefix=prefixes[0], **common)
+    return requests, ChoicesRenderer(prefixes=prefixes, **common)
 
 
 def check_model(state: ServerState, model: Optional[str]) -> None:
@@ -133,8 +140,6 @@ def check_model(state: ServerState, model: Optional[str]) -> None:
         raise ApiError(404, f"the model {model!r} does not exist; this server serves "
                        + ", ".join(repr(n) for n in names), "model")
 
-
-_chat, _completion = _openai(True), _openai(False)
 
 
 @router.get("/v1/models")

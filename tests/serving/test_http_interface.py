@@ -198,3 +198,37 @@ def test_echo_leads_with_the_prompt(server, offline):
 def test_echo_with_logprobs_is_refused(server):
     resp = httpx.post(f"{server.url}/v1/completions", json={"prompt": PROMPT, "echo": True, "logprobs": 1})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "echo"
+
+
+def test_a_list_of_prompts_gets_one_choice_each(server, offline):
+    prompts = [PROMPT, "Hello world", "Once upon a time"]
+    expected = [offline(p, 4) for p in prompts]
+    body = completion(server, prompt=prompts, max_tokens=4)
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert [c["text"] for c in body["choices"]] == [e.text for e in expected]
+    assert body["usage"]["prompt_tokens"] == sum(e.prompt_tokens for e in expected)
+    assert body["usage"]["completion_tokens"] == sum(len(e.token_ids) for e in expected)
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=60, json={
+            "prompt": prompts, "max_tokens": 4, "temperature": 0, "stream": True, "echo": True,
+            "stream_options": {"include_usage": True}}) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    *chunks, usage = events
+    texts = ["", "", ""]
+    for chunk in chunks:
+        texts[chunk["choices"][0]["index"]] += chunk["choices"][0]["text"]
+    assert texts == [p + e.text for p, e in zip(prompts, expected)]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == body["usage"]["completion_tokens"]
+    finals = [c["choices"][0]["index"] for c in chunks if c["choices"][0]["finish_reason"]]
+    assert sorted(finals) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("prompt,param", [
+    ([PROMPT, ""], "prompt.1"),
+    ([PROMPT] * 17, "prompt"),
+    ([PROMPT, "fox " * 200], "prompt"),  # the second does not fit n_positions: the whole request is refused
+])
+def test_bad_prompt_lists_are_400(server, prompt, param):
+    resp = httpx.post(f"{server.url}/v1/completions", json={"prompt": prompt, "max_tokens": 2}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == param, resp.text
