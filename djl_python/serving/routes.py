@@ -141,7 +141,6 @@ def check_model(state: ServerState, model: Optional[str]) -> None:
                        + ", ".join(repr(n) for n in names), "model")
 
 
-
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     """vLLM's model card: ``created`` (when this server started) and ``max_model_len`` (None while loading)."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 
-import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
