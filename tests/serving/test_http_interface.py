@@ -23,6 +23,7 @@ from djl_python.config import load_config
 from djl_python.loader import load_engine
 from djl_python.serving.app import _version, create_app
 from djl_python.serving.security import install_security
+from tests.serving.http_server import metric_value
 
 PROMPT = "The quick brown fox"
 POST_ROUTES = ("/invocations", "/predictions/{model}", "/v1/completions", "/v1/chat/completions", "/generate",
@@ -232,3 +233,24 @@ def test_a_list_of_prompts_gets_one_choice_each(server, offline):
 def test_bad_prompt_lists_are_400(server, prompt, param):
     resp = httpx.post(f"{server.url}/v1/completions", json={"prompt": prompt, "max_tokens": 2}, timeout=60)
     assert resp.status_code == 400 and resp.json()["error"]["param"] == param, resp.text
+
+
+def aborted(server) -> float:
+    return metric_value(httpx.get(f"{server.url}/metrics").text, "djl_request_finished_total", finish_reason="abort")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_leaving_a_prompt_list_aborts_every_prompt(server, stream):
+    body = {"prompt": [PROMPT, "Hello world", "Once upon a time"], "max_tokens": 110, "ignore_eos": True,
+            "temperature": 0, "stream": stream}
+    before = aborted(server)
+    if stream:
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=60) as r:
+            next(line for line in r.iter_lines() if line.startswith("data: {"))
+    else:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.url}/v1/completions", json=body, timeout=0.05)
+    deadline = time.monotonic() + 20
+    while aborted(server) - before < 3:
+        assert time.monotonic() < deadline, "the prompts of a departed client were not all aborted"
+        time.sleep(0.05)
