@@ -16,3 +16,11 @@ def served_model_name(model_id: Optional[str], model_dir: Optional[str] = None) 
     if source.startswith(("/", ".", "s3://", "~")) or Path(source).exists():
         return Path(source.rstrip("/")).name or "default"
     return source
+
+
+def served_names(name: str, model_id: Optional[str], model_dir: Optional[str] = None) -> tuple[str, ...]:
+    """Every name a request's ``model`` may use: the served name first, then its aliases (the
+    name ``served_model_name`` derives, and the model id exactly as configured). As vLLM, a
+    request naming none of these is refused with 404 on the OpenAI routes."""
+    derived = served_model_name(model_id, model_dir)
+    return tuple(dict.fromkeys(n for n in (name, derived, model_id) if n))

@@ -2,9 +2,17 @@
 
 Unknown fields are rejected (``extra="forbid"``) and so are known fields we do
 not implement when set to anything but their neutral value (``n > 1``,
-``best_of``, ``echo``, ``suffix``, ``logit_bias``, ``tools``, non-text
-``response_format``): a client must never believe an option took effect when it
-did not. Every error is ``InvalidRequest(<field path>)``.
+``best_of > 1``, ``suffix``, ``logit_bias``, ``tools``, non-text
+``response_format``, ``echo`` with log-probs): a client must never believe an
+option took effect when it did not. Every error is ``InvalidRequest(<field path>)``.
+
+The fields vLLM adds are honoured as vLLM defines them (vllm-project/vllm,
+vllm/entrypoints/openai/protocol.py): ``top_k`` (``-1`` or ``0``: disabled),
+``min_p``, ``min_tokens``, ``repetition_penalty``, ``ignore_eos``,
+``skip_special_tokens``, and ``echo`` on completions (the prompt text leads the
+completion). Fields that ask nothing of a server without storage, accounts or
+tiers are accepted and change nothing: ``user``, ``store``, ``metadata``,
+``service_tier``, ``best_of: 1``.
 
 ``ChatCompletionRequest`` is THE chat body: ``/v1/chat/completions``, LMI's
 ``/invocations`` with ``messages`` and the DJL handler all validate it (LMI adds
@@ -50,11 +58,18 @@ class _Common(_Body):
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
     seed: Optional[int] = None
-    user: Optional[str] = None
     logit_bias: Optional[dict[str, float]] = None
     top_k: Optional[int] = None
     repetition_penalty: Optional[float] = None
     ignore_eos: bool = False
+    min_p: Optional[float] = None
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
+    # Accepted, no effect: nothing is stored, there are no accounts or tiers to bill.
+    user: Optional[str] = None
+    store: Optional[bool] = None
+    metadata: Optional[dict[str, str]] = None
+    service_tier: Optional[Literal["auto", "default", "flex", "scale", "priority"]] = None
 
     def _check_common(self) -> None:
         if self.n not in (None, 1):
@@ -70,14 +85,16 @@ class _Common(_Body):
             raise InvalidRequest(max_field, f"must be a positive integer, got {max_tokens}")
         temperature = 1.0 if self.temperature is None else self.temperature
         names = {"max_new_tokens": max_field, "top_logprobs": top_field}
+        top_k = 0 if self.top_k == -1 else self.top_k  # vLLM: -1 disables top-k (0 does here)
         try:
             return SamplingParams(
                 max_new_tokens=max_tokens if max_tokens is not None else UNLIMITED_TOKENS,
-                do_sample=temperature > 0, temperature=temperature, top_p=self.top_p, top_k=self.top_k,
+                do_sample=temperature > 0, temperature=temperature, top_p=self.top_p, top_k=top_k,
                 repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0, seed=self.seed,
                 stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
                 ignore_eos=self.ignore_eos, logprobs=logprobs, top_logprobs=top_logprobs,
+                min_p=self.min_p, min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
             )
         except InvalidRequest as err:
             raise InvalidRequest(names.get(err.field, err.field), err.message) from None
@@ -87,8 +104,11 @@ class _Common(_Body):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
+MAX_PROMPTS = 16  # prompts in one completions request (each takes a slot or a place in the queue)
+
+
 class CompletionRequest(_Common):
-    """``POST /v1/completions``. One prompt per request (a string or token ids)."""
+    """``POST /v1/completions``: a prompt (a string or token ids) or a list of them, one choice each."""
 
     prompt: Union[str, list[str], list[int], list[list[int]]]
     max_tokens: Optional[int] = 16  # OpenAI's default for legacy completions
@@ -97,30 +117,37 @@ class CompletionRequest(_Common):
     suffix: Optional[str] = None
     best_of: Optional[int] = None
 
-    def single_prompt(self) -> Union[str, list[int]]:
-        """The prompt text or token ids; a batch of several prompts is refused."""
+    def prompts(self) -> list[Union[str, list[int]]]:
+        """Each prompt's text or token ids (``choices[i]`` answers ``prompts()[i]``)."""
         p = self.prompt
-        if isinstance(p, list) and p and isinstance(p[0], (str, list)):
-            if len(p) != 1:
-                raise InvalidRequest("prompt", f"one prompt per request is supported, got {len(p)}")
-            p = p[0]
-        if not p:
-            raise InvalidRequest("prompt", "must not be empty")
-        return p
+        many = p if isinstance(p, list) and p and isinstance(p[0], (str, list)) else [p]
+        if len(many) > MAX_PROMPTS:
+            raise InvalidRequest("prompt", f"at most {MAX_PROMPTS} prompts per request, got {len(many)}")
+        for i, one in enumerate(many):
+            if not one:
+                raise InvalidRequest("prompt" if len(many) == 1 else f"prompt.{i}", "must not be empty")
+        return many
 
     def sampling_params(self) -> SamplingParams:
         self._check_common()
         if self.best_of not in (None, 1):
             raise InvalidRequest("best_of", f"best_of is not supported, got {self.best_of}")
-        if self.echo:
-            raise InvalidRequest("echo", "echo is not supported")
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequest("echo", "echo with logprobs is not supported (no prompt log-probs)")
         if self.suffix:
             raise InvalidRequest("suffix", "suffix is not supported")
         return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, self.logprobs or 0, "logprobs")
 
-    def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
+    def to_engine(self, prompts: PromptBuilder) -> list[EngineRequest]:
+        """One engine request per prompt, all with the same sampling parameters."""
         params = self.sampling_params()
-        return prompts.build(self.single_prompt(), params)
+        return [prompts.build(one, params) for one in self.prompts()]
+
+    def echo_text(self, request: EngineRequest, prompts: PromptBuilder) -> str:
+        """What leads the completion's text: the prompt with ``echo``, else nothing."""
+        if not self.echo:
+            return ""
+        return request.prompt_text or prompts.decode(request.prompt_ids)
 
     @property
     def wants_logprobs(self) -> bool:

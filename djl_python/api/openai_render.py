@@ -8,6 +8,9 @@ last chunk carries the usage with an empty ``choices`` list. A failure after the
 stream started is an ``{"error": {...}}`` event (the OpenAI client raises it as
 ``APIError``).
 
+``prefix`` leads the text (legacy completions' ``echo``: the prompt); streamed,
+it is part of the first chunk, as vLLM sends it.
+
 Log-prob entries use each token's own text (``RequestOutput.token_texts``),
 as OpenAI does; ``text_offset`` accumulates those texts.
 """
@@ -36,8 +39,9 @@ class OpenAiRenderer:
     """Renders one request (chat or legacy completion); see ``djl_python.api.render``."""
 
     def __init__(self, *, chat: bool, request_id: str, model: str, logprobs: bool, stream: bool = False,
-                 include_usage: bool = False, created: Optional[int] = None) -> None:
+                 include_usage: bool = False, created: Optional[int] = None, prefix: str = "") -> None:
         self.chat = chat
+        self.prefix = prefix
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
         self.model = model
         self.logprobs = logprobs
@@ -75,7 +79,7 @@ class OpenAiRenderer:
 
     def completion(self, outputs: Sequence[RequestOutput]) -> dict[str, Any]:
         """The whole ``chat.completion`` / ``text_completion`` object."""
-        text = "".join(out.text for out in outputs)
+        text = self.prefix + "".join(out.text for out in outputs)
         return {**self.envelope(False), "choices": [self.choice(outputs, text, False)],
                 "usage": self.usage(outputs[-1])}
 
@@ -83,7 +87,8 @@ class OpenAiRenderer:
         """The next chunk object, or None when ``out`` adds nothing (no text, no token, not final)."""
         if not (out.text or out.token_ids or out.finished or self._first):
             return None
-        chunk = {**self.envelope(True), "choices": [self.choice([out], out.text, True, self._first)]}
+        text = self.prefix + out.text if self._first else out.text
+        chunk = {**self.envelope(True), "choices": [self.choice([out], text, True, self._first)]}
         self._first = False
         return chunk
 
@@ -138,3 +143,69 @@ class OpenAiRenderer:
         if failed is not None:
             raise failed
         return dumps(self.completion(outputs)), 200
+
+
+class ChoicesRenderer:
+    """Several prompts of one legacy completion (``prompt`` as a list): choice ``i`` answers
+    prompt ``i``. The engine runs each prompt as its own request ``<request_id>-<i>``; their
+    outputs arrive interleaved. Streamed chunks carry their choice's ``index``; the stream
+    ends when every choice has finished. ``usage`` sums all prompts and completions."""
+
+    def __init__(self, *, request_id: str, model: str, logprobs: bool, prefixes: Sequence[str],
+                 stream: bool = False, include_usage: bool = False) -> None:
+        self._choices = [OpenAiRenderer(chat=False, request_id=request_id, model=model, logprobs=logprobs,
+                                        stream=stream, prefix=prefix) for prefix in prefixes]
+        self._index = {sub_request_id(request_id, i): i for i in range(len(prefixes))}
+        self.stream = stream
+        self.include_usage = include_usage
+        self.content_type = self._choices[0].content_type
+        self.done = False
+        self._last: dict[int, RequestOutput] = {}
+        self._failed = False
+
+    def _usage(self) -> dict[str, int]:
+        usages = [OpenAiRenderer.usage(out) for out in self._last.values()]
+        return {key: sum(u[key] for u in usages) for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+    def feed(self, out: RequestOutput) -> str:
+        i = self._index[out.request_id]
+        if out.finish_reason == "error":
+            return self.fail(ApiError(500, out.error or "generation failed"))
+        self._last[i] = out
+        self.done = len(self._last) == len(self._choices) and all(o.finished for o in self._last.values())
+        chunk = self._choices[i].chunk(out)
+        if chunk is None:
+            return ""
+        chunk["choices"][0]["index"] = i
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse(chunk)
+
+    def fail(self, error: ApiError) -> str:
+        self.done, self._failed = True, True
+        return self._choices[0].fail(error)
+
+    def end(self) -> str:
+        tail = ""
+        if self.include_usage and not self._failed and len(self._last) == len(self._choices):
+            tail = sse({**self._choices[0].envelope(True), "choices": [], "usage": self._usage()})
+        return tail + "data: [DONE]\n\n"
+
+    def whole(self, outputs: Sequence[RequestOutput]) -> tuple[str, int]:
+        failed = generation_failed(outputs)
+        if failed is not None:
+            raise failed
+        per_choice: list[list[RequestOutput]] = [[] for _ in self._choices]
+        for out in outputs:
+            per_choice[self._index[out.request_id]].append(out)
+        choices = []
+        for i, (renderer, outs) in enumerate(zip(self._choices, per_choice)):
+            choice = renderer.choice(outs, renderer.prefix + "".join(o.text for o in outs), False)
+            choices.append({**choice, "index": i})
+            self._last[i] = outs[-1]
+        return dumps({**self._choices[0].envelope(False), "choices": choices, "usage": self._usage()}), 200
+
+
+def sub_request_id(request_id: str, index: int) -> str:
+    """The engine request id of prompt ``index`` of a several-prompt completion."""
+    return f"{request_id}-{index}"

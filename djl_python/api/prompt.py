@@ -71,6 +71,13 @@ class PromptBuilder:
             return self._tokenizer.decode(list(prompt_ids), skip_special_tokens=True) + text
         return self._tokenizer.decode(list(prompt_ids) + list(token_ids), skip_special_tokens=True)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids back to text (OpenAI ``echo`` of a token-id prompt)."""
+        try:
+            return self._tokenizer.decode(list(ids))
+        except Exception as err:  # noqa: BLE001 - e.g. a negative id: OverflowError in tokenizers
+            raise InvalidRequest("prompt", f"token ids cannot be decoded: {err}") from None
+
     def token_texts(self, ids: Sequence[int]) -> list[str]:
         """Each prompt token's text on its own (``details.prefill``)."""
         return [self._tokenizer.decode([t]) for t in ids]

@@ -98,7 +98,7 @@ class Engine:
             prompt_ids=list(prompt_ids),
             params=params,
             max_tokens=max_tokens,
-            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            detokenizer=IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens),
             stop_checker=StopChecker(params, max_tokens, self._eos_ids),
         )
         self.scheduler.add(seq)
@@ -175,8 +175,12 @@ class Engine:
     def _sample(self, seqs: list[Sequence], logits: Any) -> list[Union[tuple, Exception]]:
         """One ``(token, logprob, top_logprobs)`` per sequence, or the exception that sampling it raised."""
         slots, params = [s.slot for s in seqs], [s.params for s in seqs]
+        # min_tokens: the stop ids cannot be drawn yet (only requests that set it pay for this).
+        banned = [s.stop_checker.suppressed_ids(s.num_generated) if s.params.min_tokens else frozenset()
+                  for s in seqs]
+        suppress = banned if any(banned) else None
         try:
-            return _unpack(self.sampler.sample(logits, slots, params))
+            return _unpack(self._draw(logits, slots, params, suppress))
         except Exception as err:
             if len(seqs) == 1:
                 return [err]
@@ -184,10 +188,17 @@ class Engine:
         results: list[Union[tuple, Exception]] = []
         for i in range(len(seqs)):
             try:
-                results.extend(_unpack(self.sampler.sample(logits[i : i + 1], slots[i : i + 1], params[i : i + 1])))
+                results.extend(_unpack(self._draw(logits[i : i + 1], slots[i : i + 1], params[i : i + 1],
+                                                  suppress[i : i + 1] if suppress else None)))
             except Exception as err:
                 results.append(err)
         return results
+
+    def _draw(self, logits: Any, slots: list[int], params: list[SamplingParams],
+              suppress: Optional[list[frozenset[int]]]) -> "SampleOutput":
+        if suppress is None:  # the common case keeps the plain three-argument call
+            return self.sampler.sample(logits, slots, params)
+        return self.sampler.sample(logits, slots, params, suppress)
 
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
         """Record one sampled token: the stop criteria, then the text it releases."""

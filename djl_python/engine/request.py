@@ -98,6 +98,12 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    # vLLM's: drop tokens whose probability is below min_p times the top token's (sampled rows);
+    # no EOS / stop id / stop sequence ends the request before min_tokens tokens; special
+    # tokens' text is left out of the output unless skip_special_tokens is False.
+    min_p: Optional[float] = None
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, message: str) -> None:
@@ -127,6 +133,13 @@ class SamplingParams:
             bad("stop", f"at most 16 stop sequences, got {len(self.stop)}")
         if not (0 <= self.top_logprobs <= 20):
             bad("top_logprobs", f"must be in [0, 20], got {self.top_logprobs!r}")
+        if self.min_p is not None and not (0.0 <= self.min_p <= 1.0):
+            bad("min_p", f"must be in [0, 1], got {self.min_p!r}")
+        if not isinstance(self.min_tokens, int) or isinstance(self.min_tokens, bool) or self.min_tokens < 0:
+            bad("min_tokens", f"must be a non-negative integer, got {self.min_tokens!r}")
+        elif self.min_tokens > self.max_new_tokens:
+            bad("min_tokens", f"must be <= the maximum number of new tokens ({self.max_new_tokens}), "
+                f"got {self.min_tokens}")
 
     @property
     def greedy(self) -> bool:

@@ -12,8 +12,11 @@ Order of processing, as in ``transformers`` ``generate``:
    or the output), then ``frequency_penalty`` (times the count of each generated
    token) and ``presence_penalty`` (once per generated token), as OpenAI defines them;
 2. greedy rows take the argmax here;
-3. sampled rows: ``temperature``, ``top_k``, ``top_p``, ``typical_p`` (each
+3. sampled rows: ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``typical_p`` (each
    masks tokens to ``-inf``), then one draw from the softmax.
+
+Before all of this, ``suppress`` (ids a row must not produce yet: its stop ids
+while it has fewer than ``min_tokens`` tokens) masks those ids to ``-inf``.
 
 A draw is ``argmax(probs / E)`` with ``E ~ Exp(1)`` noise (nano-vllm, gpt-fast):
 exact sampling, batched, and no ``multinomial`` sync. A request with a ``seed``
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import torch
 
@@ -87,15 +90,24 @@ class Sampler:
         self._new_prompts.pop(slot, None)
 
     @torch.inference_mode()
-    def sample(self, logits: torch.Tensor, slots: Sequence[int], params: Sequence[SamplingParams]) -> SampleOutput:
-        """Choose one token per row of ``logits`` (``[n, vocab]``; not modified, so a failed call can be retried)."""
+    def sample(self, logits: torch.Tensor, slots: Sequence[int], params: Sequence[SamplingParams],
+               suppress: Optional[Sequence[Collection[int]]] = None) -> SampleOutput:
+        """Choose one token per row of ``logits`` (``[n, vocab]``; not modified, so a failed call can be retried).
+
+        ``suppress[i]``, when given, holds ids row ``i`` must not choose (``min_tokens``).
+        """
         want_lp = any(p.logprobs or p.top_logprobs for p in params)
         pen_rows = [i for i, p in enumerate(params) if uses_penalties(p)]
         sample_rows = [i for i, p in enumerate(params) if not p.greedy]
-        if not (want_lp or pen_rows or sample_rows):  # the common greedy case: one kernel, one sync
+        banned = [(i, sorted(ids)) for i, ids in enumerate(suppress or ()) if ids]
+        if not (want_lp or pen_rows or sample_rows or banned):  # the common greedy case: one kernel, one sync
             return SampleOutput(greedy_tokens(logits))
 
         logits = logits.float()
+        if banned:
+            logits = logits.clone()  # .float() of float32 logits is the caller's tensor itself
+            for i, ids in banned:
+                logits[i, torch.tensor(ids, device=logits.device)] = -math.inf
         if pen_rows:
             pen_slots, pen_params = [slots[i] for i in pen_rows], [params[i] for i in pen_rows]
             logits = self._apply_penalties(logits, pen_slots, pen_params, pen_rows)
@@ -194,7 +206,7 @@ def greedy_tokens(logits: torch.Tensor) -> list[int]:
 
 
 def warp_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
-    """Temperature, then top-k, top-p and typical-p masks (``-inf``), per row."""
+    """Temperature, then top-k, top-p, min-p and typical-p masks (``-inf``), per row."""
     dev, vocab = logits.device, logits.shape[-1]
     temperature = torch.tensor([p.temperature or 1.0 for p in params], device=dev).unsqueeze(1)
     logits = logits / temperature
@@ -210,6 +222,11 @@ def warp_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch
             mass_before = probs.cumsum(-1) - probs  # the top token always has 0 before it: never removed
             remove |= mass_before >= torch.tensor(top_p, device=dev).unsqueeze(1)
         logits = logits.scatter(-1, sorted_idx, sorted_logits.masked_fill(remove, -math.inf))
+    if any(p.min_p for p in params):
+        # p < min_p * p_max  <=>  logit - max_logit < log(min_p): no softmax, no underflow;
+        # min_p = 0 gives log 0 = -inf and masks nothing.
+        log_min_p = torch.tensor([p.min_p or 0.0 for p in params], device=dev).log().unsqueeze(1)
+        logits = logits.masked_fill(logits - logits.max(-1, keepdim=True).values < log_min_p, -math.inf)
     if any(p.typical_p is not None and p.typical_p < 1.0 for p in params):
         logits = typical_mask(logits, [p.typical_p if p.typical_p is not None else 1.0 for p in params])
     return logits

@@ -8,6 +8,8 @@ Two kinds of criteria:
   ``stop_token_ids`` as extra EOS ids; we keep its finish reason). Reaching
   ``max_tokens`` ends it with ``length``. The stopping token's id is reported,
   its text is not.
+* ``min_tokens``: before that many tokens neither a stop id nor a stop sequence ends the
+  request (vLLM's rule; the sampler also masks the stop ids, see ``suppressed_ids``).
 * **Stop sequences** (``feed_text``), matched on the detokenised *text*, so a
   sequence split across tokens (``"\\n\\n"`` as ``"\\n"`` + ``"\\n"``, or inside one
   token) is found. Text that could still grow into a stop sequence is held back:
@@ -31,6 +33,8 @@ class StopChecker:
             frozenset() if params.ignore_eos else frozenset(eos_token_ids)
         )
         self._stops = tuple(params.stop)
+        self.min_tokens = params.min_tokens
+        self._generated = 0
         self._held = ""  # text not yet released: a suffix that may start a stop sequence
         self.matched: Optional[str] = None  # the stop sequence that ended the request
 
@@ -40,7 +44,8 @@ class StopChecker:
         A stop token wins over length, so a request whose last allowed token is EOS
         reports ``eos_token``.
         """
-        if token_id in self._stop_ids:
+        self._generated = num_generated
+        if token_id in self._stop_ids and num_generated >= self.min_tokens:
             return RequestStatus.FINISHED_EOS
         if num_generated >= self.max_tokens:
             return RequestStatus.FINISHED_LENGTH
@@ -49,11 +54,15 @@ class StopChecker:
     def is_stop_token(self, token_id: int) -> bool:
         return token_id in self._stop_ids
 
+    def suppressed_ids(self, num_generated: int) -> frozenset[int]:
+        """Ids the next token must not be: the stop ids while fewer than ``min_tokens`` were generated."""
+        return self._stop_ids if num_generated < self.min_tokens else frozenset()
+
     def feed_text(self, delta: str) -> str:
         """Take new text; return what may be shown now. Sets ``matched`` on a stop sequence."""
         if self.matched is not None:
             return ""
-        if not self._stops:
+        if not self._stops or self._generated < self.min_tokens:
             return delta
         text = self._held + delta
         # Earliest complete match wins; a stop sequence can only begin inside the held

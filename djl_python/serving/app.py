@@ -6,7 +6,10 @@ once: ``GET /ping`` is 503 while loading, 200 when ready, and 503 with the
 reason when loading failed, timed out (``model_loading_timeout``) or the server
 is draining after SIGTERM. Routes:
 
-* SageMaker ``GET /ping``; ``GET /metrics`` (Prometheus, one registry per app);
+* SageMaker ``GET /ping``; ``GET /health`` (vLLM's and TGI's name for the same check: 200 once
+  the model is loaded, 503 while loading, after a failed load or while draining);
+  ``GET /version`` (``{"version": <package version>}``, as vLLM's); ``GET /metrics``
+  (Prometheus, one registry per app);
 * the generation routes (LMI, OpenAI, TGI) of ``routes.py``.
 """
 
@@ -51,26 +54,41 @@ def create_app(config: HandlerConfig, engine_factory: EngineFactory, *, model_na
             if state.engine is not None:
                 await state.engine.shutdown(0.0)
 
-    app = FastAPI(title="djl-serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="djl-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
+    app.state.created = int(time.time())  # /v1/models "created"
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(routes.router)
+    routes.document_bodies(app)
 
     @app.get("/ping")
     async def ping() -> Response:
-        try:
-            engine = state.require_engine()
-        except Exception as err:  # noqa: BLE001 - every reason for "not ready" is a 503
-            return JSONResponse({"status": "unhealthy", "message": str(err)}, status_code=503)
-        if not engine.accepting:
-            return JSONResponse({"status": "unhealthy", "message": "the engine loop has stopped"}, status_code=503)
-        return JSONResponse({"status": "healthy"})
+        return _health(state)
+
+    @app.get("/health")
+    async def health() -> Response:
+        return _health(state)
+
+    @app.get("/version")
+    async def version() -> dict[str, Optional[str]]:
+        return {"version": _version()}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def _health(state: ServerState) -> JSONResponse:
+    """200 ``{"status": "healthy"}`` when requests can run, else 503 with the reason."""
+    try:
+        engine = state.require_engine()
+    except Exception as err:  # noqa: BLE001 - every reason for "not ready" is a 503
+        return JSONResponse({"status": "unhealthy", "message": str(err)}, status_code=503)
+    if not engine.accepting:
+        return JSONResponse({"status": "unhealthy", "message": "the engine loop has stopped"}, status_code=503)
+    return JSONResponse({"status": "healthy"})
 
 
 async def drain(app: FastAPI, grace_seconds: float) -> bool:
@@ -132,13 +150,15 @@ async def _run_in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
         executor.shutdown(wait=False)  # the thread exits once fn returns, even after a timeout
 
 
-def _version() -> Optional[str]:
+def _version() -> str:
     try:
         from importlib.metadata import version
 
         return version("djl_python")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        return None
+    except Exception:  # noqa: BLE001 - not installed as a distribution: the source tree's own
+        from djl_python import __version__
+
+        return __version__
 
 
 class RequestMetricsMiddleware:

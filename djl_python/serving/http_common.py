@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -37,6 +37,7 @@ from djl_python.api.render import Renderer
 from djl_python.config import HandlerConfig
 from djl_python.engine.request import RequestOutput
 from djl_python.serving.async_engine import AsyncEngine
+from djl_python.serving.fanout import submit
 from djl_python.serving.metrics import ServingMetrics
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ class Call:
         return self.state.require_prompts()
 
 
-Translate = Callable[[Call], tuple[EngineRequest, Renderer]]
+Translate = Callable[[Call], tuple[Union[EngineRequest, list[EngineRequest]], Renderer]]
 
 
 async def serve(request: Request, translate: Translate, error_body: Callable[[ApiError], Response],
@@ -108,8 +109,7 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
     try:
         engine_request, renderer = translate(call)
         engine = state.require_engine()
-        stream = OutputStream(request, engine.generate(engine_request.prompt_ids, engine_request.params,
-                                                       call.request_id))
+        stream = OutputStream(request, submit(engine, engine_request, call.request_id))
         await stream.start()
     except BaseException as err:
         if stream is not None:
@@ -152,9 +152,8 @@ class OutputStream:
         if self._first is None:  # start() has not run: nothing was submitted
             return
         yield self._first
-        if not self._first.finished:
-            async for out in self._outputs:
-                yield out
+        async for out in self._outputs:  # ends after the final output (of every prompt, see fanout)
+            yield out
 
     async def collect(self) -> list[RequestOutput]:
         """Every output (whole responses); ``ClientDisconnected`` if the client leaves first."""

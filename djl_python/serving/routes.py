@@ -2,12 +2,18 @@
 
 * LMI (DJL Serving): ``POST /invocations`` (SageMaker), ``POST /predictions/{model}``;
   LMI bodies (``inputs``) and chat bodies (``messages``), every LMI output format.
-* OpenAI: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``.
+* OpenAI: ``POST /v1/completions``, ``POST /v1/chat/completions``, ``GET /v1/models``; a
+  ``model`` that names none of ``api.names.served_names`` is a 404 listing them (vLLM's rule).
 * TGI: ``POST /generate``, ``POST /generate_stream``, ``POST /`` (``"stream"`` in the
   body picks the shape; a one-element list when whole), ``GET /info``.
 
 Parsing, translation and rendering are ``djl_python.api``'s; the request's life
 (submit, stream or collect, abort on disconnect) is ``http_common.serve``'s.
+
+The routes read their bodies themselves (so every bad body gets the API's own
+400 naming the field, never FastAPI's 422) and declare the pydantic models of
+``djl_python.api`` that validate them with ``body_of``; ``document_bodies`` puts
+those models into the app's OpenAPI document.
 """
 
 from __future__ import annotations
@@ -15,20 +21,53 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from djl_python.api import lmi, openai, tgi
 from djl_python.api.body import json_object, validate
 from djl_python.api.errors import ApiError, to_api_error
 from djl_python.api.lmi_render import lmi_renderer
-from djl_python.api.openai_render import OpenAiRenderer, error_object as openai_error_object
+from djl_python.api.names import served_names
+from djl_python.api.openai_render import ChoicesRenderer, OpenAiRenderer, error_object as openai_error_object
 from djl_python.api.prompt import EngineRequest
 from djl_python.api.render import Renderer
-from djl_python.serving.http_common import Call, json_error, serve, server_state
+from djl_python.serving.http_common import Call, ServerState, json_error, serve, server_state
 
 router = APIRouter()
 logger = logging.getLogger(__name__)
+
+_REF = "#/components/schemas/{model}"
+DOCUMENTED: list[type[BaseModel]] = []  # every model a route declares, for document_bodies
+
+
+def body_of(*models: type[BaseModel], text: bool = False) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON body validated by one of ``models`` (LMI also takes text/plain)."""
+    DOCUMENTED.extend(m for m in models if m not in DOCUMENTED)
+    refs = [{"$ref": _REF.format(model=m.__name__)} for m in models]
+    content: dict[str, Any] = {"application/json": {"schema": refs[0] if len(refs) == 1 else {"anyOf": refs}}}
+    if text:
+        content["text/plain"] = {"schema": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def document_bodies(app: FastAPI) -> None:
+    """Make ``app.openapi()`` hold the JSON schemas of every ``body_of`` model under ``components``."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            refs, defs = models_json_schema([(m, "validation") for m in DOCUMENTED], ref_template=_REF)
+            names = {ref["$ref"].rsplit("/", 1)[1] for ref in refs.values()}
+            if names != {m.__name__ for m in DOCUMENTED}:  # pydantic renamed a clash: the refs above are wrong
+                raise RuntimeError(f"request model names clash in the OpenAPI document: {sorted(names)}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # -- LMI ------------------------------------------------------------------------------------
@@ -51,12 +90,15 @@ def _lmi(call: Call) -> tuple[EngineRequest, Renderer]:
                                         model_name=call.state.model_name)
 
 
-@router.post("/invocations", response_model=None)
+_LMI_BODY = body_of(lmi.LmiBody, lmi.LmiChatBody, text=True)
+
+
+@router.post("/invocations", response_model=None, openapi_extra=_LMI_BODY)
 async def invocations(request: Request) -> Response:
     return await serve(request, _lmi, lmi_error)
 
 
-@router.post("/predictions/{model}", response_model=None)
+@router.post("/predictions/{model}", response_model=None, openapi_extra=_LMI_BODY)
 async def predictions(request: Request, model: str) -> Response:
     name = server_state(request).model_name
     if model != name:
@@ -70,33 +112,52 @@ def openai_error(err: ApiError) -> JSONResponse:
     return json_error(openai_error_object(err), err)
 
 
-def _openai(chat: bool):
-    schema = openai.ChatCompletionRequest if chat else openai.CompletionRequest
-
-    def translate(call: Call) -> tuple[EngineRequest, Renderer]:
-        body = validate(schema, json_object(call.body))
-        engine_request = body.to_engine(call.prompts)
-        return engine_request, OpenAiRenderer(chat=chat, request_id=call.request_id, model=call.state.model_name,
-                                              logprobs=body.wants_logprobs, stream=bool(body.stream),
-                                              include_usage=body.include_usage)
-    return translate
+def _chat(call: Call) -> tuple[EngineRequest, Renderer]:
+    body = validate(openai.ChatCompletionRequest, json_object(call.body))
+    check_model(call.state, body.model)
+    engine_request = body.to_engine(call.prompts)
+    return engine_request, OpenAiRenderer(chat=True, request_id=call.request_id, model=call.state.model_name,
+                                          logprobs=body.wants_logprobs, stream=bool(body.stream),
+                                          include_usage=body.include_usage)
 
 
-_chat, _completion = _openai(True), _openai(False)
+def _completion(call: Call) -> tuple[list[EngineRequest], Renderer]:
+    body = validate(openai.CompletionRequest, json_object(call.body))
+    check_model(call.state, body.model)
+    requests = body.to_engine(call.prompts)
+    prefixes = [body.echo_text(r, call.prompts) for r in requests]
+    common = dict(request_id=call.request_id, model=call.state.model_name, logprobs=body.wants_logprobs,
+                  stream=bool(body.stream), include_usage=body.include_usage)
+    if len(requests) == 1:
+        return requests, OpenAiRenderer(chat=False, prefix=prefixes[0], **common)
+    return requests, ChoicesRenderer(prefixes=prefixes, **common)
+
+
+def check_model(state: ServerState, model: Optional[str]) -> None:
+    """vLLM's rule: no ``model`` or one of the served names; anything else is a 404 listing them."""
+    names = served_names(state.model_name, state.config.model_id, state.config.model_dir)
+    if model and model not in names:
+        raise ApiError(404, f"the model {model!r} does not exist; this server serves "
+                       + ", ".join(repr(n) for n in names), "model")
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    name = server_state(request).model_name
-    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "djl-serve"}]}
+    """vLLM's model card: ``created`` (when this server started) and ``max_model_len`` (None while loading)."""
+    state = server_state(request)
+    engine = state.engine
+    max_model_len = engine.engine.limits.n_positions if engine is not None else None
+    return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": request.app.state.created,
+                                        "owned_by": "djl-serve", "root": state.model_name,
+                                        "max_model_len": max_model_len}]}
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, openapi_extra=body_of(openai.CompletionRequest))
 async def completions(request: Request) -> Response:
     return await serve(request, _completion, openai_error, prompt_field="prompt")
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=body_of(openai.ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     return await serve(request, _chat, openai_error, prompt_field="messages")
 
@@ -119,17 +180,17 @@ def _tgi(stream: Optional[bool], as_list: bool):
 _generate, _generate_stream, _compat = _tgi(False, False), _tgi(True, False), _tgi(None, True)
 
 
-@router.post("/generate", response_model=None)
+@router.post("/generate", response_model=None, openapi_extra=body_of(tgi.TgiRequest))
 async def generate(request: Request) -> Response:
     return await serve(request, _generate, tgi_error)
 
 
-@router.post("/generate_stream", response_model=None)
+@router.post("/generate_stream", response_model=None, openapi_extra=body_of(tgi.TgiRequest))
 async def generate_stream(request: Request) -> Response:
     return await serve(request, _generate_stream, tgi_error)
 
 
-@router.post("/", response_model=None)
+@router.post("/", response_model=None, openapi_extra=body_of(tgi.TgiRequest))
 async def compat(request: Request) -> Response:
     return await serve(request, _compat, tgi_error)
 

@@ -7,7 +7,7 @@ needs to show it.
 
 The key check follows vLLM's ``--api-key`` (``Authorization: Bearer <key>``,
 401 otherwise) with RFC 6750's ``WWW-Authenticate: Bearer`` header; health
-checks (``/ping``, ``/health``) stay open so load balancers and SageMaker need
+checks (``/ping``, ``/health``) and ``/version`` stay open so load balancers and SageMaker need
 no secret. The comparison takes constant time.
 """
 
@@ -21,7 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from djl_python.config import HandlerConfig
 
-OPEN_PATHS = frozenset({"/ping", "/health"})
+OPEN_PATHS = frozenset({"/ping", "/health", "/version"})
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 

@@ -35,3 +35,11 @@ def test_both_transports_use_the_rule():
     for module in (app, transformers_neuronx):
         source = inspect.getsource(module)
         assert "served_model_name(config.model_id, config.model_dir)" in source, module.__name__
+
+
+def test_served_names_put_the_served_name_first_then_its_aliases():
+    from djl_python.api.names import served_names
+
+    assert served_names("chat", "/opt/ml/model/llama-3", None) == ("chat", "llama-3", "/opt/ml/model/llama-3")
+    assert served_names("org/name", "org/name", "/tmp/cache/x") == ("org/name",)
+    assert served_names("tiny", None, "/models/tiny") == ("tiny",)
