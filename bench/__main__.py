@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only offline,step,serving] [--out bench/results] [--threads N]``.
+"""``python -m bench [--quick] [--only offline,step,serving,peer] [--no-peer] [--out bench/results] [--threads N]``.
 
 Runs the selected benchmarks one after another (never in parallel: they share
 the machine's cores), writes ``results.json`` and PNG charts under ``--out``
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SECTIONS = ("offline", "step", "serving")
+SECTIONS = ("offline", "step", "serving", "peer")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -30,6 +30,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small workload; the whole run takes under 2 minutes")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip installing and running vLLM CPU in the peer section (djl-serve alone)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads here and in the served process (default: torch's, one per core)")
     args = parser.parse_args(argv)
@@ -138,6 +140,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         served = report.served_vs_offline(results)
         if served:
             results["serving"]["vs_offline"] = served
+
+    if "peer" in args.sections:
+        from bench.peer import run_peer
+
+        started = time.perf_counter()
+        results["peer"] = run_peer(
+            model_dir, workload, settings.peer_dtypes, settings.peer_streams, settings.peer_requests_per_stream,
+            settings.peer_timeout_s, args.out, log, with_peer=not args.no_peer,
+        )
+        results["peer"].update(_section_meta(started))
 
     results["targets"] = report.target_table(results)
     if set(args.sections) == set(SECTIONS):
