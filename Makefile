@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 MODEL_DIR ?=
 
-.PHONY: serve test test-compat bench bench-quick install install-test clean
+.PHONY: serve test test-compat bench bench-quick bench-peer-install install install-test clean
 
 $(VENV)/.installed-cpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,13 @@ test: install-test
 	# Everything outside the PyTorch backend must also work with the Neuron stack's transformers 4.47.
 	bash scripts/compat-venv.sh
 
+# Full run, vLLM CPU peer included (installed into bench/.venv-vllm on first use; the run goes on without it).
 bench: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m bench
+
+bench-peer-install:
+	bash bench/vllm_install.sh
 
 bench-quick: install-test
 	$(PY) -m djl_python.default_model

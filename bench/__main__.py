@@ -147,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         started = time.perf_counter()
         results["peer"] = run_peer(
             model_dir, workload, settings.peer_dtypes, settings.peer_streams, settings.peer_requests_per_stream,
-            settings.peer_timeout_s, args.out, log, with_peer=not args.no_peer,
+            settings.peer_timeout_s, log, with_peer=not args.no_peer,
         )
         results["peer"].update(_section_meta(started))
 

@@ -27,6 +27,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -159,7 +160,6 @@ def run_peer(
     streams: tuple[int, ...],
     per_stream: int,
     timeout_s: float,
-    log_dir: Path,
     log: Callable[[str], None] = print,
     venv: Path = DEFAULT_VENV,
     with_peer: bool = True,
@@ -177,7 +177,7 @@ def run_peer(
         result["peer"]["compile_cache_existed"] = (Path.home() / ".cache" / "vllm" / "torch_compile_cache").exists()
     else:
         log(f"peer: vLLM CPU not available ({why}); reporting djl-serve alone")
-    log_path = Path(log_dir) / "peer-servers.log"
+    log_path = Path(tempfile.gettempdir()) / "bench-peer-servers.log"
     log_path.write_bytes(b"")
     for dtype in dtypes:
         plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs), "/ping")]
