@@ -79,7 +79,7 @@ def vllm_command(python: Path, model_dir: Path, dtype: str, port: int, max_seqs:
     cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
            "--dtype", _DTYPES[dtype], "--max-model-len", "2048", "--max-num-seqs", str(max_seqs),
-           "--disable-log-requests"]
+           ]
     env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": _cpu_list(_usable_cpus()), "VLLM_CPU_KVCACHE_SPACE": "4"}
     env.pop("OMP_NUM_THREADS", None)  # vLLM sizes its OpenMP pool from the bind list
     return cmd, env
