@@ -8,7 +8,7 @@ PORT   ?= 8080
 MODEL_DIR ?=
 MODEL ?=
 
-.PHONY: serve test test-compat bench bench-quick install install-test clean
+.PHONY: serve test test-compat bench bench-quick bench-peer-install install install-test clean
 
 $(VENV)/.installed-cpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,13 @@ test: install-test
 	# Everything outside the PyTorch backend must also work with the Neuron stack's transformers 4.47.
 	bash scripts/compat-venv.sh
 
+# Full run, vLLM CPU peer included (installed into bench/.venv-vllm on first use; the run goes on without it).
 bench: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m bench
+
+bench-peer-install:
+	bash bench/vllm_install.sh
 
 bench-quick: install-test
 	$(PY) -m djl_python.default_model

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only offline,step,serving] [--out bench/results] [--threads N]``.
+"""``python -m bench [--quick] [--only offline,step,serving,peer] [--no-peer] [--out bench/results] [--threads N]``.
 
 Runs the selected benchmarks one after another (never in parallel: they share
 the machine's cores), writes ``results.json`` and PNG charts under ``--out``
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SECTIONS = ("offline", "step", "serving")
+SECTIONS = ("offline", "step", "serving", "peer")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -30,6 +30,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small workload; the whole run takes under 2 minutes")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    parser.add_argument("--no-peer", action="store_true",
+                        help="skip installing and running vLLM CPU in the peer section (djl-serve alone)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads here and in the served process (default: torch's, one per core)")
     args = parser.parse_args(argv)
@@ -110,34 +112,60 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"load average {[round(x, 2) for x in os.getloadavg()]}")
     run_started = time.perf_counter()
 
-    if "offline" in args.sections:
+    errors: dict[str, str] = {}
+
+    def run_section(name: str, key: str, body: Any) -> None:
+        """Run one section; a failure is recorded and reported, and the run goes on."""
+        if name not in args.sections:
+            return
+        started = time.perf_counter()
+        try:
+            results[key] = body()
+        except Exception as err:  # noqa: BLE001 - an unattended run must finish and say what failed
+            errors[name] = f"{type(err).__name__}: {err}"
+            results.pop(key, None)
+            log(f"{name}: FAILED ({errors[name]}); going on")
+            return
+        results[key].update(_section_meta(started))
+
+    def offline() -> dict[str, Any]:
         from bench.offline import run_offline
 
-        started = time.perf_counter()
-        results["offline"] = run_offline(
-            model_dir, tokenizer, workload, settings.engine_slots, settings.sequential_requests, log
-        )
-        results["offline"].update(_section_meta(started))
-    if "step" in args.sections:
+        return run_offline(model_dir, tokenizer, workload, settings.engine_slots, settings.sequential_requests, log)
+
+    def step() -> dict[str, Any]:
         from bench.step_overhead import run_step_overhead
 
-        started = time.perf_counter()
-        results["step_overhead"] = run_step_overhead(
+        return run_step_overhead(
             model_dir, tokenizer, settings.step_batches, settings.step_iters, settings.step_context, log
         )
-        results["step_overhead"].update(_section_meta(started))
-    if "serving" in args.sections:
+
+    def serving() -> dict[str, Any]:
         from bench.serving import run_serving
 
-        started = time.perf_counter()
-        results["serving"] = run_serving(
+        return run_serving(
             workload, settings.serving_streams, settings.serving_requests_per_stream, settings.serving_timeout_s,
             Path(tempfile.gettempdir()) / f"{prefix}djl-serve-bench.log", log,
         )
-        results["serving"].update(_section_meta(started))
+
+    def peer() -> dict[str, Any]:
+        from bench.peer import run_peer
+
+        return run_peer(
+            model_dir, workload, settings.peer_dtypes, settings.peer_streams, settings.peer_requests_per_stream,
+            settings.peer_timeout_s, log, with_peer=not args.no_peer,
+        )
+
+    run_section("offline", "offline", offline)
+    run_section("step", "step_overhead", step)
+    run_section("serving", "serving", serving)
+    if results.get("serving"):
         served = report.served_vs_offline(results)
         if served:
             results["serving"]["vs_offline"] = served
+    run_section("peer", "peer", peer)
+    if errors:
+        results["errors"] = errors
 
     results["targets"] = report.target_table(results)
     if set(args.sections) == set(SECTIONS):
@@ -148,8 +176,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(report.summary(results))
     print()
     log(f"wrote {results_path} and {', '.join(str(c) for c in charts)} "
-        f"in {time.perf_counter() - run_started:.1f} s")
-    return 0
+        f"in {time.perf_counter() - run_started:.1f} s (total duration)")
+    if errors:
+        log(f"sections that failed: {errors}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

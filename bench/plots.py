@@ -71,6 +71,31 @@ def plot_serving(serving: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_peer(peer: dict[str, Any], path: Path) -> Path:
+    """Throughput, TTFT p50 and TPOT p50 of every (server, dtype) at each concurrency."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    keys = [k for k, runs in peer["servers"].items() if any("tokens_per_s" in r for r in runs)]
+    streams = peer["streams"]
+    width = 0.8 / max(1, len(keys))
+    metrics = (("tokens_per_s", "served output tokens / s", None), ("ttft_ms", "TTFT p50, ms", "p50"),
+               ("tpot_ms", "TPOT p50, ms", "p50"))
+    for ax, (metric, title, q) in zip(axes, metrics):
+        for i, key in enumerate(keys):
+            by = {r["streams"]: r for r in peer["servers"][key] if "tokens_per_s" in r}
+            values = [(by[s][metric][q] if q else by[s][metric]) if s in by else 0 for s in streams]
+            color = ("tab:green" if key.startswith("djl") else "tab:purple")
+            hatch = "//" if key.endswith("bf16") else None
+            bars = ax.bar([j + (i - (len(keys) - 1) / 2) * width for j in range(len(streams))], values, width,
+                          label=key, color=color, hatch=hatch, alpha=0.85 if hatch else 1.0)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(range(len(streams)), [f"{s} sequences" for s in streams])
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    note = "" if peer["peer"]["available"] else " (vLLM CPU not available)"
+    fig.suptitle(f"djl-serve vs vLLM CPU, same OpenAI streaming workload{note}")
+    return _save(fig, path)
+
+
 def plot_all(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
     """Write every chart this run has data for; returns the files written."""
     written = []
@@ -80,4 +105,6 @@ def plot_all(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[P
         written.append(plot_step_overhead(results["step_overhead"], out_dir / f"{prefix}step_overhead.png"))
     if results.get("serving"):
         written.append(plot_serving(results["serving"], out_dir / f"{prefix}serving.png"))
+    if results.get("peer"):
+        written.append(plot_peer(results["peer"], out_dir / f"{prefix}peer.png"))
     return written

@@ -68,17 +68,28 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def peer_targets(results: dict[str, Any]) -> list[tuple[Target, float]]:
+    """Per dtype and concurrency: our served throughput at least vLLM CPU's, TTFT p50 not higher."""
+    out = []
+    for row in (results.get("peer") or {}).get("ratios", []):
+        where = f"{row['dtype']}, {row['streams']} sequences"
+        out.append((Target(f"peer_tp_{where}", f"djl-serve / vLLM CPU throughput, {where}", 1.0), row["throughput"]))
+        out.append((Target(f"peer_ttft_{where}", f"djl-serve / vLLM CPU TTFT p50, {where}", 1.0,
+                           higher_is_better=False), row["ttft_p50"]))
+    return out
+
+
 def target_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     measured = ratios(results)
+    pairs = [(t, measured[t.key]) for t in TARGETS if t.key in measured] + peer_targets(results)
     return [
         {
             "target": t.description,
             "threshold": f"{'>=' if t.higher_is_better else '<='} {t.threshold}",
-            "measured": measured[t.key],
-            "met": t.met(measured[t.key]),
+            "measured": value,
+            "met": t.met(value),
         }
-        for t in TARGETS
-        if t.key in measured
+        for t, value in pairs
     ]
 
 
@@ -120,6 +131,25 @@ def summary(results: dict[str, Any], markdown: bool = False) -> str:
                 for r in serving["runs"]]
         parts.append("Serving (djl-serve, streaming /v1/completions)\n" + _t(
             ["streams", "requests", "tok/s", "TTFT p50", "p90", "p99", "TPOT p50", "p90", "p99"], rows))
+    peer = results.get("peer")
+    if peer:
+        rows = []
+        for key, runs in peer["servers"].items():
+            for r in runs:
+                if "tokens_per_s" in r:
+                    rows.append([key, r["streams"], r["requests"], r["tokens_per_s"], r["ttft_ms"]["p50"],
+                                 r["ttft_ms"]["p90"], r["tpot_ms"]["p50"], r["tpot_ms"]["p90"]])
+                else:
+                    rows.append([key, r.get("streams", "-"), r.get("requests", "-"), "failed: " + r["error"][:60],
+                                 "", "", "", ""])
+        note = "" if peer["peer"]["available"] else f" (vLLM CPU not run: {peer['peer']['note']})"
+        parts.append(f"djl-serve and vLLM CPU, same streaming workload{note}\n" + _t(
+            ["server dtype", "sequences", "requests", "tok/s", "TTFT p50", "p90", "TPOT p50", "p90"], rows))
+        if peer["ratios"]:
+            rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]] for r in peer["ratios"]]
+            parts.append("Ours / vLLM CPU\n" + _t(["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
+        rows = [[k, v] for k, v in peer["startup_s"].items()]
+        parts.append("Start-up to ready, s\n" + _t(["server", "s"], rows))
     targets = target_table(results)
     if targets:
         rows = [[t["target"], t["threshold"], t["measured"], "met" if t["met"] else "MISSED"] for t in targets]

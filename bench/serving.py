@@ -78,7 +78,9 @@ def _wait_ready(proc: subprocess.Popen, base: str, log_path: Path) -> None:
     raise TimeoutError(f"djl-serve not ready after {_START_TIMEOUT_S:.0f}s; see {log_path}")
 
 
-async def _stream_one(session: aiohttp.ClientSession, base: str, req: Request) -> dict[str, float]:
+async def _stream_one(
+    session: aiohttp.ClientSession, base: str, req: Request, model: str | None = None
+) -> dict[str, float]:
     body = {
         "prompt": list(req.prompt_ids),
         "max_tokens": req.max_new_tokens,
@@ -87,6 +89,8 @@ async def _stream_one(session: aiohttp.ClientSession, base: str, req: Request) -
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if model is not None:  # vLLM requires the served model's name; djl-serve accepts any
+        body["model"] = model
     sent = time.perf_counter()
     first = last = None
     tokens = None
@@ -117,7 +121,9 @@ async def _stream_one(session: aiohttp.ClientSession, base: str, req: Request) -
     }
 
 
-async def _run_clients(base: str, requests: list[Request], streams: int, timeout_s: float) -> tuple[list, float]:
+async def _run_clients(
+    base: str, requests: list[Request], streams: int, timeout_s: float, model: str | None = None
+) -> tuple[list, float]:
     """``streams`` clients draining one shared queue; returns per-request figures and the wall time."""
     queue: asyncio.Queue[Request] = asyncio.Queue()
     for req in requests:
@@ -130,7 +136,7 @@ async def _run_clients(base: str, requests: list[Request], streams: int, timeout
                 req = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            results.append(await _stream_one(session, base, req))
+            results.append(await _stream_one(session, base, req, model))
 
     connector = aiohttp.TCPConnector(limit=streams)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:

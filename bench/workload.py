@@ -80,6 +80,8 @@ class BenchSettings:
         serving_requests_per_stream: run ``C`` serves the first ``C *`` this many offline requests,
             so the run with the most streams serves the whole offline workload.
         serving_timeout_s: wall-clock bound of one serving run.
+        peer_dtypes, peer_streams, peer_requests_per_stream, peer_timeout_s: the side-by-side
+            runs against vLLM CPU (:mod:`bench.peer`), per dtype and concurrency.
     """
 
     offline: WorkloadSpec
@@ -91,6 +93,10 @@ class BenchSettings:
     serving_streams: tuple[int, ...]
     serving_requests_per_stream: int
     serving_timeout_s: float
+    peer_dtypes: tuple[str, ...]
+    peer_streams: tuple[int, ...]
+    peer_requests_per_stream: int
+    peer_timeout_s: float
 
 
 FULL = BenchSettings(
@@ -103,6 +109,10 @@ FULL = BenchSettings(
     serving_streams=(1, 4, 16, 32),
     serving_requests_per_stream=2,
     serving_timeout_s=240.0,
+    peer_dtypes=("fp32", "bf16"),
+    peer_streams=(16, 32),
+    peer_requests_per_stream=1,
+    peer_timeout_s=600.0,
 )
 
 QUICK = BenchSettings(
@@ -115,6 +125,10 @@ QUICK = BenchSettings(
     serving_streams=(1, 8),
     serving_requests_per_stream=1,
     serving_timeout_s=60.0,
+    peer_dtypes=("fp32",),
+    peer_streams=(8,),
+    peer_requests_per_stream=1,
+    peer_timeout_s=300.0,
 )
 
 

@@ -6,6 +6,8 @@ the offending option, so a bad ``serving.properties`` fails at load with a clear
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -25,6 +27,24 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
         return _DTYPES[dtype]
     except KeyError:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or None, got {dtype!r}") from None
+
+
+# CPU flags (``/proc/cpuinfo``) of instructions that compute bf16 products in hardware. Without
+# one of them oneDNN converts bf16 to fp32 around every op and bf16 runs slower than fp32
+# (measured on an AVX2 EPYC: a [16, 576] x [576, 1536] matmul 2.5 GFLOP/s in bf16 against
+# 6-15 in fp32).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """Which of :data:`BF16_CPU_FLAGS` this CPU reports (empty where none, or not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -1,73 +1,104 @@
 """The PyTorch backend (CPU and CUDA): any Hugging Face causal LM behind the slot interface.
 
 Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preallocated
-per-slot KV cache (:mod:`.slot_cache`), per-row ``position_ids`` and per-row masks
-(:mod:`.attention_masks`), so requests join and leave without touching other rows.
+KV row per sequence, per-row positions and masks, so requests join and leave without
+touching other rows. Two forwards run on those rows:
+
+* native (:mod:`.native`): the llama family (llama, mistral, SmolLM2) reimplemented with
+  fused weights, precomputed rotary tables and attention reading the rows in place;
+* Hugging Face (:mod:`.hf_rows`): the model's own forward with a row cache and per-row
+  masks; the fallback for every other architecture, or for any with ``native=False``.
+
+Both do the same things per call:
 
 * prefill: prompts of similar length are right-padded to the longest of their group and
   run together (:func:`prefill_groups`: on CPU padding costs as much as real tokens, so a
   prompt only joins a group while the padding it adds stays small; on CUDA one group);
-  causal attention alone keeps real tokens away from the padding (padding only follows),
-  so the model builds its own causal mask (sdpa's ``is_causal`` fast path). Only each
-  prompt's last real position reaches the LM head (``logits_to_keep`` as per-row indices).
-  PyTorch has no compiled shapes, so nothing is padded to a prefill bucket: the buckets only
-  bound the prompt length, as Neuron's context buckets do.
-* decode: ``[n, 1]`` tokens at per-row positions; attention reads the first ``width``
+  causal attention alone keeps real tokens away from the padding (padding only follows).
+  Only each prompt's last real position reaches the LM head. PyTorch has no compiled
+  shapes, so nothing is padded to a prefill bucket: the buckets only bound the prompt
+  length, as Neuron's context buckets do.
+* decode: one token per row at per-row positions; attention reads the first ``width``
   columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN`.
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
   rows instead of gathering them (finished requests leave holes in the slot ids).
 
-Hot-loop hygiene: one small host tensor per decode (rows, tokens, positions and, when the
+Hot-loop hygiene: one small host tensor per call (rows, tokens, positions and, when the
 rows are out of slot order, the permutation back, packed together, one copy to the
-device), mask and cache updates in place, no host/device sync (the logits stay on the
-device for the engine to sample).
+device), cache updates in place, no host/device sync (the logits stay on the device for
+the engine to sample).
 """
 
 from __future__ import annotations
 
-import inspect
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from djl_python.backends import model_defaults as defaults
-from djl_python.backends.attention_masks import SlotMasks, mask_mode_for
+from djl_python.backends.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
 from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, cpu_threads, prefill_groups
-from djl_python.backends.slot_cache import SlotCache
+from djl_python.backends.hf_rows import HFRows
+from djl_python.backends.native import NativeLlama, llama_support
 from djl_python.backends.slot_rows import RowMove, SlotRows
+
+logger = logging.getLogger(__name__)
 
 KV_WIDTH_ALIGN = 64  # decode attends a multiple of this many columns: bounded work, few shapes
 _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash kernels do not
 
 
+class RowForward(Protocol):
+    """A model's forward on KV rows (:class:`.hf_rows.HFRows`, :class:`.native.NativeLlama`).
+
+    ``rows`` are ascending row indices on the device; ``first`` is ``rows[0]`` when they are
+    consecutive (slice, not gather). Both return float32 logits ``[n, vocab]``.
+    """
+
+    def prefill(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor,
+                last: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, positions: torch.Tensor,
+               width: int) -> torch.Tensor: ...
+
+    def move_row(self, dst: int, src: int, length: int) -> None: ...
+
+    def nbytes(self) -> int: ...
+
+
 class PyTorchBackend(Backend):
     """A Hugging Face causal LM with ``max_slots`` KV-cache rows. Build it with :meth:`load`."""
 
-    def __init__(self, model: torch.nn.Module, limits: BackendLimits, info: BackendInfo) -> None:
+    def __init__(
+        self, model: torch.nn.Module, limits: BackendLimits, info: BackendInfo, native: bool = True
+    ) -> None:
         self.model, self.limits, self.info = model, limits, info
-        config = model.config
         self._device = next(model.parameters()).device
         self._embed_rows = model.get_input_embeddings().num_embeddings
-        # Models with alibi take no position_ids; all others get per-row positions.
-        self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         self._active = [False] * limits.max_slots
         self._rows = SlotRows(limits.max_slots)
         self._lengths = [0] * limits.max_slots  # per row: columns written since its prefill
         self._merge_pad = CPU_PREFILL_MERGE_PAD if self._device.type == "cpu" else None
         with torch.inference_mode():
-            layers = config.get_text_config().num_hidden_layers
-            self._cache = SlotCache(layers, limits.max_slots, limits.n_positions)
-            self._masks = SlotMasks(
-                mask_mode_for(config.model_type), limits.max_slots, limits.n_positions, model.dtype, self._device
-            )
-            self._positions = torch.arange(limits.n_positions, device=self._device)
+            reason = llama_support(model.config) if native else "native=False"
+            self._forward: RowForward
+            if reason is None:
+                self._forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions)
+                info.extra["forward"] = "native"
+            else:
+                self._forward = HFRows(model, limits.max_slots, limits.n_positions)
+                info.extra["forward"] = "hf"
+                info.extra["native_skipped"] = reason
+            logger.info("pytorch backend: %s forward for %s%s", info.extra["forward"], model.config.model_type,
+                        "" if reason is None else f" (native: {reason})")
             self.prefill([0], [[0]])  # allocates every layer's K/V rows now, not on the first request
             self.release(0)
-        info.extra["kv_cache_bytes"] = self._cache.nbytes()
+        info.extra["kv_cache_bytes"] = self._forward.nbytes()
 
     @classmethod
     def load(
@@ -81,12 +112,15 @@ class PyTorchBackend(Backend):
         trust_remote_code: bool = False,
         prefill_buckets: Sequence[int] | None = None,
         attn_implementation: str | None = None,
+        native: bool = True,
     ) -> PyTorchBackend:
         """Load ``model_dir`` (a local Hugging Face checkpoint) with ``max_slots`` slots.
 
         Defaults: ``n_positions`` = min(the model's position limit, 2048); ``dtype`` fp32 on
         CPU, fp16 on CUDA; ``prefill_buckets`` 128, 256, ... up to ``n_positions``;
-        ``attn_implementation`` sdpa where the architecture supports it, else eager.
+        ``attn_implementation`` sdpa where the architecture supports it, else eager (for the
+        Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
+        forces the Hugging Face forward).
         Raises ``ValueError`` naming the option when one is out of range.
         """
         if max_slots < 1:
@@ -97,6 +131,11 @@ class PyTorchBackend(Backend):
         if torch_device.type == "cpu":
             torch.set_num_threads(cpu_threads())
         torch_dtype = defaults.resolve_dtype(dtype, torch_device)
+        bf16_flags = defaults.cpu_bf16_flags() if torch_device.type == "cpu" else ()
+        if dtype is None and bf16_flags:
+            # fp32 stays the default: it is the dtype whose greedy tokens equal generate()'s.
+            logger.info("this CPU computes bf16 natively (%s): option.dtype=bf16 decodes faster than the fp32 "
+                        "default", ",".join(bf16_flags))
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         n_pos = defaults.resolve_n_positions(config, n_positions)
         buckets = defaults.resolve_buckets(n_pos, prefill_buckets)
@@ -122,9 +161,10 @@ class PyTorchBackend(Backend):
             device=str(torch_device),
             model_type=model.config.model_type,
             dtype=defaults.dtype_name(torch_dtype),
-            extra={"attn_implementation": attn, "mask_mode": mask_mode_for(model.config.model_type)},
+            extra={"attn_implementation": attn, "mask_mode": mask_mode_for(model.config.model_type),
+                   "cpu_bf16_flags": list(bf16_flags)},
         )
-        return cls(model, limits, info)
+        return cls(model, limits, info, native=native)
 
     @torch.inference_mode()
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -162,17 +202,8 @@ class PyTorchBackend(Backend):
             flat.extend(prompt)
             flat.extend([0] * (length - len(prompt)))
         packed = torch.tensor(flat, dtype=torch.long).to(self._device, non_blocking=True)
-        slots, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
-        first = _first_if_contiguous(rows)
-        self._masks.reset(slots, last + 1)
-        self._cache.set_prefill(slots, first, length)
-        kwargs = {}
-        if self._takes_positions:
-            kwargs["position_ids"] = self._positions[:length].expand(n, length)
-        out = self.model(
-            input_ids=tokens, cache=self._cache, use_cache=True, logits_to_keep=last.view(n, 1), **kwargs
-        )
-        return out.logits[:, -1, :].float()
+        row_ids, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
+        return self._forward.prefill(row_ids, _first_if_contiguous(rows), tokens, last)
 
     @torch.inference_mode()
     def decode(
@@ -202,23 +233,16 @@ class PyTorchBackend(Backend):
             positions = [positions[i] for i in order]
         packed = torch.tensor([*rows, *last_tokens, *positions, *restore], dtype=torch.long)
         packed = packed.to(self._device, non_blocking=True)
-        slots, tokens, pos = packed[:n], packed[n : 2 * n].view(n, 1), packed[2 * n : 3 * n]
-        first = _first_if_contiguous(rows)
-        self._masks.open(slots, pos)
-        self._cache.set_decode(slots, first, pos, width)
-        kwargs = {"attention_mask": self._masks.decode_mask(slots, first, width)}
-        if self._takes_positions:
-            kwargs["position_ids"] = pos.view(n, 1)
-        out = self.model(input_ids=tokens, cache=self._cache, use_cache=True, **kwargs)
+        row_ids, tokens, pos = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
+        logits = self._forward.decode(row_ids, _first_if_contiguous(rows), tokens, pos, width)
         for row, position in zip(rows, positions):
             self._lengths[row] = position + 1
-        logits = out.logits[:, -1, :].float()
         return logits.index_select(0, packed[3 * n :]) if restore else logits
 
     def release(self, slot_id: int) -> None:
-        """Free the slot's row. Its K/V and mask columns are left as they are (the next prefill
-        into the row closes every column it does not write, see ``attention_masks``), except
-        that the last occupied row moves into it to keep the rows packed."""
+        """Free the slot's row. Its K/V (and mask) columns are left as they are: the next
+        prefill into the row overwrites what it uses and decode masks every column beyond a
+        row's position; except that the last occupied row moves into it to keep the rows packed."""
         if 0 <= slot_id < self.limits.max_slots:
             self._active[slot_id] = False
             move = self._rows.release(slot_id)
@@ -227,17 +251,13 @@ class PyTorchBackend(Backend):
 
     @torch.inference_mode()
     def _move_row(self, move: RowMove) -> None:
-        """Copy the written columns of row ``move.src`` into row ``move.dst`` (K/V and mask)."""
+        """Copy the written columns of row ``move.src`` into row ``move.dst``."""
         length = self._lengths[move.src]
-        self._cache.move_row(move.dst, move.src, length)
-        # The mask of a row is always "columns 0..length-1 open": prefill opens the prompt,
-        # each decode the next column. Rebuilding it is exact.
-        dst = torch.tensor([move.dst], device=self._device)
-        self._masks.reset(dst, torch.tensor([length], device=self._device))
+        self._forward.move_row(move.dst, move.src, length)
         self._lengths[move.dst] = length
 
     def close(self) -> None:
-        self._cache.layers.clear()
+        del self._forward
         del self.model
         if self._device.type == "cuda":
             torch.cuda.empty_cache()

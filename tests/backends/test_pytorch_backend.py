@@ -43,6 +43,8 @@ def _staggered_jobs() -> list[Job]:
 def test_staggered_greedy_matches_generate(arch: str, tiny_model_factory) -> None:
     path = tiny_model_factory(arch)
     backend = PyTorchBackend.load(path, max_slots=4)
+    # The llama family runs the native forward, every other architecture the Hugging Face one.
+    assert backend.info.extra["forward"] == ("native" if arch in ("llama", "mistral") else "hf")
     jobs = _staggered_jobs()
     cover = run_greedy(backend, jobs)
     assert cover.joint_prefill and cover.gathered_prefill and cover.gathered_decode
@@ -59,8 +61,9 @@ def test_staggered_greedy_matches_generate(arch: str, tiny_model_factory) -> Non
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_attention_implementations_agree(attn: str, tiny_model_factory) -> None:
     path = tiny_model_factory("llama")
-    backend = PyTorchBackend.load(path, max_slots=4, attn_implementation=attn)
-    assert backend.info.extra["attn_implementation"] == attn
+    # native=False: the Hugging Face forward (the fallback) honours both attention kernels.
+    backend = PyTorchBackend.load(path, max_slots=4, attn_implementation=attn, native=False)
+    assert backend.info.extra["attn_implementation"] == attn and backend.info.extra["forward"] == "hf"
     jobs = _staggered_jobs()
     run_greedy(backend, jobs)
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -1,13 +1,14 @@
-"""A per-slot KV cache for Hugging Face models: the PyTorch twin of Neuron's ``seq_ids`` rows.
+"""A per-row KV cache for Hugging Face models: the PyTorch twin of Neuron's ``seq_ids`` rows.
 
-Every layer owns two preallocated tensors ``[max_slots, kv_heads, n_positions, head_dim]``
-(K and V). Row ``s`` is slot ``s``; column ``j`` holds the token at position ``j`` of that
-slot's sequence. Requests join (prefill) and leave (release) without touching other rows,
-which is what ``transformers``' own ``DynamicCache``/``StaticCache`` cannot do: they share one
-write position across the batch.
+Every layer owns two preallocated tensors ``[max_rows, kv_heads, n_positions, head_dim]``
+(K and V). Row ``r`` holds one sequence (the backend maps slots to rows, see
+:mod:`.slot_rows`); column ``j`` holds the token at position ``j`` of that sequence.
+Requests join (prefill) and leave (release) without touching other rows, which is what
+``transformers``' own ``DynamicCache``/``StaticCache`` cannot do: they share one write
+position across the batch.
 
-The caller describes each forward with :meth:`SlotCache.set_prefill` or
-:meth:`SlotCache.set_decode` *before* running the model; every attention layer then calls
+The caller describes each forward with :meth:`RowCache.set_prefill` or
+:meth:`RowCache.set_decode` *before* running the model; every attention layer then calls
 ``cache.update(k, v, layer_idx)`` and gets back the keys/values it must attend over:
 
 * prefill: the freshly computed ``[n, h, L, d]`` states themselves (a new prompt only
@@ -19,7 +20,7 @@ The caller describes each forward with :meth:`SlotCache.set_prefill` or
 Invariant (the reason release needs no zeroing): columns a row has not written since its
 last prefill may hold stale data from an earlier request, or the prefill's right padding.
 The caller's attention mask must exclude every column of a row beyond that row's current
-position; ``attention_masks.SlotMasks`` maintains exactly that.
+position; ``attention_masks.RowMasks`` maintains exactly that.
 """
 
 from __future__ import annotations
@@ -31,26 +32,26 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 
 @dataclass
-class SlotStep:
-    """What the current forward touches; shared by all layers of one :class:`SlotCache`.
+class RowStep:
+    """What the current forward touches; shared by all layers of one :class:`RowCache`.
 
     Attributes:
-        slots: ``[n]`` int64 slot ids on the cache's device (ascending, distinct).
-        first: the first slot when ``slots`` is ``first..first+n-1`` (rows can be sliced),
+        rows: ``[n]`` int64 row indices on the cache's device (ascending, distinct).
+        first: the first row when ``rows`` is ``first..first+n-1`` (rows can be sliced),
             else ``None`` (rows are gathered).
         positions: ``[n]`` int64 decode positions; ``None`` during prefill.
         q_len: query tokens per row in this forward.
         width: key/value columns attention sees (``q_len`` during prefill).
     """
 
-    slots: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
     first: int | None = None
     positions: torch.Tensor | None = None
     q_len: int = 0
     width: int = 0
 
 
-class SlotLayer(CacheLayerMixin):
+class RowLayer(CacheLayerMixin):
     """One layer's K/V rows. Allocated on the first ``update`` (the backend's warm-up prefill),
     because head count and layout vary by architecture and are best read off the real key
     states: GQA models pass their kv heads, gpt_bigcode's MQA passes ``[n, 1, L, d]`` (one
@@ -58,15 +59,15 @@ class SlotLayer(CacheLayerMixin):
 
     is_sliding = False
 
-    def __init__(self, step: SlotStep, max_slots: int, n_positions: int) -> None:
+    def __init__(self, step: RowStep, max_rows: int, n_positions: int) -> None:
         super().__init__()
         self.step = step
-        self.max_slots = max_slots
+        self.max_rows = max_rows
         self.n_positions = n_positions
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         _, heads, _, k_dim = key_states.shape
-        shape = (self.max_slots, heads, self.n_positions)
+        shape = (self.max_rows, heads, self.n_positions)
         self.keys = torch.zeros((*shape, k_dim), dtype=key_states.dtype, device=key_states.device)
         self.values = torch.zeros(
             (*shape, value_states.shape[-1]), dtype=value_states.dtype, device=value_states.device
@@ -83,22 +84,22 @@ class SlotLayer(CacheLayerMixin):
         if step.positions is None:  # prefill: rows restart at column 0
             length = key_states.shape[2]
             if step.first is not None:
-                rows = slice(step.first, step.first + key_states.shape[0])
-                self.keys[rows, :, :length].copy_(key_states)
-                self.values[rows, :, :length].copy_(value_states)
+                span = slice(step.first, step.first + key_states.shape[0])
+                self.keys[span, :, :length].copy_(key_states)
+                self.values[span, :, :length].copy_(value_states)
             else:
-                self.keys[:, :, :length].index_copy_(0, step.slots, key_states)
-                self.values[:, :, :length].index_copy_(0, step.slots, value_states)
+                self.keys[:, :, :length].index_copy_(0, step.rows, key_states)
+                self.values[:, :, :length].index_copy_(0, step.rows, value_states)
             return key_states, value_states
         # decode: one new column per row, at that row's own position
-        self.keys[step.slots, :, step.positions] = key_states[:, :, 0]
-        self.values[step.slots, :, step.positions] = value_states[:, :, 0]
+        self.keys[step.rows, :, step.positions] = key_states[:, :, 0]
+        self.values[step.rows, :, step.positions] = value_states[:, :, 0]
         if step.first is not None:
-            rows = slice(step.first, step.first + key_states.shape[0])
-            return self.keys[rows, :, : step.width], self.values[rows, :, : step.width]
+            span = slice(step.first, step.first + key_states.shape[0])
+            return self.keys[span, :, : step.width], self.values[span, :, : step.width]
         return (
-            self.keys[:, :, : step.width].index_select(0, step.slots),
-            self.values[:, :, : step.width].index_select(0, step.slots),
+            self.keys[:, :, : step.width].index_select(0, step.rows),
+            self.values[:, :, : step.width].index_select(0, step.rows),
         )
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
@@ -110,8 +111,8 @@ class SlotLayer(CacheLayerMixin):
     def get_max_length(self) -> int:
         return self.n_positions
 
-    def reset(self) -> None:  # rows are owned by slots; a global reset has no meaning here
-        raise NotImplementedError("SlotCache rows are reset per slot by prefill")
+    def reset(self) -> None:  # rows are reset one by one by prefill; a global reset has no meaning here
+        raise NotImplementedError("RowCache rows are reset one by one by prefill")
 
     def nbytes(self) -> int:
         if not self.is_initialized:
@@ -119,28 +120,28 @@ class SlotLayer(CacheLayerMixin):
         return self.keys.nbytes + self.values.nbytes
 
 
-class SlotCache(Cache):
-    """``transformers`` ``Cache`` with one independent row per slot. See the module docstring.
+class RowCache(Cache):
+    """``transformers`` ``Cache`` with one independent row per sequence. See the module docstring.
 
     ``get_seq_length``/``get_mask_sizes`` describe the current step so that
     ``masking_utils`` builds the right causal mask when the model builds its own (prefill,
     and bloom's 2D-mask mode): queries sit at columns ``width - q_len .. width - 1``.
     """
 
-    def __init__(self, num_layers: int, max_slots: int, n_positions: int) -> None:
-        self.step = SlotStep()
-        super().__init__(layers=[SlotLayer(self.step, max_slots, n_positions) for _ in range(num_layers)])
+    def __init__(self, num_layers: int, max_rows: int, n_positions: int) -> None:
+        self.step = RowStep()
+        super().__init__(layers=[RowLayer(self.step, max_rows, n_positions) for _ in range(num_layers)])
 
-    def set_prefill(self, slots: torch.Tensor, first: int | None, length: int) -> None:
-        """Next forward writes ``length`` (padded) tokens to columns ``0..length-1`` of ``slots``."""
+    def set_prefill(self, rows: torch.Tensor, first: int | None, length: int) -> None:
+        """Next forward writes ``length`` (padded) tokens to columns ``0..length-1`` of ``rows``."""
         step = self.step
-        step.slots, step.first, step.positions = slots, first, None
+        step.rows, step.first, step.positions = rows, first, None
         step.q_len = step.width = length
 
-    def set_decode(self, slots: torch.Tensor, first: int | None, positions: torch.Tensor, width: int) -> None:
+    def set_decode(self, rows: torch.Tensor, first: int | None, positions: torch.Tensor, width: int) -> None:
         """Next forward writes one token per row at ``positions`` and attends ``width`` columns."""
         step = self.step
-        step.slots, step.first, step.positions = slots, first, positions
+        step.rows, step.first, step.positions = rows, first, positions
         step.q_len, step.width = 1, width
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
