@@ -1,7 +1,7 @@
 """Memory the PyTorch backend will take, computed before anything is allocated, and its budget.
 
 The PyTorch backend preallocates every slot's K/V rows at full length when it
-loads (``slot_cache.SlotCache``), so the KV cache is a fixed, known size:
+loads (``row_cache.RowCache``), so the KV cache is a fixed, known size:
 
     KV bytes = slots x n_positions x layers x 2 (K and V) x KV heads x head dim x dtype bytes
 
