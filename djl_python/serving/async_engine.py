@@ -75,7 +75,8 @@ class AsyncEngine:
         engine: the engine (``add_request``, ``abort``, ``step``, ``has_unfinished``,
             ``num_running``, ``num_waiting``, ``reset``). Owned by this object from ``start()``.
         max_waiting_requests: bound on requests waiting for a slot (engine queue plus
-            commands not yet applied); beyond it ``generate`` raises ``ServerOverloaded``.
+            commands not yet applied, less the free slots they are about to take); beyond
+            it ``generate`` raises ``ServerOverloaded``.
         predict_timeout: seconds a request may take end to end; ``None`` or 0 disables it.
         metrics: where token and latency metrics go (optional).
         retry_after: the ``Retry-After`` seconds suggested when overloaded.
@@ -100,6 +101,8 @@ class AsyncEngine:
         self._pending_adds = 0  # guarded by _cond
         self._num_running = 0  # snapshots written by the engine thread under _cond
         self._num_waiting = 0
+        limits = getattr(engine, "limits", None)
+        self._max_slots = int(getattr(limits, "max_slots", 0) or 0)  # 0: unknown, every queued request counts
         self._stopping = False
         self._accepting = False
         self._streams: dict[str, _Stream] = {}  # engine thread only
@@ -140,7 +143,7 @@ class AsyncEngine:
         rid = request_id or uuid.uuid4().hex
         stream = _Stream(rid, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
-            if self._num_waiting + self._pending_adds >= self.max_waiting_requests:
+            if self._waiting_for_a_slot() >= self.max_waiting_requests:
                 raise ServerOverloaded(
                     f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})",
                     self.retry_after,
@@ -171,6 +174,16 @@ class AsyncEngine:
             self._in_flight.discard(rid)
             if not finished:
                 self.abort(rid)
+
+    def _waiting_for_a_slot(self) -> int:
+        """Requests that would still wait for a slot once every free slot is taken (under ``_cond``).
+
+        The engine's queue and the adds not yet applied both hold requests that the next step
+        admits at once while slots are free; only those beyond the free slots really wait, so
+        only they count against ``max_waiting_requests`` (a burst into an idle server is admitted).
+        """
+        free = max(self._max_slots - self._num_running, 0)
+        return max(self._num_waiting + self._pending_adds - free, 0)
 
     def abort(self, request_id: str) -> None:
         """Ask the engine thread to abort a request; a no-op for unknown or finished ids."""
