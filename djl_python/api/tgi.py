@@ -37,7 +37,7 @@ ERROR_TYPES = {400: "validation", 503: "overloaded", 504: "timeout"}
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class TgiParameters(_Body):
