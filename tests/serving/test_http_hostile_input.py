@@ -116,3 +116,12 @@ def test_extreme_valid_values_generate_strictly_valid_json_with_finite_logprobs(
     oai = httpx.post(server.url + "/v1/completions", json={"prompt": "Hello", "max_tokens": 4, "logprobs": 5,
                                                           "stream": True, **oai_params}, timeout=60)
     assert oai.status_code == 200 and _strict_json_lines(oai.text), oai.text
+
+
+def test_the_default_body_limit_follows_n_positions_with_a_4_mib_floor(server):
+    from djl_python.config.serving import default_max_request_bytes
+
+    assert default_max_request_bytes(128) == 4 * 2**20 and default_max_request_bytes(131072) == 256 * 131072
+    raw = json.dumps({"inputs": "x" * (4 * 2**20)})
+    resp = httpx.post(server.url + "/generate", content=raw, headers={"content-type": "application/json"}, timeout=60)
+    assert resp.status_code == 413 and str(4 * 2**20) in resp.text and resp.json()["error_type"] == "validation"
