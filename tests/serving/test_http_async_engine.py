@@ -231,3 +231,30 @@ def test_requests_about_to_take_a_free_slot_do_not_count_as_waiting(engine, gate
         return got
 
     assert all(out.request_id for out in run(main()))
+
+
+def test_a_consumer_that_stops_taking_outputs_is_aborted_past_max_unsent_tokens(engine, gated):
+    """issue 13 item 7 in-process: the consumer takes one output and stops (a client whose writes
+    block); once more than ``max_unsent_tokens`` tokens wait, the request is aborted and its slot
+    freed long before its 100 tokens; on resuming, the consumer gets what was queued, then
+    ``ClientTooSlow``."""
+    from djl_python.api.errors import ClientTooSlow
+
+    metrics = ServingMetrics()
+
+    async def main():
+        ae = AsyncEngine(gated, metrics=metrics, max_unsent_tokens=4)
+        ae.start()
+        outputs = ae.generate(ids(engine, "Hello"), LONG)
+        await outputs.__anext__()
+        await until(lambda: ae.num_running == 0 and ae.num_waiting == 0)
+        got = []
+        with pytest.raises(ClientTooSlow, match="max_unsent_tokens=4"):
+            async for out in outputs:
+                got.append(out)
+        await ae.shutdown()
+        return got
+
+    got = run(main())
+    assert 4 <= sum(len(o.token_ids) for o in got) <= 6 and not any(o.finished for o in got)
+    assert metric_value(metrics.render().decode(), "djl_request_finished_total", finish_reason="abort") == 1
