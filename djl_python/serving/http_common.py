@@ -112,8 +112,8 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
     state = server_state(request)
     stream: Optional[OutputStream] = None
     try:
-        body = await read_body(request, state.max_request_bytes)
-        call = Call(body, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
+        raw = await read_body(request, state.max_request_bytes)
+        call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
         # Parsing, chat templating and tokenising take time in proportion to the body: never on the
         # event loop, which serves /ping, /metrics and every stream (issue 13 item 1).
         engine_request, renderer = await asyncio.get_running_loop().run_in_executor(
