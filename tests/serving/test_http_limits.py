@@ -207,11 +207,12 @@ def test_hostile_bodies_delay_neither_a_running_stream_nor_ping(server):
     assert attacker is not None
     attacker.join(60)
     pinger.join(60)
-    assert "end" in hostile_window and hostile_window["end"] < stamps[-1], "the stream ended before the attack did"
+    assert "end" in hostile_window, results
 
-    gaps = [(b, b - a) for a, b in zip(stamps, stamps[1:])]
-    baseline = [g for t, g in gaps[5:149]]  # after warm-up, before the attack
-    during = [g for t, g in gaps if hostile_window["start"] <= t <= hostile_window["end"] + 0.5]
+    gaps = [(a, b, b - a) for a, b in zip(stamps, stamps[1:])]
+    baseline = [g for _, _, g in gaps[5:149]]  # after warm-up, before the attack
+    # every gap that overlaps the attack (pings cover the attack to its end, should the stream end first)
+    during = [g for a, b, g in gaps if b >= hostile_window["start"] and a <= hostile_window["end"]]
     bound = max(baseline) * 3 + 0.25
     assert during, "no token arrived while the hostile requests were handled"
     assert max(during) <= bound, (max(during), bound, statistics.median(baseline))
