@@ -148,6 +148,8 @@ class SamplingParams:
             bad("stop", "stop sequences must be non-empty strings")
         if len(self.stop) > 16:
             bad("stop", f"at most 16 stop sequences, got {len(self.stop)}")
+        if any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < 2**31 for t in self.stop_token_ids):
+            bad("stop_token_ids", "token ids must be integers in [0, 2^31)")
         if not (0 <= self.top_logprobs <= 20):
             bad("top_logprobs", f"must be in [0, 20], got {self.top_logprobs!r}")
 

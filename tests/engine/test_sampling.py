@@ -269,3 +269,11 @@ def test_logprobs_of_non_finite_logits_are_reported_finite():
     out = sample(logits, [SamplingParams(logprobs=True, top_logprobs=4)])
     assert all(math.isfinite(lp) for lp in out.logprobs)
     assert all(math.isfinite(v) for row in out.top_logprobs for v in row.values())
+
+
+@pytest.mark.parametrize("ids", [(-1,), (2**64,), (True,)])
+def test_absurd_stop_token_ids_are_refused(ids):
+    from djl_python.engine.request import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="stop_token_ids"):
+        SamplingParams(stop_token_ids=ids)
