@@ -1,12 +1,15 @@
 """Request bodies: bytes -> a JSON object -> a validated pydantic model.
 
 Written once for every API: a malformed body is ``InvalidRequest("body")``; a
-schema error is ``InvalidRequest(<dotted field path as the user wrote it>)``.
+schema error is ``InvalidRequest(<dotted field path as the user wrote it>)``;
+nesting deeper than ``MAX_DEPTH`` and lone surrogates are refused before any
+schema sees the data (``check_values``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Mapping, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ValidationError
@@ -14,13 +17,19 @@ from pydantic import BaseModel, ValidationError
 from djl_python.engine.request import InvalidRequest
 
 M = TypeVar("M", bound=BaseModel)
+# No API body nests more than a few levels (chat content parts: messages.0.content.0.text);
+# 32 leaves room for free-form objects (metadata, tool schemas) and stays far below recursion limits.
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
 Body = Union[bytes, bytearray, str, Mapping[str, Any]]
 
 
 def json_object(body: Body, content_type: Optional[str] = "application/json") -> dict[str, Any]:
     """The body as a JSON object. A ``text/plain`` body is LMI's ``{"inputs": <body>}``."""
     if isinstance(body, Mapping):
-        return dict(body)
+        data = dict(body)
+        check_values(data)
+        return data
     if isinstance(body, (bytes, bytearray)):
         try:
             body = bytes(body).decode("utf-8")
@@ -34,9 +43,36 @@ def json_object(body: Body, content_type: Optional[str] = "application/json") ->
         data = json.loads(body)
     except json.JSONDecodeError as err:
         raise InvalidRequest("body", f"malformed JSON: {err}") from None
+    except RecursionError:  # the decoder recurses per level; deeper than Python's stack allows
+        raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body", f"expected a JSON object, got {type(data).__name__}")
+    check_values(data)
     return data
+
+
+def check_values(data: Any) -> None:
+    """Refuse what no API field can hold but would break later layers: nesting deeper than
+    ``MAX_DEPTH`` (pydantic and chat templates recurse per level) and strings with a lone UTF-16
+    surrogate (``"\\ud800"`` is valid JSON but not encodable as UTF-8, so echoing it would break
+    a response mid-way). Iterative, so any depth is checked in bounded stack space.
+    Raises ``InvalidRequest`` naming the field (a dotted path, list indices as numbers)."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise InvalidRequest(path[0], f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise InvalidRequest(".".join(path) or "body",
+                                     "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode text")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _SURROGATE.search(key):
+                    raise InvalidRequest(".".join(path) or "body", "a key contains a lone UTF-16 surrogate")
+                stack.append((item, path + (key,)))
+        elif isinstance(value, list):
+            stack.extend((item, path + (str(i),)) for i, item in enumerate(value))
 
 
 def validate(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:

@@ -21,7 +21,7 @@ from djl_python.engine.request import InvalidRequest
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class ContentPart(_Strict):

@@ -9,9 +9,13 @@ message, param)``; each transport renders it in its own shape (LMI's
 exception              status  meaning
 =====================  ======  ===========================================
 InvalidRequest         400     bad field (``param`` names it)
+(transport)            413     body over ``max_request_bytes``
 ServerOverloaded       503     waiting queue full (``Retry-After``)
-ServerUnavailable      503     loading, failed to load or shutting down
+ServerUnavailable      503     loading or shutting down (``Retry-After``);
+                               failed to load (``permanent``: no
+                               ``Retry-After``, type ``unavailable``)
 RequestTimeout         504     not finished within ``predict_timeout``
+ClientTooSlow          408     output left unread past ``max_unsent_tokens``
 anything else          500     a bug; logged with its traceback
 =====================  ======  ===========================================
 """
@@ -35,31 +39,46 @@ class ServerOverloaded(RuntimeError):
 
 
 class ServerUnavailable(RuntimeError):
-    """No engine accepts requests (loading, failed to load, draining, stopped): 503."""
+    """No engine accepts requests (loading, failed to load, draining, stopped): 503.
+
+    ``permanent`` (the model failed to load): retrying cannot help, so the answer has no
+    ``Retry-After`` and its type is ``unavailable``, never ``overloaded``.
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class ClientTooSlow(RuntimeError):
+    """A streaming client stopped reading and its unsent output passed ``max_unsent_tokens``;
+    the request was aborted. Reported in-band (the response had started): 408."""
 
 
 class RequestTimeout(TimeoutError):
     """The request did not finish within ``predict_timeout`` and was aborted: 504."""
 
 
-_KINDS = {400: "invalid_request_error", 404: "not_found_error", 503: "overloaded", 504: "timeout"}
+_KINDS = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error", 503: "overloaded",
+          504: "timeout"}
 
 
 class ApiError(Exception):
     """A request failed with ``status``; ``param`` names the offending field, if any."""
 
     def __init__(self, status: int, message: str, param: Optional[str] = None,
-                 headers: Optional[dict[str, str]] = None) -> None:
+                 headers: Optional[dict[str, str]] = None, kind: Optional[str] = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = headers or {}
+        self._kind = kind
 
     @property
     def kind(self) -> str:
         """A short error type, as OpenAI's ``type``."""
-        return _KINDS.get(self.status, "server_error")
+        return self._kind or _KINDS.get(self.status, "server_error")
 
     @property
     def text(self) -> str:
@@ -80,8 +99,12 @@ def to_api_error(err: BaseException, prompt_field: str = "inputs") -> ApiError:
     if isinstance(err, ServerOverloaded):
         return ApiError(503, str(err), headers={"Retry-After": str(err.retry_after)})
     if isinstance(err, ServerUnavailable):
+        if err.permanent:
+            return ApiError(503, str(err), kind="unavailable")
         return ApiError(503, str(err), headers={"Retry-After": "5"})
     if isinstance(err, RequestTimeout):
         return ApiError(504, str(err))
+    if isinstance(err, ClientTooSlow):
+        return ApiError(408, str(err), kind="timeout")
     logger.error("unexpected error", exc_info=err)
     return ApiError(500, f"internal error: {type(err).__name__}: {err}")

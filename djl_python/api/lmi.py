@@ -52,7 +52,7 @@ StopSpec = Optional[Union[str, list[str]]]
 
 class _Lenient(BaseModel):
     # strict: "5" is not an int and 1 is not a bool; extra keys are kept so we can report them.
-    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True, allow_inf_nan=False)
 
 
 class LmiParameters(_Lenient):

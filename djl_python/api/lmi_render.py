@@ -26,7 +26,6 @@ prompt builder. Pure: no model, no I/O. ``ResponseFormatter`` keeps the
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional, Sequence
 
 from djl_python.api import finish, tgi
@@ -34,11 +33,12 @@ from djl_python.api.errors import ApiError
 from djl_python.api.lmi import CONTENT_TYPES, LmiRequest
 from djl_python.api.openai_render import OpenAiRenderer
 from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.api.render import dumps
 from djl_python.engine.request import FinishReason, RequestOutput
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    return dumps(value)  # strict JSON (no NaN), as every renderer
 
 
 class ResponseFormatter:

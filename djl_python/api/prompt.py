@@ -10,9 +10,9 @@ tokenizer. Per-token texts of generated tokens come from the engine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-from djl_python.api.chat import ChatMessage, render_chat
+from djl_python.api.chat import ChatMessage, flatten, render_chat
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
 
@@ -26,20 +26,54 @@ class EngineRequest:
     params: SamplingParams
 
 
-class PromptBuilder:
-    """Turns prompts into token ids with one tokenizer."""
+def max_token_chars(tokenizer: Any) -> Optional[int]:
+    """The most characters one token can stand for: the longest vocabulary entry (added tokens
+    included). Byte-level BPE spells each byte as one character and SentencePiece's byte tokens
+    are ``<0xNN>``, so an entry is never shorter than the text it encodes. ``None`` when the
+    tokenizer does not expose its vocabulary (no bound is then applied)."""
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return None
+    try:
+        return max((len(token) for token in get_vocab()), default=None)
+    except Exception:  # noqa: BLE001 - a tokenizer without a usable vocabulary: no bound
+        return None
 
-    def __init__(self, tokenizer: Any) -> None:
+
+class PromptBuilder:
+    """Turns prompts into token ids with one tokenizer.
+
+    With ``max_prompt_tokens``, a prompt with more characters than that many tokens can hold
+    (``max_prompt_tokens x max_token_chars``) is refused before tokenising: tokenising megabytes
+    takes seconds, and such a prompt is certainly too long (tokenizers whose normaliser deletes
+    characters aside). Shorter prompts are tokenised and the engine checks their token count.
+    """
+
+    def __init__(self, tokenizer: Any, max_prompt_tokens: Optional[int] = None) -> None:
         self._tokenizer = tokenizer
         self.special_ids: frozenset[int] = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+        per_token = max_token_chars(tokenizer) if max_prompt_tokens else None
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_prompt_chars: Optional[int] = max_prompt_tokens * per_token if max_prompt_tokens and per_token else None
+
+    def check_length(self, chars: int) -> None:
+        """``InvalidRequest("prompt")`` when ``chars`` characters cannot fit in ``max_prompt_tokens``."""
+        if self.max_prompt_chars is not None and chars > self.max_prompt_chars:
+            raise InvalidRequest(
+                "prompt", f"the prompt has {chars} characters; at most {self.max_prompt_chars} characters can fit "
+                f"in {self.max_prompt_tokens} tokens (n_positions), so it is too long")
 
     def text(self, prompt: str) -> list[int]:
         """A plain prompt, with the tokenizer's special tokens (BOS where the model has one)."""
+        self.check_length(len(prompt))
         return list(self._tokenizer.encode(prompt))
 
     def chat(self, messages: Sequence[ChatMessage]) -> tuple[str, list[int]]:
         """The chat template's prompt and its ids; no extra special tokens: the template wrote them."""
+        # The rendered prompt holds every message's content and name: bound them before templating.
+        self.check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in flatten(messages)))
         text = render_chat(self._tokenizer, list(messages))
+        self.check_length(len(text))
         return text, list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def build(self, prompt: Union[str, list[int], Sequence[ChatMessage]], params: SamplingParams,

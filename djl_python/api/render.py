@@ -18,6 +18,7 @@ I/O, no transport.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Protocol, Sequence
 
 from djl_python.api.errors import ApiError
@@ -39,7 +40,25 @@ class Renderer(Protocol):
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """``value`` as strict JSON: never ``NaN``/``Infinity`` (not JSON; clients' parsers reject them).
+
+    The sampler already reports finite log-probs; should a non-finite float still get here, it is
+    written as ``null`` rather than breaking the body or a stream mid-way.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def sse(value: Any) -> str:

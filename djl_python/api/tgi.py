@@ -33,11 +33,16 @@ from djl_python.api.render import dumps, generation_failed, sse
 from djl_python.engine.request import InvalidRequest, RequestOutput, SamplingParams
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
-ERROR_TYPES = {400: "validation", 503: "overloaded", 504: "timeout"}
+ERROR_TYPES = {400: "validation", 413: "validation", 503: "overloaded", 504: "timeout"}
+
+
+def error_type(err: ApiError) -> str:
+    """TGI's ``error_type``; a permanent 503 (the model failed to load) is not "overloaded"."""
+    return "unavailable" if err.kind == "unavailable" else ERROR_TYPES.get(err.status, "generation")
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class TgiParameters(_Body):
@@ -111,7 +116,7 @@ def token_object(token_id: int, text: str, logprob: Optional[float], special: bo
 
 def error_object(err: ApiError) -> dict[str, Any]:
     """TGI's error body ``{"error", "error_type"}``."""
-    return {"error": err.text, "error_type": ERROR_TYPES.get(err.status, "generation")}
+    return {"error": err.text, "error_type": error_type(err)}
 
 
 class TgiRenderer:
@@ -176,7 +181,7 @@ class TgiRenderer:
 
     def fail(self, error: ApiError) -> str:
         self.done = True
-        return sse({"error": error.message, "error_type": ERROR_TYPES.get(error.status, "generation")})
+        return sse({"error": error.message, "error_type": error_type(error)})
 
     def end(self) -> str:
         return ""

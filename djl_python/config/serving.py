@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
-from djl_python.config.fields import OptStr
+from djl_python.config.fields import OptStr, PositiveInt
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -83,3 +83,23 @@ class ServingProperties(BaseModel):
         description="Bytes (or `8GiB`, `8GB`) that weights + KV cache may take, checked before loading "
         "(PyTorch backend); unset: 90% of available memory (host RAM within the cgroup limit, or free GPU memory).",
     )
+    max_request_bytes: Annotated[int | None, BeforeValidator(parse_size), Field(ge=1)] = Field(
+        None,
+        description="djl-serve: largest request body in bytes (or `8MiB`); larger bodies get 413 before any "
+        "parsing. Unset: max(4 MiB, 256 bytes x `n_positions`).",
+    )
+    max_unsent_tokens: PositiveInt = Field(
+        512,
+        description="djl-serve: a streaming client that stops reading is aborted (its slot freed) once this many "
+        "generated tokens wait unsent beyond the connection's buffers.",
+    )
+
+
+MIN_REQUEST_BYTES = 4 * 1024 * 1024  # the default's floor: chat bodies carry history and JSON escapes
+REQUEST_BYTES_PER_POSITION = 256  # a token is rarely over 16 characters, <= 6 bytes each as a JSON escape
+
+
+def default_max_request_bytes(n_positions: int | None) -> int:
+    """``max_request_bytes`` when unset: room for a prompt of ``n_positions`` tokens written in the
+    most expensive JSON (``\\uXXXX`` escapes), with a 4 MiB floor."""
+    return max(MIN_REQUEST_BYTES, REQUEST_BYTES_PER_POSITION * (n_positions or 0))

@@ -10,8 +10,16 @@ in ``InvalidRequest`` and each API renames it to its own field.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Optional
+
+
+# Numeric floors that keep the sampler finite (float32 logits of magnitude <= ~1e3):
+# logits / 1e-5 and logits / 0.01 or * 100 stay far below float32's 3.4e38.
+GREEDY_TEMPERATURE = 1e-5  # a lower (non-zero) temperature decodes greedily
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 100.0
 
 
 class InvalidRequest(ValueError):
@@ -109,6 +117,19 @@ class SamplingParams:
         def bad(name: str, message: str) -> None:
             raise InvalidRequest(name, message)
 
+        # Every number must be a finite int/float first: NaN compares false with every bound, so a
+        # range check alone would let it through to the sampler (issue 13 item 2).
+        for name in ("temperature", "top_p", "typical_p", "repetition_penalty", "presence_penalty",
+                     "frequency_penalty"):
+            value = getattr(self, name)
+            if value is None and name not in ("presence_penalty", "frequency_penalty"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value!r}")
+        for name in ("top_k", "seed", "top_logprobs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                bad(name, f"must be an integer, got {value!r}")
         if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens <= 0:
             bad("max_new_tokens", f"must be a positive integer, got {self.max_new_tokens!r}")
         if self.temperature is not None and not (0.0 <= self.temperature <= 100.0):
@@ -119,8 +140,10 @@ class SamplingParams:
             bad("top_p", f"must be in (0, 1], got {self.top_p!r}")
         if self.typical_p is not None and not (0.0 < self.typical_p <= 1.0):
             bad("typical_p", f"must be in (0, 1], got {self.typical_p!r}")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0.0:
-            bad("repetition_penalty", f"must be > 0, got {self.repetition_penalty!r}")
+        if self.repetition_penalty is not None and not (
+                MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY):
+            bad("repetition_penalty", f"must be in [{MIN_REPETITION_PENALTY:g}, {MAX_REPETITION_PENALTY:g}], "
+                f"got {self.repetition_penalty!r}")
         if not (-2.0 <= self.presence_penalty <= 2.0):
             bad("presence_penalty", f"must be in [-2, 2], got {self.presence_penalty!r}")
         if not (-2.0 <= self.frequency_penalty <= 2.0):
@@ -131,6 +154,8 @@ class SamplingParams:
             bad("stop", "stop sequences must be non-empty strings")
         if len(self.stop) > 16:
             bad("stop", f"at most 16 stop sequences, got {len(self.stop)}")
+        if any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < 2**31 for t in self.stop_token_ids):
+            bad("stop_token_ids", "token ids must be integers in [0, 2^31)")
         if not (0 <= self.top_logprobs <= 20):
             bad("top_logprobs", f"must be in [0, 20], got {self.top_logprobs!r}")
         if self.min_p is not None and not (0.0 <= self.min_p <= 1.0):
@@ -143,8 +168,12 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        """True when the next token is the argmax of the (penalised) logits."""
-        return not self.do_sample or self.temperature == 0.0
+        """True when the next token is the argmax of the (penalised) logits.
+
+        A temperature below ``GREEDY_TEMPERATURE`` is greedy too: dividing logits by it would
+        overflow to ``inf`` and the softmax to NaN, and the distribution is one-hot anyway.
+        """
+        return not self.do_sample or (self.temperature is not None and self.temperature < GREEDY_TEMPERATURE)
 
 
 @dataclass

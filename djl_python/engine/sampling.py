@@ -25,8 +25,13 @@ so its tokens do not depend on what else is in the batch.
 
 Log-probs are ``log_softmax`` of the distribution the token was chosen from:
 the penalised logits for greedy rows (temperature is not applied), the fully
-processed ones for sampled rows (tokens masked by top-k/top-p/typical-p get
-``-inf`` and are left out of ``top_logprobs``).
+processed ones for sampled rows (tokens masked by top-k/top-p/typical-p are
+left out of ``top_logprobs``). They are always finite: ``-inf`` and NaN are
+reported as ``LOGPROB_FLOOR`` (-9999.0), so JSON output stays valid.
+
+Sampling cannot produce NaN from valid parameters: ``SamplingParams`` refuses
+non-finite values and a ``repetition_penalty`` outside [0.01, 100], and a
+temperature below 1e-5 is greedy (``SamplingParams.greedy``).
 
 Penalty bookkeeping is per slot and in place: a ``[max_slots, vocab]`` "seen"
 mask and count matrix, allocated the first time a request uses a penalty.
@@ -41,6 +46,9 @@ from typing import Collection, Optional, Sequence
 import torch
 
 from djl_python.engine.request import SamplingParams
+
+
+LOGPROB_FLOOR = -9999.0  # the log-prob reported for an impossible token (vLLM's clamp)
 
 
 @dataclass
@@ -180,14 +188,16 @@ class Sampler:
     def _logprobs(
         processed: torch.Tensor, tokens: torch.Tensor, params: Sequence[SamplingParams], out: SampleOutput
     ) -> None:
-        logprobs = processed.log_softmax(-1)
+        # Finite always (JSON has no -inf/NaN): a masked token is -inf, and logits that are not
+        # finite (a model overflow) would be NaN; both report -9999.0 as vLLM's OpenAI server does.
+        logprobs = processed.log_softmax(-1).nan_to_num_(nan=LOGPROB_FLOOR, neginf=LOGPROB_FLOOR, posinf=0.0)
         out.logprobs = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).tolist()
         k = max(p.top_logprobs for p in params)
         if not k:
             return
         values, indices = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
         out.top_logprobs = [
-            {tok: lp for tok, lp in zip(row_ids[: p.top_logprobs], row_lps[: p.top_logprobs]) if lp > -math.inf}
+            {tok: lp for tok, lp in zip(row_ids[: p.top_logprobs], row_lps[: p.top_logprobs]) if lp > LOGPROB_FLOOR}
             for p, row_ids, row_lps in zip(params, indices.tolist(), values.tolist())
         ]
 

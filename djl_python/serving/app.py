@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from djl_python.api.names import served_model_name
 from djl_python.api.prompt import PromptBuilder
 from djl_python.config import HandlerConfig
+from djl_python.config.serving import default_max_request_bytes
 from djl_python.engine.engine import Engine
 from djl_python.serving import routes
 from djl_python.serving.async_engine import AsyncEngine
@@ -42,7 +43,8 @@ def create_app(config: HandlerConfig, engine_factory: EngineFactory, *, model_na
     """Build the app. ``engine_factory(config)`` runs in a worker thread at startup and returns an ``Engine``."""
     metrics = ServingMetrics()
     state = ServerState(config=config, metrics=metrics, model_name=model_name
-                        or served_model_name(config.model_id, config.model_dir))
+                        or served_model_name(config.model_id, config.model_dir),
+                        max_request_bytes=config.max_request_bytes or default_max_request_bytes(config.n_positions))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +55,7 @@ def create_app(config: HandlerConfig, engine_factory: EngineFactory, *, model_na
             loader.cancel()
             if state.engine is not None:
                 await state.engine.shutdown(0.0)
+            state.prompt_executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="djl-serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
@@ -124,9 +127,15 @@ async def _load(state: ServerState, engine_factory: EngineFactory) -> None:
         max_waiting_requests=config.max_waiting_requests,
         predict_timeout=float(config.predict_timeout),
         metrics=state.metrics,
+        max_unsent_tokens=config.max_unsent_tokens,
     )
     async_engine.start()
-    state.prompts = PromptBuilder(engine.tokenizer)  # the one place the transport meets the tokenizer
+    limits = engine.limits
+    if not config.max_request_bytes:  # the default follows the resolved n_positions
+        state.max_request_bytes = default_max_request_bytes(limits.n_positions)
+    # The one place the transport meets the tokenizer; prompts longer than any accepted one are
+    # refused by their character count before tokenising.
+    state.prompts = PromptBuilder(engine.tokenizer, max_prompt_tokens=min(limits.max_prompt_len, limits.n_positions - 1))
     state.engine = async_engine
     logger.info(
         "djl-serve ready: model=%s backend=%s device=%s dtype=%s slots=%d n_positions=%d (loaded in %.1fs)",

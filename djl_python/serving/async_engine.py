@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
 
-from djl_python.api.errors import RequestTimeout, ServerOverloaded, ServerUnavailable
+from djl_python.api.errors import ClientTooSlow, RequestTimeout, ServerOverloaded, ServerUnavailable
 from djl_python.engine.request import FinishReason, RequestOutput, SamplingParams
 from djl_python.serving.metrics import ServingMetrics
 
@@ -54,18 +54,14 @@ class _Stream:
     queue: "asyncio.Queue[RequestOutput | BaseException]"
     arrival: float
     first_token_at: Optional[float] = None
+    unsent: int = 0  # event loop only: tokens delivered to the queue and not yet taken by the consumer
+    too_slow: bool = False  # event loop only: aborted because its consumer stopped reading
 
     def put(self, item: RequestOutput | BaseException) -> None:
         try:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
-
-
-def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
-    """Runs on the event loop: fill each request's queue, in the engine's order."""
-    for queue, item in items:
-        queue.put_nowait(item)
 
 
 class AsyncEngine:
@@ -75,10 +71,15 @@ class AsyncEngine:
         engine: the engine (``add_request``, ``abort``, ``step``, ``has_unfinished``,
             ``num_running``, ``num_waiting``, ``reset``). Owned by this object from ``start()``.
         max_waiting_requests: bound on requests waiting for a slot (engine queue plus
-            commands not yet applied); beyond it ``generate`` raises ``ServerOverloaded``.
+            commands not yet applied, less the free slots they are about to take); beyond
+            it ``generate`` raises ``ServerOverloaded``.
         predict_timeout: seconds a request may take end to end; ``None`` or 0 disables it.
         metrics: where token and latency metrics go (optional).
         retry_after: the ``Retry-After`` seconds suggested when overloaded.
+        max_unsent_tokens: a consumer that lets more generated tokens than this pile up unread
+            (a streaming client that stopped reading: its writes block, so it stops taking
+            outputs) is aborted, freeing its slot, and gets ``ClientTooSlow`` when it resumes.
+            ``None``: no bound.
     """
 
     def __init__(
@@ -89,8 +90,10 @@ class AsyncEngine:
         predict_timeout: float | None = 240.0,
         metrics: ServingMetrics | None = None,
         retry_after: int = 1,
+        max_unsent_tokens: int | None = None,
     ) -> None:
         self.engine = engine
+        self.max_unsent_tokens = max_unsent_tokens
         self.max_waiting_requests = max_waiting_requests
         self.predict_timeout = predict_timeout or None
         self.metrics = metrics
@@ -100,6 +103,8 @@ class AsyncEngine:
         self._pending_adds = 0  # guarded by _cond
         self._num_running = 0  # snapshots written by the engine thread under _cond
         self._num_waiting = 0
+        limits = getattr(engine, "limits", None)
+        self._max_slots = int(getattr(limits, "max_slots", 0) or 0)  # 0: unknown, every queued request counts
         self._stopping = False
         self._accepting = False
         self._streams: dict[str, _Stream] = {}  # engine thread only
@@ -140,7 +145,7 @@ class AsyncEngine:
         rid = request_id or uuid.uuid4().hex
         stream = _Stream(rid, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
-            if self._num_waiting + self._pending_adds >= self.max_waiting_requests:
+            if self._waiting_for_a_slot() >= self.max_waiting_requests:
                 raise ServerOverloaded(
                     f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})",
                     self.retry_after,
@@ -163,6 +168,7 @@ class AsyncEngine:
                 if isinstance(item, BaseException):
                     finished = True  # refused at admission: the engine holds nothing for it
                     raise item
+                stream.unsent -= len(item.token_ids)
                 finished = item.finished
                 yield item
         finally:
@@ -171,6 +177,16 @@ class AsyncEngine:
             self._in_flight.discard(rid)
             if not finished:
                 self.abort(rid)
+
+    def _waiting_for_a_slot(self) -> int:
+        """Requests that would still wait for a slot once every free slot is taken (under ``_cond``).
+
+        The engine's queue and the adds not yet applied both hold requests that the next step
+        admits at once while slots are free; only those beyond the free slots really wait, so
+        only they count against ``max_waiting_requests`` (a burst into an idle server is admitted).
+        """
+        free = max(self._max_slots - self._num_running, 0)
+        return max(self._num_waiting + self._pending_adds - free, 0)
 
     def abort(self, request_id: str) -> None:
         """Ask the engine thread to abort a request; a no-op for unknown or finished ids."""
@@ -272,7 +288,7 @@ class AsyncEngine:
         loop per step (not per output), so a step of 32 streams wakes the loop once."""
         now = time.monotonic()
         m = self.metrics
-        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, RequestOutput]]] = {}
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[_Stream, RequestOutput]]] = {}
         for out in outputs:
             stream = self._streams.get(out.request_id)
             if stream is None:  # aborted by its consumer; nobody is listening
@@ -288,12 +304,29 @@ class AsyncEngine:
                 del self._streams[out.request_id]
                 if m is not None:
                     self._record_finished(m, stream, out, now)
-            batches.setdefault(stream.loop, []).append((stream.queue, out))
+            batches.setdefault(stream.loop, []).append((stream, out))
         for loop, items in batches.items():
             try:
-                loop.call_soon_threadsafe(_put_all, items)
+                loop.call_soon_threadsafe(self._put_all, items)
             except RuntimeError:  # the event loop is closed: nobody is listening any more
                 pass
+
+    def _put_all(self, items: list[tuple[_Stream, RequestOutput]]) -> None:
+        """Runs on the event loop: fill each request's queue, in the engine's order, and abort
+        a request whose consumer has stopped taking outputs (``max_unsent_tokens``)."""
+        limit = self.max_unsent_tokens
+        for stream, item in items:
+            if stream.too_slow:
+                continue  # aborted; nothing more goes to a reader that does not read
+            stream.queue.put_nowait(item)
+            stream.unsent += len(item.token_ids)
+            if limit and stream.unsent > limit and not item.finished:
+                stream.too_slow = True
+                logger.warning("aborting request %s: its client left %d generated tokens unread "
+                               "(max_unsent_tokens=%d)", stream.request_id, stream.unsent, limit)
+                self.abort(stream.request_id)
+                stream.queue.put_nowait(ClientTooSlow(
+                    f"the client did not read its output: more than max_unsent_tokens={limit} tokens were unsent"))
 
     @staticmethod
     def _record_finished(m: ServingMetrics, stream: _Stream, out: RequestOutput, now: float) -> None:

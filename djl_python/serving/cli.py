@@ -55,6 +55,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "chat_template": ("--chat-template", "chat_template"),
     "api_key": ("--api-key", "api_key"),
     "allowed_origins": ("--allowed-origins", "allowed_origins"),
+    "max_request_bytes": ("--max-request-bytes", "max_request_bytes"),
 }
 # vLLM's --dtype spellings that ours lacks.
 _VLLM_DTYPES = {"half": "fp16", "float": "fp32"}
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "open)", "api_key"))
     parser.add_argument("--allowed-origins", default=None, metavar="ORIGINS",
                         help=_option_help("CORS origins: '*', a comma list or a JSON list", "allowed_origins"))
+    parser.add_argument("--max-request-bytes", "--payload-limit", dest="max_request_bytes", default=None,
+                        metavar="BYTES", help=_option_help("largest request body (413 beyond it); TGI's "
+                                                           "--payload-limit", "max_request_bytes"))
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="log level")
     parser.add_argument("--shutdown-grace", type=float, default=30.0,

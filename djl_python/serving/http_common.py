@@ -13,7 +13,9 @@ aborts the engine request (``AsyncEngine.generate``'s ``finally``). Streaming
 bodies are closed by ``ClosingStreamingResponse``; whole bodies by ``serve``.
 A client that leaves marks the request as ``499`` for the metrics.
 
-Where to add things: a rule about the HTTP request itself (body size, headers,
+Limits applied here: the body size (``max_request_bytes``: 413 while reading,
+before parsing); parsing and tokenising run in a worker thread, never on the
+event loop. Where to add things: a rule about the HTTP request itself (body size, headers,
 timeouts, rate limits) belongs in ``serve`` or a middleware in ``app.py``; a
 rule about what a request may ask for belongs in the API layer
 (``djl_python.api``), so that the DJL handler applies it too.
@@ -22,6 +24,7 @@ rule about what a request may ask for belongs in the API layer
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import uuid
 from dataclasses import dataclass, field
@@ -59,13 +62,18 @@ class ServerState:
     load_error: Optional[str] = None
     draining: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    max_request_bytes: int = 0  # set by create_app (option.max_request_bytes or its default)
+    # One thread parses, templates and tokenises requests off the event loop; one, because a
+    # fast tokenizer refuses concurrent calls that change its settings ("Already borrowed").
+    prompt_executor: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="djl-prompts"))
 
     def require_engine(self) -> AsyncEngine:
         """The running engine, or ``ServerUnavailable`` saying why there is none."""
         if self.draining:
             raise ServerUnavailable("the server is shutting down")
-        if self.load_error is not None:
-            raise ServerUnavailable(f"the model failed to load: {self.load_error}")
+        if self.load_error is not None:  # permanent: no Retry-After, not "overloaded"
+            raise ServerUnavailable(f"the model failed to load: {self.load_error}", permanent=True)
         if self.engine is None:
             raise ServerUnavailable("the model is still loading")
         return self.engine
@@ -103,11 +111,14 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
                 prompt_field: str = "inputs") -> Response:
     """One generation request, start to end (see the module docstring)."""
     state = server_state(request)
-    call = Call(await request.body(), request.headers.get("content-type", "application/json"), state,
-                uuid.uuid4().hex)
     stream: Optional[OutputStream] = None
     try:
-        engine_request, renderer = translate(call)
+        raw = await read_body(request, state.max_request_bytes)
+        call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
+        # Parsing, chat templating and tokenising take time in proportion to the body: never on the
+        # event loop, which serves /ping, /metrics and every stream (issue 13 item 1).
+        engine_request, renderer = await asyncio.get_running_loop().run_in_executor(
+            state.prompt_executor, translate, call)
         engine = state.require_engine()
         stream = OutputStream(request, submit(engine, engine_request, call.request_id))
         await stream.start()
@@ -130,6 +141,29 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
     finally:
         await stream.close()
     return Response(body, status_code=status, media_type=renderer.content_type)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes:
+    at once from ``Content-Length``, else while the (chunked) body arrives, before any parsing,
+    so an oversized body costs neither memory nor time beyond ``limit``."""
+    if limit > 0:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit, int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if 0 < limit < size:
+            raise _too_large(limit, None)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int, size: Optional[int]) -> ApiError:
+    got = f"{size} bytes" if size is not None else "more"
+    return ApiError(413, f"request body too large: {got}; the limit is {limit} bytes (max_request_bytes)", "body")
 
 
 class ClientDisconnected(Exception):

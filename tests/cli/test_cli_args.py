@@ -87,3 +87,10 @@ def test_default_model_only_when_none_is_configured(tmp_path: Path, tiny_llama: 
     assert files.source == f"model files in --model-dir={tiny_llama}"
     env = choose_model(load_config(env={"HF_MODEL_ID": "org/m"}), lambda: pytest.fail("default prepared"))
     assert env.source == "HF_MODEL_ID=org/m"
+
+
+def test_max_request_bytes_flag_and_tgi_spelling() -> None:
+    """issue 13 item 1: the body-size limit as a flag, also under TGI's --payload-limit."""
+    assert _config(["--max-request-bytes", "8MiB"]).max_request_bytes == 8 * 2**20
+    config = _config(["--payload-limit", "2000000"], env={"OPTION_MAX_REQUEST_BYTES": "1"})
+    assert config.max_request_bytes == 2_000_000 and config.origin("max_request_bytes") == "--max-request-bytes"

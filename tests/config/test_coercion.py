@@ -81,6 +81,9 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("option.memory_budget", "8GiB", "memory_budget", 8 * 2**30),
     ("option.memory_budget", "1.5GB", "memory_budget", 1_500_000_000),
     ("option.memory_budget", "4096", "memory_budget", 4096),
+    ("option.max_request_bytes", "8MiB", "max_request_bytes", 8 * 2**20),
+    ("option.max_request_bytes", "2000000", "max_request_bytes", 2_000_000),
+    ("option.max_unsent_tokens", "64", "max_unsent_tokens", 64),
 ]
 
 

@@ -176,7 +176,7 @@ def test_seeded_request_is_the_same_alone_and_in_a_full_batch(tiny_tokenizer) ->
 
 def test_generation_defaults_fill_only_unset_fields(tiny_tokenizer) -> None:
     backend = FakeBackend(rule=lambda seq: 60)
-    defaults = GenerationDefaults(repetition_penalty=1e6, eos_token_ids=(60,))
+    defaults = GenerationDefaults(repetition_penalty=100.0, eos_token_ids=(60,))
     engine = Engine(backend, tiny_tokenizer, generation_defaults=defaults)
     result = engine.generate([[5]], SamplingParams(max_new_tokens=5))[0]
     # generation_config's EOS id counts as EOS; the repetition penalty cannot avoid the only choice.

@@ -213,3 +213,67 @@ def test_warping_matches_transformers_logits_warpers(kw) -> None:
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
     assert torch.allclose(got[~torch.isinf(got)], expected[~torch.isinf(expected)])
     assert (~torch.isinf(got)).sum() < got.numel()  # something was masked
+
+
+# -- issue 13 item 2: no NaN can come out of valid parameters, and invalid ones are refused --------
+
+@pytest.mark.parametrize("name", ["temperature", "top_p", "typical_p", "repetition_penalty", "presence_penalty",
+                                  "frequency_penalty"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused_naming_the_field(name, value):
+    from djl_python.engine.request import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as refused:
+        SamplingParams(do_sample=True, **{name: value})
+    assert refused.value.field == name
+
+
+@pytest.mark.parametrize("value", [1e-300, 0.001, 1e300])
+def test_repetition_penalty_outside_its_safe_range_is_refused(value):
+    from djl_python.engine.request import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="repetition_penalty"):
+        SamplingParams(repetition_penalty=value)
+
+
+def test_a_temperature_below_the_floor_is_greedy_and_finite():
+    logits = random_logits(3) * 40  # large logits: / 1e-40 would overflow to inf, softmax to NaN
+    params = [SamplingParams(do_sample=True, temperature=t, logprobs=True, top_logprobs=3, seed=1)
+              for t in (1e-40, 1e-300, 5e-6)]
+    assert all(p.greedy for p in params)
+    out = sample(logits, params)
+    assert out.token_ids == logits.argmax(-1).tolist()
+    assert all(math.isfinite(lp) for lp in out.logprobs)
+    assert all(math.isfinite(v) for row in out.top_logprobs for v in row.values())
+
+
+def test_extreme_penalties_keep_logprobs_finite():
+    logits = random_logits(2) * 40
+    params = [SamplingParams(repetition_penalty=0.01, presence_penalty=2.0, logprobs=True, top_logprobs=5),
+              SamplingParams(do_sample=True, repetition_penalty=100.0, frequency_penalty=-2.0, logprobs=True,
+                             top_logprobs=5, top_k=2, seed=3)]
+    sampler = Sampler(max_slots=8, vocab_size=VOCAB)
+    for slot, p in enumerate(params):
+        sampler.start(slot, list(range(VOCAB)), p)  # every token seen: the penalty hits all logits
+    for _ in range(3):
+        out = sampler.sample(logits, [0, 1], params)
+        assert all(math.isfinite(lp) for lp in out.logprobs)
+        assert all(math.isfinite(v) for row in out.top_logprobs for v in row.values())
+
+
+def test_logprobs_of_non_finite_logits_are_reported_finite():
+    """A model overflow (inf / NaN logits) must not put NaN into JSON: -9999.0 as vLLM reports."""
+    logits = random_logits(1)
+    logits[0, 3] = math.inf
+    logits[0, 5] = math.nan
+    out = sample(logits, [SamplingParams(logprobs=True, top_logprobs=4)])
+    assert all(math.isfinite(lp) for lp in out.logprobs)
+    assert all(math.isfinite(v) for row in out.top_logprobs for v in row.values())
+
+
+@pytest.mark.parametrize("ids", [(-1,), (2**64,), (True,)])
+def test_absurd_stop_token_ids_are_refused(ids):
+    from djl_python.engine.request import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="stop_token_ids"):
+        SamplingParams(stop_token_ids=ids)

@@ -119,12 +119,14 @@ def test_full_waiting_queue_refuses_with_retry_after(engine, gated):
         ae = AsyncEngine(gated, max_waiting_requests=1, retry_after=3)
         ae.start()
         gated.gate.clear()  # the engine thread stops before its next step
-        first = asyncio.ensure_future(collect(ae, ids(engine, "Hello"), SamplingParams(max_new_tokens=3)))
-        await until(lambda: ae.num_waiting == 1)
+        # Two requests are about to take the two free slots; the third really waits.
+        first = [asyncio.ensure_future(collect(ae, ids(engine, f"Hello {i}"), SamplingParams(max_new_tokens=3)))
+                 for i in range(3)]
+        await until(lambda: len(ae._in_flight) == 3)  # all three submitted (queued or pending)
         with pytest.raises(ServerOverloaded) as refused:
             await ae.generate(ids(engine, "Hi"), SamplingParams(max_new_tokens=3)).__anext__()
         gated.gate.set()
-        outs = await first
+        outs = (await asyncio.gather(*first))[-1]
         await ae.shutdown()
         return refused.value, outs
 
@@ -202,3 +204,57 @@ def test_shutdown_ends_what_is_left_and_refuses_new_requests(engine, gated):
     short, rest = run(main())
     assert short[-1].finish_reason == "length"
     assert rest[-1].finish_reason == "error" and "shutting down" in rest[-1].error
+
+
+def test_requests_about_to_take_a_free_slot_do_not_count_as_waiting(engine, gated):
+    """Issue 13 item 4: a burst into idle slots is admitted; only requests beyond the free slots
+    count against ``max_waiting_requests``. Two slots and a queue of one: three simultaneous
+    requests are admitted (two take the slots, one waits), the fourth is refused."""
+    assert engine.limits.max_slots == 2
+
+    async def main():
+        ae = AsyncEngine(gated, max_waiting_requests=1)
+        ae.start()
+        gated.gate.clear()  # nothing is admitted to a slot until the gate opens: the whole burst is queued
+        params = SamplingParams(max_new_tokens=2)
+        streams = [ae.generate(ids(engine, f"Hello {i}"), params) for i in range(4)]
+        firsts = [asyncio.ensure_future(s.__anext__()) for s in streams[:3]]
+        await until(lambda: len(ae._in_flight) == 3)  # all three submitted (queued or pending)
+        with pytest.raises(ServerOverloaded):
+            await streams[3].__anext__()
+        gated.gate.set()
+        got = [await f for f in firsts]
+        for s in streams[:3]:
+            async for _ in s:
+                pass
+        await ae.shutdown()
+        return got
+
+    assert all(out.request_id for out in run(main()))
+
+
+def test_a_consumer_that_stops_taking_outputs_is_aborted_past_max_unsent_tokens(engine, gated):
+    """issue 13 item 7 in-process: the consumer takes one output and stops (a client whose writes
+    block); once more than ``max_unsent_tokens`` tokens wait, the request is aborted and its slot
+    freed long before its 100 tokens; on resuming, the consumer gets what was queued, then
+    ``ClientTooSlow``."""
+    from djl_python.api.errors import ClientTooSlow
+
+    metrics = ServingMetrics()
+
+    async def main():
+        ae = AsyncEngine(gated, metrics=metrics, max_unsent_tokens=4)
+        ae.start()
+        outputs = ae.generate(ids(engine, "Hello"), LONG)
+        await outputs.__anext__()
+        await until(lambda: ae.num_running == 0 and ae.num_waiting == 0)
+        got = []
+        with pytest.raises(ClientTooSlow, match="max_unsent_tokens=4"):
+            async for out in outputs:
+                got.append(out)
+        await ae.shutdown()
+        return got
+
+    got = run(main())
+    assert 4 <= sum(len(o.token_ids) for o in got) <= 6 and not any(o.finished for o in got)
+    assert metric_value(metrics.render().decode(), "djl_request_finished_total", finish_reason="abort") == 1

@@ -99,3 +99,24 @@ def test_wait_ready_reports_a_crashed_server(tmp_path):
     server = start_server(folder, tmp_path / "bad.log", wait=False)
     with pytest.raises(RuntimeError, match="exited with 2"):
         wait_ready(server, timeout=60)
+
+
+def test_a_permanent_load_failure_is_not_reported_as_overloaded(tiny_llama):
+    """issue 13 item 5: a client that reaches a server whose model failed to load gets 503 with the
+    reason, no Retry-After (retrying cannot help) and never the "overloaded" type of a full queue."""
+    config = load_config(tiny_llama, properties={"device": "cpu", "n_positions": "64"}, env={})
+
+    def broken(cfg):
+        raise ValueError("config.json is not a model")
+
+    with TestClient(create_app(config, broken)) as client:
+        deadline = time.monotonic() + 30
+        while "failed" not in client.get("/ping").json().get("message", ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        for route, body, kind in [("/v1/completions", {"prompt": "Hi"}, lambda r: r.json()["error"]["type"]),
+                                  ("/generate", {"inputs": "Hi"}, lambda r: r.json()["error_type"]),
+                                  ("/invocations", {"inputs": "Hi"}, lambda r: r.json()["type"])]:
+            resp = client.post(route, json=body)
+            assert resp.status_code == 503 and "retry-after" not in resp.headers, (route, resp.headers)
+            assert kind(resp) == "unavailable" and "failed to load" in resp.text and "not a model" in resp.text
