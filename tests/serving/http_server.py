@@ -105,3 +105,24 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def metrics(server: Server) -> str:
+    """The server's Prometheus text."""
+    return httpx.get(f"{server.url}/metrics").text
+
+
+def wait_for(server: Server, predicate, timeout: float = 60.0) -> str:
+    """Poll ``/metrics`` until ``predicate(text)``; the matching text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = metrics(server)
+        if predicate(text):
+            return text
+        assert time.monotonic() < deadline, f"metrics never matched:\n{text}"
+        time.sleep(0.05)
+
+
+def idle(text: str) -> bool:
+    """No request running or waiting."""
+    return metric_value(text, "djl_num_requests_running") == 0 and metric_value(text, "djl_num_requests_waiting") == 0

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.models import make_tiny_model
-from tests.serving.http_server import metric_value, model_folder, start_server
+from tests.serving.http_server import idle, metric_value, model_folder, start_server, wait_for
 
 WINDOW = 2048
 LIMIT = 5 * 1024 * 1024  # option.max_request_bytes: room for a several-MB prompt below it
@@ -48,24 +48,6 @@ def server(tmp_path_factory):
     srv = start_server(folder, tmp_path_factory.mktemp("logs") / "limits.log")
     yield srv
     srv.stop()
-
-
-def metrics(server) -> str:
-    return httpx.get(f"{server.url}/metrics").text
-
-
-def wait_for(server, predicate, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = metrics(server)
-        if predicate(text):
-            return text
-        assert time.monotonic() < deadline, f"metrics never matched:\n{text}"
-        time.sleep(0.05)
-
-
-def idle(text: str) -> bool:
-    return metric_value(text, "djl_num_requests_running") == 0 and metric_value(text, "djl_num_requests_waiting") == 0
 
 
 def oversized(route: str) -> bytes:

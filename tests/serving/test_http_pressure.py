@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 
 from tests.models import make_tiny_model
-from tests.serving.http_server import metric_value, model_folder, start_server
+from tests.serving.http_server import idle, metric_value, metrics, model_folder, start_server, wait_for
 
 WINDOW = 4096
 OPTIONS = {"device": "cpu", "max_rolling_batch_size": 1, "n_positions": WINDOW, "max_waiting_requests": 1}
@@ -33,24 +32,6 @@ def server(tmp_path_factory):
     srv = start_server(folder, tmp_path_factory.mktemp("logs") / "pressure.log")
     yield srv
     srv.stop()
-
-
-def metrics(server) -> str:
-    return httpx.get(f"{server.url}/metrics").text
-
-
-def wait_for(server, predicate, timeout: float = 60.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = metrics(server)
-        if predicate(text):
-            return text
-        assert time.monotonic() < deadline, f"metrics never matched:\n{text}"
-        time.sleep(0.05)
-
-
-def idle(text: str) -> bool:
-    return metric_value(text, "djl_num_requests_running") == 0 and metric_value(text, "djl_num_requests_waiting") == 0
 
 
 def aborts(text: str) -> float:
