@@ -12,9 +12,12 @@ from typing import Sequence
 
 import torch
 
+from djl_python.config.dtypes import DTYPES
+
 DEFAULT_MAX_POSITIONS = 2048  # cap for the default n_positions, and bloom's (alibi has no table)
 _MIN_BUCKET = 128
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The one dtype table (config/dtypes.py), as torch dtypes.
+_DTYPES: dict[str, torch.dtype] = {d.name: getattr(torch, d.long) for d in DTYPES}
 # Fields that hold a model's position limit, by architecture family (first one present wins).
 _POSITION_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
