@@ -87,7 +87,7 @@ def vllm_command(python: Path, model_dir: Path, dtype: str, port: int, max_seqs:
 
 def djl_command(model_dir: Path, dtype: str, port: int, max_seqs: int) -> tuple[list[str], dict]:
     cmd = [sys.executable, "-m", "djl_python.serving.cli", "--host", "127.0.0.1", "--port", str(port),
-           "--log-level", "warning", "--model-dir", str(model_dir)]
+           "--log-level", "warning", "--model-dir", str(model_dir), "--served-model-name", SERVED_NAME]
     env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(max_seqs), "OPTION_DTYPE": dtype}
     return cmd, env
 

@@ -89,7 +89,7 @@ async def _stream_one(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if model is not None:  # vLLM requires the served model's name; djl-serve accepts any
+    if model is not None:  # both servers refuse a name they do not serve (404), as vLLM does
         body["model"] = model
     sent = time.perf_counter()
     first = last = None
