@@ -51,6 +51,23 @@ def llama_support(config: Any) -> str | None:
     return None
 
 
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear``; on the CPU a 2-D ``x`` (a decode step's few rows) is computed as
+    ``weight @ x.T`` instead.
+
+    Why: for a few rows against a transposed weight, MKL's sgemm runs 2-4x below what the
+    weight's memory traffic allows on some CPUs. Measured on a 2-core AMD EPYC (AVX2), fp32,
+    8 rows: the LM head ``[49152, 576]`` 49 ms as ``F.linear``, 13 ms as ``weight @ x.T``; one
+    SmolLM2 decode step's matmuls 178 -> 74 ms at 8 rows, 188 -> 96 ms at 16, 316 -> 184 ms at
+    32. Every output element is the same dot product; the kernel may sum it in another order
+    (at most ~1e-4 apart in fp32 at 8 rows, bit-identical at 16 and 32 in that measurement).
+    """
+    if x.dim() != 2 or x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    y = torch.mm(weight, x.t()).t().contiguous()
+    return y if bias is None else y + bias
+
+
 @dataclass
 class _Layer:
     """One decoder layer's weights, fused: ``qkv`` rows are Q, then K, then V; ``gate_up`` rows
@@ -161,11 +178,11 @@ class NativeLlama:
         return x * cos + rotated * sin
 
     def _mlp(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
-        gate, up = F.linear(self._norm(x, layer.mlp_norm), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
-        return x + F.linear(F.silu(gate) * up, layer.down, layer.down_bias)
+        gate, up = _linear(self._norm(x, layer.mlp_norm), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
+        return x + _linear(F.silu(gate) * up, layer.down, layer.down_bias)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._norm(x, self.final_norm), self.lm_head, self.lm_head_bias).float()
+        return _linear(self._norm(x, self.final_norm), self.lm_head, self.lm_head_bias).float()
 
     def prefill(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Run right-padded prompts ``tokens [n, L]`` into ``rows`` (columns ``0..L-1``); return
@@ -207,7 +224,7 @@ class NativeLlama:
         write = ((rows[:, None] * kv + self.kv_head_index) * self.n_positions + positions[:, None]).view(-1)
         x = F.embedding(tokens, self.embed)
         for i, layer in enumerate(self.layers):
-            qkv = F.linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(n, -1, dim)
+            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(n, -1, dim)
             qk = self._rope(qkv[:, : heads + kv], cos, sin)
             self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(n * kv, dim))
             self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(n * kv, dim))
@@ -220,7 +237,7 @@ class NativeLlama:
             # The query heads of one KV head become that head's queries: no K/V repeat.
             q = qk[:, :heads].reshape(n, kv, self.group, dim)
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-            x = x + F.linear(attn.reshape(n, heads * dim), layer.o, layer.o_bias)
+            x = x + _linear(attn.reshape(n, heads * dim), layer.o, layer.o_bias)
             x = self._mlp(x, layer)
         return self._logits(x)
 
