@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from bench.serving import _free_port, _percentiles, _run_clients
+from bench.serving import _free_port, _run_clients, run_summary
 from bench.workload import Workload
 
 PEER_DIR = Path(__file__).parent
@@ -138,16 +138,7 @@ def _measure(base: str, workload: Workload, streams: tuple[int, ...], per_stream
             runs.append({"streams": count, "requests": len(reqs), "error": f"{type(err).__name__}: {err}"})
             log(f"  {label} {count} streams: FAILED {runs[-1]['error']}")
             continue
-        tokens = sum(r["tokens"] for r in results)
-        runs.append({
-            "streams": count,
-            "requests": len(reqs),
-            "output_tokens": tokens,
-            "elapsed_s": round(elapsed, 3),
-            "tokens_per_s": round(tokens / elapsed, 2),
-            "ttft_ms": _percentiles([r["ttft_s"] for r in results]),
-            "tpot_ms": _percentiles([r["tpot_s"] for r in results]),
-        })
+        runs.append(run_summary(count, len(reqs), results, elapsed))
         log(f"  {label} {count} streams: {runs[-1]['tokens_per_s']} tok/s, TTFT p50 {runs[-1]['ttft_ms']['p50']} ms,"
             f" TPOT p50 {runs[-1]['tpot_ms']['p50']} ms")
     return runs

@@ -146,6 +146,20 @@ async def _run_clients(
     return results, elapsed
 
 
+def run_summary(streams: int, requests: int, results: list[dict[str, float]], elapsed: float) -> dict[str, Any]:
+    """One concurrency level's figures: output tokens/s over the wall time, TTFT and TPOT percentiles."""
+    tokens = sum(r["tokens"] for r in results)
+    return {
+        "streams": streams,
+        "requests": requests,
+        "output_tokens": tokens,
+        "elapsed_s": round(elapsed, 3),
+        "tokens_per_s": round(tokens / elapsed, 2),
+        "ttft_ms": _percentiles([r["ttft_s"] for r in results]),
+        "tpot_ms": _percentiles([r["tpot_s"] for r in results]),
+    }
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
@@ -176,20 +190,9 @@ def run_serving(
             cpu_before = time.process_time()
             results, elapsed = asyncio.run(_run_clients(base, reqs, count, timeout_s))
             client_cpu = time.process_time() - cpu_before
-            tokens = sum(r["tokens"] for r in results)
-            runs.append(
-                {
-                    "streams": count,
-                    "requests": len(reqs),
-                    "output_tokens": tokens,
-                    "elapsed_s": round(elapsed, 3),
-                    "tokens_per_s": round(tokens / elapsed, 2),
-                    "ttft_ms": _percentiles([r["ttft_s"] for r in results]),
-                    "tpot_ms": _percentiles([r["tpot_s"] for r in results]),
-                    # The clients share the 2 cores with the server: their CPU is the server's loss.
-                    "client_cpu_fraction": round(client_cpu / elapsed, 3),
-                }
-            )
+            # The clients share the 2 cores with the server: their CPU is the server's loss.
+            runs.append({**run_summary(count, len(reqs), results, elapsed),
+                         "client_cpu_fraction": round(client_cpu / elapsed, 3)})
             log(f"  {runs[-1]['tokens_per_s']} tok/s, TTFT p50 {runs[-1]['ttft_ms']['p50']} ms, "
                 f"TPOT p50 {runs[-1]['tpot_ms']['p50']} ms")
     return {"server_slots": SERVER_SLOTS, "requests_per_stream": requests_per_stream, "runs": runs}

@@ -73,7 +73,7 @@ class ServingProperties(BaseModel):
         None, description="Jinja chat template, or the path of a file holding one; replaces the tokenizer's."
     )
     api_key: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
-        None, description="djl-serve: require `Authorization: Bearer <key>` (401 otherwise); `/ping`, `/health` exempt."
+        None, description="djl-serve: require `Authorization: Bearer <key>` (401 otherwise); `/ping`, `/health`, `/version` exempt."
     )
     allowed_origins: Annotated[list[str] | None, BeforeValidator(parse_origins)] = Field(
         None, description="djl-serve: CORS origins allowed to call the server (`*`, a comma list or a JSON list)."

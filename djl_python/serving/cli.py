@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chat-template", default=None, metavar="TEMPLATE",
                         help=_option_help("Jinja chat template or a file holding one", "chat_template"))
     parser.add_argument("--api-key", default=None, metavar="KEY",
-                        help=_option_help("require 'Authorization: Bearer KEY' (401 otherwise; /ping, /health "
+                        help=_option_help("require 'Authorization: Bearer KEY' (401 otherwise; /ping, /health, /version "
                                           "open)", "api_key"))
     parser.add_argument("--allowed-origins", default=None, metavar="ORIGINS",
                         help=_option_help("CORS origins: '*', a comma list or a JSON list", "allowed_origins"))
