@@ -115,14 +115,19 @@ def run_step_overhead(
     # Twice the largest batch: the engine's requests and the bare decode's rows side by side.
     backend = PyTorchBackend.load(model_dir, max_slots=2 * max(batches), dtype="fp32", n_positions=n_positions)
     # A budget that admits the largest batch in one step, so every request sits at the same position.
-    budget = max(batches) * backend.limits.bucket_for(context)
+    budget = max(batches) * backend.limits.prefill_cost(context)
     engine = Engine(backend, tokenizer, max_prefill_tokens=budget)
+    # The Hugging Face reference runs its own copy: a native backend with packed weights has
+    # released its module's linears.
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     rows = []
     for batch in batches:
         log(f"step overhead: batch {batch}")
         engine_samples, decode_samples = time_engine_and_decode(engine, batch, context, iters)
         engine_ms, decode_ms = _median_ms(engine_samples), _median_ms(decode_samples)
-        hf_ms = _median_ms(time_hf_forward(backend.model, batch, context, iters))
+        hf_ms = _median_ms(time_hf_forward(reference, batch, context, iters))
         rows.append(
             {
                 "batch": batch,

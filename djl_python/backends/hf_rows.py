@@ -11,10 +11,12 @@ LM head (``logits_to_keep`` as per-row indices).
 from __future__ import annotations
 
 import inspect
+from typing import Sequence
 
 import torch
 
 from djl_python.backends.attention_masks import RowMasks, mask_mode_for
+from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
 from djl_python.backends.row_cache import RowCache
 
 
@@ -31,12 +33,35 @@ class HFRows:
         self._cache = RowCache(layers, max_rows, n_positions)
         self._masks = RowMasks(mask_mode_for(model.config.model_type), max_rows, n_positions, model.dtype, device)
         self._positions = torch.arange(n_positions, device=device)
+        self._merge_pad = CPU_PREFILL_MERGE_PAD if device.type == "cpu" else None
 
-    def prefill(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """Right-padded prompts ``tokens [n, L]`` into ``rows``; logits at ``last`` ``[n, vocab]``."""
-        n, length = tokens.shape
-        self._masks.reset(rows, last + 1)
-        self._cache.set_prefill(rows, first, length)
+    def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Prompts into their rows, grouped by length (:func:`.cpu_policy.prefill_groups`) and
+        right-padded within a group; logits at each prompt's last position, ``[n, vocab]``."""
+        groups = prefill_groups([len(p) for p in prompts], self._merge_pad)
+        if len(groups) == 1 and list(rows) == sorted(rows):
+            return self._prefill_padded(rows, prompts)
+        logits = None
+        for group in groups:
+            group.sort(key=rows.__getitem__)  # ascending rows, as the cache expects
+            part = self._prefill_padded([rows[i] for i in group], [prompts[i] for i in group])
+            if logits is None:
+                logits = part.new_empty((len(prompts), part.shape[-1]))
+            logits.index_copy_(0, torch.tensor(group, device=part.device), part)
+        return logits
+
+    def _prefill_padded(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """One forward over ``prompts`` right-padded to the longest; ``rows`` ascending."""
+        n, length = len(rows), max(len(p) for p in prompts)
+        flat = [*rows, *(len(p) - 1 for p in prompts)]
+        for prompt in prompts:  # right padding with token 0: only later (masked) columns see it
+            flat.extend(prompt)
+            flat.extend([0] * (length - len(prompt)))
+        packed = torch.tensor(flat, dtype=torch.long).to(self._positions.device, non_blocking=True)
+        row_ids, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
+        first = rows[0] if rows[-1] - rows[0] == n - 1 else None
+        self._masks.reset(row_ids, last + 1)
+        self._cache.set_prefill(row_ids, first, length)
         kwargs = {}
         if self._takes_positions:
             kwargs["position_ids"] = self._positions[:length].expand(n, length)

@@ -112,6 +112,8 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     from transformers import AutoConfig
 
     from djl_python.backends import model_defaults as defaults
+    from djl_python.backends.native import llama_support
+    from djl_python.backends.native.linear import onednn_packs
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     torch_dtype = defaults.resolve_dtype(dtype, torch.device("cuda" if device.startswith("cuda") else "cpu"))
@@ -119,6 +121,12 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     layers, kv_heads, head_dim = kv_geometry(config)
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
     stored_short = dtypes.canonical(stored)
+    weights = weights_bytes(Path(model_dir), name, stored_short)
+    if not device.startswith("cuda") and llama_support(config) is None and onednn_packs(torch_dtype):
+        # The native forward packs a tied LM head as its own copy (the embedding stays).
+        text = config.get_text_config()
+        if getattr(text, "tie_word_embeddings", False):
+            weights += text.vocab_size * text.hidden_size * dtypes.BY_NAME[name].itemsize
     return MemoryPlan(
         slots=max_slots,
         n_positions=defaults.resolve_n_positions(config, n_positions),
@@ -126,7 +134,7 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
         kv_heads=kv_heads,
         head_dim=head_dim,
         dtype=name,
-        weights_bytes=weights_bytes(Path(model_dir), name, stored_short),
+        weights_bytes=weights,
     )
 
 

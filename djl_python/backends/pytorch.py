@@ -11,13 +11,14 @@ touching other rows. Two forwards run on those rows:
 
 Both do the same things per call:
 
-* prefill: prompts of similar length are right-padded to the longest of their group and
-  run together (:func:`prefill_groups`: on CPU padding costs as much as real tokens, so a
-  prompt only joins a group while the padding it adds stays small; on CUDA one group);
-  causal attention alone keeps real tokens away from the padding (padding only follows).
-  Only each prompt's last real position reaches the LM head. PyTorch has no compiled
-  shapes, so nothing is padded to a prefill bucket: the buckets only bound the prompt
-  length, as Neuron's context buckets do.
+* prefill: the native forward packs the prompts (every matmul runs once on all their
+  tokens, attention per prompt); the Hugging Face forward right-pads prompts of similar
+  length to the longest of their group and runs each group (:func:`.cpu_policy.prefill_groups`:
+  on CPU padding costs as much as real tokens, so a prompt only joins a group while the
+  padding it adds stays small; on CUDA one group), causal attention alone keeping real
+  tokens away from the padding (padding only follows). Only each prompt's last position
+  reaches the LM head. PyTorch has no compiled shapes, so nothing is padded to a prefill
+  bucket: the buckets only bound the prompt length, as Neuron's context buckets do.
 * decode: one token per row at per-row positions; attention reads the first ``width``
   columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN`.
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
@@ -42,7 +43,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from djl_python.backends import model_defaults as defaults
 from djl_python.backends.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
-from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, cpu_threads, prefill_groups
+from djl_python.backends.cpu_policy import cpu_threads
 from djl_python.backends.hf_rows import HFRows
 from djl_python.backends.native import NativeLlama, llama_support
 from djl_python.backends.slot_rows import RowMove, SlotRows
@@ -56,12 +57,13 @@ _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash 
 class RowForward(Protocol):
     """A model's forward on KV rows (:class:`.hf_rows.HFRows`, :class:`.native.NativeLlama`).
 
-    ``rows`` are ascending row indices on the device; ``first`` is ``rows[0]`` when they are
+    ``prefill`` takes host-side row indices (any order, distinct) and their prompts and
+    returns the logits at each prompt's last position, in the order given. ``decode`` takes
+    ascending row indices on the device, ``first`` being ``rows[0]`` when they are
     consecutive (slice, not gather). Both return float32 logits ``[n, vocab]``.
     """
 
-    def prefill(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor,
-                last: torch.Tensor) -> torch.Tensor: ...
+    def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor: ...
 
     def decode(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, positions: torch.Tensor,
                width: int) -> torch.Tensor: ...
@@ -83,13 +85,18 @@ class PyTorchBackend(Backend):
         self._active = [False] * limits.max_slots
         self._rows = SlotRows(limits.max_slots)
         self._lengths = [0] * limits.max_slots  # per row: columns written since its prefill
-        self._merge_pad = CPU_PREFILL_MERGE_PAD if self._device.type == "cpu" else None
         with torch.inference_mode():
             reason = llama_support(model.config) if native else "native=False"
             self._forward: RowForward
+            packed_bytes = 0
             if reason is None:
-                self._forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions)
+                native_forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions)
+                self._forward = native_forward
                 info.extra["forward"] = "native"
+                # Packed: the Hugging Face decoder's linears were released; self.model can no
+                # longer run a forward (see .native.linear).
+                info.extra["weights_layout"] = "onednn-packed" if native_forward.packed else "plain"
+                packed_bytes = native_forward.packed_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots, limits.n_positions)
                 info.extra["forward"] = "hf"
@@ -99,6 +106,7 @@ class PyTorchBackend(Backend):
             self.prefill([0], [[0]])  # allocates every layer's K/V rows now, not on the first request
             self.release(0)
         info.extra["kv_cache_bytes"] = self._forward.nbytes()
+        info.extra["weights_bytes"] = packed_bytes + sum(p.nbytes for p in model.parameters())
 
     @classmethod
     def load(
@@ -155,6 +163,7 @@ class PyTorchBackend(Backend):
             prefill_buckets=buckets,
             vocab_size=_logits_width(model),
             eos_token_ids=defaults.eos_token_ids(model.config, model.generation_config),
+            padded_prefill=False,  # prompts are packed (native) or grouped by length (HF): real tokens
         )
         info = BackendInfo(
             name="pytorch",
@@ -178,32 +187,11 @@ class PyTorchBackend(Backend):
                 )
             self._check_tokens(prompt, f"prompts[{i}]")
         rows = [self._rows.assign(slot) for slot in slot_ids]
-        groups = prefill_groups([len(p) for p in prompts], self._merge_pad)
-        if len(groups) == 1 and rows == sorted(rows):
-            logits = self._prefill_rows(rows, prompts)
-        else:
-            logits = None
-            for group in groups:
-                group.sort(key=rows.__getitem__)  # ascending rows, as the cache expects
-                part = self._prefill_rows([rows[i] for i in group], [prompts[i] for i in group])
-                if logits is None:
-                    logits = part.new_empty((len(prompts), part.shape[-1]))
-                logits.index_copy_(0, torch.tensor(group, device=part.device), part)
+        logits = self._forward.prefill(rows, prompts)
         for slot, row, prompt in zip(slot_ids, rows, prompts):
             self._active[slot] = True
             self._lengths[row] = len(prompt)
         return logits
-
-    def _prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
-        """One forward over ``prompts`` right-padded to the longest; ``rows`` ascending."""
-        n, length = len(rows), max(len(p) for p in prompts)
-        flat = [*rows, *(len(p) - 1 for p in prompts)]
-        for prompt in prompts:  # right padding with token 0: only later (masked) columns see it
-            flat.extend(prompt)
-            flat.extend([0] * (length - len(prompt)))
-        packed = torch.tensor(flat, dtype=torch.long).to(self._device, non_blocking=True)
-        row_ids, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
-        return self._forward.prefill(row_ids, _first_if_contiguous(rows), tokens, last)
 
     @torch.inference_mode()
     def decode(

@@ -25,11 +25,15 @@ grouped-query attention reads K/V without repeating them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from djl_python.backends.native.linear import linear as _linear
+from djl_python.backends.native.linear import onednn_packs, prepack, release
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
 # Rope types whose cos/sin depend on the position only (one table serves every step).
@@ -49,23 +53,6 @@ def llama_support(config: Any) -> str | None:
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
         return "pretraining_tp > 1"
     return None
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear``; on the CPU a 2-D ``x`` (a decode step's few rows) is computed as
-    ``weight @ x.T`` instead.
-
-    Why: for a few rows against a transposed weight, MKL's sgemm runs 2-4x below what the
-    weight's memory traffic allows on some CPUs. Measured on a 2-core AMD EPYC (AVX2), fp32,
-    8 rows: the LM head ``[49152, 576]`` 49 ms as ``F.linear``, 13 ms as ``weight @ x.T``; one
-    SmolLM2 decode step's matmuls 178 -> 74 ms at 8 rows, 188 -> 96 ms at 16, 316 -> 184 ms at
-    32. Every output element is the same dot product; the kernel may sum it in another order
-    (at most ~1e-4 apart in fp32 at 8 rows, bit-identical at 16 and 32 in that measurement).
-    """
-    if x.dim() != 2 or x.device.type != "cpu":
-        return F.linear(x, weight, bias)
-    y = torch.mm(weight, x.t()).t().contiguous()
-    return y if bias is None else y + bias
 
 
 @dataclass
@@ -96,6 +83,21 @@ def _fuse(*linears: torch.nn.Linear) -> torch.Tensor:
     return fused
 
 
+def _weight(pack: bool, *linears: torch.nn.Linear) -> torch.Tensor:
+    """The native forward's weight for ``linears`` (stacked by output rows when several).
+
+    Packed: a oneDNN copy, and the Hugging Face linears are released (one copy in memory).
+    Unpacked: the linears become views of the stacked weight (:func:`_fuse`)."""
+    if not pack:
+        return _fuse(*linears) if len(linears) > 1 else linears[0].weight
+    stacked = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight
+    packed = prepack(stacked)
+    del stacked
+    for lin in linears:
+        release(lin)
+    return packed
+
+
 def _cat_bias(*linears: torch.nn.Linear) -> torch.Tensor | None:
     if all(lin.bias is None for lin in linears):
         return None
@@ -110,7 +112,7 @@ class NativeLlama:
     Every method must run under ``torch.inference_mode()`` (the backend's methods do).
     """
 
-    def __init__(self, model: Any, max_rows: int, n_positions: int) -> None:
+    def __init__(self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True) -> None:
         config = model.config
         inner = model.model
         self.heads = config.num_attention_heads
@@ -121,23 +123,35 @@ class NativeLlama:
         self.n_positions = n_positions
         self.embed = inner.embed_tokens.weight
         self.final_norm = inner.norm.weight
-        self.lm_head = model.lm_head.weight  # the embedding itself when tied
-        self.lm_head_bias = getattr(model.lm_head, "bias", None)
+        # Packed: oneDNN's layout on CPUs whose oneDNN takes the dtype (see .linear). The
+        # Hugging Face decoder's linears are then released and only this forward can run.
+        self.packed = prepack_weights and self.embed.device.type == "cpu" and onednn_packs(self.embed.dtype)
+        pack = self.packed
         self.layers = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
+            qkv_bias = _cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
+            gate_up_bias = _cat_bias(mlp.gate_proj, mlp.up_proj)
+            o_bias, down_bias = attn.o_proj.bias, mlp.down_proj.bias
             self.layers.append(_Layer(
                 attn_norm=layer.input_layernorm.weight,
-                qkv=_fuse(attn.q_proj, attn.k_proj, attn.v_proj),
-                qkv_bias=_cat_bias(attn.q_proj, attn.k_proj, attn.v_proj),
-                o=attn.o_proj.weight,
-                o_bias=attn.o_proj.bias,
+                qkv=_weight(pack, attn.q_proj, attn.k_proj, attn.v_proj),
+                qkv_bias=qkv_bias,
+                o=_weight(pack, attn.o_proj),
+                o_bias=o_bias,
                 mlp_norm=layer.post_attention_layernorm.weight,
-                gate_up=_fuse(mlp.gate_proj, mlp.up_proj),
-                gate_up_bias=_cat_bias(mlp.gate_proj, mlp.up_proj),
-                down=mlp.down_proj.weight,
-                down_bias=mlp.down_proj.bias,
+                gate_up=_weight(pack, mlp.gate_proj, mlp.up_proj),
+                gate_up_bias=gate_up_bias,
+                down=_weight(pack, mlp.down_proj),
+                down_bias=down_bias,
             ))
+        self.lm_head_bias = getattr(model.lm_head, "bias", None)
+        if not pack:
+            self.lm_head = model.lm_head.weight  # the embedding itself when tied
+        elif model.lm_head.weight is self.embed:  # tied: the embedding stays, the head is a packed copy
+            self.lm_head = prepack(self.embed)
+        else:
+            self.lm_head = _weight(pack, model.lm_head)
         dtype, device = self.embed.dtype, self.embed.device
         positions = torch.arange(n_positions, device=device)
         probe = torch.empty(1, dtype=dtype, device=device)
@@ -153,17 +167,25 @@ class NativeLlama:
         self._values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
 
     @classmethod
-    def from_hf(cls, model: Any, max_rows: int, n_positions: int) -> NativeLlama:
+    def from_hf(cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True) -> NativeLlama:
         """Build from a loaded ``LlamaForCausalLM``/``MistralForCausalLM``; ``ValueError`` with the
         reason when :func:`llama_support` refuses its config."""
         reason = llama_support(model.config)
         if reason is not None:
             raise ValueError(f"native llama cannot run this model: {reason}")
-        return cls(model, max_rows, n_positions)
+        return cls(model, max_rows, n_positions, prepack_weights)
 
     def nbytes(self) -> int:
         """Bytes held by the KV rows."""
         return self.keys.nbytes + self.values.nbytes
+
+    def packed_bytes(self) -> int:
+        """Bytes of the weights this forward packed (0 when unpacked); with the Hugging Face
+        model's remaining parameters, all the weight memory the backend holds."""
+        if not self.packed:
+            return 0
+        weights = [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        return sum(w.nbytes for w in [*weights, self.lm_head])
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # LlamaRMSNorm exactly: statistics in fp32, the weight applied in the model dtype.
@@ -184,30 +206,47 @@ class NativeLlama:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return _linear(self._norm(x, self.final_norm), self.lm_head, self.lm_head_bias).float()
 
-    def prefill(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """Run right-padded prompts ``tokens [n, L]`` into ``rows`` (columns ``0..L-1``); return
-        the logits at each row's ``last`` position, ``[n, vocab]`` float32."""
-        n, length = tokens.shape
+    def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Run each prompt into its row (columns ``0..len-1``); return the logits at each
+        prompt's last position, ``[n, vocab]`` float32, in the order given.
+
+        The prompts are packed, not padded: every matmul runs once on all their tokens
+        (``[sum of lengths, hidden]``), so a prefill costs its real tokens whatever the mix
+        of lengths, and attention runs per prompt (causal, on the row just written).
+        """
+        device = self.embed.device
+        lengths = [len(p) for p in prompts]
+        total = sum(lengths)
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        cos, sin = self.cos[:length, None, :], self.sin[:length, None, :]  # broadcast over heads
+        flat: list[int] = [token for prompt in prompts for token in prompt]
+        positions: list[int] = [pos for length in lengths for pos in range(length)]
+        host = torch.tensor([*flat, *positions, *rows], dtype=torch.long)
+        packed = host.to(device, non_blocking=True)
+        tokens, pos, row_ids = packed[:total], packed[total : 2 * total], packed[2 * total :]
+        cos = self.cos.index_select(0, pos)[:, None, :]
+        sin = self.sin.index_select(0, pos)[:, None, :]
+        owner = torch.repeat_interleave(row_ids, torch.tensor(lengths, device=device))
+        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
+        ends = list(itertools.accumulate(lengths))
+        spans = [(end - length, end) for end, length in zip(ends, lengths)]
+        last = torch.tensor([end - 1 for end in ends], device=device)
         x = F.embedding(tokens, self.embed)
+        attn = x.new_empty((total, heads, dim))
         for i, layer in enumerate(self.layers):
-            qkv = F.linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(n, length, -1, dim)
-            qk = self._rope(qkv[:, :, : heads + kv], cos, sin)
-            q = qk[:, :, :heads].transpose(1, 2)
-            k = qk[:, :, heads:].transpose(1, 2)
-            v = qkv[:, :, heads + kv :].transpose(1, 2)
-            if first is not None:
-                self.keys[i, first : first + n, :, :length] = k
-                self.values[i, first : first + n, :, :length] = v
-            else:
-                self.keys[i][rows, :, :length] = k
-                self.values[i][rows, :, :length] = v
-            # A prompt attends to itself only; right padding only ever follows real tokens.
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != heads)
-            x = x + F.linear(attn.transpose(1, 2).reshape(n, length, heads * dim), layer.o, layer.o_bias)
+            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(total, -1, dim)
+            qk = self._rope(qkv[:, : heads + kv], cos, sin)
+            self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(total * kv, dim))
+            self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(total * kv, dim))
+            for row, (start, end) in zip(rows, spans):
+                # A prompt attends to itself only, causally: read back the row just written.
+                q = qk[start:end, :heads].transpose(0, 1)[None]
+                keys = self.keys[i, row, :, : end - start][None]
+                values = self.values[i, row, :, : end - start][None]
+                out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=kv != heads)
+                attn[start:end] = out[0].transpose(0, 1)
+            x = x + _linear(attn.view(total, heads * dim), layer.o, layer.o_bias)
             x = self._mlp(x, layer)
-        return self._logits(x[torch.arange(n, device=x.device), last])
+        return self._logits(x.index_select(0, last))
 
     def decode(
         self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, positions: torch.Tensor, width: int
@@ -219,8 +258,11 @@ class NativeLlama:
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
         cos = self.cos.index_select(0, positions)[:, None, :]
         sin = self.sin.index_select(0, positions)[:, None, :]
-        # Column j of a row is valid iff j <= that row's position; stale data lies beyond.
-        mask = (self.columns[:width] <= positions[:, None]).view(n, 1, 1, width)
+        # Column j of a row is valid iff j <= that row's position; stale data lies beyond. An
+        # additive mask built once per step: SDPA takes it 20-30 % faster than a boolean one
+        # (which it converts in every layer), and adding 0.0 leaves every score as it was.
+        mask = torch.zeros((n, 1, 1, width), dtype=self.embed.dtype, device=self.embed.device)
+        mask.masked_fill_((self.columns[:width] > positions[:, None]).view(n, 1, 1, width), float("-inf"))
         write = ((rows[:, None] * kv + self.kv_head_index) * self.n_positions + positions[:, None]).view(-1)
         x = F.embedding(tokens, self.embed)
         for i, layer in enumerate(self.layers):

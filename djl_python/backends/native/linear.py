@@ -1,0 +1,83 @@
+"""Linear layers for the native forwards: which matmul kernel runs a weight, and its layout.
+
+Three kernels, picked per weight once at load and per call by the number of rows:
+
+* **oneDNN, prepacked** (CPU, when this CPU's oneDNN build takes the dtype: fp32 on any
+  x86-64, bf16 only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT). The weight is reordered once
+  into oneDNN's blocked layout (:func:`prepack`) and every call runs
+  ``torch.ops.mkldnn._linear_pointwise`` on it. This is the layout vLLM's CPU build runs
+  its dense layers on (``vllm/model_executor/layers/utils.py``,
+  ``dispatch_cpu_unquantized_gemm``: ``create_onednn_mm`` on the weight, the plain weight
+  removed). Measured on the 2-core AMD EPYC (AVX2) of docs/performance.md, fp32, against the
+  best unpacked kernel: the ``[3072, 576]`` gate-up projection 1.14 -> 0.97 ms at 16 rows
+  and 19.8 -> 16.3 ms at 320; the ``[49152, 576]`` LM head 24.7 -> 17.4 ms at 16 rows; a
+  SmolLM2 prefill of 8x40 tokens 1,425 -> 1,138 ms. One packing serves every row count
+  (packed for 16 rows, used at 1 to 512 rows: same speed as packing for that count).
+* **weight-first** (CPU, unpacked, a decode step's few rows): ``weight @ x.T``. For a few
+  rows against a transposed weight, MKL's sgemm ran 2-4x below the weight's memory speed on
+  that CPU (LM head at 8 rows: 49 ms as ``F.linear``, 13 ms weight-first).
+* ``F.linear`` otherwise (CUDA; a prefill's hundreds of rows on an unpacked weight).
+
+Every kernel computes each output element as the same dot product; they may sum it in
+another order, which moves fp32 logits by ~1e-4 at most (relative ~1e-6), not tokens on the
+models the tests run (greedy equivalence with ``generate()`` is tested on all of them).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+# Up to this many rows (a decode step) an unpacked weight takes the weight-first product; a
+# prefill's hundreds of rows are a plain GEMM that ``F.linear`` runs at full speed.
+FEW_ROWS = 64
+# The row count oneDNN is told to expect when packing: a mid-sized decode batch. Measured
+# above: the packed layout does not depend on it for these shapes.
+_PACK_ROWS_HINT = 16
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_packs(dtype: torch.dtype) -> bool:
+    """Whether this process's oneDNN can prepack and run ``dtype`` weights on this CPU.
+
+    Asked of oneDNN itself (a tiny reorder), not inferred from CPU flags: the bf16 path needs
+    instructions that torch checks at call time and refuses with a ``RuntimeError``.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        probe = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=dtype), _PACK_ROWS_HINT)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(2, 8, dtype=dtype), probe, None, "none", [], "")
+    except (RuntimeError, AttributeError):
+        return False
+    return True
+
+
+def prepack(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in oneDNN's layout when :func:`onednn_packs` its dtype on the CPU, else
+    ``weight`` itself. The packed tensor is a new allocation of the same size."""
+    if weight.device.type != "cpu" or not onednn_packs(weight.dtype):
+        return weight
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS_HINT)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T + bias`` on the kernel ``weight``'s layout calls for (module docstring)."""
+    if weight.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if x.dim() != 2 or x.device.type != "cpu" or x.shape[0] > FEW_ROWS:
+        return F.linear(x, weight, bias)
+    y = torch.mm(weight, x.t()).t().contiguous()
+    return y if bias is None else y + bias
+
+
+def release(module: torch.nn.Linear) -> None:
+    """Free a Hugging Face linear's weight and bias once the native forward holds its own
+    (packed or fused) copy: one copy of the weights in memory, as before packing. The
+    module is left unusable (empty weight), which the backend states in its info."""
+    empty = torch.nn.Parameter(module.weight.new_empty(0), requires_grad=False)
+    module.weight = empty
+    if module.bias is not None:
+        module.bias = torch.nn.Parameter(module.bias.new_empty(0), requires_grad=False)

@@ -1,0 +1,49 @@
+"""The native forward's matmul kernels (``backends/native/linear.py``): every kernel agrees with
+``F.linear`` at every row count, and a packed backend holds one copy of its weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from djl_python.backends.native.linear import FEW_ROWS, linear, onednn_packs, prepack
+from djl_python.backends.pytorch import PyTorchBackend
+
+PACKS_FP32 = onednn_packs(torch.float32)
+
+
+@pytest.mark.parametrize("rows", [1, 8, FEW_ROWS, FEW_ROWS + 1, 300])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_kernels_agree_with_f_linear(rows: int, packed: bool, bias: bool) -> None:
+    if packed and not PACKS_FP32:
+        pytest.skip("this torch's oneDNN does not pack fp32 weights here")
+    torch.manual_seed(rows)
+    weight, x = torch.randn(96, 64), torch.randn(rows, 64)
+    b = torch.randn(96) if bias else None
+    w = prepack(weight) if packed else weight
+    assert w.is_mkldnn == packed
+    torch.testing.assert_close(linear(x, w, b), F.linear(x, weight, b), atol=1e-4, rtol=1e-5)
+    # Three dimensions (a packed prefill's [tokens, hidden] is 2-D; callers may still pass 3-D).
+    x3 = x.view(1, rows, 64)
+    torch.testing.assert_close(linear(x3, w, b), F.linear(x3, weight, b), atol=1e-4, rtol=1e-5)
+
+
+def test_a_dtype_onednn_cannot_pack_stays_plain() -> None:
+    # bf16 packs only on CPUs with AVX-512 BW/VL/DQ or AVX-NE-CONVERT: either way prepack is consistent.
+    weight = torch.randn(32, 16, dtype=torch.bfloat16)
+    assert prepack(weight).is_mkldnn == onednn_packs(torch.bfloat16)
+    assert prepack(weight.float()).is_mkldnn == PACKS_FP32
+
+
+@pytest.mark.skipif(not PACKS_FP32, reason="this torch's oneDNN does not pack fp32 weights here")
+def test_packed_backend_releases_the_module_linears(tiny_model_factory) -> None:
+    backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=2)
+    assert backend.info.extra["weights_layout"] == "onednn-packed"
+    decoder = backend.model.model.layers[0]
+    released = [decoder.self_attn.q_proj, decoder.self_attn.o_proj, decoder.mlp.gate_proj, decoder.mlp.down_proj]
+    assert all(lin.weight.numel() == 0 for lin in released)
+    # The embedding (the LM head when tied) and the norms stay with the module.
+    assert backend.model.model.embed_tokens.weight.numel() > 0
+    assert decoder.input_layernorm.weight.numel() > 0
