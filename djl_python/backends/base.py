@@ -54,6 +54,9 @@ class BackendLimits:
         max_prefill_slots: most prompts one ``prefill`` call may take (the naive
             Neuron strategy re-prefills everything, continuous batching any
             number); the scheduler never exceeds it.
+        padded_prefill: whether a prefill pays for each prompt's whole bucket
+            (Neuron's compiled shapes) rather than its real tokens (the PyTorch
+            backend packs prompts); what :meth:`prefill_cost` charges.
     """
 
     max_slots: int
@@ -62,6 +65,7 @@ class BackendLimits:
     vocab_size: int
     eos_token_ids: tuple[int, ...] = ()
     max_prefill_slots: int | None = None
+    padded_prefill: bool = True
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -79,6 +83,12 @@ class BackendLimits:
     def max_prompt_len(self) -> int:
         """Longest prompt a single prefill accepts."""
         return self.prefill_buckets[-1]
+
+    def prefill_cost(self, length: int) -> int:
+        """Tokens of work a prompt of ``length`` tokens adds to a prefill: its bucket when
+        prefills are padded, else ``length``. ValueError past the largest bucket."""
+        bucket = self.bucket_for(length)
+        return bucket if self.padded_prefill else length
 
     def bucket_for(self, length: int) -> int:
         """Smallest prefill bucket that holds ``length`` tokens.

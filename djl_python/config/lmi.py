@@ -111,7 +111,11 @@ class LmiProperties(BaseModel):
     )
     max_rolling_batch_size: PositiveInt = Field(32, description="Requests decoded together (KV-cache slots).")
     max_rolling_batch_prefill_tokens: OptPositiveInt = Field(
-        None, description="Cap on prompt tokens prefilled in one step (None: no cap beyond the buckets)."
+        None,
+        description="Prompt tokens prefilled in one engine step (Neuron counts each prompt's padded bucket, "
+        "PyTorch its real tokens); the first waiting request is admitted whatever its length. Unset: 512 on "
+        "PyTorch, max(largest bucket, 512) on Neuron. Smaller: a burst's first tokens sooner and shorter gaps "
+        "in running streams; larger: fewer steps.",
     )
     batch_size: PositiveInt = Field(1, description="Static batch size; only with `rolling_batch=disable`.")
     max_waiting_requests: PositiveInt = Field(

@@ -9,11 +9,16 @@ Policy (one ``schedule()`` call per engine step):
   are handed out lowest id first, so the ids of one prefill are ascending, as
   transformers-neuronx continuous batching needs (djl-serving#2160).
 * **Admission.** Waiting requests are admitted strictly FIFO while a slot is
-  free, at most ``limits.max_prefill_slots`` per step, and while the padded
-  prompt lengths (``limits.bucket_for(len)``, the work a bucketed backend really
-  does) fit ``max_prefill_tokens``. The first request of a step is always admitted
-  when a slot is free, whatever its length, so no prompt starves; the queue is
-  never reordered to fill the budget, so no short prompt overtakes a long one.
+  free, at most ``limits.max_prefill_slots`` per step, and while their prefill
+  costs (``limits.prefill_cost(len)``: the padded bucket on a bucketed backend,
+  the real tokens on one that packs prompts) fit ``max_prefill_tokens``. The
+  first request of a step is always admitted when a slot is free, whatever its
+  length, so no prompt starves; the queue is never reordered to fill the budget,
+  so no short prompt overtakes a long one.
+* **Budget default.** 512 tokens, or one largest bucket where prefills are
+  padded (a bucketed backend pays for it anyway). Smaller steps give the first
+  tokens of a burst sooner (the first requests do not wait for the whole burst's
+  prefill) and keep running streams' gaps short; each step still decodes them.
 * **Prefill and decode in the same step.** Unlike DJL and TGI Neuron, which
   either prefill *or* decode, a step decodes every request already running
   *and* prefills the admitted ones (two backend calls, decode first). Running
@@ -74,8 +79,10 @@ class Scheduler:
         if max_prefill_tokens is not None and max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
         self.limits = limits
-        # Default: one longest prompt, or 512 tokens of shorter ones, per step.
-        self.max_prefill_tokens = max_prefill_tokens or max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS)
+        # Default (module docstring): 512 tokens, or one largest bucket when prefills are padded.
+        default = max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS) if limits.padded_prefill \
+            else DEFAULT_MIN_PREFILL_TOKENS
+        self.max_prefill_tokens = max_prefill_tokens or default
         self.max_prefill_slots = limits.max_prefill_slots or limits.max_slots
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}
@@ -108,7 +115,7 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.max_prefill_tokens
         while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
-            cost = self.limits.bucket_for(self.waiting[0].prompt_len)
+            cost = self.limits.prefill_cost(self.waiting[0].prompt_len)
             if out.prefill and cost > budget:
                 break  # FIFO: wait for the next step rather than let a later request overtake
             seq = self.waiting.popleft()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -96,6 +97,17 @@ def test_one_request_is_admitted_even_when_it_exceeds_the_budget() -> None:
 def test_default_budget_is_the_longest_prompt_or_512() -> None:
     assert Scheduler(limits(buckets=(16, 32))).max_prefill_tokens == 512
     assert Scheduler(limits(n_positions=2048, buckets=(128, 1024))).max_prefill_tokens == 1024
+    # A backend that packs prompts pays real tokens: 512, however large its buckets.
+    packed = replace(limits(n_positions=2048, buckets=(128, 1024)), padded_prefill=False)
+    assert Scheduler(packed).max_prefill_tokens == 512
+
+
+def test_packed_prefill_budget_counts_real_tokens() -> None:
+    # Same queue and budget as the padded test above: 20 + 20 tokens fit 40 when nothing is padded.
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=40)
+    for s in (make_seq("a", 20), make_seq("b", 20), make_seq("c", 4)):
+        sched.add(s)
+    assert [s.request_id for s in sched.schedule().prefill] == ["a", "b"]
 
 
 def test_max_prefill_slots_is_respected() -> None:
