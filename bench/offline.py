@@ -82,8 +82,8 @@ def run_engine(model_dir: Path, tokenizer: Any, workload: Workload, max_slots: i
     from djl_python.engine.engine import Engine
     from djl_python.engine.request import SamplingParams
 
-    # Default n_positions (2048), as djl-serve: it sets the default prefill budget (2048 tokens
-    # a step), so offline and served runs schedule alike. It costs memory (3 GB of K/V at 32
+    # Defaults as djl-serve (n_positions 2048, a prefill budget of 512 tokens a step), so
+    # offline and served runs schedule alike. n_positions costs memory (3 GB of K/V at 32
     # slots), not time: attention reads only the columns in use.
     backend = PyTorchBackend.load(model_dir, max_slots=max_slots, dtype="fp32")
     engine = Engine(backend, tokenizer)
