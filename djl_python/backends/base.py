@@ -47,16 +47,18 @@ class BackendLimits:
     Attributes:
         max_slots: number of KV-cache rows (``max_rolling_batch_size``).
         n_positions: most tokens (prompt + generated) one sequence may hold.
-        prefill_buckets: ascending prompt-length buckets a prefill is padded to;
-            the last one is the longest prompt accepted by one prefill call.
+        prefill_buckets: ascending prompt-length buckets; a prefill pads each prompt
+            to its bucket when ``padded_prefill`` is set. The last one is the
+            longest prompt accepted by one prefill call.
         vocab_size: width of the logits rows (may exceed the tokenizer's vocab).
         eos_token_ids: ids that end generation unless a request ignores EOS.
         max_prefill_slots: most prompts one ``prefill`` call may take (the naive
             Neuron strategy re-prefills everything, continuous batching any
             number); the scheduler never exceeds it.
         padded_prefill: whether a prefill pays for each prompt's whole bucket
-            (Neuron's compiled shapes) rather than its real tokens (the PyTorch
-            backend packs prompts); what :meth:`prefill_cost` charges.
+            (Neuron's compiled shapes) rather than about its real tokens (the
+            PyTorch backend: packed prompts, or length groups with bounded
+            padding); what :meth:`prefill_cost` charges.
     """
 
     max_slots: int

@@ -88,7 +88,7 @@ class PyTorchBackend(Backend):
         with torch.inference_mode():
             reason = llama_support(model.config) if native else "native=False"
             self._forward: RowForward
-            packed_bytes = 0
+            own_bytes = 0
             if reason is None:
                 native_forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions)
                 self._forward = native_forward
@@ -96,7 +96,7 @@ class PyTorchBackend(Backend):
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
                 info.extra["weights_layout"] = "onednn-packed" if native_forward.packed else "plain"
-                packed_bytes = native_forward.packed_bytes()
+                own_bytes = native_forward.own_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots, limits.n_positions)
                 info.extra["forward"] = "hf"
@@ -106,7 +106,7 @@ class PyTorchBackend(Backend):
             self.prefill([0], [[0]])  # allocates every layer's K/V rows now, not on the first request
             self.release(0)
         info.extra["kv_cache_bytes"] = self._forward.nbytes()
-        info.extra["weights_bytes"] = packed_bytes + sum(p.nbytes for p in model.parameters())
+        info.extra["weights_bytes"] = own_bytes + sum(p.nbytes for p in model.parameters())
 
     @classmethod
     def load(
@@ -144,6 +144,12 @@ class PyTorchBackend(Backend):
             # fp32 stays the default: it is the dtype whose greedy tokens equal generate()'s.
             logger.info("this CPU computes bf16 natively (%s): option.dtype=bf16 decodes faster than the fp32 "
                         "default", ",".join(bf16_flags))
+        if torch_device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16) and not bf16_flags:
+            # Accepted (it halves memory) but worth a warning: without bf16 instructions every
+            # matmul converts, measured 4-6x slower than fp32 on an AVX2 CPU (docs/performance.md).
+            logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): matmuls convert "
+                           "every element and run several times slower than fp32; use option.dtype=fp32 for "
+                           "speed", defaults.dtype_name(torch_dtype), ",".join(defaults.BF16_CPU_FLAGS))
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         n_pos = defaults.resolve_n_positions(config, n_positions)
         buckets = defaults.resolve_buckets(n_pos, prefill_buckets)
@@ -163,7 +169,9 @@ class PyTorchBackend(Backend):
             prefill_buckets=buckets,
             vocab_size=_logits_width(model),
             eos_token_ids=defaults.eos_token_ids(model.config, model.generation_config),
-            padded_prefill=False,  # prompts are packed (native) or grouped by length (HF): real tokens
+            # The native forward packs prompts; the HF forward groups them by length on CPU (padding
+            # bounded by CPU_PREFILL_MERGE_PAD) and pads all to the longest on CUDA, where padding is cheap.
+            padded_prefill=False,
         )
         info = BackendInfo(
             name="pytorch",

@@ -47,3 +47,29 @@ def test_packed_backend_releases_the_module_linears(tiny_model_factory) -> None:
     # The embedding (the LM head when tied) and the norms stay with the module.
     assert backend.model.model.embed_tokens.weight.numel() > 0
     assert decoder.input_layernorm.weight.numel() > 0
+
+
+def test_biases_and_a_tied_head_give_the_hf_logits(tmp_path) -> None:
+    """Attention and MLP biases, a tied LM head: the native forward (packed where oneDNN packs)
+    against the Hugging Face forward on the same folder, prefill of mixed lengths and a decode."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.models import tiny_config
+
+    config = tiny_config("llama")
+    config.tie_word_embeddings, config.attention_bias, config.mlp_bias = True, True, True
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_(0, 0.5)  # zero-initialised: make them count
+    model.save_pretrained(str(tmp_path))
+    native = PyTorchBackend.load(tmp_path, max_slots=3)
+    hf = PyTorchBackend.load(tmp_path, max_slots=3, native=False)
+    assert native.info.extra["forward"] == "native" and hf.info.extra["forward"] == "hf"
+    prompts = [[5, 9, 13, 17, 21, 25, 29], [7, 11], [4, 8, 12]]
+    torch.testing.assert_close(native.prefill([2, 0, 1], prompts), hf.prefill([2, 0, 1], prompts),
+                               atol=1e-4, rtol=1e-4)
+    step = ([0, 1, 2], [3, 4, 6], [2, 3, 7])
+    torch.testing.assert_close(native.decode(*step), hf.decode(*step), atol=1e-4, rtol=1e-4)

@@ -115,3 +115,17 @@ def test_release_is_idempotent_and_blocks_decode(llama_backend: PyTorchBackend) 
     llama_backend.release(1)
     with pytest.raises(ValueError, match="released"):
         llama_backend.decode([1], [7], [2])
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tiny_llama, monkeypatch, caplog) -> None:
+    from djl_python.backends import model_defaults
+
+    monkeypatch.setattr(model_defaults, "cpu_bf16_flags", lambda: ())
+    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch"):
+        PyTorchBackend.load(tiny_llama, max_slots=1, dtype="bf16")
+    assert any("option.dtype=bf16" in r.getMessage() and "without bf16 instructions" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch"):
+        PyTorchBackend.load(tiny_llama, max_slots=1, dtype="fp32")
+    assert not any("without bf16 instructions" in r.getMessage() for r in caplog.records)

@@ -31,6 +31,23 @@ def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -
     assert (plan.n_positions, plan.dtype) == (backend.limits.n_positions, backend.info.dtype)
 
 
+def test_plan_counts_a_tied_head_and_biases(tmp_path: Path) -> None:
+    """A tied LM head (packed as its own copy where oneDNN packs) and attention/MLP biases
+    (stacked, the module's biases views or released): the plan is still what the backend holds."""
+    from transformers import AutoModelForCausalLM
+
+    from djl_python.backends.pytorch import PyTorchBackend
+    from tests.models import tiny_config
+
+    config = tiny_config("llama")
+    config.tie_word_embeddings, config.attention_bias, config.mlp_bias = True, True, True
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
+    plan = plan_memory(tmp_path, max_slots=2, n_positions=64, dtype=None, device="cpu")
+    backend = PyTorchBackend.load(tmp_path, max_slots=2, n_positions=64, device="cpu")
+    assert backend.info.extra["forward"] == "native"
+    assert plan.weights_bytes == backend.info.extra["weights_bytes"]
+
+
 def test_default_model_plan_is_the_figure_the_issue_measured(smollm2_dir: Path) -> None:
     # issue 13: "3.0 GB for the 135M default model" with the defaults (32 slots, 2048 positions, fp32).
     plan = plan_memory(smollm2_dir, max_slots=32, n_positions=None, dtype=None, device="cpu")

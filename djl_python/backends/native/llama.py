@@ -99,10 +99,19 @@ def _weight(pack: bool, *linears: torch.nn.Linear) -> torch.Tensor:
 
 
 def _cat_bias(*linears: torch.nn.Linear) -> torch.Tensor | None:
+    """The linears' biases stacked (zeros for a linear without one), ``None`` when none has
+    one. Each existing bias then becomes a view of its rows, as :func:`_fuse` does for
+    weights, so no bias is held twice (a packed load releases the linears afterwards)."""
     if all(lin.bias is None for lin in linears):
         return None
-    return torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
-                      for lin in linears]).contiguous()
+    fused = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
+                       for lin in linears]).contiguous()
+    start = 0
+    for lin in linears:
+        if lin.bias is not None:
+            lin.bias = torch.nn.Parameter(fused[start : start + lin.out_features], requires_grad=False)
+        start += lin.out_features
+    return fused
 
 
 class NativeLlama:
@@ -162,7 +171,7 @@ class NativeLlama:
         shape = (len(self.layers), max_rows, self.kv_heads, n_positions, self.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
-        # Per-layer views with one (row, head, position) triple per row, for decode writes.
+        # Per-layer views with one row per (KV row, head, position), for prefill and decode writes.
         self._keys_flat = [self.keys[i].view(-1, self.head_dim) for i in range(len(self.layers))]
         self._values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
 
@@ -179,13 +188,16 @@ class NativeLlama:
         """Bytes held by the KV rows."""
         return self.keys.nbytes + self.values.nbytes
 
-    def packed_bytes(self) -> int:
-        """Bytes of the weights this forward packed (0 when unpacked); with the Hugging Face
-        model's remaining parameters, all the weight memory the backend holds."""
+    def own_bytes(self) -> int:
+        """Bytes of weights this forward holds outside the Hugging Face model's parameters: with
+        those, all the weight memory the backend holds. Unpacked, 0 (the module's linears are
+        views of the fused weights and biases). Packed, the packed weights and every linear's
+        bias (the module's linears were released; a tied LM head is a packed copy)."""
         if not self.packed:
             return 0
-        weights = [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        return sum(w.nbytes for w in [*weights, self.lm_head])
+        held = [w for layer in self.layers for w in (layer.qkv, layer.qkv_bias, layer.o, layer.o_bias,
+                                                     layer.gate_up, layer.gate_up_bias, layer.down, layer.down_bias)]
+        return sum(w.nbytes for w in [*held, self.lm_head, self.lm_head_bias] if w is not None)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # LlamaRMSNorm exactly: statistics in fp32, the weight applied in the model dtype.
@@ -218,18 +230,19 @@ class NativeLlama:
         lengths = [len(p) for p in prompts]
         total = sum(lengths)
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        flat: list[int] = [token for prompt in prompts for token in prompt]
-        positions: list[int] = [pos for length in lengths for pos in range(length)]
-        host = torch.tensor([*flat, *positions, *rows], dtype=torch.long)
-        packed = host.to(device, non_blocking=True)
-        tokens, pos, row_ids = packed[:total], packed[total : 2 * total], packed[2 * total :]
-        cos = self.cos.index_select(0, pos)[:, None, :]
-        sin = self.sin.index_select(0, pos)[:, None, :]
-        owner = torch.repeat_interleave(row_ids, torch.tensor(lengths, device=device))
-        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
         ends = list(itertools.accumulate(lengths))
         spans = [(end - length, end) for end, length in zip(ends, lengths)]
-        last = torch.tensor([end - 1 for end in ends], device=device)
+        # One host tensor, one copy to the device: tokens, positions, each token's row, last indices.
+        flat: list[int] = [token for prompt in prompts for token in prompt]
+        flat.extend(pos for length in lengths for pos in range(length))
+        flat.extend(row for row, length in zip(rows, lengths) for _ in range(length))
+        flat.extend(end - 1 for end in ends)
+        packed = torch.tensor(flat, dtype=torch.long).to(device, non_blocking=True)
+        tokens, pos, owner, last = packed[:total], packed[total : 2 * total], packed[2 * total : 3 * total], \
+            packed[3 * total :]
+        cos = self.cos.index_select(0, pos)[:, None, :]
+        sin = self.sin.index_select(0, pos)[:, None, :]
+        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
         x = F.embedding(tokens, self.embed)
         attn = x.new_empty((total, heads, dim))
         for i, layer in enumerate(self.layers):
