@@ -87,7 +87,9 @@ def plot_peer(peer: dict[str, Any], path: Path) -> Path:
             hatch = "//" if key.endswith("bf16") else None
             bars = ax.bar([j + (i - (len(keys) - 1) / 2) * width for j in range(len(streams))], values, width,
                           label=key, color=color, hatch=hatch, alpha=0.85 if hatch else 1.0)
-            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+            # A run that failed has no bar: say so rather than draw a 0.
+            ax.bar_label(bars, labels=[f"{v:.0f}" if s in by else "failed" for v, s in zip(values, streams)],
+                         fontsize=7)
         ax.set_xticks(range(len(streams)), [f"{s} sequences" for s in streams])
         ax.set_title(title)
     axes[0].legend(fontsize=8)
