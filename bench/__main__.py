@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--only offline,step,serving,peer] [--no-peer] [--out bench/results] [--threads N]``.
+"""``python -m bench [--quick] [--only offline,step,serving,peer] [--no-peer] [--peer-dtypes fp32,bf16]
+[--peer-streams 16,32] [--out bench/results] [--threads N]``.
 
 Runs the selected benchmarks one after another (never in parallel: they share
 the machine's cores), writes ``results.json`` and PNG charts under ``--out``
@@ -11,6 +12,7 @@ load average it ran under.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -27,14 +29,28 @@ SECTIONS = ("offline", "step", "serving", "peer")
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--quick", action="store_true", help="small workload; the whole run takes under 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="small workload (8 requests; the peer at fp32, 8 sequences)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
     parser.add_argument("--no-peer", action="store_true",
                         help="skip installing and running vLLM CPU in the peer section (djl-serve alone)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads here and in the served process (default: torch's, one per core)")
+    parser.add_argument("--peer-dtypes", default=None,
+                        help="comma-separated dtypes for the peer section (default: fp32,bf16; quick: fp32)")
+    parser.add_argument("--peer-streams", default=None,
+                        help="comma-separated concurrencies for the peer section (default: 16,32; quick: 8)")
     args = parser.parse_args(argv)
+    args.peer_dtypes = tuple(d.strip() for d in args.peer_dtypes.split(",") if d.strip()) if args.peer_dtypes else None
+    if args.peer_dtypes and set(args.peer_dtypes) - {"fp32", "bf16"}:
+        parser.error(f"--peer-dtypes: choose from fp32,bf16, got {','.join(args.peer_dtypes)}")
+    try:
+        args.peer_streams = tuple(int(c) for c in args.peer_streams.split(",") if c.strip()) \
+            if args.peer_streams else None
+    except ValueError:
+        parser.error(f"--peer-streams: comma-separated integers, got {args.peer_streams!r}")
+    if args.peer_streams and min(args.peer_streams) < 1:
+        parser.error("--peer-streams: every concurrency must be >= 1")
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -90,6 +106,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     settings = QUICK if args.quick else FULL
+    if args.peer_dtypes:
+        settings = dataclasses.replace(settings, peer_dtypes=args.peer_dtypes)
+    if args.peer_streams:
+        settings = dataclasses.replace(settings, peer_streams=args.peer_streams)
     prefix = "quick_" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / f"{prefix}results.json"
