@@ -13,8 +13,14 @@ rotary tables produced by the model's own rotary module (so every supported rope
 gives identical cos/sin), ``rotate_half`` rope, ``F.scaled_dot_product_attention`` with
 the default ``1/sqrt(head_dim)`` scale, SiLU-gated MLP. Fusing Q/K/V and gate/up only
 concatenates output rows, so each output element is the same dot product as before; the
-matmul kernel may block it differently, which moves logits by float rounding (~1e-6 in
-fp32), not tokens, on the models the tests run.
+matmul kernel may block it differently, which moves logits by float rounding (~1e-6
+relative in fp32), not tokens, on the models the tests run.
+
+Weights: on a CPU whose oneDNN takes the dtype, the fused weights are prepacked once for
+oneDNN and the Hugging Face module's linears released (:mod:`.linear`), so one copy stays
+in memory and the module can no longer run its own forward. Prefill packs the prompts
+(every matmul on all their tokens at once, attention per prompt); decode runs one token
+per row.
 
 KV layout: ``keys``/``values`` are ``[layers, rows, kv_heads, n_positions, head_dim]``,
 row ``r`` of every layer belonging to one sequence (the backend keeps occupied rows
