@@ -18,6 +18,7 @@ import torch
 from djl_python.backends.attention_masks import RowMasks, mask_mode_for
 from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
 from djl_python.backends.row_cache import RowCache
+from djl_python.backends.slot_rows import first_if_contiguous
 
 
 class HFRows:
@@ -59,7 +60,7 @@ class HFRows:
             flat.extend([0] * (length - len(prompt)))
         packed = torch.tensor(flat, dtype=torch.long).to(self._positions.device, non_blocking=True)
         row_ids, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
-        first = rows[0] if rows[-1] - rows[0] == n - 1 else None
+        first = first_if_contiguous(rows)
         self._masks.reset(row_ids, last + 1)
         self._cache.set_prefill(row_ids, first, length)
         kwargs = {}

@@ -115,16 +115,17 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
 
     from djl_python.backends import model_defaults as defaults
     from djl_python.backends.native import llama_support
-    from djl_python.backends.native.linear import onednn_packs
+    from djl_python.backends.native.linear import packs_on
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    torch_dtype = defaults.resolve_dtype(dtype, torch.device("cuda" if device.startswith("cuda") else "cpu"))
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    torch_dtype = defaults.resolve_dtype(dtype, torch.device(device_type))
     name = defaults.dtype_name(torch_dtype)
     layers, kv_heads, head_dim = kv_geometry(config)
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
     stored_short = dtypes.canonical(stored)
     weights = weights_bytes(Path(model_dir), name, stored_short)
-    if not device.startswith("cuda") and llama_support(config) is None and onednn_packs(torch_dtype):
+    if llama_support(config) is None and packs_on(device_type, torch_dtype):
         # The native forward packs a tied LM head as its own copy (the embedding stays).
         text = config.get_text_config()
         if getattr(text, "tie_word_embeddings", False):

@@ -46,7 +46,7 @@ from djl_python.backends.base import Backend, BackendInfo, BackendLimits
 from djl_python.backends.cpu_policy import cpu_threads
 from djl_python.backends.hf_rows import HFRows
 from djl_python.backends.native import NativeLlama, llama_support
-from djl_python.backends.slot_rows import RowMove, SlotRows
+from djl_python.backends.slot_rows import RowMove, SlotRows, first_if_contiguous
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class PyTorchBackend(Backend):
         packed = torch.tensor([*rows, *last_tokens, *positions, *restore], dtype=torch.long)
         packed = packed.to(self._device, non_blocking=True)
         row_ids, tokens, pos = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
-        logits = self._forward.decode(row_ids, _first_if_contiguous(rows), tokens, pos, width)
+        logits = self._forward.decode(row_ids, first_if_contiguous(rows), tokens, pos, width)
         for row, position in zip(rows, positions):
             self._lengths[row] = position + 1
         return logits.index_select(0, packed[3 * n :]) if restore else logits
@@ -275,11 +275,6 @@ class PyTorchBackend(Backend):
 def _logits_width(model: torch.nn.Module) -> int:
     head = model.get_output_embeddings()
     return int(getattr(head, "out_features", 0) or model.config.get_text_config().vocab_size)
-
-
-def _first_if_contiguous(slot_ids: Sequence[int]) -> int | None:
-    """``slot_ids[0]`` when the ids are consecutive (rows can be sliced, not gathered)."""
-    return slot_ids[0] if slot_ids[-1] - slot_ids[0] == len(slot_ids) - 1 else None
 
 
 def _resolve_device(device: str) -> torch.device:

@@ -17,6 +17,12 @@ beyond ``len(slot_at)`` are free. Pure Python; the caller moves the tensors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
+
+
+def first_if_contiguous(rows: Sequence[int]) -> int | None:
+    """``rows[0]`` when ascending ``rows`` are consecutive (slice them, not gather), else None."""
+    return rows[0] if rows[-1] - rows[0] == len(rows) - 1 else None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Start ``djl-serve`` as a real subprocess on 127.0.0.1 for the HTTP tests.
 
 Each server gets its own copy of a tiny model folder with a ``serving.properties``
-so options never leak between test modules.
+so options never leak between test modules. Also: an in-process app whose model load
+waits for the test (:func:`slow_loading_client`), for what is served while loading.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import httpx
 
@@ -23,6 +26,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_tiny_server(tmp_path_factory, name: str, options: Mapping[str, object], max_positions: int) -> "Server":
+    """A tiny llama with a ``max_positions`` window, copied with ``options``, served on 127.0.0.1
+    (its log under a ``logs`` temp folder as ``<name>.log``)."""
+    from tests.models import make_tiny_model
+
+    model = make_tiny_model("llama", tmp_path_factory.mktemp(f"{name}-model") / "tiny", max_positions=max_positions)
+    folder = model_folder(model, tmp_path_factory.mktemp(name) / "tiny", options)
+    return start_server(folder, tmp_path_factory.mktemp("logs") / f"{name}.log")
+
+
+@contextmanager
+def slow_loading_client(model_dir: Path) -> Iterator[tuple[object, threading.Event]]:
+    """A ``TestClient`` on the app for ``model_dir`` (CPU, 1 slot, 64 positions) whose model load
+    blocks until the yielded event is set (at most 60 s): the app is *loading* until then."""
+    from fastapi.testclient import TestClient
+
+    from djl_python.config import load_config
+    from djl_python.loader import load_engine
+    from djl_python.serving.app import create_app
+
+    config = load_config(model_dir, properties={"device": "cpu", "max_rolling_batch_size": "1",
+                                                "n_positions": "64"}, env={})
+    release = threading.Event()
+
+    def slow_factory(cfg):
+        release.wait(60)
+        return load_engine(cfg)
+
+    with TestClient(create_app(config, slow_factory)) as client:
+        yield client, release
 
 
 def model_folder(source: Path, target: Path, options: Mapping[str, object]) -> Path:

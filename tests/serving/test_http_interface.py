@@ -20,10 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from djl_python.config import load_config
-from djl_python.loader import load_engine
 from djl_python.serving.app import _version, create_app
 from djl_python.serving.security import install_security
-from tests.serving.http_server import metric_value
+from tests.serving.http_server import metric_value, slow_loading_client
 
 PROMPT = "The quick brown fox"
 POST_ROUTES = ("/invocations", "/predictions/{model}", "/v1/completions", "/v1/chat/completions", "/generate",
@@ -38,15 +37,7 @@ def test_health_and_version(server):
 
 
 def test_health_is_503_while_loading_and_version_answers(tiny_llama):
-    config = load_config(tiny_llama, properties={"device": "cpu", "max_rolling_batch_size": "1",
-                                                 "n_positions": "64"}, env={})
-    release = threading.Event()
-
-    def slow_factory(cfg):
-        release.wait(60)
-        return load_engine(cfg)
-
-    with TestClient(create_app(config, slow_factory)) as client:
+    with slow_loading_client(tiny_llama) as (client, release):
         loading = client.get("/health")
         assert loading.status_code == 503 and "loading" in loading.json()["message"]
         assert client.get("/version").status_code == 200

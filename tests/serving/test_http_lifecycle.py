@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,21 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from djl_python.config import load_config
-from djl_python.loader import load_engine
 from djl_python.serving.app import create_app
-from tests.serving.http_server import start_server, wait_ready
+from tests.serving.http_server import slow_loading_client, start_server, wait_ready
 
 
 def test_ping_is_503_while_loading_then_200(tiny_llama):
-    config = load_config(tiny_llama, properties={"device": "cpu", "max_rolling_batch_size": "1",
-                                                 "n_positions": "64"}, env={})
-    release = threading.Event()
-
-    def slow_factory(cfg):
-        release.wait(60)
-        return load_engine(cfg)
-
-    with TestClient(create_app(config, slow_factory)) as client:
+    with slow_loading_client(tiny_llama) as (client, release):
         loading = client.get("/ping")
         assert loading.status_code == 503 and "loading" in loading.json()["message"]
         refused = client.post("/v1/completions", json={"prompt": "Hi"})

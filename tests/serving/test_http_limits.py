@@ -23,8 +23,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.models import make_tiny_model
-from tests.serving.http_server import idle, metric_value, model_folder, start_server, wait_for
+from tests.serving.http_server import idle, metric_value, start_tiny_server, wait_for
 
 WINDOW = 2048
 LIMIT = 5 * 1024 * 1024  # option.max_request_bytes: room for a several-MB prompt below it
@@ -43,9 +42,7 @@ PROMPT_FIELD = {"/invocations": "inputs", "/v1/completions": "prompt", "/v1/chat
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model = make_tiny_model("llama", tmp_path_factory.mktemp("limits-model") / "tiny", max_positions=WINDOW)
-    folder = model_folder(model, tmp_path_factory.mktemp("limits") / "tiny", OPTIONS)
-    srv = start_server(folder, tmp_path_factory.mktemp("logs") / "limits.log")
+    srv = start_tiny_server(tmp_path_factory, "limits", OPTIONS, WINDOW)
     yield srv
     srv.stop()
 

@@ -16,8 +16,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.models import make_tiny_model
-from tests.serving.http_server import idle, metric_value, metrics, model_folder, start_server, wait_for
+from tests.serving.http_server import idle, metric_value, metrics, start_tiny_server, wait_for
 
 WINDOW = 4096
 OPTIONS = {"device": "cpu", "max_rolling_batch_size": 1, "n_positions": WINDOW, "max_waiting_requests": 1}
@@ -27,9 +26,7 @@ LONG = {"inputs": "Hello", "parameters": {"max_new_tokens": LONG_TOKENS, "ignore
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    model = make_tiny_model("llama", tmp_path_factory.mktemp("pressure-model") / "tiny", max_positions=WINDOW)
-    folder = model_folder(model, tmp_path_factory.mktemp("pressure") / "tiny", OPTIONS)
-    srv = start_server(folder, tmp_path_factory.mktemp("logs") / "pressure.log")
+    srv = start_tiny_server(tmp_path_factory, "pressure", OPTIONS, WINDOW)
     yield srv
     srv.stop()
 

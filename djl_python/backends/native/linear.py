@@ -55,10 +55,16 @@ def onednn_packs(dtype: torch.dtype) -> bool:
     return True
 
 
+def packs_on(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether weights of ``dtype`` on a ``device_type`` device are packed (:func:`prepack`):
+    the one rule the native forward and the memory plan share."""
+    return device_type == "cpu" and onednn_packs(dtype)
+
+
 def prepack(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` in oneDNN's layout when :func:`onednn_packs` its dtype on the CPU, else
     ``weight`` itself. The packed tensor is a new allocation of the same size."""
-    if weight.device.type != "cpu" or not onednn_packs(weight.dtype):
+    if not packs_on(weight.device.type, weight.dtype):
         return weight
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS_HINT)
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from djl_python.backends.native.linear import linear as _linear
-from djl_python.backends.native.linear import onednn_packs, prepack, release
+from djl_python.backends.native.linear import packs_on, prepack, release
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
 # Rope types whose cos/sin depend on the position only (one table serves every step).
@@ -140,7 +140,7 @@ class NativeLlama:
         self.final_norm = inner.norm.weight
         # Packed: oneDNN's layout on CPUs whose oneDNN takes the dtype (see .linear). The
         # Hugging Face decoder's linears are then released and only this forward can run.
-        self.packed = prepack_weights and self.embed.device.type == "cpu" and onednn_packs(self.embed.dtype)
+        self.packed = prepack_weights and packs_on(self.embed.device.type, self.embed.dtype)
         pack = self.packed
         self.layers = []
         for layer in inner.layers:
