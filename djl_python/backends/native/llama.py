@@ -24,20 +24,25 @@ per row.
 
 KV layout: ``keys``/``values`` are ``[layers, rows, kv_heads, n_positions, head_dim]``,
 row ``r`` of every layer belonging to one sequence (the backend keeps occupied rows
-packed at ``0..n-1``, see :mod:`..slot_rows`). Decode attention packs the query heads
-that share a KV head as that head's queries (``[n, kv_heads, group, head_dim]``), so
-grouped-query attention reads K/V without repeating them.
+packed at ``0..n-1``, see :mod:`..slot_rows`). Decode attention runs the C kernel of
+:mod:`.decode_kernel` where it was built and takes the model (CPU, fp32/bf16): each row read
+up to its own position, each K/V element loaded once for the query heads sharing it.
+Otherwise torch's SDPA over the step's width with a per-row mask, the query heads that
+share a KV head packed as that head's queries (``[n, kv_heads, group, head_dim]``), so
+grouped-query attention reads K/V without repeating them. Both are softmax(q k^T / sqrt(d)) v
+in the model dtype's arithmetic; they differ by summation order only.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends.native.decode_kernel import DecodeAttention
 from djl_python.backends.native.linear import linear as _linear
 from djl_python.backends.native.linear import packs_on, prepack, release
 
@@ -127,7 +132,10 @@ class NativeLlama:
     Every method must run under ``torch.inference_mode()`` (the backend's methods do).
     """
 
-    def __init__(self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True) -> None:
+    def __init__(
+        self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
+        decode_kernel: DecodeAttention | None = None,
+    ) -> None:
         config = model.config
         inner = model.model
         self.heads = config.num_attention_heads
@@ -180,15 +188,24 @@ class NativeLlama:
         # Per-layer views with one row per (KV row, head, position), for prefill and decode writes.
         self._keys_flat = [self.keys[i].view(-1, self.head_dim) for i in range(len(self.layers))]
         self._values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
+        # Decode attention: the kernel where it takes this model (.decode_kernel), else torch's SDPA.
+        refusal = "no kernel" if decode_kernel is None else \
+            decode_kernel.refusal(device, dtype, self.group, self.head_dim)
+        self._kernel = decode_kernel if refusal is None else None
+        self.decode_attention = "kernel" if refusal is None else f"sdpa ({refusal})"
+        self._scale = self.head_dim ** -0.5  # SDPA's default scale
 
     @classmethod
-    def from_hf(cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True) -> NativeLlama:
+    def from_hf(
+        cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
+        decode_kernel: DecodeAttention | None = None,
+    ) -> NativeLlama:
         """Build from a loaded ``LlamaForCausalLM``/``MistralForCausalLM``; ``ValueError`` with the
         reason when :func:`llama_support` refuses its config."""
         reason = llama_support(model.config)
         if reason is not None:
             raise ValueError(f"native llama cannot run this model: {reason}")
-        return cls(model, max_rows, n_positions, prepack_weights)
+        return cls(model, max_rows, n_positions, prepack_weights, decode_kernel)
 
     def nbytes(self) -> int:
         """Bytes held by the KV rows."""
@@ -272,23 +289,51 @@ class NativeLlama:
     ) -> torch.Tensor:
         """Append ``tokens [n]`` at ``positions [n]`` of ``rows`` and attend columns ``0..width-1``;
         return next-token logits ``[n, vocab]`` float32. ``first`` is set when ``rows`` is
-        ``first..first+n-1`` (rows are sliced, not gathered)."""
+        ``first..first+n-1`` (rows are sliced, not gathered). The caller (the backend) has
+        checked that every row exists and ``0 <= positions < min(width, n_positions)``: the
+        decode kernel reads memory on that promise."""
         n = tokens.shape[0]
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
         cos = self.cos.index_select(0, positions)[:, None, :]
         sin = self.sin.index_select(0, positions)[:, None, :]
-        # Column j of a row is valid iff j <= that row's position; stale data lies beyond. An
-        # additive mask built once per step: SDPA takes it 20-30 % faster than a boolean one
-        # (which it converts in every layer), and adding 0.0 leaves every score as it was.
-        mask = torch.zeros((n, 1, 1, width), dtype=self.embed.dtype, device=self.embed.device)
-        mask.masked_fill_((self.columns[:width] > positions[:, None]).view(n, 1, 1, width), float("-inf"))
         write = ((rows[:, None] * kv + self.kv_head_index) * self.n_positions + positions[:, None]).view(-1)
+        attend = self._kernel_attention(self._kernel, rows, positions) if self._kernel is not None \
+            else self._sdpa_attention(rows, first, positions, width)
         x = F.embedding(tokens, self.embed)
         for i, layer in enumerate(self.layers):
             qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(n, -1, dim)
             qk = self._rope(qkv[:, : heads + kv], cos, sin)
             self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(n * kv, dim))
             self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(n * kv, dim))
+            x = x + _linear(attend(i, qk[:, :heads]), layer.o, layer.o_bias)
+            x = self._mlp(x, layer)
+        return self._logits(x)
+
+    def _kernel_attention(
+        self, kernel: DecodeAttention, rows: torch.Tensor, positions: torch.Tensor
+    ) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """Decode attention by the kernel: each row attends its own columns ``0..position``, so
+        no mask and no width. Returns ``attend(layer, q [n, heads, dim]) -> [n, heads * dim]``."""
+        rows64, lengths = rows.to(torch.int64).contiguous(), (positions + 1).to(torch.int64)
+
+        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
+            return kernel(q.flatten(1), self.keys[i], self.values[i], rows64, lengths, self._scale)
+
+        return attend
+
+    def _sdpa_attention(
+        self, rows: torch.Tensor, first: int | None, positions: torch.Tensor, width: int
+    ) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """Decode attention by torch's SDPA over columns ``0..width-1`` of every row, masked per
+        row. Returns ``attend(layer, q [n, heads, dim]) -> [n, heads * dim]``."""
+        n, kv, dim = rows.shape[0], self.kv_heads, self.head_dim
+        # Column j of a row is valid iff j <= that row's position; stale data lies beyond. An
+        # additive mask built once per step: SDPA takes it 20-30 % faster than a boolean one
+        # (which it converts in every layer), and adding 0.0 leaves every score as it was.
+        mask = torch.zeros((n, 1, 1, width), dtype=self.embed.dtype, device=self.embed.device)
+        mask.masked_fill_((self.columns[:width] > positions[:, None]).view(n, 1, 1, width), float("-inf"))
+
+        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
             if first is not None:
                 keys = self.keys[i, first : first + n, :, :width]
                 values = self.values[i, first : first + n, :, :width]
@@ -296,11 +341,10 @@ class NativeLlama:
                 keys = self.keys[i, :, :, :width].index_select(0, rows)
                 values = self.values[i, :, :, :width].index_select(0, rows)
             # The query heads of one KV head become that head's queries: no K/V repeat.
-            q = qk[:, :heads].reshape(n, kv, self.group, dim)
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-            x = x + _linear(attn.reshape(n, heads * dim), layer.o, layer.o_bias)
-            x = self._mlp(x, layer)
-        return self._logits(x)
+            out = F.scaled_dot_product_attention(q.reshape(n, kv, self.group, dim), keys, values, attn_mask=mask)
+            return out.reshape(n, kv * self.group * dim)
+
+        return attend
 
     def move_row(self, dst: int, src: int, length: int) -> None:
         """Copy columns ``0..length-1`` of row ``src`` into row ``dst`` in every layer."""

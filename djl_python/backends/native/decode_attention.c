@@ -1,0 +1,181 @@
+/* Decode attention on the native forward's KV rows: one query token per sequence, each row
+ * read up to its own length.
+ *
+ * Built at first use by decode_kernel.py (cc -O3 -march=native -fopenmp) and called through
+ * ctypes; the OpenMP runtime is the one torch already loaded (same soname, libgomp.so.1), so
+ * the kernel shares torch's threads. Contract (the caller checks every point before calling):
+ *   q        [n, kv, g, d] with row stride q_stride (elements), rows contiguous within
+ *   keys     [rows_total, kv, P, d] contiguous (one layer of the cache); values alike
+ *   rows     [n] int64, the KV row of each query
+ *   lengths  [n] int64, 1 <= lengths[b] <= P: columns 0..lengths[b]-1 are attended
+ *   out      [n, kv, g, d] contiguous
+ *   d % 8 == 0, 1 <= g <= MAX_GROUP; dtype float32 or bfloat16 (q, keys, values, out alike)
+ * Arithmetic: scores q.k * scale in fp32, softmax in fp32 (max subtracted; exp by a degree-6
+ * polynomial, ~2 ulp), weighted sum in fp32, one rounding to the output dtype. Differs from
+ * torch's SDPA by float rounding only (summation order), about 1e-6 relative in fp32.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <omp.h>
+#include <immintrin.h>
+
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "decode_attention.c needs AVX2 and FMA (the caller falls back to torch's SDPA)"
+#endif
+
+#define MAX_GROUP 8
+
+/* exp(x), x <= 0: 2^(x log2 e) = 2^k 2^f with |f| <= 0.5, 2^f by a minimax polynomial. */
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
+  const __m256 k = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(t, k);
+  __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339887440266574e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618437357674640e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550332471162809e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264791363012e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931472028550421e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+}
+
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* Eight elements as fp32 (bf16 widened exactly), one element, one rounded store. */
+static inline __attribute__((always_inline)) __m256 load8(const void* base, int64_t i, int bf16) {
+  if (bf16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)((const uint16_t*)base + i))), 16));
+  return _mm256_loadu_ps((const float*)base + i);
+}
+static inline __attribute__((always_inline)) float load1(const void* base, int64_t i, int bf16) {
+  if (bf16) {
+    union { uint32_t i; float f; } u;
+    u.i = (uint32_t)((const uint16_t*)base)[i] << 16;
+    return u.f;
+  }
+  return ((const float*)base)[i];
+}
+static inline __attribute__((always_inline)) void store1(void* base, int64_t i, float f, int bf16) {
+  if (bf16) { /* round to nearest even, as torch's float -> bfloat16 conversion */
+    union { float f; uint32_t i; } u;
+    u.f = f;
+    ((uint16_t*)base)[i] = (u.i & 0x7fffffffu) > 0x7f800000u
+        ? (uint16_t)0x7fc0 : (uint16_t)((u.i + 0x7fffu + ((u.i >> 16) & 1u)) >> 16);
+  } else {
+    ((float*)base)[i] = f;
+  }
+}
+
+static inline __attribute__((always_inline)) int attend(
+    const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
+    const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
+    float scale, int threads, int bf16) {
+  int failed = 0;
+  #pragma omp parallel num_threads(threads)
+  {
+    /* Per thread: the group's queries in fp32 (g*d), then their scores (g*P). */
+    float* work = (float*)malloc(sizeof(float) * (size_t)(g * d + g * P));
+    if (work == NULL) {
+      #pragma omp atomic write
+      failed = 1;
+    }
+    #pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < n * kv; ++item) {
+      if (work == NULL) continue;
+      const int64_t b = item / kv, h = item % kv, L = lengths[b];
+      const int64_t kv0 = (rows[b] * kv + h) * P * d;
+      const int64_t q0 = b * q_stride + h * g * d, o0 = (b * kv + h) * g * d;
+      float* qf = work;
+      float* s = work + g * d;
+      for (int64_t i = 0; i < g * d; ++i) qf[i] = load1(q, q0 + i, bf16);
+      /* Scores: each key row is loaded once for the g queries that share it. */
+      for (int64_t j = 0; j < L; ++j) {
+        __m256 acc[MAX_GROUP];
+        for (int64_t x = 0; x < g; ++x) acc[x] = _mm256_setzero_ps();
+        for (int64_t e = 0; e < d; e += 8) {
+          const __m256 k8 = load8(keys, kv0 + j * d + e, bf16);
+          for (int64_t x = 0; x < g; ++x) acc[x] = _mm256_fmadd_ps(_mm256_loadu_ps(qf + x * d + e), k8, acc[x]);
+        }
+        for (int64_t x = 0; x < g; ++x) s[x * L + j] = hsum8(acc[x]) * scale;
+      }
+      /* Softmax over each query's L scores. */
+      for (int64_t x = 0; x < g; ++x) {
+        float* sx = s + x * L;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < L; ++j) mx = sx[j] > mx ? sx[j] : mx;
+        const __m256 m8 = _mm256_set1_ps(mx);
+        __m256 t8 = _mm256_setzero_ps();
+        int64_t j = 0;
+        for (; j + 8 <= L; j += 8) {
+          const __m256 e8 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sx + j), m8));
+          _mm256_storeu_ps(sx + j, e8);
+          t8 = _mm256_add_ps(t8, e8);
+        }
+        float total = hsum8(t8);
+        for (; j < L; ++j) {
+          sx[j] = _mm256_cvtss_f32(exp8(_mm256_set1_ps(sx[j] - mx)));
+          total += sx[j];
+        }
+        const float inv = 1.f / total;
+        for (j = 0; j < L; ++j) sx[j] *= inv;
+      }
+      /* Weighted sum of values, 32 (or 8) columns of d at a time, accumulators in registers. */
+      for (int64_t x = 0; x < g; ++x) {
+        const float* px = s + x * L;
+        int64_t e0 = 0;
+        for (; e0 + 32 <= d; e0 += 32) {
+          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+          for (int64_t j = 0; j < L; ++j) {
+            const __m256 p = _mm256_broadcast_ss(px + j);
+            const int64_t v0 = kv0 + j * d + e0;
+            a0 = _mm256_fmadd_ps(p, load8(values, v0, bf16), a0);
+            a1 = _mm256_fmadd_ps(p, load8(values, v0 + 8, bf16), a1);
+            a2 = _mm256_fmadd_ps(p, load8(values, v0 + 16, bf16), a2);
+            a3 = _mm256_fmadd_ps(p, load8(values, v0 + 24, bf16), a3);
+          }
+          float tmp[32];
+          _mm256_storeu_ps(tmp, a0);
+          _mm256_storeu_ps(tmp + 8, a1);
+          _mm256_storeu_ps(tmp + 16, a2);
+          _mm256_storeu_ps(tmp + 24, a3);
+          for (int e = 0; e < 32; ++e) store1(out, o0 + x * d + e0 + e, tmp[e], bf16);
+        }
+        for (; e0 < d; e0 += 8) {
+          __m256 a = _mm256_setzero_ps();
+          for (int64_t j = 0; j < L; ++j)
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(px + j), load8(values, kv0 + j * d + e0, bf16), a);
+          float tmp[8];
+          _mm256_storeu_ps(tmp, a);
+          for (int e = 0; e < 8; ++e) store1(out, o0 + x * d + e0 + e, tmp[e], bf16);
+        }
+      }
+    }
+    free(work);
+  }
+  return failed;
+}
+
+int decode_attention_max_group(void) { return MAX_GROUP; }
+
+/* 0 on success; 1 when a thread could not allocate its scratch (nothing reliable in out). */
+int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
+                          const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
+                          int64_t g, int64_t d, int64_t P, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, scale, threads, 0);
+}
+
+int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
+                           const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
+                           int64_t g, int64_t d, int64_t P, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, scale, threads, 1);
+}

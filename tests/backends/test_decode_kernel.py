@@ -1,0 +1,131 @@
+"""The decode attention kernel (``backends/native/decode_kernel.py``, ``decode_attention.c``).
+
+The reference is torch's ``scaled_dot_product_attention`` on each row's valid columns, run
+row by row (no mask, no padding): what the kernel must compute. Where the kernel cannot be
+built here (no compiler, no AVX2), the tests that need it skip and the fallback tests still
+run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from djl_python.backends.native import decode_kernel
+from djl_python.backends.pytorch import PyTorchBackend
+
+KERNEL, HOW = decode_kernel.load()
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"decode kernel unavailable here: {HOW}")
+
+
+def _reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: list[int], lengths: list[int],
+               group: int) -> torch.Tensor:
+    """SDPA per query on its row's first ``length`` columns, in fp64: ``[n, kv * group * d]``."""
+    n, (_, kv, _, d) = q.shape[0], keys.shape
+    out = []
+    for b in range(n):
+        qb = q[b].view(kv, group, d).double()
+        k = keys[rows[b], :, : lengths[b]].double()
+        v = values[rows[b], :, : lengths[b]].double()
+        out.append(F.scaled_dot_product_attention(qb, k, v).reshape(-1))
+    return torch.stack(out)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("kv", "group", "head_dim"), [(3, 3, 64), (2, 1, 32), (1, 8, 16), (4, 2, 24), (2, 4, 128)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(kv * 100 + group * 10 + head_dim)
+    total_rows, positions = 9, 70
+    keys = torch.randn(total_rows, kv, positions, head_dim, dtype=dtype)
+    values = torch.randn(total_rows, kv, positions, head_dim, dtype=dtype)
+    # Poison the columns past each row's length: the kernel must not read them.
+    rows, lengths = [5, 0, 8, 2, 3], [1, 70, 9, 33, 8]
+    for row, length in zip(rows, lengths):
+        keys[row, :, length:] = float("nan")
+        values[row, :, length:] = float("nan")
+    n = len(rows)
+    # q rows strided, as the forward passes them (a slice of the fused QKV output).
+    qkv = torch.randn(n, (kv * group + 2 * kv) * head_dim, dtype=dtype)
+    q = qkv[:, : kv * group * head_dim]
+    assert not q.is_contiguous()
+    scale = head_dim ** -0.5
+    got = KERNEL(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
+    assert got.dtype == dtype and got.shape == (n, kv * group * head_dim)
+    want = _reference(q, keys, values, rows, lengths, group)
+    # fp32: summation order and the polynomial exp (~2 ulp); bf16: one rounding of the output.
+    tolerance = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got.double(), want, **tolerance)
+
+
+@needs_kernel
+def test_kernel_handles_extreme_scores_without_overflow() -> None:
+    """Large logits (softmax of scores ~1e3 apart) and a single column: max subtraction keeps
+    exp in range, the single column gets weight 1 exactly."""
+    keys = torch.zeros(1, 1, 8, 8)
+    values = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)
+    keys[0, 0, :, 0] = torch.tensor([0.0, 100.0, -100.0, 50.0, 0, 0, 0, 0])
+    q = torch.zeros(2, 8)
+    q[:, 0] = 80.0
+    got = KERNEL(q, keys, values, torch.tensor([0, 0]), torch.tensor([4, 1]), 1.0)
+    torch.testing.assert_close(got[0], values[0, 0, 1])  # column 1 dominates by e^4000
+    torch.testing.assert_close(got[1], values[0, 0, 0])  # one column: its value
+    assert torch.isfinite(got).all()
+
+
+def test_refusal_names_what_the_kernel_lacks() -> None:
+    if KERNEL is None:
+        pytest.skip(HOW)
+    cpu = torch.device("cpu")
+    assert KERNEL.refusal(cpu, torch.float32, 3, 64) is None
+    assert "float16" in KERNEL.refusal(cpu, torch.float16, 3, 64)
+    assert "head_dim 12" in KERNEL.refusal(cpu, torch.float32, 3, 12)
+    assert "9 query heads" in KERNEL.refusal(cpu, torch.float32, 9, 64)
+    assert "cuda" in KERNEL.refusal(torch.device("cuda"), torch.float32, 3, 64)
+
+
+@needs_kernel
+def test_build_is_cached_per_folder(tmp_path) -> None:
+    build = decode_kernel.load.__wrapped__  # functools.cache would answer from memory
+    kernel, how = build(tmp_path)
+    assert kernel is not None and how.startswith("built ")
+    built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    assert len(built) == 1 and built[0].endswith(".so")  # no temporary left behind
+    again, how_again = build(tmp_path)
+    assert again is not None and how_again == how.replace("built ", "cached ", 1)
+
+
+def test_a_failed_build_falls_back_with_the_reason(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    kernel, how = decode_kernel.load.__wrapped__(tmp_path)
+    assert kernel is None
+    assert "could not build" in how and "false failed" in how
+    assert not list((tmp_path / "kernels").glob("*.so*"))  # nothing half-written is left to load
+
+
+@needs_kernel
+def test_backend_tokens_and_logits_with_and_without_the_kernel(tiny_model_factory) -> None:
+    """The same tiny llama, kernel against SDPA: equal greedy tokens over a mixed batch whose
+    rows join at different lengths, logits equal to float rounding."""
+    folder = tiny_model_factory("llama")
+    backends = {k: PyTorchBackend.load(folder, max_slots=4, decode_kernel=k) for k in (True, False)}
+    assert backends[True].info.extra["decode_attention"] == "kernel"
+    assert backends[False].info.extra["decode_attention"].startswith("sdpa")
+    prompts = [[5, 9, 2], list(range(3, 40)), [7] * 11]
+    traces = {}
+    for use, backend in backends.items():
+        logits = backend.prefill([0, 1, 2], prompts)
+        tokens = [[int(t)] for t in logits.argmax(-1)]
+        positions = [len(p) for p in prompts]
+        steps = []
+        for _ in range(12):
+            logits = backend.decode([0, 1, 2], [t[-1] for t in tokens], positions)
+            steps.append(logits)
+            for seq, t in zip(tokens, logits.argmax(-1).tolist()):
+                seq.append(t)
+            positions = [p + 1 for p in positions]
+        traces[use] = tokens, steps
+    assert traces[True][0] == traces[False][0]
+    for got, want in zip(traces[True][1], traces[False][1]):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
