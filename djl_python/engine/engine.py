@@ -146,20 +146,22 @@ class Engine:
         """Run one step; return an output for every request that got a token, finished or was aborted."""
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
-        # Decode before prefill: the running streams' tokens come first, and the Neuron naive
-        # strategy then pays one re-prefill per join (a decode of every occupied row is a plain
-        # static step) instead of two.
-        if batch.decode:
-            decode = batch.decode
-            logits = self.backend.decode(
-                [s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode]
-            )
-            self._postprocess(decode, logits, outputs)
-        if batch.prefill:
-            for seq in batch.prefill:
-                self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
-            logits = self.backend.prefill([s.slot for s in batch.prefill], [s.prompt_ids for s in batch.prefill])
-            self._postprocess(batch.prefill, logits, outputs)
+        if not batch.decode and not batch.prefill:
+            return outputs
+        decode, prefill = batch.decode, batch.prefill
+        for seq in prefill:
+            self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
+        # One backend call (the PyTorch backend runs both parts in one forward). Decode comes
+        # first: the running streams' tokens come first, and the Neuron naive strategy then pays
+        # one re-prefill per join (a decode of every occupied row is a plain static step), not two.
+        decode_logits, prefill_logits = self.backend.decode_and_prefill(
+            [s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode],
+            [s.slot for s in prefill], [s.prompt_ids for s in prefill],
+        )
+        if decode:
+            self._postprocess(decode, decode_logits, outputs)
+        if prefill:
+            self._postprocess(prefill, prefill_logits, outputs)
         return outputs
 
     def _postprocess(self, seqs: list[Sequence], logits: Any, outputs: list[RequestOutput]) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends.base import Backend
 from djl_python.backends.native import decode_kernel
 from djl_python.backends.pytorch import PyTorchBackend
 
@@ -129,3 +130,49 @@ def test_backend_tokens_and_logits_with_and_without_the_kernel(tiny_model_factor
     assert traces[True][0] == traces[False][0]
     for got, want in zip(traces[True][1], traces[False][1]):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("use_kernel", [True, False])
+def test_one_forward_step_gives_what_the_two_calls_give(use_kernel: bool, tiny_model_factory) -> None:
+    """``decode_and_prefill`` on the native forward (one forward: decode rows and prompts
+    packed together) against a twin backend making the two calls: equal greedy tokens for the
+    running rows and the joining prompts, logits equal to float rounding, and the joined rows
+    decode on identically afterwards."""
+    if use_kernel and KERNEL is None:
+        pytest.skip(HOW)
+    folder = tiny_model_factory("llama")
+    fused, twin = (PyTorchBackend.load(folder, max_slots=6, decode_kernel=use_kernel) for _ in range(2))
+    running = {0: [4, 8, 15, 16], 2: list(range(5, 30)), 3: [9] * 7}
+    joining = {1: [23, 42, 7], 5: list(range(40, 90))}
+    tokens = {}
+    for backend in (fused, twin):
+        logits = backend.prefill(sorted(running), [running[s] for s in sorted(running)])
+        tokens = {s: [int(t)] for s, t in zip(sorted(running), logits.argmax(-1))}
+    decode_slots = sorted(running)
+    last = [tokens[s][-1] for s in decode_slots]
+    positions = [len(running[s]) for s in decode_slots]
+    joined = sorted(joining)
+    prompts = [joining[s] for s in joined]
+    forward, calls = fused._forward, []
+    step = forward.step
+    forward.step = lambda decode, prefill: calls.append((decode, prefill)) or step(decode, prefill)
+    got_decode, got_prefill = fused.decode_and_prefill(decode_slots, last, positions, joined, prompts)
+    assert len(calls) == 1 and calls[0][0] is not None and calls[0][1] is not None  # one forward, both parts
+    want_decode, want_prefill = Backend.decode_and_prefill(twin, decode_slots, last, positions, joined, prompts)
+    torch.testing.assert_close(got_decode, want_decode, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got_prefill, want_prefill, atol=1e-4, rtol=1e-4)
+    assert got_decode.argmax(-1).tolist() == want_decode.argmax(-1).tolist()
+    assert got_prefill.argmax(-1).tolist() == want_prefill.argmax(-1).tolist()
+    # Every row, old and new, goes on from what the one forward wrote.
+    slots = sorted(running | joining)
+    nxt = dict(zip(decode_slots, got_decode.argmax(-1).tolist())) | dict(zip(joined, got_prefill.argmax(-1).tolist()))
+    pos = {s: len(running[s]) + 1 for s in running} | {s: len(joining[s]) for s in joining}
+    after = [b.decode(slots, [nxt[s] for s in slots], [pos[s] for s in slots]) for b in (fused, twin)]
+    torch.testing.assert_close(after[0], after[1], atol=1e-4, rtol=1e-4)
+
+
+def test_one_forward_step_refuses_a_slot_in_both_parts(tiny_model_factory) -> None:
+    backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=3)
+    backend.prefill([0], [[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"both decoded and prefilled in one step: \[0\]"):
+        backend.decode_and_prefill([0], [4], [3], [0, 1], [[5, 6], [7]])

@@ -83,6 +83,19 @@ class _Layer:
     down_bias: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class DecodeRows:
+    """The decode part of a step, on the device: ``tokens [n]`` go to ``positions [n]`` of
+    ``rows [n]`` (ascending; ``first`` is ``rows[0]`` when they are consecutive, so they are
+    sliced, not gathered), attending ``width`` columns where SDPA runs."""
+
+    rows: torch.Tensor
+    first: int | None
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    width: int
+
+
 def _fuse(*linears: torch.nn.Linear) -> torch.Tensor:
     """The linears' weights stacked by output rows; each linear's weight then becomes a view
     of its rows, so the Hugging Face model stays usable and no weight is held twice."""
@@ -243,71 +256,100 @@ class NativeLlama:
 
     def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Run each prompt into its row (columns ``0..len-1``); return the logits at each
-        prompt's last position, ``[n, vocab]`` float32, in the order given.
-
-        The prompts are packed, not padded: every matmul runs once on all their tokens
-        (``[sum of lengths, hidden]``), so a prefill costs its real tokens whatever the mix
-        of lengths, and attention runs per prompt (causal, on the row just written).
-        """
-        device = self.embed.device
-        lengths = [len(p) for p in prompts]
-        total = sum(lengths)
-        heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        ends = list(itertools.accumulate(lengths))
-        spans = [(end - length, end) for end, length in zip(ends, lengths)]
-        # One host tensor, one copy to the device: tokens, positions, each token's row, last indices.
-        flat: list[int] = [token for prompt in prompts for token in prompt]
-        flat.extend(pos for length in lengths for pos in range(length))
-        flat.extend(row for row, length in zip(rows, lengths) for _ in range(length))
-        flat.extend(end - 1 for end in ends)
-        packed = torch.tensor(flat, dtype=torch.long).to(device, non_blocking=True)
-        tokens, pos, owner, last = packed[:total], packed[total : 2 * total], packed[2 * total : 3 * total], \
-            packed[3 * total :]
-        cos = self.cos.index_select(0, pos)[:, None, :]
-        sin = self.sin.index_select(0, pos)[:, None, :]
-        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
-        x = F.embedding(tokens, self.embed)
-        attn = x.new_empty((total, heads, dim))
-        for i, layer in enumerate(self.layers):
-            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(total, -1, dim)
-            qk = self._rope(qkv[:, : heads + kv], cos, sin)
-            self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(total * kv, dim))
-            self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(total * kv, dim))
-            for row, (start, end) in zip(rows, spans):
-                # A prompt attends to itself only, causally: read back the row just written.
-                q = qk[start:end, :heads].transpose(0, 1)[None]
-                keys = self.keys[i, row, :, : end - start][None]
-                values = self.values[i, row, :, : end - start][None]
-                out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=kv != heads)
-                attn[start:end] = out[0].transpose(0, 1)
-            x = x + _linear(attn.view(total, heads * dim), layer.o, layer.o_bias)
-            x = self._mlp(x, layer)
-        return self._logits(x.index_select(0, last))
+        prompt's last position, ``[n, vocab]`` float32, in the order given. :meth:`step`
+        with prompts only."""
+        return self.step(None, (rows, prompts))[1]
 
     def decode(
         self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, positions: torch.Tensor, width: int
     ) -> torch.Tensor:
         """Append ``tokens [n]`` at ``positions [n]`` of ``rows`` and attend columns ``0..width-1``;
-        return next-token logits ``[n, vocab]`` float32. ``first`` is set when ``rows`` is
-        ``first..first+n-1`` (rows are sliced, not gathered). The caller (the backend) has
-        checked that every row exists and ``0 <= positions < min(width, n_positions)``: the
-        decode kernel reads memory on that promise."""
-        n = tokens.shape[0]
+        return next-token logits ``[n, vocab]`` float32. :meth:`step` with decode rows only."""
+        return self.step(DecodeRows(rows, first, tokens, positions, width), None)[0]
+
+    def step(
+        self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One forward for a step: decode rows (one token each) and prompts (each into its row
+        from column 0), every matmul on all their tokens at once. Returns (decode logits
+        ``[n, vocab]``, prompt last-position logits ``[p, vocab]``), float32, ``None`` for a
+        part not given; each part's logits are what its own call would return, up to float
+        rounding (a matmul may block a larger batch differently).
+
+        Decode rows come first in the packed batch, then the prompts back to back, never
+        padded (a prefill costs its real tokens whatever the mix of lengths). Attention: the
+        decode rows as :meth:`decode` (the kernel, or SDPA over ``width`` columns masked per
+        row); each prompt causally on itself, read back from the row just written. The
+        caller (the backend) has checked that every row exists, decode ``0 <= positions <
+        min(width, n_positions)``, prompt lengths ``<= n_positions`` and the prompts' rows
+        distinct from the decode rows: the decode kernel reads memory on that promise.
+        """
+        if decode is None and prefill is None:
+            raise ValueError("step needs decode rows or prompts")
+        device = self.embed.device
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        cos = self.cos.index_select(0, positions)[:, None, :]
-        sin = self.sin.index_select(0, positions)[:, None, :]
-        write = ((rows[:, None] * kv + self.kv_head_index) * self.n_positions + positions[:, None]).view(-1)
-        attend = self._kernel_attention(self._kernel, rows, positions) if self._kernel is not None \
-            else self._sdpa_attention(rows, first, positions, width)
+        n = 0 if decode is None else decode.rows.shape[0]
+        parts_tokens, parts_pos, parts_owner = [], [], []
+        if decode is not None:
+            parts_tokens.append(decode.tokens)
+            parts_pos.append(decode.positions)
+            parts_owner.append(decode.rows)
+        spans: list[tuple[int, int]] = []
+        prompt_rows: Sequence[int] = ()
+        last = None
+        if prefill is not None:
+            prompt_rows, prompts = prefill
+            lengths = [len(p) for p in prompts]
+            total = sum(lengths)
+            ends = [n + end for end in itertools.accumulate(lengths)]
+            spans = [(end - length, end) for end, length in zip(ends, lengths)]
+            # One host tensor, one copy to the device: tokens, positions, each token's row, last indices.
+            flat: list[int] = [token for prompt in prompts for token in prompt]
+            flat.extend(pos for length in lengths for pos in range(length))
+            flat.extend(row for row, length in zip(prompt_rows, lengths) for _ in range(length))
+            flat.extend(end - 1 for end in ends)
+            packed = torch.tensor(flat, dtype=torch.long).to(device, non_blocking=True)
+            parts_tokens.append(packed[:total])
+            parts_pos.append(packed[total : 2 * total])
+            parts_owner.append(packed[2 * total : 3 * total])
+            last = packed[3 * total :]
+        tokens, pos, owner = (parts[0] if len(parts) == 1 else torch.cat(parts)
+                              for parts in (parts_tokens, parts_pos, parts_owner))
+        count = tokens.shape[0]
+        cos = self.cos.index_select(0, pos)[:, None, :]
+        sin = self.sin.index_select(0, pos)[:, None, :]
+        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
+        attend = None
+        if decode is not None:
+            attend = self._kernel_attention(self._kernel, decode.rows, decode.positions) \
+                if self._kernel is not None else self._sdpa_attention(decode.rows, decode.first, decode.positions, decode.width)
         x = F.embedding(tokens, self.embed)
         for i, layer in enumerate(self.layers):
-            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(n, -1, dim)
+            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(count, -1, dim)
             qk = self._rope(qkv[:, : heads + kv], cos, sin)
-            self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(n * kv, dim))
-            self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(n * kv, dim))
-            x = x + _linear(attend(i, qk[:, :heads]), layer.o, layer.o_bias)
+            self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(count * kv, dim))
+            self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(count * kv, dim))
+            if attend is not None and not spans:
+                attn = attend(i, qk[:, :heads])  # decode only: no copy into a shared buffer
+            else:
+                attn = x.new_empty((count, heads, dim))
+                if attend is not None:
+                    attn[:n] = attend(i, qk[:n, :heads]).view(n, heads, dim)
+                for row, (start, end) in zip(prompt_rows, spans):
+                    # A prompt attends to itself only, causally: read back the row just written.
+                    q = qk[start:end, :heads].transpose(0, 1)[None]
+                    keys = self.keys[i, row, :, : end - start][None]
+                    values = self.values[i, row, :, : end - start][None]
+                    out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=kv != heads)
+                    attn[start:end] = out[0].transpose(0, 1)
+                attn = attn.view(count, heads * dim)
+            x = x + _linear(attn, layer.o, layer.o_bias)
             x = self._mlp(x, layer)
-        return self._logits(x)
+        if last is None:
+            return self._logits(x), None
+        # Only the rows that produce a token reach the LM head: the decode rows and each prompt's last.
+        logits = self._logits(x.index_select(0, last) if n == 0 else torch.cat([x[:n], x.index_select(0, last)]))
+        return (logits[:n] if n else None), logits[n:]
 
     def _kernel_attention(
         self, kernel: DecodeAttention, rows: torch.Tensor, positions: torch.Tensor
