@@ -21,7 +21,8 @@ Both do the same things per call:
   bucket: the buckets only bound the prompt length, as Neuron's context buckets do.
 * decode: one token per row at per-row positions; attention reads the first ``width``
   columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN` (the native forward on a
-  CPU runs :mod:`.native.decode_kernel` instead, each row read to its own position).
+  CPU runs the kernel of :mod:`.native.cpu_kernels` instead, each row read to its own
+  position).
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
   rows instead of gathering them (finished requests leave holes in the slot ids).
@@ -48,7 +49,7 @@ from djl_python.backends.cpu_policy import cpu_threads
 from djl_python.backends.hf_rows import HFRows
 from djl_python.backends.native import NativeLlama, llama_support
 from djl_python.backends.native.llama import DecodeRows
-from djl_python.backends.native.decode_kernel import load as decode_kernel_load
+from djl_python.backends.native.cpu_kernels import load as load_cpu_kernels
 from djl_python.backends.slot_rows import RowMove, SlotRows, first_if_contiguous
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class PyTorchBackend(Backend):
 
     def __init__(
         self, model: torch.nn.Module, limits: BackendLimits, info: BackendInfo, native: bool = True,
-        decode_kernel: bool = True,
+        cpu_kernels: bool = True,
     ) -> None:
         self.model, self.limits, self.info = model, limits, info
         self._device = next(model.parameters()).device
@@ -94,13 +95,13 @@ class PyTorchBackend(Backend):
             self._forward: RowForward
             own_bytes = 0
             if reason is None:
-                kernel, how = decode_kernel_load() if decode_kernel else (None, "decode_kernel=False")
-                native_forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions,
-                                                     decode_kernel=kernel)
+                kernels, how = load_cpu_kernels() if cpu_kernels and self._device.type == "cpu" \
+                    else (None, "not used")
+                native_forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions, kernels=kernels)
                 self._forward = native_forward
                 info.extra["forward"] = "native"
-                info.extra["decode_attention"] = native_forward.decode_attention
-                logger.info("decode attention: %s (kernel: %s)", native_forward.decode_attention, how)
+                info.extra["native_ops"] = native_forward.ops
+                logger.info("native forward ops: %s (CPU kernels: %s)", native_forward.ops, how)
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
                 info.extra["weights_layout"] = "onednn-packed" if native_forward.packed else "plain"
@@ -129,7 +130,7 @@ class PyTorchBackend(Backend):
         prefill_buckets: Sequence[int] | None = None,
         attn_implementation: str | None = None,
         native: bool = True,
-        decode_kernel: bool = True,
+        cpu_kernels: bool = True,
     ) -> PyTorchBackend:
         """Load ``model_dir`` (a local Hugging Face checkpoint) with ``max_slots`` slots.
 
@@ -137,9 +138,9 @@ class PyTorchBackend(Backend):
         CPU, fp16 on CUDA; ``prefill_buckets`` 128, 256, ... up to ``n_positions``;
         ``attn_implementation`` sdpa where the architecture supports it, else eager (for the
         Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
-        forces the Hugging Face forward); ``decode_kernel`` lets that forward use the decode
-        attention kernel where it builds (``False``: torch's SDPA; no serving option sets it,
-        tests and benchmarks do).
+        forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
+        of :mod:`.native.cpu_kernels` where they build (``False``: torch ops and SDPA; no
+        serving option sets it, tests and benchmarks do).
         Raises ``ValueError`` naming the option when one is out of range.
         """
         if max_slots < 1:
@@ -192,7 +193,7 @@ class PyTorchBackend(Backend):
             extra={"attn_implementation": attn, "mask_mode": mask_mode_for(model.config.model_type),
                    "cpu_bf16_flags": list(bf16_flags)},
         )
-        return cls(model, limits, info, native=native, decode_kernel=decode_kernel)
+        return cls(model, limits, info, native=native, cpu_kernels=cpu_kernels)
 
     @torch.inference_mode()
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -18,33 +18,34 @@ relative in fp32), not tokens, on the models the tests run.
 
 Weights: on a CPU whose oneDNN takes the dtype, the fused weights are prepacked once for
 oneDNN and the Hugging Face module's linears released (:mod:`.linear`), so one copy stays
-in memory and the module can no longer run its own forward. Prefill packs the prompts
-(every matmul on all their tokens at once, attention per prompt); decode runs one token
-per row.
+in memory and the module can no longer run its own forward.
+
+A step (:meth:`NativeLlama.step`) is one forward over the decode rows' tokens and the
+joining prompts' tokens packed together: every matmul runs once on all of them, prompts
+are never padded, attention is per part (decode rows against their KV rows, each prompt
+causally on itself). The norms, rope, K/V writes, SiLU product and decode attention are
+the step's operations (:mod:`.step_ops`): the CPU kernels of :mod:`.cpu_kernels` where they
+were built and take the model (CPU, fp32/bf16), else torch ops with SDPA. Both compute the
+arithmetic above; they differ by summation order only.
 
 KV layout: ``keys``/``values`` are ``[layers, rows, kv_heads, n_positions, head_dim]``,
 row ``r`` of every layer belonging to one sequence (the backend keeps occupied rows
-packed at ``0..n-1``, see :mod:`..slot_rows`). Decode attention runs the C kernel of
-:mod:`.decode_kernel` where it was built and takes the model (CPU, fp32/bf16): each row read
-up to its own position, each K/V element loaded once for the query heads sharing it.
-Otherwise torch's SDPA over the step's width with a per-row mask, the query heads that
-share a KV head packed as that head's queries (``[n, kv_heads, group, head_dim]``), so
-grouped-query attention reads K/V without repeating them. Both are softmax(q k^T / sqrt(d)) v
-in the model dtype's arithmetic; they differ by summation order only.
+packed at ``0..n-1``, see :mod:`..slot_rows`).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from djl_python.backends.native.decode_kernel import DecodeAttention
+from djl_python.backends.native.cpu_kernels import CpuKernels
 from djl_python.backends.native.linear import linear as _linear
 from djl_python.backends.native.linear import packs_on, prepack, release
+from djl_python.backends.native.step_ops import KernelOps, StepOps, TorchOps
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
 # Rope types whose cos/sin depend on the position only (one table serves every step).
@@ -147,7 +148,7 @@ class NativeLlama:
 
     def __init__(
         self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
-        decode_kernel: DecodeAttention | None = None,
+        kernels: CpuKernels | None = None,
     ) -> None:
         config = model.config
         inner = model.model
@@ -199,26 +200,25 @@ class NativeLlama:
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         # Per-layer views with one row per (KV row, head, position), for prefill and decode writes.
-        self._keys_flat = [self.keys[i].view(-1, self.head_dim) for i in range(len(self.layers))]
-        self._values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
-        # Decode attention: the kernel where it takes this model (.decode_kernel), else torch's SDPA.
-        refusal = "no kernel" if decode_kernel is None else \
-            decode_kernel.refusal(device, dtype, self.group, self.head_dim)
-        self._kernel = decode_kernel if refusal is None else None
-        self.decode_attention = "kernel" if refusal is None else f"sdpa ({refusal})"
-        self._scale = self.head_dim ** -0.5  # SDPA's default scale
+        self.keys_flat = [self.keys[i].view(-1, self.head_dim) for i in range(len(self.layers))]
+        self.values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
+        self.scale = self.head_dim ** -0.5  # SDPA's default scale
+        # Per-step operations: the CPU kernels where they take this model, else torch (.step_ops).
+        refusal = "no kernels" if kernels is None else kernels.refusal(device, dtype, self.group, self.head_dim)
+        self._kernels = kernels if refusal is None else None
+        self.ops = "cpu-kernels" if refusal is None else f"torch ({refusal})"
 
     @classmethod
     def from_hf(
         cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
-        decode_kernel: DecodeAttention | None = None,
+        kernels: CpuKernels | None = None,
     ) -> NativeLlama:
         """Build from a loaded ``LlamaForCausalLM``/``MistralForCausalLM``; ``ValueError`` with the
         reason when :func:`llama_support` refuses its config."""
         reason = llama_support(model.config)
         if reason is not None:
             raise ValueError(f"native llama cannot run this model: {reason}")
-        return cls(model, max_rows, n_positions, prepack_weights, decode_kernel)
+        return cls(model, max_rows, n_positions, prepack_weights, kernels)
 
     def nbytes(self) -> int:
         """Bytes held by the KV rows."""
@@ -234,25 +234,6 @@ class NativeLlama:
         held = [w for layer in self.layers for w in (layer.qkv, layer.qkv_bias, layer.o, layer.o_bias,
                                                      layer.gate_up, layer.gate_up_bias, layer.down, layer.down_bias)]
         return sum(w.nbytes for w in [*held, self.lm_head, self.lm_head_bias] if w is not None)
-
-    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        # LlamaRMSNorm exactly: statistics in fp32, the weight applied in the model dtype.
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * h.to(x.dtype)
-
-    @staticmethod
-    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
-
-    def _mlp(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
-        gate, up = _linear(self._norm(x, layer.mlp_norm), layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
-        return x + _linear(F.silu(gate) * up, layer.down, layer.down_bias)
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(self._norm(x, self.final_norm), self.lm_head, self.lm_head_bias).float()
 
     def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Run each prompt into its row (columns ``0..len-1``); return the logits at each
@@ -287,7 +268,7 @@ class NativeLlama:
         if decode is None and prefill is None:
             raise ValueError("step needs decode rows or prompts")
         device = self.embed.device
-        heads, kv, dim = self.heads, self.kv_heads, self.head_dim
+        heads, dim = self.heads, self.head_dim
         n = 0 if decode is None else decode.rows.shape[0]
         parts_tokens, parts_pos, parts_owner = [], [], []
         if decode is not None:
@@ -316,77 +297,40 @@ class NativeLlama:
         tokens, pos, owner = (parts[0] if len(parts) == 1 else torch.cat(parts)
                               for parts in (parts_tokens, parts_pos, parts_owner))
         count = tokens.shape[0]
-        cos = self.cos.index_select(0, pos)[:, None, :]
-        sin = self.sin.index_select(0, pos)[:, None, :]
-        write = ((owner[:, None] * kv + self.kv_head_index) * self.n_positions + pos[:, None]).view(-1)
-        attend = None
-        if decode is not None:
-            attend = self._kernel_attention(self._kernel, decode.rows, decode.positions) \
-                if self._kernel is not None else self._sdpa_attention(decode.rows, decode.first, decode.positions, decode.width)
-        x = F.embedding(tokens, self.embed)
+        ops: StepOps = KernelOps(self, self._kernels, pos, owner, decode) if self._kernels is not None \
+            else TorchOps(self, pos, owner, decode)
+        x, delta = F.embedding(tokens, self.embed), None
         for i, layer in enumerate(self.layers):
-            qkv = _linear(self._norm(x, layer.attn_norm), layer.qkv, layer.qkv_bias).view(count, -1, dim)
-            qk = self._rope(qkv[:, : heads + kv], cos, sin)
-            self._keys_flat[i].index_copy_(0, write, qk[:, heads:].reshape(count * kv, dim))
-            self._values_flat[i].index_copy_(0, write, qkv[:, heads + kv :].reshape(count * kv, dim))
-            if attend is not None and not spans:
-                attn = attend(i, qk[:, :heads])  # decode only: no copy into a shared buffer
+            x, h = ops.add_norm(x, delta, layer.attn_norm)
+            q = ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias))
+            if not spans:
+                attn = ops.decode_attention(i, q)  # decode only: no copy into a shared buffer
             else:
                 attn = x.new_empty((count, heads, dim))
-                if attend is not None:
-                    attn[:n] = attend(i, qk[:n, :heads]).view(n, heads, dim)
+                if n:
+                    attn[:n] = ops.decode_attention(i, q[:n]).unflatten(1, (heads, dim))
                 for row, (start, end) in zip(prompt_rows, spans):
                     # A prompt attends to itself only, causally: read back the row just written.
-                    q = qk[start:end, :heads].transpose(0, 1)[None]
+                    prompt_q = q[start:end].unflatten(1, (heads, dim)).transpose(0, 1)[None]
                     keys = self.keys[i, row, :, : end - start][None]
                     values = self.values[i, row, :, : end - start][None]
-                    out = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=kv != heads)
+                    out = F.scaled_dot_product_attention(prompt_q, keys, values, is_causal=True,
+                                                         enable_gqa=self.kv_heads != heads)
                     attn[start:end] = out[0].transpose(0, 1)
                 attn = attn.view(count, heads * dim)
-            x = x + _linear(attn, layer.o, layer.o_bias)
-            x = self._mlp(x, layer)
+            delta = _linear(attn, layer.o, layer.o_bias)
+            x, h = ops.add_norm(x, delta, layer.mlp_norm)
+            delta = _linear(ops.silu_mul(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down, layer.down_bias)
+        # Only the rows that produce a token reach the final norm and the LM head: the decode
+        # rows and each prompt's last token (the norm is per row).
+        if last is not None:
+            keep = last if n == 0 else torch.cat([torch.arange(n, device=device), last])
+            x, delta = x.index_select(0, keep), delta.index_select(0, keep)
+        _, h = ops.add_norm(x, delta, self.final_norm)
+        logits = _linear(h, self.lm_head, self.lm_head_bias).float()
         if last is None:
-            return self._logits(x), None
-        # Only the rows that produce a token reach the LM head: the decode rows and each prompt's last.
-        logits = self._logits(x.index_select(0, last) if n == 0 else torch.cat([x[:n], x.index_select(0, last)]))
+            return logits, None
         return (logits[:n] if n else None), logits[n:]
-
-    def _kernel_attention(
-        self, kernel: DecodeAttention, rows: torch.Tensor, positions: torch.Tensor
-    ) -> Callable[[int, torch.Tensor], torch.Tensor]:
-        """Decode attention by the kernel: each row attends its own columns ``0..position``, so
-        no mask and no width. Returns ``attend(layer, q [n, heads, dim]) -> [n, heads * dim]``."""
-        rows64, lengths = rows.to(torch.int64).contiguous(), (positions + 1).to(torch.int64)
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            return kernel(q.flatten(1), self.keys[i], self.values[i], rows64, lengths, self._scale)
-
-        return attend
-
-    def _sdpa_attention(
-        self, rows: torch.Tensor, first: int | None, positions: torch.Tensor, width: int
-    ) -> Callable[[int, torch.Tensor], torch.Tensor]:
-        """Decode attention by torch's SDPA over columns ``0..width-1`` of every row, masked per
-        row. Returns ``attend(layer, q [n, heads, dim]) -> [n, heads * dim]``."""
-        n, kv, dim = rows.shape[0], self.kv_heads, self.head_dim
-        # Column j of a row is valid iff j <= that row's position; stale data lies beyond. An
-        # additive mask built once per step: SDPA takes it 20-30 % faster than a boolean one
-        # (which it converts in every layer), and adding 0.0 leaves every score as it was.
-        mask = torch.zeros((n, 1, 1, width), dtype=self.embed.dtype, device=self.embed.device)
-        mask.masked_fill_((self.columns[:width] > positions[:, None]).view(n, 1, 1, width), float("-inf"))
-
-        def attend(i: int, q: torch.Tensor) -> torch.Tensor:
-            if first is not None:
-                keys = self.keys[i, first : first + n, :, :width]
-                values = self.values[i, first : first + n, :, :width]
-            else:
-                keys = self.keys[i, :, :, :width].index_select(0, rows)
-                values = self.values[i, :, :, :width].index_select(0, rows)
-            # The query heads of one KV head become that head's queries: no K/V repeat.
-            out = F.scaled_dot_product_attention(q.reshape(n, kv, self.group, dim), keys, values, attn_mask=mask)
-            return out.reshape(n, kv * self.group * dim)
-
-        return attend
 
     def move_row(self, dst: int, src: int, length: int) -> None:
         """Copy columns ``0..length-1`` of row ``src`` into row ``dst`` in every layer."""

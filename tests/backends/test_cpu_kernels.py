@@ -1,4 +1,4 @@
-"""The decode attention kernel (``backends/native/decode_kernel.py``, ``decode_attention.c``).
+"""The CPU kernels (``backends/native/cpu_kernels.py``, ``cpu_kernels.c``): decode attention and elementwise.
 
 The reference is torch's ``scaled_dot_product_attention`` on each row's valid columns, run
 row by row (no mask, no padding): what the kernel must compute. Where the kernel cannot be
@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from djl_python.backends.base import Backend
-from djl_python.backends.native import decode_kernel
+from djl_python.backends.native import cpu_kernels
 from djl_python.backends.pytorch import PyTorchBackend
 
-KERNEL, HOW = decode_kernel.load()
-needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"decode kernel unavailable here: {HOW}")
+KERNEL, HOW = cpu_kernels.load()
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"CPU kernels unavailable here: {HOW}")
 
 
 def _reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: list[int], lengths: list[int],
@@ -52,7 +52,7 @@ def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_
     q = qkv[:, : kv * group * head_dim]
     assert not q.is_contiguous()
     scale = head_dim ** -0.5
-    got = KERNEL(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
+    got = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
     assert got.dtype == dtype and got.shape == (n, kv * group * head_dim)
     want = _reference(q, keys, values, rows, lengths, group)
     # fp32: summation order and the polynomial exp (~2 ulp); bf16: one rounding of the output.
@@ -69,7 +69,7 @@ def test_kernel_handles_extreme_scores_without_overflow() -> None:
     keys[0, 0, :, 0] = torch.tensor([0.0, 100.0, -100.0, 50.0, 0, 0, 0, 0])
     q = torch.zeros(2, 8)
     q[:, 0] = 80.0
-    got = KERNEL(q, keys, values, torch.tensor([0, 0]), torch.tensor([4, 1]), 1.0)
+    got = KERNEL.decode_attention(q, keys, values, torch.tensor([0, 0]), torch.tensor([4, 1]), 1.0)
     torch.testing.assert_close(got[0], values[0, 0, 1])  # column 1 dominates by e^4000
     torch.testing.assert_close(got[1], values[0, 0, 0])  # one column: its value
     assert torch.isfinite(got).all()
@@ -88,7 +88,7 @@ def test_refusal_names_what_the_kernel_lacks() -> None:
 
 @needs_kernel
 def test_build_is_cached_per_folder(tmp_path) -> None:
-    build = decode_kernel.load.__wrapped__  # functools.cache would answer from memory
+    build = cpu_kernels.load.__wrapped__  # functools.cache would answer from memory
     kernel, how = build(tmp_path)
     assert kernel is not None and how.startswith("built ")
     built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
@@ -99,7 +99,7 @@ def test_build_is_cached_per_folder(tmp_path) -> None:
 
 def test_a_failed_build_falls_back_with_the_reason(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    kernel, how = decode_kernel.load.__wrapped__(tmp_path)
+    kernel, how = cpu_kernels.load.__wrapped__(tmp_path)
     assert kernel is None
     assert "could not build" in how and "false failed" in how
     assert not list((tmp_path / "kernels").glob("*.so*"))  # nothing half-written is left to load
@@ -110,9 +110,9 @@ def test_backend_tokens_and_logits_with_and_without_the_kernel(tiny_model_factor
     """The same tiny llama, kernel against SDPA: equal greedy tokens over a mixed batch whose
     rows join at different lengths, logits equal to float rounding."""
     folder = tiny_model_factory("llama")
-    backends = {k: PyTorchBackend.load(folder, max_slots=4, decode_kernel=k) for k in (True, False)}
-    assert backends[True].info.extra["decode_attention"] == "kernel"
-    assert backends[False].info.extra["decode_attention"].startswith("sdpa")
+    backends = {k: PyTorchBackend.load(folder, max_slots=4, cpu_kernels=k) for k in (True, False)}
+    assert backends[True].info.extra["native_ops"] == "cpu-kernels"
+    assert backends[False].info.extra["native_ops"].startswith("torch")
     prompts = [[5, 9, 2], list(range(3, 40)), [7] * 11]
     traces = {}
     for use, backend in backends.items():
@@ -141,7 +141,7 @@ def test_one_forward_step_gives_what_the_two_calls_give(use_kernel: bool, tiny_m
     if use_kernel and KERNEL is None:
         pytest.skip(HOW)
     folder = tiny_model_factory("llama")
-    fused, twin = (PyTorchBackend.load(folder, max_slots=6, decode_kernel=use_kernel) for _ in range(2))
+    fused, twin = (PyTorchBackend.load(folder, max_slots=6, cpu_kernels=use_kernel) for _ in range(2))
     running = {0: [4, 8, 15, 16], 2: list(range(5, 30)), 3: [9] * 7}
     joining = {1: [23, 42, 7], 5: list(range(40, 90))}
     tokens = {}
@@ -176,3 +176,63 @@ def test_one_forward_step_refuses_a_slot_in_both_parts(tiny_model_factory) -> No
     backend.prefill([0], [[1, 2, 3]])
     with pytest.raises(ValueError, match=r"both decoded and prefilled in one step: \[0\]"):
         backend.decode_and_prefill([0], [4], [3], [0, 1], [[5, 6], [7]])
+
+
+# -- elementwise kernels against the torch ops they replace (step_ops.TorchOps' arithmetic) --
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_delta", [False, True])
+def test_add_rms_norm_matches_llama_rms_norm(dtype: torch.dtype, with_delta: bool) -> None:
+    torch.manual_seed(3)
+    x, delta, weight = torch.randn(37, 96, dtype=dtype), torch.randn(37, 96, dtype=dtype), torch.randn(96, dtype=dtype)
+    eps = 1e-5
+    want_x = x + delta if with_delta else x.clone()
+    h = want_x.float()
+    want = weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
+    got = KERNEL.add_rms_norm(x, delta if with_delta else None, weight, eps)
+    assert torch.equal(x, want_x)  # the residual add: in place, the same rounding as torch's add
+    # The sum of squares may be summed in another order: a last-bit difference, before rounding to bf16.
+    tolerance = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 8e-3}
+    torch.testing.assert_close(got, want, **tolerance)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope_write_matches_rotate_half_and_writes_only_its_columns(dtype: torch.dtype) -> None:
+    torch.manual_seed(4)
+    heads, kv, dim, max_positions, rows_total = 6, 2, 16, 40, 5
+    count = 7
+    qkv = torch.randn(count, (heads + 2 * kv) * dim, dtype=dtype)
+    cos, sin = torch.randn(max_positions, dim, dtype=dtype), torch.randn(max_positions, dim, dtype=dtype)
+    positions = torch.tensor([0, 39, 5, 6, 7, 12, 3])
+    rows = torch.tensor([4, 0, 2, 2, 2, 1, 3])
+    keys = torch.full((rows_total, kv, max_positions, dim), 7.0, dtype=dtype)
+    values = keys.clone()
+    q = KERNEL.rope_write(qkv, cos, sin, positions, rows, keys, values, heads)
+    split = qkv.view(count, heads + 2 * kv, dim)
+    x, c, s = split[:, : heads + kv], cos[positions][:, None], sin[positions][:, None]
+    rotated = x * c + torch.cat((-x[..., dim // 2 :], x[..., : dim // 2]), dim=-1) * s
+    assert torch.equal(q, rotated[:, :heads].flatten(1))  # the same ops and roundings: equal bits
+    want_keys, want_values = torch.full_like(keys, 7.0), torch.full_like(values, 7.0)
+    for t in range(count):
+        want_keys[rows[t], :, positions[t]] = rotated[t, heads:]
+        want_values[rows[t], :, positions[t]] = split[t, heads + kv :]
+    assert torch.equal(keys, want_keys) and torch.equal(values, want_values)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("inter", [64, 13])  # 13: the tail past the last 8 columns
+def test_silu_mul_matches_torch(dtype: torch.dtype, inter: int) -> None:
+    torch.manual_seed(5)
+    gate_up = torch.randn(9, 2 * inter, dtype=dtype) * 6
+    gate_up[0, 0], gate_up[0, 1] = -200.0, 200.0  # exp's argument past its clamp on either side
+    gate, up = gate_up.chunk(2, dim=-1)
+    want = F.silu(gate) * up
+    got = KERNEL.silu_mul(gate_up)
+    tolerance = {"atol": 1e-6, "rtol": 2e-6} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 8e-3}
+    torch.testing.assert_close(got, want, **tolerance)

@@ -1,9 +1,12 @@
-/* Decode attention on the native forward's KV rows: one query token per sequence, each row
- * read up to its own length.
+/* The native forward's CPU kernels: decode attention, then the elementwise kernels below.
  *
- * Built at first use by decode_kernel.py (cc -O3 -march=native -fopenmp) and called through
- * ctypes; the OpenMP runtime is the one torch already loaded (same soname, libgomp.so.1), so
- * the kernel shares torch's threads. Contract (the caller checks every point before calling):
+ * Built at first use by cpu_kernels.py (cc -O3 -march=native -ffp-contract=off -fopenmp) and
+ * called through ctypes; the OpenMP runtime is the one torch already loaded (same soname,
+ * libgomp.so.1), so the kernels share torch's threads. Every function exists as NAME_f32 and
+ * NAME_bf16 (all its tensors in that dtype).
+ *
+ * Decode attention: one query token per sequence, each row read up to its own length.
+ * Contract (the caller checks every point before calling):
  *   q        [n, kv, g, d] with row stride q_stride (elements), rows contiguous within
  *   keys     [rows_total, kv, P, d] contiguous (one layer of the cache); values alike
  *   rows     [n] int64, the KV row of each query
@@ -21,12 +24,13 @@
 #include <immintrin.h>
 
 #if !defined(__AVX2__) || !defined(__FMA__)
-#error "decode_attention.c needs AVX2 and FMA (the caller falls back to torch's SDPA)"
+#error "cpu_kernels.c needs AVX2 and FMA (the caller falls back to torch)"
 #endif
 
 #define MAX_GROUP 8
 
-/* exp(x), x <= 0: 2^(x log2 e) = 2^k 2^f with |f| <= 0.5, 2^f by a minimax polynomial. */
+/* exp(x) for -87 <= x <= 88 (clamped below; callers keep x <= 88): 2^(x log2 e) = 2^k 2^f
+ * with |f| <= 0.5, 2^f by a minimax polynomial. */
 static inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
   const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
@@ -179,3 +183,116 @@ int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, con
                            int64_t g, int64_t d, int64_t P, float scale, int threads) {
   return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, scale, threads, 1);
 }
+
+/* ---- Elementwise kernels: the same operations, in the same order and with the same
+ * roundings, as the torch code of native/llama.py they replace (built with
+ * -ffp-contract=off, so no multiply-add is fused where torch rounds twice); a bf16 result
+ * is rounded to bf16 wherever torch's bf16 op would round. Reductions (the RMS norm's sum
+ * of squares) may sum in another order: float rounding, not semantics. One call each
+ * instead of 5-9 torch ops, whose dispatch dominates at a decode step's sizes. ---- */
+
+static inline __attribute__((always_inline)) float round_as(float f, int bf16) {
+  if (!bf16) return f;
+  union { float f; uint32_t i; } u;
+  u.f = f;
+  if ((u.i & 0x7fffffffu) > 0x7f800000u) return f;
+  u.i = (u.i + 0x7fffu + ((u.i >> 16) & 1u)) & 0xffff0000u;
+  return u.f;
+}
+
+/* x[r] += delta[r] (skipped when delta is NULL), then
+ * y[r] = w * dtype(x[r] * rsqrt(mean(x[r]^2) + eps)), x read as fp32 (LlamaRMSNorm). */
+static inline __attribute__((always_inline)) void add_rms_norm(
+    void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps, int threads, int bf16) {
+  #pragma omp parallel for num_threads(threads) if (n * h >= 65536)
+  for (int64_t r = 0; r < n; ++r) {
+    if (delta != NULL)
+      for (int64_t e = 0; e < h; ++e)
+        store1(x, r * h + e, load1(x, r * h + e, bf16) + load1(delta, r * h + e, bf16), bf16);
+    float sum = 0.f;
+    #pragma omp simd reduction(+:sum)
+    for (int64_t e = 0; e < h; ++e) {
+      const float v = load1(x, r * h + e, bf16);
+      sum += v * v;
+    }
+    const float inv = 1.f / sqrtf(sum / (float)h + eps);
+    for (int64_t e = 0; e < h; ++e) {
+      const float normed = round_as(load1(x, r * h + e, bf16) * inv, bf16);
+      store1(y, r * h + e, load1(w, e, bf16) * normed, bf16);
+    }
+  }
+}
+
+/* Rotary embedding of the q and k heads of qkv [n, (heads + 2 kv) * d] at positions[t]
+ * (cos/sin tables [P, d]); rotated q into q_out [n, heads * d]; rotated k and plain v into
+ * keys/values [rows, kv, P, d] at (rows[t], head, positions[t]). Per element, as torch's
+ * x * cos + cat(-x2, x1) * sin with each product and the sum rounded. */
+static inline __attribute__((always_inline)) void rope_write(
+    const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, const int64_t* rows,
+    void* q_out, void* keys, void* values, int64_t n, int64_t heads, int64_t kv, int64_t d, int64_t P,
+    int threads, int bf16) {
+  const int64_t half = d / 2, width = (heads + 2 * kv) * d;
+  #pragma omp parallel for num_threads(threads) if (n * width >= 65536)
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t p = positions[t];
+    for (int64_t head = 0; head < heads + kv; ++head) {
+      const int64_t src = t * width + head * d;
+      const int64_t dst = head < heads ? t * heads * d + head * d : ((rows[t] * kv + head - heads) * P + p) * d;
+      void* out = head < heads ? q_out : keys;
+      for (int64_t e = 0; e < d; ++e) {
+        const float rot = e < half ? -load1(qkv, src + e + half, bf16) : load1(qkv, src + e - half, bf16);
+        const float a = round_as(load1(qkv, src + e, bf16) * load1(cos_t, p * d + e, bf16), bf16);
+        const float b = round_as(rot * load1(sin_t, p * d + e, bf16), bf16);
+        store1(out, dst + e, a + b, bf16);
+      }
+    }
+    for (int64_t head = 0; head < kv; ++head) {
+      const int64_t src = t * width + (heads + kv + head) * d, dst = ((rows[t] * kv + head) * P + p) * d;
+      for (int64_t e = 0; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
+    }
+  }
+}
+
+/* out[r, e] = silu(gate_up[r, e]) * gate_up[r, inter + e], silu(g) = g / (1 + exp(-g)),
+ * the silu rounded to the dtype before the product (torch: F.silu(gate) * up). exp by the
+ * polynomial of exp8 (~2 ulp; torch's is ~1 ulp), argument clamped to [-87, 88]. */
+static inline __attribute__((always_inline)) void silu_mul(
+    const void* gate_up, void* out, int64_t n, int64_t inter, int threads, int bf16) {
+  #pragma omp parallel for num_threads(threads) if (n * inter >= 65536)
+  for (int64_t r = 0; r < n; ++r) {
+    const __m256 one = _mm256_set1_ps(1.f), hi = _mm256_set1_ps(88.f), zero = _mm256_setzero_ps();
+    for (int64_t e0 = 0; e0 < inter; e0 += 8) {
+      float g[8], u[8], s[8];
+      const int64_t m = inter - e0 < 8 ? inter - e0 : 8;
+      if (m == 8) {
+        _mm256_storeu_ps(g, load8(gate_up, r * 2 * inter + e0, bf16));
+        _mm256_storeu_ps(u, load8(gate_up, r * 2 * inter + inter + e0, bf16));
+      } else {
+        for (int64_t e = 0; e < 8; ++e) {
+          g[e] = e < m ? load1(gate_up, r * 2 * inter + e0 + e, bf16) : 0.f;
+          u[e] = e < m ? load1(gate_up, r * 2 * inter + inter + e0 + e, bf16) : 0.f;
+        }
+      }
+      const __m256 g8 = _mm256_loadu_ps(g);
+      const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
+      _mm256_storeu_ps(s, _mm256_div_ps(g8, _mm256_add_ps(one, ex)));
+      for (int64_t e = 0; e < m; ++e) store1(out, r * inter + e0 + e, round_as(s[e], bf16) * u[e], bf16);
+    }
+  }
+}
+
+#define EXPORT(SUFFIX, BF16)                                                                          \
+  void add_rms_norm_##SUFFIX(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h,  \
+                             float eps, int threads) {                                                  \
+    add_rms_norm(x, delta, w, y, n, h, eps, threads, BF16);                                             \
+  }                                                                                                     \
+  void rope_write_##SUFFIX(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, \
+                           const int64_t* rows, void* q_out, void* keys, void* values, int64_t n,       \
+                           int64_t heads, int64_t kv, int64_t d, int64_t P, int threads) {              \
+    rope_write(qkv, cos_t, sin_t, positions, rows, q_out, keys, values, n, heads, kv, d, P, threads, BF16); \
+  }                                                                                                     \
+  void silu_mul_##SUFFIX(const void* gate_up, void* out, int64_t n, int64_t inter, int threads) {      \
+    silu_mul(gate_up, out, n, inter, threads, BF16);                                                    \
+  }
+EXPORT(f32, 0)
+EXPORT(bf16, 1)
