@@ -115,7 +115,7 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
 
     from djl_python.backends import model_defaults as defaults
     from djl_python.backends.native import llama_support
-    from djl_python.backends.native.linear import packs_on
+    from djl_python.backends.native.linear import packed_dtype
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -125,11 +125,19 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
     stored_short = dtypes.canonical(stored)
     weights = weights_bytes(Path(model_dir), name, stored_short)
-    if llama_support(config) is None and packs_on(device_type, torch_dtype):
-        # The native forward packs a tied LM head as its own copy (the embedding stays).
+    packed = packed_dtype(device_type, torch_dtype) if llama_support(config) is None else None
+    if packed is not None:
         text = config.get_text_config()
+        embedding = text.vocab_size * text.hidden_size
+        if packed != torch_dtype:
+            # Widened (.native.linear): every weight and bias but the embedding and the RMS
+            # norms (two a layer and the final one) is held in fp32, an untied head included.
+            unwidened = embedding + (2 * text.num_hidden_layers + 1) * text.hidden_size
+            weights = weights_bytes(Path(model_dir), "fp32", stored_short) \
+                - unwidened * (torch.float32.itemsize - torch_dtype.itemsize)
         if getattr(text, "tie_word_embeddings", False):
-            weights += text.vocab_size * text.hidden_size * dtypes.BY_NAME[name].itemsize
+            # The native forward packs a tied LM head as its own copy (the embedding stays).
+            weights += embedding * packed.itemsize
     return MemoryPlan(
         slots=max_slots,
         n_positions=defaults.resolve_n_positions(config, n_positions),

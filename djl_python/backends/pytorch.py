@@ -104,7 +104,8 @@ class PyTorchBackend(Backend):
                 logger.info("native forward ops: %s (CPU kernels: %s)", native_forward.ops, how)
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
-                info.extra["weights_layout"] = "onednn-packed" if native_forward.packed else "plain"
+                info.extra["weights_layout"] = "plain" if not native_forward.packed else \
+                    "onednn-packed, widened to fp32" if native_forward.widened else "onednn-packed"
                 own_bytes = native_forward.own_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots, limits.n_positions)
@@ -157,11 +158,15 @@ class PyTorchBackend(Backend):
             logger.info("this CPU computes bf16 natively (%s): option.dtype=bf16 decodes faster than the fp32 "
                         "default", ",".join(bf16_flags))
         if torch_device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16) and not bf16_flags:
-            # Accepted (it halves memory) but worth a warning: without bf16 instructions every
-            # matmul converts, measured 4-6x slower than fp32 on an AVX2 CPU (docs/performance.md).
-            logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): matmuls convert "
-                           "every element and run several times slower than fp32; use option.dtype=fp32 for "
-                           "speed", defaults.dtype_name(torch_dtype), ",".join(defaults.BF16_CPU_FLAGS))
+            # Accepted, but worth saying what it costs: without bf16 instructions a half GEMM is
+            # emulated, measured 4-6x slower than fp32 on an AVX2 CPU (docs/performance.md). The
+            # native llama forward widens its weights to fp32 for oneDNN instead (.native.linear).
+            logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): the native llama-"
+                           "family forward holds its matmul weights widened to fp32 (fp32 speed and weight memory, "
+                           "%s activations and KV cache); other architectures' matmuls run several times slower "
+                           "than fp32. option.dtype=fp32 is exact against generate()",
+                           defaults.dtype_name(torch_dtype), ",".join(defaults.BF16_CPU_FLAGS),
+                           defaults.dtype_name(torch_dtype))
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
         n_pos = defaults.resolve_n_positions(config, n_positions)
         buckets = defaults.resolve_buckets(n_pos, prefill_buckets)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from djl_python.backends.native.linear import FEW_ROWS, linear, onednn_packs, prepack
+from djl_python.backends.native.linear import FEW_ROWS, linear, onednn_packs, packed_dtype, prepack
 from djl_python.backends.pytorch import PyTorchBackend
 
 PACKS_FP32 = onednn_packs(torch.float32)
@@ -30,11 +30,26 @@ def test_kernels_agree_with_f_linear(rows: int, packed: bool, bias: bool) -> Non
     torch.testing.assert_close(linear(x3, w, b), F.linear(x3, weight, b), atol=1e-4, rtol=1e-5)
 
 
-def test_a_dtype_onednn_cannot_pack_stays_plain() -> None:
-    # bf16 packs only on CPUs with AVX-512 BW/VL/DQ or AVX-NE-CONVERT: either way prepack is consistent.
-    weight = torch.randn(32, 16, dtype=torch.bfloat16)
-    assert prepack(weight).is_mkldnn == onednn_packs(torch.bfloat16)
-    assert prepack(weight.float()).is_mkldnn == PACKS_FP32
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -> None:
+    """bf16/fp16 pack as themselves where oneDNN takes them (AVX-512 BW/VL/DQ, AVX-NE-CONVERT),
+    else widened to fp32 (AVX2 CPUs), else not at all. Widened, a call is an fp32 GEMM on the
+    half inputs rounded once: the half GEMM's arithmetic with fp32 accumulation."""
+    torch.manual_seed(7)
+    weight, x = torch.randn(96, 64).to(dtype), torch.randn(24, 64).to(dtype)
+    b = torch.randn(96).to(dtype) if bias else None
+    packed = prepack(weight)
+    want_dtype = dtype if onednn_packs(dtype) else (torch.float32 if PACKS_FP32 else None)
+    assert packed_dtype("cpu", dtype) == want_dtype
+    assert packed.is_mkldnn == (want_dtype is not None)
+    got = linear(x, packed, b)
+    assert got.dtype == dtype
+    exact = F.linear(x.float(), weight.float(), None if b is None else b.float()).to(dtype)
+    # Widened or native, the sum is fp32; its order may differ: one half-precision rounding step at most.
+    torch.testing.assert_close(got, exact, atol=0.05, rtol=1e-2)
+    if want_dtype == torch.float32:
+        assert (got != exact).float().mean() < 0.02  # almost every element the exact rounding
 
 
 @pytest.mark.skipif(not PACKS_FP32, reason="this torch's oneDNN does not pack fp32 weights here")

@@ -31,9 +31,11 @@ def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -
     assert (plan.n_positions, plan.dtype) == (backend.limits.n_positions, backend.info.dtype)
 
 
-def test_plan_counts_a_tied_head_and_biases(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", [None, "bf16"])
+def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None) -> None:
     """A tied LM head (packed as its own copy where oneDNN packs) and attention/MLP biases
-    (stacked, the module's biases views or released): the plan is still what the backend holds."""
+    (stacked, the module's biases views or released): the plan is still what the backend holds.
+    bf16: packed as bf16 where oneDNN takes it, else widened to fp32 (.native.linear)."""
     from transformers import AutoModelForCausalLM
 
     from djl_python.backends.pytorch import PyTorchBackend
@@ -42,8 +44,8 @@ def test_plan_counts_a_tied_head_and_biases(tmp_path: Path) -> None:
     config = tiny_config("llama")
     config.tie_word_embeddings, config.attention_bias, config.mlp_bias = True, True, True
     AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
-    plan = plan_memory(tmp_path, max_slots=2, n_positions=64, dtype=None, device="cpu")
-    backend = PyTorchBackend.load(tmp_path, max_slots=2, n_positions=64, device="cpu")
+    plan = plan_memory(tmp_path, max_slots=2, n_positions=64, dtype=dtype, device="cpu")
+    backend = PyTorchBackend.load(tmp_path, max_slots=2, n_positions=64, device="cpu", dtype=dtype)
     assert backend.info.extra["forward"] == "native"
     assert plan.weights_bytes == backend.info.extra["weights_bytes"]
 

@@ -1,6 +1,6 @@
 """Linear layers for the native forwards: which matmul kernel runs a weight, and its layout.
 
-Three kernels, picked per weight once at load and per call by the number of rows:
+Four kernels, picked per weight once at load and per call by the number of rows:
 
 * **oneDNN, prepacked** (CPU, when this CPU's oneDNN build takes the dtype: fp32 on any
   x86-64, bf16 only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT). The weight is reordered once
@@ -13,6 +13,13 @@ Three kernels, picked per weight once at load and per call by the number of rows
   and 19.8 -> 16.3 ms at 320; the ``[49152, 576]`` LM head 24.7 -> 17.4 ms at 16 rows; a
   SmolLM2 prefill of 8x40 tokens 1,425 -> 1,138 ms. One packing serves every row count
   (packed for 16 rows, used at 1 to 512 rows: same speed as packing for that count).
+* **oneDNN, widened** (CPU, bf16 or fp16 where oneDNN does not take them, fp32 where it
+  does: AVX2 CPUs). The half weight is widened to fp32 and packed; a call widens the
+  activations, runs the fp32 GEMM and rounds the output to the model dtype once. That is
+  the arithmetic of a half-precision GEMM with fp32 accumulation (both factors are exact in
+  fp32), at fp32 GEMM speed instead of the 4-6x slower emulated half GEMM, for twice the
+  half weights' memory (the memory plan counts it); biases are held in fp32 too.
+  Activations, norms and the KV cache stay in the model dtype.
 * **weight-first** (CPU, unpacked, a decode step's few rows): ``weight @ x.T``. For a few
   rows against a transposed weight, MKL's sgemm ran 2-4x below the weight's memory speed on
   that CPU (LM head at 8 rows: 49 ms as ``F.linear``, 13 ms weight-first).
@@ -36,6 +43,8 @@ FEW_ROWS = 64
 # The row count oneDNN is told to expect when packing: a mid-sized decode batch. Measured
 # above: the packed layout does not depend on it for these shapes.
 _PACK_ROWS_HINT = 16
+# Half dtypes packed widened to fp32 where oneDNN does not take them (module docstring).
+WIDENED = (torch.bfloat16, torch.float16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,23 +64,40 @@ def onednn_packs(dtype: torch.dtype) -> bool:
     return True
 
 
+def packed_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype | None:
+    """The dtype weights of ``dtype`` on a ``device_type`` device are packed in (:func:`prepack`),
+    ``None`` when they are not packed: the one rule the native forward and the memory plan
+    share. ``dtype`` itself where oneDNN takes it; float32 for a half dtype it does not take
+    (widened, module docstring); else ``None``."""
+    if device_type != "cpu":
+        return None
+    if onednn_packs(dtype):
+        return dtype
+    if dtype in WIDENED and onednn_packs(torch.float32):
+        return torch.float32
+    return None
+
+
 def packs_on(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether weights of ``dtype`` on a ``device_type`` device are packed (:func:`prepack`):
-    the one rule the native forward and the memory plan share."""
-    return device_type == "cpu" and onednn_packs(dtype)
+    """Whether weights of ``dtype`` on a ``device_type`` device are packed (:func:`packed_dtype`)."""
+    return packed_dtype(device_type, dtype) is not None
 
 
 def prepack(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` in oneDNN's layout when :func:`onednn_packs` its dtype on the CPU, else
-    ``weight`` itself. The packed tensor is a new allocation of the same size."""
-    if not packs_on(weight.device.type, weight.dtype):
+    """``weight`` in oneDNN's layout (widened to float32 where :func:`packed_dtype` says so), or
+    ``weight`` itself where it is not packed. The packed tensor is a new allocation."""
+    dtype = packed_dtype(weight.device.type, weight.dtype)
+    if dtype is None:
         return weight
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS_HINT)
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), _PACK_ROWS_HINT)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight.T + bias`` on the kernel ``weight``'s layout calls for (module docstring)."""
     if weight.is_mkldnn:
+        if weight.dtype != x.dtype:  # widened: fp32 GEMM on the half inputs, one rounding of the output
+            bias = bias if bias is None or bias.dtype == weight.dtype else bias.float()
+            return torch.ops.mkldnn._linear_pointwise(x.float(), weight, bias, "none", [], "").to(x.dtype)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     if x.dim() != 2 or x.device.type != "cpu" or x.shape[0] > FEW_ROWS:
         return F.linear(x, weight, bias)

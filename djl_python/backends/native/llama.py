@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from djl_python.backends.native.cpu_kernels import CpuKernels
 from djl_python.backends.native.linear import linear as _linear
-from djl_python.backends.native.linear import packs_on, prepack, release
+from djl_python.backends.native.linear import packed_dtype, packs_on, prepack, release
 from djl_python.backends.native.step_ops import KernelOps, StepOps, TorchOps
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
@@ -164,12 +164,19 @@ class NativeLlama:
         # Hugging Face decoder's linears are then released and only this forward can run.
         self.packed = prepack_weights and packs_on(self.embed.device.type, self.embed.dtype)
         pack = self.packed
+        # Widened packing (.linear): biases are held in fp32 too, added inside the fp32 GEMM.
+        widen = pack and packed_dtype(self.embed.device.type, self.embed.dtype) != self.embed.dtype
+        self.widened = widen
+
+        def _b(bias: torch.Tensor | None) -> torch.Tensor | None:
+            return bias.float() if bias is not None and widen else bias
+
         self.layers = []
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
-            qkv_bias = _cat_bias(attn.q_proj, attn.k_proj, attn.v_proj)
-            gate_up_bias = _cat_bias(mlp.gate_proj, mlp.up_proj)
-            o_bias, down_bias = attn.o_proj.bias, mlp.down_proj.bias
+            qkv_bias = _b(_cat_bias(attn.q_proj, attn.k_proj, attn.v_proj))
+            gate_up_bias = _b(_cat_bias(mlp.gate_proj, mlp.up_proj))
+            o_bias, down_bias = _b(attn.o_proj.bias), _b(mlp.down_proj.bias)
             self.layers.append(_Layer(
                 attn_norm=layer.input_layernorm.weight,
                 qkv=_weight(pack, attn.q_proj, attn.k_proj, attn.v_proj),
@@ -182,7 +189,7 @@ class NativeLlama:
                 down=_weight(pack, mlp.down_proj),
                 down_bias=down_bias,
             ))
-        self.lm_head_bias = getattr(model.lm_head, "bias", None)
+        self.lm_head_bias = _b(getattr(model.lm_head, "bias", None))
         if not pack:
             self.lm_head = model.lm_head.weight  # the embedding itself when tied
         elif model.lm_head.weight is self.embed:  # tied: the embedding stays, the head is a packed copy
