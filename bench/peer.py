@@ -2,8 +2,12 @@
 
 Both servers get the same workload over the same OpenAI route, one server at a time on the
 same cores: ``POST /v1/completions`` streaming, token-id prompts, greedy, ``ignore_eos``,
-``stream_options.include_usage`` (exact token counts), ``C`` concurrent clients over the
-first ``C * requests_per_stream`` requests of the seeded workload (see :mod:`.serving`).
+``stream_options.include_usage`` (exact token counts), ``C`` concurrent clients over
+``C * requests_per_stream`` requests of the seeded workload (see :mod:`.serving`). Each
+concurrency level takes the *next* requests, never one an earlier level sent to the same
+server: vLLM caches prompt prefixes (automatic prefix caching, on by default), and when the
+32-sequence run repeated the 16-sequence run's prompts it served them from its cache
+(its log: prefix cache hit rate 20-23 %), which measured its cache, not its prefill.
 Each (dtype, server) pair is one server process, started and timed to readiness, then run
 at every concurrency level.
 
@@ -134,8 +138,10 @@ def _measure(base: str, workload: Workload, streams: tuple[int, ...], per_stream
     # Warm-up: one short request pays one-off costs (allocator, lazy imports, first graphs).
     asyncio.run(_run_clients(base, [workload.requests[0].__class__("", (1000,) * 16, 4)], 1, timeout_s,
                              SERVED_NAME))
+    start = 0
     for count in streams:
-        reqs = workload.requests[: count * per_stream]
+        reqs = workload.requests[start : start + count * per_stream]
+        start += len(reqs)
         try:
             results, elapsed = asyncio.run(_run_clients(base, reqs, count, timeout_s, SERVED_NAME))
         except Exception as err:  # noqa: BLE001 - one failed run must not lose the others
@@ -159,7 +165,12 @@ def run_peer(
     venv: Path = DEFAULT_VENV,
     with_peer: bool = True,
 ) -> dict[str, Any]:
-    """Our server and vLLM CPU on the same runs; see the module docstring."""
+    """Our server and vLLM CPU on the same runs; see the module docstring. ``ValueError`` when the
+    workload holds fewer requests than the concurrency levels take together."""
+    needed = sum(count * per_stream for count in streams)
+    if needed > len(workload.requests):
+        raise ValueError(f"the peer section needs {needed} distinct requests (each concurrency level its own), "
+                         f"the workload has {len(workload.requests)}: ask for fewer --peer-streams")
     max_seqs = max(streams)
     result: dict[str, Any] = {"streams": list(streams), "requests_per_stream": per_stream, "dtypes": list(dtypes),
                               "servers": {}, "startup_s": {}}
