@@ -5,7 +5,9 @@
  * libgomp.so.1), so the kernels share torch's threads. Every function exists as NAME_f32 and
  * NAME_bf16 (all its tensors in that dtype).
  *
- * Decode attention: one query token per sequence, each row read up to its own length.
+ * Decode attention: each query token over its own KV row, read up to its own length. A
+ * decode row is one such query; so is each prompt token of a prefill (its row's columns up
+ * to its position, written just before), which makes a whole step's attention one call.
  * Contract (the caller checks every point before calling):
  *   q        [n, kv, g, d] with row stride q_stride (elements), rows contiguous within
  *   keys     [rows_total, kv, P, d] contiguous (one layer of the cache); values alike

@@ -7,7 +7,9 @@ step's widest column (the rest masked) and runs well below memory speed at one q
 row: SmolLM2-135M at 32 rows, contexts 100-500, 3.3 ms a layer on a 2-core Zen 1, a third
 of the decode step (docs/performance.md). The kernel reads each row only up to its own
 length, loads each key and value once for all the query heads that share it, and keeps
-the weighted sum in registers: 1.3-1.4 ms a layer on the same shapes and machine.
+the weighted sum in registers: 1.3-1.4 ms a layer on the same shapes and machine. A
+  prompt token is the same kind of query (its row, up to its position), so the native
+  forward runs a whole step's attention, decode rows and prompts, as one call a layer.
 * **Elementwise** (residual add + RMS norm, rotary embedding + K/V write, SiLU-gated
   product). Why: at a decode step's sizes each torch op costs its dispatch, not its
   arithmetic (~30 ops a layer, ~20 ms a step of SmolLM2 at 32 rows); each kernel is one

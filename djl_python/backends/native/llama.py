@@ -265,9 +265,9 @@ class NativeLlama:
         rounding (a matmul may block a larger batch differently).
 
         Decode rows come first in the packed batch, then the prompts back to back, never
-        padded (a prefill costs its real tokens whatever the mix of lengths). Attention: the
-        decode rows as :meth:`decode` (the kernel, or SDPA over ``width`` columns masked per
-        row); each prompt causally on itself, read back from the row just written. The
+        padded (a prefill costs its real tokens whatever the mix of lengths). Attention
+        (:mod:`.step_ops`): each decode row over its row to its position, each prompt
+        causally on itself, read back from the row just written. The
         caller (the backend) has checked that every row exists, decode ``0 <= positions <
         min(width, n_positions)``, prompt lengths ``<= n_positions`` and the prompts' rows
         distinct from the decode rows: the decode kernel reads memory on that promise.
@@ -275,7 +275,6 @@ class NativeLlama:
         if decode is None and prefill is None:
             raise ValueError("step needs decode rows or prompts")
         device = self.embed.device
-        heads, dim = self.heads, self.head_dim
         n = 0 if decode is None else decode.rows.shape[0]
         parts_tokens, parts_pos, parts_owner = [], [], []
         if decode is not None:
@@ -303,28 +302,12 @@ class NativeLlama:
             last = packed[3 * total :]
         tokens, pos, owner = (parts[0] if len(parts) == 1 else torch.cat(parts)
                               for parts in (parts_tokens, parts_pos, parts_owner))
-        count = tokens.shape[0]
-        ops: StepOps = KernelOps(self, self._kernels, pos, owner, decode) if self._kernels is not None \
-            else TorchOps(self, pos, owner, decode)
+        ops: StepOps = KernelOps(self, self._kernels, pos, owner) if self._kernels is not None \
+            else TorchOps(self, pos, owner, decode, spans, prompt_rows)
         x, delta = F.embedding(tokens, self.embed), None
         for i, layer in enumerate(self.layers):
             x, h = ops.add_norm(x, delta, layer.attn_norm)
-            q = ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias))
-            if not spans:
-                attn = ops.decode_attention(i, q)  # decode only: no copy into a shared buffer
-            else:
-                attn = x.new_empty((count, heads, dim))
-                if n:
-                    attn[:n] = ops.decode_attention(i, q[:n]).unflatten(1, (heads, dim))
-                for row, (start, end) in zip(prompt_rows, spans):
-                    # A prompt attends to itself only, causally: read back the row just written.
-                    prompt_q = q[start:end].unflatten(1, (heads, dim)).transpose(0, 1)[None]
-                    keys = self.keys[i, row, :, : end - start][None]
-                    values = self.values[i, row, :, : end - start][None]
-                    out = F.scaled_dot_product_attention(prompt_q, keys, values, is_causal=True,
-                                                         enable_gqa=self.kv_heads != heads)
-                    attn[start:end] = out[0].transpose(0, 1)
-                attn = attn.view(count, heads * dim)
+            attn = ops.attention(i, ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias)))
             delta = _linear(attn, layer.o, layer.o_bias)
             x, h = ops.add_norm(x, delta, layer.mlp_norm)
             delta = _linear(ops.silu_mul(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down, layer.down_bias)

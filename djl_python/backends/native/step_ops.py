@@ -9,14 +9,15 @@ loop of :mod:`.llama` is written once:
 
 Both are built once per step (:meth:`NativeLlama.step <.llama.NativeLlama.step>`) with that
 step's token positions and rows, and hold nothing past it. Shapes: ``count`` tokens in the
-step, the first ``n`` of them the decode rows; ``q`` is ``[tokens, heads * head_dim]``.
+step, the first ``n`` of them the decode rows, then each prompt's tokens (``spans``: start
+and end in the step, ``prompt_rows``: its KV row); ``q`` is ``[count, heads * head_dim]``.
 Invariant both keep: after ``rope_write(layer, qkv)`` every token's K/V sits in its row at its
 position in that layer's cache, so attention may read it back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,10 @@ class StepOps(Protocol):
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """``silu(gate) * up`` of ``gate_up [count, 2 * inter]``."""
 
-    def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """The decode rows' attention, ``q [n, heads * head_dim]`` -> ``[n, heads * head_dim]``."""
+    def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        """The step's attention, ``q [count, heads * head_dim]`` -> ``[count, heads * head_dim]``:
+        each decode row over its row's columns ``0..position``, each prompt token causally over
+        its prompt (the columns ``rope_write`` just wrote)."""
 
 
 class TorchOps:
@@ -48,8 +51,9 @@ class TorchOps:
     (``[n, kv, group, head_dim]``), so grouped-query attention reads K/V without repeating them."""
 
     def __init__(self, model: NativeLlama, positions: torch.Tensor, owners: torch.Tensor,
-                 decode: DecodeRows | None) -> None:
+                 decode: DecodeRows | None, spans: Sequence[tuple[int, int]], prompt_rows: Sequence[int]) -> None:
         self.m = model
+        self.spans, self.prompt_rows = spans, prompt_rows
         self.cos = model.cos.index_select(0, positions)[:, None, :]
         self.sin = model.sin.index_select(0, positions)[:, None, :]
         kv = model.kv_heads
@@ -89,10 +93,29 @@ class TorchOps:
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
 
-    def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+    def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        if not self.spans:
+            return self._decode_attention(layer, q)  # decode only: no copy into a shared buffer
+        m = self.m
+        heads, dim = m.heads, m.head_dim
+        out = q.new_empty((q.shape[0], heads, dim))
+        n = 0 if self.decode is None else self.decode.rows.shape[0]
+        if n:
+            out[:n] = self._decode_attention(layer, q[:n]).unflatten(1, (heads, dim))
+        for row, (start, end) in zip(self.prompt_rows, self.spans):
+            # A prompt attends to itself only, causally: read back the row just written.
+            prompt_q = q[start:end].unflatten(1, (heads, dim)).transpose(0, 1)[None]
+            keys = m.keys[layer, row, :, : end - start][None]
+            values = m.values[layer, row, :, : end - start][None]
+            attended = F.scaled_dot_product_attention(prompt_q, keys, values, is_causal=True,
+                                                      enable_gqa=m.kv_heads != heads)
+            out[start:end] = attended[0].transpose(0, 1)
+        return out.view(q.shape[0], heads * dim)
+
+    def _decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         m, decode = self.m, self.decode
         if decode is None:
-            raise ValueError("decode_attention in a step without decode rows")
+            raise ValueError("decode attention in a step without decode rows")
         n, width, first = decode.rows.shape[0], decode.width, decode.first
         if first is not None:
             keys = m.keys[layer, first : first + n, :, :width]
@@ -105,15 +128,15 @@ class TorchOps:
 
 
 class KernelOps:
-    """The CPU kernels. Decode attention reads each row to its own position (no mask, no width)."""
+    """The CPU kernels. Attention is one kernel call for the whole step: every token, decode
+    row or prompt token, is a query over its KV row's columns ``0..position`` (each row read
+    to its own length, no mask, no padding); a prompt token's earlier columns are the ones
+    ``rope_write`` wrote this step, so that is causal attention over the prompt."""
 
-    def __init__(self, model: NativeLlama, kernels: CpuKernels, positions: torch.Tensor, owners: torch.Tensor,
-                 decode: DecodeRows | None) -> None:
+    def __init__(self, model: NativeLlama, kernels: CpuKernels, positions: torch.Tensor, owners: torch.Tensor) -> None:
         self.m, self.k = model, kernels
         self.positions, self.owners = positions.contiguous(), owners.contiguous()
-        if decode is not None:
-            self.rows = decode.rows.contiguous()
-            self.lengths = decode.positions + 1
+        self.lengths = self.positions + 1
 
     def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None,
                  weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,6 +151,6 @@ class KernelOps:
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self.k.silu_mul(gate_up.contiguous())
 
-    def decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+    def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         m = self.m
-        return self.k.decode_attention(q, m.keys[layer], m.values[layer], self.rows, self.lengths, m.scale)
+        return self.k.decode_attention(q, m.keys[layer], m.values[layer], self.owners, self.lengths, m.scale)
