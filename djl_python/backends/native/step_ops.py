@@ -46,9 +46,10 @@ class StepOps(Protocol):
 
 
 class TorchOps:
-    """Torch ops. Decode attention is SDPA over the step's ``width`` columns of every row with
-    an additive per-row mask, the query heads sharing a KV head packed as that head's queries
-    (``[n, kv, group, head_dim]``), so grouped-query attention reads K/V without repeating them."""
+    """Torch ops. Each prompt attends causally by SDPA on its row. Decode rows attend by SDPA
+    over the step's ``width`` columns of every row with an additive per-row mask, the query
+    heads sharing a KV head packed as that head's queries (``[n, kv, group, head_dim]``), so
+    grouped-query attention reads K/V without repeating them."""
 
     def __init__(self, model: NativeLlama, positions: torch.Tensor, owners: torch.Tensor,
                  decode: DecodeRows | None, spans: Sequence[tuple[int, int]], prompt_rows: Sequence[int]) -> None:
