@@ -229,8 +229,9 @@ class PyTorchBackend(Backend):
         both = sorted(set(decode_slots) & set(prefill_slots))
         if both:
             raise ValueError(f"slots both decoded and prefilled in one step: {both}")
+        self._check_prompts(prefill_slots, prompts)  # both parts checked before either changes a row
         call, restore = self._decode_rows(decode_slots, last_tokens, positions)
-        rows = self._prefill_rows(prefill_slots, prompts)
+        rows = [self._rows.assign(slot) for slot in prefill_slots]
         decoded, prefilled = self._forward.step(call, (rows, prompts))
         self._prefilled(prefill_slots, rows, prompts)
         if restore is not None and decoded is not None:
@@ -239,6 +240,10 @@ class PyTorchBackend(Backend):
 
     def _prefill_rows(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> list[int]:
         """Check a prefill's arguments; assign and return each slot's row."""
+        self._check_prompts(slot_ids, prompts)
+        return [self._rows.assign(slot) for slot in slot_ids]
+
+    def _check_prompts(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> None:
         self._check_slots(slot_ids, "slot_ids")
         if len(prompts) != len(slot_ids):
             raise ValueError(f"prefill got {len(slot_ids)} slot_ids but {len(prompts)} prompts")
@@ -248,7 +253,6 @@ class PyTorchBackend(Backend):
                     f"prompts[{i}] has {len(prompt)} tokens; need 1..{self.limits.max_prompt_len}"
                 )
             self._check_tokens(prompt, f"prompts[{i}]")
-        return [self._rows.assign(slot) for slot in slot_ids]
 
     def _prefilled(self, slot_ids: Sequence[int], rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> None:
         for slot, row, prompt in zip(slot_ids, rows, prompts):

@@ -236,3 +236,18 @@ def test_silu_mul_matches_torch(dtype: torch.dtype, inter: int) -> None:
     got = KERNEL.silu_mul(gate_up)
     tolerance = {"atol": 1e-6, "rtol": 2e-6} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 8e-3}
     torch.testing.assert_close(got, want, **tolerance)
+
+
+def test_a_refused_step_changes_no_row(tiny_model_factory) -> None:
+    """A step whose prompt is refused (a token id past the vocabulary) raises before either part
+    touches a row: the running slot then decodes exactly as on a twin that never saw the call,
+    and the refused slot can still be prefilled."""
+    folder = tiny_model_factory("llama")
+    backend, twin = (PyTorchBackend.load(folder, max_slots=3) for _ in range(2))
+    for b in (backend, twin):
+        b.prefill([0], [[3, 1, 4, 1, 5]])
+    with pytest.raises(ValueError, match=r"prompts\[0\] holds token ids outside"):
+        backend.decode_and_prefill([0], [9], [5], [1], [[2, 10**9]])
+    got, want = backend.decode([0], [9], [5]), twin.decode([0], [9], [5])
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    torch.testing.assert_close(backend.prefill([1], [[2, 6]]), twin.prefill([1], [[2, 6]]), atol=0, rtol=0)
