@@ -204,14 +204,14 @@ def _build(cache_dir: Path) -> tuple[Path, bool]:
 
 @functools.cache
 def load(cache_dir: Path | None = None) -> tuple[CpuKernels | None, str]:
-    """The kernels and how it was had (``"built <path>"``/``"cached <path>"``), or ``None`` and why
-    not. Once per process and cache folder; never raises."""
+    """The kernels and how they were had (``"built <path>"``/``"cached <path>"``), or ``None`` and
+    why not. Once per process and cache folder; never raises."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return None, f"{platform.system()} {platform.machine()} (the kernels are x86-64 Linux only)"
     folder = (cache_dir or default_cache_dir()) / "kernels"
     try:
         path, built = _build(folder)
         kernel = CpuKernels(ctypes.CDLL(str(path)), path)
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as exc:
         return None, f"could not build or load {SOURCE.name}: {exc}"
     return kernel, f"{'built' if built else 'cached'} {path}"
