@@ -10,7 +10,9 @@ no tensor is read) times the bytes of the dtype they are loaded in. Both use
 the backend's own defaults (``model_defaults.resolve_dtype`` and
 ``resolve_n_positions``), so the plan describes what the load would allocate.
 Where the native llama forward packs weights for oneDNN (CPU), a tied LM head is
-packed as a copy of the embedding, and the plan adds it.
+packed as a copy of the embedding, and the plan adds it; where it packs half
+weights widened to fp32 (a CPU oneDNN cannot run them on), the plan counts
+every weight and bias but the embedding and the norms in fp32.
 
 ``check_budget`` compares the sum with ``option.memory_budget``, by default 90%
 of the memory available now: host memory (``MemAvailable``, capped by a cgroup

@@ -23,6 +23,9 @@ Both do the same things per call:
   columns, the longest row rounded up to :data:`KV_WIDTH_ALIGN` (the native forward on a
   CPU runs the kernel of :mod:`.native.cpu_kernels` instead, each row read to its own
   position).
+* a step (``decode_and_prefill``): the native forward runs the decode rows and the joining
+  prompts in one forward (:meth:`.native.llama.NativeLlama.step`); the Hugging Face forward
+  makes the two calls.
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
   rows instead of gathering them (finished requests leave holes in the slot ids).

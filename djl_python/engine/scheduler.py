@@ -19,11 +19,13 @@ Policy (one ``schedule()`` call per engine step):
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
   tokens of a burst sooner (the first requests do not wait for the whole burst's
   prefill) and keep running streams' gaps short; each step still decodes them,
-  which is what a large burst pays for it (docs/performance.md measured TTFT p50
-  better than one 2048-token step at 16 simultaneous requests, worse at 32).
+  which is what a large burst pays for it (docs/performance.md: at 32
+  simultaneous requests, measured in-process, 1,024 tokens gave the same TTFT p50
+  as 512 and 2,048 a worse one; at 16, 512 beat vLLM's 2,048-token steps).
 * **Prefill and decode in the same step.** Unlike DJL and TGI Neuron, which
   either prefill *or* decode, a step decodes every request already running
-  *and* prefills the admitted ones (two backend calls, decode first). Running
+  *and* prefills the admitted ones (one ``backend.decode_and_prefill`` call,
+  decode first; the PyTorch native forward runs both in one forward). Running
   streams therefore get a token every step however many requests arrive; the
   prefill budget bounds how much a burst of arrivals slows them down.
 * **Positions.** The scheduler never decodes a sequence past ``n_positions``:
@@ -52,10 +54,10 @@ class SchedulerOutput:
     """What the engine runs in one step. Both lists are sorted by ascending slot."""
 
     # Newly admitted sequences: slot assigned, status RUNNING, no output tokens yet.
-    # The engine calls ``backend.prefill`` with their slots and prompts.
+    # The engine passes their slots and prompts as ``decode_and_prefill``'s prefill part.
     prefill: list[Sequence] = field(default_factory=list)
     # Sequences that were already running (each has at least one output token);
-    # the engine calls ``backend.decode`` with their last token at ``num_tokens - 1``.
+    # the engine passes them, last token at ``num_tokens - 1``, as its decode part.
     decode: list[Sequence] = field(default_factory=list)
 
     @property
