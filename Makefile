@@ -8,7 +8,7 @@ PORT   ?= 8080
 MODEL_DIR ?=
 MODEL ?=
 
-.PHONY: serve test test-compat bench bench-quick bench-peer-install install install-test clean
+.PHONY: serve test test-compat test-sanitized mutation bench bench-quick bench-peer-install install install-test clean
 
 $(VENV)/.installed-cpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,8 @@ serve: install
 test: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m pytest -q tests
+	# The CPU kernels' tests again, on an AddressSanitizer + UBSan build of the kernels.
+	PY=$(PY) bash scripts/sanitized-kernels.sh
 	# Everything outside the PyTorch backend must also work with the Neuron stack's transformers 4.47.
 	bash scripts/compat-venv.sh
 
@@ -52,6 +54,14 @@ bench-quick: install-test
 
 test-compat:
 	bash scripts/compat-venv.sh
+
+test-sanitized: install-test
+	PY=$(PY) bash scripts/sanitized-kernels.sh
+
+# A bounded mutation run over the engine (scheduler, stopping, sampling) and the C kernels; not
+# part of `make test` (docs/testing.md has its score and the mutants left alive).
+mutation: install-test
+	$(PY) scripts/mutation.py
 
 clean:
 	rm -rf $(VENV) .venv-compat .pytest_cache

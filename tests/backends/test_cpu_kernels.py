@@ -1,23 +1,61 @@
 """The CPU kernels (``backends/native/cpu_kernels.py``, ``cpu_kernels.c``): decode attention and elementwise.
 
 The reference is torch's ``scaled_dot_product_attention`` on each row's valid columns, run
-row by row (no mask, no padding): what the kernel must compute. Where the kernel cannot be
-built here (no compiler, no AVX2), the tests that need it skip and the fallback tests still
-run.
+row by row (no mask, no padding): what the kernel must compute. A kernel test skips only
+where this host cannot build the kernels (``host_refusal``: not x86-64 Linux, no AVX2/FMA,
+no C compiler); where it should build them and did not, every kernel test fails, so a broken
+``cpu_kernels.c`` cannot pass as a fallback.
+
+``make test`` runs this module twice: as is, and with ``DJL_TEST_SANITIZED_KERNELS=1`` in a
+process with the ASan runtime preloaded (``scripts/sanitized-kernels.sh``), where ``KERNEL``
+and the backend's kernels are the AddressSanitizer + UBSan build: any out-of-bounds access or
+undefined behaviour aborts the run.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends import pytorch as pytorch_backend
 from djl_python.backends.base import Backend
 from djl_python.backends.native import cpu_kernels
+from djl_python.backends.native.cpu_kernels import KernelContractError
 from djl_python.backends.pytorch import PyTorchBackend
 
-KERNEL, HOW = cpu_kernels.load()
-needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"CPU kernels unavailable here: {HOW}")
+SANITIZED = os.environ.get("DJL_TEST_SANITIZED_KERNELS") == "1"
+KERNEL, HOW = cpu_kernels.load(sanitize=SANITIZED)
+HOST_REFUSAL = cpu_kernels.host_refusal()
+
+
+def kernel_or_fail(kernel: cpu_kernels.CpuKernels | None, how: str, refusal: str | None) -> cpu_kernels.CpuKernels:
+    """The kernels; a skip only where the host cannot build them, a failure where it should."""
+    if kernel is not None:
+        return kernel
+    if refusal is not None:
+        pytest.skip(f"this host cannot build the CPU kernels: {refusal}")
+    pytest.fail(f"this host should build the CPU kernels and did not: {how}")
+
+
+@pytest.fixture
+def kernel() -> cpu_kernels.CpuKernels:
+    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+
+
+needs_kernel = pytest.mark.usefixtures("kernel")
+
+
+@pytest.fixture(autouse=True)
+def _backend_uses_the_build_under_test(monkeypatch) -> None:
+    """Under the sanitizer run, the backend's forward calls the sanitized build too."""
+    if SANITIZED:
+        monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (KERNEL, HOW))
 
 
 def _reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: list[int], lengths: list[int],
@@ -75,9 +113,166 @@ def test_kernel_handles_extreme_scores_without_overflow() -> None:
     assert torch.isfinite(got).all()
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scores_far_from_zero_match_sdpa(dtype: torch.dtype) -> None:
+    """Scores of 100-125 (and of -125 to -100): exp of an unshifted score would overflow (or
+    flush to zero), so only a softmax that subtracts each query's maximum gets them right."""
+    torch.manual_seed(11)
+    d, length = 16, 29
+    keys = torch.randn(2, 1, 32, d).to(dtype)
+    values = torch.randn(2, 1, 32, d).to(dtype)
+    # q along the first axis only; column j's key there spreads the scores over [lo, lo + 25].
+    keys[:, :, :, 0] = torch.linspace(0, 1, 32)[None, None].to(dtype)
+    keys[:, :, :, 1:] = 0
+    q = torch.zeros(4, d, dtype=dtype)
+    scale = d ** -0.5  # the reference's (SDPA's default)
+    q[:, 0] = 25.0 / scale
+    q[:, 1] = torch.tensor([100.0, -125.0, 100.0, -125.0], dtype=dtype) / scale
+    keys[:, :, :, 1] = 1.0  # every column adds q[:, 1]: scores in [100, 125] or [-125, -100]
+    rows, lengths = [0, 0, 1, 1], [length, length, 32, 5]
+    got = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
+    want = _reference(q, keys, values, rows, lengths, 1)
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got.double(), want, **tolerance)
+
+
+@needs_kernel
+@pytest.mark.parametrize("poison", ["nan_q", "inf_q", "neg_inf_q", "nan_key", "nan_value"])
+def test_nan_and_inf_propagate_as_in_sdpa(poison: str) -> None:
+    """Non-finite inputs give SDPA's non-finite outputs, element for element: the kernel must
+    not hide a model's overflow behind a finite average."""
+    torch.manual_seed(12)
+    d = 16
+    keys, values = torch.randn(3, 1, 10, d), torch.randn(3, 1, 10, d)
+    q = torch.randn(3, d)
+    if poison == "nan_q":
+        q[1, 3] = float("nan")
+    elif poison == "inf_q":
+        q[1, 3] = float("inf")
+    elif poison == "neg_inf_q":
+        q[1, :] = float("-inf")
+    elif poison == "nan_key":
+        keys[2, 0, 4, 7] = float("nan")
+    else:
+        values[2, 0, 4, 7] = float("nan")
+    rows, lengths = [0, 1, 2], [10, 6, 8]
+    got = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), d ** -0.5).double()
+    want = _reference(q, keys, values, rows, lengths, 1) * 1.0
+    assert not torch.isfinite(want).all()  # the poison reached the reference
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), (got, want)
+    assert torch.equal(torch.isinf(got), torch.isinf(want)), (got, want)
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got[finite], want[finite], atol=2e-6, rtol=1e-5)
+
+
+@needs_kernel
+def test_nan_propagates_through_the_elementwise_kernels() -> None:
+    x = torch.randn(3, 16)
+    x[1, 5] = float("nan")
+    normed = KERNEL.add_rms_norm(x.clone(), None, torch.ones(16), 1e-5)
+    assert torch.isnan(normed[1]).all() and torch.isfinite(normed[[0, 2]]).all()  # as LlamaRMSNorm: the row
+    gate_up = torch.randn(2, 32)
+    gate_up[0, 3], gate_up[1, 16 + 2] = float("nan"), float("inf")
+    out = KERNEL.silu_mul(gate_up)
+    want = F.silu(gate_up[:, :16]) * gate_up[:, 16:]
+    assert torch.equal(torch.isnan(out), torch.isnan(want)) and torch.equal(torch.isinf(out), torch.isinf(want))
+
+
+def _attention_inputs(dtype: torch.dtype = torch.float32, kv: int = 2, group: int = 2, d: int = 16, n: int = 3,
+                      rows_total: int = 4, positions: int = 12) -> dict:
+    return {
+        "q": torch.randn(n, kv * group * d, dtype=dtype),
+        "keys": torch.randn(rows_total, kv, positions, d, dtype=dtype),
+        "values": torch.randn(rows_total, kv, positions, d, dtype=dtype),
+        "rows": torch.tensor([0, 3, 1][:n]),
+        "lengths": torch.tensor([1, 12, 5][:n]),
+        "scale": d ** -0.5,
+    }
+
+
+def _broken(case: str) -> dict:
+    a = _attention_inputs()
+    if case == "q dtype differs from the cache":
+        a["q"] = a["q"].bfloat16()
+    elif case == "float16":
+        a = {k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in a.items()}
+    elif case == "int32 rows":
+        a["rows"] = a["rows"].int()
+    elif case == "int32 lengths":
+        a["lengths"] = a["lengths"].int()
+    elif case == "strided rows":
+        a["rows"] = torch.tensor([0, 9, 3, 9, 1])[::2]
+    elif case == "stride-0 q":
+        a["q"] = torch.randn(1, a["q"].shape[1]).expand(3, -1)
+    elif case == "non-contiguous keys":
+        a["keys"] = a["keys"].transpose(2, 3).contiguous().transpose(2, 3)
+    elif case == "q columns strided":
+        a["q"] = torch.randn(3, 2 * a["q"].shape[1])[:, ::2]
+    elif case == "group > max":
+        a = _attention_inputs(kv=1, group=9)
+    elif case == "head_dim not a multiple of 8":
+        a = _attention_inputs(d=12)
+    elif case == "values shape differs":
+        a["values"] = a["values"][:, :, :6].contiguous()
+    elif case == "row out of range":
+        a["rows"] = torch.tensor([0, 4, 1])
+    elif case == "negative row":
+        a["rows"] = torch.tensor([0, -1, 1])
+    elif case == "length past P":
+        a["lengths"] = torch.tensor([1, 13, 5])
+    elif case == "length 0":
+        a["lengths"] = torch.tensor([1, 0, 5])
+    elif case == "rows shorter than q":
+        a["rows"] = torch.tensor([0, 3])
+    return a
+
+
+@needs_kernel
+@pytest.mark.parametrize("case", [
+    "q dtype differs from the cache", "float16", "int32 rows", "int32 lengths", "strided rows", "stride-0 q",
+    "non-contiguous keys", "q columns strided", "group > max", "head_dim not a multiple of 8",
+    "values shape differs", "row out of range", "negative row", "length past P", "length 0", "rows shorter than q",
+])
+def test_attention_refuses_inputs_outside_its_contract(case: str) -> None:
+    """Each case, passed to the C code as is, reads out of bounds or returns garbage (a bf16 q
+    over an fp32 cache read as bf16 gave 1e31); the wrapper or the kernel refuses it first."""
+    with pytest.raises(KernelContractError):
+        KERNEL.decode_attention(**_broken(case))
+
+
+@needs_kernel
+def test_elementwise_kernels_refuse_inputs_outside_their_contract() -> None:
+    x, w = torch.randn(4, 16), torch.randn(16)
+    for args in [(x.t(), None, torch.randn(4)), (x, torch.randn(4, 8), w), (x, None, torch.randn(15)),
+                 (x, None, w.bfloat16()), (x.bfloat16(), x, w.bfloat16()), (x.half(), None, w.half())]:
+        with pytest.raises(KernelContractError):
+            KERNEL.add_rms_norm(*args, 1e-5)
+    for gate_up in (torch.randn(3, 15), torch.randn(3, 32)[:, ::2], torch.randn(3, 16).half(), torch.randn(16)):
+        with pytest.raises(KernelContractError):
+            KERNEL.silu_mul(gate_up)
+    heads, kv, d, positions, rows_total = 2, 1, 8, 6, 3
+    good = {
+        "qkv": torch.randn(2, (heads + 2 * kv) * d), "cos": torch.randn(positions, d), "sin": torch.randn(positions, d),
+        "positions": torch.tensor([0, 5]), "rows": torch.tensor([2, 0]),
+        "keys": torch.zeros(rows_total, kv, positions, d), "values": torch.zeros(rows_total, kv, positions, d),
+        "heads": heads,
+    }
+    KERNEL.rope_write(**good)  # the control: accepted
+    for change in [{"cos": torch.randn(positions, d // 2)},  # a partial rotary's table: narrower than a head
+                   {"sin": torch.randn(positions - 1, d)}, {"positions": torch.tensor([0, 6])},
+                   {"positions": torch.tensor([-1, 0])}, {"rows": torch.tensor([3, 0])},
+                   {"rows": torch.tensor([0, 1], dtype=torch.int32)}, {"heads": 3},
+                   {"values": torch.zeros(rows_total, kv, positions, d).bfloat16()},
+                   {"qkv": torch.randn(2, 2 * (heads + 2 * kv) * d)[:, ::2]}]:
+        keys_before = good["keys"].clone()
+        with pytest.raises(KernelContractError):
+            KERNEL.rope_write(**(good | change))
+        assert torch.equal(good["keys"], keys_before)  # refused before anything was written
+
+
+@needs_kernel
 def test_refusal_names_what_the_kernel_lacks() -> None:
-    if KERNEL is None:
-        pytest.skip(HOW)
     cpu = torch.device("cpu")
     assert KERNEL.refusal(cpu, torch.float32, 3, 64) is None
     assert "float16" in KERNEL.refusal(cpu, torch.float16, 3, 64)
@@ -138,8 +333,8 @@ def test_one_forward_step_gives_what_the_two_calls_give(use_kernel: bool, tiny_m
     packed together) against a twin backend making the two calls: equal greedy tokens for the
     running rows and the joining prompts, logits equal to float rounding, and the joined rows
     decode on identically afterwards."""
-    if use_kernel and KERNEL is None:
-        pytest.skip(HOW)
+    if use_kernel:
+        kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
     folder = tiny_model_factory("llama")
     fused, twin = (PyTorchBackend.load(folder, max_slots=6, cpu_kernels=use_kernel) for _ in range(2))
     running = {0: [4, 8, 15, 16], 2: list(range(5, 30)), 3: [9] * 7}
@@ -251,3 +446,68 @@ def test_a_refused_step_changes_no_row(tiny_model_factory) -> None:
     got, want = backend.decode([0], [9], [5]), twin.decode([0], [9], [5])
     torch.testing.assert_close(got, want, atol=0, rtol=0)
     torch.testing.assert_close(backend.prefill([1], [[2, 6]]), twin.prefill([1], [[2, 6]]), atol=0, rtol=0)
+
+
+# -- the build: a broken source fails the tests; the sanitizer build catches an over-read --
+
+def test_a_broken_source_fails_the_kernel_tests_on_a_host_that_builds_them(tmp_path) -> None:
+    """A source that does not compile fails the build with the compiler's message, and on a
+    host that should build the kernels the kernel tests then fail rather than skip."""
+    broken = tmp_path / "cpu_kernels.c"
+    broken.write_text(cpu_kernels.SOURCE.read_text().replace("static inline float hsum8", "static inline flot hsum8"))
+    with pytest.raises(RuntimeError, match="failed"):
+        cpu_kernels.build(tmp_path / "out", source=broken)
+    with pytest.raises(pytest.fail.Exception, match="should build the CPU kernels"):
+        kernel_or_fail(None, "could not build", None)
+    with pytest.raises(pytest.skip.Exception):
+        kernel_or_fail(None, "no AVX2", "this CPU lacks avx2")
+
+
+def test_host_refusal_is_none_where_the_cpu_and_a_compiler_allow() -> None:
+    flags = set(cpu_kernels._cpu_identity().rpartition("flags=")[2].split())
+    capable = (sys.platform == "linux" and os.uname().machine == "x86_64" and {"avx2", "fma"} <= flags
+               and cpu_kernels._compiler() is not None)
+    assert (HOST_REFUSAL is None) == capable, HOST_REFUSAL
+
+
+# The SiLU tail (13 = 8 + 5 columns) read as a whole vector of 8: 3 floats, 12 bytes, past the row.
+PLANTED_OVERREAD = ("if (m == 8) {", "if (1) {")
+_CALL_SILU = """
+import ctypes, sys, torch
+from pathlib import Path
+from djl_python.backends.native.cpu_kernels import CpuKernels
+kernel = CpuKernels(ctypes.CDLL(sys.argv[1]), Path(sys.argv[1]))
+out = kernel.silu_mul(torch.randn(1, 26))  # one row, allocated to its exact size
+print("finite", bool(torch.isfinite(out).all()))
+"""
+
+
+def test_the_sanitizer_build_catches_a_planted_over_read(kernel, tmp_path) -> None:
+    """The same call on the sanitized build of the real source runs clean; on a source with the
+    over-read planted it aborts with AddressSanitizer's report of the read. The plain
+    (-O3) build of the planted source passes every value check: only the sanitizer sees it."""
+    asan = subprocess.run([cpu_kernels._compiler(), "-print-file-name=libasan.so"], capture_output=True,
+                          text=True).stdout.strip()
+    assert Path(asan).exists(), f"no ASan runtime for {cpu_kernels._compiler()}: {asan!r}"
+    source = cpu_kernels.SOURCE.read_text()
+    assert source.count(PLANTED_OVERREAD[0]) == 1, "the SiLU tail changed: move the planted over-read"
+    planted = tmp_path / "planted" / "cpu_kernels.c"
+    planted.parent.mkdir()
+    planted.write_text(source.replace(*PLANTED_OVERREAD))
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | {
+        "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0"}
+
+    def run(library: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _CALL_SILU, str(library)], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    clean = run(cpu_kernels.build(tmp_path / "real", cpu_kernels.SANITIZE_FLAGS)[0])
+    assert clean.returncode == 0 and "finite True" in clean.stdout, clean.stderr[-2000:]
+    caught = run(cpu_kernels.build(tmp_path / "bad", cpu_kernels.SANITIZE_FLAGS, source=planted)[0])
+    # A vector load straddling the allocation's end: ASan names it "unknown-crash" (or
+    # heap-buffer-overflow), a READ, in the SiLU kernel.
+    report = caught.stderr
+    assert caught.returncode != 0 and "ERROR: AddressSanitizer" in report, (caught.returncode, report[-2000:])
+    assert "READ of size" in report and "in silu_mul" in report, report[-2000:]
+    unsanitized = run(cpu_kernels.build(tmp_path / "plain", source=planted)[0])
+    assert unsanitized.returncode == 0 and "finite True" in unsanitized.stdout, unsanitized.stderr[-2000:]

@@ -8,16 +8,19 @@
  * Decode attention: each query token over its own KV row, read up to its own length. A
  * decode row is one such query; so is each prompt token of a prefill (its row's columns up
  * to its position, written just before), which makes a whole step's attention one call.
- * Contract (the caller checks every point before calling):
+ * Contract. The Python wrappers (cpu_kernels.py) check dtypes, contiguity, index dtypes and
+ * shapes once per call; the kernels check every index they read memory by (rows, lengths,
+ * positions) and return an error code instead of reading out of bounds:
  *   q        [n, kv, g, d] with row stride q_stride (elements), rows contiguous within
  *   keys     [rows_total, kv, P, d] contiguous (one layer of the cache); values alike
- *   rows     [n] int64, the KV row of each query
+ *   rows     [n] int64, the KV row of each query, 0 <= rows[b] < rows_total
  *   lengths  [n] int64, 1 <= lengths[b] <= P: columns 0..lengths[b]-1 are attended
  *   out      [n, kv, g, d] contiguous
  *   d % 8 == 0, 1 <= g <= MAX_GROUP; dtype float32 or bfloat16 (q, keys, values, out alike)
  * Arithmetic: scores q.k * scale in fp32, softmax in fp32 (max subtracted; exp by a degree-6
  * polynomial, ~2 ulp), weighted sum in fp32, one rounding to the output dtype. Differs from
- * torch's SDPA by float rounding only (summation order), about 1e-6 relative in fp32.
+ * torch's SDPA by float rounding only (summation order). NaN and Inf propagate as in SDPA: a
+ * NaN or +Inf score makes that query's output NaN.
  */
 #include <math.h>
 #include <stdint.h>
@@ -30,11 +33,16 @@
 #endif
 
 #define MAX_GROUP 8
+/* Return codes of the kernels that return one. */
+#define OK 0
+#define NO_MEMORY 1
+#define BAD_INDEX 2
 
 /* exp(x) for -87 <= x <= 88 (clamped below; callers keep x <= 88): 2^(x log2 e) = 2^k 2^f
- * with |f| <= 0.5, 2^f by a minimax polynomial. */
+ * with |f| <= 0.5, 2^f by a minimax polynomial. NaN stays NaN: maxps returns its second
+ * operand when either is NaN, so x goes second. */
 static inline __m256 exp8(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.f));
+  x = _mm256_max_ps(_mm256_set1_ps(-87.f), x);
   const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));
   const __m256 k = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 f = _mm256_sub_ps(t, k);
@@ -85,15 +93,17 @@ static inline __attribute__((always_inline)) void store1(void* base, int64_t i, 
 static inline __attribute__((always_inline)) int attend(
     const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
     const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
-    float scale, int threads, int bf16) {
-  int failed = 0;
+    int64_t rows_total, float scale, int threads, int bf16) {
+  for (int64_t b = 0; b < n; ++b)
+    if (lengths[b] < 1 || lengths[b] > P || rows[b] < 0 || rows[b] >= rows_total) return BAD_INDEX;
+  int failed = OK;
   #pragma omp parallel num_threads(threads)
   {
     /* Per thread: the group's queries in fp32 (g*d), then their scores (g*P). */
     float* work = (float*)malloc(sizeof(float) * (size_t)(g * d + g * P));
     if (work == NULL) {
       #pragma omp atomic write
-      failed = 1;
+      failed = NO_MEMORY;
     }
     #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < n * kv; ++item) {
@@ -114,7 +124,8 @@ static inline __attribute__((always_inline)) int attend(
         }
         for (int64_t x = 0; x < g; ++x) s[x * L + j] = hsum8(acc[x]) * scale;
       }
-      /* Softmax over each query's L scores. */
+      /* Softmax over each query's L scores. A NaN score is skipped by the max and then
+       * turns every exp, the total and so the output into NaN; so does +Inf (Inf - Inf). */
       for (int64_t x = 0; x < g; ++x) {
         float* sx = s + x * L;
         float mx = -INFINITY;
@@ -173,17 +184,18 @@ static inline __attribute__((always_inline)) int attend(
 
 int decode_attention_max_group(void) { return MAX_GROUP; }
 
-/* 0 on success; 1 when a thread could not allocate its scratch (nothing reliable in out). */
+/* OK; NO_MEMORY when a thread could not allocate its scratch; BAD_INDEX when a row or a
+ * length is out of range (checked before anything is read). Nothing reliable in out unless OK. */
 int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
                           const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                          int64_t g, int64_t d, int64_t P, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, scale, threads, 0);
+                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 0);
 }
 
 int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
                            const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                           int64_t g, int64_t d, int64_t P, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, scale, threads, 1);
+                           int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 1);
 }
 
 /* ---- Elementwise kernels: the same operations, in the same order and with the same
@@ -226,13 +238,16 @@ static inline __attribute__((always_inline)) void add_rms_norm(
 }
 
 /* Rotary embedding of the q and k heads of qkv [n, (heads + 2 kv) * d] at positions[t]
- * (cos/sin tables [P, d]); rotated q into q_out [n, heads * d]; rotated k and plain v into
- * keys/values [rows, kv, P, d] at (rows[t], head, positions[t]). Per element, as torch's
- * x * cos + cat(-x2, x1) * sin with each product and the sum rounded. */
-static inline __attribute__((always_inline)) void rope_write(
+ * (cos/sin tables [P, d]: as wide as a head); rotated q into q_out [n, heads * d]; rotated k
+ * and plain v into keys/values [rows_total, kv, P, d] at (rows[t], head, positions[t]). Per
+ * element, as torch's x * cos + cat(-x2, x1) * sin with each product and the sum rounded.
+ * BAD_INDEX, before anything is written, when a position or a row is out of range. */
+static inline __attribute__((always_inline)) int rope_write(
     const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, const int64_t* rows,
     void* q_out, void* keys, void* values, int64_t n, int64_t heads, int64_t kv, int64_t d, int64_t P,
-    int threads, int bf16) {
+    int64_t rows_total, int threads, int bf16) {
+  for (int64_t t = 0; t < n; ++t)
+    if (positions[t] < 0 || positions[t] >= P || rows[t] < 0 || rows[t] >= rows_total) return BAD_INDEX;
   const int64_t half = d / 2, width = (heads + 2 * kv) * d;
   #pragma omp parallel for num_threads(threads) if (n * width >= 65536)
   for (int64_t t = 0; t < n; ++t) {
@@ -253,6 +268,7 @@ static inline __attribute__((always_inline)) void rope_write(
       for (int64_t e = 0; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
     }
   }
+  return OK;
 }
 
 /* out[r, e] = silu(gate_up[r, e]) * gate_up[r, inter + e], silu(g) = g / (1 + exp(-g)),
@@ -288,10 +304,12 @@ static inline __attribute__((always_inline)) void silu_mul(
                              float eps, int threads) {                                                  \
     add_rms_norm(x, delta, w, y, n, h, eps, threads, BF16);                                             \
   }                                                                                                     \
-  void rope_write_##SUFFIX(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, \
-                           const int64_t* rows, void* q_out, void* keys, void* values, int64_t n,       \
-                           int64_t heads, int64_t kv, int64_t d, int64_t P, int threads) {              \
-    rope_write(qkv, cos_t, sin_t, positions, rows, q_out, keys, values, n, heads, kv, d, P, threads, BF16); \
+  int rope_write_##SUFFIX(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions,  \
+                          const int64_t* rows, void* q_out, void* keys, void* values, int64_t n,        \
+                          int64_t heads, int64_t kv, int64_t d, int64_t P, int64_t rows_total,          \
+                          int threads) {                                                                \
+    return rope_write(qkv, cos_t, sin_t, positions, rows, q_out, keys, values, n, heads, kv, d, P,      \
+                      rows_total, threads, BF16);                                                       \
   }                                                                                                     \
   void silu_mul_##SUFFIX(const void* gate_up, void* out, int64_t n, int64_t inter, int threads) {      \
     silu_mul(gate_up, out, n, inter, threads, BF16);                                                    \

@@ -2,35 +2,42 @@
 
 Two kinds, one library:
 
-* **Decode attention.** Why: at decode, torch's CPU ``scaled_dot_product_attention`` reads every row up to the
-step's widest column (the rest masked) and runs well below memory speed at one query per
-row: SmolLM2-135M at 32 rows, contexts 100-500, 3.3 ms a layer on a 2-core Zen 1, a third
-of the decode step (docs/performance.md). The kernel reads each row only up to its own
-length, loads each key and value once for all the query heads that share it, and keeps
-the weighted sum in registers: 1.3-1.4 ms a layer on the same shapes and machine. A
-  prompt token is the same kind of query (its row, up to its position), so the native
-  forward runs a whole step's attention, decode rows and prompts, as one call a layer.
+* **Decode attention.** Why: torch's CPU ``scaled_dot_product_attention`` reads every row up
+  to the step's widest column (the rest masked) and runs well below memory speed at one
+  query per row. The kernel reads each row only up to its own length, loads each key and
+  value once for all the query heads that share it, and keeps the weighted sum in
+  registers. A prompt token is the same kind of query (its row, up to its position), so the
+  native forward runs a whole step's attention, decode rows and prompts, as one call a layer.
 * **Elementwise** (residual add + RMS norm, rotary embedding + K/V write, SiLU-gated
   product). Why: at a decode step's sizes each torch op costs its dispatch, not its
-  arithmetic (~30 ops a layer, ~20 ms a step of SmolLM2 at 32 rows); each kernel is one
-  call doing the same operations with the same roundings (the C file says how).
+  arithmetic; each kernel is one call doing the same operations with the same roundings
+  (the C file says how). docs/performance.md has the measurements behind both.
+
+Contract: every wrapper checks, once per call, the dtypes, contiguity, index dtypes and
+shapes its C function relies on and raises :class:`KernelContractError` before any memory is
+touched; the C functions check each index they address memory by (rows, lengths, positions)
+and return an error code instead of reading out of bounds. NaN and Inf propagate as in
+torch's ops.
 
 Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` into
 ``$DJL_CACHE_DIR/kernels/cpu_kernels-<key>.so`` (default ``~/.cache/djl_python``), the
 key hashing the source, the compiler's version, the flags and this CPU's model and flags:
 ``-march=native`` code runs only on CPUs like the one that built it, so an image moved to
 another CPU kind builds its own. The build writes a temporary file and renames it, so
-workers starting together never load a half-written library. It takes under a second.
+workers starting together never load a half-written library. The tests also build it with
+AddressSanitizer and UBSan (``load(sanitize=True)``) and run the kernel tests on that build.
 
 Threads: the library links ``libgomp.so.1``, the soname of the OpenMP runtime torch has
 already loaded, so the dynamic loader hands it torch's runtime and the kernels run on as
 many threads as ``torch.get_num_threads()`` (passed on every call; the elementwise kernels
 use them only on a prefill's sizes).
 
-Fallback: where the library cannot be built or loaded (no C compiler, no AVX2/FMA, not
-Linux, a failed build), :func:`load` returns ``None`` with the reason and the native
-forward keeps torch's SDPA and ops; :meth:`CpuKernels.refusal` names what a model needs
-that the kernels lack (dtype, head size, group size, device).
+Fallback: where this host cannot build the library (:func:`host_refusal`: not x86-64 Linux,
+no AVX2/FMA, no C compiler), :func:`load` returns ``None`` with the reason and the native
+forward keeps torch's SDPA and ops. A host that should build it and fails (a broken
+compiler, an unwritable cache) falls back the same way but logs a warning;
+:meth:`CpuKernels.refusal` names what a model needs that the kernels lack (dtype, head size,
+group size, device).
 """
 
 from __future__ import annotations
@@ -55,21 +62,51 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+# The test build: every out-of-bounds access and undefined behaviour aborts the process.
+SANITIZE_FLAGS = ("-O1", "-g", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
+                  "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
 _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 _P, _I, _F, _T = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 # name: (restype, argtypes), as declared in cpu_kernels.c; each exists as name_f32 and name_bf16.
 _SIGNATURES = {
-    "decode_attention": (ctypes.c_int, [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _F, _T]),
+    "decode_attention": (ctypes.c_int, [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _T]),
     "add_rms_norm": (None, [_P, _P, _P, _P, _I, _I, _F, _T]),
-    "rope_write": (None, [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _T]),
+    "rope_write": (ctypes.c_int, [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _T]),
     "silu_mul": (None, [_P, _P, _I, _I, _T]),
 }
+# Return codes of the kernels that return one (cpu_kernels.c).
+_NO_MEMORY, _BAD_INDEX = 1, 2
+
+
+class KernelContractError(ValueError):
+    """A kernel was called with tensors outside its contract (dtype, layout, shape or an index
+    out of range). Raised before the kernel reads or writes anything."""
+
+
+def _require(ok: bool, kernel: str, what: str) -> None:
+    if not ok:
+        raise KernelContractError(f"{kernel}: {what}")
+
+
+def _check_dense(kernel: str, name: str, t: torch.Tensor, dtype: torch.dtype, dims: int) -> None:
+    """``t`` is a CPU tensor of ``dtype`` with ``dims`` dimensions, contiguous."""
+    _require(t.device.type == "cpu", kernel, f"{name} is on {t.device}, not the CPU")
+    _require(t.dtype == dtype, kernel, f"{name} is {t.dtype}, expected {dtype}")
+    _require(t.dim() == dims, kernel, f"{name} has {t.dim()} dimensions, expected {dims}")
+    _require(t.is_contiguous(), kernel, f"{name} is not contiguous")
+
+
+def _check_index(kernel: str, name: str, t: torch.Tensor, n: int) -> None:
+    """``t`` is a contiguous int64 CPU vector of ``n`` elements (its values: checked in C)."""
+    _check_dense(kernel, name, t, torch.int64, 1)
+    _require(t.shape[0] == n, kernel, f"{name} has {t.shape[0]} elements, expected {n}")
 
 
 class CpuKernels:
-    """The loaded library. Each method states the contract of its C function; the caller
-    guarantees what C cannot check (shapes, contiguity, indices in range, one dtype for all
-    tensors, a model :meth:`refusal` accepted)."""
+    """The loaded library. Each method states the contract of its C function and checks it once
+    per call (dtypes, contiguity, index dtypes, shapes; the C code checks index values), raising
+    :class:`KernelContractError` before the kernel touches memory. :meth:`refusal` says which
+    models the kernels take at all."""
 
     def __init__(self, library: ctypes.CDLL, path: Path) -> None:
         self.path = path
@@ -94,6 +131,9 @@ class CpuKernels:
             return f"{group} query heads per KV head (at most {self.max_group})"
         return None
 
+    def _check_model_dtype(self, kernel: str, dtype: torch.dtype) -> None:
+        _require(dtype in _SUFFIX, kernel, f"dtype {dtype} (float32 and bfloat16 only)")
+
     def decode_attention(
         self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
         scale: float,
@@ -102,27 +142,54 @@ class CpuKernels:
         over ``keys``/``values [rows_total, kv, P, head_dim]`` (one layer, contiguous), query
         ``b`` reading row ``rows[b]`` columns ``0..lengths[b]-1``; returns ``[n, kv * group *
         head_dim]`` in ``q``'s dtype. ``rows`` within ``keys``, ``1 <= lengths <= P``, both
-        int64 and contiguous."""
-        n = q.shape[0]
-        _, kv, positions, head_dim = keys.shape
-        group = q.shape[1] // (kv * head_dim)
-        out = q.new_empty((n, kv * group * head_dim))
-        failed = self._functions["decode_attention", q.dtype](
+        int64 and contiguous; ``head_dim % 8 == 0``, ``1 <= group <= max_group``."""
+        name = "decode_attention"
+        self._check_model_dtype(name, q.dtype)
+        _check_dense(name, "keys", keys, q.dtype, 4)
+        _check_dense(name, "values", values, q.dtype, 4)
+        _require(values.shape == keys.shape, name, f"values {tuple(values.shape)} != keys {tuple(keys.shape)}")
+        rows_total, kv, positions, head_dim = keys.shape
+        _require(q.device.type == "cpu" and q.dim() == 2, name, "q must be a 2-dimensional CPU tensor")
+        n, width = q.shape
+        _require(n == 0 or (q.stride(1) == 1 and q.stride(0) >= width), name,
+                 f"q rows must be contiguous and not overlap (strides {q.stride()})")
+        _require(head_dim % 8 == 0, name, f"head_dim {head_dim} is not a multiple of 8")
+        _require(kv > 0 and width % (kv * head_dim) == 0, name,
+                 f"q width {width} is not a multiple of kv * head_dim = {kv * head_dim}")
+        group = width // (kv * head_dim)
+        _require(1 <= group <= self.max_group, name, f"{group} query heads per KV head (1 to {self.max_group})")
+        _check_index(name, "rows", rows, n)
+        _check_index(name, "lengths", lengths, n)
+        out = q.new_empty((n, width))
+        if n == 0:
+            return out
+        code = self._functions[name, q.dtype](
             q.data_ptr(), q.stride(0), keys.data_ptr(), values.data_ptr(), rows.data_ptr(), lengths.data_ptr(),
-            out.data_ptr(), n, kv, group, head_dim, positions, scale, torch.get_num_threads(),
+            out.data_ptr(), n, kv, group, head_dim, positions, rows_total, scale, torch.get_num_threads(),
         )
-        if failed:
-            raise MemoryError("decode attention: a thread could not allocate its scratch buffer")
+        if code == _BAD_INDEX:
+            raise KernelContractError(f"{name}: a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
+        if code == _NO_MEMORY:
+            raise MemoryError(f"{name}: a thread could not allocate its scratch buffer")
         return out
 
     def add_rms_norm(
         self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
     ) -> torch.Tensor:
         """``x += delta`` in place (when given), then LlamaRMSNorm of ``x`` with ``weight``;
-        returns the normed ``[n, hidden]``. ``x``, ``delta``, ``weight`` contiguous."""
+        returns the normed ``[n, hidden]``. ``x``, ``delta`` ``[n, hidden]``, ``weight [hidden]``,
+        one dtype, contiguous."""
+        name = "add_rms_norm"
+        self._check_model_dtype(name, x.dtype)
+        _check_dense(name, "x", x, x.dtype, 2)
         n, hidden = x.shape
+        if delta is not None:
+            _check_dense(name, "delta", delta, x.dtype, 2)
+            _require(delta.shape == x.shape, name, f"delta {tuple(delta.shape)} != x {tuple(x.shape)}")
+        _check_dense(name, "weight", weight, x.dtype, 1)
+        _require(weight.shape[0] == hidden, name, f"weight has {weight.shape[0]} elements, x rows {hidden}")
         out = torch.empty_like(x)
-        self._functions["add_rms_norm", x.dtype](
+        self._functions[name, x.dtype](
             x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(), out.data_ptr(), n, hidden,
             eps, torch.get_num_threads(),
         )
@@ -132,25 +199,49 @@ class CpuKernels:
         self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, rows: torch.Tensor,
         keys: torch.Tensor, values: torch.Tensor, heads: int,
     ) -> torch.Tensor:
-        """Rotary embedding (tables ``cos``/``sin [P, head_dim]``) of the q and k heads of
-        ``qkv [n, (heads + 2 kv) * head_dim]`` at ``positions [n]``; k and v written into
-        ``keys``/``values [rows_total, kv, P, head_dim]`` at ``rows [n]``; returns the
-        rotated q ``[n, heads * head_dim]``. All contiguous; positions and rows int64."""
+        """Rotary embedding (tables ``cos``/``sin [P, head_dim]``: rotary as wide as a head) of the
+        q and k heads of ``qkv [n, (heads + 2 kv) * head_dim]`` at ``positions [n]``; k and v
+        written into ``keys``/``values [rows_total, kv, P, head_dim]`` at ``rows [n]``; returns
+        the rotated q ``[n, heads * head_dim]``. All contiguous, one dtype; positions and rows
+        int64 (in range: checked in C before anything is written)."""
+        name = "rope_write"
+        self._check_model_dtype(name, qkv.dtype)
+        _check_dense(name, "qkv", qkv, qkv.dtype, 2)
+        for label, t in (("keys", keys), ("values", values)):
+            _check_dense(name, label, t, qkv.dtype, 4)
+        _require(values.shape == keys.shape, name, f"values {tuple(values.shape)} != keys {tuple(keys.shape)}")
+        rows_total, kv, max_positions, head_dim = keys.shape
+        _require(head_dim % 2 == 0, name, f"head_dim {head_dim} is odd")
+        for label, t in (("cos", cos), ("sin", sin)):
+            _check_dense(name, label, t, qkv.dtype, 2)
+            _require(tuple(t.shape) == (max_positions, head_dim), name,
+                     f"{label} is {tuple(t.shape)}, expected (P, head_dim) = {(max_positions, head_dim)}")
         n = qkv.shape[0]
-        _, kv, max_positions, head_dim = keys.shape
+        _require(heads >= 1 and qkv.shape[1] == (heads + 2 * kv) * head_dim, name,
+                 f"qkv width {qkv.shape[1]} != (heads + 2 kv) * head_dim = {(heads + 2 * kv) * head_dim}")
+        _check_index(name, "positions", positions, n)
+        _check_index(name, "rows", rows, n)
         q = qkv.new_empty((n, heads * head_dim))
-        self._functions["rope_write", qkv.dtype](
+        code = self._functions[name, qkv.dtype](
             qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), positions.data_ptr(), rows.data_ptr(), q.data_ptr(),
-            keys.data_ptr(), values.data_ptr(), n, heads, kv, head_dim, max_positions, torch.get_num_threads(),
+            keys.data_ptr(), values.data_ptr(), n, heads, kv, head_dim, max_positions, rows_total,
+            torch.get_num_threads(),
         )
+        if code == _BAD_INDEX:
+            raise KernelContractError(
+                f"{name}: a position outside 0..{max_positions - 1} or a row outside 0..{rows_total - 1}")
         return q
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """``silu(gate) * up`` of ``gate_up [n, 2 * inter]`` (gate first), ``[n, inter]``; contiguous."""
+        name = "silu_mul"
+        self._check_model_dtype(name, gate_up.dtype)
+        _check_dense(name, "gate_up", gate_up, gate_up.dtype, 2)
         n, width = gate_up.shape
+        _require(width % 2 == 0, name, f"gate_up width {width} is odd")
         out = gate_up.new_empty((n, width // 2))
-        self._functions["silu_mul", gate_up.dtype](gate_up.data_ptr(), out.data_ptr(), n, width // 2,
-                                                   torch.get_num_threads())
+        self._functions[name, gate_up.dtype](gate_up.data_ptr(), out.data_ptr(), n, width // 2,
+                                             torch.get_num_threads())
         return out
 
 
@@ -176,22 +267,39 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _build(cache_dir: Path) -> tuple[Path, bool]:
-    """Path of the built library for this machine and whether this call built it. Raises
-    ``RuntimeError`` with the compiler's message when the build fails."""
+def host_refusal() -> str | None:
+    """``None`` when this host should build the kernels (x86-64 Linux, AVX2 and FMA, a C
+    compiler), else why it cannot: then :func:`load` returning ``None`` is the documented
+    fallback; on a host that should, it is a failed build, which :func:`load` logs as a warning."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"{platform.system()} {platform.machine()} (the kernels are x86-64 Linux only)"
+    flags = set(_cpu_identity().rpartition("flags=")[2].split())
+    missing = sorted({"avx2", "fma"} - flags)
+    if missing:
+        return f"this CPU lacks {', '.join(missing)}"
+    if _compiler() is None:
+        return "no C compiler (cc or gcc) on PATH"
+    return None
+
+
+def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE) -> tuple[Path, bool]:
+    """Path of the library built from ``source`` with ``flags`` for this machine, and whether
+    this call built it (else it was cached). Raises ``RuntimeError`` with the compiler's
+    message when the build fails."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_identity()]).encode())
+    key = hashlib.sha256("\0".join([source.read_text(), version, " ".join(flags), _cpu_identity()]).encode())
     target = cache_dir / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target, False
     cache_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("building the CPU kernels (%s, once per machine) into %s", source.name, target)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        result = subprocess.run([compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {(result.stderr or result.stdout).strip()[-600:]}")
@@ -203,15 +311,20 @@ def _build(cache_dir: Path) -> tuple[Path, bool]:
 
 
 @functools.cache
-def load(cache_dir: Path | None = None) -> tuple[CpuKernels | None, str]:
+def load(cache_dir: Path | None = None, sanitize: bool = False) -> tuple[CpuKernels | None, str]:
     """The kernels and how they were had (``"built <path>"``/``"cached <path>"``), or ``None`` and
-    why not. Once per process and cache folder; never raises."""
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return None, f"{platform.system()} {platform.machine()} (the kernels are x86-64 Linux only)"
+    why not. Once per process and arguments; never raises. ``sanitize`` builds them with
+    AddressSanitizer and UBSan (:data:`SANITIZE_FLAGS`), for tests: that library loads only in a
+    process started with the ASan runtime preloaded (``LD_PRELOAD``)."""
+    refusal = host_refusal()
+    if refusal is not None:
+        return None, refusal
     folder = (cache_dir or default_cache_dir()) / "kernels"
     try:
-        path, built = _build(folder)
+        path, built = build(folder, SANITIZE_FLAGS if sanitize else FLAGS)
         kernel = CpuKernels(ctypes.CDLL(str(path)), path)
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as exc:
-        return None, f"could not build or load {SOURCE.name}: {exc}"
+        how = f"could not build or load {SOURCE.name}: {exc}"
+        logger.warning("CPU kernels: %s; the native forward uses torch ops instead", how)
+        return None, how
     return kernel, f"{'built' if built else 'cached'} {path}"

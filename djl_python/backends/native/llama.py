@@ -62,6 +62,13 @@ def llama_support(config: Any) -> str | None:
     rope_type = rope.get("rope_type", "default") if isinstance(rope, dict) else "default"
     if rope_type not in _TABLE_ROPE_TYPES:
         return f"rope_type {rope_type!r} depends on the sequence length (only {sorted(_TABLE_ROPE_TYPES)})"
+    # A partial rotary makes the cos/sin tables narrower than a head; the rope of both the
+    # torch ops and the kernels rotates whole heads (transformers 5 keeps the factor in
+    # rope_parameters, 4.x on the config).
+    partial = rope.get("partial_rotary_factor") if isinstance(rope, dict) else None
+    partial = partial if partial is not None else getattr(config, "partial_rotary_factor", None)
+    if partial is not None and float(partial) != 1.0:
+        return f"partial_rotary_factor {partial} (the native rope rotates whole heads)"
     if getattr(config, "pretraining_tp", 1) not in (None, 1):
         return "pretraining_tp > 1"
     return None
@@ -200,6 +207,9 @@ class NativeLlama:
         positions = torch.arange(n_positions, device=device)
         probe = torch.empty(1, dtype=dtype, device=device)
         cos, sin = inner.rotary_emb(probe, positions[None, :])  # the model's own tables, [1, P, D]
+        if cos.shape[-1] != self.head_dim:  # llama_support refuses the configs known to do this
+            raise ValueError(f"native llama cannot run this model: its rotary tables are {cos.shape[-1]} wide, "
+                             f"a head {self.head_dim}")
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
         self.columns = positions
         self.kv_head_index = torch.arange(self.kv_heads, device=device)
