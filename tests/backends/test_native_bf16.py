@@ -1,28 +1,34 @@
-"""bf16: the backend's greedy tokens against ``generate()`` run in bf16 on the same weights.
+"""bf16 on the native forward, judged by the margin rule (:mod:`tests.backends.bf16_margin`).
 
-bf16 keeps 8 bits of mantissa, so two correct bf16 implementations that merely round in a
-different order (fused Q/K/V and gate/up matmuls, another attention kernel, per-row KV
-rows) drift apart once two candidate tokens are within rounding of each other; exact
-equality is only promised in fp32 (``test_pytorch_backend``). The tolerance here, over a
-fixed prompt set of chat questions to the default model:
+Every bf16 weight layout the backend can take is run on every machine where the CPU allows
+it, each judged token by token against the fp32 reference:
 
-* the first generated token agrees on every prompt (the prompt's logits are computed by
-  one forward on both sides; a miss here means a real defect, not drift);
-* over all prompts, at least ``MIN_PREFIX_FRACTION`` of the generated tokens lie in the
-  common prefix of the two continuations (tokens after a first divergence count as lost,
-  since the sequences then condition on different text).
+* ``widened``: weights packed as fp32 for oneDNN, a call rounds its output to bf16 once
+  (the default on CPUs without bf16 instructions; forced here on CPUs with them);
+* ``onednn-bf16``: weights packed as bf16 (the default on CPUs whose oneDNN runs bf16:
+  AVX-512 BW/VL/DQ or AVX-NE-CONVERT); where it cannot run, its arithmetic (a bf16 GEMM
+  accumulated in fp32, rounded once) is tested directly in ``test_native_linear``;
+* ``plain-bf16``: unpacked bf16 weights on torch's bf16 matmuls (the layout off x86 and
+  on CUDA), on every machine.
+
+A token is excused only where bf16 rounding explains it; exact equality is promised in fp32
+(``test_pytorch_backend``). A planted defect shows the rule can fail.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoTokenizer
 
+from djl_python.backends.native import linear as native_linear
+from djl_python.backends.native import llama as native_llama
 from djl_python.backends.pytorch import PyTorchBackend
+from tests.backends.bf16_margin import Fp32Reference, unexcused
 from tests.backends.slot_driver import Job, run_greedy
 
-# Plain text prompts (no chat template): short, since bf16 without native support (AVX2
-# machines) runs several times slower than fp32 and prefill dominates this test's time.
+# Plain text prompts (no chat template). "Twelve times twelve equals" holds a near tie: the
+# fp32 logits of its first two candidates are 0.08 apart, so bf16 implementations differ there.
 PROMPTS = (
     "The capital of France is",
     "Three primary colors are",
@@ -30,33 +36,61 @@ PROMPTS = (
     "Twelve times twelve equals",
 )
 NEW_TOKENS = 12
-# Measured 0.79 (common prefixes 12, 12, 5, 9 of 12) on an AVX2 machine; the bound leaves
-# room for another CPU's bf16 kernels while still failing on a systematic error (which
-# diverges within a token or two on most prompts).
-MIN_PREFIX_FRACTION = 0.6
+LAYOUTS = {"widened": "onednn-packed, widened to fp32", "onednn-bf16": "onednn-packed", "plain-bf16": "plain"}
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+@pytest.fixture(scope="module")
+def reference(smollm2_dir) -> Fp32Reference:
+    return Fp32Reference(smollm2_dir)
 
 
-def test_bf16_tokens_agree_with_bf16_generate(smollm2_dir) -> None:
+@pytest.fixture(scope="module")
+def prompts(smollm2_dir) -> list[list[int]]:
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    prompts = [tokenizer.encode(p) for p in PROMPTS]
-    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="bf16")
-    assert backend.info.dtype == "bf16" and backend.info.extra["forward"] == "native"
+    return [tokenizer.encode(p) for p in PROMPTS]
+
+
+def _force_layout(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the backend take ``layout`` for bf16 weights, or skip where this CPU cannot."""
+    real = native_linear.onednn_packs
+    if layout == "widened":
+        if not real(torch.float32):
+            pytest.skip("this torch's oneDNN does not pack fp32 weights here")
+        monkeypatch.setattr(native_linear, "onednn_packs", lambda dtype: dtype != torch.bfloat16 and real(dtype))
+    elif layout == "onednn-bf16":
+        if not real(torch.bfloat16):
+            pytest.skip("oneDNN cannot run bf16 on this CPU (no AVX-512 BW/VL/DQ or AVX-NE-CONVERT); "
+                        "its arithmetic is tested in test_native_linear")
+    else:
+        monkeypatch.setattr(native_llama, "packs_on", lambda device_type, dtype: False)
+
+
+def _greedy(backend: PyTorchBackend, prompts: list[list[int]]) -> list[list[int]]:
     jobs = [Job(p, i // 2, NEW_TOKENS) for i, p in enumerate(prompts)]  # two join later
     run_greedy(backend, jobs)
-    reference = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.bfloat16).eval()
-    config = GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=[], pad_token_id=0)
-    prefixes = []
-    for job in jobs:
-        expected = reference.generate(torch.tensor([job.prompt]), generation_config=config)[0, len(job.prompt):]
-        expected = expected.tolist()
-        assert job.tokens[0] == expected[0], tokenizer.decode(job.prompt)
-        prefixes.append(_common_prefix(job.tokens, expected))
-    fraction = sum(prefixes) / (NEW_TOKENS * len(jobs))
-    assert fraction >= MIN_PREFIX_FRACTION, f"common prefixes {prefixes} of {NEW_TOKENS}"
+    return [job.tokens for job in jobs]
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_bf16_tokens_are_explained_by_rounding(layout, smollm2_dir, reference, prompts, monkeypatch) -> None:
+    _force_layout(layout, monkeypatch)
+    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="bf16")
+    assert backend.info.dtype == "bf16" and backend.info.extra["forward"] == "native"
+    assert backend.info.extra["weights_layout"] == LAYOUTS[layout]
+    continuations = _greedy(backend, prompts)
+    assert unexcused(reference, prompts, continuations) == []
+
+
+def test_the_margin_rule_refuses_a_planted_defect(smollm2_dir, reference, prompts) -> None:
+    """A bf16 backend whose attention scale is doubled (a plausible kernel-argument bug) picks
+    tokens the rule cannot excuse."""
+    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="bf16")
+    backend._forward.scale *= 2.0
+    assert unexcused(reference, prompts, _greedy(backend, prompts))
+
+
+def test_fp32_greedy_tokens_need_no_excuse(smollm2_dir, reference, prompts) -> None:
+    """The rule's reference agrees with the backend's own fp32 forward: every token is its argmax."""
+    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="fp32")
+    continuations = _greedy(backend, prompts)
+    assert all(reference.misses(p, c) == [] for p, c in zip(prompts, continuations))

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends.native import linear as native_linear
 from djl_python.backends.native.linear import FEW_ROWS, linear, onednn_packs, packed_dtype, prepack
 from djl_python.backends.pytorch import PyTorchBackend
 
@@ -88,3 +89,29 @@ def test_biases_and_a_tied_head_give_the_hf_logits(tmp_path) -> None:
                                atol=1e-4, rtol=1e-4)
     step = ([0, 1, 2], [3, 4, 6], [7, 2, 3])  # each row appends at its prompt length
     torch.testing.assert_close(native.decode(*step), hf.decode(*step), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["widened", "onednn-bf16", "plain"])
+def test_every_bf16_layout_is_a_gemm_accumulated_in_fp32_and_rounded_once(layout: str, monkeypatch) -> None:
+    """The arithmetic the bf16 margin rule (test_native_bf16) assumes, per weight layout: each
+    output within one bf16 ulp of the exact product of the bf16 inputs (plus the fp32 sum's own
+    error). A GEMM accumulating in bf16 would miss by many ulps at this depth (k = 320)."""
+    real = onednn_packs
+    if layout == "widened":
+        if not real(torch.float32):
+            pytest.skip("this torch's oneDNN does not pack fp32 weights here")
+        monkeypatch.setattr(native_linear, "onednn_packs", lambda dtype: dtype != torch.bfloat16 and real(dtype))
+    elif layout == "onednn-bf16" and not real(torch.bfloat16):
+        pytest.skip("oneDNN cannot run bf16 on this CPU; the widened and plain layouts hold the same contract")
+    torch.manual_seed(8)
+    weight, x = torch.randn(96, 320).bfloat16(), torch.randn(40, 320).bfloat16()
+    w = weight if layout == "plain" else prepack(weight)
+    assert w.is_mkldnn == (layout != "plain")
+    assert w.dtype == {"widened": torch.float32, "onednn-bf16": torch.bfloat16, "plain": torch.bfloat16}[layout]
+    for rows in (1, 8, 40):  # the weight-first decode product and the plain GEMM on an unpacked weight
+        got = linear(x[:rows], w, None)
+        assert got.dtype == torch.bfloat16
+        exact = x[:rows].double() @ weight.double().T
+        ulp = torch.exp2(torch.floor(torch.log2(exact.abs())) - 7)
+        fp32_sum = 320 * 2.0 ** -24 * (x[:rows].double().abs() @ weight.double().abs().T)
+        assert ((got.double() - exact).abs() <= ulp + fp32_sum).all()
