@@ -277,3 +277,34 @@ def test_absurd_stop_token_ids_are_refused(ids):
 
     with pytest.raises(InvalidRequest, match="stop_token_ids"):
         SamplingParams(stop_token_ids=ids)
+
+
+def test_suppressing_min_tokens_ids_does_not_modify_the_logits() -> None:
+    """The suppress path masks ids on its own copy: the caller's float32 logits (which ``.float()``
+    returns as themselves) are the backend's, and a failed step may be retried on them."""
+    logits = random_logits(2, seed=6)
+    logits[0, 7] = 50.0  # the greedy choice, suppressed below
+    before = logits.clone()
+    sampler = Sampler(max_slots=8, vocab_size=VOCAB)
+    params = [SamplingParams(), SamplingParams()]
+    for slot, p in enumerate(params):
+        sampler.start(slot, [0], p)
+    out = sampler.sample(logits, [0, 1], params, suppress=[{7}, set()])
+    assert out.token_ids[0] != 7
+    assert torch.equal(logits, before)
+
+
+def test_min_p_keeps_a_token_exactly_at_the_threshold_as_transformers_does() -> None:
+    """transformers' MinPLogitsWarper removes tokens with ``p < min_p * p_max``: a token at
+    exactly that probability stays."""
+    from transformers.generation.logits_process import MinPLogitsWarper
+
+    from djl_python.engine.sampling import warp_logits
+
+    logits = torch.full((1, VOCAB), -30.0)
+    logits[0, 0] = 0.0
+    logits[0, 1] = torch.tensor(0.5).log()  # p_1 / p_0 == 0.5 exactly, in float32
+    got = warp_logits(logits, [SamplingParams(do_sample=True, min_p=0.5)])
+    expected = MinPLogitsWarper(0.5)(None, logits.clone())
+    assert torch.isfinite(got[0, :2]).all() and torch.isinf(got[0, 2:]).all()
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))

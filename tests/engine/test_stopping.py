@@ -63,3 +63,14 @@ def test_stop_inside_one_delta_and_earliest_of_several_wins() -> None:
 def test_without_stop_sequences_text_passes_straight_through() -> None:
     checker = StopChecker(SamplingParams(), 100, ())
     assert feed_all(checker, ["x", "\n", ""]) == ["x", "\n", ""]
+
+
+def test_a_stop_sequence_whose_prefix_repeats_inside_it_is_matched_across_deltas() -> None:
+    """For "aab" after "xaa", the held suffix must be the longest stop prefix ("aa"), not a
+    shorter one ("a"): holding "a" would release "xa" and never see "aab"."""
+    checker = StopChecker(SamplingParams(stop=("aab",)), 100, ())
+    assert checker.feed_text("xaa") == "x"
+    assert checker.feed_text("b") == ""
+    assert checker.matched == "aab"
+    other = StopChecker(SamplingParams(stop=("abab",)), 100, ())
+    assert other.feed_text("zaba") == "z" and other.feed_text("b!") == "" and other.matched == "abab"
