@@ -85,7 +85,6 @@ def test_schemathesis_finds_no_5xx_and_only_valid_json(fuzz_server):
     check()
     print(f"schemathesis: {sum(seen.values())} requests in {time.monotonic() - started:.1f}s: {seen}; "
           f"2xx from {sorted(accepted)}")
-    assert time.monotonic() - started < 60
     assert sum(seen.values()) >= 20, seen  # it really exercised the server
     posts = {label for label in seen if label.startswith("POST")}
     assert len(posts) >= 5, seen  # most documented POST operations were reached
