@@ -49,6 +49,7 @@ def kernel() -> cpu_kernels.CpuKernels:
 
 
 needs_kernel = pytest.mark.usefixtures("kernel")
+DTYPES = [torch.float32, torch.bfloat16]
 
 
 @pytest.fixture(autouse=True)
@@ -167,16 +168,21 @@ def test_nan_and_inf_propagate_as_in_sdpa(poison: str) -> None:
 
 
 @needs_kernel
-def test_nan_propagates_through_the_elementwise_kernels() -> None:
-    x = torch.randn(3, 16)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate_through_the_elementwise_kernels(dtype: torch.dtype) -> None:
+    """As torch: NaN stays NaN, and an infinite result stays infinite (a bf16 store must round
+    Inf to Inf, not to NaN)."""
+    x = torch.randn(3, 16).to(dtype)
     x[1, 5] = float("nan")
-    normed = KERNEL.add_rms_norm(x.clone(), None, torch.ones(16), 1e-5)
+    normed = KERNEL.add_rms_norm(x.clone(), None, torch.ones(16, dtype=dtype), 1e-5)
     assert torch.isnan(normed[1]).all() and torch.isfinite(normed[[0, 2]]).all()  # as LlamaRMSNorm: the row
-    gate_up = torch.randn(2, 32)
-    gate_up[0, 3], gate_up[1, 16 + 2] = float("nan"), float("inf")
+    gate_up = torch.randn(2, 32).to(dtype) + 2
+    gate_up[0, 3], gate_up[1, 16 + 2], gate_up[0, 16 + 5] = float("nan"), float("inf"), float("-inf")
     out = KERNEL.silu_mul(gate_up)
     want = F.silu(gate_up[:, :16]) * gate_up[:, 16:]
+    assert torch.isinf(want).sum() == 2
     assert torch.equal(torch.isnan(out), torch.isnan(want)) and torch.equal(torch.isinf(out), torch.isinf(want))
+    assert torch.equal(out[torch.isinf(want)], want[torch.isinf(want)])  # the same signs
 
 
 def _attention_inputs(dtype: torch.dtype = torch.float32, kv: int = 2, group: int = 2, d: int = 16, n: int = 3,
@@ -375,7 +381,7 @@ def test_one_forward_step_refuses_a_slot_in_both_parts(tiny_model_factory) -> No
 
 # -- elementwise kernels against the torch ops they replace (step_ops.TorchOps' arithmetic) --
 
-DTYPES = [torch.float32, torch.bfloat16]
+
 
 
 @needs_kernel

@@ -308,3 +308,67 @@ def test_min_p_keeps_a_token_exactly_at_the_threshold_as_transformers_does() -> 
     expected = MinPLogitsWarper(0.5)(None, logits.clone())
     assert torch.isfinite(got[0, :2]).all() and torch.isinf(got[0, 2:]).all()
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
+
+
+# -- each warper per row: a batch mixes rows that use it with rows that do not -------------------
+
+def _mixed(row0: SamplingParams, logits: torch.Tensor) -> torch.Tensor:
+    """Warp ``logits`` (2 rows) with ``row0``'s warper on row 0 and plain sampling on row 1."""
+    from djl_python.engine.sampling import warp_logits
+
+    return warp_logits(logits, [row0, SamplingParams(do_sample=True)])
+
+
+def test_top_k_applies_to_its_row_only() -> None:
+    got = _mixed(SamplingParams(do_sample=True, top_k=3), random_logits(2, seed=21))
+    assert int(torch.isfinite(got[0]).sum()) == 3 and torch.isfinite(got[1]).all()
+
+
+def test_top_p_applies_to_its_row_only_and_cuts_at_exactly_its_mass() -> None:
+    """Probabilities 0.5, 0.25, 0.25 (exact in float32): top_p 0.5 keeps the first token only, as
+    transformers' TopPLogitsWarper does (the mass before the second token reaches top_p)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    logits = torch.full((2, VOCAB), -math.inf)
+    logits[:, :3] = torch.tensor([0.0, -math.log(2), -math.log(2)])
+    got = _mixed(SamplingParams(do_sample=True, top_p=0.5), logits)
+    expected = TopPLogitsWarper(0.5)(None, logits[:1].clone())
+    assert torch.equal(torch.isfinite(got[:1]), torch.isfinite(expected))
+    assert int(torch.isfinite(got[0]).sum()) == 1 and int(torch.isfinite(got[1]).sum()) == 3
+
+
+def test_min_p_applies_to_its_row_only() -> None:
+    from transformers.generation.logits_process import MinPLogitsWarper
+
+    logits = random_logits(2, seed=22)
+    got = _mixed(SamplingParams(do_sample=True, min_p=0.3), logits)
+    expected = MinPLogitsWarper(0.3)(None, logits[:1].clone())
+    assert torch.equal(torch.isinf(got[:1]), torch.isinf(expected)) and torch.isinf(got[0]).any()
+    assert torch.isfinite(got[1]).all()
+
+
+@pytest.mark.parametrize("mass", [0.2, 0.5, 0.9, 0.99])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_typical_p_matches_transformers_per_row(mass: float, seed: int) -> None:
+    from transformers.generation.logits_process import TypicalLogitsWarper
+
+    logits = random_logits(2, seed=seed) * (seed / 2)  # flatter and sharper distributions
+    got = _mixed(SamplingParams(do_sample=True, typical_p=mass), logits)
+    expected = TypicalLogitsWarper(mass)(None, logits[:1].clone())
+    assert torch.equal(torch.isinf(got[:1]), torch.isinf(expected))
+    assert torch.isfinite(got[1]).all()
+
+
+def test_logprobs_alone_are_reported_and_an_impossible_token_is_minus_9999() -> None:
+    """``logprobs`` without ``top_logprobs`` still reports the chosen token's log-prob; a masked
+    (impossible) token reports exactly vLLM's clamp, -9999.0."""
+    logits = random_logits(1, seed=23)
+    out = sample(logits, [SamplingParams(logprobs=True)])
+    assert out.logprobs is not None
+    assert out.logprobs[0] == pytest.approx(logits[0].log_softmax(-1)[out.token_ids[0]].item(), abs=1e-5)
+    masked = torch.full((1, VOCAB), -math.inf)
+    masked[0, 4] = 0.0
+    sampler = Sampler(max_slots=8, vocab_size=VOCAB)
+    sampler.start(0, [0], SamplingParams(logprobs=True, top_logprobs=2))
+    out = sampler.sample(masked, [0], [SamplingParams(logprobs=True, top_logprobs=2)], suppress=[{4}])
+    assert out.logprobs == [-9999.0]

@@ -169,3 +169,48 @@ def test_clear_drops_everything_and_frees_all_slots() -> None:
     assert not sched.has_unfinished()
     sched.add(make_seq("again"))
     assert sched.schedule().prefill[0].slot == 0
+
+
+def test_a_step_with_either_part_is_not_empty_and_either_queue_is_unfinished() -> None:
+    from djl_python.engine.scheduler import SchedulerOutput
+
+    seq = make_seq("r")
+    assert SchedulerOutput().is_empty
+    assert not SchedulerOutput(prefill=[seq]).is_empty and not SchedulerOutput(decode=[seq]).is_empty
+    sched = Scheduler(limits(max_slots=1))
+    assert not sched.has_unfinished()
+    sched.add(seq)
+    assert sched.has_unfinished()  # waiting only
+    out = sched.schedule()
+    run_prefill(out)
+    assert sched.has_unfinished()  # running only
+
+
+def test_add_refuses_a_sequence_that_is_not_new() -> None:
+    sched = Scheduler(limits())
+    holding_a_slot = make_seq("a")
+    holding_a_slot.slot = 2  # still WAITING, but a slot was already assigned
+    with pytest.raises(ValueError, match="not a new waiting sequence"):
+        sched.add(holding_a_slot)
+    running = make_seq("b")
+    running.status = RequestStatus.RUNNING
+    with pytest.raises(ValueError, match="not a new waiting sequence"):
+        sched.add(running)
+
+
+def test_finishing_a_sequence_that_does_not_hold_its_slot_frees_nothing() -> None:
+    """``finish`` frees a slot only for the sequence running in it: a sequence naming a slot
+    another now holds (a stale reference) leaves that one running."""
+    sched = Scheduler(limits(max_slots=1))
+    first, second = make_seq("first"), make_seq("second")
+    sched.add(first)
+    run_prefill(sched.schedule())
+    first.status = RequestStatus.FINISHED_EOS
+    sched.finish(first)
+    assert first.slot is None
+    sched.add(second)
+    run_prefill(sched.schedule())
+    assert second.slot == 0
+    first.slot = 0  # stale: names the slot `second` now holds
+    sched.finish(first)
+    assert sched.num_running == 1 and sched.schedule().decode == [second]

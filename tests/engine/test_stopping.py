@@ -74,3 +74,21 @@ def test_a_stop_sequence_whose_prefix_repeats_inside_it_is_matched_across_deltas
     assert checker.matched == "aab"
     other = StopChecker(SamplingParams(stop=("abab",)), 100, ())
     assert other.feed_text("zaba") == "z" and other.feed_text("b!") == "" and other.matched == "abab"
+
+
+def test_min_tokens_boundaries_follow_vllm() -> None:
+    """vLLM: stop ids are masked while fewer than ``min_tokens`` tokens exist (so the token that
+    makes ``min_tokens`` cannot be one), and stop checks apply once the output holds
+    ``min_tokens`` tokens (the token that makes it included)."""
+    checker = StopChecker(SamplingParams(min_tokens=3, stop_token_ids=(9,)), max_tokens=10, eos_token_ids=(2,))
+    assert checker.suppressed_ids(2) == frozenset({2, 9})
+    assert checker.suppressed_ids(3) == frozenset()
+    assert checker.check_token(2, 2) is None
+    assert checker.check_token(9, 3) == RequestStatus.FINISHED_EOS
+
+
+def test_min_tokens_holds_stop_sequences_before_any_token_is_counted() -> None:
+    checker = StopChecker(SamplingParams(min_tokens=1, stop=("ab",)), 100, ())
+    assert checker.feed_text("xab") == "xab" and checker.matched is None  # no token counted yet
+    checker.check_token(5, 1)
+    assert checker.feed_text("ab") == "" and checker.matched == "ab"
