@@ -372,3 +372,68 @@ def test_logprobs_alone_are_reported_and_an_impossible_token_is_minus_9999() -> 
     sampler.start(0, [0], SamplingParams(logprobs=True, top_logprobs=2))
     out = sampler.sample(masked, [0], [SamplingParams(logprobs=True, top_logprobs=2)], suppress=[{4}])
     assert out.logprobs == [-9999.0]
+
+
+def test_repetition_penalty_divides_logits_between_zero_and_one_and_counts_generated_tokens() -> None:
+    """transformers' rule is by sign: a positive logit, even below 1, is divided. A token the
+    request generated (not only one of its prompt) is penalised from the next step on."""
+    logits = torch.full((1, VOCAB), -3.0)
+    logits[0, 5], logits[0, 6] = 0.8, 0.5
+    params = SamplingParams(repetition_penalty=2.0)
+    sampler = Sampler(4, VOCAB)
+    sampler.start(0, [9], params)
+    assert sampler.sample(logits.clone(), [0], [params]).token_ids == [5]  # 5 generated: seen from now
+    assert sampler.sample(logits.clone(), [0], [params]).token_ids == [6]  # 0.8 / 2 = 0.4 < 0.5
+
+
+def test_top_logprobs_of_one_row_are_reported_beside_a_row_that_wants_none() -> None:
+    out = sample(random_logits(2, seed=24), [SamplingParams(logprobs=True, top_logprobs=3),
+                                             SamplingParams(logprobs=True)])
+    assert out.top_logprobs is not None and len(out.top_logprobs[0]) == 3 and out.top_logprobs[1] == {}
+
+
+def test_greedy_tokens_of_logits_off_the_numpy_path() -> None:
+    """Logits that are not CPU float32 (CUDA, or another dtype) take torch's argmax: per row."""
+    from djl_python.engine.sampling import greedy_tokens
+
+    logits = random_logits(3, seed=25).double()
+    assert greedy_tokens(logits) == logits.argmax(-1).tolist()
+    assert greedy_tokens(logits.float()) == logits.argmax(-1).tolist()
+
+
+def test_top_p_of_one_masks_nothing_even_where_the_mass_rounds_to_one() -> None:
+    """A row with top_p 1.0 beside a row with top_p < 1: its logits [30, 0, ...] put float32
+    probability 1.0 on the first token, so any cut at a mass of 1.0 would drop every other."""
+    logits = torch.zeros(2, VOCAB)
+    logits[1, 0] = 30.0
+    from djl_python.engine.sampling import warp_logits
+
+    got = warp_logits(logits, [SamplingParams(do_sample=True, top_p=0.5), SamplingParams(do_sample=True, top_p=1.0)])
+    assert torch.isfinite(got[1]).all()
+
+
+def test_a_row_without_typical_p_keeps_every_token_beside_one_with_it() -> None:
+    """A peaked row (all its float32 mass on one token) next to a typical_p row: no mass
+    threshold may reach it."""
+    logits = torch.zeros(2, VOCAB)
+    logits[1, 0] = 30.0
+    got = _mixed(SamplingParams(do_sample=True, typical_p=0.5), logits)
+    assert torch.isfinite(got[1]).all()
+
+
+@pytest.mark.parametrize("mass", [0.3, 0.75, 0.8, 0.95, 0.99])
+@pytest.mark.parametrize("case", ["powers_of_two", "random_4", "random_5"])
+def test_typical_p_matches_transformers_on_small_vocabularies(mass: float, case: str) -> None:
+    """Exact probabilities (1/2, 1/4, 1/8, 1/8: cumulative masses hit 0.75 exactly) and small
+    random vocabularies, where the cut lands on the last token."""
+    from transformers.generation.logits_process import TypicalLogitsWarper
+
+    from djl_python.engine.sampling import warp_logits
+
+    if case == "powers_of_two":
+        logits = torch.tensor([[0.0, -math.log(2), -2 * math.log(2), -2 * math.log(2)]])
+    else:
+        logits = torch.randn(1, int(case[-1]), generator=torch.Generator().manual_seed(int(mass * 100)))
+    got = warp_logits(logits, [SamplingParams(do_sample=True, typical_p=mass)])
+    expected = TypicalLogitsWarper(mass)(None, logits.clone())
+    assert torch.equal(torch.isinf(got), torch.isinf(expected))
