@@ -16,12 +16,20 @@ from tests.models import ARCHS, make_tiny_model  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory: pytest.TempPathFactory):
-    """Return ``build(arch) -> Path``, caching one folder per architecture."""
+    """Return ``build(arch) -> Path``, caching one folder per architecture. With
+    ``DJL_TEST_TINY_MODELS_DIR`` set (the mutation run's many short sessions), the folders are
+    kept there and reused across sessions; the tests only read them."""
     cache: dict[str, Path] = {}
+    keep = os.environ.get("DJL_TEST_TINY_MODELS_DIR")
 
     def build(arch: str) -> Path:
         if arch not in cache:
-            cache[arch] = make_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
+            if keep and (Path(keep) / arch / "config.json").exists():
+                cache[arch] = Path(keep) / arch
+            elif keep:
+                cache[arch] = make_tiny_model(arch, Path(keep) / arch)
+            else:
+                cache[arch] = make_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
         return cache[arch]
 
     return build

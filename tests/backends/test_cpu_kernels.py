@@ -223,6 +223,10 @@ def _broken(case: str) -> dict:
         a["values"] = a["values"][:, :, :6].contiguous()
     elif case == "row out of range":
         a["rows"] = torch.tensor([0, 4, 1])
+    elif case == "first row out of range":
+        a["rows"] = torch.tensor([4, 0, 1])
+    elif case == "first length past P":
+        a["lengths"] = torch.tensor([13, 1, 5])
     elif case == "negative row":
         a["rows"] = torch.tensor([0, -1, 1])
     elif case == "length past P":
@@ -238,7 +242,7 @@ def _broken(case: str) -> dict:
 @pytest.mark.parametrize("case", [
     "q dtype differs from the cache", "float16", "int32 rows", "int32 lengths", "strided rows", "stride-0 q",
     "non-contiguous keys", "q columns strided", "group > max", "head_dim not a multiple of 8",
-    "values shape differs", "row out of range", "negative row", "length past P", "length 0", "rows shorter than q",
+    "values shape differs", "row out of range", "first row out of range", "first length past P", "negative row", "length past P", "length 0", "rows shorter than q",
 ])
 def test_attention_refuses_inputs_outside_its_contract(case: str) -> None:
     """Each case, passed to the C code as is, reads out of bounds or returns garbage (a bf16 q
@@ -267,6 +271,7 @@ def test_elementwise_kernels_refuse_inputs_outside_their_contract() -> None:
     KERNEL.rope_write(**good)  # the control: accepted
     for change in [{"cos": torch.randn(positions, d // 2)},  # a partial rotary's table: narrower than a head
                    {"sin": torch.randn(positions - 1, d)}, {"positions": torch.tensor([0, 6])},
+                   {"positions": torch.tensor([6, 0])},
                    {"positions": torch.tensor([-1, 0])}, {"rows": torch.tensor([3, 0])},
                    {"rows": torch.tensor([0, 1], dtype=torch.int32)}, {"heads": 3},
                    {"values": torch.zeros(rows_total, kv, positions, d).bfloat16()},
