@@ -83,23 +83,33 @@ class KernelContractError(ValueError):
     out of range). Raised before the kernel reads or writes anything."""
 
 
-def _require(ok: bool, kernel: str, what: str) -> None:
-    if not ok:
-        raise KernelContractError(f"{kernel}: {what}")
+def _refuse(kernel: str, what: str) -> KernelContractError:
+    return KernelContractError(f"{kernel}: {what}")
 
 
 def _check_dense(kernel: str, name: str, t: torch.Tensor, dtype: torch.dtype, dims: int) -> None:
-    """``t`` is a CPU tensor of ``dtype`` with ``dims`` dimensions, contiguous."""
-    _require(t.device.type == "cpu", kernel, f"{name} is on {t.device}, not the CPU")
-    _require(t.dtype == dtype, kernel, f"{name} is {t.dtype}, expected {dtype}")
-    _require(t.dim() == dims, kernel, f"{name} has {t.dim()} dimensions, expected {dims}")
-    _require(t.is_contiguous(), kernel, f"{name} is not contiguous")
+    """``t`` is a CPU tensor of ``dtype`` with ``dims`` dimensions, contiguous. (The checks run on
+    every call of a decode step: each message is formatted only when it is raised.)"""
+    if t.dtype != dtype:
+        raise _refuse(kernel, f"{name} is {t.dtype}, expected {dtype}")
+    if t.dim() != dims:
+        raise _refuse(kernel, f"{name} has {t.dim()} dimensions, expected {dims}")
+    if not t.is_contiguous():
+        raise _refuse(kernel, f"{name} is not contiguous")
+    if t.device.type != "cpu":
+        raise _refuse(kernel, f"{name} is on {t.device}, not the CPU")
 
 
 def _check_index(kernel: str, name: str, t: torch.Tensor, n: int) -> None:
     """``t`` is a contiguous int64 CPU vector of ``n`` elements (its values: checked in C)."""
     _check_dense(kernel, name, t, torch.int64, 1)
-    _require(t.shape[0] == n, kernel, f"{name} has {t.shape[0]} elements, expected {n}")
+    if t.shape[0] != n:
+        raise _refuse(kernel, f"{name} has {t.shape[0]} elements, expected {n}")
+
+
+def _check_same_shape(kernel: str, a: torch.Tensor, b: torch.Tensor, names: str) -> None:
+    if a.shape != b.shape:
+        raise _refuse(kernel, f"{names}: {tuple(a.shape)} != {tuple(b.shape)}")
 
 
 class CpuKernels:
@@ -131,8 +141,10 @@ class CpuKernels:
             return f"{group} query heads per KV head (at most {self.max_group})"
         return None
 
-    def _check_model_dtype(self, kernel: str, dtype: torch.dtype) -> None:
-        _require(dtype in _SUFFIX, kernel, f"dtype {dtype} (float32 and bfloat16 only)")
+    @staticmethod
+    def _check_model_dtype(kernel: str, dtype: torch.dtype) -> None:
+        if dtype not in _SUFFIX:
+            raise _refuse(kernel, f"dtype {dtype} (float32 and bfloat16 only)")
 
     def decode_attention(
         self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
@@ -147,17 +159,20 @@ class CpuKernels:
         self._check_model_dtype(name, q.dtype)
         _check_dense(name, "keys", keys, q.dtype, 4)
         _check_dense(name, "values", values, q.dtype, 4)
-        _require(values.shape == keys.shape, name, f"values {tuple(values.shape)} != keys {tuple(keys.shape)}")
+        _check_same_shape(name, values, keys, "values and keys")
         rows_total, kv, positions, head_dim = keys.shape
-        _require(q.device.type == "cpu" and q.dim() == 2, name, "q must be a 2-dimensional CPU tensor")
+        if q.dim() != 2 or q.device.type != "cpu":
+            raise _refuse(name, "q must be a 2-dimensional CPU tensor")
         n, width = q.shape
-        _require(n == 0 or (q.stride(1) == 1 and q.stride(0) >= width), name,
-                 f"q rows must be contiguous and not overlap (strides {q.stride()})")
-        _require(head_dim % 8 == 0, name, f"head_dim {head_dim} is not a multiple of 8")
-        _require(kv > 0 and width % (kv * head_dim) == 0, name,
-                 f"q width {width} is not a multiple of kv * head_dim = {kv * head_dim}")
+        if n and (q.stride(1) != 1 or q.stride(0) < width):
+            raise _refuse(name, f"q rows must be contiguous and not overlap (strides {q.stride()})")
+        if head_dim % 8:
+            raise _refuse(name, f"head_dim {head_dim} is not a multiple of 8")
+        if not kv or width % (kv * head_dim):
+            raise _refuse(name, f"q width {width} is not a multiple of kv * head_dim = {kv * head_dim}")
         group = width // (kv * head_dim)
-        _require(1 <= group <= self.max_group, name, f"{group} query heads per KV head (1 to {self.max_group})")
+        if not 1 <= group <= self.max_group:
+            raise _refuse(name, f"{group} query heads per KV head (1 to {self.max_group})")
         _check_index(name, "rows", rows, n)
         _check_index(name, "lengths", lengths, n)
         out = q.new_empty((n, width))
@@ -185,9 +200,10 @@ class CpuKernels:
         n, hidden = x.shape
         if delta is not None:
             _check_dense(name, "delta", delta, x.dtype, 2)
-            _require(delta.shape == x.shape, name, f"delta {tuple(delta.shape)} != x {tuple(x.shape)}")
+            _check_same_shape(name, delta, x, "delta and x")
         _check_dense(name, "weight", weight, x.dtype, 1)
-        _require(weight.shape[0] == hidden, name, f"weight has {weight.shape[0]} elements, x rows {hidden}")
+        if weight.shape[0] != hidden:
+            raise _refuse(name, f"weight has {weight.shape[0]} elements, x rows {hidden}")
         out = torch.empty_like(x)
         self._functions[name, x.dtype](
             x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(), out.data_ptr(), n, hidden,
@@ -209,16 +225,19 @@ class CpuKernels:
         _check_dense(name, "qkv", qkv, qkv.dtype, 2)
         for label, t in (("keys", keys), ("values", values)):
             _check_dense(name, label, t, qkv.dtype, 4)
-        _require(values.shape == keys.shape, name, f"values {tuple(values.shape)} != keys {tuple(keys.shape)}")
+        _check_same_shape(name, values, keys, "values and keys")
         rows_total, kv, max_positions, head_dim = keys.shape
-        _require(head_dim % 2 == 0, name, f"head_dim {head_dim} is odd")
+        if head_dim % 2:
+            raise _refuse(name, f"head_dim {head_dim} is odd")
         for label, t in (("cos", cos), ("sin", sin)):
             _check_dense(name, label, t, qkv.dtype, 2)
-            _require(tuple(t.shape) == (max_positions, head_dim), name,
-                     f"{label} is {tuple(t.shape)}, expected (P, head_dim) = {(max_positions, head_dim)}")
+            if t.shape[0] != max_positions or t.shape[1] != head_dim:
+                raise _refuse(name, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = "
+                                    f"{(max_positions, head_dim)}")
         n = qkv.shape[0]
-        _require(heads >= 1 and qkv.shape[1] == (heads + 2 * kv) * head_dim, name,
-                 f"qkv width {qkv.shape[1]} != (heads + 2 kv) * head_dim = {(heads + 2 * kv) * head_dim}")
+        if heads < 1 or qkv.shape[1] != (heads + 2 * kv) * head_dim:
+            raise _refuse(name, f"qkv width {qkv.shape[1]} != (heads + 2 kv) * head_dim = "
+                                f"{(heads + 2 * kv) * head_dim}")
         _check_index(name, "positions", positions, n)
         _check_index(name, "rows", rows, n)
         q = qkv.new_empty((n, heads * head_dim))
@@ -238,7 +257,8 @@ class CpuKernels:
         self._check_model_dtype(name, gate_up.dtype)
         _check_dense(name, "gate_up", gate_up, gate_up.dtype, 2)
         n, width = gate_up.shape
-        _require(width % 2 == 0, name, f"gate_up width {width} is odd")
+        if width % 2:
+            raise _refuse(name, f"gate_up width {width} is odd")
         out = gate_up.new_empty((n, width // 2))
         self._functions[name, gate_up.dtype](gate_up.data_ptr(), out.data_ptr(), n, width // 2,
                                              torch.get_num_threads())
