@@ -522,3 +522,74 @@ def test_the_sanitizer_build_catches_a_planted_over_read(kernel, tmp_path) -> No
     assert "READ of size" in report and "in silu_mul" in report, report[-2000:]
     unsanitized = run(cpu_kernels.build(tmp_path / "plain", source=planted)[0])
     assert unsanitized.returncode == 0 and "finite True" in unsanitized.stdout, unsanitized.stderr[-2000:]
+
+
+# -- the kernels bound to one model's cache: the contract checked at bind, per step, per call --
+
+def _bound_inputs(dtype: torch.dtype = torch.float32) -> dict:
+    layers, rows_total, kv, positions, d = 2, 3, 2, 10, 16
+    return {"keys": torch.randn(layers, rows_total, kv, positions, d, dtype=dtype),
+            "values": torch.randn(layers, rows_total, kv, positions, d, dtype=dtype),
+            "cos": torch.randn(positions, d, dtype=dtype), "sin": torch.randn(positions, d, dtype=dtype), "heads": 4}
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bound_kernels_compute_what_the_checked_calls_compute(dtype: torch.dtype) -> None:
+    torch.manual_seed(31)
+    bound_in, plain_in = _bound_inputs(dtype), None
+    plain_in = {k: v.clone() if torch.is_tensor(v) else v for k, v in bound_in.items()}
+    bound = KERNEL.bind(**bound_in)
+    positions, rows = torch.tensor([3, 0, 9]), torch.tensor([2, 0, 1])
+    step = bound.step(positions, rows)
+    qkv = torch.randn(3, (4 + 2 * 2) * 16, dtype=dtype)
+    for layer in (0, 1):
+        q_bound = step.rope_write(layer, qkv)
+        q_plain = KERNEL.rope_write(qkv, plain_in["cos"], plain_in["sin"], positions, rows, plain_in["keys"][layer],
+                                    plain_in["values"][layer], 4)
+        assert torch.equal(q_bound, q_plain)
+        assert torch.equal(bound_in["keys"], plain_in["keys"]) and torch.equal(bound_in["values"], plain_in["values"])
+        got = step.attention(layer, q_bound, 0.25)
+        want = KERNEL.decode_attention(q_plain, plain_in["keys"][layer], plain_in["values"][layer], rows, positions + 1,
+                                       0.25)
+        assert torch.equal(got, want)
+
+
+@needs_kernel
+def test_binding_refuses_a_cache_or_tables_outside_the_contract() -> None:
+    for change in [{"keys": _bound_inputs()["keys"][0]},  # 4-D: one layer, not the cache
+                   {"values": _bound_inputs()["values"].transpose(3, 4)},
+                   {"values": _bound_inputs()["values"][:, :2]}, {"cos": torch.randn(10, 8)},
+                   {"sin": torch.randn(9, 16)}, {"heads": 3}, {"heads": 18},
+                   {"keys": _bound_inputs()["keys"].half(), "values": _bound_inputs()["values"].half()}]:
+        with pytest.raises(KernelContractError):
+            KERNEL.bind(**(_bound_inputs() | change))
+
+
+@needs_kernel
+def test_a_bound_step_refuses_indices_and_activations_outside_the_contract() -> None:
+    inputs = _bound_inputs()
+    bound = KERNEL.bind(**inputs)
+    for positions, rows in [(torch.tensor([1, 2], dtype=torch.int32), torch.tensor([0, 1])),
+                            (torch.tensor([1, 2]), torch.tensor([0])), (torch.tensor(1), torch.tensor(0))]:
+        with pytest.raises(KernelContractError):
+            bound.step(positions, rows)
+    keys_before = inputs["keys"].clone()
+    for positions, rows in [(torch.tensor([1, 10]), torch.tensor([0, 1])), (torch.tensor([0, 1]), torch.tensor([0, 3])),
+                            (torch.tensor([-1, 1]), torch.tensor([0, 1]))]:
+        step = bound.step(positions, rows)  # values are checked in C, on every call
+        with pytest.raises(KernelContractError):
+            step.rope_write(0, torch.randn(2, 128))
+        with pytest.raises(KernelContractError):
+            step.attention(0, torch.randn(2, 64), 0.25)
+    assert torch.equal(inputs["keys"], keys_before)
+    step = bound.step(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    for layer, qkv in [(2, torch.randn(2, 128)), (-1, torch.randn(2, 128)), (0, torch.randn(3, 128)),
+                       (0, torch.randn(2, 120)), (0, torch.randn(2, 128).bfloat16()), (0, torch.randn(2, 256)[:, ::2])]:
+        with pytest.raises(KernelContractError):
+            step.rope_write(layer, qkv)
+    for layer, q in [(2, torch.randn(2, 64)), (0, torch.randn(2, 72)), (0, torch.randn(1, 64).expand(2, -1)),
+                     (0, torch.randn(2, 128)[:, ::2])]:
+        with pytest.raises(KernelContractError):
+            step.attention(layer, q, 0.25)
+    assert torch.equal(inputs["keys"], keys_before)

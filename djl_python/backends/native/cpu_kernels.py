@@ -96,7 +96,7 @@ def _check_dense(kernel: str, name: str, t: torch.Tensor, dtype: torch.dtype, di
         raise _refuse(kernel, f"{name} has {t.dim()} dimensions, expected {dims}")
     if not t.is_contiguous():
         raise _refuse(kernel, f"{name} is not contiguous")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise _refuse(kernel, f"{name} is on {t.device}, not the CPU")
 
 
@@ -141,6 +141,11 @@ class CpuKernels:
             return f"{group} query heads per KV head (at most {self.max_group})"
         return None
 
+    def bind(self, keys: torch.Tensor, values: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+             heads: int) -> ModelKernels:
+        """The attention and rope kernels bound to a model's cache and tables (:class:`ModelKernels`)."""
+        return ModelKernels(self, keys, values, cos, sin, heads)
+
     @staticmethod
     def _check_model_dtype(kernel: str, dtype: torch.dtype) -> None:
         if dtype not in _SUFFIX:
@@ -161,7 +166,7 @@ class CpuKernels:
         _check_dense(name, "values", values, q.dtype, 4)
         _check_same_shape(name, values, keys, "values and keys")
         rows_total, kv, positions, head_dim = keys.shape
-        if q.dim() != 2 or q.device.type != "cpu":
+        if q.dim() != 2 or not q.is_cpu:
             raise _refuse(name, "q must be a 2-dimensional CPU tensor")
         n, width = q.shape
         if n and (q.stride(1) != 1 or q.stride(0) < width):
@@ -262,6 +267,110 @@ class CpuKernels:
         out = gate_up.new_empty((n, width // 2))
         self._functions[name, gate_up.dtype](gate_up.data_ptr(), out.data_ptr(), n, width // 2,
                                              torch.get_num_threads())
+        return out
+
+
+class ModelKernels:
+    """The attention and rope kernels bound to one model's KV cache (``keys``/``values
+    [layers, rows_total, kv, P, head_dim]``) and rotary tables (``cos``/``sin [P, head_dim]``).
+
+    Why: the native forward calls these kernels once per layer per step, always on the same
+    cache and tables. Here their contract is checked once, at :meth:`CpuKernels.bind`; each
+    step's index vectors once per step (:meth:`step`); each call checks only its activations
+    (dtype, shape, layout) and the layer number. The C code still checks every row, length and
+    position it addresses memory by. The bound tensors must not be resized or replaced while
+    bound (the native forward allocates them once and never does).
+    """
+
+    def __init__(self, kernels: CpuKernels, keys: torch.Tensor, values: torch.Tensor, cos: torch.Tensor,
+                 sin: torch.Tensor, heads: int) -> None:
+        name = "bind"
+        kernels._check_model_dtype(name, keys.dtype)
+        _check_dense(name, "keys", keys, keys.dtype, 5)
+        _check_dense(name, "values", values, keys.dtype, 5)
+        _check_same_shape(name, values, keys, "values and keys")
+        self.layers, self.rows_total, self.kv, self.positions, self.head_dim = keys.shape
+        if self.head_dim % 8:
+            raise _refuse(name, f"head_dim {self.head_dim} is not a multiple of 8")
+        if not self.kv or heads % self.kv or not 1 <= heads // self.kv <= kernels.max_group:
+            raise _refuse(name, f"{heads} heads over {self.kv} KV heads (1 to {kernels.max_group} per KV head)")
+        for label, t in (("cos", cos), ("sin", sin)):
+            _check_dense(name, label, t, keys.dtype, 2)
+            if t.shape[0] != self.positions or t.shape[1] != self.head_dim:
+                raise _refuse(name, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = "
+                                    f"{(self.positions, self.head_dim)}")
+        self.dtype, self.heads, self.group = keys.dtype, heads, heads // self.kv
+        self._tensors = (keys, values, cos, sin)  # held: the pointers below stay valid
+        self._layer_bytes = keys.stride(0) * keys.element_size()
+        self._keys, self._values, self._cos, self._sin = (t.data_ptr() for t in self._tensors)
+        self._attend = kernels._functions["decode_attention", keys.dtype]
+        self._rope = kernels._functions["rope_write", keys.dtype]
+
+    def step(self, positions: torch.Tensor, rows: torch.Tensor) -> StepKernels:
+        """Bind one step: token ``i`` sits at ``positions[i]`` of KV row ``rows[i]`` (both int64,
+        contiguous; their values are checked in C on every call)."""
+        _check_index("step", "positions", positions, positions.shape[0] if positions.dim() == 1 else -1)
+        _check_index("step", "rows", rows, positions.shape[0])
+        return StepKernels(self, positions, rows)
+
+
+class StepKernels:
+    """:class:`ModelKernels` for one step's tokens; see there for what is checked where."""
+
+    def __init__(self, model: ModelKernels, positions: torch.Tensor, rows: torch.Tensor) -> None:
+        self.m, self.n = model, positions.shape[0]
+        self.positions, self.rows = positions, rows
+        self.lengths = positions + 1
+
+    def _check_activation(self, kernel: str, name: str, t: torch.Tensor, width: int) -> None:
+        if t.dtype != self.m.dtype or t.dim() != 2 or not t.is_cpu:
+            raise _refuse(kernel, f"{name} must be a 2-dimensional CPU tensor of {self.m.dtype}, got {t.dtype} "
+                                  f"{tuple(t.shape)} on {t.device}")
+        if t.shape[0] != self.n or t.shape[1] != width:
+            raise _refuse(kernel, f"{name} is {tuple(t.shape)}, expected {(self.n, width)}")
+
+    def _check_layer(self, kernel: str, layer: int) -> None:
+        if not 0 <= layer < self.m.layers:
+            raise _refuse(kernel, f"layer {layer} outside 0..{self.m.layers - 1}")
+
+    def rope_write(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
+        """:meth:`CpuKernels.rope_write` on layer ``layer`` of the bound cache, at this step's
+        positions and rows; ``qkv`` contiguous ``[n, (heads + 2 kv) * head_dim]``."""
+        m, name = self.m, "rope_write"
+        self._check_layer(name, layer)
+        self._check_activation(name, "qkv", qkv, (m.heads + 2 * m.kv) * m.head_dim)
+        if not qkv.is_contiguous():
+            raise _refuse(name, "qkv is not contiguous")
+        q = qkv.new_empty((self.n, m.heads * m.head_dim))
+        offset = layer * m._layer_bytes
+        code = m._rope(qkv.data_ptr(), m._cos, m._sin, self.positions.data_ptr(), self.rows.data_ptr(), q.data_ptr(),
+                       m._keys + offset, m._values + offset, self.n, m.heads, m.kv, m.head_dim, m.positions,
+                       m.rows_total, torch.get_num_threads())
+        if code == _BAD_INDEX:
+            raise _refuse(name, f"a position outside 0..{m.positions - 1} or a row outside 0..{m.rows_total - 1}")
+        return q
+
+    def attention(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
+        """:meth:`CpuKernels.decode_attention` on layer ``layer`` of the bound cache: token ``i``
+        reads its row's columns ``0..positions[i]``; ``q [n, heads * head_dim]``, each row
+        contiguous."""
+        m, name = self.m, "decode_attention"
+        self._check_layer(name, layer)
+        width = m.heads * m.head_dim
+        self._check_activation(name, "q", q, width)
+        if self.n and (q.stride(1) != 1 or q.stride(0) < width):
+            raise _refuse(name, f"q rows must be contiguous and not overlap (strides {q.stride()})")
+        out = q.new_empty((self.n, width))
+        if not self.n:
+            return out
+        offset = layer * m._layer_bytes
+        code = m._attend(q.data_ptr(), q.stride(0), m._keys + offset, m._values + offset, self.rows.data_ptr(),
+                         self.lengths.data_ptr(), out.data_ptr(), self.n, m.kv, m.group, m.head_dim, m.positions,
+                         m.rows_total, scale, torch.get_num_threads())
+        if code == _BAD_INDEX:
+            raise _refuse(name, f"a row outside 0..{m.rows_total - 1} or a length outside 1..{m.positions}")
+        if code == _NO_MEMORY:
+            raise MemoryError(f"{name}: a thread could not allocate its scratch buffer")
         return out
 
 

@@ -223,6 +223,9 @@ class NativeLlama:
         # Per-step operations: the CPU kernels where they take this model, else torch (.step_ops).
         refusal = "no kernels" if kernels is None else kernels.refusal(device, dtype, self.group, self.head_dim)
         self._kernels = kernels if refusal is None else None
+        # The attention and rope kernels, bound (and their contract checked) once for this cache.
+        self._bound = None if self._kernels is None else \
+            self._kernels.bind(self.keys, self.values, self.cos, self.sin, self.heads)
         self.ops = "cpu-kernels" if refusal is None else f"torch ({refusal})"
 
     @classmethod
@@ -312,7 +315,7 @@ class NativeLlama:
             last = packed[3 * total :]
         tokens, pos, owner = (parts[0] if len(parts) == 1 else torch.cat(parts)
                               for parts in (parts_tokens, parts_pos, parts_owner))
-        ops: StepOps = KernelOps(self, self._kernels, pos, owner) if self._kernels is not None \
+        ops: StepOps = KernelOps(self, self._kernels, self._bound, pos, owner) if self._bound is not None \
             else TorchOps(self, pos, owner, decode, spans, prompt_rows)
         x, delta = F.embedding(tokens, self.embed), None
         for i, layer in enumerate(self.layers):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from djl_python.backends.native.cpu_kernels import CpuKernels
+    from djl_python.backends.native.cpu_kernels import CpuKernels, ModelKernels
     from djl_python.backends.native.llama import DecodeRows, NativeLlama
 
 
@@ -132,12 +132,14 @@ class KernelOps:
     """The CPU kernels. Attention is one kernel call for the whole step: every token, decode
     row or prompt token, is a query over its KV row's columns ``0..position`` (each row read
     to its own length, no mask, no padding); a prompt token's earlier columns are the ones
-    ``rope_write`` wrote this step, so that is causal attention over the prompt."""
+    ``rope_write`` wrote this step, so that is causal attention over the prompt. Rope and
+    attention run through the model's bound kernels (:class:`.cpu_kernels.ModelKernels`),
+    this step's positions and rows checked once here."""
 
-    def __init__(self, model: NativeLlama, kernels: CpuKernels, positions: torch.Tensor, owners: torch.Tensor) -> None:
+    def __init__(self, model: NativeLlama, kernels: CpuKernels, bound: ModelKernels, positions: torch.Tensor,
+                 owners: torch.Tensor) -> None:
         self.m, self.k = model, kernels
-        self.positions, self.owners = positions.contiguous(), owners.contiguous()
-        self.lengths = self.positions + 1
+        self.step = bound.step(positions.contiguous(), owners.contiguous())
 
     def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None,
                  weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,13 +147,10 @@ class KernelOps:
         return x, self.k.add_rms_norm(x, delta, weight, self.m.eps)
 
     def rope_write(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
-        m = self.m
-        return self.k.rope_write(qkv.contiguous(), m.cos, m.sin, self.positions, self.owners, m.keys[layer],
-                                 m.values[layer], m.heads)
+        return self.step.rope_write(layer, qkv.contiguous())
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         return self.k.silu_mul(gate_up.contiguous())
 
     def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        m = self.m
-        return self.k.decode_attention(q, m.keys[layer], m.values[layer], self.owners, self.lengths, m.scale)
+        return self.step.attention(layer, q, self.m.scale)
