@@ -43,6 +43,8 @@ def json_object(body: Body, content_type: Optional[str] = "application/json") ->
         data = json.loads(body)
     except json.JSONDecodeError as err:
         raise InvalidRequest("body", f"malformed JSON: {err}") from None
+    except ValueError as err:  # a number Python will not convert (an integer of over 4,300 digits)
+        raise InvalidRequest("body", f"unreadable JSON number: {err}") from None
     except RecursionError:  # the decoder recurses per level; deeper than Python's stack allows
         raise InvalidRequest("body", f"JSON nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):

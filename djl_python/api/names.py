@@ -7,13 +7,19 @@ from pathlib import Path
 from typing import Optional
 
 
+def is_location(source: str) -> bool:
+    """Whether ``source`` names a place on this server or in its storage (a local path or an
+    ``s3://`` URL) rather than a Hub id: such a name is accepted but never shown to clients."""
+    return source.startswith(("/", ".", "s3://", "~")) or Path(source).exists()
+
+
 def served_model_name(model_id: Optional[str], model_dir: Optional[str] = None) -> str:
     """The model id as given (a Hub id such as ``org/name``), or the folder name of a local
     path or an ``s3://`` URL; ``model_dir``'s folder name when no id is set; else ``default``."""
     source = model_id or model_dir
     if not source:
         return "default"
-    if source.startswith(("/", ".", "s3://", "~")) or Path(source).exists():
+    if is_location(source):
         return Path(source.rstrip("/")).name or "default"
     return source
 

@@ -115,6 +115,8 @@ def _json(raw: bytes) -> Any:
         return json.loads(_text(raw))
     except json.JSONDecodeError as e:
         raise InvalidRequest("body", f"invalid JSON: {e}") from None
+    except ValueError as e:  # a number Python will not convert (an integer of over 4,300 digits)
+        raise InvalidRequest("body", f"unreadable JSON number: {e}") from None
 
 
 def _csv(text: str) -> dict[str, Any]:

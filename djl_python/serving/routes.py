@@ -31,7 +31,7 @@ from djl_python.api import lmi, openai, tgi
 from djl_python.api.body import json_object, validate
 from djl_python.api.errors import ApiError, to_api_error
 from djl_python.api.lmi_render import lmi_renderer
-from djl_python.api.names import served_names
+from djl_python.api.names import is_location, served_names
 from djl_python.api.openai_render import ChoicesRenderer, OpenAiRenderer, error_object as openai_error_object
 from djl_python.api.prompt import EngineRequest
 from djl_python.api.render import Renderer
@@ -137,8 +137,9 @@ def check_model(state: ServerState, model: Optional[str]) -> None:
     """vLLM's rule: no ``model`` or one of the served names; anything else is a 404 listing them."""
     names = served_names(state.model_name, state.config.model_id, state.config.model_dir)
     if model and model not in names:
+        shown = [n for n in names if not is_location(n)]  # a path or bucket is the server's business
         raise ApiError(404, f"the model {model!r} does not exist; this server serves "
-                       + ", ".join(repr(n) for n in names), "model")
+                       + ", ".join(repr(n) for n in shown), "model")
 
 
 @router.get("/v1/models")

@@ -171,3 +171,9 @@ def test_installer_folder_and_version_rules(tmp_path, monkeypatch):
     install.install(target, "0.26.0")  # re-run: a second bundled copy goes aside too, nothing is lost
     assert (target / "djl_python.djl-bundled").is_dir() and not (target / "djl_python").exists()
     assert install.main(["--target", str(tmp_path / "x"), "--djl-version", "zero"]) == 2
+
+
+def test_a_djl_body_with_an_integer_of_too_many_digits_is_refused_naming_the_body():
+    with pytest.raises(InvalidRequest) as err:
+        bodies.decode_body(b'{"inputs": "hi", "x": ' + b"9" * 5000 + b"}", "application/json")
+    assert err.value.field == "body" and "digits" in str(err.value)

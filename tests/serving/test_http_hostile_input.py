@@ -125,3 +125,14 @@ def test_the_default_body_limit_follows_n_positions_with_a_4_mib_floor(server):
     raw = json.dumps({"inputs": "x" * (4 * 2**20)})
     resp = httpx.post(server.url + "/generate", content=raw, headers={"content-type": "application/json"}, timeout=60)
     assert resp.status_code == 413 and str(4 * 2**20) in resp.text and resp.json()["error_type"] == "validation"
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_an_integer_of_too_many_digits_is_400_not_a_500(server, route):
+    """Python refuses to convert an integer literal of over 4,300 digits (a ValueError that is
+    not a JSONDecodeError): a 400 on the body, not a 500 with a traceback."""
+    body, where = ROUTES[route]
+    raw = json.dumps(body)[:-1] + ', "x": ' + "9" * 5000 + "}"
+    resp = httpx.post(server.url + route, content=raw, headers={"content-type": "application/json"}, timeout=60)
+    assert resp.status_code == 400, (resp.status_code, resp.text[:300])
+    assert "body" in resp.text and "digits" in resp.text, resp.text[:300]

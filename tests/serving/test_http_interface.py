@@ -266,3 +266,22 @@ def test_a_client_leaving_a_prompt_list_aborts_every_prompt(server, stream):
             return
         assert outcome[0] + outcome[1] == 3, outcomes
     pytest.fail(f"the prompts of a departed client were not all aborted: (aborted, finished) {outcomes}")
+
+
+def test_a_404_for_an_unknown_model_never_shows_the_servers_path(tiny_llama):
+    """A model configured by its absolute path is served under its folder name; the 404 for
+    another name lists that name, not the path (which stays an accepted alias)."""
+    from djl_python.loader import load_engine
+
+    config = load_config(properties={"model_id": str(tiny_llama), "device": "cpu", "max_rolling_batch_size": "1",
+                                     "n_positions": "64"}, env={})
+    with TestClient(create_app(config, load_engine)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        body = {"prompt": PROMPT, "max_tokens": 1}
+        resp = client.post("/v1/completions", json={**body, "model": "gpt-4"})
+        assert resp.status_code == 404, resp.text
+        assert str(tiny_llama) not in resp.text and repr(tiny_llama.name) in resp.json()["error"]["message"]
+        assert client.post("/v1/completions", json={**body, "model": str(tiny_llama)}).status_code == 200
