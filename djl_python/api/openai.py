@@ -9,7 +9,7 @@ option took effect when it did not. Every error is ``InvalidRequest(<field path>
 The fields vLLM adds are honoured as vLLM defines them (vllm-project/vllm,
 vllm/entrypoints/openai/protocol.py): ``top_k`` (``-1`` or ``0``: disabled),
 ``min_p``, ``min_tokens``, ``repetition_penalty``, ``ignore_eos``,
-``skip_special_tokens``, and ``echo`` on completions (the prompt text leads the
+``skip_special_tokens``, ``stop_token_ids``, and ``echo`` on completions (the prompt text leads the
 completion). Fields that ask nothing of a server without storage, accounts or
 tiers are accepted and change nothing: ``user``, ``store``, ``metadata``,
 ``service_tier``, ``best_of: 1``.
@@ -65,6 +65,7 @@ class _Common(_Body):
     min_p: Optional[float] = None
     min_tokens: int = 0
     skip_special_tokens: bool = True
+    stop_token_ids: Optional[list[int]] = None  # vLLM's: generation ends on any of these ids
     # Accepted, no effect: nothing is stored, there are no accounts or tiers to bill.
     user: Optional[str] = None
     store: Optional[bool] = None
@@ -93,7 +94,7 @@ class _Common(_Body):
                 repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0, seed=self.seed,
                 stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
-                ignore_eos=self.ignore_eos, logprobs=logprobs, top_logprobs=top_logprobs,
+                stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos, logprobs=logprobs, top_logprobs=top_logprobs,
                 min_p=self.min_p, min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
             )
         except InvalidRequest as err:

@@ -285,3 +285,26 @@ def test_a_404_for_an_unknown_model_never_shows_the_servers_path(tiny_llama):
         assert resp.status_code == 404, resp.text
         assert str(tiny_llama) not in resp.text and repr(tiny_llama.name) in resp.json()["error"]["message"]
         assert client.post("/v1/completions", json={**body, "model": str(tiny_llama)}).status_code == 200
+
+
+def test_stop_token_ids_end_an_openai_request_as_in_vllm(server):
+    """vLLM's extra field: generation ends at the first of these ids, finish_reason "stop", the
+    id's text not shown; ids outside [0, 2^31) are a 400 naming the field, on both routes."""
+    generated = httpx.post(server.url + "/generate", json={"inputs": PROMPT, "parameters": {
+        "max_new_tokens": 12, "details": True}}, timeout=60)
+    assert generated.status_code == 200, generated.text
+    ids = [t["id"] for t in generated.json()["details"]["tokens"]]
+    fourth = ids[3]
+    first_at = ids.index(fourth)  # the id may occur earlier too: generation stops at its first
+    body = {"prompt": PROMPT, "max_tokens": 12, "temperature": 0, "ignore_eos": True}
+    free = httpx.post(server.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]
+    resp = httpx.post(server.url + "/v1/completions", json=body | {"stop_token_ids": [fourth]}, timeout=60).json()
+    choice = resp["choices"][0]
+    assert choice["finish_reason"] == "stop" and resp["usage"]["completion_tokens"] == first_at + 1
+    assert free["text"].startswith(choice["text"]) and len(choice["text"]) < len(free["text"])
+    chat = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat | {"stop_token_ids": [fourth]},
+                      timeout=60).status_code == 200
+    for route, valid in (("/v1/completions", body), ("/v1/chat/completions", chat)):
+        bad = httpx.post(server.url + route, json=valid | {"stop_token_ids": [2**31]}, timeout=60)
+        assert bad.status_code == 400 and "stop_token_ids" in bad.text, bad.text
