@@ -59,8 +59,8 @@ class RequestTimeout(TimeoutError):
     """The request did not finish within ``predict_timeout`` and was aborted: 504."""
 
 
-_KINDS = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error", 503: "overloaded",
-          504: "timeout"}
+_KINDS = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 503: "overloaded", 504: "timeout"}
 
 
 class ApiError(Exception):

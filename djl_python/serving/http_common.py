@@ -107,11 +107,26 @@ class Call:
 Translate = Callable[[Call], tuple[Union[EngineRequest, list[EngineRequest]], Renderer]]
 
 
+def content_type_refusal(header: Optional[str], accepts_text: bool) -> Optional[ApiError]:
+    """A 415 for a body whose ``Content-Type`` the route does not read, else ``None``. Every
+    generation route reads JSON (``application/json``, any ``+json`` type, or no header at all);
+    LMI's routes also read ``text/plain`` as the prompt. A form, CSV or multipart body would
+    otherwise be parsed as JSON and refused for reasons the client cannot see."""
+    media = (header or "").split(";", 1)[0].strip().lower()
+    if media in ("", "application/json") or media.endswith("+json") or (accepts_text and media == "text/plain"):
+        return None
+    allowed = "application/json" + (" or text/plain" if accepts_text else "")
+    return ApiError(415, f"Content-Type {media!r} is not supported here; send {allowed}", "content-type")
+
+
 async def serve(request: Request, translate: Translate, error_body: Callable[[ApiError], Response],
-                prompt_field: str = "inputs") -> Response:
+                prompt_field: str = "inputs", accepts_text: bool = False) -> Response:
     """One generation request, start to end (see the module docstring)."""
     state = server_state(request)
     stream: Optional[OutputStream] = None
+    refusal = content_type_refusal(request.headers.get("content-type"), accepts_text)
+    if refusal is not None:
+        return error_body(refusal)
     try:
         raw = await read_body(request, state.max_request_bytes)
         call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)

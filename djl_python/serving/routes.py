@@ -95,7 +95,7 @@ _LMI_BODY = body_of(lmi.LmiBody, lmi.LmiChatBody, text=True)
 
 @router.post("/invocations", response_model=None, openapi_extra=_LMI_BODY)
 async def invocations(request: Request) -> Response:
-    return await serve(request, _lmi, lmi_error)
+    return await serve(request, _lmi, lmi_error, accepts_text=True)
 
 
 @router.post("/predictions/{model}", response_model=None, openapi_extra=_LMI_BODY)
@@ -103,7 +103,7 @@ async def predictions(request: Request, model: str) -> Response:
     name = server_state(request).model_name
     if model != name:
         return lmi_error(ApiError(404, f"model {model!r} not found; this server serves {name!r}", "model"))
-    return await serve(request, _lmi, lmi_error)
+    return await serve(request, _lmi, lmi_error, accepts_text=True)
 
 
 # -- OpenAI ---------------------------------------------------------------------------------

@@ -136,3 +136,29 @@ def test_an_integer_of_too_many_digits_is_400_not_a_500(server, route):
     resp = httpx.post(server.url + route, content=raw, headers={"content-type": "application/json"}, timeout=60)
     assert resp.status_code == 400, (resp.status_code, resp.text[:300])
     assert "body" in resp.text and "digits" in resp.text, resp.text[:300]
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/csv", "multipart/form-data",
+                                          "text/plain"])
+def test_a_body_type_the_route_does_not_read_is_415(server, route, content_type):
+    """The JSON body is sent as is, under another Content-Type: the route says it does not read
+    that type (LMI's routes read text/plain as the prompt) instead of parsing it as JSON."""
+    body, _ = ROUTES[route]
+    resp = httpx.post(server.url + route, content=json.dumps(body), headers={"content-type": content_type},
+                      timeout=60)
+    lmi_plain_text = content_type == "text/plain" and route in ("/invocations", "/predictions/tiny")
+    if lmi_plain_text:
+        assert resp.status_code == 200, resp.text
+    else:
+        assert resp.status_code == 415, (resp.status_code, resp.text)
+        assert content_type in resp.text and "application/json" in resp.text
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+@pytest.mark.parametrize("content_type", [None, "application/json; charset=utf-8", "application/vnd.api+json"])
+def test_json_under_any_json_type_or_none_is_read(server, route, content_type):
+    body, _ = ROUTES[route]
+    headers = {} if content_type is None else {"content-type": content_type}
+    resp = httpx.post(server.url + route, content=json.dumps(body).encode(), headers=headers, timeout=60)
+    assert resp.status_code == 200, (resp.status_code, resp.text)
