@@ -75,6 +75,8 @@ def test_health_and_version_need_no_api_key(tiny_llama):
     assert client.get("/health").status_code == 503  # open, and honest: not loaded
     assert client.get("/v1/models").status_code == 401
     assert client.get("/openapi.json").status_code == 401
+    assert client.get("/metrics").status_code == 401  # docs/deployment.md: a scraper needs the token
+    assert client.get("/metrics", headers={"Authorization": "Bearer k3y"}).status_code == 200
 
 
 def test_openapi_documents_every_post_body(server):
