@@ -15,10 +15,12 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from djl_python.artifacts.sources import default_cache_dir
+from djl_python.progress import progress_bars_for
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ def _convert(gguf: Path, out: Path) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress_bars_for(sys.stderr)
     print(default_model_dir())
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from djl_python.config import dtypes
+from djl_python.progress import progress_bars_for
 
 if TYPE_CHECKING:
     from djl_python.backends.neuron_plan import NeuronLoadPlan
@@ -188,6 +189,7 @@ def build_config(args: argparse.Namespace) -> HandlerConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress_bars_for(sys.stderr)
     from djl_python.artifacts import ArtifactError
     from djl_python.backends.neuron_loader import NeuronLoadTimeout
     from djl_python.backends.neuron_versions import NeuronVersionError

@@ -178,11 +178,13 @@ def _on_sigterm(signum: int, frame: Optional[FrameType]) -> Any:
 
 def main(argv: Optional[list[str]] = None, djl_version: Optional[str] = None, prog: str = "djl_python_engine") -> int:
     """Run the engine for DJL ``djl_version`` (``$DJL_PYTHON_DJL_VERSION``, else 0.28.0)."""
+    from djl_python.progress import progress_bars_for
     from djl_python.service_loader import load_model_service
 
     args = parse_args(argv, prog)
     logging.basicConfig(stream=sys.stdout, level=args.log_level.upper(),
                         format="%(levelname)s::%(name)s::%(message)s")
+    progress_bars_for(sys.stderr)  # Java captures it: no carriage-return bars in its log
     version = os.environ.get(djl_protocol.VERSION_ENV) or djl_version or djl_protocol.DEFAULT_DJL_VERSION
     proto = djl_protocol.activate(djl_protocol.protocol_for(version))
     logger.info("%d - djl_python engine for DJL %s (%s strings) started with args: %s",

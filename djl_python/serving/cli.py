@@ -42,6 +42,7 @@ import uvicorn
 from djl_python.artifacts.errors import ArtifactError
 from djl_python.config import ConfigError, HandlerConfig
 from djl_python.config.sources import OptionValue, Options
+from djl_python.progress import progress_bars_for
 
 logger = logging.getLogger("djl_python.serving")
 
@@ -234,6 +235,7 @@ class GracefulServer(uvicorn.Server):
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress_bars_for(sys.stderr)
     from djl_python import default_model
     from djl_python.config import load_config
     from djl_python.config.chat_template import load_chat_template

@@ -310,3 +310,32 @@ def test_stop_token_ids_end_an_openai_request_as_in_vllm(server):
     for route, valid in (("/v1/completions", body), ("/v1/chat/completions", chat)):
         bad = httpx.post(server.url + route, json=valid | {"stop_token_ids": [2**31]}, timeout=60)
         assert bad.status_code == 400 and "stop_token_ids" in bad.text, bad.text
+
+
+def test_a_server_logging_to_a_file_draws_no_progress_bars(server):
+    """tqdm's carriage-return redraws make one ever-growing line in a log file; a server whose
+    stderr is not a terminal turns the bars off (its model load drew "Loading weights" bars)."""
+    logs = server.logs()
+    assert "backend=pytorch" in logs  # the load was logged
+    assert "\r" not in logs and "it/s]" not in logs
+
+
+def test_progress_bars_stay_on_a_terminal_and_go_off_elsewhere():
+    import io
+
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    from djl_python.progress import progress_bars_for
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    try:
+        assert progress_bars_for(Terminal()) and transformers_logging.is_progress_bar_enabled()
+        assert not progress_bars_for(io.StringIO())
+        assert not transformers_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+    finally:
+        transformers_logging.enable_progress_bar()
+        enable_progress_bars()
