@@ -62,6 +62,22 @@ def test_readme_curl_example_answers_paris(default_server):
     assert "Paris" in resp.json()["choices"][0]["message"]["content"]
 
 
+def test_readme_client_examples_run_as_written(default_server, capsys):
+    """The README's openai SDK example (executed, its URL pointed at this server) and its
+    /generate_stream curl body, both taken from the README itself."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert "http://127.0.0.1:8080/v1" in code
+    exec(compile(code.replace("http://127.0.0.1:8080", default_server.url), "README.md", "exec"), {})
+    assert "Paris" in capsys.readouterr().out
+    curl = re.search(r"curl -sN (\S+/generate_stream) .*?-d '(\{.*?\})'", readme, re.S)
+    assert curl.group(1) == "http://127.0.0.1:8080/generate_stream"
+    with httpx.stream("POST", f"{default_server.url}/generate_stream", json=json.loads(curl.group(2)),
+                      timeout=120) as resp:
+        events = [json.loads(line[len("data:"):]) for line in resp.iter_lines() if line.startswith("data:")]
+    assert resp.status_code == 200 and len(events) == 8 and events[-1]["generated_text"]
+
+
 def test_sigterm_refuses_new_requests_and_finishes_running_ones(default_server):
     body = {"inputs": "Count to one hundred:", "parameters": {"max_new_tokens": 120, "ignore_eos": True},
             "stream": True}
@@ -111,18 +127,3 @@ def test_a_permanent_load_failure_is_not_reported_as_overloaded(tiny_llama):
             assert resp.status_code == 503 and "retry-after" not in resp.headers, (route, resp.headers)
             assert kind(resp) == "unavailable" and "failed to load" in resp.text and "not a model" in resp.text
 
-
-def test_readme_client_examples_run_as_written(default_server, capsys):
-    """The README's openai SDK example (executed, its URL pointed at this server) and its
-    /generate_stream curl body, both taken from the README itself."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    assert "http://127.0.0.1:8080/v1" in code
-    exec(compile(code.replace("http://127.0.0.1:8080", default_server.url), "README.md", "exec"), {})
-    assert "Paris" in capsys.readouterr().out
-    curl = re.search(r"curl -sN (\S+/generate_stream) .*?-d '(\{.*?\})'", readme, re.S)
-    assert curl.group(1) == "http://127.0.0.1:8080/generate_stream"
-    with httpx.stream("POST", f"{default_server.url}/generate_stream", json=json.loads(curl.group(2)),
-                      timeout=120) as resp:
-        events = [json.loads(line[len("data:"):]) for line in resp.iter_lines() if line.startswith("data:")]
-    assert resp.status_code == 200 and len(events) == 8 and events[-1]["generated_text"]
