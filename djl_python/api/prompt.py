@@ -24,6 +24,9 @@ class EngineRequest:
     prompt_text: str
     prompt_ids: list[int]
     params: SamplingParams
+    # What every API calls this prompt in its errors: "messages" for a chat body on any route;
+    # "prompt" (the engine's word, which each route renames: inputs, prompt) otherwise.
+    prompt_field: str = "prompt"
 
 
 def max_token_chars(tokenizer: Any) -> Optional[int]:
@@ -56,11 +59,11 @@ class PromptBuilder:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_prompt_chars: Optional[int] = max_prompt_tokens * per_token if max_prompt_tokens and per_token else None
 
-    def check_length(self, chars: int) -> None:
-        """``InvalidRequest("prompt")`` when ``chars`` characters cannot fit in ``max_prompt_tokens``."""
+    def check_length(self, chars: int, field: str = "prompt") -> None:
+        """``InvalidRequest(field)`` when ``chars`` characters cannot fit in ``max_prompt_tokens``."""
         if self.max_prompt_chars is not None and chars > self.max_prompt_chars:
             raise InvalidRequest(
-                "prompt", f"the prompt has {chars} characters; at most {self.max_prompt_chars} characters can fit "
+                field, f"the prompt has {chars} characters; at most {self.max_prompt_chars} characters can fit "
                 f"in {self.max_prompt_tokens} tokens (n_positions), so it is too long")
 
     def text(self, prompt: str) -> list[int]:
@@ -71,9 +74,9 @@ class PromptBuilder:
     def chat(self, messages: Sequence[ChatMessage]) -> tuple[str, list[int]]:
         """The chat template's prompt and its ids; no extra special tokens: the template wrote them."""
         # The rendered prompt holds every message's content and name: bound them before templating.
-        self.check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in flatten(messages)))
+        self.check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in flatten(messages)), "messages")
         text = render_chat(self._tokenizer, list(messages))
-        self.check_length(len(text))
+        self.check_length(len(text), "messages")
         return text, list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def build(self, prompt: Union[str, list[int], Sequence[ChatMessage]], params: SamplingParams,
@@ -84,6 +87,7 @@ class PromptBuilder:
             text, ids = prompt, self.text(prompt)
         elif prompt and all(isinstance(m, ChatMessage) for m in prompt):
             text, ids = self.chat(prompt)  # type: ignore[arg-type]
+            return EngineRequest(text, ids[-truncate:] if truncate is not None else ids, params, "messages")
         elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             text, ids = "", list(prompt)  # type: ignore[arg-type]
         else:

@@ -134,6 +134,8 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
         # event loop, which serves /ping, /metrics and every stream (issue 13 item 1).
         engine_request, renderer = await asyncio.get_running_loop().run_in_executor(
             state.prompt_executor, translate, call)
+        if isinstance(engine_request, EngineRequest) and engine_request.prompt_field != "prompt":
+            prompt_field = engine_request.prompt_field  # a chat body, on whatever route
         engine = state.require_engine()
         stream = OutputStream(request, submit(engine, engine_request, call.request_id))
         await stream.start()

@@ -144,3 +144,14 @@ def test_hostile_bodies_leave_a_running_stream_and_ping_going(server):
     assert len(run.stamps) >= 600  # the stream ended normally, every token sent
     assert run.pings and all(latency != float("inf") for _, latency in run.pings)
     assert run.gaps_during(), "no token arrived while the hostile requests were handled"
+
+
+@pytest.mark.parametrize("route", ["/invocations", "/v1/chat/completions"])
+def test_a_too_long_chat_body_is_400_naming_messages_on_every_route(server, route):
+    """A chat body names its prompt ``messages`` whatever the route; LMI's /invocations used to
+    name ``inputs``, a field the client never sent. Both bounds: characters, then tokens."""
+    for content in ("hello world " * 300_000, "a b " * WINDOW):
+        resp = httpx.post(server.url + route, json={"messages": [{"role": "user", "content": content}],
+                                                    "max_tokens": 2}, timeout=60)
+        assert resp.status_code == 400, resp.text
+        assert "messages" in resp.text and "inputs" not in resp.text, resp.text
