@@ -121,3 +121,11 @@ def test_load_stops_before_allocating_and_warns_about_tensor_parallel(
         load_engine(config)
     assert "raise OPTION_MEMORY_BUDGET" in str(info.value) and "option.max_rolling_batch_size (now 32)" in str(info.value)
     assert "OPTION_TENSOR_PARALLEL_DEGREE=2 is ignored: the PyTorch backend" in caplog.text
+
+
+def test_the_documented_memory_plan_is_the_default_models(smollm2_dir):
+    """docs/deployment.md quotes the start-up log line for the default model at the default
+    32 slots x 2048 positions, fp32: it must be the line this code logs."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    plan = plan_memory(smollm2_dir, max_slots=32, n_positions=2048, dtype="fp32", device="cpu")
+    assert f"`memory plan: {plan.describe()}; budget" in doc, plan.describe()
