@@ -332,6 +332,8 @@ def test_progress_bars_stay_on_a_terminal_and_go_off_elsewhere():
         def isatty(self) -> bool:
             return True
 
+    transformers_logging.enable_progress_bar()  # a known start: in-process entry points ran earlier
+    enable_progress_bars()
     try:
         assert progress_bars_for(Terminal()) and transformers_logging.is_progress_bar_enabled()
         assert not progress_bars_for(io.StringIO())
