@@ -11,12 +11,14 @@ Why our own runner and not mutmut or cosmic-ray: they mutate Python only, and ha
 this run must reach is C. It stays small: the mutants are single-token edits chosen from a
 fixed list of operators, in a fixed order, and the run is bounded (``--budget-s``).
 
-How it runs, fast enough for ~400 mutants in minutes on 2 cores:
+How it runs, within its budget on 2 cores:
 
-* the repository's ``djl_python`` and ``tests`` are copied to a scratch folder, where the
-  mutants are written (the working tree is never touched);
+* the repository's ``djl_python``, ``tests`` and ``scripts`` are copied to one scratch folder
+  per worker (``--jobs``, one per core), where the mutants are written (the working tree is
+  never touched);
 * one parent process imports torch, transformers and pytest once, and forks a child per
-  mutant that imports the (mutated) package from the scratch copy and runs pytest there;
+  mutant that imports the (mutated) package from its scratch copy and runs pytest there,
+  without bytecode and without the installed pytest plugins other than pytest-timeout;
 * a C mutant is checked with ``cc -fsyntax-only`` first, then its kernel tests run in a
   child with a scratch kernel cache; a C mutant that survives them runs again, in a fresh
   process, against the AddressSanitizer + UBSan build (``scripts/sanitized-kernels.sh``),
