@@ -95,7 +95,7 @@ def measure(base: str, hostile: Callable[[], dict[str, int]], new_tokens: int = 
                 attacker.start()
     stop.set()
     for thread in (attacker, pinger):
-        if thread.is_alive() or thread.ident is not None:
+        if thread.ident is not None:  # started
             thread.join(120)
     return run
 

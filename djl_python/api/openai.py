@@ -94,7 +94,8 @@ class _Common(_Body):
                 repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty or 0.0,
                 frequency_penalty=self.frequency_penalty or 0.0, seed=self.seed,
                 stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
-                stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos, logprobs=logprobs, top_logprobs=top_logprobs,
+                stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos,
+                logprobs=logprobs, top_logprobs=top_logprobs,
                 min_p=self.min_p, min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
             )
         except InvalidRequest as err:

@@ -242,11 +242,12 @@ def _broken(case: str) -> dict:
 @pytest.mark.parametrize("case", [
     "q dtype differs from the cache", "float16", "int32 rows", "int32 lengths", "strided rows", "stride-0 q",
     "non-contiguous keys", "q columns strided", "group > max", "head_dim not a multiple of 8",
-    "values shape differs", "row out of range", "first row out of range", "first length past P", "negative row", "length past P", "length 0", "rows shorter than q",
+    "values shape differs", "row out of range", "first row out of range", "first length past P", "negative row",
+    "length past P", "length 0", "rows shorter than q",
 ])
 def test_attention_refuses_inputs_outside_its_contract(case: str) -> None:
     """Each case, passed to the C code as is, reads out of bounds or returns garbage (a bf16 q
-    over an fp32 cache read as bf16 gave 1e31); the wrapper or the kernel refuses it first."""
+    over an fp32 cache is read as bf16); the wrapper or the kernel refuses it first."""
     with pytest.raises(KernelContractError):
         KERNEL.decode_attention(**_broken(case))
 

@@ -46,7 +46,8 @@ def test_a_partial_rotary_is_refused_with_the_reason() -> None:
     assert "partial_rotary_factor 0.5" in llama_support(_partial_rotary_config())
     # Refused whatever the rope type: which rope functions honour the factor differs between
     # transformers releases, and the Hugging Face forward is correct either way.
-    default_type = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5})
+    default_type = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                "partial_rotary_factor": 0.5})
     assert "partial_rotary_factor 0.5" in llama_support(default_type)
     attribute_form = LlamaConfig()
     attribute_form.partial_rotary_factor = 0.25  # transformers 4.x keeps it on the config

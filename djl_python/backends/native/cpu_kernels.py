@@ -13,11 +13,13 @@ Two kinds, one library:
   arithmetic; each kernel is one call doing the same operations with the same roundings
   (the C file says how). docs/performance.md has the measurements behind both.
 
-Contract: every wrapper checks, once per call, the dtypes, contiguity, index dtypes and
-shapes its C function relies on and raises :class:`KernelContractError` before any memory is
-touched; the C functions check each index they address memory by (rows, lengths, positions)
-and return an error code instead of reading out of bounds. NaN and Inf propagate as in
-torch's ops.
+Contract: every :class:`CpuKernels` method checks, once per call, the dtypes, contiguity,
+index dtypes and shapes its C function relies on and raises :class:`KernelContractError`
+before any memory is touched; :class:`ModelKernels`, the attention and rope kernels bound to
+one model's cache (the native forward's hot path), checks the same things once at bind, once
+per step and per call only for what changes. The C functions check each index they address
+memory by (rows, lengths, positions) and return an error code instead of reading out of
+bounds. NaN and Inf propagate as in torch's ops.
 
 Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` into
 ``$DJL_CACHE_DIR/kernels/cpu_kernels-<key>.so`` (default ``~/.cache/djl_python``), the
@@ -112,6 +114,45 @@ def _check_same_shape(kernel: str, a: torch.Tensor, b: torch.Tensor, names: str)
         raise _refuse(kernel, f"{names}: {tuple(a.shape)} != {tuple(b.shape)}")
 
 
+def _check_tables(kernel: str, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype, positions: int,
+                  head_dim: int) -> None:
+    """The rotary tables are ``[P, head_dim]``: as many rows as the cache has positions, a
+    whole head wide (``rope_write`` reads them with the head's stride)."""
+    for label, t in (("cos", cos), ("sin", sin)):
+        _check_dense(kernel, label, t, dtype, 2)
+        if t.shape[0] != positions or t.shape[1] != head_dim:
+            raise _refuse(kernel, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = {(positions, head_dim)}")
+
+
+def _attend(function: Any, q: torch.Tensor, keys: int, values: int, rows: torch.Tensor, lengths: torch.Tensor,
+            kv: int, group: int, head_dim: int, positions: int, rows_total: int, scale: float) -> torch.Tensor:
+    """Call a checked ``decode_attention_*`` (cache pointers ``keys``/``values``); map its code."""
+    n, width = q.shape
+    out = q.new_empty((n, width))
+    if not n:
+        return out
+    code = function(q.data_ptr(), q.stride(0), keys, values, rows.data_ptr(), lengths.data_ptr(), out.data_ptr(), n,
+                    kv, group, head_dim, positions, rows_total, scale, torch.get_num_threads())
+    if code == _BAD_INDEX:
+        raise _refuse("decode_attention", f"a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
+    if code == _NO_MEMORY:
+        raise MemoryError("decode_attention: a thread could not allocate its scratch buffer")
+    return out
+
+
+def _rope(function: Any, qkv: torch.Tensor, cos: int, sin: int, positions: torch.Tensor, rows: torch.Tensor,
+          keys: int, values: int, heads: int, kv: int, head_dim: int, max_positions: int,
+          rows_total: int) -> torch.Tensor:
+    """Call a checked ``rope_write_*`` (table and cache pointers); map its code; the rotated q."""
+    n = qkv.shape[0]
+    q = qkv.new_empty((n, heads * head_dim))
+    code = function(qkv.data_ptr(), cos, sin, positions.data_ptr(), rows.data_ptr(), q.data_ptr(), keys, values, n,
+                    heads, kv, head_dim, max_positions, rows_total, torch.get_num_threads())
+    if code == _BAD_INDEX:
+        raise _refuse("rope_write", f"a position outside 0..{max_positions - 1} or a row outside 0..{rows_total - 1}")
+    return q
+
+
 class CpuKernels:
     """The loaded library. Each method states the contract of its C function and checks it once
     per call (dtypes, contiguity, index dtypes, shapes; the C code checks index values), raising
@@ -180,18 +221,8 @@ class CpuKernels:
             raise _refuse(name, f"{group} query heads per KV head (1 to {self.max_group})")
         _check_index(name, "rows", rows, n)
         _check_index(name, "lengths", lengths, n)
-        out = q.new_empty((n, width))
-        if n == 0:
-            return out
-        code = self._functions[name, q.dtype](
-            q.data_ptr(), q.stride(0), keys.data_ptr(), values.data_ptr(), rows.data_ptr(), lengths.data_ptr(),
-            out.data_ptr(), n, kv, group, head_dim, positions, rows_total, scale, torch.get_num_threads(),
-        )
-        if code == _BAD_INDEX:
-            raise KernelContractError(f"{name}: a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
-        if code == _NO_MEMORY:
-            raise MemoryError(f"{name}: a thread could not allocate its scratch buffer")
-        return out
+        return _attend(self._functions[name, q.dtype], q, keys.data_ptr(), values.data_ptr(), rows, lengths, kv,
+                       group, head_dim, positions, rows_total, scale)
 
     def add_rms_norm(
         self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
@@ -234,27 +265,15 @@ class CpuKernels:
         rows_total, kv, max_positions, head_dim = keys.shape
         if head_dim % 2:
             raise _refuse(name, f"head_dim {head_dim} is odd")
-        for label, t in (("cos", cos), ("sin", sin)):
-            _check_dense(name, label, t, qkv.dtype, 2)
-            if t.shape[0] != max_positions or t.shape[1] != head_dim:
-                raise _refuse(name, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = "
-                                    f"{(max_positions, head_dim)}")
+        _check_tables(name, cos, sin, qkv.dtype, max_positions, head_dim)
         n = qkv.shape[0]
         if heads < 1 or qkv.shape[1] != (heads + 2 * kv) * head_dim:
             raise _refuse(name, f"qkv width {qkv.shape[1]} != (heads + 2 kv) * head_dim = "
                                 f"{(heads + 2 * kv) * head_dim}")
         _check_index(name, "positions", positions, n)
         _check_index(name, "rows", rows, n)
-        q = qkv.new_empty((n, heads * head_dim))
-        code = self._functions[name, qkv.dtype](
-            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), positions.data_ptr(), rows.data_ptr(), q.data_ptr(),
-            keys.data_ptr(), values.data_ptr(), n, heads, kv, head_dim, max_positions, rows_total,
-            torch.get_num_threads(),
-        )
-        if code == _BAD_INDEX:
-            raise KernelContractError(
-                f"{name}: a position outside 0..{max_positions - 1} or a row outside 0..{rows_total - 1}")
-        return q
+        return _rope(self._functions[name, qkv.dtype], qkv, cos.data_ptr(), sin.data_ptr(), positions, rows,
+                     keys.data_ptr(), values.data_ptr(), heads, kv, head_dim, max_positions, rows_total)
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
         """``silu(gate) * up`` of ``gate_up [n, 2 * inter]`` (gate first), ``[n, inter]``; contiguous."""
@@ -294,11 +313,7 @@ class ModelKernels:
             raise _refuse(name, f"head_dim {self.head_dim} is not a multiple of 8")
         if not self.kv or heads % self.kv or not 1 <= heads // self.kv <= kernels.max_group:
             raise _refuse(name, f"{heads} heads over {self.kv} KV heads (1 to {kernels.max_group} per KV head)")
-        for label, t in (("cos", cos), ("sin", sin)):
-            _check_dense(name, label, t, keys.dtype, 2)
-            if t.shape[0] != self.positions or t.shape[1] != self.head_dim:
-                raise _refuse(name, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = "
-                                    f"{(self.positions, self.head_dim)}")
+        _check_tables(name, cos, sin, keys.dtype, self.positions, self.head_dim)
         self.dtype, self.heads, self.group = keys.dtype, heads, heads // self.kv
         self._tensors = (keys, values, cos, sin)  # held: the pointers below stay valid
         self._layer_bytes = keys.stride(0) * keys.element_size()
@@ -341,14 +356,9 @@ class StepKernels:
         self._check_activation(name, "qkv", qkv, (m.heads + 2 * m.kv) * m.head_dim)
         if not qkv.is_contiguous():
             raise _refuse(name, "qkv is not contiguous")
-        q = qkv.new_empty((self.n, m.heads * m.head_dim))
         offset = layer * m._layer_bytes
-        code = m._rope(qkv.data_ptr(), m._cos, m._sin, self.positions.data_ptr(), self.rows.data_ptr(), q.data_ptr(),
-                       m._keys + offset, m._values + offset, self.n, m.heads, m.kv, m.head_dim, m.positions,
-                       m.rows_total, torch.get_num_threads())
-        if code == _BAD_INDEX:
-            raise _refuse(name, f"a position outside 0..{m.positions - 1} or a row outside 0..{m.rows_total - 1}")
-        return q
+        return _rope(m._rope, qkv, m._cos, m._sin, self.positions, self.rows, m._keys + offset, m._values + offset,
+                     m.heads, m.kv, m.head_dim, m.positions, m.rows_total)
 
     def attention(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
         """:meth:`CpuKernels.decode_attention` on layer ``layer`` of the bound cache: token ``i``
@@ -360,18 +370,9 @@ class StepKernels:
         self._check_activation(name, "q", q, width)
         if self.n and (q.stride(1) != 1 or q.stride(0) < width):
             raise _refuse(name, f"q rows must be contiguous and not overlap (strides {q.stride()})")
-        out = q.new_empty((self.n, width))
-        if not self.n:
-            return out
         offset = layer * m._layer_bytes
-        code = m._attend(q.data_ptr(), q.stride(0), m._keys + offset, m._values + offset, self.rows.data_ptr(),
-                         self.lengths.data_ptr(), out.data_ptr(), self.n, m.kv, m.group, m.head_dim, m.positions,
-                         m.rows_total, scale, torch.get_num_threads())
-        if code == _BAD_INDEX:
-            raise _refuse(name, f"a row outside 0..{m.rows_total - 1} or a length outside 1..{m.positions}")
-        if code == _NO_MEMORY:
-            raise MemoryError(f"{name}: a thread could not allocate its scratch buffer")
-        return out
+        return _attend(m._attend, q, m._keys + offset, m._values + offset, self.rows, self.lengths, m.kv, m.group,
+                       m.head_dim, m.positions, m.rows_total, scale)
 
 
 def _cpu_identity() -> str:
