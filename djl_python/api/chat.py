@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from djl_python.api.body import validate
+from djl_python.api.body import FailFastList, validate
 from djl_python.engine.request import InvalidRequest
 
 
@@ -33,13 +33,13 @@ class ContentPart(_Strict):
 
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: Union[str, list[ContentPart], None] = None
+    content: Union[str, FailFastList[ContentPart], None] = None
     name: Optional[str] = None
     tool_call_id: Optional[str] = None
 
 
 class _Messages(_Strict):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: FailFastList[ChatMessage] = Field(min_length=1)
 
 
 def flatten(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from djl_python.api.body import Body, json_object, validate
+from djl_python.api.body import Body, FailFastList, json_object, validate
 from djl_python.api.chat import ChatMessage
 from djl_python.api.openai import ChatCompletionRequest
 from djl_python.api.prompt import EngineRequest, PromptBuilder
@@ -47,7 +47,7 @@ CONTENT_TYPES = {
 }
 OUTPUT_FORMATTERS = frozenset(CONTENT_TYPES)
 OutputFormatter = OutputFormatterName  # the same names that option.output_formatter accepts
-StopSpec = Optional[Union[str, list[str]]]
+StopSpec = Optional[Union[str, FailFastList[str]]]
 
 
 class _Lenient(BaseModel):
@@ -71,7 +71,7 @@ class LmiParameters(_Lenient):
     ignore_eos: bool = False
     stop: StopSpec = None
     stop_sequences: StopSpec = None
-    stop_token_ids: Optional[list[int]] = None
+    stop_token_ids: Optional[FailFastList[int]] = None
     details: bool = False
     decoder_input_details: bool = False
     return_full_text: bool = False
@@ -85,7 +85,7 @@ class LmiParameters(_Lenient):
 
 
 class LmiBody(_Lenient):
-    inputs: Union[str, list[str]]
+    inputs: Union[str, FailFastList[str]]
     parameters: LmiParameters = LmiParameters()
     stream: bool = False
 

@@ -29,6 +29,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from djl_python.api.body import FailFastList
 from djl_python.api.chat import ChatMessage
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.engine.request import InvalidRequest, SamplingParams
@@ -54,7 +55,7 @@ class _Common(_Body):
     n: Optional[int] = None
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
-    stop: Optional[Union[str, list[str]]] = None
+    stop: Optional[Union[str, FailFastList[str]]] = None
     presence_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
     seed: Optional[int] = None
@@ -65,7 +66,7 @@ class _Common(_Body):
     min_p: Optional[float] = None
     min_tokens: int = 0
     skip_special_tokens: bool = True
-    stop_token_ids: Optional[list[int]] = None  # vLLM's: generation ends on any of these ids
+    stop_token_ids: Optional[FailFastList[int]] = None  # vLLM's: generation ends on any of these ids
     # Accepted, no effect: nothing is stored, there are no accounts or tiers to bill.
     user: Optional[str] = None
     store: Optional[bool] = None
@@ -112,7 +113,7 @@ MAX_PROMPTS = 16  # prompts in one completions request (each takes a slot or a p
 class CompletionRequest(_Common):
     """``POST /v1/completions``: a prompt (a string or token ids) or a list of them, one choice each."""
 
-    prompt: Union[str, list[str], list[int], list[list[int]]]
+    prompt: Union[str, FailFastList[str], FailFastList[int], FailFastList[FailFastList[int]]]
     max_tokens: Optional[int] = 16  # OpenAI's default for legacy completions
     logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     echo: bool = False
@@ -163,13 +164,13 @@ class ResponseFormat(_Body):
 class ChatCompletionRequest(_Common):
     """``POST /v1/chat/completions``; also the chat body of LMI (see the module docstring)."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: FailFastList[ChatMessage] = Field(min_length=1)
     max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     response_format: Optional[ResponseFormat] = None
-    tools: Optional[list[dict]] = None
+    tools: Optional[FailFastList[dict]] = None
     tool_choice: Optional[Union[str, dict]] = None
     parallel_tool_calls: Optional[bool] = None
 

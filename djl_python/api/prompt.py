@@ -73,7 +73,11 @@ class PromptBuilder:
 
     def chat(self, messages: Sequence[ChatMessage]) -> tuple[str, list[int]]:
         """The chat template's prompt and its ids; no extra special tokens: the template wrote them."""
-        # The rendered prompt holds every message's content and name: bound them before templating.
+        # The rendered prompt holds every message's content and name, and at least one token per
+        # message: bound them before templating.
+        if self.max_prompt_tokens and len(messages) > self.max_prompt_tokens:
+            raise InvalidRequest("messages", f"{len(messages)} messages cannot fit in {self.max_prompt_tokens} "
+                                 "tokens (n_positions): each takes at least one")
         self.check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in flatten(messages)), "messages")
         text = render_chat(self._tokenizer, list(messages))
         self.check_length(len(text), "messages")

@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from djl_python.api import finish
+from djl_python.api.body import FailFastList
 from djl_python.api.errors import ApiError
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.render import dumps, generation_failed, sse
@@ -51,7 +52,7 @@ class TgiParameters(_Body):
     repetition_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
     return_full_text: Optional[bool] = False
-    stop: list[str] = Field(default_factory=list)
+    stop: FailFastList[str] = Field(default_factory=list)
     seed: Optional[int] = None
     temperature: Optional[float] = None
     top_k: Optional[int] = None

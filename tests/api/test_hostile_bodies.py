@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from djl_python.api import lmi
-from djl_python.api.body import MAX_DEPTH, json_object
+from djl_python.api import lmi, tgi
+from djl_python.api.body import MAX_DEPTH, json_object, structure_outside_strings, validate
 from djl_python.api.render import dumps, sse
 from djl_python.engine.request import InvalidRequest
 
@@ -28,8 +28,17 @@ def test_depth_limit_allows_every_real_shape_and_refuses_deeper():
     for _ in range(MAX_DEPTH + 1):
         nested = {"a": nested}
     with pytest.raises(InvalidRequest) as refused:
-        json_object(json.dumps({"inputs": "x", "tools": nested}))
-    assert refused.value.field == "tools"
+        validate(tgi.TgiRequest, {"inputs": "x", "parameters": {"grammar": nested}})
+    assert refused.value.field == "parameters"
+
+
+def test_values_a_schema_ignores_are_never_walked():
+    """LMI keeps unknown keys only to name them: their values, however deep or odd, cost no walk."""
+    nested: object = "\ud800"
+    for _ in range(MAX_DEPTH * 4):
+        nested = [nested]
+    request = lmi.parse_request(json.dumps({"inputs": "x", "junk": nested, "parameters": {"more": nested}}))
+    assert request.prompts == ("x",) and set(request.ignored) >= {"junk"}
 
 
 def test_json_too_deep_for_the_decoder_is_invalid_request():
@@ -54,5 +63,39 @@ def test_a_surrogate_pair_is_a_character_and_accepted():
 
 
 def test_the_djl_handler_path_checks_mappings_too():
-    with pytest.raises(InvalidRequest):
-        json_object({"inputs": "\ud800"})
+    with pytest.raises(InvalidRequest) as refused:
+        lmi.parse_request({"inputs": "\ud800"})
+    assert refused.value.field == "inputs"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"a": [1, 2, 3], "b": {"c": "x"}}', 6),  # 3 commas, 1 array, 2 objects
+    ('{"a": "1, 2, [3], {4}"}', 1),
+    ('{"a": "quote \\" and, [comma"}', 1),
+    ('{"a": "back\\\\", "b": ","}', 2),  # an escaped backslash ends the string
+])
+def test_the_exact_scan_counts_structure_outside_strings(text, expected):
+    assert structure_outside_strings(text) == expected
+
+
+@pytest.mark.parametrize("junk", [
+    '{"inputs": "hi", "x": [%s]}' % ",".join(["[]"] * 200_000),  # an unknown field: LMI would ignore it
+    json.dumps({"inputs": ["a"] * 300_000}),  # strings
+    json.dumps({"inputs": "hi", "parameters": {"stop": [[]] * 140_000}}),
+])
+def test_a_body_with_more_values_than_any_request_needs_is_refused_before_decoding(junk):
+    with pytest.raises(InvalidRequest) as refused:
+        lmi.parse_request(junk)
+    assert refused.value.field == "body" and "JSON values" in refused.value.message
+
+
+def test_a_long_prose_prompt_full_of_commas_and_brackets_is_not_counted_as_values():
+    prompt = "Hello, world: [this] is {a} test, with \"quotes\", and commas. " * 40_000
+    assert lmi.parse_request(json.dumps({"inputs": prompt})).prompts == (prompt,)
+
+
+def test_a_list_of_wrong_items_is_refused_at_its_first_item():
+    """pydantic would report every bad item; ``FailFastList`` stops at the first."""
+    with pytest.raises(InvalidRequest) as refused:
+        lmi.parse_request(json.dumps({"inputs": "hi", "parameters": {"stop": [[]] * 50_000}}))
+    assert refused.value.field == "parameters.stop.0"
