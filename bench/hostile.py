@@ -11,6 +11,11 @@ what holds on any machine (statuses, the stream and every ping completing, token
 while the hostile bodies are handled); the ratios are figures, measured here:
 
     python -m bench.hostile [--max-request-bytes N]   # djl-serve on the default model
+
+``--flood`` measures the other threat: one client that loops, back to back, bodies of a few MB
+holding about a million JSON values each, all of which earn a 4xx (:func:`junk_bodies`). The
+figure is the running stream's slowdown: its mean gap between tokens while the flood runs over
+its mean gap before (:meth:`HostileRun.flood_slowdown`).
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ class HostileRun:
     def pings_during(self) -> list[float]:
         start, end = self.window["start"], self.window["end"]
         return [latency for sent, latency in self.pings if start <= sent <= end]
+
+    def flood_slowdown(self) -> float:
+        """Mean gap between tokens during the hostile window over the mean gap before it."""
+        before = self.baseline_gaps()
+        during = self.gaps_during()
+        return (sum(during) / len(during)) / (sum(before) / len(before))
 
     def ratios(self) -> dict[str, float]:
         worst_before = max(self.baseline_gaps())
@@ -120,17 +131,55 @@ def oversized_and_long_prompt(base: str, limit: int) -> Callable[[], dict[str, i
     return send
 
 
+def junk_bodies() -> list[tuple[str, bytes]]:
+    """Bodies of 2-4 MB that each earn a 4xx, every one costly to parse: about a million JSON
+    values in an unknown field, in a known field of the wrong type, and in a valid-looking list
+    of prompts that the route refuses (one prompt per request)."""
+    million_lists = ",".join(["[]"] * 1_000_000)
+    return [
+        ("/v1/chat/completions", ('{"messages": [{"role": "user", "content": "hi"}], "x": [%s]}'
+                                  % million_lists).encode()),
+        ("/invocations", ('{"inputs": "hi", "parameters": {"stop": [%s]}}' % million_lists).encode()),
+        ("/invocations", json.dumps({"inputs": ["a"] * 500_000}).encode()),
+    ]
+
+
+def flood(base: str, seconds: float) -> Callable[[], dict[str, int]]:
+    """One client sending :func:`junk_bodies` in turn, back to back, for ``seconds``."""
+
+    def send() -> dict[str, int]:
+        statuses: dict[str, int] = {}
+        bodies = junk_bodies()
+        deadline = time.monotonic() + seconds
+        with httpx.Client(timeout=120) as client:
+            while time.monotonic() < deadline:
+                for route, body in bodies:
+                    status = client.post(f"{base}{route}", content=body,
+                                         headers={"content-type": "application/json"}).status_code
+                    statuses[f"{route} {status}"] = statuses.get(f"{route} {status}", 0) + 1
+        return statuses
+
+    return send
+
+
 def main() -> None:
     from bench.serving import djl_serve
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-request-bytes", type=int, default=5 * 1024 * 1024)
     parser.add_argument("--log", type=Path, default=Path("/tmp/bench-hostile.log"))
+    parser.add_argument("--flood", type=float, default=0.0, metavar="SECONDS",
+                        help="instead: flood junk bodies for this long during the stream")
     args = parser.parse_args()
     os.environ["OPTION_MAX_REQUEST_BYTES"] = str(args.max_request_bytes)
     with djl_serve(args.log, slots=2) as base:
-        run = measure(base, oversized_and_long_prompt(base, args.max_request_bytes))
-    print(json.dumps({"statuses": run.statuses, **{k: round(v, 3) for k, v in run.ratios().items()}}, indent=1))
+        if args.flood:
+            run = measure(base, flood(base, args.flood), new_tokens=4000)
+            figures = {"flood_slowdown": run.flood_slowdown(), **run.ratios()}
+        else:
+            run = measure(base, oversized_and_long_prompt(base, args.max_request_bytes))
+            figures = run.ratios()
+    print(json.dumps({"statuses": run.statuses, **{k: round(v, 3) for k, v in figures.items()}}, indent=1))
 
 
 if __name__ == "__main__":
