@@ -91,7 +91,28 @@ class ServingProperties(BaseModel):
     max_unsent_tokens: PositiveInt = Field(
         512,
         description="djl-serve: a streaming client that stops reading is aborted (its slot freed) once this many "
-        "generated tokens wait unsent beyond the connection's buffers.",
+        "generated tokens wait unsent beyond the connection's buffers (16 KiB in the transport and a 16 KiB "
+        "send buffer per stream, plus what the client's own kernel holds).",
+    )
+    stream_stall_timeout: PositiveInt = Field(
+        30,
+        description="djl-serve: seconds a stream's writes may stay blocked (its client acknowledges nothing: the "
+        "buffers above are full) before the stream is aborted and its slot freed.",
+    )
+    max_connections: PositiveInt = Field(
+        8192,
+        description="djl-serve: open HTTP connections; past it a new connection gets 503 at once. Lowered, with a "
+        "warning, to stay 256 under the open-file limit (raised to the hard limit at start).",
+    )
+    header_timeout: PositiveInt = Field(
+        10,
+        description="djl-serve: seconds a connection may take to send a request's whole header (from its start "
+        "or from the previous response); past it the client gets 408 and the connection is closed.",
+    )
+    body_timeout: PositiveInt = Field(
+        30,
+        description="djl-serve: seconds without a byte while a request body is read; past it the connection is "
+        "closed.",
     )
 
 

@@ -43,6 +43,9 @@ from djl_python.artifacts.errors import ArtifactError
 from djl_python.config import ConfigError, HandlerConfig
 from djl_python.config.sources import OptionValue, Options
 from djl_python.progress import progress_bars_for
+from djl_python.serving.connections import (ConnectionLimits, effective_max_connections, guarded_protocol,
+                                            raise_fd_limit)
+from djl_python.serving.log_rate import limit_log_rate
 
 logger = logging.getLogger("djl_python.serving")
 
@@ -266,8 +269,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     install_security(app, config)
     logger.info("djl-serve listening on http://%s:%d; model %s (chosen by %s), device %s; loading in the background",
                 args.host, args.port, app.state.server.model_name, choice.source, config.device)
+    limits = ConnectionLimits(effective_max_connections(config.max_connections, raise_fd_limit()),
+                              float(config.header_timeout), float(config.body_timeout))
+    limit_log_rate()
     uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                               lifespan="on", timeout_graceful_shutdown=5)
+                               lifespan="on", timeout_graceful_shutdown=5, http=guarded_protocol(limits))
     server = GracefulServer(uv_config, app, args.shutdown_grace)
     server.run(sockets=[sock])
     if server.exit_code:

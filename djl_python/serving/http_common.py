@@ -15,7 +15,8 @@ A client that leaves marks the request as ``499`` for the metrics.
 
 Limits applied here: the body size (``max_request_bytes``: 413 while reading,
 before parsing); parsing and tokenising run in a worker thread, never on the
-event loop. Where to add things: a rule about the HTTP request itself (body size, headers,
+event loop; a client's refused bodies may take only a bounded share of that
+thread (``RefusalBudget``: its next body waits, unread, while it is over). Where to add things: a rule about the HTTP request itself (body size, headers,
 timeouts, rate limits) belongs in ``serve`` or a middleware in ``app.py``; a
 rule about what a request may ask for belongs in the API layer
 (``djl_python.api``), so that the DJL handler applies it too.
@@ -26,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from fastapi.responses import JSONResponse, Response
 from starlette.responses import StreamingResponse
 
@@ -38,12 +42,15 @@ from djl_python.api.errors import ApiError, ServerUnavailable, to_api_error
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.render import Renderer
 from djl_python.config import HandlerConfig
-from djl_python.engine.request import RequestOutput
+from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.serving.async_engine import AsyncEngine
+from djl_python.serving.connections import STREAM_WRITE_HIGH_WATER, TRANSPORT_KEY, bound_stream_buffers
 from djl_python.serving.fanout import submit
 from djl_python.serving.metrics import ServingMetrics
+from djl_python.serving.refusals import RefusalBudget
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class ServerState:
     # fast tokenizer refuses concurrent calls that change its settings ("Already borrowed").
     prompt_executor: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="djl-prompts"))
+    refusals: RefusalBudget = field(default_factory=RefusalBudget)
 
     def require_engine(self) -> AsyncEngine:
         """The running engine, or ``ServerUnavailable`` saying why there is none."""
@@ -128,12 +136,21 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
     if refusal is not None:
         return error_body(refusal)
     try:
-        raw = await read_body(request, state.max_request_bytes)
-        call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
-        # Parsing, chat templating and tokenising take time in proportion to the body: never on the
-        # event loop, which serves /ping, /metrics and every stream (issue 13 item 1).
-        engine_request, renderer = await asyncio.get_running_loop().run_in_executor(
-            state.prompt_executor, translate, call)
+        client = request.client.host if request.client is not None else ""
+        async with state.refusals.turn(client):
+            reading = time.monotonic()
+            raw = await read_body(request, state.max_request_bytes)
+            read_seconds = time.monotonic() - reading  # the event loop's share of a refusal's cost
+            call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
+            # Parsing, chat templating and tokenising take time in proportion to the body: never on
+            # the event loop, which serves /ping, /metrics and every stream.
+            translated = await asyncio.get_running_loop().run_in_executor(
+                state.prompt_executor, _timed_translate, translate, call)
+            if isinstance(translated, _Refused):
+                state.refusals.charge(client, read_seconds + translated.seconds)
+                state.metrics.refused_parse_seconds.inc(read_seconds + translated.seconds)
+                raise translated.error
+        engine_request, renderer = translated
         if isinstance(engine_request, EngineRequest) and engine_request.prompt_field != "prompt":
             prompt_field = engine_request.prompt_field  # a chat body, on whatever route
         engine = state.require_engine()
@@ -148,7 +165,8 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
             raise
         return error_body(to_api_error(err, prompt_field))
     if renderer.stream:
-        return ClosingStreamingResponse(stream.body(renderer), media_type=renderer.content_type)
+        return ClosingStreamingResponse(stream.body(renderer), renderer.content_type,
+                                        float(state.config.stream_stall_timeout))
     try:
         body, status = renderer.whole(await stream.collect())
     except ClientDisconnected:
@@ -158,6 +176,23 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
     finally:
         await stream.close()
     return Response(body, status_code=status, media_type=renderer.content_type)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    error: BaseException
+    seconds: float  # the parsing thread's CPU time spent before refusing
+
+
+def _timed_translate(translate: Translate, call: Call) -> Union[tuple[Any, Renderer], _Refused]:
+    """``translate(call)``, or, when it refuses the body (a 4xx), the refusal and its cost."""
+    started = time.thread_time()
+    try:
+        return translate(call)
+    except (InvalidRequest, ApiError) as err:
+        if isinstance(err, ApiError) and not 400 <= err.status < 500:
+            raise
+        return _Refused(err, time.thread_time() - started)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -170,11 +205,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit, int(declared))
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if 0 < limit < size:
-            raise _too_large(limit, None)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if 0 < limit < size:
+                raise _too_large(limit, None)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or body_timeout closed the connection
+        request.scope["djl.disconnected"] = True
+        raise ClientDisconnected() from None
     return b"".join(chunks)
 
 
@@ -266,18 +305,32 @@ async def _wait_disconnect(request: Request) -> None:
         pass
 
 
+class StreamStalled(Exception):
+    """A stream's write stayed blocked for ``stream_stall_timeout`` seconds."""
+
+
 class ClosingStreamingResponse(StreamingResponse):
-    """A ``StreamingResponse`` that always closes its body iterator.
+    """A ``StreamingResponse`` that always closes its body iterator and ends a stalled stream.
 
     Starlette cancels the sending task on a disconnect, but a body generator that
     is merely abandoned would only be finalised by the garbage collector; closing
     it here aborts the engine request at once. A body that did not run to its end
     marks the request as disconnected (``499`` in the metrics).
+
+    The connection's send buffers are bounded first (``bound_stream_buffers``), so a client
+    that stops reading blocks the stream's writes within a few tens of KiB; a write blocked
+    for ``stall_timeout`` seconds ends the stream and closes the connection.
     """
+
+    def __init__(self, content: AsyncIterator[str], media_type: str, stall_timeout: float) -> None:
+        super().__init__(content, media_type=media_type)
+        self.stall_timeout = stall_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         inner = self.body_iterator
         completed = False
+        transport = scope.get(TRANSPORT_KEY)
+        bound_stream_buffers(transport)
 
         async def tracked() -> AsyncIterator[Any]:
             nonlocal completed
@@ -285,9 +338,23 @@ class ClosingStreamingResponse(StreamingResponse):
                 yield chunk
             completed = True
 
+        async def watched_send(message: Any) -> None:
+            if transport is None or transport.get_write_buffer_size() < STREAM_WRITE_HIGH_WATER:
+                await send(message)  # the common case: the write does not wait
+                return
+            try:
+                await asyncio.wait_for(send(message), self.stall_timeout)
+            except asyncio.TimeoutError:
+                raise StreamStalled() from None
+
         self.body_iterator = tracked()
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, watched_send)
+        except StreamStalled:
+            logger.warning("ending a stream whose client read nothing for %gs (stream_stall_timeout)",
+                           self.stall_timeout)
+            if transport is not None:
+                transport.close()
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
             await inner.aclose()  # type: ignore[attr-defined]

@@ -27,6 +27,8 @@ class ServingMetrics:
         queue_time: seconds from arrival to the start of the step that prefilled the request.
         num_running / num_waiting: requests in the engine's running batch and waiting queue.
         prompt_tokens / generation_tokens: token counters.
+        refused_parse_seconds: seconds spent reading and parsing bodies that earned a 4xx
+            (what ``RefusalBudget`` charges; a steep rise is a client sending junk).
     """
 
     content_type = CONTENT_TYPE_LATEST
@@ -58,6 +60,8 @@ class ServingMetrics:
         self.num_waiting = Gauge("djl_num_requests_waiting", "Requests waiting for a slot", registry=r)
         self.prompt_tokens = Counter("djl_prompt_tokens", "Prompt tokens of finished requests", registry=r)
         self.generation_tokens = Counter("djl_generation_tokens", "Generated tokens", registry=r)
+        self.refused_parse_seconds = Counter(
+            "djl_refused_parse_seconds", "Seconds spent reading and parsing refused request bodies", registry=r)
 
     def render(self) -> bytes:
         """The text exposition format of every metric in this registry."""

@@ -84,6 +84,10 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("option.max_request_bytes", "8MiB", "max_request_bytes", 8 * 2**20),
     ("option.max_request_bytes", "2000000", "max_request_bytes", 2_000_000),
     ("option.max_unsent_tokens", "64", "max_unsent_tokens", 64),
+    ("option.stream_stall_timeout", "5", "stream_stall_timeout", 5),
+    ("option.max_connections", "100", "max_connections", 100),
+    ("option.header_timeout", "3", "header_timeout", 3),
+    ("option.body_timeout", "4", "body_timeout", 4),
 ]
 
 

@@ -6,7 +6,9 @@
   (400 naming the prompt field) without being tokenised; parsing and tokenising run off the
   event loop;
 * slow readers: a streaming client that stops reading is aborted once
-  ``option.max_unsent_tokens`` tokens wait unsent, long before ``predict_timeout``;
+  ``option.max_unsent_tokens`` tokens wait unsent beyond the stream's bounded buffers, or once
+  its writes stay blocked for ``option.stream_stall_timeout`` seconds, long before
+  ``predict_timeout``, however few bytes each token takes;
 * a body over the limit and a prompt of several MB, sent while a stream runs, stop neither the
   stream's tokens nor ``/ping`` (how much they delay them: ``python -m bench.hostile``).
 """
@@ -100,36 +102,70 @@ def test_a_prompt_of_too_many_tokens_but_few_characters_is_still_400(server):
     assert resp.status_code == 400 and "prompt" in resp.text and "tokens" in resp.text, resp.text
 
 
-def test_a_client_that_stops_reading_is_aborted_and_frees_its_slot(server):
-    """The client sends a streaming request and never reads. Its output (20 top log-probs per
-    token, a few KB a token) first fills the connection's buffers (the kernel's send buffer grows
-    to a few MB on loopback), then ``max_unsent_tokens`` tokens pile up and the request is aborted,
-    long before its 2000 tokens (or predict_timeout) would end it."""
+def _never_reading_stream(server, body: dict) -> tuple[float, float]:
+    """Send a streaming chat request on a socket that never reads; once the request has ended,
+    return (aborts counted for it: 0 or 1, tokens generated for it)."""
     before = wait_for(server, idle)
     url = urlparse(server.url)
-    max_tokens = WINDOW - 48
-    body = json.dumps({"messages": [{"role": "user", "content": "Hello"}], "stream": True, "max_tokens": max_tokens,
-                       "ignore_eos": True, "logprobs": True, "top_logprobs": 20}).encode()
+    raw_body = json.dumps(body).encode()
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the server's writes block
     raw.connect((url.hostname, url.port))
     try:
         raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.hostname}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                    f"Content-Type: application/json\r\nContent-Length: {len(raw_body)}\r\n\r\n".encode() + raw_body)
         aborts = metric_value(before, "djl_request_finished_total", finish_reason="abort")
         after = wait_for(server, lambda t: idle(t) and (
             metric_value(t, "djl_request_finished_total", finish_reason="abort") == aborts + 1
             or metric_value(t, "djl_request_finished_total", finish_reason="length")
             > metric_value(before, "djl_request_finished_total", finish_reason="length")), timeout=240)
-        generated = (metric_value(after, "djl_generation_tokens_total")
-                     - metric_value(before, "djl_generation_tokens_total"))
-        assert metric_value(after, "djl_request_finished_total", finish_reason="abort") == aborts + 1, generated
-        assert generated < max_tokens, generated  # aborted, not finished
         # the slot is free: another request is served at once
         assert httpx.post(f"{server.url}/invocations", json={"inputs": "Hi", "parameters": {"max_new_tokens": 2}},
                           timeout=60).status_code == 200
     finally:
         raw.close()
+    return (metric_value(after, "djl_request_finished_total", finish_reason="abort") - aborts,
+            metric_value(after, "djl_generation_tokens_total") - metric_value(before, "djl_generation_tokens_total"))
+
+
+MAX_TOKENS = WINDOW - 48
+
+
+def test_a_client_that_stops_reading_is_aborted_and_frees_its_slot(server):
+    """Output of a few KB a token (20 top log-probs) fills the stream's buffers at once; then
+    ``max_unsent_tokens`` tokens pile up and the request is aborted, long before its tokens (or
+    predict_timeout) would end it."""
+    aborted, generated = _never_reading_stream(server, {
+        "messages": [{"role": "user", "content": "Hello"}], "stream": True, "max_tokens": MAX_TOKENS,
+        "ignore_eos": True, "logprobs": True, "top_logprobs": 20})
+    assert aborted == 1 and generated < MAX_TOKENS, generated
+
+
+def test_a_client_that_stops_reading_small_tokens_is_aborted_too(server):
+    """Plain chat chunks, about 200 bytes a token: the whole stream (about 400 KB) would fit in
+    the buffers the kernel grows for a connection on its own, so the stream's send buffers must
+    be bounded for the abort to come before the last token."""
+    aborted, generated = _never_reading_stream(server, {
+        "messages": [{"role": "user", "content": "Hello"}], "stream": True, "max_tokens": MAX_TOKENS,
+        "ignore_eos": True})
+    assert aborted == 1 and generated < MAX_TOKENS, generated
+
+
+@pytest.fixture(scope="module")
+def stall_server(tmp_path_factory):
+    """Only the stall timeout can end a stream early here: ``max_unsent_tokens`` is out of reach."""
+    options = {**OPTIONS, "max_unsent_tokens": 1_000_000, "stream_stall_timeout": 2}
+    srv = start_tiny_server(tmp_path_factory, "stall", options, WINDOW)
+    yield srv
+    srv.stop()
+
+
+def test_a_stream_whose_writes_stay_blocked_is_ended_after_stream_stall_timeout(stall_server):
+    aborted, generated = _never_reading_stream(stall_server, {
+        "messages": [{"role": "user", "content": "Hello"}], "stream": True, "max_tokens": MAX_TOKENS,
+        "ignore_eos": True})
+    assert aborted == 1 and generated < MAX_TOKENS, generated
+    assert "stream_stall_timeout" in stall_server.logs()
 
 
 def test_hostile_bodies_leave_a_running_stream_and_ping_going(server):
