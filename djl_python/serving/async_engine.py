@@ -223,7 +223,10 @@ class AsyncEngine:
             logger.exception("the engine loop crashed")
             message = f"the engine loop stopped: {type(err).__name__}: {err}"
         self._accepting = False
-        self._fail_all(message)
+        if self._stopping:  # shut down: what is left is refused as unavailable (503, or in-band on streams)
+            self._refuse_all(message)
+        else:
+            self._fail_all(message)
         with self._cond:  # adds queued meanwhile get an answer too
             leftovers = [payload for kind, payload in self._commands if kind == "add"]
             self._commands.clear()
@@ -335,6 +338,19 @@ class AsyncEngine:
         m.prompt_tokens.inc(out.prompt_tokens)
         if stream.first_token_at is not None and out.generated_tokens > 1:
             m.time_per_output_token.observe((now - stream.first_token_at) / (out.generated_tokens - 1))
+
+    def _refuse_all(self, message: str) -> None:
+        """End every in-flight request with ``ServerUnavailable`` (the server is going away: a
+        503, not a generation error) and reset the engine."""
+        try:
+            self.engine.reset(message)
+        except Exception:  # noqa: BLE001 - stopping anyway
+            logger.exception("engine reset failed")
+        for stream in self._streams.values():
+            stream.put(ServerUnavailable(message))
+            if self.metrics is not None:
+                self.metrics.request_finished.labels("abort").inc()
+        self._streams.clear()
 
     def _fail_all(self, message: str) -> None:
         """End every in-flight request with ``finish_reason="error"`` and reset the engine."""

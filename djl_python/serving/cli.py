@@ -21,8 +21,11 @@ the process exits 1, so an orchestrator restarts or reports it instead of
 waiting on a server that can never become ready.
 
 SIGTERM (or Ctrl-C) drains: new requests get 503 and ``/ping`` turns 503, the
-running ones get up to ``--shutdown-grace`` seconds to finish, what is left is
-ended with an error, then the process exits 0. A second signal exits at once.
+running ones get up to ``--shutdown-grace`` seconds (20) to finish, what is left is
+refused as unavailable (503, or an in-band error on a stream), connections get
+``CLOSE_SECONDS`` to close, then the process exits 0: within SageMaker's 30 s
+before SIGKILL. A signal while the model loads exits 0 at once, without waiting
+for the load. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
 }
 # vLLM's --dtype spellings that ours lacks.
 _VLLM_DTYPES = {"half": "fp16", "float": "fp32"}
+# SageMaker sends SIGKILL 30 s after SIGTERM; the drain, ending what is left, and uvicorn's own close
+# (timeout_graceful_shutdown) must fit in it.
+SHUTDOWN_GRACE = 20.0
+CLOSE_SECONDS = 5
 # Load failures caused by the configuration or the model files: one line, traceback at debug level.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ArtifactError)
 
@@ -126,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "--payload-limit", "max_request_bytes"))
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="log level")
-    parser.add_argument("--shutdown-grace", type=float, default=30.0,
-                        help="seconds running requests get to finish after SIGTERM")
+    parser.add_argument("--shutdown-grace", type=float, default=SHUTDOWN_GRACE,
+                        help="seconds running requests get to finish after SIGTERM (the default leaves room "
+                        "for the rest of the shutdown inside SageMaker's 30 s before SIGKILL)")
     parser.add_argument("--version", action="version", version=f"djl-serve {_version()}")
     return parser
 
@@ -273,12 +281,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               float(config.header_timeout), float(config.body_timeout))
     limit_log_rate()
     uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                               lifespan="on", timeout_graceful_shutdown=5, http=guarded_protocol(limits))
+                               lifespan="on", timeout_graceful_shutdown=CLOSE_SECONDS,
+                               http=guarded_protocol(limits))
     server = GracefulServer(uv_config, app, args.shutdown_grace)
     server.run(sockets=[sock])
-    if server.exit_code:
-        # A load that timed out still runs in its (non-daemon) thread, and interpreter exit would
-        # wait for it, possibly for the whole compilation: leave now, the reason is logged.
+    state = app.state.server
+    if state.engine is None and state.load_error is None:
+        logger.info("djl-serve: stopped before the model finished loading")
+    if server.exit_code or state.engine is None:
+        # A load that timed out, or that a signal interrupted, still runs in its (non-daemon)
+        # thread, and interpreter exit would wait for it, possibly for a whole compilation, then
+        # tear modules down under it: leave now, the reason is logged.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
