@@ -44,6 +44,13 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def djl_serve(log_path: Path, slots: int = SERVER_SLOTS) -> Iterator[str]:
     """Start ``djl-serve`` on a free loopback port; yield its base URL once ``/ping`` is 200."""
+    with djl_serve_process(log_path, slots) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def djl_serve_process(log_path: Path, slots: int = SERVER_SLOTS) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``djl_serve``, yielding the process too (for its memory)."""
     port = _free_port()
     env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(slots), "OPTION_DTYPE": "fp32"}
     cmd = [sys.executable, "-m", "djl_python.serving.cli", "--host", "127.0.0.1", "--port", str(port),
@@ -54,7 +61,7 @@ def djl_serve(log_path: Path, slots: int = SERVER_SLOTS) -> Iterator[str]:
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, base, log_path)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             try:

@@ -1,4 +1,5 @@
-"""CPU execution policy for the PyTorch backend: how many threads, and how prompts are grouped.
+"""CPU execution policy for the PyTorch backend: how many threads, how prompts are grouped,
+and how many shapes oneDNN keeps compiled.
 
 Both choices come from measurements on 2 cores (see docs/performance.md): on a CPU padding
 costs as much as real tokens and oversubscribed OpenMP threads wait on each other, so the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import MutableMapping, Sequence
 
 import torch
 
@@ -38,6 +39,25 @@ def prefill_groups(lengths: Sequence[int], merge_pad: int | None) -> list[list[i
             groups.append([i])
         longest = lengths[i]
     return groups
+
+
+# oneDNN (ONEDNN_PRIMITIVE_CACHE_CAPACITY) and torch's ideep layer (LRU_CACHE_CAPACITY) each keep
+# up to 1024 compiled primitives, one per (rows, weight) shape, each holding buffers that grow with
+# its row count: every new prompt length adds one per weight matrix, so memory grows with the
+# variety of prompt lengths to gigabytes. Compiling a primitive again costs little next to the
+# GEMM it runs (docs/performance.md), so a small cache bounds memory at no measurable speed.
+SHAPE_CACHE_CAPACITY = 64
+SHAPE_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def bound_shape_caches(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set both shape caches' capacities to ``SHAPE_CACHE_CAPACITY`` where the user has not set
+    them; returns what it set. Acts only before the process's first oneDNN primitive (each
+    library reads its variable once), so the backend calls it before building a CPU model."""
+    target: MutableMapping[str, str] = os.environ if env is None else env
+    changes = {name: str(SHAPE_CACHE_CAPACITY) for name in SHAPE_CACHE_VARIABLES if not target.get(name)}
+    target.update(changes)
+    return changes
 
 
 def cpu_threads() -> int:

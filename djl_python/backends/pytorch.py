@@ -48,7 +48,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from djl_python.backends import model_defaults as defaults
 from djl_python.backends.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
-from djl_python.backends.cpu_policy import cpu_threads
+from djl_python.backends.cpu_policy import bound_shape_caches, cpu_threads
 from djl_python.backends.hf_rows import HFRows
 from djl_python.backends.native import NativeLlama, llama_support
 from djl_python.backends.native.llama import DecodeRows
@@ -153,6 +153,7 @@ class PyTorchBackend(Backend):
             raise ValueError(f"attn_implementation must be one of {_ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
         torch_device = _resolve_device(device)
         if torch_device.type == "cpu":
+            bound_shape_caches()
             torch.set_num_threads(cpu_threads())
         torch_dtype = defaults.resolve_dtype(dtype, torch_device)
         bf16_flags = defaults.cpu_bf16_flags() if torch_device.type == "cpu" else ()
