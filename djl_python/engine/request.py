@@ -118,7 +118,7 @@ class SamplingParams:
             raise InvalidRequest(name, message)
 
         # Every number must be a finite int/float first: NaN compares false with every bound, so a
-        # range check alone would let it through to the sampler (issue 13 item 2).
+        # range check alone would let it through to the sampler.
         for name in ("temperature", "top_p", "typical_p", "repetition_penalty", "presence_penalty",
                      "frequency_penalty"):
             value = getattr(self, name)

@@ -22,8 +22,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from bench.hostile import measure, oversized_and_long_prompt
-from tests.serving.http_server import idle, metric_value, start_tiny_server, wait_for
+from bench.hostile import flood, measure, oversized_and_long_prompt
+from djl_python.serving.refusals import BURST, SHARE
+from tests.serving.http_server import idle, metric_value, metrics, start_tiny_server, wait_for
 
 WINDOW = 2048
 LIMIT = 5 * 1024 * 1024  # option.max_request_bytes: room for a several-MB prompt below it
@@ -180,6 +181,22 @@ def test_hostile_bodies_leave_a_running_stream_and_ping_going(server):
     assert len(run.stamps) >= 600  # the stream ended normally, every token sent
     assert run.pings and all(latency != float("inf") for _, latency in run.pings)
     assert run.gaps_during(), "no token arrived while the hostile requests were handled"
+
+
+def test_a_junk_flood_is_refused_within_its_budget_while_a_stream_runs(server):
+    """One client loops bodies of a few MB holding about a million JSON values (each used to
+    take seconds to refuse and stalled every stream). Every one is refused (400); the time spent
+    on them stays within the per-client budget (BURST + SHARE x the flood's length + one body,
+    bounded by 2 s here); the stream and ``/ping`` go on. The slowdown it causes is a figure:
+    ``python -m bench.hostile --flood``."""
+    before = metric_value(wait_for(server, idle), "djl_refused_parse_seconds_total")
+    run = measure(server.url, flood(server.url, 5.0), new_tokens=MAX_TOKENS)
+    spent = metric_value(metrics(server), "djl_refused_parse_seconds_total") - before
+    flood_seconds = run.window["end"] - run.window["start"]
+    assert run.statuses and all(key.endswith(" 400") for key in run.statuses), run.statuses
+    assert len(run.stamps) >= MAX_TOKENS and run.gaps_during()
+    assert run.pings and all(latency != float("inf") for _, latency in run.pings)
+    assert 0 < spent <= BURST + SHARE * flood_seconds + 2.0, (spent, flood_seconds)
 
 
 @pytest.mark.parametrize("route", ["/invocations", "/v1/chat/completions"])
