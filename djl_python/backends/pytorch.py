@@ -153,7 +153,7 @@ class PyTorchBackend(Backend):
             raise ValueError(f"attn_implementation must be one of {_ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
         torch_device = _resolve_device(device)
         if torch_device.type == "cpu":
-            bound_shape_caches()
+            bound_shape_caches()  # where select.py did not already: a backend loaded directly
             torch.set_num_threads(cpu_threads())
         torch_dtype = defaults.resolve_dtype(dtype, torch_device)
         bf16_flags = defaults.cpu_bf16_flags() if torch_device.type == "cpu" else ()

@@ -76,10 +76,13 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
         from djl_python.backends.neuron import NeuronBackend
 
         return NeuronBackend.load(config, artifacts)
+    from djl_python.backends.cpu_policy import bound_shape_caches
     from djl_python.backends.memory import check_budget, plan_memory
     from djl_python.backends.pytorch import PyTorchBackend
 
     warn_tensor_parallel(config, device)
+    if device == "cpu":
+        bound_shape_caches()  # before the memory plan, whose probe creates the first oneDNN primitive
     # Settings adopted from compiled artifacts (unset in the configuration) apply here too.
     adopted = getattr(artifacts, "adopted", {}) or {}
     rolling = config.rolling_batch_enabled

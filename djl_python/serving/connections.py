@@ -19,8 +19,8 @@ them exhaust the file descriptors, after which ``/ping`` times out and asyncio l
   blocked for ``stream_stall_timeout`` seconds.
 
 One sweep per server, every ``SWEEP_SECONDS``, checks the timeouts of every connection, so the
-cost is one timer, not one per connection. Every protocol instance puts its transport into the
-request's ASGI scope (``TRANSPORT_KEY``) for the streaming response.
+cost is one timer, not one per connection. Every protocol instance puts its transport into each
+request's ASGI scope (``TRANSPORT_KEY``, pipelined requests included) for the streaming response.
 
 ``raise_fd_limit`` raises the process's open-file limit to what the OS allows, once, at start
 (``djl_python.serving.cli``); ``effective_max_connections`` keeps the cap under that limit.
@@ -73,7 +73,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         now = self.loop.time()
-        self._waiting_since = now  # waiting for a request's header since
+        self._waiting_since: Optional[float] = now  # waiting for a request's header since; None: not waiting
         self._last_read = now
         if len(self.connections) > self.limits.max_connections:
             transport.write(_raw_response(503, "Service Unavailable", "too many open connections "
@@ -88,37 +88,54 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
         super().data_received(data)
+
+    def handle_events(self) -> None:
+        # Every request starts here, pipelined ones too (uvicorn resumes them from
+        # on_response_complete), and every return to waiting for a header passes here.
+        super().handle_events()
         if self.scope is not None and TRANSPORT_KEY not in self.scope:
             self.scope[TRANSPORT_KEY] = self.transport  # type: ignore[literal-required]
+        if self.conn.their_state is not h11.IDLE:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = self.loop.time()
 
     def on_response_complete(self) -> None:
-        self._waiting_since = self.loop.time()
         super().on_response_complete()
+        if self.conn.their_state is h11.IDLE:  # kept alive: the next header's clock starts now
+            self._waiting_since = self.loop.time()
 
     @classmethod
     def _sweep(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
-        now = loop.time()
-        for proto in list(connections):
-            if isinstance(proto, GuardedH11Protocol):
-                proto._check(now)
-        if connections:
-            loop.call_later(SWEEP_SECONDS, cls._sweep, loop, connections)
-        else:
-            cls._sweeping = False
+        try:
+            now = loop.time()
+            for proto in list(connections):
+                if isinstance(proto, GuardedH11Protocol):
+                    proto._check(now)
+        except Exception:  # noqa: BLE001 - the sweep must outlive any one connection's surprise
+            logger.exception("connection sweep failed")
+        finally:
+            if connections:
+                loop.call_later(SWEEP_SECONDS, cls._sweep, loop, connections)
+            else:
+                cls._sweeping = False
 
     def _check(self, now: float) -> None:
         if self.transport.is_closing():
             return
         state = self.conn.their_state
-        if state is h11.IDLE and now - self._waiting_since > self.limits.header_timeout:
-            self.transport.write(_raw_response(408, "Request Timeout", "the request header did not arrive within "
-                                               f"header_timeout={self.limits.header_timeout:g}s"))
-            self.transport.close()
-        elif (state is h11.SEND_BODY and not self.flow.read_paused
-              and now - self._last_read > self.limits.body_timeout):
-            logger.info("closing a connection whose request body stalled for over %gs (body_timeout)",
-                        self.limits.body_timeout)
-            self.transport.close()
+        if state is h11.IDLE:
+            if self._waiting_since is not None and now - self._waiting_since > self.limits.header_timeout:
+                self.transport.write(_raw_response(408, "Request Timeout", "the request header did not arrive "
+                                                   f"within header_timeout={self.limits.header_timeout:g}s"))
+                self.transport.close()
+        elif state is h11.SEND_BODY:
+            if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+                self._last_read = now  # the server is not reading: the client is not late
+            elif now - self._last_read > self.limits.body_timeout:
+                logger.info("closing a connection whose request body stalled for over %gs (body_timeout)",
+                            self.limits.body_timeout)
+                self.transport.close()
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedH11Protocol]:

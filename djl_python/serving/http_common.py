@@ -44,13 +44,17 @@ from djl_python.api.render import Renderer
 from djl_python.config import HandlerConfig
 from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.serving.async_engine import AsyncEngine
-from djl_python.serving.connections import STREAM_WRITE_HIGH_WATER, TRANSPORT_KEY, bound_stream_buffers
+from djl_python.serving.connections import TRANSPORT_KEY, bound_stream_buffers
 from djl_python.serving.fanout import submit
 from djl_python.serving.metrics import ServingMetrics
-from djl_python.serving.refusals import RefusalBudget
+from djl_python.serving.refusals import RefusalBudget, TooManyWaiting
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+# The event loop's cost of receiving a body, charged to a refused one: about 4 ms per MB on the
+# 2-core machines of docs/performance.md. Counted by bytes, not by the wall time of the upload,
+# which a slow network would inflate.
+RECEIVE_BYTES_PER_SECOND = 256 * 1024 * 1024
 
 
 @dataclass
@@ -137,18 +141,18 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
         return error_body(refusal)
     try:
         client = request.client.host if request.client is not None else ""
+        await state.refusals.wait(client)  # a client over its budget waits before its body is read
+        raw = await read_body(request, state.max_request_bytes)
+        call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
         async with state.refusals.turn(client):
-            reading = time.monotonic()
-            raw = await read_body(request, state.max_request_bytes)
-            read_seconds = time.monotonic() - reading  # the event loop's share of a refusal's cost
-            call = Call(raw, request.headers.get("content-type", "application/json"), state, uuid.uuid4().hex)
             # Parsing, chat templating and tokenising take time in proportion to the body: never on
             # the event loop, which serves /ping, /metrics and every stream.
             translated = await asyncio.get_running_loop().run_in_executor(
                 state.prompt_executor, _timed_translate, translate, call)
             if isinstance(translated, _Refused):
-                state.refusals.charge(client, read_seconds + translated.seconds)
-                state.metrics.refused_parse_seconds.inc(read_seconds + translated.seconds)
+                cost = len(raw) / RECEIVE_BYTES_PER_SECOND + translated.seconds
+                state.refusals.charge(client, cost)
+                state.metrics.refused_parse_seconds.inc(cost)
                 raise translated.error
         engine_request, renderer = translated
         if isinstance(engine_request, EngineRequest) and engine_request.prompt_field != "prompt":
@@ -161,6 +165,8 @@ async def serve(request: Request, translate: Translate, error_body: Callable[[Ap
             await stream.close()
         if isinstance(err, ClientDisconnected):
             return Response(status_code=499)
+        if isinstance(err, TooManyWaiting):
+            return error_body(ApiError(429, str(err), "body", headers={"Retry-After": str(err.retry_after)}))
         if not isinstance(err, Exception):
             raise
         return error_body(to_api_error(err, prompt_field))
@@ -339,8 +345,10 @@ class ClosingStreamingResponse(StreamingResponse):
             completed = True
 
         async def watched_send(message: Any) -> None:
-            if transport is None or transport.get_write_buffer_size() < STREAM_WRITE_HIGH_WATER:
-                await send(message)  # the common case: the write does not wait
+            # Writes stay paused from above the high-water mark until the buffer is back at the
+            # low-water mark: at or under it, the write cannot wait (the common case).
+            if transport is None or transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+                await send(message)
                 return
             try:
                 await asyncio.wait_for(send(message), self.stall_timeout)
@@ -354,7 +362,8 @@ class ClosingStreamingResponse(StreamingResponse):
             logger.warning("ending a stream whose client read nothing for %gs (stream_stall_timeout)",
                            self.stall_timeout)
             if transport is not None:
-                transport.close()
+                transport.abort()  # close() would wait for the unread buffer to drain, i.e. forever
+                await asyncio.sleep(0)  # let connection_lost mark the request as disconnected
         finally:
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
             await inner.aclose()  # type: ignore[attr-defined]

@@ -60,6 +60,44 @@ def test_a_client_over_its_burst_waits_until_it_is_back_within_it_and_others_do_
     assert entered == pytest.approx(20.0) and budget.level("junk") == pytest.approx(1.0)
 
 
+def test_wait_holds_a_client_over_its_burst_and_caps_its_waiting_requests(fake):
+    from djl_python.serving.refusals import MAX_WAITERS, TooManyWaiting
+
+    budget = RefusalBudget(share=0.1, burst=1.0, clock=fake.clock)
+    budget.charge("junk", 2.0)
+    asyncio.run(budget.wait("polite"))
+    assert fake.sleeps == []
+    asyncio.run(budget.wait("junk"))
+    assert fake.sleeps == [pytest.approx(10.0)]
+    budget.charge("junk", 5.0)
+
+    gate = asyncio.Event()
+
+    async def parked(seconds: float) -> None:  # waiters stay parked until the gate opens
+        await gate.wait()
+        fake.now += seconds
+
+    async def many() -> TooManyWaiting:
+        waiting = [asyncio.ensure_future(budget.wait("junk")) for _ in range(MAX_WAITERS)]
+        tick = asyncio.get_running_loop().create_future()  # one loop turn (asyncio.sleep is patched)
+        asyncio.get_running_loop().call_soon(tick.set_result, None)
+        await tick
+        with pytest.raises(TooManyWaiting) as refused:
+            await budget.wait("junk")
+        gate.set()
+        await asyncio.gather(*waiting)
+        return refused.value
+
+    import djl_python.serving.refusals as refusals
+
+    refusals.asyncio.sleep = parked
+    try:
+        refused = asyncio.run(many())
+    finally:
+        refusals.asyncio.sleep = fake.sleep
+    assert refused.retry_after >= 1 and "retry" in str(refused)
+
+
 def test_within_the_burst_nobody_waits(fake):
     budget = RefusalBudget(share=0.1, burst=1.0, clock=fake.clock)
     budget.charge("a", 1.0)
