@@ -16,10 +16,14 @@ A client that leaves marks the request as ``499`` for the metrics.
 Limits applied here: the body size (``max_request_bytes``: 413 while reading,
 before parsing); parsing and tokenising run in a worker thread, never on the
 event loop; a client's refused bodies may take only a bounded share of that
-thread (``RefusalBudget``: its next body waits, unread, while it is over). Where to add things: a rule about the HTTP request itself (body size, headers,
-timeouts, rate limits) belongs in ``serve`` or a middleware in ``app.py``; a
-rule about what a request may ask for belongs in the API layer
-(``djl_python.api``), so that the DJL handler applies it too.
+thread (``RefusalBudget``: its next body waits, unread, while it is over); a
+stream whose writes stay blocked is ended (``stream_stall_timeout``).
+
+Where to add things: a rule about connections (how many, header and body
+timeouts) belongs in ``connections.py``; one about an HTTP request (body size,
+rate limits) in ``serve`` or a middleware in ``app.py``; a rule about what a
+request may ask for belongs in the API layer (``djl_python.api``), so that the
+DJL handler applies it too.
 """
 
 from __future__ import annotations
