@@ -25,6 +25,7 @@ next, and when none matches the first is compiled, with a warning.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -49,7 +50,9 @@ from djl_python.backends.neuron_versions import (
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 NEURON_INDEX = "https://pip.repos.neuron.amazonaws.com"
-NEFF_MISS = "Could not find a matching NEFF"  # transformers-neuronx's error when saved graphs do not match
+# transformers-neuronx's error when saved graphs do not match: a FileNotFoundError raised by
+# to_neuron() after the weights are loaded (8b01968 base.py:419-429, 1ade6d7 base.py:775-785).
+NEFF_MISS = "Could not find a matching NEFF"
 
 
 class NeuronLoadTimeout(TimeoutError):
@@ -215,11 +218,12 @@ def load_tnx_model(
             for plan in candidates:
                 try:
                     return build(plan, True), plan
-                except RuntimeError as err:
+                except FileNotFoundError as err:  # what every release raises, after loading the weights
                     if NEFF_MISS not in str(err):
                         raise
                     logger.warning("saved graphs in %s do not match %s (%s); trying the next candidate",
                                    compiled_dir, plan.variant or "the configured arguments", err)
+                gc.collect()  # the failed model's weights, already on the device, go before the next try
             logger.warning("no candidate arguments match the saved graphs in %s; compiling with %s instead "
                            "(this takes as long as a first compilation)", compiled_dir,
                            candidates[0].variant or "the configured arguments")

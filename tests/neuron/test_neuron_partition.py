@@ -76,14 +76,16 @@ def test_no_saved_graphs_means_no_load(tiny_llama: Path, tnx) -> None:
 
 
 def test_stale_graphs_are_recompiled_with_a_warning(tiny_llama: Path, tnx, tmp_path: Path, caplog) -> None:
-    """Different settings hash differently: TNX's "Could not find a matching NEFF" (no manifest to catch it
-    first) leads to a compilation, said in the log, instead of a failure after all weights loaded."""
+    """Different settings hash differently: TNX's "Could not find a matching NEFF", a FileNotFoundError
+    raised by ``to_neuron()`` after the weights are loaded (no manifest to catch it first), leads to a
+    compilation, said in the log, instead of a failed load."""
     out = partition(tiny_llama, tmp_path / "out", "max_rolling_batch_size=2", "n_positions=64")
     (out / "compiled" / "djl_manifest.json").unlink()
     tnx.CALLS.clear()
     with caplog.at_level("WARNING"):
         load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=128, compiled_graph_path=out / "compiled")
-    assert order(tnx) == [("from_pretrained",), ("load",), ("from_pretrained",), ("to_neuron", "compile")]
+    assert order(tnx) == [("from_pretrained",), ("load",), ("to_neuron", "weights loaded, no matching NEFF"),
+                          ("from_pretrained",), ("to_neuron", "compile")]
     assert "compiling with the configured arguments instead" in caplog.text
 
 

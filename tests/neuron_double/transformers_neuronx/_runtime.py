@@ -137,14 +137,29 @@ class CompiledModel(PretrainedModel):
                 for g in graphs]
 
     def to_neuron(self) -> None:
+        """Weights first, then the graphs, as every release does: the weights are loaded (and, on
+        hardware, sharded onto the device) before the saved graphs are looked up, and a graph
+        whose HLO hash has no saved NEFF raises ``FileNotFoundError`` (not ``RuntimeError``),
+        with upstream's message, after all of that.
+
+        transformers-neuronx (aws-neuron/transformers-neuronx):
+        90c7199 (0.8) decoder.py:117-153 (``to_neuron`` shards the weights, then
+        ``set_neff_bytes``), base.py:266-277; 8b01968 (0.9.474) base.py:66-71 (``load_weights``
+        then ``_load_compiled_artifacts``), base.py:419-429; 1ade6d7 (0.13) base.py:77-89,
+        base.py:775-785."""
+        device = Device(self._hf_model(), f"{os.path.realpath(self.checkpoint)}:{self.weights_format}")
         if self._neff_dir is not None:
             missing = [h for h in self.graph_hashes() if not os.path.isfile(os.path.join(self._neff_dir, f"{h}.neff"))]
             if missing:
-                raise RuntimeError(f"Could not find a matching NEFF for your HLO in {self._neff_dir}")
+                record("to_neuron", type(self).__name__, "weights loaded, no matching NEFF")
+                raise FileNotFoundError(
+                    "Could not find a matching NEFF for your HLO in this directory. Ensure that the model you "
+                    "are trying to load is the same type and has the same parameters as the one you saved or "
+                    'call "save" on this model to reserialize it.')
             record("to_neuron", type(self).__name__, "loaded")
         else:
             record("to_neuron", type(self).__name__, "compile")
-        self.device = Device(self._hf_model(), f"{os.path.realpath(self.checkpoint)}:{self.weights_format}")
+        self.device = device
 
     def _hf_model(self) -> Any:
         path, fmt = self.checkpoint, self.weights_format
