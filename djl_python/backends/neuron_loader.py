@@ -221,8 +221,10 @@ def load_tnx_model(
                 except FileNotFoundError as err:  # what every release raises, after loading the weights
                     if NEFF_MISS not in str(err):
                         raise
+                    # str(err): a log record holding the exception would keep the failed model (and its
+                    # device memory) alive through the traceback, wherever a handler keeps records.
                     logger.warning("saved graphs in %s do not match %s (%s); trying the next candidate",
-                                   compiled_dir, plan.variant or "the configured arguments", err)
+                                   compiled_dir, plan.variant or "the configured arguments", str(err))
                 gc.collect()  # the failed model's weights, already on the device, go before the next try
             logger.warning("no candidate arguments match the saved graphs in %s; compiling with %s instead "
                            "(this takes as long as a first compilation)", compiled_dir,
