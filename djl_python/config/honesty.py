@@ -22,6 +22,7 @@ import logging
 from typing import Mapping, Optional
 
 from djl_python.config.handler_config import HandlerConfig
+from djl_python.config.lmi import TP_FROM_RECOMMENDER
 
 logger = logging.getLogger("djl_python.config.load")
 
@@ -65,6 +66,11 @@ def warn_inert_options(config: HandlerConfig, options: Mapping[str, object]) -> 
     for field, why in inert_values(config).items():
         value = getattr(config, field)
         messages.append(f"{_origin(options, field)}={value} has no effect in this handler: {why}")
+    tp = options.get("tensor_parallel_degree")
+    if tp is not None and str(getattr(tp, "value", tp)).strip() == str(TP_FROM_RECOMMENDER):
+        messages.append(f"{_origin(options, 'tensor_parallel_degree')}=0 is read as 1: DJL 0.28's config "
+                        "recommender writes the number of CUDA GPUs (0 here) when none is configured; set a "
+                        "positive number or max")
     for message in messages:
         logger.warning("%s", message)
     return messages

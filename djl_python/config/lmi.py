@@ -48,8 +48,14 @@ def parse_rolling_batch(value: Any) -> Any:
     raise ValueError("must be one of auto, tnx, disable (also true = auto, false = disable)")
 
 
+# DJL 0.28's config recommender writes the CUDA GPU count when the user set none
+# (djl-serving v0.28.0 LmiConfigRecommender.java:129-138): 0 on inf2 and CPU. Read as the default.
+TP_FROM_RECOMMENDER = 0
+
+
 def parse_tensor_parallel_degree(value: Any) -> Any:
-    """A positive integer, or ``max`` (all available cores; resolved later)."""
+    """A positive integer, or ``max`` (all available cores; resolved later). ``0`` is the
+    default, 1 (``TP_FROM_RECOMMENDER``; the load step warns)."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "max":
@@ -57,8 +63,11 @@ def parse_tensor_parallel_degree(value: Any) -> Any:
         if not text.isdigit():
             raise ValueError("must be a positive integer or max")
         value = int(text)
-    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-        raise ValueError("must be a positive integer or max")
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == TP_FROM_RECOMMENDER:
+            return 1
+        if value < 1:
+            raise ValueError("must be a positive integer or max")
     return value
 
 
@@ -102,7 +111,8 @@ class LmiProperties(BaseModel):
 
     # --- parallelism and batching
     tensor_parallel_degree: TensorParallelDegree = Field(
-        1, description="NeuronCores to shard the model over: a positive integer or `max` (all cores)."
+        1, description="NeuronCores to shard the model over: a positive integer or `max` (all cores). `0`, which "
+        "DJL 0.28's config recommender writes on machines without a CUDA GPU, means the default, with a warning."
     )
     rolling_batch: Annotated[RollingBatch, BeforeValidator(parse_rolling_batch)] = Field(
         "auto",

@@ -67,6 +67,24 @@ def test_an_inert_value_warns_with_its_key(caplog, field, value):
     assert any(m.startswith(f"option.{field}={value} has no effect") for m in messages), messages
 
 
+def test_tensor_parallel_degree_0_from_djls_recommender_is_the_default_with_a_warning(caplog):
+    """DJL 0.28 writes option.tensor_parallel_degree=<CUDA GPU count> into every model's
+    properties when none is set (LmiConfigRecommender.java:129-138): 0 on inf2 and CPU. The load
+    used to fail on a value the user never wrote; it is the default (1), and the log says why."""
+    for properties, env in [({"option.tensor_parallel_degree": "0"}, {}),
+                            ({}, {"OPTION_TENSOR_PARALLEL_DEGREE": "0"})]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="djl_python.config"):
+            config = parse(properties, env)
+        assert config.tensor_parallel_degree == 1 and config.resolved_tp_degree(2) == 1
+        assert any("tensor_parallel_degree=0 is read as 1" in r.getMessage().lower() and "recommender" in r.getMessage()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="djl_python.config"):
+        assert parse({"option.tensor_parallel_degree": "2"}).tensor_parallel_degree == 2
+    assert not any("read as 1" in r.getMessage() for r in caplog.records)
+
+
 def test_acting_values_are_silent(caplog):
     assert _warnings(caplog, {"option.task": "text-generation", "option.partition_schema": "optimum",
                               "option.model_loader": "optimum", "option.mpi_mode": "false"}) == []

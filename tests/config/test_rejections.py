@@ -10,7 +10,7 @@ from tests.config.helpers import parse_error
 REJECTED: list[tuple[str, str, str]] = [
     ("job_queue_size", "0", "greater than or equal to 1"),
     ("option.trust_remote_code", "maybe", "boolean"),
-    ("option.tensor_parallel_degree", "0", "positive integer or max"),
+    ("option.tensor_parallel_degree", "-2", "positive integer or max"),
     ("option.tensor_parallel_degree", "four", "positive integer or max"),
     ("option.rolling_batch", "fast", "auto, tnx, disable"),
     ("option.rolling_batch", "vllm", "vLLM engine"),
