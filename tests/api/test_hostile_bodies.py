@@ -109,3 +109,13 @@ def test_a_list_of_wrong_items_is_refused_at_its_first_item():
     with pytest.raises(InvalidRequest) as refused:
         lmi.parse_request(json.dumps({"inputs": "hi", "parameters": {"stop": [[]] * 50_000}}))
     assert refused.value.field == "parameters.stop.0"
+
+
+def test_the_deployment_docs_state_the_value_cap_in_force():
+    from pathlib import Path
+
+    from djl_python.api.body import MAX_JSON_VALUES
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| JSON values in a body |"))
+    assert f"{MAX_JSON_VALUES:,}" in row, row
