@@ -19,9 +19,8 @@ Policy (one ``schedule()`` call per engine step):
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
   tokens of a burst sooner (the first requests do not wait for the whole burst's
   prefill) and keep running streams' gaps short; each step still decodes them,
-  which is what a large burst pays for it (docs/performance.md: at 32
-  simultaneous requests, measured in-process, 1,024 tokens gave the same TTFT p50
-  as 512 and 2,048 a worse one; at 16, 512 beat vLLM's 2,048-token steps).
+  which is what a large burst pays for it (docs/performance.md, "What is still
+  slower, and why", compares budgets).
 * **Prefill and decode in the same step.** Unlike DJL and TGI Neuron, which
   either prefill *or* decode, a step decodes every request already running
   *and* prefills the admitted ones (one ``backend.decode_and_prefill`` call,

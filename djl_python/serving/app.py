@@ -149,8 +149,8 @@ async def _run_in_own_thread(fn: Callable[..., Any], *args: Any) -> Any:
     the default executor, whose thread lives on).
 
     A live thread that has run torch keeps its own OpenMP thread pool; libgomp then runs the
-    engine thread's parallel regions with throttled spinning, and a decode step on 2 cores
-    takes ~40 % longer (SmolLM2-135M, batch 8: 91 ms against 65 ms, measured).
+    engine thread's parallel regions with throttled spinning, and every decode step is slower
+    (docs/performance.md, "What was optimised, and what it bought").
     """
     executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="djl-model-loader")
     try:

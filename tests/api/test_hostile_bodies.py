@@ -1,4 +1,4 @@
-"""The API layer's body checks (issue 13 items 2 and 3), without a server; the HTTP side is
+"""The API layer's body checks, without a server; the HTTP side is
 tests/serving/test_http_hostile_input.py."""
 
 from __future__ import annotations

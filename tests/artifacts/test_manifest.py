@@ -86,7 +86,7 @@ def test_layout_carries_the_manifest_of_its_graphs(tiny_llama: Path, tmp_path: P
 
 
 def test_another_transformers_neuronx_release_is_refused(tmp_path: Path) -> None:
-    """Issue 12 (9): the manifest compares the transformers-neuronx version, not only the settings."""
+    """The manifest compares the transformers-neuronx version, not only the settings."""
     write_manifest(tmp_path, backend="neuron", compile_config=COMPILE_CONFIG,
                    versions={"transformers-neuronx": "0.10.0.332"})
     manifest = read_manifest(tmp_path)

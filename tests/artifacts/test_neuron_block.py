@@ -43,7 +43,7 @@ def test_keys_absent_from_old_exports_are_neither_checked_nor_adopted() -> None:
 def test_compiler_version_is_checked_only_when_installed() -> None:
     kwargs = dict(batch_size=None, tensor_parallel_degree=None, n_positions=None, dtype=None)
     check_neuron_block(neuron_block(), installed_compiler_version=None, **kwargs)
-    # Issue 12 (6): as optimum-neuron's check_compiler_compatibility, an older compiler's graphs load...
+    # As optimum-neuron's check_compiler_compatibility, an older compiler's graphs load...
     check_neuron_block(neuron_block(), installed_compiler_version="2.14.0", **kwargs)
     # ...and only a newer one than installed is refused.
     with pytest.raises(ArtifactError, match=r"installed neuronx-cc is 2\.12\.0 .*newer compiler_version=2\.13\.66"):

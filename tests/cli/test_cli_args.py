@@ -37,7 +37,7 @@ def test_a_bad_flag_value_is_reported_under_the_flag() -> None:
 
 
 def test_no_prefix_matching(capsys: pytest.CaptureFixture[str]) -> None:
-    # issue 13: `--model X` was read as `--model-dir X`; now --model is its own flag and prefixes are refused.
+    # `--model X` was read as `--model-dir X`; now --model is its own flag and prefixes are refused.
     assert parse_args(["--model", "x"]).model_dir is None
     with pytest.raises(SystemExit) as info:
         parse_args(["--model-d", "/m"])
@@ -90,7 +90,7 @@ def test_default_model_only_when_none_is_configured(tmp_path: Path, tiny_llama: 
 
 
 def test_max_request_bytes_flag_and_tgi_spelling() -> None:
-    """issue 13 item 1: the body-size limit as a flag, also under TGI's --payload-limit."""
+    """The body-size limit as a flag, also under TGI's --payload-limit."""
     assert _config(["--max-request-bytes", "8MiB"]).max_request_bytes == 8 * 2**20
     config = _config(["--payload-limit", "2000000"], env={"OPTION_MAX_REQUEST_BYTES": "1"})
     assert config.max_request_bytes == 2_000_000 and config.origin("max_request_bytes") == "--max-request-bytes"

@@ -1,4 +1,4 @@
-"""`make serve` prepares the default model only when it will serve it (issue 13, item 8)."""
+"""`make serve` prepares the default model only when it will serve it."""
 
 from __future__ import annotations
 

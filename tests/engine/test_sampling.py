@@ -215,7 +215,7 @@ def test_warping_matches_transformers_logits_warpers(kw) -> None:
     assert (~torch.isinf(got)).sum() < got.numel()  # something was masked
 
 
-# -- issue 13 item 2: no NaN can come out of valid parameters, and invalid ones are refused --------
+# -- no NaN can come out of valid parameters, and invalid ones are refused --------
 
 @pytest.mark.parametrize("name", ["temperature", "top_p", "typical_p", "repetition_penalty", "presence_penalty",
                                   "frequency_penalty"])

@@ -51,7 +51,7 @@ def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None) -
 
 
 def test_default_model_plan_is_the_figure_the_issue_measured(smollm2_dir: Path) -> None:
-    # issue 13: "3.0 GB for the 135M default model" with the defaults (32 slots, 2048 positions, fp32).
+    # the earlier docs said "3.0 GB for the 135M default model" with the defaults (32 slots, 2048 positions, fp32).
     plan = plan_memory(smollm2_dir, max_slots=32, n_positions=None, dtype=None, device="cpu")
     assert plan.kv_cache_bytes == 32 * 2048 * 30 * 2 * 3 * 64 * 4  # 3.02e9 bytes
     # 134.5M parameters x 4 bytes, plus the tied LM head's packed copy where oneDNN packs fp32.

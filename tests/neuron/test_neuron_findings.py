@@ -1,4 +1,5 @@
-"""One test per finding of issue 12, each against the double's emulation of the release that shows it.
+"""One test per finding of the first Neuron source review, each against the double's emulation of
+the release that shows it.
 
 Sources are cited per test (aws-neuron/transformers-neuronx commit, path). The
 staggered-requests equivalence over every architecture and release is in
@@ -113,7 +114,7 @@ def test_early_continuous_batching_one_row_prefill_answers_at_its_last_token(tin
 @pytest.mark.parametrize(("tnx", "buckets"), [("0.10-early", [4096]), ("0.10-late", [128, 1024, 2048, 4096])],
                          indirect=["tnx"])
 def test_default_continuous_batching_buckets(tiny_model_factory, tnx, buckets) -> None:
-    """Issue 12 (9): DJL's default context buckets (afece25d build_context_length_estimates) where the
+    """DJL's default context buckets (afece25d build_context_length_estimates) where the
     installed NeuronConfig has vectorize_last_token_id (0623de2); one bucket before it."""
     from djl_python.backends.neuron import decide_plans
     from djl_python.backends.neuron_loader import import_features

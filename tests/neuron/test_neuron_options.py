@@ -104,7 +104,7 @@ def test_mistral_continuous_batching_needs_0_11(tiny_model_factory, tnx) -> None
 def test_class_selection(tnx) -> None:
     tnx_module, version = import_tnx()
     assert model_class(tnx_module, version, "llama") is tnx_module.NeuronAutoModelForCausalLM
-    # Issue 12 (1): the auto class maps gpt2 to the context-broadcasting class; we load GPT2ForSampling.
+    # The auto class maps gpt2 to the context-broadcasting class; we load GPT2ForSampling.
     assert model_class(tnx_module, version, "gpt2").__name__ == "GPT2ForSampling"
 
 
@@ -118,7 +118,7 @@ def test_class_selection_without_auto_class(tnx) -> None:
 
 @pytest.mark.parametrize("tnx", ["0.8"], indirect=True)
 def test_0_8_is_refused_naming_the_supported_range(tiny_llama: Path, tnx) -> None:
-    """Issue 12 (5): 0.8 (90c7199) has no top-level NeuronConfig & co.; the minimum is 0.9, said up front."""
+    """0.8 (90c7199) has no top-level NeuronConfig & co.; the minimum is 0.9, said up front."""
     with pytest.raises(NeuronVersionError, match=r"0\.8 is too old; this backend supports >= 0\.9"):
         load_neuron(tiny_llama, n_positions=64)
     assert tnx.events("from_pretrained") == []
@@ -149,7 +149,7 @@ def test_load_timeout_names_the_option(tiny_llama: Path, tnx, monkeypatch: pytes
 
 def test_compile_keeps_the_working_directory_and_applies_the_environment(tiny_llama: Path, tnx,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 12 (9): no process-wide os.chdir from the loading thread (the server's other threads share it)."""
+    """No process-wide os.chdir from the loading thread (the server's other threads share it)."""
     from transformers_neuronx import _runtime
 
     seen: dict[str, str] = {}
@@ -168,7 +168,7 @@ def test_compile_keeps_the_working_directory_and_applies_the_environment(tiny_ll
 
 
 def test_optimum_export_candidates_follow_each_optimum_era() -> None:
-    """Issue 12 (6): the arguments per optimum-neuron era (modeling_decoder.py / model_configs at each tag)."""
+    """The arguments per optimum-neuron era (modeling_decoder.py / model_configs at each tag)."""
     from djl_python.backends.neuron_plan import plans_from_optimum_block
     from djl_python.backends.neuron_versions import TnxFeatures
 

@@ -209,7 +209,7 @@ def test_shutdown_ends_what_is_left_and_refuses_new_requests(engine, gated):
 
 
 def test_requests_about_to_take_a_free_slot_do_not_count_as_waiting(engine, gated):
-    """Issue 13 item 4: a burst into idle slots is admitted; only requests beyond the free slots
+    """A burst into idle slots is admitted; only requests beyond the free slots
     count against ``max_waiting_requests``. Two slots and a queue of one: three simultaneous
     requests are admitted (two take the slots, one waits), the fourth is refused."""
     assert engine.limits.max_slots == 2
@@ -236,7 +236,7 @@ def test_requests_about_to_take_a_free_slot_do_not_count_as_waiting(engine, gate
 
 
 def test_a_consumer_that_stops_taking_outputs_is_aborted_past_max_unsent_tokens(engine, gated):
-    """issue 13 item 7 in-process: the consumer takes one output and stops (a client whose writes
+    """The consumer takes one output and stops (a client whose writes
     block); once more than ``max_unsent_tokens`` tokens wait, the request is aborted and its slot
     freed long before its 100 tokens; on resuming, the consumer gets what was queued, then
     ``ClientTooSlow``."""

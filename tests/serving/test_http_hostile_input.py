@@ -1,4 +1,4 @@
-"""Hostile request bodies on every POST route of the shared server (issue 13 items 2 and 3).
+"""Hostile request bodies on every POST route of the shared server.
 
 Non-finite and extreme sampling numbers, deeply nested JSON and lone UTF-16 surrogates each
 get a 4xx whose message names the field, never a 500 or a stream cut mid-way; valid extremes

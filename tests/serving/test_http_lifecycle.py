@@ -108,7 +108,7 @@ def test_wait_ready_reports_a_crashed_server(tmp_path):
 
 
 def test_a_permanent_load_failure_is_not_reported_as_overloaded(tiny_llama):
-    """issue 13 item 5: a client that reaches a server whose model failed to load gets 503 with the
+    """A client that reaches a server whose model failed to load gets 503 with the
     reason, no Retry-After (retrying cannot help) and never the "overloaded" type of a full queue."""
     config = load_config(tiny_llama, properties={"device": "cpu", "n_positions": "64"}, env={})
 

@@ -22,7 +22,7 @@ from tests.serving.http_server import model_folder, start_server
 
 MAX_EXAMPLES = 200
 BUDGET_S = 25.0  # generation stops sending requests after this; the test stays well under 60 s
-# Cases that reach other engineers' open work (issue 13 items 2-3: NaN / huge numbers, nested
+# Cases that reach other engineers' open work (NaN / huge numbers, nested
 # JSON, lone surrogates) are listed here when they are known to 5xx; empty means none is known.
 KNOWN_5XX: list[str] = []
 

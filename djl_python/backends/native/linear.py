@@ -8,11 +8,9 @@ Four kernels, picked per weight once at load and per call by the number of rows:
   ``torch.ops.mkldnn._linear_pointwise`` on it. This is the layout vLLM's CPU build runs
   its dense layers on (``vllm/model_executor/layers/utils.py``,
   ``dispatch_cpu_unquantized_gemm``: ``create_onednn_mm`` on the weight, the plain weight
-  removed). Measured on the 2-core AMD EPYC (AVX2) of docs/performance.md, fp32, against the
-  best unpacked kernel: the ``[3072, 576]`` gate-up projection 1.14 -> 0.97 ms at 16 rows
-  and 19.8 -> 16.3 ms at 320; the ``[49152, 576]`` LM head 24.7 -> 17.4 ms at 16 rows; a
-  SmolLM2 prefill of 8x40 tokens 1,425 -> 1,138 ms. One packing serves every row count
-  (packed for 16 rows, used at 1 to 512 rows: same speed as packing for that count).
+  removed). It is faster than the best unpacked kernel at every row count measured
+  (docs/performance.md, "Kernel choices in the native linear layers"), and one packing
+  serves every row count.
 * **oneDNN, widened** (CPU, bf16 or fp16 where oneDNN does not take them, fp32 where it
   does: AVX2 CPUs). The half weight is widened to fp32 and packed; a call widens the
   activations, runs the fp32 GEMM and rounds the output to the model dtype once. That is
@@ -21,8 +19,8 @@ Four kernels, picked per weight once at load and per call by the number of rows:
   half weights' memory (the memory plan counts it); biases are held in fp32 too.
   Activations, norms and the KV cache stay in the model dtype.
 * **weight-first** (CPU, unpacked, a decode step's few rows): ``weight @ x.T``. For a few
-  rows against a transposed weight, MKL's sgemm ran 2-4x below the weight's memory speed on
-  that CPU (LM head at 8 rows: 49 ms as ``F.linear``, 13 ms weight-first).
+  rows against a transposed weight, MKL's sgemm ran well below the weight's memory speed
+  (docs/performance.md, same section).
 * ``F.linear`` otherwise (CUDA; a prefill's hundreds of rows on an unpacked weight).
 
 Every kernel computes each output element as the same dot product; they may sum it in

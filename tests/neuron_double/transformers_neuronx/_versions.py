@@ -120,7 +120,7 @@ RELEASES: dict[str, Release] = {
                     "bsh-single+max", "fit", True, True, frozenset({"bin", "bin-dir", "safetensors", "sharded"}),
                     True, _ALL),
 }
-# The equivalence matrix of tests/neuron (issue 12: at least these).
+# The equivalence matrix of tests/neuron (at least these).
 MATRIX = ("0.9", "0.10-early", "0.10-late", "0.11", "0.13")
 
 
