@@ -237,8 +237,8 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
         buckets = sorted(set(config.context_length_estimate or []))
         if buckets and not sup.context_length_estimate:
             logger.warning(
-                "option.context_length_estimate is ignored: transformers-neuronx's %s has no prefill buckets",
-                sup.class_name)
+                "option.context_length_estimate is ignored: transformers-neuronx %s's %s has no prefill buckets",
+                fmt(version), sup.class_name)
             buckets = []
         if buckets:
             kwargs["context_length_estimate"] = buckets

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 MIN_VERSION = (0, 9)
@@ -45,6 +45,7 @@ class ModelSupport:
     single_row: bool = False  # attention ignores left padding: serve one occupied row at a time
     quantization: bool = True  # False: the constructor raises NotImplementedError on neuron_config.quant
     unroll: bool = True  # False: the constructor raises NotImplementedError on any unroll
+    context_buckets_since: tuple[int, int] = MIN_VERSION  # before it: no list of prefill buckets
 
 
 # model_type (HF config.json) -> TNX class. Continuous batching: Llama from
@@ -54,7 +55,10 @@ MODELS: dict[str, ModelSupport] = {
     "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 11)),
     "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 9)),
     "bloom": ModelSupport("bloom", "BloomForSampling", (0, 9)),
-    "opt": ModelSupport("opt", "OPTForSampling", (0, 9)),
+    # OPT on 0.9 (8b01968 opt/model.py:79-97) takes one int context_length_estimate, wrapped as
+    # [context_length_estimate]: a list fails at construction; its forward() never uses that graph
+    # (:146-182, only sample() does). Buckets from 0.10 (7a30b42 opt/model.py:64-65, bucket.context_sizes).
+    "opt": ModelSupport("opt", "OPTForSampling", (0, 9), context_buckets_since=(0, 10)),
     # NeuronAutoModelForCausalLM maps gpt2 to GPT2ForSamplingWithContextBroadcasting, whose
     # reset(context_length_estimate) needs an argument and whose prefill broadcasts ONE prompt
     # (prompt_batch_size=1) to every row. DJL (afece25d neuron_utils/model_loader.py) and
@@ -142,6 +146,8 @@ def model_support(model_type: str, version: tuple[int, int]) -> ModelSupport:
             f"model_type {model_type!r} needs transformers-neuronx >= {fmt(sup.since)} "
             f"(installed: {fmt(version)}). Supported: {supported_table(version)}"
         )
+    if version < sup.context_buckets_since:
+        return replace(sup, context_length_estimate=False)
     return sup
 
 

@@ -89,8 +89,9 @@ def test_old_generation_constructor_rules_are_named_up_front(tiny_model_factory,
 @pytest.mark.parametrize("tnx", ["0.9", "0.10-early"], indirect=True)
 def test_naive_reprefill_passes_no_cache_ids(tiny_model_factory, tnx) -> None:
     """base._prepare_for_par_ctx_rhs_padding (8b01968, 7a30b42) pads input_ids to the context bucket but
-    not explicit cache_ids: we pass None, as DJL's get_cache_ids(prefill=True) does."""
-    model_dir = tiny_model_factory("opt")
+    not explicit cache_ids: we pass None, as DJL's get_cache_ids(prefill=True) does. BLOOM: it takes
+    a list of prefill buckets on both releases (OPT only from 0.10)."""
+    model_dir = tiny_model_factory("bloom")
     backend = load_neuron(model_dir, max_rolling_batch_size=2, n_positions=64, context_length_estimate="16,64")
     prompt = [5, 17, 42]
     assert torch.allclose(backend.prefill([0], [prompt])[0], logits_of(model_dir, prompt), atol=1e-4)
@@ -359,3 +360,20 @@ def test_s3_compiled_graph_path_receives_compiled_graphs(tiny_llama: Path, tnx, 
         load_neuron(tiny_llama, n_positions=64, compiled_graph_path="s3://graphs/llama")
         keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="graphs")["Contents"]}
     assert "llama/neuronxcc-2.13/MODULE_1/model.neff" in keys
+
+
+# -- second review, finding 3: OPT on 0.9 takes no list of prefill buckets ---------------------------
+@pytest.mark.parametrize(("tnx", "passed"), [("0.9", False), ("0.10-early", True)], indirect=["tnx"])
+def test_opt_context_buckets_are_passed_only_where_opt_takes_a_list(tiny_model_factory, tnx, passed, caplog) -> None:
+    """8b01968 opt/model.py:79-97 wraps one int as ``[context_length_estimate]``: the list the
+    configuration holds fails when the model is built, and 0.9's forward() never uses that graph.
+    From 0.10 (7a30b42 opt/model.py:64-65) OPT takes buckets. Static batching (OPT has no CB)."""
+    model_dir = tiny_model_factory("opt")
+    with caplog.at_level("WARNING"):
+        backend = load_neuron(model_dir, max_rolling_batch_size=2, n_positions=64, context_length_estimate="16,32")
+    kwargs = pretrained_call(tnx)[-1]
+    assert (kwargs.get("context_length_estimate") == [16, 32]) == passed, kwargs
+    assert ("option.context_length_estimate is ignored" in caplog.text) == (not passed), caplog.text
+    a = [5, 6, 7]
+    logits = backend.prefill([0], [a])
+    assert torch.allclose(logits[0], logits_of(model_dir, a), atol=1e-4)
