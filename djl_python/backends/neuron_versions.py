@@ -56,8 +56,9 @@ MODELS: dict[str, ModelSupport] = {
     "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 9)),
     "bloom": ModelSupport("bloom", "BloomForSampling", (0, 9)),
     # OPT on 0.9 (8b01968 opt/model.py:79-97) takes one int context_length_estimate, wrapped as
-    # [context_length_estimate]: a list fails at construction; its forward() never uses that graph
-    # (:146-182, only sample() does). Buckets from 0.10 (7a30b42 opt/model.py:64-65, bucket.context_sizes).
+    # [context_length_estimate]: a list fails in to_neuron() when the context graph is built, and
+    # forward() never runs that graph (:146-147; only sample() does). Not passing one keeps 0.9's
+    # forward() prefilling through its token graph. Buckets from 0.10 (7a30b42 opt/model.py:64-65).
     "opt": ModelSupport("opt", "OPTForSampling", (0, 9), context_buckets_since=(0, 10)),
     # NeuronAutoModelForCausalLM maps gpt2 to GPT2ForSamplingWithContextBroadcasting, whose
     # reset(context_length_estimate) needs an argument and whose prefill broadcasts ONE prompt

@@ -366,8 +366,8 @@ def test_s3_compiled_graph_path_receives_compiled_graphs(tiny_llama: Path, tnx, 
 @pytest.mark.parametrize(("tnx", "passed"), [("0.9", False), ("0.10-early", True)], indirect=["tnx"])
 def test_opt_context_buckets_are_passed_only_where_opt_takes_a_list(tiny_model_factory, tnx, passed, caplog) -> None:
     """8b01968 opt/model.py:79-97 wraps one int as ``[context_length_estimate]``: the list the
-    configuration holds fails when the model is built, and 0.9's forward() never uses that graph.
-    From 0.10 (7a30b42 opt/model.py:64-65) OPT takes buckets. Static batching (OPT has no CB)."""
+    configuration holds fails in to_neuron(), and 0.9's forward() never runs that graph. From 0.10
+    (7a30b42 opt/model.py:64-65) OPT takes buckets. Static batching (OPT has no CB)."""
     model_dir = tiny_model_factory("opt")
     with caplog.at_level("WARNING"):
         backend = load_neuron(model_dir, max_rolling_batch_size=2, n_positions=64, context_length_estimate="16,32")
