@@ -55,9 +55,8 @@ from djl_python.serving.refusals import RefusalBudget, TooManyWaiting
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
-# The event loop's cost of receiving a body, charged to a refused one: about 4 ms per MB on the
-# 2-core machines of docs/performance.md. Counted by bytes, not by the wall time of the upload,
-# which a slow network would inflate.
+# The event loop's cost of receiving a body, charged to a refused one: a fixed estimate per byte,
+# not the wall time of the upload, which a slow network would inflate.
 RECEIVE_BYTES_PER_SECOND = 256 * 1024 * 1024
 
 

@@ -25,8 +25,9 @@ spent reading each body plus the parsing thread's CPU seconds), leaking at
   refused with 429 at once.
 
 Behind a proxy every client has the proxy's address and shares one account:
-one client's junk then delays the others' parses (never refuses them), which
-still leaves generation at its speed. docs/deployment.md says so.
+one client's junk then delays the others' parses, and past ``MAX_WAITERS``
+waiting requests refuses them with 429, while generation keeps its speed.
+docs/deployment.md says so.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class RefusalBudget:
     def charge(self, client: str, seconds: float) -> None:
         """Add the parse time of one refused body to the client's account."""
         now = self._clock()
-        account = self._accounts.setdefault(client, _Account(stamp=now))
+        account = self._account(client)
         account.level = self._level(account, now) + max(0.0, seconds)
         account.stamp = now
 

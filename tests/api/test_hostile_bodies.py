@@ -80,8 +80,8 @@ def test_the_exact_scan_counts_structure_outside_strings(text, expected):
 
 def test_the_exact_scan_is_linear_on_an_unterminated_string_of_escaped_quotes():
     """A regular expression for whole strings rescans to the end from every quote when none
-    closes (minutes for this 420 KB body, with the interpreter lock held); the scan here
-    removes escapes and splits on quotes once. pytest-timeout fails the old behaviour."""
+    closes (quadratic time, with the interpreter lock held); the scan here removes escapes and
+    splits on quotes once. pytest-timeout fails the old behaviour."""
     text = '"' + '\\",' * 140_000
     assert structure_outside_strings(text) == 0
     with pytest.raises(InvalidRequest):
