@@ -52,7 +52,7 @@ bench-quick: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m bench --quick
 
-test-compat:
+test-compat: install-test
 	bash scripts/compat-venv.sh
 
 test-sanitized: install-test
