@@ -1,57 +1,82 @@
 #!/usr/bin/env bash
-# Compatibility check for the Neuron stack's transformers: everything outside the PyTorch
-# backend must import and pass its tests with transformers 4.47.x (transformers-neuronx 0.13
-# requires transformers<4.48) as well as with transformers 5 (the main .venv).
+# Compatibility runs for the Neuron stack: the DJL entry point, the Neuron backend (over the
+# transformers-neuronx double), the configuration and the artifacts must import and pass their
+# tests in the Python the LMI Neuron images ship, with their transformers:
 #
-# Creates .venv-compat (separate, because 4.47.1 pins tokenizers<0.22 and huggingface_hub<1.0,
-# which transformers 5 cannot use), installs this package with --no-deps plus its other
-# dependencies, and runs the tests that do not need the PyTorch slot cache.
+#   LMI 0.26, 0.27 (inf2)   Python 3.9     serving/docker/pytorch-inf2.Dockerfile, ARG python_version
+#   LMI 0.28, 0.29 (inf2)   Python 3.10
+#   transformers-neuronx 0.13 requires transformers<4.48, so both runs use transformers 4.47.
 #
-# torch and its CUDA libraries (about 5 GB) are not installed a second time: the compat venv
-# sees the main venv's copies through a .pth file that points at a folder of links to them.
-# That folder holds only torch's own files, so every other package resolves inside the compat
-# venv, and pip counts the linked torch as installed. The main venv must exist (`make test`
-# builds it first; `make test-compat` depends on it).
+#   bash scripts/compat-venv.sh 3.10           # create/refresh .venv-compat-3.10, then test
+#   bash scripts/compat-venv.sh 3.9 -x -k foo  # extra arguments go to pytest
 #
-#   bash scripts/compat-venv.sh            # create/refresh the venv, then test
-#   bash scripts/compat-venv.sh -x -k foo  # extra arguments go to pytest
+# The interpreter comes from pyenv (`pyenv versions`), else from PATH (python3.9); a machine with
+# neither fails here, naming the version: a compatibility run is never skipped silently.
+#
+# torch: 2.8.0 is the newest release with wheels for Python 3.9, so both runs use it. PyPI's
+# build brings about 3 GB of CUDA libraries; they are the same files for every Python, so the 3.9
+# venv links to the 3.10 venv's copies (a .pth file naming a folder of links) instead of
+# installing them again, and pip counts them as installed. Run 3.10 first (`make test` does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-VENV=${COMPAT_VENV:-.venv-compat}
+PYVER=${1:?usage: compat-venv.sh 3.9|3.10 [pytest args]}
+shift
+VENV=.venv-compat-$PYVER
 TRANSFORMERS_PIN=${TRANSFORMERS_PIN:-transformers==4.47.1}
-MAIN_VENV=${MAIN_VENV:-.venv}
-TORCH_PIN=torch==2.13.0  # same pin as the cpu extra, satisfied by the main venv's copy
+TORCH_PIN=torch==2.8.0
+case "$PYVER" in
+    3.10) CUDA_LIBS_FROM= ;;
+    3.9) CUDA_LIBS_FROM=.venv-compat-3.10 ;;
+    *) echo "compat-venv.sh: no compatibility run for Python $PYVER (3.9 or 3.10)" >&2; exit 2 ;;
+esac
 
-link_main_torch() {
-    local main_site compat_site shared
-    main_site=$("$MAIN_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    compat_site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    shared="$PWD/$VENV/torch-from-main"
+find_python() {
+    local root candidate
+    if command -v pyenv >/dev/null 2>&1; then
+        root=$(pyenv root)
+        for candidate in $(ls -d "$root"/versions/"$PYVER".* 2>/dev/null | sort -V -r); do
+            [ -x "$candidate/bin/python$PYVER" ] && { echo "$candidate/bin/python$PYVER"; return; }
+        done
+    fi
+    command -v "python$PYVER" && return
+    echo "compat-venv.sh: no Python $PYVER on this machine (pyenv versions, or python$PYVER on PATH);" \
+         "the LMI Neuron images run it, so this run cannot be skipped" >&2
+    exit 1
+}
+
+site_packages() {
+    "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+}
+
+link_cuda_libs() {
+    local donor_site shared entry
+    [ -x "$CUDA_LIBS_FROM/bin/python" ] || { echo "compat-venv.sh: $CUDA_LIBS_FROM is missing; run the 3.10 compatibility run first" >&2; exit 1; }
+    donor_site=$(site_packages "$CUDA_LIBS_FROM")
+    shared="$PWD/$VENV/cuda-libs-from-3.10"
     rm -rf "$shared" && mkdir -p "$shared"
-    local entry
-    for entry in "$main_site"/*; do
+    for entry in "$donor_site"/*; do
         case "$(basename "$entry")" in
-            torch|torch-*|torchgen|functorch|triton|triton-*|nvidia|nvidia_*|cuda|cuda_*)
-                ln -s "$entry" "$shared/" ;;
+            nvidia|nvidia_*) ln -s "$entry" "$shared/" ;;
         esac
     done
-    [ -e "$shared/torch" ] || { echo "compat venv: no torch in $main_site (run make install-test)" >&2; exit 1; }
-    echo "$shared" > "$compat_site/torch_from_main.pth"
+    [ -e "$shared/nvidia" ] || { echo "compat-venv.sh: no CUDA libraries in $donor_site" >&2; exit 1; }
+    echo "$shared" > "$(site_packages "$VENV")/cuda_libs_from_3_10.pth"
 }
 
 if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ] || [ "$0" -nt "$VENV/.installed" ]; then
-    "$PYTHON" -m venv "$VENV"
+    rm -rf "$VENV"
+    "$(find_python)" -m venv "$VENV"
     "$VENV/bin/pip" install -q -U pip
-    link_main_torch
+    [ -z "$CUDA_LIBS_FROM" ] || link_cuda_libs
+    bash scripts/install-torch.sh "$VENV" "$TORCH_PIN"
     "$VENV/bin/pip" install -q "$TORCH_PIN" "$TRANSFORMERS_PIN" \
-        "pydantic>=2.5,<3" safetensors huggingface_hub boto3 fastapi uvicorn prometheus-client tqdm numpy \
-        accelerate pytest pytest-timeout httpx "moto[server]" requests
+        "pydantic>=2.5,<3" "eval_type_backport; python_version < '3.10'" safetensors huggingface_hub boto3 \
+        fastapi uvicorn prometheus-client tqdm numpy accelerate pytest pytest-timeout httpx "moto[server]" requests
     "$VENV/bin/pip" install -q --no-deps -e .
     touch "$VENV/.installed"
 fi
-"$VENV/bin/python" -c 'import transformers, tokenizers, huggingface_hub, torch; print(
-    f"compat venv: transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, "
-    f"huggingface_hub {huggingface_hub.__version__}, torch {torch.__version__}")'
-exec "$VENV/bin/python" -m pytest -q tests/neuron tests/config tests/artifacts "$@"
+"$VENV/bin/python" -c 'import sys, transformers, tokenizers, huggingface_hub, torch; print(
+    f"compat run: Python {sys.version.split()[0]}, transformers {transformers.__version__}, "
+    f"tokenizers {tokenizers.__version__}, huggingface_hub {huggingface_hub.__version__}, torch {torch.__version__}")'
+exec "$VENV/bin/python" -m pytest -q tests/neuron tests/config tests/artifacts tests/serving/test_djl_*.py "$@"

@@ -10,9 +10,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+# The PyTorch backend's slot cache is built on transformers 5's cache layers; the Neuron stack's
+# transformers 4.47 (the compatibility runs, Python 3.9 and 3.10) serves through the Neuron
+# backend instead, so tests that load the PyTorch backend skip there, saying so.
+PYTORCH_BACKEND_REASON = "the PyTorch backend's slot cache needs transformers 5 (this run has the Neuron stack's 4.x)"
+
+
+def pytorch_backend_available() -> bool:
+    return int(transformers.__version__.split(".")[0]) >= 5
+
+
+def require_pytorch_backend() -> None:
+    """Skip the calling test or fixture where the PyTorch backend cannot load."""
+    if not pytorch_backend_available():
+        pytest.skip(PYTORCH_BACKEND_REASON)
+
 
 ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
 

@@ -7,7 +7,7 @@ and normalise them; they never touch the environment.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Optional, get_args
 
 from pydantic import BeforeValidator, Field
 
@@ -53,7 +53,7 @@ def choice(literal: Any, *, optional: bool = False) -> Any:
             return canonical
         return value
 
-    return Annotated[literal | None if optional else literal, BeforeValidator(normalise)]
+    return Annotated[Optional[literal] if optional else literal, BeforeValidator(normalise)]
 
 
 Bool = Annotated[bool, BeforeValidator(parse_bool)]
@@ -62,10 +62,10 @@ def parse_optional_bool(value: Any) -> Any:
     return parse_bool(_empty_to_none(value))
 
 
-OptBool = Annotated[bool | None, BeforeValidator(parse_optional_bool)]
-OptStr = Annotated[str | None, BeforeValidator(_empty_to_none)]
+OptBool = Annotated[Optional[bool], BeforeValidator(parse_optional_bool)]
+OptStr = Annotated[Optional[str], BeforeValidator(_empty_to_none)]
 PositiveInt = Annotated[int, Field(ge=1)]
-OptPositiveInt = Annotated[int | None, BeforeValidator(_empty_to_none), Field(ge=1)]
+OptPositiveInt = Annotated[Optional[int], BeforeValidator(_empty_to_none), Field(ge=1)]
 
 # Dtype spellings (the one table is ``djl_python.config.dtypes``): LMI's short names are
 # canonical; torch-style long names and `auto` (= backend default) are accepted for `dtype`.
@@ -102,6 +102,6 @@ def parse_long_dtype(value: Any) -> Any:
     return value
 
 
-ModelDtype = Annotated[Literal["fp32", "fp16", "bf16"] | None, BeforeValidator(parse_dtype)]
-LongDtype = Annotated[Literal["float32", "float16", "bfloat16"] | None, BeforeValidator(parse_long_dtype)]
+ModelDtype = Annotated[Optional[Literal["fp32", "fp16", "bf16"]], BeforeValidator(parse_dtype)]
+LongDtype = Annotated[Optional[Literal["float32", "float16", "bfloat16"]], BeforeValidator(parse_long_dtype)]
 

@@ -9,7 +9,7 @@ environment.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -87,7 +87,7 @@ def parse_streaming(value: Any) -> Any:
     return value
 
 
-TensorParallelDegree = Annotated[int | Literal["max"], BeforeValidator(parse_tensor_parallel_degree)]
+TensorParallelDegree = Annotated[Union[int, Literal["max"]], BeforeValidator(parse_tensor_parallel_degree)]
 Device = Literal["auto", "neuron", "cpu", "cuda"]
 
 

@@ -59,9 +59,14 @@ class RequestStatus(enum.IntEnum):
         return _FINISH_REASONS.get(self)
 
 
-class FinishReason(enum.StrEnum):
-    """Why a request ended, in the engine's words. A ``StrEnum``, so it compares and
-    serialises as its value; the APIs map it to their own spellings (``api/finish.py``)."""
+class FinishReason(str, enum.Enum):
+    """Why a request ended, in the engine's words. A ``str`` enum whose ``str()`` and
+    ``format()`` give its value, as ``enum.StrEnum`` does (which needs Python 3.11; the LMI
+    Neuron images run 3.9 and 3.10), so it compares and serialises as its value; the APIs map it
+    to their own spellings (``api/finish.py``)."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
 
     EOS = "eos_token"  # an EOS id or one of the request's stop_token_ids
     STOP_SEQUENCE = "stop_sequence"  # a stop string matched the text

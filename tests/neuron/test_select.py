@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 
 from djl_python.backends import select
+from tests.models import PYTORCH_BACKEND_REASON, pytorch_backend_available
 from tests.neuron.conftest import make_config
 
 
@@ -74,8 +74,7 @@ def test_load_backend_dispatch_to_neuron(tiny_llama: Path, tnx) -> None:
     assert isinstance(backend, NeuronBackend) and backend.limits.max_slots == 2 and backend.limits.n_positions == 64
 
 
-@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
-                    reason="the PyTorch backend's slot cache needs transformers 5 (compat venv runs 4.47)")
+@pytest.mark.skipif(not pytorch_backend_available(), reason=PYTORCH_BACKEND_REASON)
 def test_load_backend_dispatch_to_pytorch(tiny_llama: Path) -> None:
     from djl_python.artifacts import resolve_artifacts
     from djl_python.backends.pytorch import PyTorchBackend

@@ -11,6 +11,7 @@ from djl_python.djl import protocol
 from djl_python.engine.request import SamplingParams
 from djl_python.inputs import Input
 from djl_python.pair_list import PairList
+from tests.models import require_pytorch_backend
 from tests.serving.djl_java import JavaInput, JavaRollingBatch, JavaWire, Loopback, http_input, in_process
 
 PROPS = {"rolling_batch": "auto", "max_rolling_batch_size": "4", "device": "cpu", "n_positions": "128"}
@@ -27,6 +28,7 @@ def build_engine(model_dir, **extra):
     from djl_python.config import load_config
     from djl_python.loader import load_engine
 
+    require_pytorch_backend()
     config = load_config(model_dir=str(model_dir), properties={**PROPS, **extra, "model_dir": str(model_dir)})
     return config, load_engine(config)
 
@@ -59,6 +61,7 @@ def java(service, version="0.28.0"):
 
 
 def test_first_call_initialises_through_the_factory_with_javas_rule(monkeypatch, tiny_llama):
+    require_pytorch_backend()
     seen = {}
 
     def factory(props):

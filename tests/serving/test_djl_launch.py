@@ -5,6 +5,12 @@ The engine folder already holds a decoy ``djl_python/`` (and a decoy
 importing it writes a marker file and raises. Java's side is ``djl_java``
 (written from djl-serving v0.26.0-v0.28.0); the oracle is transformers'
 ``generate()`` on each prompt alone.
+
+Each test runs twice: on the PyTorch backend (``option.device=cpu``) and on the Neuron backend
+(``option.device=neuron``) over the transformers-neuronx double, which the worker finds on its
+``PYTHONPATH`` as it would find the real package in an LMI Neuron image. The Neuron run is the
+one the compatibility runs (Python 3.9 and 3.10, transformers 4.47) can load; there the PyTorch
+run skips.
 """
 
 from __future__ import annotations
@@ -21,15 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import make_tiny_model
+from tests.models import make_tiny_model, require_pytorch_backend
 from tests.serving.djl_java import (
     JavaInput, JavaRollingBatch, JavaWire, http_input, init_properties, java_command, java_environment, java_rolls,
 )
 from tests.staggered import generate_alone
 
 REPO = Path(__file__).resolve().parents[2]
-COMMON = "engine=Python\noption.entryPoint=djl_python.transformers_neuronx\noption.device=cpu\n" \
-         "option.max_rolling_batch_size=4\n"
+NEURON_DOUBLE = REPO / "tests" / "neuron_double"
+COMMON = "engine=Python\noption.entryPoint=djl_python.transformers_neuronx\noption.max_rolling_batch_size=4\n"
 DECOY = ("import pathlib\n"
          "pathlib.Path(__file__).with_name('IMPORTED').write_text('decoy')\n"
          "raise ImportError('the decoy djl_python bundled by DJL was imported')\n")
@@ -57,10 +63,12 @@ def install(engine_dir: Path, version: str) -> None:
 class JavaLaunched:
     """``Connection.startPython`` + ``PyProcess`` (start marker) + ``Connection.connect``."""
 
-    def __init__(self, engine_dir: Path, model_dir: Path, version: str, sock_dir: Path) -> None:
+    def __init__(self, engine_dir: Path, model_dir: Path, version: str, sock_dir: Path, device: str) -> None:
         self.sock_path = str(sock_dir / "djl_sock.19000")
         base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of ours on the path
         base["HF_HUB_OFFLINE"] = "1"
+        if device == "neuron":  # transformers-neuronx is installed in a Neuron image: here, its double
+            base["PYTHONPATH"] = str(NEURON_DOUBLE)
         cmd = java_command(engine_dir, model_dir, self.sock_path, "djl_python.transformers_neuronx")
         self.proc = subprocess.Popen(cmd, env=java_environment(engine_dir, model_dir, base), cwd=str(model_dir),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -89,6 +97,13 @@ class JavaLaunched:
                 self.proc.kill()
 
 
+@pytest.fixture(scope="module", params=["cpu", "neuron"])
+def device(request) -> str:
+    if request.param == "cpu":
+        require_pytorch_backend()
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     return make_tiny_model("llama", tmp_path_factory.mktemp("launch") / "tiny-llama")
@@ -110,25 +125,25 @@ def reference(model_dir):
 
 
 @pytest.fixture
-def layout(tmp_path, model_dir):
+def layout(tmp_path, model_dir, device):
     """A model folder copy with its own serving.properties, an engine cache folder, a short socket folder."""
     sock_dir = Path(tempfile.mkdtemp(prefix="djl", dir="/tmp"))  # AF_UNIX paths must stay short
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
-    yield model, tmp_path / "cache" / "python", sock_dir
+    yield model, tmp_path / "cache" / "python", sock_dir, device
     shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def session(layout, version: str, properties: str):
-    model, cache, sock_dir = layout
+    model, cache, sock_dir, device = layout
     engine_dir = cache / version
     bundled = decoy(engine_dir)
     (engine_dir / "djl_python_engine.py").write_text(DECOY)
     install(engine_dir, version)
     assert not bundled.exists() and (engine_dir / "djl_python.djl-bundled" / "__init__.py").exists()
     decoy(engine_dir)  # and even a djl_python/ that reappears there is never imported
-    (model / "serving.properties").write_text(COMMON + properties)
-    java = JavaLaunched(engine_dir, model, version, sock_dir)
+    (model / "serving.properties").write_text(COMMON + f"option.device={device}\n" + properties)
+    java = JavaLaunched(engine_dir, model, version, sock_dir, device)
     init = init_properties((model / "serving.properties").read_text())
     return java, init, engine_dir
 

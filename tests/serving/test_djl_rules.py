@@ -16,6 +16,7 @@ from djl_python.djl.engine import parse_args
 from djl_python.engine.request import InvalidRequest
 from djl_python.inputs import Input
 from djl_python.outputs import Output
+from tests.models import require_pytorch_backend
 from tests.serving.djl_java import (
     VERSIONS, JavaInput, JavaRollingBatch, JavaWire, Loopback, http_input, in_process, java_command, java_rolls,
 )
@@ -59,6 +60,7 @@ def shared_engine(tiny_llama):
     from djl_python.config import load_config
     from djl_python.loader import load_engine
 
+    require_pytorch_backend()
     config = load_config(model_dir=str(tiny_llama), properties={
         "rolling_batch": "auto", "max_rolling_batch_size": "4", "device": "cpu", "n_positions": "128",
         "model_dir": str(tiny_llama)})

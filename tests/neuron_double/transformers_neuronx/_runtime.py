@@ -22,9 +22,18 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from tests.models import dtype_kwargs
 from transformers_neuronx._double import RELEASE, record
 from transformers_neuronx.module import PRESHARDED_FILE, PretrainedModel, read_split_dir
+
+
+def _fp32_kwargs() -> dict:
+    """fp32 for ``from_pretrained``: ``dtype`` from transformers 4.56, ``torch_dtype`` before. Kept
+    here rather than imported from ``tests``: the double is a stand-alone package, found on a
+    worker's ``PYTHONPATH`` as the real one is in a Neuron image."""
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": torch.float32} if (major, minor) >= (4, 56) else {"torch_dtype": torch.float32}
 
 
 def power_of_two_bucket_sizes(min_size: int, max_size: int) -> list[int]:
@@ -172,7 +181,7 @@ class CompiledModel(PretrainedModel):
             model = AutoModelForCausalLM.from_config(self.config)
             model.load_state_dict(read_split_dir(os.path.join(path, "pytorch_model.bin")), strict=False)
             return model.float().eval()
-        return AutoModelForCausalLM.from_pretrained(path, **dtype_kwargs(torch.float32)).eval()
+        return AutoModelForCausalLM.from_pretrained(path, **_fp32_kwargs()).eval()
 
     def reset(self) -> None:
         record("reset", type(self).__name__)
