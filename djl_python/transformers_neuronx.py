@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -145,7 +146,9 @@ class TransformersNeuronXService:
                 reason = self.init_error or "the initialising message never arrived"
                 return Output().error(f"model is not loaded: {reason}", code=503, message="model not loaded")
             try:
-                decision = rules.decide(inputs.get_properties(), djl_protocol())
+                properties = inputs.get_properties()
+                written = rules.written_rolling_batch(properties.get("model_dir"), os.environ)
+                decision = rules.decide(properties, djl_protocol(), written)
                 self.initialize(decision.properties, rolling=decision.rolling)
             except Exception as e:
                 self.init_error = f"{type(e).__name__}: {e}"

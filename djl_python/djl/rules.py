@@ -21,6 +21,18 @@ only ``disable`` means static: so ``false``, ``scheduler``, ``trtllm`` (and on
 them with a rolling batch) all roll. We do the same, say so, and hand our
 configuration ``auto`` or ``disable`` only.
 
+**Java rewrites ``auto``.** From DJL 0.28, Java's ``LmiConfigRecommender``
+rewrites the ``rolling_batch`` the user wrote before the handler sees it:
+0.28 turns ``auto`` (or no value) into ``disable`` unless ``SERVING_FEATURES``
+names ``tnx`` (v0.28.0 ``LmiConfigRecommender.java:90-112``), 0.29 defaults
+to ``disable`` on Neuron images (v0.29.0 ``:105-107``), 0.36 turns every
+``auto`` into ``disable`` (v0.36.0 ``:56-78``). Any other value passes
+through unchanged in all of them, so ``tnx`` rolls on every release. The
+handler follows Java into static requests, and when the user's own
+configuration (``serving.properties`` in the model folder, else
+``OPTION_ROLLING_BATCH``, the precedence of v0.28.0 ``ModelInfo.java:793-811``)
+asked for ``auto`` or said nothing, it says once why and how to roll.
+
 **n_positions.** LMI 0.26-0.28's ``TransformerNeuronXProperties.n_positions``
 defaults to 128, so graphs compiled there (and their neff cache entries)
 assume 128. A handler launched by DJL therefore defaults to 128 too, with a
@@ -69,8 +81,24 @@ def is_plain_message(properties: Mapping[str, object]) -> bool:
     return "batch_size" not in properties
 
 
-def decide(properties: Mapping[str, str], protocol: DjlProtocol) -> Decision:
-    """Apply Java's rule and the real handler's coercions; never raises."""
+def written_rolling_batch(model_dir: Optional[str], environ: Mapping[str, str]) -> Optional[str]:
+    """``option.rolling_batch`` as the user wrote it, before Java's recommender: the model
+    folder's ``serving.properties``, else ``OPTION_ROLLING_BATCH``; None when neither sets it."""
+    if model_dir:
+        try:
+            text = (Path(model_dir) / "serving.properties").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "option.rolling_batch" and value.strip():
+                return value.strip()
+    return environ.get("OPTION_ROLLING_BATCH") or None
+
+
+def decide(properties: Mapping[str, str], protocol: DjlProtocol, written: Optional[str] = None) -> Decision:
+    """Apply Java's rule and the real handler's coercions; never raises. ``written`` is the
+    user's own ``rolling_batch`` (``written_rolling_batch``), compared with what Java sent."""
     props = {k: v for k, v in properties.items()}
     warnings: list[str] = []
     rolling = java_rolls(props, protocol)
@@ -79,6 +107,14 @@ def decide(properties: Mapping[str, str], protocol: DjlProtocol) -> Decision:
         props["rolling_batch"] = "disable"
     elif not rolling:
         props["rolling_batch"] = "disable"
+        if written is None or written.strip().lower() == "auto":
+            asked = f"option.rolling_batch={written}" if written else "no option.rolling_batch"
+            warnings.append(
+                f"DJL {protocol.version} sent option.rolling_batch=disable where this model's configuration has "
+                f"{asked}: DJL's LMI config recommender rewrites auto (0.28 unless SERVING_FEATURES names tnx, "
+                "0.29 when unset on Neuron images, every auto from 0.36). Requests are served one at a time and "
+                "streaming is off. Set option.rolling_batch=tnx (OPTION_ROLLING_BATCH=tnx), which every DJL "
+                "release passes through unchanged, to serve a rolling batch.")
     else:
         value = str(raw).strip().lower()
         if value == "disable":

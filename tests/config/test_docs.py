@@ -41,7 +41,7 @@ def test_example_file_parses(tmp_path: Path) -> None:
     assert config.engine == "Python"
     assert config.entry_point == "djl_python.transformers_neuronx"
     assert (config.tensor_parallel_degree, config.max_rolling_batch_size) == (4, 8)
-    assert (config.rolling_batch, config.model_loading_timeout) == ("auto", 1600)
+    assert (config.rolling_batch, config.model_loading_timeout) == ("tnx", 1600)
     assert config.model_id == "meta-llama/Llama-2-7b-hf"
 
 

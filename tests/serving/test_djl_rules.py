@@ -179,3 +179,49 @@ def test_a_djl_body_with_an_integer_of_too_many_digits_is_refused_naming_the_bod
     with pytest.raises(InvalidRequest) as err:
         bodies.decode_body(b'{"inputs": "hi", "x": ' + b"9" * 5000 + b"}", "application/json")
     assert err.value.field == "body" and "digits" in str(err.value)
+
+
+def test_written_rolling_batch_reads_serving_properties_before_the_environment(tmp_path):
+    """DJL's precedence (v0.28.0 ModelInfo.java:793-811): serving.properties, then OPTION_*."""
+    assert rules.written_rolling_batch(str(tmp_path), {}) is None
+    assert rules.written_rolling_batch(str(tmp_path), {"OPTION_ROLLING_BATCH": "auto"}) == "auto"
+    (tmp_path / "serving.properties").write_text("engine=Python\noption.rolling_batch = tnx\n")
+    assert rules.written_rolling_batch(str(tmp_path), {"OPTION_ROLLING_BATCH": "auto"}) == "tnx"
+    assert rules.written_rolling_batch(None, {}) is None
+
+
+@pytest.mark.parametrize(("written", "warned"), [("auto", True), (None, True), ("AUTO", True), ("disable", False)])
+def test_java_rewriting_auto_to_disable_is_explained(written, warned, caplog):
+    """DJL 0.28+ rewrites auto to disable (LmiConfigRecommender): static requests, with one warning
+    naming the value that rolls on every release; a user's own disable is not warned about."""
+    with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"):
+        decision = rules.decide({"rolling_batch": "disable", "n_positions": "128"},
+                                protocol.protocol_for("0.28.0"), written)
+    assert not decision.rolling and decision.properties["rolling_batch"] == "disable"
+    said = [r.getMessage() for r in caplog.records if "sent option.rolling_batch=disable" in r.getMessage()]
+    assert len(said) == (1 if warned else 0)
+    if warned:
+        assert "option.rolling_batch=tnx" in said[0] and "one at a time" in said[0]
+
+
+def test_no_rolling_key_at_all_is_not_a_rewrite(caplog):
+    """0.26-0.28 without a recommender value: the user chose static; nothing to explain."""
+    with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"):
+        decision = rules.decide({"n_positions": "128"}, protocol.protocol_for("0.28.0"), None)
+    assert not decision.rolling and not any("sent option.rolling_batch" in r.getMessage() for r in caplog.records)
+
+
+def test_the_service_compares_java_properties_with_the_model_folder(tmp_path, monkeypatch, caplog):
+    """The first message's rolling_batch=disable against the folder's auto: the handler warns."""
+    (tmp_path / "serving.properties").write_text("engine=Python\noption.rolling_batch=auto\n")
+    monkeypatch.delenv("OPTION_ROLLING_BATCH", raising=False)
+    protocol.activate(protocol.protocol_for("0.28.0"))
+
+    def factory(props):
+        raise RuntimeError("stop after the decision")
+
+    monkeypatch.setattr(tnx, "engine_factory", factory)
+    svc = tnx.TransformersNeuronXService()
+    with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"), pytest.raises(RuntimeError):
+        svc.handle(Input({"model_dir": str(tmp_path), "rolling_batch": "disable", "n_positions": "128"}))
+    assert any("option.rolling_batch=auto: DJL's LMI config recommender" in r.getMessage() for r in caplog.records)
