@@ -95,6 +95,7 @@ class _Active:
     request_id: Optional[str] = None
     error: Optional[str] = None
     code: int = records.FAILED_CODE
+    held: str = ""  # text kept back one step (``records.hold_back``)
 
 
 class TransformersNeuronXService:
@@ -239,6 +240,8 @@ class TransformersNeuronXService:
             else:
                 data = self._text(act.formatter, carried, outputs.get(act.request_id or ""), step_error)
                 last = act.formatter.done
+                if records.must_hold_back(protocol, act.formatter.kind):
+                    data, act.held = records.hold_back(act.held, data, last)
                 record, content_type = records.token_record(data, last, protocol), act.formatter.content_type
             reply.add(record, key=f"batch_{i}.data")
             reply.add_property(f"batch_{i}_Content-Type", content_type)

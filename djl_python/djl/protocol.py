@@ -12,7 +12,12 @@ Read from djl-serving's sources at tags v0.26.0, v0.27.0 and v0.28.0:
   JSON record ``{"data", "last"}`` (``RollingBatch.Request.addResponse``'s
   ``json[0] == '{'`` branch); 0.28's answers with ``Output.binary_encode``.
 
-Later releases are treated as 0.28. The choice is process-wide and made once
+* Empty last records: 0.29-0.32's ``RollingBatch`` drops a record with empty
+  ``data`` and no ``code`` even when it is the last (v0.29.0
+  ``RollingBatch.java:356-359``; 0.33 keeps it, djl-serving 853b6800), see
+  ``records``.
+
+Later releases are otherwise treated as 0.28. The choice is process-wide and made once
 by the engine launcher; ``DJL_PYTHON_WIRE`` (``int16``/``int32``) overrides
 the string framing alone.
 """
@@ -45,6 +50,7 @@ class DjlProtocol:
     disable_means_plain: bool  # rolling_batch=disable turns the rolling loop off (>= 0.27)
     handler_property_means_plain: bool  # a request with a "handler" property skips the loop (>= 0.27)
     json_records: bool  # rolling replies as JSON {"data","last"} records (0.26, 0.27) instead of binary
+    drops_empty_last_record: bool = False  # Java loses an empty last record (0.29-0.32)
 
     @property
     def wire_name(self) -> str:
@@ -75,7 +81,8 @@ def protocol_for(version: str, env: Optional[Mapping[str, str]] = None) -> DjlPr
             raise ValueError(f"{WIRE_ENV}={wire!r}: expected int16 or int32")
         width = _WIRE_NAMES[wire]
     return DjlProtocol(version=version, string_length_bytes=width, disable_means_plain=not old,
-                       handler_property_means_plain=not old, json_records=before_binary)
+                       handler_property_means_plain=not old, json_records=before_binary,
+                       drops_empty_last_record=(0, 29) <= (major, minor) < (0, 33))
 
 
 _current: Optional[DjlProtocol] = None

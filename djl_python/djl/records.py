@@ -20,6 +20,17 @@ Java reads content item ``i`` of the reply as request ``i``'s record
 
 424 is what the real handler uses for every per-request failure, so Java
 reports ours exactly as it reports its own.
+
+**An empty last record is lost on 0.29-0.32.** Their ``RollingBatch`` drops a
+record whose ``data`` is empty and that has no ``code`` before it reads
+``last`` (v0.29.0 ``RollingBatch.java:356-359``; fixed for 0.33 by djl-serving
+853b6800, ``Request.java:121`` ``&& !last``), so such a request never ends and
+its client waits for Java's timeout. Every output format but ``none`` ends
+with text (the closing JSON, ``generated_text``, the SSE end), so only
+``none`` can end empty: a generation that stops on EOS or a stop id. For it,
+on those releases, each step's text is sent one step late, so the last record
+carries the last text (``hold_back``). A generation whose whole text is empty
+still ends with an empty record there.
 """
 
 from __future__ import annotations
@@ -38,6 +49,20 @@ def token_record(data: str, last: bool, protocol: DjlProtocol) -> bytes:
     if protocol.json_records:
         return _json({"data": data, "last": bool(last)})
     return Output.binary_encode({"data": data, "last": bool(last)})
+
+
+def must_hold_back(protocol: DjlProtocol, output_formatter: str) -> bool:
+    """Whether this request's text goes one step late (see the module docstring)."""
+    return protocol.drops_empty_last_record and output_formatter == "none"
+
+
+def hold_back(held: str, data: str, last: bool) -> tuple[str, str]:
+    """``(text to send now, text to keep)`` given what was kept and this step's text."""
+    if last:
+        return held + data, ""
+    if not data:
+        return "", held
+    return held, data
 
 
 def failure_record(error: str, protocol: DjlProtocol, code: int = FAILED_CODE) -> bytes:

@@ -346,6 +346,10 @@ class JavaRollingBatch:
         values = dict(zip(items[0::2], items[1::2]))
         if "last" in values:
             req.last = values["last"].lower() == "true"
+        if 29 <= _minor(self.version) <= 32 and not values.get("data") and "code" not in values:
+            # v0.29.0 RollingBatch.java:356-359: an empty record without code is dropped, even the
+            # last one; the request leaves the loop but its client's stream never ends.
+            return
         if "code" in values:
             err = {"code": int(values["code"])}
             if "error" in values:

@@ -225,3 +225,26 @@ def test_the_service_compares_java_properties_with_the_model_folder(tmp_path, mo
     with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"), pytest.raises(RuntimeError):
         svc.handle(Input({"model_dir": str(tmp_path), "rolling_batch": "disable", "n_positions": "128"}))
     assert any("option.rolling_batch=auto: DJL's LMI config recommender" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("version", ["0.28.0", "0.29.0", "0.32.0"])
+def test_output_formatter_none_ending_on_a_stop_id_reaches_the_client(shared_engine, version):
+    """0.29-0.32 drop an empty last record (v0.29.0 RollingBatch.java:356-359): a `none` stream
+    that ends on a stop id must still deliver its last record, with the text before the stop."""
+    config, engine = shared_engine
+    protocol.activate(protocol.protocol_for("0.28.0"))
+    svc = tnx.TransformersNeuronXService()
+    svc.initialize({"rolling_batch": "auto"}, engine=engine, config=config, rolling=True)
+    probe = JavaRollingBatch(in_process(svc.handle, "0.28.0"), "0.28.0")
+    ask = {"inputs": "The quick brown fox", "parameters": {"max_new_tokens": 10}, "stream": True}
+    lines = probe.run({0: [("p", http_input(json.dumps(ask)))]})["p"].text.splitlines()
+    ids = [json.loads(line)["token"]["id"] for line in lines]
+    stop = next(t for t in ids[2:] if t not in ids[:2])
+    expected = engine.tokenizer.decode(ids[: ids.index(stop)], skip_special_tokens=True)
+
+    protocol.activate(protocol.protocol_for(version))
+    loop = JavaRollingBatch(in_process(svc.handle, version), version)
+    ask["parameters"] = {"max_new_tokens": 10, "stop_token_ids": [stop], "output_formatter": "none"}
+    done = loop.run({0: [("r", http_input(json.dumps(ask)))]})["r"]
+    assert done.lasts and done.lasts[-1] and not any(done.lasts[:-1]), done.lasts
+    assert done.text == expected

@@ -1,0 +1,164 @@
+"""Our engine under DJL's published Java front end (``djl_real.RealDjl``), every version served.
+
+Oracle: transformers' greedy ``generate()`` on each prompt alone. Both deployment forms of the
+seed: ``serving.properties`` in the model folder, and environment only (``OPTION_*``). The engine
+is installed as docs/deployment.md tells users (``djl-engine-install`` into the folder Java
+computes from ``ENGINE_CACHE_DIR``); Java starts ``python <folder>/djl_python_engine.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.djl_real.djl_real import VERSIONS, RealDjl, install_engine
+from tests.models import make_tiny_model, require_pytorch_backend
+from tests.staggered import generate_alone
+
+PROMPTS = {"a": ("The quick brown fox", 12), "b": ("Paris is the capital", 7), "c": ("Hello world!", 9)}
+PROPERTIES = ("engine=Python\noption.entryPoint=djl_python.transformers_neuronx\noption.rolling_batch=tnx\n"
+              "option.max_rolling_batch_size=2\noption.device=cpu\noption.n_positions=128\n")
+# Java's RollingBatch labels every reply from the model's output_formatter (json unless set),
+# streamed or not, up to 0.26 (v0.25.0 RollingBatch.java:72-77); later releases keep ours.
+STREAM_CONTENT_TYPE = {"0.25.0": "application/json", "0.34.0": "application/jsonlines"}
+ROLLING = "transformers_neuronx handler ready (rolling batch: True)"
+ENV_ONLY = {"OPTION_ENTRYPOINT": "djl_python.transformers_neuronx", "OPTION_ROLLING_BATCH": "tnx",
+            "OPTION_MAX_ROLLING_BATCH_SIZE": "2", "OPTION_DEVICE": "cpu", "OPTION_N_POSITIONS": "128"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    require_pytorch_backend()
+    return make_tiny_model("llama", tmp_path_factory.mktemp("real-djl") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    out = {}
+    for name, (prompt, n) in PROMPTS.items():
+        gen = generate_alone(model, tok.encode(prompt), n)
+        out[name] = (gen, tok.decode(gen, skip_special_tokens=True))
+    return out
+
+
+def body(name: str, stream: bool = False, **parameters) -> dict:
+    prompt, n = PROMPTS[name]
+    return {"inputs": prompt, "parameters": {"max_new_tokens": n, **parameters}, "stream": stream}
+
+
+def start(version: str, tmp_path: Path, model_dir: Path, properties: str | None, env: dict | None = None,
+          chunk_wait_s: int = 30) -> RealDjl:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in model_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    if properties is not None:
+        (folder / "serving.properties").write_text(properties)
+    cache = tmp_path / "engine-cache"
+    install_engine(cache, version)
+    return RealDjl(version, folder, cache, env=env, chunk_wait_s=chunk_wait_s)
+
+
+def streamed_ids(result: dict) -> list[int]:
+    return [json.loads(line)["token"]["id"] for line in "".join(result["chunks"]).splitlines()]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_properties_form_rolls_more_requests_than_slots(version, tmp_path, model_dir, reference):
+    """Three requests on two slots, two of them streamed: each equals generate() alone."""
+    djl = start(version, tmp_path, model_dir, PROPERTIES)
+    try:
+        for name in PROMPTS:
+            djl.send(name, body(name, stream=name != "b"))
+        for name in PROMPTS:
+            result = djl.result(name)
+            assert result.get("code") == 200, (result, djl.log[-3000:])
+            ids, text = reference[name]
+            if name == "b":
+                assert json.loads("".join(result["chunks"])) == {"generated_text": text}
+            else:
+                assert streamed_ids(result) == ids, name
+                assert result["properties"]["Content-Type"] == STREAM_CONTENT_TYPE[version]
+    finally:
+        assert djl.close() == 0, djl.log[-3000:]
+    assert ROLLING in djl.log and f"djl_python engine for DJL {version}" in djl.log
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_environment_only_form(version, tmp_path, model_dir, reference):
+    """No serving.properties: OPTION_* variables alone configure the model."""
+    djl = start(version, tmp_path, model_dir, None, env=ENV_ONLY)
+    try:
+        djl.send("a", body("a"))
+        result = djl.result("a")
+        assert result.get("code") == 200, (result, djl.log[-3000:])
+        assert json.loads("".join(result["chunks"])) == {"generated_text": reference["a"][1]}
+    finally:
+        assert djl.close() == 0, djl.log[-3000:]
+    assert ROLLING in djl.log
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_bad_request_gets_a_client_error_naming_the_field_and_others_go_on(version, tmp_path, model_dir, reference):
+    djl = start(version, tmp_path, model_dir, PROPERTIES)
+    try:
+        djl.send("bad", {"inputs": "x", "parameters": {"max_new_tokens": -3}})
+        djl.send("a", body("a", stream=True))
+        bad, good = djl.result("bad"), djl.result("a")
+        assert 400 <= bad.get("code", 0) < 500, bad
+        assert "max_new_tokens" in "".join(bad["chunks"]) + str(bad.get("message")), bad
+        assert good.get("code") == 200 and streamed_ids(good) == reference["a"][0]
+    finally:
+        djl.close()
+
+
+def test_worker_killed_mid_stream_is_restarted_by_java(tmp_path, model_dir, reference):
+    """0.34's PyPredictor restarts a worker that died; the next request is served."""
+    djl = start("0.34.0", tmp_path, model_dir, PROPERTIES, chunk_wait_s=10)
+    try:
+        djl.send("warm", body("b"))
+        assert djl.result("warm").get("code") == 200
+        pids = djl.worker_pids()
+        assert len(pids) == 1, pids
+        djl.send("cut", {**body("a", stream=True), "parameters": {"max_new_tokens": 100}})
+        time.sleep(0.5)
+        os.kill(pids[0], signal.SIGKILL)
+        cut = djl.result("cut")
+        assert cut.get("code") != 200 or "error" in cut, cut
+        djl.send("after", body("c", stream=True))
+        after = djl.result("after")
+        assert after.get("code") == 200 and streamed_ids(after) == reference["c"][0], (after, djl.log[-3000:])
+        assert djl.worker_pids() and djl.worker_pids() != pids
+    finally:
+        djl.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("stream", [True, False])
+def test_output_formatter_none_ending_on_a_stop_id_ends_the_stream(version, stream, tmp_path, model_dir, reference):
+    """A generation that ends on a stop id has nothing to say in its last record. DJL 0.29-0.34's
+    RollingBatch drops a record with empty data and no code even when it is the last one
+    (v0.29.0 RollingBatch.java:356-359), so the request would never end; it must."""
+    ids, _ = reference["a"]
+    stop = ids[3]
+    expected = ids[: ids.index(stop)]
+    djl = start(version, tmp_path, model_dir, PROPERTIES, chunk_wait_s=15)
+    try:
+        djl.send("none", body("a", stream=stream, stop_token_ids=[stop], output_formatter="none"))
+        result = djl.result("none", timeout=60)
+        assert result.get("code") == 200 and "error" not in result, (result, djl.log[-3000:])
+        from transformers import AutoTokenizer
+
+        text = AutoTokenizer.from_pretrained(str(model_dir)).decode(expected, skip_special_tokens=True)
+        assert "".join(result["chunks"]) == text, result
+    finally:
+        djl.close()
