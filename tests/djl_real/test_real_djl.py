@@ -158,3 +158,18 @@ def test_worker_killed_mid_stream_is_restarted_by_java(tmp_path, model_dir, refe
         assert djl.worker_pids() and djl.worker_pids() != pids
     finally:
         djl.close()
+
+
+def test_a_folder_without_entry_point_runs_this_package(tmp_path, model_dir, reference):
+    """No option.entryPoint: DJL 0.34 recommends djl_python.huggingface (PyModel.load), which
+    must load this package's handler, not fail or run DJL's bundled one."""
+    properties = PROPERTIES.replace("option.entryPoint=djl_python.transformers_neuronx\n", "")
+    djl = start("0.34.0", tmp_path, model_dir, properties)
+    try:
+        djl.send("a", body("a", stream=True))
+        result = djl.result("a")
+        assert result.get("code") == 200 and streamed_ids(result) == reference["a"][0], (result, djl.log[-3000:])
+    finally:
+        assert djl.close() == 0, djl.log[-3000:]
+    assert "--recommended-entry-point', 'djl_python.huggingface'" in djl.log
+    assert "DJL chose its default djl_python.huggingface" in djl.log and ROLLING in djl.log
