@@ -8,11 +8,14 @@ GPU habits (one padded prefill, torch's default thread count) are slow here.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import MutableMapping, Sequence
+from typing import Mapping, MutableMapping, Optional, Sequence
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # CPU prefill: a prompt joins a group while the padding it adds stays within this many
 # tokens, about what one more forward costs in weight reads (SmolLM2-135M, 2 cores: a
@@ -60,15 +63,33 @@ def bound_shape_caches(env: MutableMapping[str, str] | None = None) -> dict[str,
     return changes
 
 
-def cpu_threads() -> int:
+def threads_from_djl_start_script(env: Mapping[str, str]) -> bool:
+    """Whether ``OMP_NUM_THREADS=1`` came from DJL Serving's start script rather than the user.
+
+    The script (djl-serving v0.28.0 ``serving/build.gradle:141-150``) exports
+    ``OMP_NUM_THREADS=1`` only when it is unset and ``NO_OMP_NUM_THREADS`` is unset, exports
+    ``TF_NUM_INTRAOP_THREADS=1`` the same way, and starts Java with
+    ``MXNET_ENGINE_TYPE=NaiveEngine``; the Python worker inherits all three. A user who wants one
+    thread under DJL sets ``NO_OMP_NUM_THREADS`` (DJL's own switch) with ``OMP_NUM_THREADS=1``.
+    """
+    return (env.get("OMP_NUM_THREADS") == "1" and env.get("TF_NUM_INTRAOP_THREADS") == "1"
+            and env.get("MXNET_ENGINE_TYPE") == "NaiveEngine" and not env.get("NO_OMP_NUM_THREADS"))
+
+
+def cpu_threads(env: Optional[Mapping[str, str]] = None) -> int:
     """Intra-op threads for CPU inference: torch's default (one per physical core), capped by
     the CPUs this process may use (affinity mask, cgroup v2 ``cpu.max`` quota).
 
     torch counts the host's cores, so in a container limited to 2 CPUs on a 64-core host it
     would start 64 OpenMP threads that wait on each other at every op; decode on this
-    model is then several times slower than with 2. ``OMP_NUM_THREADS``, when set, wins.
+    model is then several times slower than with 2. ``OMP_NUM_THREADS``, when the user set it,
+    wins; the ``1`` DJL's start script sets for every model (``threads_from_djl_start_script``)
+    does not, since it would run the model on one core: then every CPU this process may use
+    serves, and that is logged.
     """
-    if os.environ.get("OMP_NUM_THREADS"):
+    env = os.environ if env is None else env
+    from_djl = threads_from_djl_start_script(env)
+    if env.get("OMP_NUM_THREADS") and not from_djl:
         return torch.get_num_threads()
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
@@ -77,4 +98,8 @@ def cpu_threads() -> int:
             allowed = min(allowed, max(1, int(quota) // int(period)))
     except (OSError, ValueError):
         pass  # no cgroup v2 quota visible: the affinity mask is all we know
+    if from_djl:
+        logger.info("OMP_NUM_THREADS=1 comes from DJL Serving's start script, not from you: using the %d CPU(s) "
+                    "this process may use (set NO_OMP_NUM_THREADS=1 with OMP_NUM_THREADS=1 to keep one)", allowed)
+        return max(1, allowed)
     return max(1, min(torch.get_num_threads(), allowed))

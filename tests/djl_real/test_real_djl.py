@@ -127,8 +127,11 @@ def test_output_formatter_none_ending_on_a_stop_id_ends_the_stream(properties_fo
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_environment_only_form(version, tmp_path, model_dir, reference):
-    """No serving.properties: OPTION_* variables alone configure the model."""
-    djl = start(version, tmp_path, model_dir, None, env=ENV_ONLY)
+    """No serving.properties: OPTION_* variables alone configure the model. The environment also
+    holds what DJL Serving's start script exports for Java (v0.28.0 serving/build.gradle:141-150):
+    its OMP_NUM_THREADS=1 must not pin the model to one core."""
+    script = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine"}
+    djl = start(version, tmp_path, model_dir, None, env={**ENV_ONLY, **script})
     try:
         djl.send("a", body("a"))
         result = djl.result("a")
@@ -137,6 +140,7 @@ def test_environment_only_form(version, tmp_path, model_dir, reference):
     finally:
         assert djl.close() == 0, djl.log[-3000:]
     assert ROLLING in djl.log
+    assert "OMP_NUM_THREADS=1 comes from DJL Serving's start script" in djl.log
 
 
 def test_worker_killed_mid_stream_is_restarted_by_java(tmp_path, model_dir, reference):
