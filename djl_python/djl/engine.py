@@ -35,9 +35,11 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any, Optional
 
+import djl_python
 from djl_python.djl import protocol as djl_protocol
 from djl_python.framing import ConnectionClosed
 from djl_python.inputs import Input
@@ -189,6 +191,10 @@ def main(argv: Optional[list[str]] = None, djl_version: Optional[str] = None, pr
     proto = djl_protocol.activate(djl_protocol.protocol_for(version))
     logger.info("%d - djl_python engine for DJL %s (%s strings) started with args: %s",
                 os.getpid(), proto.version, proto.wire_name, sys.argv[1:] if argv is None else argv)
+    # Which package runs matters: DJL silently runs its own bundled copy when the install went
+    # to another folder than the one Java uses (djl-engine-install says which folder it chose).
+    logger.info("running djl_python from %s with Python %s (%s)", Path(djl_python.__file__).resolve().parent,
+                sys.version.split()[0], sys.executable)
     if args.unknown:
         logger.warning("ignoring command-line arguments this engine does not know: %s", " ".join(args.unknown))
     signal.signal(signal.SIGTERM, _on_sigterm)

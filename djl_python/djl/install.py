@@ -2,8 +2,10 @@
 
 DJL's Java side (djl-serving v0.26.0-v0.28.0) never imports an installed
 ``djl_python``. ``PyEnv.init`` picks ``<engine cache>/python/<djl version>``
-(engine cache = ``$ENGINE_CACHE_DIR``, else ``$DJL_CACHE_DIR``, else
-``~/.djl.ai``; ``ai.djl.util.Utils.getEngineCacheDir``), extracts its bundled
+(engine cache = ``ENGINE_CACHE_DIR``, else ``DJL_CACHE_DIR``, from the
+environment or a ``-D`` JVM option, else ``~/.djl.ai``, or
+``<java.io.tmpdir>/.djl.ai`` when the home directory is read-only;
+``ai.djl.util.Utils.getEngineCacheDir``, see ``engine_cache_folder``), extracts its bundled
 ``djl_python_engine.py`` and ``djl_python/`` there *only if the folder does not
 exist*, and runs ``python3 <folder>/djl_python_engine.py ...`` with
 ``PYTHONPATH=$PYTHONPATH:<folder>:<model dir>``. Python puts the script's
@@ -77,11 +79,57 @@ if __name__ == "__main__":
 '''
 
 
-def engine_cache_folder(djl_version: str, env: Optional[Mapping[str, str]] = None) -> Path:
-    """``<engine cache>/python/<djl_version>`` as DJL's ``PyEnv.init`` computes it."""
+# Where the JVM takes -D options from: the JVM itself (JAVA_TOOL_OPTIONS), and DJL Serving's
+# start script (a Gradle application script: DEFAULT_JVM_OPTS, JAVA_OPTS and SERVING_OPTS).
+JVM_OPTION_VARIABLES = ("JAVA_TOOL_OPTIONS", "JAVA_OPTS", "SERVING_OPTS")
+
+
+def java_system_properties(env: Mapping[str, str]) -> dict[str, str]:
+    """``-Dkey=value`` options the DJL JVM will see, later variables winning as on its command line."""
+    props: dict[str, str] = {}
+    for name in JVM_OPTION_VARIABLES:
+        for word in (env.get(name) or "").split():
+            if word.startswith("-D") and "=" in word:
+                key, _, value = word[2:].partition("=")
+                props[key] = value.strip("'\"")
+    return props
+
+
+def java_user_home() -> str:
+    """Java's ``user.home``: the passwd entry's home directory, not ``$HOME``."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return str(Path.home())
+
+
+def engine_cache_folder(djl_version: str, env: Optional[Mapping[str, str]] = None,
+                        home: Optional[str] = None) -> tuple[Path, str]:
+    """``(<engine cache>/python/<djl_version>, how it was found)``, as DJL's Java computes it.
+
+    ``ai.djl.util.Utils`` (djl api 0.34.0, ``getEngineCacheDir``/``getCacheDir``, read from its
+    bytecode): ``ENGINE_CACHE_DIR``, else ``DJL_CACHE_DIR``, each from the environment or else
+    a ``-D`` system property; else ``<user.home>/.djl.ai``, or ``<java.io.tmpdir>/.djl.ai``
+    when ``user.home`` is not writable. Raises ``OSError`` when neither is writable.
+    """
     env = os.environ if env is None else env
-    base = env.get("ENGINE_CACHE_DIR") or env.get("DJL_CACHE_DIR") or str(Path.home() / ".djl.ai")
-    return Path(base) / "python" / djl_version
+    props = java_system_properties(env)
+    for key in ("ENGINE_CACHE_DIR", "DJL_CACHE_DIR"):
+        if env.get(key):
+            return Path(env[key]) / "python" / djl_version, f"${key}"
+        if props.get(key):
+            return Path(props[key]) / "python" / djl_version, f"-D{key} in the JVM options"
+    home = props.get("user.home") or home or java_user_home()
+    if os.access(home, os.W_OK):
+        return Path(home) / ".djl.ai" / "python" / djl_version, f"user.home ({home})"
+    tmp = props.get("java.io.tmpdir") or "/tmp"
+    if os.access(tmp, os.W_OK):
+        return Path(tmp) / ".djl.ai" / "python" / djl_version, \
+            f"java.io.tmpdir ({tmp}), because user.home ({home}) is not writable"
+    raise OSError(f"cannot tell where DJL will look: user.home ({home}) and java.io.tmpdir ({tmp}) are not "
+                  "writable; set ENGINE_CACHE_DIR, or pass --target")
 
 
 def _version_from_folder(folder: Path) -> Optional[str]:
@@ -141,13 +189,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.djl_version:
             parse_version(args.djl_version)
-        target = Path(args.target) if args.target else engine_cache_folder(args.djl_version or DEFAULT_DJL_VERSION)
+        if args.target:
+            target, found = Path(args.target), "--target"
+        else:
+            target, found = engine_cache_folder(args.djl_version or DEFAULT_DJL_VERSION)
         launcher = install(target, args.djl_version)
     except (ValueError, OSError) as e:
         print(f"djl-engine-install: {e}", file=sys.stderr)
         return 2
-    print(f"installed {launcher} (DJL {json.loads((launcher.parent / MARKER).read_text())['djl_version']}) -> "
-          f"{Path(djl_python.__file__).resolve().parent}")
+    print(f"installed {launcher} (DJL {json.loads((launcher.parent / MARKER).read_text())['djl_version']}; "
+          f"folder from {found}) -> {Path(djl_python.__file__).resolve().parent}")
     return 0
 
 

@@ -19,7 +19,12 @@ records, in plain mode as a whole response.
 only ``disable`` means static: so ``false``, ``scheduler``, ``trtllm`` (and on
 0.26/0.27 also ``vllm`` and ``lmi-dist``; 0.28 lists them but still serves
 them with a rolling batch) all roll. We do the same, say so, and hand our
-configuration ``auto`` or ``disable`` only.
+configuration ``auto`` or ``disable`` only. ``lmi-dist`` and ``trtllm`` reach the
+handler only where Java runs no LMI config recommender (0.26, 0.27): from 0.28
+the recommender sets ``option.mpi_mode=true`` for them (v0.28.0
+``LmiConfigRecommender.java`` ``setMpiMode``), and ``PyModel.load`` then sizes
+MPI workers from the CUDA GPU count (``PyModel.java:196-211``, ``PyEnv.java:340-351``),
+which fails on Inferentia or CPU before any Python starts.
 
 **Java rewrites ``auto``.** From DJL 0.28, Java's ``LmiConfigRecommender``
 rewrites the ``rolling_batch`` the user wrote before the handler sees it:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.djl_real.djl_real import VERSIONS, RealDjl, install_engine
+from tests.djl_real.djl_real import REPO, VERSIONS, RealDjl, install_engine
 from tests.models import make_tiny_model, require_pytorch_backend
 from tests.staggered import generate_alone
 
@@ -97,6 +97,8 @@ def test_properties_form_rolls_more_requests_than_slots(properties_form, referen
             assert streamed_ids(result) == ids, name
             assert result["properties"]["Content-Type"] == STREAM_CONTENT_TYPE[djl.version]
     assert ROLLING in djl.log and f"djl_python engine for DJL {djl.version}" in djl.log
+    # the package that runs is this one, not DJL's bundled copy, and the log says so
+    assert f"running djl_python from {REPO / 'djl_python'}" in djl.log
 
 
 def test_bad_request_gets_a_client_error_naming_the_field_and_others_go_on(properties_form, reference):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import struct
 from pathlib import Path
@@ -163,9 +164,10 @@ def test_binary_record_is_what_java_reads(monkeypatch):
 
 
 def test_installer_folder_and_version_rules(tmp_path, monkeypatch):
-    assert install.engine_cache_folder("0.27.0", {"ENGINE_CACHE_DIR": "/e", "DJL_CACHE_DIR": "/d"}) == \
+    assert install.engine_cache_folder("0.27.0", {"ENGINE_CACHE_DIR": "/e", "DJL_CACHE_DIR": "/d"})[0] == \
         Path("/e/python/0.27.0")
-    assert install.engine_cache_folder("0.28.0", {"DJL_CACHE_DIR": "/tmp/.djl.ai"}) == Path("/tmp/.djl.ai/python/0.28.0")
+    assert install.engine_cache_folder("0.28.0", {"DJL_CACHE_DIR": "/tmp/.djl.ai"})[0] == \
+        Path("/tmp/.djl.ai/python/0.28.0")
     target = tmp_path / "python" / "0.26.0"
     launcher = install.install(target)  # the version comes from the folder's name
     assert "DJL_VERSION = '0.26.0'" in launcher.read_text()
@@ -248,3 +250,27 @@ def test_output_formatter_none_ending_on_a_stop_id_reaches_the_client(shared_eng
     done = loop.run({0: [("r", http_input(json.dumps(ask)))]})["r"]
     assert done.lasts and done.lasts[-1] and not any(done.lasts[:-1]), done.lasts
     assert done.text == expected
+
+
+def test_installer_finds_the_folder_from_jvm_options_and_a_read_only_home(tmp_path):
+    """DJL's Utils: a -D option counts as the variable; a read-only user.home sends the cache to
+    java.io.tmpdir/.djl.ai. The environment variable beats the -D option."""
+    opts = {"JAVA_OPTS": "-Xmx1g -DDJL_CACHE_DIR=/opt/djl-cache"}
+    folder, found = install.engine_cache_folder("0.28.0", opts, home=str(tmp_path))
+    assert folder == Path("/opt/djl-cache/python/0.28.0") and "-DDJL_CACHE_DIR" in found
+    assert install.engine_cache_folder("0.28.0", {**opts, "DJL_CACHE_DIR": "/env"}, home=str(tmp_path))[0] == \
+        Path("/env/python/0.28.0")
+    assert install.engine_cache_folder("0.28.0", {"SERVING_OPTS": "-DENGINE_CACHE_DIR=/e2"})[0] == \
+        Path("/e2/python/0.28.0")
+    home = tmp_path / "home"
+    home.mkdir()
+    assert install.engine_cache_folder("0.28.0", {}, home=str(home))[0] == home / ".djl.ai" / "python" / "0.28.0"
+    if os.geteuid() != 0:  # root may write anywhere: a read-only home is only visible to others
+        home.chmod(0o500)
+        folder, found = install.engine_cache_folder("0.28.0", {"JAVA_OPTS": f"-Djava.io.tmpdir={tmp_path}"},
+                                                    home=str(home))
+        assert folder == tmp_path / ".djl.ai" / "python" / "0.28.0" and "not writable" in found
+    else:
+        folder, found = install.engine_cache_folder(
+            "0.28.0", {"JAVA_OPTS": f"-Duser.home=/proc/1/nonexistent -Djava.io.tmpdir={tmp_path}"})
+        assert folder == tmp_path / ".djl.ai" / "python" / "0.28.0" and "not writable" in found
