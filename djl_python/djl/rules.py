@@ -21,7 +21,7 @@ only ``disable`` means static: so ``false``, ``scheduler``, ``trtllm`` (and on
 them with a rolling batch) all roll. We do the same, say so, and hand our
 configuration ``auto`` or ``disable`` only. ``lmi-dist`` and ``trtllm`` reach the
 handler only where Java runs no LMI config recommender (0.26, 0.27): from 0.28
-the recommender sets ``option.mpi_mode=true`` for them (v0.28.0
+the recommender turns Java's MPI mode on for them (v0.28.0
 ``LmiConfigRecommender.java`` ``setMpiMode``), and ``PyModel.load`` then sizes
 MPI workers from the CUDA GPU count (``PyModel.java:196-211``, ``PyEnv.java:340-351``),
 which fails on Inferentia or CPU before any Python starts.
