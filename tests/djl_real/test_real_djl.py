@@ -162,8 +162,16 @@ def test_worker_killed_mid_stream_is_restarted_by_java(tmp_path, model_dir, refe
         os.kill(pids[0], signal.SIGKILL)
         cut = djl.result("cut")
         assert "timeout" in cut.get("error", "") and not cut["chunks"], cut
-        djl.send("after", body("c", stream=True))
-        after = djl.result("after")
+        # While Java restarts the worker (the model loads again) it refuses requests, saying why.
+        deadline, attempt = time.monotonic() + 90, 0
+        while True:
+            attempt += 1
+            djl.send(f"after-{attempt}", body("c", stream=True))
+            after = djl.result(f"after-{attempt}")
+            if after.get("code") == 200 or time.monotonic() > deadline:
+                break
+            assert "Backend Python process is stopped" in after.get("error", ""), after
+            time.sleep(1)
         assert after.get("code") == 200 and streamed_ids(after) == reference["c"][0], (after, djl.log[-3000:])
         assert djl.worker_pids() and djl.worker_pids() != pids
     finally:
