@@ -66,14 +66,15 @@ def bound_shape_caches(env: MutableMapping[str, str] | None = None) -> dict[str,
 def threads_from_djl_start_script(env: Mapping[str, str]) -> bool:
     """Whether ``OMP_NUM_THREADS=1`` came from DJL Serving's start script rather than the user.
 
-    The script (djl-serving v0.28.0 ``serving/build.gradle:141-150``) exports
-    ``OMP_NUM_THREADS=1`` only when it is unset and ``NO_OMP_NUM_THREADS`` is unset, exports
-    ``TF_NUM_INTRAOP_THREADS=1`` the same way, and starts Java with
-    ``MXNET_ENGINE_TYPE=NaiveEngine``; the Python worker inherits all three. A user who wants one
-    thread under DJL sets ``NO_OMP_NUM_THREADS`` (DJL's own switch) with ``OMP_NUM_THREADS=1``.
+    The script (djl-serving v0.28.0 ``serving/build.gradle:141-152``; 0.34-0.36
+    ``serving/build.gradle.kts:134-143``) exports ``OMP_NUM_THREADS=1`` only when it is unset
+    and ``NO_OMP_NUM_THREADS`` is unset, exports ``TF_NUM_INTRAOP_THREADS=1`` the same way, and
+    exports ``APP_HOME`` (its install folder) before starting Java; the Python worker inherits
+    all three. A user who wants one thread under DJL sets ``NO_OMP_NUM_THREADS`` (DJL's own
+    switch) with ``OMP_NUM_THREADS=1``.
     """
     return (env.get("OMP_NUM_THREADS") == "1" and env.get("TF_NUM_INTRAOP_THREADS") == "1"
-            and env.get("MXNET_ENGINE_TYPE") == "NaiveEngine" and not env.get("NO_OMP_NUM_THREADS"))
+            and bool(env.get("APP_HOME")) and not env.get("NO_OMP_NUM_THREADS"))
 
 
 def cpu_threads(env: Optional[Mapping[str, str]] = None) -> int:

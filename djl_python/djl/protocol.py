@@ -12,9 +12,9 @@ Read from djl-serving's sources at tags v0.26.0, v0.27.0 and v0.28.0:
   JSON record ``{"data", "last"}`` (``RollingBatch.Request.addResponse``'s
   ``json[0] == '{'`` branch); 0.28's answers with ``Output.binary_encode``.
 
-* Empty last records: 0.29-0.32's ``RollingBatch`` drops a record with empty
+* Empty last records: 0.29-0.31's ``RollingBatch`` drops a record with empty
   ``data`` and no ``code`` even when it is the last (v0.29.0
-  ``RollingBatch.java:356-359``; 0.33 keeps it, djl-serving 853b6800), see
+  ``RollingBatch.java:356-359``; 0.32 keeps it, djl-serving ed821e5e), see
   ``records``.
 
 Later releases are otherwise treated as 0.28. The choice is process-wide and made once
@@ -50,7 +50,7 @@ class DjlProtocol:
     disable_means_plain: bool  # rolling_batch=disable turns the rolling loop off (>= 0.27)
     handler_property_means_plain: bool  # a request with a "handler" property skips the loop (>= 0.27)
     json_records: bool  # rolling replies as JSON {"data","last"} records (0.26, 0.27) instead of binary
-    drops_empty_last_record: bool = False  # Java loses an empty last record (0.29-0.32)
+    drops_empty_last_record: bool = False  # Java loses an empty last record (0.29-0.31)
 
     @property
     def wire_name(self) -> str:
@@ -82,7 +82,7 @@ def protocol_for(version: str, env: Optional[Mapping[str, str]] = None) -> DjlPr
         width = _WIRE_NAMES[wire]
     return DjlProtocol(version=version, string_length_bytes=width, disable_means_plain=not old,
                        handler_property_means_plain=not old, json_records=before_binary,
-                       drops_empty_last_record=(0, 29) <= (major, minor) < (0, 33))
+                       drops_empty_last_record=(0, 29) <= (major, minor) < (0, 32))
 
 
 _current: Optional[DjlProtocol] = None

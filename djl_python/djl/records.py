@@ -21,10 +21,10 @@ Java reads content item ``i`` of the reply as request ``i``'s record
 424 is what the real handler uses for every per-request failure, so Java
 reports ours exactly as it reports its own.
 
-**An empty last record is lost on 0.29-0.32.** Their ``RollingBatch`` drops a
+**An empty last record is lost on 0.29-0.31.** Their ``RollingBatch`` drops a
 record whose ``data`` is empty and that has no ``code`` before it reads
-``last`` (v0.29.0 ``RollingBatch.java:356-359``; fixed for 0.33 by djl-serving
-853b6800, ``Request.java:121`` ``&& !last``), so such a request never ends and
+``last`` (v0.29.0 ``RollingBatch.java:356-359``, still so on the 0.31.0-dlc
+branch; fixed by djl-serving ed821e5e, ``&& !last``, from 0.32), so such a request never ends and
 its client waits for Java's timeout. Every output format but ``none`` ends
 with text (the closing JSON, ``generated_text``, the SSE end), so only
 ``none`` can end empty: a generation that stops on EOS or a stop id. For it,

@@ -27,16 +27,19 @@ MPI workers from the CUDA GPU count (``PyModel.java:196-211``, ``PyEnv.java:340-
 which fails on Inferentia or CPU before any Python starts.
 
 **Java rewrites ``auto``.** From DJL 0.28, Java's ``LmiConfigRecommender``
-rewrites the ``rolling_batch`` the user wrote before the handler sees it:
+rewrites the ``rolling_batch`` the user wrote before the handler sees it, for
+any model folder whose Hugging Face config it finds (``LmiUtils.configureLmiModel``):
 0.28 turns ``auto`` (or no value) into ``disable`` unless ``SERVING_FEATURES``
-names ``tnx`` (v0.28.0 ``LmiConfigRecommender.java:90-112``), 0.29 defaults
-to ``disable`` on Neuron images (v0.29.0 ``:105-107``), 0.36 turns every
-``auto`` into ``disable`` (v0.36.0 ``:56-78``). Any other value passes
-through unchanged in all of them, so ``tnx`` rolls on every release. The
-handler follows Java into static requests, and when the user's own
+names ``tnx`` (v0.28.0 ``LmiConfigRecommender.java:81-112``), 0.29 also
+defaults an unset value to ``disable`` on Neuron images (v0.29.0 ``:105-107``),
+0.30-0.34 turn ``auto`` into ``tnx`` on Neuron images (or ``vllm`` from
+``max_rolling_batch_size`` 12), and 0.35 on turn every ``auto`` into
+``disable`` (v0.35.0, v0.36.0 ``:56-78``). ``tnx`` passes through unchanged in
+all of them, unless ``batch_size`` > 1, which makes every value ``disable``.
+The handler follows Java into static requests, and when the user's own
 configuration (``serving.properties`` in the model folder, else
 ``OPTION_ROLLING_BATCH``, the precedence of v0.28.0 ``ModelInfo.java:793-811``)
-asked for ``auto`` or said nothing, it says once why and how to roll.
+asked for anything but ``disable``, it says once why and how to roll.
 
 **n_positions.** LMI 0.26-0.28's ``TransformerNeuronXProperties.n_positions``
 defaults to 128, so graphs compiled there (and their neff cache entries)
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -86,6 +90,20 @@ def is_plain_message(properties: Mapping[str, object]) -> bool:
     return "batch_size" not in properties
 
 
+def _java_property(text: str, key: str) -> Optional[str]:
+    """``key``'s value in a ``java.util.Properties`` text: ``=``, ``:`` or blanks separate key
+    and value, ``#``/``!`` start comments, the last occurrence wins (continuation lines aside)."""
+    found: Optional[str] = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        match = re.match(r"([^=:\s]+)\s*(?:[=:]\s*|\s+)?(.*)$", line)
+        if match and match.group(1) == key:
+            found = match.group(2).strip()
+    return found or None
+
+
 def written_rolling_batch(model_dir: Optional[str], environ: Mapping[str, str]) -> Optional[str]:
     """``option.rolling_batch`` as the user wrote it, before Java's recommender: the model
     folder's ``serving.properties``, else ``OPTION_ROLLING_BATCH``; None when neither sets it."""
@@ -94,10 +112,9 @@ def written_rolling_batch(model_dir: Optional[str], environ: Mapping[str, str]) 
             text = (Path(model_dir) / "serving.properties").read_text(encoding="utf-8", errors="replace")
         except OSError:
             text = ""
-        for line in text.splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key.strip() == "option.rolling_batch" and value.strip():
-                return value.strip()
+        value = _java_property(text, "option.rolling_batch")
+        if value:
+            return value
     return environ.get("OPTION_ROLLING_BATCH") or None
 
 
@@ -112,14 +129,16 @@ def decide(properties: Mapping[str, str], protocol: DjlProtocol, written: Option
         props["rolling_batch"] = "disable"
     elif not rolling:
         props["rolling_batch"] = "disable"
-        if written is None or written.strip().lower() == "auto":
+        dynamic = str(props.get("batch_size", "1")).strip() not in ("", "1")
+        if not dynamic and (written is None or written.strip().lower() != "disable"):
             asked = f"option.rolling_batch={written}" if written else "no option.rolling_batch"
             warnings.append(
                 f"DJL {protocol.version} sent option.rolling_batch=disable where this model's configuration has "
-                f"{asked}: DJL's LMI config recommender rewrites auto (0.28 unless SERVING_FEATURES names tnx, "
-                "0.29 when unset on Neuron images, every auto from 0.36). Requests are served one at a time and "
-                "streaming is off. Set option.rolling_batch=tnx (OPTION_ROLLING_BATCH=tnx), which every DJL "
-                "release passes through unchanged, to serve a rolling batch.")
+                f"{asked}: DJL's LMI config recommender (0.28 and later) rewrites auto to disable (from 0.35 "
+                "always; before, unless SERVING_FEATURES names tnx; 0.29 also when unset on Neuron images), and "
+                "every value to disable when batch_size > 1. Requests are served one at a time and streaming is "
+                "off. To serve a rolling batch set option.rolling_batch=tnx (OPTION_ROLLING_BATCH=tnx), which "
+                "DJL passes through unchanged, and no batch_size above 1.")
     else:
         value = str(raw).strip().lower()
         if value == "disable":

@@ -9,8 +9,9 @@ import torch
 from djl_python.backends.cpu_policy import cpu_threads, threads_from_djl_start_script
 
 # What DJL Serving's start script leaves a worker that the user gave no thread setting
-# (djl-serving v0.28.0 serving/build.gradle:141-150).
-START_SCRIPT = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "MXNET_ENGINE_TYPE": "NaiveEngine"}
+# (djl-serving v0.28.0 serving/build.gradle:141-152; 0.34-0.36 serving/build.gradle.kts:134-143).
+START_SCRIPT = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "1",
+                "APP_HOME": "/usr/local/djl-serving-0.36.0"}
 
 
 def allowed_cpus() -> int:

@@ -18,7 +18,9 @@ What each piece mirrors:
   ``CodecUtils``: counts and codes ``short``, blobs ``int`` length, strings
   ``short`` length in v0.26.0 and ``int`` from v0.27.0 (commit 89a22be3);
   a null content value is written as length 0 (v0.28.0).
-* ``init_properties``: ``PyModel.load`` copies every ``option.*`` (prefix
+* ``init_properties``: ``ModelInfo`` fills missing keys from ``OPTION_*``, from
+  0.28 the LMI config recommender rewrites ``rolling_batch`` and
+  ``tensor_parallel_degree``, and ``PyModel.load`` copies every ``option.*`` (prefix
   stripped) into the init parameters; ``PyProcess.startPythonProcess`` sends
   them in a content-free ``Input`` and ``PyProcess.predict`` adds
   ``handler=handle`` to every message that lacks one.
@@ -80,14 +82,51 @@ def java_environment(engine_dir: Path, model_dir: Path, base: Optional[dict[str,
     return env
 
 
-def init_properties(serving_properties: str) -> dict[str, str]:
-    """``PyModel.load``: the ``option.*`` entries, prefix stripped (then ``handler`` added on send)."""
-    props = {}
+def init_properties(serving_properties: str, version: str = "0.26.0", env: Optional[dict[str, str]] = None,
+                    features: str = "", gpus: int = 0) -> dict[str, str]:
+    """What Java sends in the initialising message for this ``serving.properties``.
+
+    ``ModelInfo`` (v0.28.0 ``wlm/.../ModelInfo.java:793-811``) fills keys the file lacks from
+    ``OPTION_*`` variables; from 0.28 the LMI config recommender then rewrites ``rolling_batch``
+    and, where it runs, ``tensor_parallel_degree`` (``LmiConfigRecommender.java``: v0.28.0
+    ``:90-138``, v0.29.0 ``:95-130``; see ``_recommend``); ``PyModel.load`` copies every
+    ``option.*`` (prefix stripped). ``features`` is ``SERVING_FEATURES``, ``gpus`` the CUDA count.
+    """
+    props: dict[str, str] = {}
     for line in serving_properties.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip().startswith("option."):
+        key, sep, value = line.partition("=")
+        if sep and key.strip().startswith("option."):
             props[key.strip()[len("option."):]] = value.strip()
+    for key, value in (env or {}).items():
+        if key.startswith("OPTION_") and value:
+            name = key[len("OPTION_"):].lower()
+            props.setdefault("entryPoint" if name == "entrypoint" else name, value)
+    if _minor(version) >= 28:
+        _recommend(props, version, features, gpus)
     return props
+
+
+def _recommend(props: dict[str, str], version: str, features: str, gpus: int) -> None:
+    """The recommender's ``rolling_batch`` and ``tensor_parallel_degree`` rules for a text
+    generation model off SageMaker without other LMI features (v0.28.0
+    ``LmiConfigRecommender.java:81-112, 129-138``; v0.29.0 ``:95-130``; 0.30.0-0.34.0 release
+    branches ``setRollingBatch``; v0.35.0, v0.36.0 ``:46-78``)."""
+    minor, tnx = _minor(version), "tnx" in features
+    if int(props.get("batch_size", "1")) > 1:
+        props["rolling_batch"] = "disable"
+    else:
+        default = "disable" if (tnx and minor == 29) else "auto"
+        value = props.get("rolling_batch", default)
+        if value == "auto":
+            if minor >= 35 or not tnx:
+                value = "disable"
+            elif 30 <= minor <= 34 and int(props.get("max_rolling_batch_size", "1")) >= 12:
+                value = "vllm"
+            else:
+                value = "tnx"
+        props["rolling_batch"] = value
+    if "tensor_parallel_degree" not in props and (minor == 28 or gpus > 0):
+        props["tensor_parallel_degree"] = str(gpus)
 
 
 def java_rolls(model_properties: dict[str, str], version: str) -> bool:
@@ -346,7 +385,7 @@ class JavaRollingBatch:
         values = dict(zip(items[0::2], items[1::2]))
         if "last" in values:
             req.last = values["last"].lower() == "true"
-        if 29 <= _minor(self.version) <= 32 and not values.get("data") and "code" not in values:
+        if 29 <= _minor(self.version) <= 31 and not values.get("data") and "code" not in values:
             # v0.29.0 RollingBatch.java:356-359: an empty record without code is dropped, even the
             # last one; the request leaves the loop but its client's stream never ends.
             return

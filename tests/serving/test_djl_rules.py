@@ -190,9 +190,14 @@ def test_written_rolling_batch_reads_serving_properties_before_the_environment(t
     (tmp_path / "serving.properties").write_text("engine=Python\noption.rolling_batch = tnx\n")
     assert rules.written_rolling_batch(str(tmp_path), {"OPTION_ROLLING_BATCH": "auto"}) == "tnx"
     assert rules.written_rolling_batch(None, {}) is None
+    # java.util.Properties: ':' or blanks separate, comments skipped, the last occurrence wins
+    (tmp_path / "serving.properties").write_text("option.rolling_batch: auto\n# option.rolling_batch=x\n"
+                                                 "option.rolling_batch   disable\n")
+    assert rules.written_rolling_batch(str(tmp_path), {}) == "disable"
 
 
-@pytest.mark.parametrize(("written", "warned"), [("auto", True), (None, True), ("AUTO", True), ("disable", False)])
+@pytest.mark.parametrize(("written", "warned"),
+                         [("auto", True), (None, True), ("AUTO", True), ("tnx", True), ("disable", False)])
 def test_java_rewriting_auto_to_disable_is_explained(written, warned, caplog):
     """DJL 0.28+ rewrites auto to disable (LmiConfigRecommender): static requests, with one warning
     naming the value that rolls on every release; a user's own disable is not warned about."""
@@ -204,6 +209,14 @@ def test_java_rewriting_auto_to_disable_is_explained(written, warned, caplog):
     assert len(said) == (1 if warned else 0)
     if warned:
         assert "option.rolling_batch=tnx" in said[0] and "one at a time" in said[0]
+
+
+def test_dynamic_batching_is_not_warned_about(caplog):
+    """batch_size > 1 makes Java send disable for any value: the user asked for static batches."""
+    with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"):
+        rules.decide({"rolling_batch": "disable", "batch_size": "4", "n_positions": "128"},
+                     protocol.protocol_for("0.28.0"), "tnx")
+    assert "sent option.rolling_batch=disable" not in caplog.text
 
 
 def test_no_rolling_key_at_all_is_not_a_rewrite(caplog):
@@ -229,9 +242,9 @@ def test_the_service_compares_java_properties_with_the_model_folder(tmp_path, mo
     assert any("option.rolling_batch=auto: DJL's LMI config recommender" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("version", ["0.28.0", "0.29.0", "0.32.0"])
+@pytest.mark.parametrize("version", ["0.28.0", "0.29.0", "0.31.0"])
 def test_output_formatter_none_ending_on_a_stop_id_reaches_the_client(shared_engine, version):
-    """0.29-0.32 drop an empty last record (v0.29.0 RollingBatch.java:356-359): a `none` stream
+    """0.29-0.31 drop an empty last record (v0.29.0 RollingBatch.java:356-359): a `none` stream
     that ends on a stop id must still deliver its last record, with the text before the stop."""
     config, engine = shared_engine
     protocol.activate(protocol.protocol_for("0.28.0"))
@@ -274,3 +287,27 @@ def test_installer_finds_the_folder_from_jvm_options_and_a_read_only_home(tmp_pa
         folder, found = install.engine_cache_folder(
             "0.28.0", {"JAVA_OPTS": f"-Duser.home=/proc/1/nonexistent -Djava.io.tmpdir={tmp_path}"})
         assert folder == tmp_path / ".djl.ai" / "python" / "0.28.0" and "not writable" in found
+
+
+def test_the_java_double_applies_the_recommenders_rewrites_and_the_handler_explains_them(tmp_path, caplog):
+    """DJL 0.28 (no GPU, no tnx feature): auto becomes disable and tensor_parallel_degree 0;
+    the handler serves static requests with tensor_parallel_degree 1 and says why for both."""
+    from tests.serving.djl_java import init_properties
+
+    text = "engine=Python\noption.entryPoint=djl_python.transformers_neuronx\noption.rolling_batch=auto\n"
+    (tmp_path / "serving.properties").write_text(text)
+    sent = init_properties(text, "0.28.0", env={"OPTION_MAX_ROLLING_BATCH_SIZE": "4"})
+    assert sent["rolling_batch"] == "disable" and sent["tensor_parallel_degree"] == "0"
+    assert sent["max_rolling_batch_size"] == "4"
+    assert init_properties(text, "0.28.0", features="tnx")["rolling_batch"] == "tnx"
+    assert init_properties(text, "0.26.0")["rolling_batch"] == "auto"  # no recommender before 0.28
+    assert "tensor_parallel_degree" not in init_properties(text, "0.29.0")  # 0.29 without GPU
+    with caplog.at_level(logging.WARNING, logger="djl_python.djl.rules"):
+        decision = rules.decide({**sent, "n_positions": "128"}, protocol.protocol_for("0.28.0"),
+                                rules.written_rolling_batch(str(tmp_path), {}))
+    assert not decision.rolling and "option.rolling_batch=tnx" in caplog.text
+    from djl_python.config import load_config
+
+    with caplog.at_level(logging.WARNING):
+        config = load_config(properties={**decision.properties, "model_id": "org/model", "device": "cpu"}, env={})
+    assert config.tensor_parallel_degree == 1
