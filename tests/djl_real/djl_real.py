@@ -28,6 +28,7 @@ from typing import Optional
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 VERSIONS = ("0.25.0", "0.34.0")  # the ai.djl.python:python releases the registry serves that run our engine
+STARTED: set[str] = set()  # the versions a RealDjl loaded a model under, for the run's summary
 CACHE = Path(os.environ.get("DJL_JAVA_CACHE", Path.home() / ".cache" / "djl_python" / "djl-java"))
 
 
@@ -87,6 +88,7 @@ class RealDjl:
         if first.strip() != "READY":
             self.close()
             raise RuntimeError(f"DJL {version} did not load the model: {first.strip()}\n{self.log}")
+        STARTED.add(version)
         self._results: dict[str, dict] = {}
         self._arrived = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
