@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 CONTINUOUS = "continuous_batching"
 NAIVE = "naive_rolling_batch"
-SINGLE_ROW = "single_row"  # the naive strategy with one KV row (GPT-J)
+SINGLE_ROW = "single_row"  # the naive strategy with one KV row (GPT-J; llama statically before 0.11)
 DEFAULT_MAX_N_POSITIONS = 4096  # DJL 0.30's smart default cap
 
 # NeuronConfig key -> the option a user wrote to ask for it (for version errors).
@@ -95,7 +95,9 @@ def choose_strategy(config: HandlerConfig, model_type: str, features: TnxFeature
 
     GPT-J always runs one occupied row at a time (:data:`SINGLE_ROW`): its mask
     ignores ``start_ids`` (transformers-neuronx ``gptj/hlo.py``), so a batch of
-    left-padded rows would attend the padding. An explicit
+    left-padded rows would attend the padding. So does Llama's naive or static
+    batching before TNX 0.11, whose left-padded rows (non-zero ``start_ids``) answer
+    NaN there (aws-neuron/transformers-neuronx#79). An explicit
     ``rolling_batch_strategy=continuous_batching`` the installed TNX cannot do for
     this architecture is an error; the automatic choice falls back to the naive
     strategy with a warning.
@@ -109,11 +111,18 @@ def choose_strategy(config: HandlerConfig, model_type: str, features: TnxFeature
                 f"option.rolling_batch_strategy=continuous_batching: transformers-neuronx has no continuous "
                 f"batching for {model_type!r}; it is served one row at a time")
         return SINGLE_ROW
+    if wanted != CONTINUOUS and sup.padded_static_nan_until and version < sup.padded_static_nan_until:
+        logger.warning(
+            "%s batching of %r on transformers-neuronx %s answers NaN for left-padded rows "
+            "(aws-neuron/transformers-neuronx#79, fixed in %s): serving one row at a time; "
+            "rolling_batch_strategy=continuous_batching batches them correctly", wanted, model_type, fmt(version),
+            fmt(sup.padded_static_nan_until))
+        return SINGLE_ROW
     if wanted != CONTINUOUS or supports_continuous_batching(sup, version):
         return wanted
     since = f">= {fmt(sup.continuous_batching_since)}" if sup.continuous_batching_since else "no release"
     message = (f"transformers-neuronx supports continuous batching for {model_type!r} in {since} (installed "
-               f"{fmt(version)}; llama needs >= 0.10, mistral >= 0.11)")
+               f"{fmt(version)})")
     if config.rolling_batch_strategy == CONTINUOUS:
         raise NeuronVersionError(
             f"option.rolling_batch_strategy=continuous_batching: {message}; "
@@ -214,9 +223,9 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
     strategy = choose_strategy(config, model_type, features)
     batch_size = config.max_rolling_batch_size if config.rolling_batch_enabled else config.batch_size
     if strategy == SINGLE_ROW and batch_size > 1:
-        logger.warning("%s is served one row at a time (batch of %d requested): transformers-neuronx's GPT-J "
-                       "mask ignores left padding, so rows of different lengths cannot share a batch",
-                       model_type, batch_size)
+        logger.warning("%s is served one row at a time (batch of %d requested): transformers-neuronx %s "
+                       "cannot batch its left-padded rows (see the warning above for llama)",
+                       model_type, batch_size, fmt(version))
         batch_size = 1
     n_positions = config.n_positions or default_n_positions(hf_config)
     amp = _amp(config, model_type, version)

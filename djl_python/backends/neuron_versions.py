@@ -46,13 +46,19 @@ class ModelSupport:
     quantization: bool = True  # False: the constructor raises NotImplementedError on neuron_config.quant
     unroll: bool = True  # False: the constructor raises NotImplementedError on any unroll
     context_buckets_since: tuple[int, int] = MIN_VERSION  # before it: no list of prefill buckets
+    padded_static_nan_until: tuple[int, int] | None = None  # before it: left-padded static rows answer NaN
 
 
-# model_type (HF config.json) -> TNX class. Continuous batching: Llama from
-# 0.10 (vLLM beta), Mistral from 0.11 (release notes); both packages exist from 0.9 (8b01968).
+# model_type (HF config.json) -> TNX class. Continuous batching for Llama and Mistral from 0.9:
+# 8b01968 base.py:242-271 (_prepare_for_continuous_batching), llama/model.py:60 and
+# mistral/model.py:60 (one-row context graphs under continuous_batching); LMI 0.26 on 0.9
+# rolled with it (djl-serving v0.26.0 neuron_utils/model_loader.py:108-113). It must be used
+# there: static batching of these models with non-zero start_ids returns NaN before 0.11
+# (aws-neuron/transformers-neuronx#79, fixed in Neuron 2.19 / TNX 0.11).
 MODELS: dict[str, ModelSupport] = {
-    "llama": ModelSupport("llama", "LlamaForSampling", (0, 9), continuous_batching_since=(0, 10)),
-    "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 11)),
+    "llama": ModelSupport("llama", "LlamaForSampling", (0, 9), continuous_batching_since=(0, 9),
+                          padded_static_nan_until=(0, 11)),
+    "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 9)),
     "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 9)),
     "bloom": ModelSupport("bloom", "BloomForSampling", (0, 9)),
     # OPT on 0.9 (8b01968 opt/model.py:79-97) takes one int context_length_estimate, wrapped as

@@ -92,13 +92,15 @@ def test_legacy_version_gets_string_layouts(tiny_llama: Path, tnx) -> None:
     assert recorded["attention_layout"] == "BSH" and recorded["continuous_batching"].batch_size_for_shared_caches == 2
 
 
-@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
-def test_mistral_continuous_batching_needs_0_11(tiny_model_factory, tnx) -> None:
-    mistral = tiny_model_factory("mistral")
-    with pytest.raises(NeuronVersionError, match="mistral >= 0.11"):
-        load_neuron(mistral, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="continuous_batching")
-    backend = load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)  # automatic choice falls back
-    assert backend.info.extra["strategy"] == "naive_rolling_batch"
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-late"], indirect=True)
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_llama_and_mistral_roll_with_continuous_batching_from_0_9(tiny_model_factory, tnx, arch) -> None:
+    """Static batching of these models returns NaN before 0.11 (the double does too): the
+    automatic choice must be continuous batching on every release that has it (0.9 on)."""
+    model = tiny_model_factory(arch)
+    backend = load_neuron(model, max_rolling_batch_size=2, n_positions=64)
+    assert backend.info.extra["strategy"] == "continuous_batching"
+    assert recorded_neuron_config(tnx)["continuous_batching"].batch_size_for_shared_caches == 2
 
 
 def test_class_selection(tnx) -> None:
@@ -210,3 +212,19 @@ def test_static_batch_uses_batch_size(tiny_llama: Path, tnx) -> None:
     backend = load_neuron(tiny_llama, n_positions=64, rolling_batch="disable", batch_size=3)
     assert backend.info.extra["strategy"] == "naive_rolling_batch" and backend.limits.max_slots == 3
     assert pretrained_kwargs(tnx)["batch_size"] == 3 and "neuron_config" not in pretrained_kwargs(tnx)
+
+
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-late", "0.11"], indirect=True)
+def test_llama_naive_batching_never_sends_left_padded_rows_before_0_11(tiny_model_factory, tnx) -> None:
+    """The double answers NaN for llama's left-padded static rows before 0.11 (transformers-neuronx#79):
+    an explicit naive strategy is served one row at a time there, and generates what HF generates."""
+    import math
+
+    from djl_python.backends.neuron_plan import SINGLE_ROW
+
+    llama = tiny_model_factory("llama")
+    backend = load_neuron(llama, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="naive_rolling_batch")
+    before_fix = tnx.RELEASE.label != "0.11"
+    assert (backend.info.extra["strategy"] == SINGLE_ROW) == before_fix
+    logits = backend.prefill([0], [[5, 6, 7, 8]])
+    assert not any(math.isnan(v) for v in logits.flatten().tolist())

@@ -42,6 +42,7 @@ from transformers_neuronx._runtime import CompiledModel, context_sizes, find, sa
 
 class NeuronModelBase(CompiledModel):
     strict_config_kwargs = False  # BLOOM/OPT pass **kwargs to their config (unknown keys: KeyError)
+    masked_static_nan = False  # static batching with non-zero start_ids answers NaN (Llama, Mistral < 0.11)
 
     def __init__(self, config: Any, *, n_positions: int | list[int] = 2048, batch_size: int = 1, amp: str = "f32",
                  tp_degree: int = 2, context_length_estimate: Any = None, context_unroll: Any = None,
@@ -140,6 +141,17 @@ class NeuronModelBase(CompiledModel):
 
     def _static(self, input_ids: torch.Tensor, cache_ids: torch.Tensor | None,
                 start_ids: torch.Tensor | None) -> torch.Tensor:
+        logits = self._static_logits(input_ids, cache_ids, start_ids)
+        if self.masked_static_nan and start_ids is not None and bool(start_ids.ne(0).any()):
+            # aws-neuron/transformers-neuronx#79: "when specifying anything else than None or 0 [as
+            # start_ids] ... forward() returns NaN scores" (Llama, filed against the 0.9/0.10 era,
+            # confirmed fixed in Neuron 2.19, TNX 0.11).
+            record("masked_static_nan", True)
+            return torch.full_like(logits, float("nan"))
+        return logits
+
+    def _static_logits(self, input_ids: torch.Tensor, cache_ids: torch.Tensor | None,
+                       start_ids: torch.Tensor | None) -> torch.Tensor:
         batch, width = input_ids.shape
         starts = [0] * batch if start_ids is None else [int(s) for s in start_ids.flatten()]
         given = None if cache_ids is None else [int(c) for c in cache_ids.flatten()]
