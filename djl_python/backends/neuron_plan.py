@@ -215,6 +215,29 @@ def neuron_options_from_config(config: HandlerConfig, *, amp: str, strategy: str
     return options
 
 
+def _within_sliding_window(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], n_positions: int) -> int:
+    """Mistral's positions, kept within its sliding window.
+
+    TNX's Mistral slices the KV cache to the window when a bucket is longer than
+    ``sliding_window``, starting at a model-wide ``num_processed_tokens`` that grows with every
+    forward of every request (8b01968 ``mistral/model.py:133-149``, ``mistral/hlo.py:170-181``) and
+    is reset only by ``reset()`` from c8d6bdc (``:129-133``), which a rolling batch never calls
+    per request: the window then lands on the wrong tokens. Within the window nothing is sliced.
+    A default is capped with a log line; a larger ``option.n_positions`` is an error.
+    """
+    window = hf_config.get("sliding_window")
+    if model_type != "mistral" or not isinstance(window, int) or window <= 0 or n_positions <= window:
+        return n_positions
+    if config.n_positions:
+        raise ConfigError([ConfigProblem(
+            "option.n_positions", config.n_positions,
+            f"exceeds Mistral's sliding_window ({window}); transformers-neuronx then slices attention to a "
+            f"window that drifts across requests. Use at most {window}")])
+    logger.info("n_positions %d capped at Mistral's sliding_window %d (transformers-neuronx's window slicing "
+                "drifts across requests beyond it)", n_positions, window)
+    return window
+
+
 def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], *, tp_degree: int,
                      features: TnxFeatures) -> NeuronLoadPlan:
     """Derive the plan from the serving configuration (``HandlerConfig``)."""
@@ -227,7 +250,8 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
                        "cannot batch its left-padded rows (see the warning above for llama)",
                        model_type, batch_size, fmt(version))
         batch_size = 1
-    n_positions = config.n_positions or default_n_positions(hf_config)
+    n_positions = _within_sliding_window(config, model_type, hf_config,
+                                         config.n_positions or default_n_positions(hf_config))
     amp = _amp(config, model_type, version)
     if config.cache_layout == "BSH" and strategy != CONTINUOUS:
         # module.py _sanity_check (7a30b42 on): "BSH cache layout can only be configured with continuous batching."

@@ -228,3 +228,22 @@ def test_llama_naive_batching_never_sends_left_padded_rows_before_0_11(tiny_mode
     assert (backend.info.extra["strategy"] == SINGLE_ROW) == before_fix
     logits = backend.prefill([0], [[5, 6, 7, 8]])
     assert not any(math.isnan(v) for v in logits.flatten().tolist())
+
+
+def test_mistral_positions_stay_within_the_sliding_window(tiny_model_factory, tmp_path, tnx) -> None:
+    """Beyond sliding_window TNX slices attention at a counter that drifts across requests
+    (8b01968 mistral/model.py:133-149): the default is capped, a larger setting refused."""
+    import json
+    import shutil
+
+    from djl_python.config import ConfigError
+
+    mistral = tmp_path / "mistral"  # a copy: the factory's folders are shared and read-only by contract
+    shutil.copytree(tiny_model_factory("mistral"), mistral)
+    config = json.loads((mistral / "config.json").read_text())
+    config["sliding_window"] = 32
+    (mistral / "config.json").write_text(json.dumps(config))
+    backend = load_neuron(mistral, max_rolling_batch_size=2)
+    assert backend.limits.n_positions == 32
+    with pytest.raises(ConfigError, match="option.n_positions.*sliding_window"):
+        load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
