@@ -140,6 +140,14 @@ def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: Neu
                 '{"on_device_embedding": true} (as when they were saved)')
 
 
+def concatenates_prompts(model: Any) -> bool:
+    """Whether the built model prefills several prompts as one concatenated row, whose total
+    length must fit a context bucket (TNX 0.13 with ``cache_layout=BSH`` under continuous
+    batching: 1ade6d7 ``config.py:369-371`` ``use_1d_query``, ``base.py:513-537``). Such a
+    model gets one prompt per prefill; otherwise both strategies take any number."""
+    return bool(getattr(getattr(model, "neuron_config", None), "use_1d_query", False))
+
+
 class NeuronBackend(Backend):
     """State and helpers shared by both strategies; build one with :meth:`load`."""
 
@@ -154,7 +162,7 @@ class NeuronBackend(Backend):
             prefill_buckets=tuple(plan.prefill_buckets),
             vocab_size=vocab_size,
             eos_token_ids=eos_ids,
-            max_prefill_slots=None,  # both strategies take any number of prompts per prefill
+            max_prefill_slots=1 if concatenates_prompts(model) else None,
         )
         self.info = BackendInfo(
             name="neuron",

@@ -247,3 +247,23 @@ def test_mistral_positions_stay_within_the_sliding_window(tiny_model_factory, tm
     assert backend.limits.n_positions == 32
     with pytest.raises(ConfigError, match="option.n_positions.*sliding_window"):
         load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_bsh_continuous_batching_on_0_13_prefills_one_prompt_at_a_time(tiny_llama, tnx) -> None:
+    """0.13 concatenates a BSH prefill's prompts into one row that must fit a bucket (1ade6d7
+    base.py:513-537; the double asserts it): two long prompts together would not fit."""
+    from djl_python.engine import Engine, SamplingParams
+    from transformers import AutoTokenizer
+
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, cache_layout="BSH")
+    assert backend.info.extra["strategy"] == "continuous_batching"
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    engine = Engine(backend, tokenizer)
+    prompts = [[5 + i % 50 for i in range(40)], [7 + i % 50 for i in range(40)]]  # 80 tokens > one 64 bucket
+    ids = [engine.add_request(p, SamplingParams(max_new_tokens=3)) for p in prompts]
+    done: dict[str, list[int]] = {}
+    while engine.has_unfinished():
+        for out in engine.step():
+            done.setdefault(out.request_id, []).extend(out.token_ids)
+    assert all(len(done[i]) == 3 for i in ids)

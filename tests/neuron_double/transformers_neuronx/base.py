@@ -95,6 +95,14 @@ class NeuronModelBase(CompiledModel):
         pad_to = self.context_buckets[-1] if RELEASE.cb_prefill_cache_pad == "largest" \
             else find(self.context_buckets, width)
         assert width <= pad_to, f"invalid input prompt length ({width} <= {pad_to})"
+        if getattr(self.neuron_config, "use_1d_query", False) and n > 1:
+            # 1ade6d7 base.py:520-533: the prompts are concatenated into one row; their total length
+            # must fit a context bucket.
+            total = int((cache_ids.max(dim=1).values + 1).sum())
+            fits = find(self.context_buckets, total)
+            assert fits is not None and fits >= total, (
+                f"n_active_tokens ({total}) is expected to be less than n_positions ({fits}) "
+                "for concatenated prompt encoding")
         cache = torch.zeros(n, pad_to, dtype=torch.int64)
         cache[:, :width] = cache_ids[:, :width]
         bucket = find(self.context_buckets, width)

@@ -88,6 +88,10 @@ class NeuronConfig:
             return self.lhs_aligned
         if name == "use_2d_cache_ids" and RELEASE.continuous_batching is not None:
             return self.lhs_aligned
+        if name == "use_1d_query" and RELEASE.label == "0.13":
+            # 1ade6d7 config.py:369-371: BSH with right padding (forced by continuous batching)
+            # prefills concatenated prompts (base.py:513-537).
+            return str(self.cache_layout).upper().endswith("BSH") and self.padding_side == "right"
         raise AttributeError(name)
 
 
