@@ -22,6 +22,8 @@ double in ``tests/neuron_double`` (docs/neuron.md lists what that covers).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -38,6 +40,7 @@ from djl_python.backends.model_defaults import eos_token_ids
 from djl_python.backends.neuron_loader import import_features, load_optimum_model, load_tnx_model
 from djl_python.backends.neuron_plan import (
     CONTINUOUS,
+    NAIVE,
     NeuronLoadPlan,
     plan_from_config,
     plans_from_optimum_block,
@@ -295,5 +298,18 @@ def _load_with_optimum(
     wrapper = load_optimum_model(Path(artifacts.model_dir), export_kwargs=export, deadline=deadline,
                                  timeout_s=config.model_loading_timeout)
     neuron_block = block or dict(getattr(wrapper.config, "neuron", {}) or export or {})
-    # The installed optimum-neuron built the model; its first-era guess only labels the strategy.
-    return wrapper.model, plans_from_optimum_block(neuron_block, artifacts.model_type, features)[0]
+    # The installed optimum-neuron built the model: the strategy is what it built (continuous
+    # batching in the model's NeuronConfig or not), not any era's guess; each optimum era decided
+    # it differently (e.g. mixtral with batch > 1 only in v0.0.22-23).
+    plan = plans_from_optimum_block(neuron_block, artifacts.model_type, features)[0]
+    built = built_strategy(wrapper.model)
+    if built != plan.strategy:
+        plan = dataclasses.replace(plan, strategy=built, variant=f"{plan.variant}, strategy as built")
+    return wrapper.model, plan
+
+
+def built_strategy(model: Any) -> str:
+    """``continuous_batching`` when the built TNX model has continuous batching in its
+    ``neuron_config``, else ``naive_rolling_batch``."""
+    neuron_config = getattr(model, "neuron_config", None)
+    return CONTINUOUS if getattr(neuron_config, "continuous_batching", None) else NAIVE

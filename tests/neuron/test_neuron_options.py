@@ -267,3 +267,29 @@ def test_bsh_continuous_batching_on_0_13_prefills_one_prompt_at_a_time(tiny_llam
         for out in engine.step():
             done.setdefault(out.request_id, []).extend(out.token_ids)
     assert all(len(done[i]) == 3 for i in ids)
+
+
+def test_optimum_loaded_model_is_labelled_by_what_was_built(tiny_model_factory, monkeypatch, tnx) -> None:
+    """A mixtral that optimum v0.0.22-23 exported with batch > 1 was built with continuous batching;
+    the newest era's guess (no mixtral continuous batching) must not label it naive, or its rows
+    would get the naive strategy's padding offsets."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from djl_python.artifacts import resolve_artifacts
+    from djl_python.backends import neuron
+    from djl_python.backends.neuron_versions import TnxFeatures
+    from tests.neuron.conftest import make_config
+
+    block = {"batch_size": 4, "num_cores": 2, "sequence_length": 64, "auto_cast_type": "f32"}
+    built = SimpleNamespace(neuron_config=SimpleNamespace(continuous_batching=SimpleNamespace(batch_size=4)))
+    monkeypatch.setattr(neuron, "load_optimum_model",
+                        lambda *a, **k: SimpleNamespace(model=built, config=SimpleNamespace(neuron=block)))
+    model_dir = tiny_model_factory("llama")
+    config = make_config(model_dir, device="neuron", model_loader="optimum")
+    artifacts = dataclasses.replace(resolve_artifacts(config), model_type="mixtral", neuron_block=block)
+    features = TnxFeatures((0, 10), vectorized_last_token=True, layout_enum=False, presharded=False)
+    model, plan = neuron._load_with_optimum(config, artifacts, features, deadline=float("inf"))
+    assert model is built and plan.strategy == "continuous_batching"
+    unbuilt = SimpleNamespace(neuron_config=SimpleNamespace(continuous_batching=None))
+    assert neuron.built_strategy(unbuilt) == "naive_rolling_batch"
