@@ -305,6 +305,14 @@ def _load_with_optimum(
     built = built_strategy(wrapper.model)
     if built != plan.strategy:
         plan = dataclasses.replace(plan, strategy=built, variant=f"{plan.variant}, strategy as built")
+    sup = model_support(artifacts.model_type, features.version)
+    if (built == NAIVE and plan.batch_size > 1 and sup.padded_static_nan_until
+            and features.version < sup.padded_static_nan_until):
+        logger.warning(
+            "optimum-neuron built this %s without continuous batching for a batch of %d: on transformers-neuronx "
+            "%s its left-padded rows answer NaN (aws-neuron/transformers-neuronx#79, fixed in %s); re-export it with "
+            "continuous batching or batch_size 1", artifacts.model_type, plan.batch_size, fmt(features.version),
+            fmt(sup.padded_static_nan_until))
     return wrapper.model, plan
 
 

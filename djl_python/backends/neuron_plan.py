@@ -118,11 +118,16 @@ def choose_strategy(config: HandlerConfig, model_type: str, features: TnxFeature
             "rolling_batch_strategy=continuous_batching batches them correctly", wanted, model_type, fmt(version),
             fmt(sup.padded_static_nan_until))
         return SINGLE_ROW
-    if wanted != CONTINUOUS or supports_continuous_batching(sup, version):
+    gap = bool(sup.continuous_batching_gap_until and features.vectorized_last_token
+               and version < sup.continuous_batching_gap_until)
+    if wanted != CONTINUOUS or (supports_continuous_batching(sup, version) and not gap):
         return wanted
     since = f">= {fmt(sup.continuous_batching_since)}" if sup.continuous_batching_since else "no release"
     message = (f"transformers-neuronx supports continuous batching for {model_type!r} in {since} (installed "
                f"{fmt(version)})")
+    if gap:
+        message = (f"transformers-neuronx {fmt(version)} (late 0.10) breaks continuous batching for {model_type!r} "
+                   f"(its per-row window counter, fixed in {fmt(sup.continuous_batching_gap_until)})")
     if config.rolling_batch_strategy == CONTINUOUS:
         raise NeuronVersionError(
             f"option.rolling_batch_strategy=continuous_batching: {message}; "
@@ -215,18 +220,22 @@ def neuron_options_from_config(config: HandlerConfig, *, amp: str, strategy: str
     return options
 
 
-def _within_sliding_window(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], n_positions: int) -> int:
-    """Mistral's positions, kept within its sliding window.
+def _within_sliding_window(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], n_positions: int,
+                           version: tuple[int, int]) -> int:
+    """Mistral's positions, kept within its sliding window before TNX 0.13.
 
     TNX's Mistral slices the KV cache to the window when a bucket is longer than
     ``sliding_window``, starting at a model-wide ``num_processed_tokens`` that grows with every
     forward of every request (8b01968 ``mistral/model.py:133-149``, ``mistral/hlo.py:170-181``) and
     is reset only by ``reset()`` from c8d6bdc (``:129-133``), which a rolling batch never calls
-    per request: the window then lands on the wrong tokens. Within the window nothing is sliced.
-    A default is capped with a log line; a larger ``option.n_positions`` is an error.
+    per request: the window then lands on the wrong tokens. Within the window nothing is sliced
+    (8b01968 ``hlo.py:178`` .. c8d6bdc ``:204``). 1ade6d7 computes each row's window from its
+    ``cache_ids`` (``mistral/hlo.py:200-201``): no counter, no limit. A default is capped with a
+    log line; a larger ``option.n_positions`` is an error.
     """
     window = hf_config.get("sliding_window")
-    if model_type != "mistral" or not isinstance(window, int) or window <= 0 or n_positions <= window:
+    if (model_type != "mistral" or version >= (0, 13) or not isinstance(window, int) or window <= 0
+            or n_positions <= window):
         return n_positions
     if config.n_positions:
         raise ConfigError([ConfigProblem(
@@ -251,7 +260,7 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
                        model_type, batch_size, fmt(version))
         batch_size = 1
     n_positions = _within_sliding_window(config, model_type, hf_config,
-                                         config.n_positions or default_n_positions(hf_config))
+                                         config.n_positions or default_n_positions(hf_config), version)
     amp = _amp(config, model_type, version)
     if config.cache_layout == "BSH" and strategy != CONTINUOUS:
         # module.py _sanity_check (7a30b42 on): "BSH cache layout can only be configured with continuous batching."
@@ -259,6 +268,12 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
             "option.cache_layout", "BSH",
             f"needs continuous batching, which {model_type!r} does not use here ({strategy}); unset it")])
     kwargs: dict[str, Any] = {"batch_size": batch_size, "amp": amp, "tp_degree": tp_degree}
+    if strategy == CONTINUOUS and version < (0, 10) and str(config.attention_layout or "").upper() == "BSH":
+        # 8b01968 base.py:323 reads a BSH hidden state as HSB in the multi-row context path (fixed in
+        # 7a30b42 base.py:358-359): rows would be sliced along the hidden size.
+        raise ConfigError([ConfigProblem(
+            "option.attention_layout", config.attention_layout,
+            f"BSH with continuous batching needs transformers-neuronx >= 0.10 (installed {fmt(version)}); unset it")])
     if strategy == CONTINUOUS:
         buckets = continuous_batching_buckets(config, n_positions, features)
         # One token bucket of exactly n_positions: every slot owns a full-length KV row.
@@ -273,6 +288,12 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
                 "option.context_length_estimate is ignored: transformers-neuronx %s's %s has no prefill buckets",
                 fmt(version), sup.class_name)
             buckets = []
+        if (strategy == SINGLE_ROW and sup.padded_static_nan_until and version < sup.padded_static_nan_until
+                and sup.context_length_estimate and version >= sup.context_buckets_since):
+            # One row must never be left-padded here (NaN, transformers-neuronx#79). The naive
+            # strategy adds a padding column when a history is one past the largest context bucket
+            # (0.10's leftover loop, neuron_strategies._width); a bucket of n_positions rules that out.
+            buckets = sorted(set(buckets or [n_positions // 2]) | {n_positions})
         if buckets:
             kwargs["context_length_estimate"] = buckets
         # Static batching takes any prompt up to n_positions: base.context() runs the largest bucket

@@ -47,6 +47,8 @@ class ModelSupport:
     unroll: bool = True  # False: the constructor raises NotImplementedError on any unroll
     context_buckets_since: tuple[int, int] = MIN_VERSION  # before it: no list of prefill buckets
     padded_static_nan_until: tuple[int, int] | None = None  # before it: left-padded static rows answer NaN
+    # Continuous batching missing on the late 0.10 (0623de2, ``vectorize_last_token_id``) until this release.
+    continuous_batching_gap_until: tuple[int, int] | None = None
 
 
 # model_type (HF config.json) -> TNX class. Continuous batching for Llama and Mistral from 0.9:
@@ -58,7 +60,11 @@ class ModelSupport:
 MODELS: dict[str, ModelSupport] = {
     "llama": ModelSupport("llama", "LlamaForSampling", (0, 9), continuous_batching_since=(0, 9),
                           padded_static_nan_until=(0, 11)),
-    "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 9)),
+    # Mistral on the late 0.10 (0623de2 mistral/model.py:68-72, 151) keeps one window counter per row
+    # and adds every prefilled row's last_token_id to it: a prefill of fewer rows than the batch
+    # fails on the shapes. 7a30b42 keeps one integer; c8d6bdc fixes it (:69, 153-155).
+    "mistral": ModelSupport("mistral", "MistralForSampling", (0, 9), continuous_batching_since=(0, 9),
+                            continuous_batching_gap_until=(0, 11)),
     "mixtral": ModelSupport("mixtral", "MixtralForSampling", (0, 9)),
     "bloom": ModelSupport("bloom", "BloomForSampling", (0, 9)),
     # OPT on 0.9 (8b01968 opt/model.py:79-97) takes one int context_length_estimate, wrapped as

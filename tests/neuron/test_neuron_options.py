@@ -92,15 +92,23 @@ def test_legacy_version_gets_string_layouts(tiny_llama: Path, tnx) -> None:
     assert recorded["attention_layout"] == "BSH" and recorded["continuous_batching"].batch_size_for_shared_caches == 2
 
 
-@pytest.mark.parametrize("tnx", ["0.9", "0.10-late"], indirect=True)
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-early", "0.10-late"], indirect=True)
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
 def test_llama_and_mistral_roll_with_continuous_batching_from_0_9(tiny_model_factory, tnx, arch) -> None:
-    """Static batching of these models returns NaN before 0.11 (the double does too): the
-    automatic choice must be continuous batching on every release that has it (0.9 on)."""
+    """Static batching of llama returns NaN before 0.11 (the double does too): the automatic
+    choice is continuous batching on every release that has it, 0.9 on, except mistral on the
+    late 0.10, whose per-row window counter breaks it (0623de2 mistral/model.py:68-72, 151)."""
+    from djl_python.backends.neuron_versions import NeuronVersionError
+
     model = tiny_model_factory(arch)
+    late_010_mistral = arch == "mistral" and tnx.RELEASE.label == "0.10-late"
     backend = load_neuron(model, max_rolling_batch_size=2, n_positions=64)
-    assert backend.info.extra["strategy"] == "continuous_batching"
-    assert recorded_neuron_config(tnx)["continuous_batching"].batch_size_for_shared_caches == 2
+    assert backend.info.extra["strategy"] == ("naive_rolling_batch" if late_010_mistral else "continuous_batching")
+    if late_010_mistral:
+        with pytest.raises(NeuronVersionError, match="late 0.10"):
+            load_neuron(model, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="continuous_batching")
+    else:
+        assert recorded_neuron_config(tnx)["continuous_batching"].batch_size_for_shared_caches == 2
 
 
 def test_class_selection(tnx) -> None:
@@ -230,9 +238,11 @@ def test_llama_naive_batching_never_sends_left_padded_rows_before_0_11(tiny_mode
     assert not any(math.isnan(v) for v in logits.flatten().tolist())
 
 
+@pytest.mark.parametrize("tnx", ["0.11", "0.13"], indirect=True)
 def test_mistral_positions_stay_within_the_sliding_window(tiny_model_factory, tmp_path, tnx) -> None:
-    """Beyond sliding_window TNX slices attention at a counter that drifts across requests
-    (8b01968 mistral/model.py:133-149): the default is capped, a larger setting refused."""
+    """Before 0.13 TNX slices attention past sliding_window at a counter that drifts across
+    requests (8b01968 mistral/model.py:133-149): the default is capped, a larger setting refused.
+    0.13 computes each row's window from its cache_ids (1ade6d7 mistral/hlo.py:200-201)."""
     import json
     import shutil
 
@@ -243,12 +253,13 @@ def test_mistral_positions_stay_within_the_sliding_window(tiny_model_factory, tm
     config = json.loads((mistral / "config.json").read_text())
     config["sliding_window"] = 32
     (mistral / "config.json").write_text(json.dumps(config))
+    if tnx.RELEASE.label == "0.13":
+        assert load_neuron(mistral, max_rolling_batch_size=2, n_positions=64).limits.n_positions == 64
+        return
     backend = load_neuron(mistral, max_rolling_batch_size=2)
     assert backend.limits.n_positions == 32
     with pytest.raises(ConfigError, match="option.n_positions.*sliding_window"):
         load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
-
-
 @pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
 def test_bsh_continuous_batching_on_0_13_prefills_one_prompt_at_a_time(tiny_llama, tnx) -> None:
     """0.13 concatenates a BSH prefill's prompts into one row that must fit a bucket (1ade6d7
@@ -293,3 +304,27 @@ def test_optimum_loaded_model_is_labelled_by_what_was_built(tiny_model_factory, 
     assert model is built and plan.strategy == "continuous_batching"
     unbuilt = SimpleNamespace(neuron_config=SimpleNamespace(continuous_batching=None))
     assert neuron.built_strategy(unbuilt) == "naive_rolling_batch"
+
+
+@pytest.mark.parametrize("tnx", ["0.9"], indirect=True)
+def test_bsh_attention_with_continuous_batching_needs_0_10(tiny_llama, tnx) -> None:
+    """8b01968 base.py:323 reads a BSH hidden state as HSB in the multi-row context path."""
+    from djl_python.config import ConfigError
+
+    with pytest.raises(ConfigError, match="option.attention_layout"):
+        load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, attention_layout="BSH")
+
+
+@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
+def test_llama_single_row_is_never_left_padded(tiny_llama, tnx) -> None:
+    """A history one past the largest context bucket gets an extra left-padding column on 0.10
+    (its leftover loop); for llama's single row that is a NaN (transformers-neuronx#79), so the
+    single-row plan compiles a context bucket of n_positions and never needs the column."""
+    import math
+
+    prompt = [5 + i % 40 for i in range(33)]  # 64 // 2 + 1: one past TNX's default largest bucket
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="naive_rolling_batch")
+    assert backend.info.extra["strategy"] == "single_row"
+    logits = backend.prefill([0], [prompt])
+    assert not any(math.isnan(v) for v in logits.flatten().tolist())
+    assert not tnx.events("masked_static_nan")
