@@ -143,6 +143,19 @@ def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: Neu
                 '{"on_device_embedding": true} (as when they were saved)')
 
 
+def check_sliding_window(artifacts: ModelArtifacts, features: TnxFeatures) -> None:
+    """TNX 0.9's Mistral and Mixtral subtract ``sliding_window`` from a token count at every
+    forward (8b01968 ``mistral/model.py:136``, ``mixtral/model.py:151``), so a config whose
+    ``sliding_window`` is null (Mistral v0.2/v0.3, Mixtral) fails at the first request; 7a30b42
+    guards it. Refused before anything compiles."""
+    if (artifacts.model_type in ("mistral", "mixtral") and features.version < (0, 10)
+            and artifacts.hf_config.get("sliding_window") is None):
+        raise NeuronVersionError(
+            f"transformers-neuronx {fmt(features.version)} cannot serve this {artifacts.model_type}: its config.json "
+            "has sliding_window null, which 0.9's model subtracts at every step; install transformers-neuronx "
+            ">= 0.10")
+
+
 def concatenates_prompts(model: Any) -> bool:
     """Whether the built model prefills several prompts as one concatenated row, whose total
     length must fit a context bucket (TNX 0.13 with ``cache_layout=BSH`` under continuous
@@ -197,6 +210,7 @@ class NeuronBackend(Backend):
             logger.info("Neuron environment: %s", changed)
         tnx, features = import_features()
         model_support(artifacts.model_type, features.version)
+        check_sliding_window(artifacts, features)
         if config.model_loader == "optimum":
             model, plan = _load_with_optimum(config, artifacts, features, deadline)
         else:

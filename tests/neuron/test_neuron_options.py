@@ -328,3 +328,22 @@ def test_llama_single_row_is_never_left_padded(tiny_llama, tnx) -> None:
     logits = backend.prefill([0], [prompt])
     assert not any(math.isnan(v) for v in logits.flatten().tolist())
     assert not tnx.events("masked_static_nan")
+
+
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-early"], indirect=True)
+def test_mistral_without_sliding_window_needs_0_10(tiny_model_factory, tmp_path, tnx) -> None:
+    """8b01968 mistral/model.py:136 computes max(0, n - sliding_window): null fails at the first
+    request; 7a30b42 guards it. Refused at load on 0.9, served from 0.10."""
+    import json
+    import shutil
+
+    mistral = tmp_path / "mistral"
+    shutil.copytree(tiny_model_factory("mistral"), mistral)
+    config = json.loads((mistral / "config.json").read_text())
+    config["sliding_window"] = None
+    (mistral / "config.json").write_text(json.dumps(config))
+    if tnx.RELEASE.label == "0.9":
+        with pytest.raises(NeuronVersionError, match="sliding_window null"):
+            load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
+    else:
+        assert load_neuron(mistral, max_rolling_batch_size=2, n_positions=64).limits.n_positions == 64
