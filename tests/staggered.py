@@ -28,6 +28,21 @@ def generate_alone(model, prompt_ids: list[int], max_new_tokens: int, **generate
     return out[0, len(prompt_ids) :].tolist()
 
 
+def greedy_references(model_dir, prompts: dict[str, tuple[str, int]]) -> dict[str, tuple[list[int], str, str]]:
+    """For each named ``(prompt, max_new_tokens)``: the ids ``generate_alone`` gives on the model in
+    ``model_dir``, their text, and the prompt's text followed by them (special tokens skipped)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    out = {}
+    for name, (prompt, n) in prompts.items():
+        ids = tok.encode(prompt)
+        gen = generate_alone(model, ids, n)
+        out[name] = (gen, tok.decode(gen, skip_special_tokens=True), tok.decode(ids + gen, skip_special_tokens=True))
+    return out
+
+
 def run_staggered(
     engine: Engine, prompts: list[list[int]], params: SamplingParams, arrivals: Sequence[int]
 ) -> list[list[int]]:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.djl_real.djl_real import REPO, VERSIONS, RealDjl, install_engine
 from tests.models import make_tiny_model, require_pytorch_backend
-from tests.staggered import generate_alone
+from tests.staggered import greedy_references
 
 PROMPTS = {"a": ("The quick brown fox", 12), "b": ("Paris is the capital", 7), "c": ("Hello world!", 9)}
 PROPERTIES = ("engine=Python\noption.entryPoint=djl_python.transformers_neuronx\noption.rolling_batch=tnx\n"
@@ -40,15 +40,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(model_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    out = {}
-    for name, (prompt, n) in PROMPTS.items():
-        gen = generate_alone(model, tok.encode(prompt), n)
-        out[name] = (gen, tok.decode(gen, skip_special_tokens=True))
-    return out
+    return greedy_references(model_dir, PROMPTS)
 
 
 def body(name: str, stream: bool = False, **parameters) -> dict:
@@ -90,7 +82,7 @@ def test_properties_form_rolls_more_requests_than_slots(properties_form, referen
     for name in PROMPTS:
         result = djl.result(f"roll-{name}")
         assert result.get("code") == 200, (result, djl.log[-3000:])
-        ids, text = reference[name]
+        ids, text, _ = reference[name]
         if name == "b":
             assert json.loads("".join(result["chunks"])) == {"generated_text": text}
         else:
@@ -118,7 +110,7 @@ def test_output_formatter_none_ending_on_a_stop_id_ends_the_stream(properties_fo
     from transformers import AutoTokenizer
 
     djl = properties_form
-    ids, _ = reference["a"]
+    ids = reference["a"][0]
     stop = next(t for t in ids[2:] if t not in ids[:2])
     expected = AutoTokenizer.from_pretrained(str(model_dir)).decode(ids[: ids.index(stop)], skip_special_tokens=True)
     djl.send(f"none-{stream}", body("a", stream=stream, stop_token_ids=[stop], output_formatter="none"))

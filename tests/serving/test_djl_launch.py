@@ -31,7 +31,7 @@ from tests.models import make_tiny_model, require_pytorch_backend
 from tests.serving.djl_java import (
     JavaInput, JavaRollingBatch, JavaWire, http_input, init_properties, java_command, java_environment, java_rolls,
 )
-from tests.staggered import generate_alone
+from tests.staggered import greedy_references
 
 REPO = Path(__file__).resolve().parents[2]
 NEURON_DOUBLE = REPO / "tests" / "neuron_double"
@@ -111,17 +111,8 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(model_dir):
-    """Greedy text of each prompt alone with transformers' ``generate()``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    out = {}
-    for name, (prompt, n) in PROMPTS.items():
-        ids = tok.encode(prompt)
-        gen = generate_alone(model, ids, n)
-        out[name] = (gen, tok.decode(gen, skip_special_tokens=True), tok.decode(ids + gen, skip_special_tokens=True))
-    return out
+    """Greedy ids, text and prompt + text of each prompt alone with transformers' ``generate()``."""
+    return greedy_references(model_dir, PROMPTS)
 
 
 @pytest.fixture
