@@ -78,7 +78,7 @@ def _greedy_config(max_new_tokens: int, pad_token_id: int) -> Any:
 
 
 def run_engine(model_dir: Path, tokenizer: Any, workload: Workload, max_slots: int) -> dict[str, Any]:
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
     from djl_python.engine.engine import Engine
     from djl_python.engine.request import SamplingParams
 

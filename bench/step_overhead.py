@@ -106,7 +106,7 @@ def run_step_overhead(
     context: int,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
     from djl_python.engine.engine import Engine
 
     n_positions = 512  # context + WARMUP_STEPS + iters, with room; the default 2048 only costs memory

@@ -12,7 +12,7 @@ import logging
 import time
 
 from djl_python.artifacts import resolve_artifacts
-from djl_python.backends.select import load_backend
+from djl_python.backends.dispatch import load_backend
 from djl_python.config import HandlerConfig
 from djl_python.config.chat_template import load_chat_template
 from djl_python.engine.engine import Engine

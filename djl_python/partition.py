@@ -36,7 +36,7 @@ from djl_python.config import dtypes
 from djl_python.progress import progress_bars_for
 
 if TYPE_CHECKING:
-    from djl_python.backends.neuron_plan import NeuronLoadPlan
+    from djl_python.backends.neuron.plan import NeuronLoadPlan
     from djl_python.config import HandlerConfig
 
 logger = logging.getLogger("djl_python.partition")
@@ -86,11 +86,11 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from djl_python.artifacts import Layout, resolve_artifacts, write_manifest
-    from djl_python.backends.neuron import compile_config, tensor_parallel_degree
+    from djl_python.backends.neuron.load import compile_config, tensor_parallel_degree
     from djl_python.artifacts.manifest import library_versions
-    from djl_python.backends.neuron_loader import import_features, load_tnx_model
-    from djl_python.backends.neuron_plan import plan_from_config
-    from djl_python.backends.neuron_versions import model_support
+    from djl_python.backends.neuron.loader import import_features, load_tnx_model
+    from djl_python.backends.neuron.plan import plan_from_config
+    from djl_python.backends.neuron.versions import model_support
     from djl_python.config import apply_environment
 
     started = time.monotonic()
@@ -137,23 +137,6 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     return output
 
 
-def upload_s3(folder: Path, url: str, *, skip: set[Path] | None = None) -> int:
-    """Upload every file under ``folder`` (except those in ``skip``) to ``url`` (``s3://bucket/prefix``);
-    returns the file count."""
-    import boto3
-
-    from djl_python.artifacts.s3 import parse_s3_url
-
-    bucket, prefix = parse_s3_url(url)
-    client = boto3.client("s3")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p not in (skip or set()))
-    for path in files:
-        key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(folder).as_posix()]))
-        client.upload_file(str(path), bucket, key)
-    logger.info("uploaded %d files to %s", len(files), url)
-    return len(files)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="djl-partition", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -190,9 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     progress_bars_for(sys.stderr)
-    from djl_python.artifacts import ArtifactError
-    from djl_python.backends.neuron_loader import NeuronLoadTimeout
-    from djl_python.backends.neuron_versions import NeuronVersionError
+    from djl_python.artifacts import ArtifactError, upload_s3
+    from djl_python.backends.neuron.loader import NeuronLoadTimeout
+    from djl_python.backends.neuron.versions import NeuronVersionError
     from djl_python.config import ConfigError
 
     args = parse_args(argv)

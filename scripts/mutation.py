@@ -59,7 +59,7 @@ TARGETS = {
     "sampling": ("djl_python/engine/sampling.py",
                  ("tests/engine/test_sampling.py", "tests/engine/test_vllm_fields.py", ENGINE)),
     # The build, cache and planted-sanitizer tests check the build, not what a kernel computes.
-    "kernels": ("djl_python/backends/native/cpu_kernels.c",
+    "kernels": ("djl_python/backends/pytorch/native/cpu_kernels.c",
                 ("tests/backends/test_cpu_kernels.py", "-k", "not planted and not cached and not broken_source")),
 }
 

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-refusal=$("$PY" -c 'from djl_python.backends.native.cpu_kernels import host_refusal; print(host_refusal() or "")')
+refusal=$("$PY" -c 'from djl_python.backends.pytorch.native.cpu_kernels import host_refusal; print(host_refusal() or "")')
 if [ -n "$refusal" ]; then
     echo "sanitized kernels: not run, this host cannot build the CPU kernels: $refusal"
     exit 0

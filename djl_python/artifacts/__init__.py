@@ -20,6 +20,7 @@ from djl_python.artifacts.manifest import (
 )
 from djl_python.artifacts.neuron_block import check_neuron_block, normalize_dtype
 from djl_python.artifacts.resolve import resolve_artifacts
+from djl_python.artifacts.s3 import upload_s3
 from djl_python.artifacts.sources import (
     DEFAULT_WRITABLE_COMPILE_CACHE,
     SourceKind,
@@ -58,5 +59,6 @@ __all__ = [
     "read_split_index",
     "resolve_artifacts",
     "split_filename",
+    "upload_s3",
     "write_manifest",
 ]

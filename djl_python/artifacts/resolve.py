@@ -1,9 +1,8 @@
 """``HandlerConfig`` → ``ModelArtifacts``: the one call the loader makes.
 
-Reads only these configuration attributes: ``model_id_or_path``, ``revision``,
-``trust_remote_code``, ``compiled_graph_path``, ``load_split_model``, and for
-the neuron-block check ``rolling_batch_enabled`` (or ``rolling_batch``), ``batch_size``,
-``max_rolling_batch_size``, ``tensor_parallel_degree``, ``n_positions``, ``dtype``.
+For a compiled layout the neuron block is checked against the options the user set
+(``config.model_fields_set``); what was left unset is returned as ``adopted``, which
+``backends.dispatch.load_backend`` merges into the configuration once.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import dataclasses
 import logging
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from djl_python.artifacts.errors import ArtifactError
 from djl_python.artifacts.layout import (
@@ -27,11 +26,14 @@ from djl_python.artifacts.neuron_block import check_neuron_block
 from djl_python.artifacts.sources import DEFAULT_WRITABLE_COMPILE_CACHE, fetch_compiled_graphs, fetch_source
 from djl_python.artifacts.weights import detect_weights
 
+if TYPE_CHECKING:
+    from djl_python.config import HandlerConfig
+
 logger = logging.getLogger(__name__)
 
 
 def resolve_artifacts(
-    config: Any,
+    config: HandlerConfig,
     *,
     cache_dir: Path | str | None = None,
     writable_compile_cache: Path = DEFAULT_WRITABLE_COMPILE_CACHE,
@@ -47,13 +49,11 @@ def resolve_artifacts(
     if not uri:
         raise ArtifactError("no model given: set option.model_id (HF id, s3:// url or local folder)")
     trust = bool(config.trust_remote_code)
-    revision = getattr(config, "revision", None)
-    model_dir = fetch_source(uri, revision=revision, trust_remote_code=trust, cache_dir=cache_dir)
+    model_dir = fetch_source(uri, revision=config.revision, trust_remote_code=trust, cache_dir=cache_dir)
 
     compiled_dir = None
-    graph_uri = getattr(config, "compiled_graph_path", None)
-    if graph_uri:
-        compiled_dir = fetch_compiled_graphs(graph_uri, cache_dir=cache_dir, writable_fallback=writable_compile_cache)
+    if config.compiled_graph_path:
+        compiled_dir = fetch_compiled_graphs(config.compiled_graph_path, cache_dir=cache_dir, writable_fallback=writable_compile_cache)
 
     artifacts = inspect_model_dir(
         model_dir,
@@ -62,7 +62,7 @@ def resolve_artifacts(
         checkpoint_dir=_remote_checkpoint(model_dir, trust, cache_dir),
         source=uri,
     )
-    if getattr(config, "load_split_model", False) and artifacts.layout is not Layout.SPLIT:
+    if config.load_split_model and artifacts.layout is not Layout.SPLIT:
         logger.info("load_split_model is set but %s is a %s layout; loading it as such", uri, artifacts.layout.value)
     if artifacts.neuron_block is not None and artifacts.layout in (Layout.OPTIMUM_NEURON, Layout.COMPILED_ONLY):
         adopted = _check_block(config, artifacts.neuron_block, artifacts.model_dir)
@@ -97,27 +97,21 @@ def _remote_checkpoint(model_dir: Path, trust: bool, cache_dir: Path | str | Non
     )
 
 
-def _check_block(config: Any, block: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """Run ``check_neuron_block`` with the configuration's values; unset ones become None."""
-    # pydantic records which fields were given explicitly; defaults (batch 1 / 32) count as unset.
-    given = getattr(config, "model_fields_set", None)
+def _check_block(config: HandlerConfig, block: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    """Run ``check_neuron_block`` with the options the user set; defaults count as unset."""
+    given = config.model_fields_set  # pydantic records which fields were given explicitly
 
     def explicit(name: str) -> Any:
-        value = getattr(config, name, None)
-        return value if given is None or name in given else None
+        return getattr(config, name) if name in given else None
 
-    rolling = getattr(config, "rolling_batch_enabled", None)
-    if rolling is None:
-        rolling = str(getattr(config, "rolling_batch", "auto")).lower() != "disable"
-    batch_key = "max_rolling_batch_size" if rolling else "batch_size"
     tp = explicit("tensor_parallel_degree")
     return check_neuron_block(
         block,
-        batch_size=explicit(batch_key),
+        batch_size=explicit(config.slots_key),
         tensor_parallel_degree=None if tp in (None, "max") else int(tp),
-        n_positions=getattr(config, "n_positions", None),
-        dtype=getattr(config, "dtype", None),
-        batch_size_key=batch_key,
+        n_positions=config.n_positions,
+        dtype=config.dtype,
+        batch_size_key=config.slots_key,
         installed_compiler_version=_installed_neuronx_cc(),
         where=str(model_dir / "config.json"),
     )

@@ -192,3 +192,18 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def upload_s3(folder: Path, url: str, *, skip: set[Path] | None = None) -> int:
+    """Upload every file under ``folder`` (except those in ``skip``) to ``url`` (``s3://bucket/prefix``);
+    returns the file count."""
+    import boto3
+
+    bucket, prefix = parse_s3_url(url)
+    client = boto3.client("s3")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p not in (skip or set()))
+    for path in files:
+        key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(folder).as_posix()]))
+        client.upload_file(str(path), bucket, key)
+    logger.info("uploaded %d files to %s", len(files), url)
+    return len(files)

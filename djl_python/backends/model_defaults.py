@@ -34,8 +34,7 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 # CPU flags (``/proc/cpuinfo``) of instructions that compute bf16 products in hardware. Without
 # one of them oneDNN converts bf16 to fp32 around every op and bf16 runs slower than fp32
-# (measured on an AVX2 EPYC: a [16, 576] x [576, 1536] matmul 2.5 GFLOP/s in bf16 against
-# 6-15 in fp32).
+# (figures in docs/performance.md).
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

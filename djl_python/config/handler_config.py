@@ -7,7 +7,7 @@ strategy default). Field names are the LMI keys without ``option.``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import ConfigDict, PrivateAttr, model_validator
 
@@ -109,6 +109,20 @@ class HandlerConfig(ServingProperties, TnxProperties, LmiProperties):
         if "load_in_8bit" in data:
             data = _fold_load_in_8bit(data)
         return data
+
+    def with_compiled_settings(self, adopted: Mapping[str, Any]) -> HandlerConfig:
+        """This configuration with the settings adopted from compiled artifacts
+        (``ModelArtifacts.adopted``: the options it left unset, as the compiled model has them).
+
+        The one place adopted settings merge: ``backends.dispatch.load_backend`` calls it before
+        either backend reads the shape (``max_slots``, ``n_positions``, ``dtype``,
+        ``tensor_parallel_degree``). Keys are option names already checked against the
+        compiled values by the artifacts layer; the origins of what the user wrote are kept.
+        """
+        unknown = set(adopted) - set(type(self).model_fields)
+        if unknown:
+            raise ValueError(f"adopted settings name no option: {sorted(unknown)}")
+        return self.model_copy(update=dict(adopted)) if adopted else self
 
     @property
     def amp(self) -> str | None:

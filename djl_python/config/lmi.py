@@ -201,7 +201,19 @@ class LmiProperties(BaseModel):
 
     @property
     def rolling_batch_enabled(self) -> bool:
+        """Whether requests join and leave a running batch (any ``rolling_batch`` but ``disable``)."""
         return self.rolling_batch != "disable"
+
+    @property
+    def slots_key(self) -> str:
+        """The option that sizes the batch: ``max_rolling_batch_size`` with rolling batch, else ``batch_size``.
+        Every message about the batch size names this key."""
+        return "max_rolling_batch_size" if self.rolling_batch_enabled else "batch_size"
+
+    @property
+    def max_slots(self) -> int:
+        """Sequences served at once (the value of :attr:`slots_key`); the one place this is decided."""
+        return self.max_rolling_batch_size if self.rolling_batch_enabled else self.batch_size
 
     def resolved_tp_degree(self, available_cores: int) -> int:
         """The tensor-parallel degree as a number: ``max`` becomes

@@ -6,7 +6,7 @@ These are the settings vLLM and TGI users pass on the command line
 a flag, an ``option.<key>`` line and an ``OPTION_<KEY>`` variable are three
 spellings of one setting. Validators are pure: a chat-template file is read
 when the tokenizer is loaded (``djl_python.config.chat_template``), the budget
-is checked when the backend is built (``djl_python.backends.memory``).
+is checked when the backend is built (``djl_python.backends.pytorch.memory``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CPU kernels (``backends/native/cpu_kernels.py``, ``cpu_kernels.c``): decode attention and elementwise.
+"""The CPU kernels (``backends/pytorch/native/cpu_kernels.py``, ``cpu_kernels.c``): decode attention and elementwise.
 
 The reference is torch's ``scaled_dot_product_attention`` on each row's valid columns, run
 row by row (no mask, no padding): what the kernel must compute. A kernel test skips only
@@ -23,11 +23,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from djl_python.backends import pytorch as pytorch_backend
+from djl_python.backends.pytorch import backend as pytorch_backend
 from djl_python.backends.base import Backend
-from djl_python.backends.native import cpu_kernels
-from djl_python.backends.native.cpu_kernels import KernelContractError
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.native import cpu_kernels
+from djl_python.backends.pytorch.native.cpu_kernels import KernelContractError
+from djl_python.backends.pytorch.backend import PyTorchBackend
 
 SANITIZED = os.environ.get("DJL_TEST_SANITIZED_KERNELS") == "1"
 KERNEL, HOW = cpu_kernels.load(sanitize=SANITIZED)
@@ -487,7 +487,7 @@ PLANTED_OVERREAD = ("if (m == 8) {", "if (1) {")
 _CALL_SILU = """
 import ctypes, sys, torch
 from pathlib import Path
-from djl_python.backends.native.cpu_kernels import CpuKernels
+from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
 kernel = CpuKernels(ctypes.CDLL(sys.argv[1]), Path(sys.argv[1]))
 out = kernel.silu_mul(torch.randn(1, 26))  # one row, allocated to its exact size
 print("finite", bool(torch.isfinite(out).all()))

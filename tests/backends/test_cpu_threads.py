@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from djl_python.backends.cpu_policy import cpu_threads, threads_from_djl_start_script
+from djl_python.backends.pytorch.cpu_policy import cpu_threads, threads_from_djl_start_script
 
 # What DJL Serving's start script leaves a worker that the user gave no thread setting
 # (djl-serving v0.28.0 serving/build.gradle:141-152; 0.34-0.36 serving/build.gradle.kts:134-143).
@@ -27,7 +27,7 @@ def test_the_start_scripts_one_thread_is_recognised():
 
 def test_under_the_start_script_every_allowed_cpu_serves(caplog):
     """Not torch's count (OMP_NUM_THREADS=1 made it 1) but the CPUs this process may use."""
-    with caplog.at_level("INFO", logger="djl_python.backends.cpu_policy"):
+    with caplog.at_level("INFO", logger="djl_python.backends.pytorch.cpu_policy"):
         threads = cpu_threads(START_SCRIPT)
     assert 1 <= threads <= allowed_cpus()
     assert f"comes from DJL Serving's start script, not from you: using the {threads} CPU(s)" in caplog.text

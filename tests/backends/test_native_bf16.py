@@ -21,9 +21,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from djl_python.backends.native import linear as native_linear
-from djl_python.backends.native import llama as native_llama
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.native import linear as native_linear
+from djl_python.backends.pytorch.native import llama as native_llama
+from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.backends.bf16_margin import Fp32Reference, unexcused
 from tests.backends.slot_driver import Job, run_greedy
 

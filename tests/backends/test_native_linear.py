@@ -1,4 +1,4 @@
-"""The native forward's matmul kernels (``backends/native/linear.py``): every kernel agrees with
+"""The native forward's matmul kernels (``backends/pytorch/native/linear.py``): every kernel agrees with
 ``F.linear`` at every row count, and a packed backend holds one copy of its weights."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from djl_python.backends.native import linear as native_linear
-from djl_python.backends.native.linear import FEW_ROWS, linear, onednn_packs, packed_dtype, prepack
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.native import linear as native_linear
+from djl_python.backends.pytorch.native.linear import FEW_ROWS, linear, onednn_packs, packed_dtype, prepack
+from djl_python.backends.pytorch.backend import PyTorchBackend
 
 PACKS_FP32 = onednn_packs(torch.float32)
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig
 
-from djl_python.backends.native import llama_support
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.native.llama import llama_support
+from djl_python.backends.pytorch.backend import PyTorchBackend
 
 
 def test_llama_family_supported_others_refused() -> None:
@@ -59,8 +59,8 @@ def test_a_partial_rotary_is_refused_with_the_reason() -> None:
 
 def test_native_llama_refuses_rotary_tables_narrower_than_a_head() -> None:
     """Built directly (past llama_support), the forward checks the tables it got."""
-    from djl_python.backends.native import NativeLlama
-    from djl_python.backends.native.cpu_kernels import load
+    from djl_python.backends.pytorch.native.llama import NativeLlama
+    from djl_python.backends.pytorch.native.cpu_kernels import load
 
     model = LlamaForCausalLM(_partial_rotary_config()).eval()
     with torch.inference_mode(), pytest.raises(ValueError, match="rotary tables are 8 wide, a head 16"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.backends.slot_driver import Job, run_greedy
 from tests.models import ARCHS
 

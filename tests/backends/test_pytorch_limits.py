@@ -7,7 +7,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from djl_python.backends import model_defaults as defaults
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.models import EOS_ID
 
 
@@ -121,11 +121,11 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(tiny_llama, monkeypatch, 
     from djl_python.backends import model_defaults
 
     monkeypatch.setattr(model_defaults, "cpu_bf16_flags", lambda: ())
-    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch"):
+    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch.backend"):
         PyTorchBackend.load(tiny_llama, max_slots=1, dtype="bf16")
     assert any("option.dtype=bf16" in r.getMessage() and "without bf16 instructions" in r.getMessage()
                for r in caplog.records)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch"):
+    with caplog.at_level("WARNING", logger="djl_python.backends.pytorch.backend"):
         PyTorchBackend.load(tiny_llama, max_slots=1, dtype="fp32")
     assert not any("without bf16 instructions" in r.getMessage() for r in caplog.records)

@@ -14,11 +14,11 @@ import sys
 
 import pytest
 
-from djl_python.backends.cpu_policy import SHAPE_CACHE_CAPACITY, SHAPE_CACHE_VARIABLES, bound_shape_caches
+from djl_python.backends.pytorch.cpu_policy import SHAPE_CACHE_CAPACITY, SHAPE_CACHE_VARIABLES, bound_shape_caches
 
 PROBE = """
 import json, sys, torch
-from djl_python.backends.cpu_policy import bound_shape_caches
+from djl_python.backends.pytorch.cpu_policy import bound_shape_caches
 if sys.argv[1] == "bounded":
     bound_shape_caches()
 def rss():

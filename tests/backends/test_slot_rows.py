@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from djl_python.backends.cpu_policy import prefill_groups
-from djl_python.backends.slot_rows import RowMove, SlotRows
+from djl_python.backends.pytorch.cpu_policy import prefill_groups
+from djl_python.backends.pytorch.slot_rows import RowMove, SlotRows
 
 
 def test_rows_stay_packed_through_random_joins_and_leaves() -> None:

@@ -111,7 +111,7 @@ def test_resources(name):
     if accelerator != "cpu":
         assert int(resources["limits"][accelerator]) >= 1
     if name == "neuron":
-        from djl_python.backends.select import CORES_PER_NEURON_DEVICE
+        from djl_python.backends.neuron.devices import CORES_PER_NEURON_DEVICE
 
         env = _env(container)
         cores = CORES_PER_NEURON_DEVICE * int(resources["limits"][accelerator])

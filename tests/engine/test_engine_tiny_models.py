@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 
 

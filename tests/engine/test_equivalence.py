@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from djl_python.backends.pytorch import PyTorchBackend
+from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 from tests.engine.reference_backend import ReferenceBackend
 from tests.models import ARCHS

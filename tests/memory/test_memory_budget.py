@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from djl_python.backends import memory
-from djl_python.backends.memory import MemoryPlan, check_budget, host_available_bytes, plan_memory
+from djl_python.backends.pytorch import memory
+from djl_python.backends.pytorch.memory import MemoryPlan, check_budget, host_available_bytes, plan_memory
 from djl_python.config import ConfigError, load_config
 from djl_python.config.sources import OptionValue
 from tests.models import ARCHS
@@ -18,7 +18,7 @@ from tests.models import ARCHS
 @pytest.mark.parametrize("arch", ARCHS)
 def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -> None:
     """KV cache and weights of every tiny architecture (GQA, MQA, alibi, ...) against the loaded backend."""
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
 
     folder = tiny_model_factory(arch)
     plan = plan_memory(folder, max_slots=2, n_positions=64, dtype=None, device="cpu")
@@ -38,7 +38,7 @@ def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None) -
     bf16: packed as bf16 where oneDNN takes it, else widened to fp32 (.native.linear)."""
     from transformers import AutoModelForCausalLM
 
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
     from tests.models import tiny_config
 
     config = tiny_config("llama")
@@ -55,7 +55,7 @@ def test_default_model_plan_is_the_figure_the_issue_measured(smollm2_dir: Path) 
     plan = plan_memory(smollm2_dir, max_slots=32, n_positions=None, dtype=None, device="cpu")
     assert plan.kv_cache_bytes == 32 * 2048 * 30 * 2 * 3 * 64 * 4  # 3.02e9 bytes
     # 134.5M parameters x 4 bytes, plus the tied LM head's packed copy where oneDNN packs fp32.
-    from djl_python.backends.native.linear import onednn_packs
+    from djl_python.backends.pytorch.native.linear import onednn_packs
 
     head = 49152 * 576 * 4 if onednn_packs(torch.float32) else 0
     assert 0.5e9 < plan.weights_bytes - head < 0.6e9
@@ -70,7 +70,7 @@ def test_over_budget_names_the_options_as_the_user_wrote_them(caplog: pytest.Log
     config = load_config(env={"OPTION_N_POSITIONS": "2048"},
                          overrides={"max_rolling_batch_size": OptionValue("32", "--max-num-seqs"),
                                     "memory_budget": OptionValue("2GiB", "--memory-budget-test")})
-    with caplog.at_level(logging.INFO, logger="djl_python.backends.memory"), pytest.raises(ConfigError) as info:
+    with caplog.at_level(logging.INFO, logger="djl_python.backends.pytorch.memory"), pytest.raises(ConfigError) as info:
         check_budget(_plan(), config, "cpu")
     message = str(info.value)
     for key in ("--max-num-seqs (now 32)", "OPTION_N_POSITIONS (now 2048)", "option.dtype=bf16", "2.00 GiB",
@@ -108,7 +108,7 @@ def test_host_memory_is_capped_by_the_cgroup(tmp_path: Path) -> None:
 
 def test_load_stops_before_allocating_and_warns_about_tensor_parallel(
         tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
     from djl_python.loader import load_engine
 
     def never(*args, **kwargs):

@@ -54,7 +54,7 @@ def make_config(model_dir: Path, **options: Any):
 def load_neuron(model_dir: Path, **options: Any):
     """Resolve the artifacts and load the Neuron backend through the double."""
     from djl_python.artifacts import resolve_artifacts
-    from djl_python.backends.neuron import NeuronBackend
+    from djl_python.backends.dispatch import load_backend
 
     config = make_config(model_dir, **options)
-    return NeuronBackend.load(config, resolve_artifacts(config))
+    return load_backend(config, resolve_artifacts(config))

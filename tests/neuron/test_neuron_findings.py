@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from djl_python.backends.neuron_versions import NeuronVersionError
+from djl_python.backends.neuron.versions import NeuronVersionError
 from djl_python.config import ConfigError
 from tests.models import dtype_kwargs
 from tests.neuron.conftest import load_neuron
@@ -117,8 +117,8 @@ def test_early_continuous_batching_one_row_prefill_answers_at_its_last_token(tin
 def test_default_continuous_batching_buckets(tiny_model_factory, tnx, buckets) -> None:
     """DJL's default context buckets (afece25d build_context_length_estimates) where the
     installed NeuronConfig has vectorize_last_token_id (0623de2); one bucket before it."""
-    from djl_python.backends.neuron import decide_plans
-    from djl_python.backends.neuron_loader import import_features
+    from djl_python.backends.neuron.load import decide_plans
+    from djl_python.backends.neuron.loader import import_features
     from djl_python.artifacts import resolve_artifacts
     from tests.neuron.conftest import make_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from djl_python.backends.neuron_loader import NeuronLoadTimeout, import_tnx, model_class
-from djl_python.backends.neuron_versions import NeuronVersionError
+from djl_python.backends.neuron.loader import NeuronLoadTimeout, import_tnx, model_class
+from djl_python.backends.neuron.versions import NeuronVersionError
 from tests.neuron.conftest import load_neuron
 
 
@@ -98,7 +98,7 @@ def test_llama_and_mistral_roll_with_continuous_batching_from_0_9(tiny_model_fac
     """Static batching of llama returns NaN before 0.11 (the double does too): the automatic
     choice is continuous batching on every release that has it, 0.9 on, except mistral on the
     late 0.10, whose per-row window counter breaks it (0623de2 mistral/model.py:68-72, 151)."""
-    from djl_python.backends.neuron_versions import NeuronVersionError
+    from djl_python.backends.neuron.versions import NeuronVersionError
 
     model = tiny_model_factory(arch)
     late_010_mistral = arch == "mistral" and tnx.RELEASE.label == "0.10-late"
@@ -179,8 +179,8 @@ def test_compile_keeps_the_working_directory_and_applies_the_environment(tiny_ll
 
 def test_optimum_export_candidates_follow_each_optimum_era() -> None:
     """The arguments per optimum-neuron era (modeling_decoder.py / model_configs at each tag)."""
-    from djl_python.backends.neuron_plan import plans_from_optimum_block
-    from djl_python.backends.neuron_versions import TnxFeatures
+    from djl_python.backends.neuron.plan import plans_from_optimum_block
+    from djl_python.backends.neuron.versions import TnxFeatures
 
     features = TnxFeatures((0, 10), vectorized_last_token=True, layout_enum=False, presharded=False)
     block = {"batch_size": 4, "num_cores": 2, "sequence_length": 2048, "auto_cast_type": "bf16"}
@@ -228,7 +228,7 @@ def test_llama_naive_batching_never_sends_left_padded_rows_before_0_11(tiny_mode
     an explicit naive strategy is served one row at a time there, and generates what HF generates."""
     import math
 
-    from djl_python.backends.neuron_plan import SINGLE_ROW
+    from djl_python.backends.neuron.plan import SINGLE_ROW
 
     llama = tiny_model_factory("llama")
     backend = load_neuron(llama, max_rolling_batch_size=2, n_positions=64, rolling_batch_strategy="naive_rolling_batch")
@@ -288,8 +288,8 @@ def test_optimum_loaded_model_is_labelled_by_what_was_built(tiny_model_factory, 
     from types import SimpleNamespace
 
     from djl_python.artifacts import resolve_artifacts
-    from djl_python.backends import neuron
-    from djl_python.backends.neuron_versions import TnxFeatures
+    from djl_python.backends.neuron import load as neuron
+    from djl_python.backends.neuron.versions import TnxFeatures
     from tests.neuron.conftest import make_config
 
     block = {"batch_size": 4, "num_cores": 2, "sequence_length": 64, "auto_cast_type": "f32"}

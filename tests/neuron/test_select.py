@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from djl_python.backends import select
+from djl_python.backends import dispatch as select
+from djl_python.backends.neuron import devices
 from tests.models import PYTORCH_BACKEND_REASON, pytorch_backend_available
 from tests.neuron.conftest import make_config
 
@@ -18,8 +19,8 @@ def host(monkeypatch: pytest.MonkeyPatch):
 
     def set_host(*, neuron_devices: int = 0, tnx: bool = False, cuda: bool = False) -> None:
         nodes = [f"/dev/neuron{i}" for i in range(neuron_devices)]
-        monkeypatch.setattr(select.glob, "glob", lambda pattern: list(nodes) if pattern == "/dev/neuron*" else [])
-        monkeypatch.setattr(select.importlib.util, "find_spec",
+        monkeypatch.setattr(devices.glob, "glob", lambda pattern: list(nodes) if pattern == "/dev/neuron*" else [])
+        monkeypatch.setattr(devices.importlib.util, "find_spec",
                             lambda name: object() if tnx and name == "transformers_neuronx" else None)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
@@ -56,18 +57,18 @@ def test_explicit_device_wins(host) -> None:
 
 def test_core_count(host, monkeypatch: pytest.MonkeyPatch) -> None:
     host(neuron_devices=6)  # inf2.24xlarge: 6 Inferentia2 chips, 12 cores
-    assert select.neuron_core_count() == 12
+    assert devices.neuron_core_count() == 12
     monkeypatch.setenv("NEURON_RT_NUM_CORES", "4")
-    assert select.neuron_core_count() == 4
+    assert devices.neuron_core_count() == 4
 
 
 def test_the_double_counts_as_installed(tnx) -> None:
-    assert select.tnx_importable()
+    assert devices.tnx_importable()
 
 
 def test_load_backend_dispatch_to_neuron(tiny_llama: Path, tnx) -> None:
     from djl_python.artifacts import resolve_artifacts
-    from djl_python.backends.neuron import NeuronBackend
+    from djl_python.backends.neuron.backend import NeuronBackend
 
     config = make_config(tiny_llama, device="neuron", max_rolling_batch_size=2, n_positions=64)
     backend = select.load_backend(config, resolve_artifacts(config))
@@ -77,7 +78,7 @@ def test_load_backend_dispatch_to_neuron(tiny_llama: Path, tnx) -> None:
 @pytest.mark.skipif(not pytorch_backend_available(), reason=PYTORCH_BACKEND_REASON)
 def test_load_backend_dispatch_to_pytorch(tiny_llama: Path) -> None:
     from djl_python.artifacts import resolve_artifacts
-    from djl_python.backends.pytorch import PyTorchBackend
+    from djl_python.backends.pytorch.backend import PyTorchBackend
 
     config = make_config(tiny_llama, device="cpu", max_rolling_batch_size=2, n_positions=64)
     backend = select.load_backend(config, resolve_artifacts(config))

@@ -1,7 +1,7 @@
 """The double's own table of transformers-neuronx (TNX) releases, read from the real source.
 
 Written from aws-neuron/transformers-neuronx at these commits (``git show REV:path``),
-never from the product's ``djl_python/backends/neuron_versions.py``:
+never from the product's ``djl_python/backends/neuron/versions.py``:
 
 =============  =========  ==================================================================
 label          commit     what this double takes from it

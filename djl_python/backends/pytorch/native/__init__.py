@@ -8,9 +8,3 @@ matmuls of a small model's decode step. It is built *from* the loaded Hugging Fa
 Hugging Face forward as its fallback, and ``PyTorchBackend.load(native=False)`` forces that
 fallback for any model (no serving option does: tests and benchmarks use it).
 """
-
-from __future__ import annotations
-
-from djl_python.backends.native.llama import LLAMA_FAMILY, NativeLlama, llama_support
-
-__all__ = ["LLAMA_FAMILY", "NativeLlama", "llama_support"]

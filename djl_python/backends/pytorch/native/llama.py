@@ -1,11 +1,11 @@
 """The llama family (llama, mistral, SmolLM2) on packed KV rows, with fused weights.
 
 Why: on a CPU a small model's decode step pays a dispatch and an OpenMP fork/join for
-every op, not only for its matmuls (SmolLM2-135M, batch 16: the Hugging Face forward
-issues 211 matmuls among 6,755 aten calls per step, recomputes the rotary tables and
-builds mask objects every step). Here one layer is 4 matmuls (QKV, output, gate-up,
-down; 121 per step with the LM head, 5,119 aten calls), the rotary tables are computed
-once, and attention reads the KV rows in place. docs/performance.md has what is left.
+every op, not only for its matmuls, and the Hugging Face forward issues many more ops
+than its matmuls, recomputes the rotary tables and builds mask objects every step. Here
+one layer is 4 matmuls (QKV, output, gate-up, down), the rotary tables are computed
+once, and attention reads the KV rows in place. docs/performance.md has the op counts
+and what is left.
 
 Same arithmetic as ``transformers``' ``LlamaForCausalLM`` (the reference the tests hold it
 to): the same RMSNorm formula (fp32 statistics, weight applied in the model dtype), the
@@ -42,10 +42,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from djl_python.backends.native.cpu_kernels import CpuKernels
-from djl_python.backends.native.linear import linear as _linear
-from djl_python.backends.native.linear import packed_dtype, packs_on, prepack, release
-from djl_python.backends.native.step_ops import KernelOps, StepOps, TorchOps
+from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
+from djl_python.backends.pytorch.native.linear import linear as _linear
+from djl_python.backends.pytorch.native.linear import packed_dtype, packs_on, prepack, release
+from djl_python.backends.pytorch.native.step_ops import KernelOps, StepOps, TorchOps
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
 # Rope types whose cos/sin depend on the position only (one table serves every step).

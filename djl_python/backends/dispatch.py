@@ -8,13 +8,11 @@ given (its backend reports what is missing). One log line records the choice.
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import logging
-import os
 from typing import TYPE_CHECKING
 
 from djl_python.backends.base import Backend
+from djl_python.backends.neuron.devices import neuron_devices, tnx_importable
 
 if TYPE_CHECKING:
     from djl_python.artifacts import ModelArtifacts
@@ -22,24 +20,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 DEVICES = ("neuron", "cuda", "cpu")
-CORES_PER_NEURON_DEVICE = 2  # Inferentia2 and Trainium1: two NeuronCores per /dev/neuronN
-
-
-def neuron_devices() -> list[str]:
-    """The Neuron device nodes present on this host."""
-    return sorted(glob.glob("/dev/neuron*"))
-
-
-def neuron_core_count() -> int:
-    """Visible NeuronCores: ``NEURON_RT_NUM_CORES`` if set, else two per device node."""
-    configured = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
-    if configured.isdigit():
-        return int(configured)
-    return CORES_PER_NEURON_DEVICE * len(neuron_devices())
-
-
-def tnx_importable() -> bool:
-    return importlib.util.find_spec("transformers_neuronx") is not None
 
 
 def cuda_available() -> bool:
@@ -70,27 +50,30 @@ def select_device(requested: str = "auto") -> str:
 
 
 def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
-    """Build the backend for ``config.device`` (after ``select_device``) from resolved ``artifacts``."""
+    """Build the backend for ``config.device`` (after ``select_device``) from resolved ``artifacts``.
+
+    The shape is settled here, once, before either backend reads it: the settings the
+    compiled artifacts fix and the configuration left unset are merged into the
+    configuration (:meth:`HandlerConfig.with_compiled_settings`); both backends then read
+    ``config.max_slots``, ``n_positions`` and ``dtype`` and nothing else.
+    """
+    config = config.with_compiled_settings(artifacts.adopted)
     device = select_device(config.device)
     if device == "neuron":
-        from djl_python.backends.neuron import NeuronBackend
+        from djl_python.backends.neuron.load import load_neuron_backend
 
-        return NeuronBackend.load(config, artifacts)
-    from djl_python.backends.cpu_policy import bound_shape_caches
-    from djl_python.backends.memory import check_budget, plan_memory
-    from djl_python.backends.pytorch import PyTorchBackend
+        return load_neuron_backend(config, artifacts)
+    from djl_python.backends.pytorch.cpu_policy import bound_shape_caches
+    from djl_python.backends.pytorch.memory import check_budget, plan_memory
+    from djl_python.backends.pytorch.backend import PyTorchBackend
 
     warn_tensor_parallel(config, device)
     if device == "cpu":
         bound_shape_caches()  # before the memory plan, whose probe creates the first oneDNN primitive
-    # Settings adopted from compiled artifacts (unset in the configuration) apply here too.
-    adopted = getattr(artifacts, "adopted", {}) or {}
-    rolling = config.rolling_batch_enabled
-    max_slots = config.max_rolling_batch_size if rolling else config.batch_size
     shape = {
-        "max_slots": int(adopted.get("max_rolling_batch_size" if rolling else "batch_size", max_slots)),
-        "n_positions": config.n_positions or adopted.get("n_positions"),
-        "dtype": config.dtype or adopted.get("dtype"),
+        "max_slots": config.max_slots,
+        "n_positions": config.n_positions,
+        "dtype": config.dtype,
         "device": device,
         "trust_remote_code": config.trust_remote_code,
     }

@@ -1,17 +1,17 @@
-"""The Neuron backend: a transformers-neuronx (TNX) model behind the slot interface.
+"""From configuration and artifacts to a running Neuron strategy: :func:`load_neuron_backend`.
 
-``NeuronBackend.load(config, artifacts)`` decides the load plan, applies the
-Neuron environment (``NEURON_CC_FLAGS``, ``NEURON_COMPILE_CACHE_URL``), loads
-and compiles (or reloads saved graphs) within ``option.model_loading_timeout``,
-and returns one of the two strategies in :mod:`.neuron_strategies`:
-``ContinuousBatchingBackend`` or ``NaiveRollingBatchBackend``.
+It decides the load plan, applies the Neuron environment (``NEURON_CC_FLAGS``,
+``NEURON_COMPILE_CACHE_URL``), loads and compiles (or reloads saved graphs) within
+``option.model_loading_timeout``, and returns the strategy of :mod:`.strategies`
+that the plan names: ``ContinuousBatchingBackend`` or ``NaiveRollingBatchBackend``.
 
-Where the plan comes from (see :mod:`.neuron_plan`):
+Where the plan comes from (see :mod:`.plan`):
 
 * a folder written by ``djl-partition`` (``neuron.djl_python.plan`` in
   config.json): the recorded plan, so the saved NEFFs match by hash;
 * a DJL-partitioned folder (presharded weights in ``compiled/``): the serving
-  configuration, then the optimum-neuron candidates;
+  configuration (whose unset shape the artifacts' neuron block already filled in),
+  then the optimum-neuron candidates;
 * any other optimum-neuron export: one candidate per optimum-neuron era (the
   export does not say which release wrote it), tried in turn against the NEFFs;
 * a Hugging Face checkpoint: the serving configuration.
@@ -23,29 +23,30 @@ double in ``tests/neuron_double`` (docs/neuron.md lists what that covers).
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from djl_python.backends.base import Backend, BackendInfo, BackendLimits
-from djl_python.config import dtypes
+from djl_python.artifacts import check_manifest, upload_s3
+from djl_python.artifacts.manifest import library_versions
 from djl_python.backends.model_defaults import eos_token_ids
-from djl_python.backends.neuron_loader import import_features, load_optimum_model, load_tnx_model
-from djl_python.backends.neuron_plan import (
+from djl_python.backends.neuron.backend import NeuronBackend
+from djl_python.backends.neuron.devices import visible_core_count
+from djl_python.backends.neuron.loader import import_features, load_optimum_model, load_tnx_model
+from djl_python.backends.neuron.plan import (
     CONTINUOUS,
     NAIVE,
     NeuronLoadPlan,
     plan_from_config,
     plans_from_optimum_block,
 )
-from djl_python.backends.neuron_versions import NeuronVersionError, TnxFeatures, fmt, model_support
+from djl_python.backends.neuron.strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
+from djl_python.backends.neuron.versions import NeuronVersionError, TnxFeatures, fmt, model_support
+from djl_python.config import ConfigError, ConfigProblem, apply_environment, dtypes
 
 if TYPE_CHECKING:
     from djl_python.artifacts import ModelArtifacts
@@ -61,23 +62,46 @@ def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
             "neuron_config": plan.neuron_options}
 
 
-def visible_core_count() -> int:
-    """NeuronCores this process may use: ``NEURON_RT_VISIBLE_CORES`` (``"2"``, ``"0-3"``, ``"0,1,4-5"``) when
-    set, else ``NEURON_RT_NUM_CORES``, else two per device node (the Neuron runtime's own precedence)."""
-    from djl_python.backends.select import neuron_core_count
+def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> NeuronBackend:
+    """Load (compiling if needed) the model in ``artifacts`` as configured, as the strategy its plan names;
+    see the module docstring.
 
-    visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
-    if not visible:
-        return neuron_core_count()
-    cores: set[int] = set()
-    try:
-        for part in visible.split(","):
-            first, _, last = part.strip().partition("-")
-            cores.update(range(int(first), int(last or first) + 1))
-    except ValueError as err:
-        raise NeuronVersionError(
-            f"NEURON_RT_VISIBLE_CORES={visible!r}: expected core ids like 0-3 or 0,1,4-5") from err
-    return len(cores)
+    Raises ``NeuronVersionError`` for what the installed TNX cannot do and
+    ``NeuronLoadTimeout`` past ``option.model_loading_timeout``.
+    """
+    started = time.monotonic()
+    deadline = started + config.model_loading_timeout
+    # The artifacts layer may have downloaded compiled_graph_path or copied a read-only
+    # mount; the compiler must use that local, writable copy.
+    cache = artifacts.compiled_dir if config.compiled_graph_path else None
+    changed = apply_environment(config, compile_cache=cache)
+    if changed:
+        logger.info("Neuron environment: %s", changed)
+    tnx, features = import_features()
+    model_support(artifacts.model_type, features.version)
+    check_sliding_window(artifacts, features)
+    if config.model_loader == "optimum":
+        model, plan = _load_with_optimum(config, artifacts, features, deadline)
+    else:
+        plans = decide_plans(config, artifacts, features)
+        check_checkpoint(artifacts, features, plans[0])
+        _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
+        present = _files(artifacts.compiled_dir)
+        model, plan = load_tnx_model(
+            plans, artifacts.checkpoint_dir, artifacts.compiled_dir,
+            deadline=deadline, timeout_s=config.model_loading_timeout,
+        )
+        _publish_compiled(config, artifacts, present)
+    strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
+    backend = strategy(
+        model,
+        plan,
+        vocab_size=int(artifacts.hf_config["vocab_size"]),
+        eos_ids=_eos_ids(artifacts),
+        tnx_version=str(getattr(tnx, "__version__", fmt(features.version))),
+    )
+    logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
+    return backend
 
 
 def tensor_parallel_degree(config: HandlerConfig) -> int:
@@ -86,8 +110,6 @@ def tensor_parallel_degree(config: HandlerConfig) -> int:
         return config.resolved_tp_degree(visible_core_count())
     degree = int(config.tensor_parallel_degree)
     if os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip() and degree > visible_core_count():
-        from djl_python.config import ConfigError, ConfigProblem
-
         raise ConfigError([ConfigProblem(
             "option.tensor_parallel_degree", degree,
             f"NEURON_RT_VISIBLE_CORES={os.environ['NEURON_RT_VISIBLE_CORES']} makes {visible_core_count()} "
@@ -103,10 +125,9 @@ def decide_plans(config: HandlerConfig, artifacts: ModelArtifacts, features: Tnx
         if recorded is not None:
             return [NeuronLoadPlan.from_json(recorded)]
         optimum = plans_from_optimum_block(block, artifacts.model_type, features)
-        if getattr(artifacts, "presharded", False):
+        if artifacts.presharded:
             # A DJL-partitioned folder was compiled from the serving configuration, not by optimum-neuron;
-            # what the configuration leaves unset comes from its neuron block (artifacts.adopted).
-            config = config.model_copy(update=dict(artifacts.adopted or {}))
+            # what the configuration left unset already comes from its neuron block (dispatch.load_backend).
             own = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
                                    tp_degree=tensor_parallel_degree(config), features=features)
             return [own, *optimum]
@@ -130,7 +151,7 @@ def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: Neu
             f"{fmt(features.version)} cannot read (0.9 reads model.safetensors, pytorch_model.bin or a split "
             "pytorch_model.bin/ directory); upgrade transformers-neuronx to >= 0.10 or save the model unsharded "
             "(save_pretrained(..., max_shard_size=\"1000GB\"))")
-    if getattr(artifacts, "presharded", False):
+    if artifacts.presharded:
         if not features.presharded:
             raise NeuronVersionError(
                 f"{artifacts.checkpoint_dir} holds presharded weights (is_presharded_checkpoint), which "
@@ -156,104 +177,6 @@ def check_sliding_window(artifacts: ModelArtifacts, features: TnxFeatures) -> No
             ">= 0.10")
 
 
-def concatenates_prompts(model: Any) -> bool:
-    """Whether the built model prefills several prompts as one concatenated row, whose total
-    length must fit a context bucket (TNX 0.13 with ``cache_layout=BSH`` under continuous
-    batching: 1ade6d7 ``config.py:369-371`` ``use_1d_query``, ``base.py:513-537``). Such a
-    model gets one prompt per prefill; otherwise both strategies take any number."""
-    return bool(getattr(getattr(model, "neuron_config", None), "use_1d_query", False))
-
-
-class NeuronBackend(Backend):
-    """State and helpers shared by both strategies; build one with :meth:`load`."""
-
-    def __init__(self, model: Any, plan: NeuronLoadPlan, *, vocab_size: int, eos_ids: tuple[int, ...],
-                 tnx_version: str) -> None:
-        self.model, self.plan = model, plan
-        # Filler for padding and empty rows (DJL pads with EOS); its KV is masked or never read.
-        self.pad_token_id = eos_ids[0] if eos_ids else 0
-        self.limits = BackendLimits(
-            max_slots=plan.batch_size,
-            n_positions=plan.n_positions,
-            prefill_buckets=tuple(plan.prefill_buckets),
-            vocab_size=vocab_size,
-            eos_token_ids=eos_ids,
-            max_prefill_slots=1 if concatenates_prompts(model) else None,
-        )
-        self.info = BackendInfo(
-            name="neuron",
-            device="neuron",
-            model_type=plan.model_type,
-            dtype=dtypes.canonical(plan.model_kwargs.get("amp")) or str(plan.model_kwargs.get("amp")),
-            extra={"strategy": plan.strategy, "tp_degree": plan.model_kwargs.get("tp_degree"),
-                   "transformers_neuronx": tnx_version},
-        )
-
-    # -- construction ---------------------------------------------------------------------------
-    @classmethod
-    def load(cls, config: HandlerConfig, artifacts: ModelArtifacts) -> NeuronBackend:
-        """Load (compiling if needed) the model in ``artifacts`` as configured; see the module docstring.
-
-        Raises ``NeuronVersionError`` for what the installed TNX cannot do and
-        ``NeuronLoadTimeout`` past ``option.model_loading_timeout``.
-        """
-        from djl_python.backends.neuron_strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
-        from djl_python.config import apply_environment
-
-        started = time.monotonic()
-        deadline = started + config.model_loading_timeout
-        # The artifacts layer may have downloaded compiled_graph_path or copied a read-only
-        # mount; the compiler must use that local, writable copy.
-        cache = artifacts.compiled_dir if config.compiled_graph_path else None
-        changed = apply_environment(config, compile_cache=cache)
-        if changed:
-            logger.info("Neuron environment: %s", changed)
-        tnx, features = import_features()
-        model_support(artifacts.model_type, features.version)
-        check_sliding_window(artifacts, features)
-        if config.model_loader == "optimum":
-            model, plan = _load_with_optimum(config, artifacts, features, deadline)
-        else:
-            plans = decide_plans(config, artifacts, features)
-            check_checkpoint(artifacts, features, plans[0])
-            _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
-            present = _files(artifacts.compiled_dir)
-            model, plan = load_tnx_model(
-                plans, artifacts.checkpoint_dir, artifacts.compiled_dir,
-                deadline=deadline, timeout_s=config.model_loading_timeout,
-            )
-            _publish_compiled(config, artifacts, present)
-        strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
-        backend = strategy(
-            model,
-            plan,
-            vocab_size=int(artifacts.hf_config["vocab_size"]),
-            eos_ids=_eos_ids(artifacts),
-            tnx_version=str(getattr(tnx, "__version__", fmt(features.version))),
-        )
-        logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
-        return backend
-
-    # -- shared helpers -------------------------------------------------------------------------
-    def _check_slots(self, slot_ids: Sequence[int]) -> None:
-        if not slot_ids:
-            raise ValueError("slot_ids must not be empty")
-        if list(slot_ids) != sorted(set(slot_ids)) or slot_ids[0] < 0 or slot_ids[-1] >= self.limits.max_slots:
-            raise ValueError(f"slot_ids must be ascending, distinct and in [0, {self.limits.max_slots}): {slot_ids}")
-
-    def _forward(self, input_ids: torch.Tensor, cache_ids: torch.Tensor, start_ids: torch.Tensor, *,
-                 rows: int) -> torch.Tensor:
-        """TNX ``forward`` (positional: GPT-J/GPT-NeoX call the second argument ``cache_offset``)."""
-        with torch.inference_mode():
-            logits = self.model.forward(input_ids, cache_ids, start_ids)
-        if logits.dim() == 3:  # [B, 1, V] from wrappers
-            logits = logits[:, -1, :]
-        if logits.shape[0] != rows or logits.shape[1] < self.limits.vocab_size:
-            raise RuntimeError(f"transformers-neuronx returned logits {tuple(logits.shape)}, expected "
-                               f"[{rows}, {self.limits.vocab_size}]")
-        # TNX pads the vocabulary to a multiple of tp_degree; the padding columns are not tokens.
-        return logits[:, : self.limits.vocab_size].float()
-
 
 def _eos_ids(artifacts: ModelArtifacts) -> tuple[int, ...]:
     generation: dict[str, Any] = {}
@@ -267,9 +190,6 @@ def _eos_ids(artifacts: ModelArtifacts) -> tuple[int, ...]:
 def _check_manifest(artifacts: ModelArtifacts, plan: NeuronLoadPlan, tnx_version: str) -> None:
     """Refuse saved graphs whose manifest says they were built with other settings or with another
     transformers-neuronx / a newer neuronx-cc (before loading weights)."""
-    from djl_python.artifacts import check_manifest
-    from djl_python.artifacts.manifest import library_versions
-
     if artifacts.manifest is not None and artifacts.compiled_dir is not None:
         installed = library_versions()
         check_manifest(artifacts.manifest, compile_config(plan), where=str(artifacts.compiled_dir),
@@ -287,8 +207,6 @@ def _publish_compiled(config: HandlerConfig, artifacts: ModelArtifacts, present:
     url = config.compiled_graph_path
     if not url or not str(url).startswith("s3://") or artifacts.compiled_dir is None:
         return
-    from djl_python.partition import upload_s3
-
     if not _files(artifacts.compiled_dir) - present:
         return
     try:

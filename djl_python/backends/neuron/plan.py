@@ -22,7 +22,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from djl_python.backends.neuron_versions import (
+from djl_python.backends.neuron.versions import (
     NeuronVersionError,
     TnxFeatures,
     fmt,
@@ -253,7 +253,7 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
     version = features.version
     sup = model_support(model_type, version)
     strategy = choose_strategy(config, model_type, features)
-    batch_size = config.max_rolling_batch_size if config.rolling_batch_enabled else config.batch_size
+    batch_size = config.max_slots
     if strategy == SINGLE_ROW and batch_size > 1:
         logger.warning("%s is served one row at a time (batch of %d requested): transformers-neuronx %s "
                        "cannot batch its left-padded rows (see the warning above for llama)",

@@ -116,8 +116,8 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     from transformers import AutoConfig
 
     from djl_python.backends import model_defaults as defaults
-    from djl_python.backends.native import llama_support
-    from djl_python.backends.native.linear import packed_dtype
+    from djl_python.backends.pytorch.native.llama import llama_support
+    from djl_python.backends.pytorch.native.linear import packed_dtype
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -203,7 +203,7 @@ def check_budget(plan: MemoryPlan, config: Any, device: str) -> None:
     logger.info("memory plan: %s; budget %s (%s)", plan.describe(), gib(budget), why)
     if plan.total_bytes <= budget:
         return
-    slots_key = config.origin("max_rolling_batch_size" if config.rolling_batch_enabled else "batch_size")
+    slots_key = config.origin(config.slots_key)
     n_pos_key, dtype_key = config.origin("n_positions"), config.origin("dtype")
     budget_key = config.origin("memory_budget")
     advice = f"lower {slots_key} (now {plan.slots}) or {n_pos_key} (now {plan.n_positions})"

@@ -15,10 +15,10 @@ from typing import Sequence
 
 import torch
 
-from djl_python.backends.attention_masks import RowMasks, mask_mode_for
-from djl_python.backends.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
-from djl_python.backends.row_cache import RowCache
-from djl_python.backends.slot_rows import first_if_contiguous
+from djl_python.backends.pytorch.attention_masks import RowMasks, mask_mode_for
+from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
+from djl_python.backends.pytorch.kv_cache import RowCache
+from djl_python.backends.pytorch.slot_rows import first_if_contiguous
 
 
 class HFRows:

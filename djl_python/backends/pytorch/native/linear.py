@@ -8,14 +8,14 @@ Four kernels, picked per weight once at load and per call by the number of rows:
   ``torch.ops.mkldnn._linear_pointwise`` on it. This is the layout vLLM's CPU build runs
   its dense layers on (``vllm/model_executor/layers/utils.py``,
   ``dispatch_cpu_unquantized_gemm``: ``create_onednn_mm`` on the weight, the plain weight
-  removed). It is faster than the best unpacked kernel at every row count measured
+  removed). It is faster than the best unpacked kernel at every row count tried
   (docs/performance.md, "Kernel choices in the native linear layers"), and one packing
   serves every row count.
 * **oneDNN, widened** (CPU, bf16 or fp16 where oneDNN does not take them, fp32 where it
   does: AVX2 CPUs). The half weight is widened to fp32 and packed; a call widens the
   activations, runs the fp32 GEMM and rounds the output to the model dtype once. That is
   the arithmetic of a half-precision GEMM with fp32 accumulation (both factors are exact in
-  fp32), at fp32 GEMM speed instead of the 4-6x slower emulated half GEMM, for twice the
+  fp32), at fp32 GEMM speed instead of the several times slower emulated half GEMM, for twice the
   half weights' memory (the memory plan counts it); biases are held in fp32 too.
   Activations, norms and the KV cache stay in the model dtype.
 * **weight-first** (CPU, unpacked, a decode step's few rows): ``weight @ x.T``. For a few
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 # Up to this many rows (a decode step) an unpacked weight takes the weight-first product; a
 # prefill's hundreds of rows are a plain GEMM that ``F.linear`` runs at full speed.
 FEW_ROWS = 64
-# The row count oneDNN is told to expect when packing: a mid-sized decode batch. Measured
-# above: the packed layout does not depend on it for these shapes.
+# The row count oneDNN is told to expect when packing: a mid-sized decode batch. The packed
+# layout does not depend on it for these shapes (docs/performance.md, kernel choices).
 _PACK_ROWS_HINT = 16
 # Half dtypes packed widened to fp32 where oneDNN does not take them (module docstring).
 WIDENED = (torch.bfloat16, torch.float16)

@@ -35,8 +35,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Sequence, TypeVar
 
-from djl_python.backends.neuron_plan import OPTION_OF_KEY, NeuronLoadPlan
-from djl_python.backends.neuron_versions import (
+from djl_python.backends.neuron.plan import OPTION_OF_KEY, NeuronLoadPlan
+from djl_python.backends.neuron.versions import (
     NeuronVersionError,
     TnxFeatures,
     detect_features,

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from djl_python.backends.native.cpu_kernels import CpuKernels, ModelKernels
-    from djl_python.backends.native.llama import DecodeRows, NativeLlama
+    from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, ModelKernels
+    from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
 
 
 class StepOps(Protocol):
@@ -62,7 +62,7 @@ class TorchOps:
         self.decode = decode
         if decode is not None:
             # Column j of a row is valid iff j <= that row's position; stale data lies beyond. An
-            # additive mask built once per step: SDPA takes it 20-30 % faster than a boolean one
+            # additive mask built once per step: SDPA runs it faster than a boolean one
             # (which it converts in every layer), and adding 0.0 leaves every score as it was.
             n, width = decode.rows.shape[0], decode.width
             self.mask = torch.zeros((n, 1, 1, width), dtype=model.embed.dtype, device=model.embed.device)

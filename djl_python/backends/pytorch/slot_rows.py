@@ -4,7 +4,7 @@ The engine names requests' KV rows by *slot* (Neuron's ``seq_ids``), hands out t
 lowest free slot, and frees slots in whatever order requests finish. Used directly as
 row indices, the running slots soon have holes (``0, 3, 4, 9, ...``) and every decode
 step must gather the running rows' keys and values (``index_select``, a full copy of
-the attended K/V per layer, ~20 % of a CPU decode step at batch 32). The PyTorch
+the attended K/V per layer: a large share of a CPU decode step). The PyTorch
 backend has no compiled shapes tying a slot to a row, so it maps slots to rows and
 keeps the occupied rows packed: a new slot takes row ``n``, and a released row is
 filled by moving the last occupied row into it (one copy of that row's written

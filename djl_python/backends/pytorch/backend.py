@@ -46,14 +46,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from djl_python.backends import model_defaults as defaults
-from djl_python.backends.attention_masks import mask_mode_for
+from djl_python.backends.pytorch.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
-from djl_python.backends.cpu_policy import bound_shape_caches, cpu_threads
-from djl_python.backends.hf_rows import HFRows
-from djl_python.backends.native import NativeLlama, llama_support
-from djl_python.backends.native.llama import DecodeRows
-from djl_python.backends.native.cpu_kernels import load as load_cpu_kernels
-from djl_python.backends.slot_rows import RowMove, SlotRows, first_if_contiguous
+from djl_python.backends.pytorch.cpu_policy import bound_shape_caches, cpu_threads
+from djl_python.backends.pytorch.hf_forward import HFRows
+from djl_python.backends.pytorch.native.llama import NativeLlama, llama_support
+from djl_python.backends.pytorch.native.llama import DecodeRows
+from djl_python.backends.pytorch.native.cpu_kernels import load as load_cpu_kernels
+from djl_python.backends.pytorch.slot_rows import RowMove, SlotRows, first_if_contiguous
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class PyTorchBackend(Backend):
                         "default", ",".join(bf16_flags))
         if torch_device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16) and not bf16_flags:
             # Accepted, but worth saying what it costs: without bf16 instructions a half GEMM is
-            # emulated, measured 4-6x slower than fp32 on an AVX2 CPU (docs/performance.md). The
+            # emulated, several times slower than fp32 (figures in docs/performance.md). The
             # native llama forward widens its weights to fp32 for oneDNN instead (.native.linear).
             logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): the native llama-"
                            "family forward holds its matmul weights widened to fp32 (fp32 speed and weight memory, "

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import torch
 
-from djl_python.backends.neuron import NeuronBackend
-from djl_python.backends.neuron_plan import NeuronLoadPlan
-from djl_python.backends.neuron_versions import MODELS
+from djl_python.backends.neuron.backend import NeuronBackend
+from djl_python.backends.neuron.plan import NeuronLoadPlan
+from djl_python.backends.neuron.versions import MODELS
 
 
 def largest_context_bucket(plan: NeuronLoadPlan) -> int | None:
