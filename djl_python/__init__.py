@@ -8,6 +8,6 @@ from djl_python.inputs import Input
 from djl_python.outputs import Output
 from djl_python.pair_list import PairList
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Input", "Output", "PairList", "__version__"]

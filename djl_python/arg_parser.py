@@ -2,7 +2,7 @@
 
 Kept where DJL has it (``djl_python/arg_parser.py``) so DJL's own
 ``djl_python_engine.py`` can import it; this package's launcher uses
-``djl_python.djl.engine.parse_args``, which accepts the same arguments plus
+``djl_python.djl.launcher.parse_args``, which accepts the same arguments plus
 later releases' ones.
 """
 
@@ -14,6 +14,6 @@ import argparse
 class ArgParser:
     @staticmethod
     def python_engine_args() -> argparse.ArgumentParser:
-        from djl_python.djl.engine import build_parser
+        from djl_python.djl.launcher import build_parser
 
         return build_parser()

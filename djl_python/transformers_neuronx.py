@@ -39,7 +39,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from djl_python.api.errors import to_api_error
 from djl_python.api.lmi import LmiRequest, parse_request, to_engine
@@ -48,9 +48,13 @@ from djl_python.api.names import served_model_name
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.djl import bodies, records, rules
 from djl_python.djl.protocol import current as djl_protocol
+from djl_python.engine.core import EngineCore
 from djl_python.engine.request import InvalidRequest, RequestOutput
 from djl_python.inputs import Input
 from djl_python.outputs import Output
+
+if TYPE_CHECKING:
+    from djl_python.config import HandlerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +106,8 @@ class TransformersNeuronXService:
     """The handler's state: configuration, engine and the in-flight requests in Java's order."""
 
     def __init__(self) -> None:
-        self.config: Any = None
-        self.engine: Any = None
+        self.config: Optional[HandlerConfig] = None
+        self.engine: Optional[EngineCore] = None
         self.initialized = False
         self.init_error: Optional[str] = None
         self.active: list[_Active] = []
@@ -113,7 +117,8 @@ class TransformersNeuronXService:
         # Outputs of rolling requests produced while a plain request ran; sent with their next record.
         self._carry: dict[str, list[RequestOutput]] = {}
 
-    def initialize(self, properties: dict[str, str], engine: Any = None, config: Any = None,
+    def initialize(self, properties: dict[str, str], engine: Optional[EngineCore] = None,
+                   config: Optional[HandlerConfig] = None,
                    rolling: Optional[bool] = None) -> None:
         """Load configuration and engine from ``properties``, or adopt a prepared ``engine``/``config``.
 
@@ -125,7 +130,7 @@ class TransformersNeuronXService:
         elif config is None:
             config = handler_config(properties)
         self.config, self.engine = config, engine
-        self.prompts = PromptBuilder(engine.tokenizer)
+        self.prompts = PromptBuilder(engine.tokenizer, model_defaults=engine.defaults)
         self._model_name = served_model_name(config.model_id, config.model_dir)
         self.initialized = True
         logger.info("transformers_neuronx handler ready (rolling batch: %s)", self._rolling)
@@ -171,7 +176,7 @@ class TransformersNeuronXService:
             raise InvalidRequest("body", "empty request")
         data = bodies.coerce_parameters(bodies.decode_body(body, item.get_content_type()))
         req = parse_request(data, item.get_content_type(), default_output_formatter=self.config.output_formatter,
-                            tgi_compat=bool(self.config.tgi_compat))
+                            tgi_compat=bool(self.config.tgi_compat), model_defaults=self.prompts.model_defaults)
         seed = bodies.java_seed(item.get_as_string("seed")) if item.contains_key("seed") else None
         if seed is not None and req.params.seed is None and req.params.do_sample:
             # Java's per-request seed (rolling batch), for a sampled request that names none, as DJL's handler.
@@ -182,8 +187,7 @@ class TransformersNeuronXService:
 
     def _one_prompt(self, req: LmiRequest) -> EngineRequest:
         """The engine request of a rolling or plain request: one prompt, or one chat."""
-        if not req.is_chat:
-            req.prompt  # noqa: B018 - one prompt per rolling request; raises InvalidRequest("inputs")
+        req.check_single()  # one prompt per rolling request
         return to_engine(req, self.prompts)[0]
 
     def _start(self, item: Input) -> _Active:

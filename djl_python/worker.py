@@ -1,7 +1,7 @@
 """``python -m djl_python.worker``: the DJL engine loop without DJL's engine-cache launcher.
 
 Same loop, arguments and behaviour as the launcher ``djl-engine-install``
-writes (see ``djl_python.djl.engine``). The DJL release whose protocol it
+writes (see ``djl_python.djl.launcher``). The DJL release whose protocol it
 speaks is ``$DJL_PYTHON_DJL_VERSION`` (default 0.28.0); ``DJL_PYTHON_WIRE``
 (``int16``/``int32``) overrides the string framing alone.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from djl_python.djl.engine import ACCEPT_TIMEOUT_S, DEFAULT_ENTRY_POINT, STARTED_MARKER, invoke, parse_args
-from djl_python.djl.engine import main as _engine_main
+from djl_python.djl.launcher import ACCEPT_TIMEOUT_S, DEFAULT_ENTRY_POINT, STARTED_MARKER, invoke, parse_args
+from djl_python.djl.launcher import main as _engine_main
 
 __all__ = ["ACCEPT_TIMEOUT_S", "DEFAULT_ENTRY_POINT", "STARTED_MARKER", "invoke", "main", "parse_args"]
 

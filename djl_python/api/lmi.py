@@ -31,6 +31,7 @@ from djl_python.api.body import Body, FailFastList, json_object, validate
 from djl_python.api.chat import ChatMessage
 from djl_python.api.openai import ChatCompletionRequest
 from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
 from djl_python.config.lmi import OutputFormatterName
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
@@ -55,16 +56,12 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow", frozen=True, allow_inf_nan=False)
 
 
-class LmiParameters(_Lenient):
-    """The ``parameters`` object of an LMI request (names as in DJL LMI)."""
+class LmiParameters(with_knob_fields("_LmiKnobs", _Lenient)):  # type: ignore[misc]
+    """The ``parameters`` object of an LMI request (names as in DJL LMI); every sampling knob
+    (``temperature``, ``top_k``, ``top_p``, ``typical_p``, ``repetition_penalty``, ``min_p``) is a field."""
 
     max_new_tokens: Optional[int] = None
     do_sample: Optional[bool] = None
-    temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    repetition_penalty: Optional[float] = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: Optional[int] = None
@@ -123,12 +120,11 @@ class LmiRequest:
     def is_chat(self) -> bool:
         return self.messages is not None
 
-    @property
-    def prompt(self) -> str:
-        """The single prompt of a non-chat request (rolling batch takes one per request)."""
-        if len(self.prompts) != 1:
+    def check_single(self) -> None:
+        """Raise ``InvalidRequest("inputs")`` unless this is a chat or holds exactly one prompt
+        (a rolling batch and an HTTP route take one per request; DJL's static batch takes lists)."""
+        if not self.is_chat and len(self.prompts) != 1:
             raise InvalidRequest("inputs", f"expected one prompt per request, got {len(self.prompts)}")
-        return self.prompts[0]
 
 
 def parse_request(
@@ -137,33 +133,28 @@ def parse_request(
     *,
     default_output_formatter: Optional[str] = None,
     tgi_compat: bool = False,
+    model_defaults: Mapping[str, Any] = {},  # noqa: B006 - read only
 ) -> LmiRequest:
     """Validate one request body.
 
     ``content_type`` starting with ``text/plain`` wraps the body as ``inputs``.
     ``default_output_formatter`` (``option.output_formatter``) applies when the
     request names none; ``tgi_compat`` (``option.tgi_compat``) switches the
-    json/jsonlines/sse shapes to TGI's. Raises ``InvalidRequest``.
+    json/jsonlines/sse shapes to TGI's. Sampling knobs the request leaves unset take the
+    model's ``model_defaults`` (``PromptBuilder.model_defaults``), as on every API. Raises
+    ``InvalidRequest``.
     """
     data = json_object(body, content_type)
     if "messages" in data:
         # Chat keeps the OpenAI shapes: option.output_formatter names a text format.
-        return _parse_chat(data)
-    return _parse_lmi(data, default_output_formatter, tgi_compat)
+        return _parse_chat(data, model_defaults)
+    return _parse_lmi(data, default_output_formatter, tgi_compat, model_defaults)
 
 
 def _stops(value: StopSpec) -> tuple[str, ...]:
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
-
-
-def _sampling(prefix: str, names: Mapping[str, str], **kwargs: Any) -> SamplingParams:
-    """Build ``SamplingParams``; its errors are renamed to the user's field path."""
-    try:
-        return SamplingParams(**kwargs)
-    except InvalidRequest as e:
-        raise InvalidRequest(prefix + names.get(e.field, e.field), e.message) from None
 
 
 def _reject_unsupported(prefix: str, n: int, best_of: Optional[int] = None, num_beams: int = 1) -> None:
@@ -190,7 +181,8 @@ def _resolve_formatter(explicit: Optional[str], default: Optional[str], *, chat:
     return "json"
 
 
-def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compat: bool) -> LmiRequest:
+def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compat: bool,
+               model_defaults: Mapping[str, Any]) -> LmiRequest:
     if "inputs" not in data:
         raise InvalidRequest("inputs", "missing: an LMI request needs 'inputs' (or 'messages' for chat)")
     req: LmiBody = validate(LmiBody, data)
@@ -214,17 +206,16 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     details = p.details or tgi_compat
     # Per-token log-probs appear in every streamed token and in json details.
     want_logprobs = bool(p.logprobs) or top_n > 0 or details or formatter in ("jsonlines", "sse")
-    kwargs: dict[str, Any] = dict(
-        do_sample=bool(p.do_sample), temperature=p.temperature, top_k=p.top_k, top_p=p.top_p,
-        typical_p=p.typical_p, repetition_penalty=p.repetition_penalty,
+    stop_name = "stop_sequences" if p.stop_sequences is not None else "stop"
+    params = sampling_params(
+        requested_knobs(p), model_defaults, do_sample=bool(p.do_sample), prefix="parameters.",
+        names={"stop": stop_name, "top_logprobs": "top_n_tokens"},
+        max_new_tokens=p.max_new_tokens if p.max_new_tokens is not None else LMI_DEFAULT_MAX_NEW_TOKENS,
         presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, seed=p.seed,
         stop=_stops(p.stop if p.stop is not None else p.stop_sequences),
         stop_token_ids=tuple(p.stop_token_ids or ()), ignore_eos=p.ignore_eos,
         logprobs=want_logprobs, top_logprobs=top_n,
     )
-    kwargs["max_new_tokens"] = p.max_new_tokens if p.max_new_tokens is not None else LMI_DEFAULT_MAX_NEW_TOKENS
-    stop_name = "stop_sequences" if p.stop_sequences is not None else "stop"
-    params = _sampling("parameters.", {"stop": stop_name, "top_logprobs": "top_n_tokens"}, **kwargs)
     return LmiRequest(
         params=params, output_formatter=formatter, prompts=prompts, stream=req.stream, details=details,
         decoder_input_details=p.decoder_input_details, return_full_text=p.return_full_text, top_n_tokens=top_n,
@@ -233,9 +224,9 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     )
 
 
-def _parse_chat(data: dict[str, Any]) -> LmiRequest:
+def _parse_chat(data: dict[str, Any], model_defaults: Mapping[str, Any]) -> LmiRequest:
     req: LmiChatBody = validate(LmiChatBody, data)
-    params = req.sampling_params()
+    params = req.to_sampling_params(model_defaults)
     formatter = _resolve_formatter(req.output_formatter, None, chat=True, stream=bool(req.stream),
                                    tgi_compat=False, field_name="output_formatter")
     return LmiRequest(

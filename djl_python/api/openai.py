@@ -18,23 +18,27 @@ tiers are accepted and change nothing: ``user``, ``store``, ``metadata``,
 ``/invocations`` with ``messages`` and the DJL handler all validate it (LMI adds
 only ``output_formatter``), so one chat body gets one validation result.
 
-Sampling follows OpenAI's semantics: the default temperature is 1.0, which
-means *sampling*; ``temperature=0`` is greedy decoding. ``max_tokens`` unset
-means "until EOS or the context is full" (the engine clamps it).
+Sampling follows OpenAI's semantics in vLLM's order (``to_sampling_params``): a knob the
+request leaves unset takes the model's generation_config value, else OpenAI's default
+(temperature 1.0); the request samples when that temperature is above 0, so
+``temperature=0`` is greedy decoding. ``max_tokens`` unset means "until EOS or the
+context is full" (the engine clamps it).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from djl_python.api.body import FailFastList
 from djl_python.api.chat import ChatMessage
 from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
 UNLIMITED_TOKENS = 2**31 - 1
+OPENAI_DEFAULTS: Mapping[str, Any] = {"temperature": 1.0}  # OpenAI's: unset temperature samples
 
 
 class _Body(BaseModel):
@@ -45,13 +49,11 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _Common(_Body):
-    """Fields both endpoints share, plus the vLLM-style extensions ``top_k``,
-    ``repetition_penalty`` and ``ignore_eos``."""
+class _Common(with_knob_fields("_OpenAIKnobs", _Body)):  # type: ignore[misc]
+    """Fields both endpoints share: every sampling knob (``temperature``, ``top_p`` and the
+    vLLM-style ``top_k``, ``min_p``, ``repetition_penalty``...), plus ``ignore_eos`` and the rest."""
 
     model: Optional[str] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
     n: Optional[int] = None
     stream: Optional[bool] = False
     stream_options: Optional[StreamOptions] = None
@@ -60,10 +62,7 @@ class _Common(_Body):
     frequency_penalty: Optional[float] = None
     seed: Optional[int] = None
     logit_bias: Optional[dict[str, float]] = None
-    top_k: Optional[int] = None
-    repetition_penalty: Optional[float] = None
     ignore_eos: bool = False
-    min_p: Optional[float] = None
     min_tokens: int = 0
     skip_special_tokens: bool = True
     stop_token_ids: Optional[FailFastList[int]] = None  # vLLM's: generation ends on any of these ids
@@ -81,26 +80,24 @@ class _Common(_Body):
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest("stream_options", "only allowed when stream=true")
 
-    def _params(self, max_tokens: Optional[int], max_field: str, logprobs: bool, top_logprobs: int,
-                top_field: str) -> SamplingParams:
+    def _params(self, model_defaults: Mapping[str, Any], max_tokens: Optional[int], max_field: str,
+                logprobs: bool, top_logprobs: int, top_field: str) -> SamplingParams:
         if max_tokens is not None and max_tokens <= 0:
             raise InvalidRequest(max_field, f"must be a positive integer, got {max_tokens}")
-        temperature = 1.0 if self.temperature is None else self.temperature
-        names = {"max_new_tokens": max_field, "top_logprobs": top_field}
-        top_k = 0 if self.top_k == -1 else self.top_k  # vLLM: -1 disables top-k (0 does here)
-        try:
-            return SamplingParams(
-                max_new_tokens=max_tokens if max_tokens is not None else UNLIMITED_TOKENS,
-                do_sample=temperature > 0, temperature=temperature, top_p=self.top_p, top_k=top_k,
-                repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty or 0.0,
-                frequency_penalty=self.frequency_penalty or 0.0, seed=self.seed,
-                stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
-                stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos,
-                logprobs=logprobs, top_logprobs=top_logprobs,
-                min_p=self.min_p, min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
-            )
-        except InvalidRequest as err:
-            raise InvalidRequest(names.get(err.field, err.field), err.message) from None
+        request = requested_knobs(self)
+        if request["top_k"] == -1:
+            request["top_k"] = 0  # vLLM: -1 disables top-k (0 does here)
+        return sampling_params(
+            request, model_defaults, api_defaults=OPENAI_DEFAULTS,
+            do_sample=lambda knobs: knobs["temperature"] > 0,
+            names={"max_new_tokens": max_field, "top_logprobs": top_field},
+            max_new_tokens=max_tokens if max_tokens is not None else UNLIMITED_TOKENS,
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            seed=self.seed, stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
+            stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos,
+            logprobs=logprobs, top_logprobs=top_logprobs,
+            min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
+        )
 
     @property
     def include_usage(self) -> bool:
@@ -131,7 +128,8 @@ class CompletionRequest(_Common):
                 raise InvalidRequest("prompt" if len(many) == 1 else f"prompt.{i}", "must not be empty")
         return many
 
-    def sampling_params(self) -> SamplingParams:
+    def to_sampling_params(self, model_defaults: Mapping[str, Any]) -> SamplingParams:
+        """This request's parameters: request > the model's ``model_defaults`` > OpenAI's defaults."""
         self._check_common()
         if self.best_of not in (None, 1):
             raise InvalidRequest("best_of", f"best_of is not supported, got {self.best_of}")
@@ -139,11 +137,12 @@ class CompletionRequest(_Common):
             raise InvalidRequest("echo", "echo with logprobs is not supported (no prompt log-probs)")
         if self.suffix:
             raise InvalidRequest("suffix", "suffix is not supported")
-        return self._params(self.max_tokens, "max_tokens", self.logprobs is not None, self.logprobs or 0, "logprobs")
+        return self._params(model_defaults, self.max_tokens, "max_tokens", self.logprobs is not None,
+                            self.logprobs or 0, "logprobs")
 
     def to_engine(self, prompts: PromptBuilder) -> list[EngineRequest]:
         """One engine request per prompt, all with the same sampling parameters."""
-        params = self.sampling_params()
+        params = self.to_sampling_params(prompts.model_defaults)
         return [prompts.build(one, params) for one in self.prompts()]
 
     def echo_text(self, request: EngineRequest, prompts: PromptBuilder) -> str:
@@ -174,7 +173,8 @@ class ChatCompletionRequest(_Common):
     tool_choice: Optional[Union[str, dict]] = None
     parallel_tool_calls: Optional[bool] = None
 
-    def sampling_params(self) -> SamplingParams:
+    def to_sampling_params(self, model_defaults: Mapping[str, Any]) -> SamplingParams:
+        """This request's parameters: request > the model's ``model_defaults`` > OpenAI's defaults."""
         self._check_common()
         if self.tools:
             raise InvalidRequest("tools", "tool calling is not supported")
@@ -186,11 +186,11 @@ class ChatCompletionRequest(_Common):
             max_tokens, max_field = self.max_completion_tokens, "max_completion_tokens"
         else:
             max_tokens, max_field = self.max_tokens, "max_tokens"
-        return self._params(max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0, "top_logprobs")
+        return self._params(model_defaults, max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0,
+                            "top_logprobs")
 
     def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
-        params = self.sampling_params()
-        return prompts.build(self.messages, params)
+        return prompts.build(self.messages, self.to_sampling_params(prompts.model_defaults))
 
     @property
     def wants_logprobs(self) -> bool:

@@ -10,7 +10,7 @@ tokenizer. Per-token texts of generated tokens come from the engine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from djl_python.api.chat import ChatMessage, flatten, render_chat
 from djl_python.engine.request import InvalidRequest, SamplingParams
@@ -52,8 +52,11 @@ class PromptBuilder:
     characters aside). Shorter prompts are tokenised and the engine checks their token count.
     """
 
-    def __init__(self, tokenizer: Any, max_prompt_tokens: Optional[int] = None) -> None:
+    def __init__(self, tokenizer: Any, max_prompt_tokens: Optional[int] = None,
+                 model_defaults: Mapping[str, Any] | None = None) -> None:
         self._tokenizer = tokenizer
+        # The model's generation_config knobs (``Engine.defaults``): every API's to_sampling_params reads them.
+        self.model_defaults: Mapping[str, Any] = model_defaults if model_defaults is not None else {}
         self.special_ids: frozenset[int] = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
         per_token = max_token_chars(tokenizer) if max_prompt_tokens else None
         self.max_prompt_tokens = max_prompt_tokens

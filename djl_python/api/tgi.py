@@ -22,7 +22,7 @@ lists the prompt tokens with ``logprob: null``.
 from __future__ import annotations
 
 import random
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,7 @@ from djl_python.api.body import FailFastList
 from djl_python.api.errors import ApiError
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.render import dumps, generation_failed, sse
+from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
 from djl_python.engine.request import InvalidRequest, RequestOutput, SamplingParams
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -46,19 +47,20 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-class TgiParameters(_Body):
+WARPERS = ("temperature", "top_k", "top_p", "typical_p")  # TGI's logits warpers: any one turns sampling on
+
+
+class TgiParameters(with_knob_fields("_TgiKnobs", _Body)):  # type: ignore[misc]
+    """TGI's ``parameters``; every sampling knob (``temperature``, ``top_k``, ``top_p``,
+    ``typical_p``, ``repetition_penalty``, and ``min_p`` as an extension) is a field."""
+
     do_sample: bool = False
     max_new_tokens: Optional[int] = None
-    repetition_penalty: Optional[float] = None
     frequency_penalty: Optional[float] = None
     return_full_text: Optional[bool] = False
     stop: FailFastList[str] = Field(default_factory=list)
     seed: Optional[int] = None
-    temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
     truncate: Optional[int] = None
-    typical_p: Optional[float] = None
     best_of: Optional[int] = None
     watermark: bool = False
     details: bool = False
@@ -69,8 +71,9 @@ class TgiParameters(_Body):
 
     @property
     def sampling(self) -> bool:
-        warpers = (self.temperature not in (None, 1.0)) or any(
-            v is not None for v in (self.top_k, self.top_p, self.typical_p))
+        """TGI's rule, on what the request wrote: ``do_sample``, or any warper (a temperature of 1 is none)."""
+        warpers = (self.temperature not in (None, 1.0)) or any(  # type: ignore[attr-defined]
+            getattr(self, name) is not None for name in WARPERS[1:])
         return self.do_sample or warpers
 
 
@@ -79,7 +82,9 @@ class TgiRequest(_Body):
     parameters: TgiParameters = Field(default_factory=TgiParameters)
     stream: bool = False
 
-    def sampling_params(self) -> SamplingParams:
+    def to_sampling_params(self, model_defaults: Mapping[str, Any]) -> SamplingParams:
+        """This request's parameters: request > the model's ``model_defaults`` (TGI has no API defaults
+        for the knobs); whether it samples follows TGI's rule on what the request wrote."""
         p = self.parameters
         if not self.inputs:
             raise InvalidRequest("inputs", "must not be empty")
@@ -93,21 +98,18 @@ class TgiRequest(_Body):
             raise InvalidRequest("parameters.truncate", f"must be a positive integer, got {p.truncate}")
         sampling = p.sampling
         seed = p.seed if p.seed is not None or not sampling else random.getrandbits(63)
-        try:
-            return SamplingParams(
-                max_new_tokens=p.max_new_tokens or TGI_DEFAULT_MAX_NEW_TOKENS, do_sample=sampling,
-                temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, typical_p=p.typical_p,
-                repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty or 0.0,
-                seed=seed, stop=tuple(p.stop),
-                logprobs=True,  # every TGI token carries its logprob
-                top_logprobs=p.top_n_tokens or 0,
-            )
-        except InvalidRequest as err:
-            name = "top_n_tokens" if err.field == "top_logprobs" else err.field
-            raise InvalidRequest(f"parameters.{name}", err.message) from None
+        return sampling_params(
+            requested_knobs(p), model_defaults, do_sample=sampling, prefix="parameters.",
+            names={"top_logprobs": "top_n_tokens"},
+            max_new_tokens=p.max_new_tokens or TGI_DEFAULT_MAX_NEW_TOKENS,
+            frequency_penalty=p.frequency_penalty or 0.0, seed=seed, stop=tuple(p.stop),
+            logprobs=True,  # every TGI token carries its logprob
+            top_logprobs=p.top_n_tokens or 0,
+        )
 
     def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
-        return prompts.build(self.inputs, self.sampling_params(), truncate=self.parameters.truncate)
+        return prompts.build(self.inputs, self.to_sampling_params(prompts.model_defaults),
+                             truncate=self.parameters.truncate)
 
 
 def token_object(token_id: int, text: str, logprob: Optional[float], special: bool) -> dict[str, Any]:

@@ -37,12 +37,14 @@ import json
 import re
 from typing import Any, Optional
 
+from djl_python.engine.knobs import sampling_knobs
 from djl_python.engine.request import InvalidRequest
 
-INT_PARAMS = frozenset({"max_new_tokens", "top_k", "seed", "top_n_tokens", "max_tokens", "n", "logprobs",
-                        "top_logprobs"})
-FLOAT_PARAMS = frozenset({"temperature", "top_p", "typical_p", "repetition_penalty", "frequency_penalty",
-                          "presence_penalty"})
+# Every sampling knob by its declared type, plus the other numeric LMI parameters.
+INT_PARAMS = frozenset({"max_new_tokens", "seed", "top_n_tokens", "max_tokens", "n", "logprobs", "top_logprobs"}
+                       | {k.name for k in sampling_knobs() if k.kind is int})
+FLOAT_PARAMS = frozenset({"frequency_penalty", "presence_penalty"}
+                         | {k.name for k in sampling_knobs() if k.kind is float})
 BOOL_PARAMS = frozenset({"do_sample", "details", "decoder_input_details", "return_full_text", "ignore_eos",
                          "stream"})
 _INT = re.compile(r"^[+-]?\d+$")

@@ -72,7 +72,7 @@ _module = importlib.util.module_from_spec(_spec)
 sys.modules["djl_python"] = _module
 _spec.loader.exec_module(_module)
 
-from djl_python.djl.engine import main  # noqa: E402
+from djl_python.djl.launcher import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], djl_version=DJL_VERSION))

@@ -18,7 +18,7 @@ import itertools
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Sequence as Seq, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
@@ -264,7 +264,7 @@ class Engine:
     # -- offline convenience ----------------------------------------------------------------
 
     def generate(
-        self, prompts: Union[Seq[str], Seq[list[int]]], params: Union[SamplingParams, Seq[SamplingParams], None] = None
+        self, prompts: Union[list[str], list[list[int]]], params: Union[SamplingParams, list[SamplingParams], None] = None
     ) -> list[GenerationResult]:
         """Run ``prompts`` to completion (strings are tokenised with the engine's tokenizer).
 

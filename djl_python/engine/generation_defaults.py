@@ -1,8 +1,9 @@
 """The model's own sampling defaults, from its ``generation_config.json``.
 
-Only keys written in the file count (``transformers.GenerationConfig`` would
-invent ``top_k=50`` for a file that never says so). A request's explicit value
-always wins: only ``SamplingParams`` fields left ``None`` are filled.
+Only the sampling knobs (:mod:`djl_python.engine.knobs`) written in the file count
+(``transformers.GenerationConfig`` would invent ``top_k=50`` for a file that never
+says so). A request's explicit value always wins, and the model's default wins over
+the API's (``resolve_knobs``).
 
 What is deliberately *not* taken from the file:
 
@@ -22,48 +23,72 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
+from djl_python.engine.knobs import resolve_knobs, sampling_knobs
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-_SAMPLING_KEYS = ("temperature", "top_k", "top_p", "typical_p", "repetition_penalty")
 
+class GenerationDefaults(Mapping[str, Any]):
+    """Sampling defaults of one model: a read-only mapping from knob name to value, holding
+    only the knobs its file sets (empty, hence neutral, when it has none), plus its EOS ids.
+    Knobs read as attributes too (``defaults.temperature``: None when unset)."""
 
-@dataclass(frozen=True)
-class GenerationDefaults:
-    """Sampling defaults of one model; neutral (all ``None``) when it has none."""
+    def __init__(self, *, eos_token_ids: tuple[int, ...] = (), **knobs: Any) -> None:
+        names = {k.name for k in sampling_knobs()}
+        unknown = set(knobs) - names
+        if unknown:
+            raise TypeError(f"not sampling knobs: {sorted(unknown)}")
+        self._knobs = {k: v for k, v in knobs.items() if v is not None}
+        self.eos_token_ids = tuple(eos_token_ids)
 
-    temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    repetition_penalty: Optional[float] = None
-    eos_token_ids: tuple[int, ...] = ()
+    def __getitem__(self, name: str) -> Any:
+        return self._knobs[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._knobs)
+
+    def __len__(self) -> int:
+        return len(self._knobs)
+
+    def __getattr__(self, name: str) -> Optional[Any]:
+        if name.startswith("_") or name not in {k.name for k in sampling_knobs()}:
+            raise AttributeError(name)
+        return self._knobs.get(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GenerationDefaults):
+            return NotImplemented
+        return self._knobs == other._knobs and self.eos_token_ids == other.eos_token_ids
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"GenerationDefaults({self._knobs}, eos_token_ids={self.eos_token_ids})"
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "GenerationDefaults":
+    def from_dict(cls, config: dict[str, Any]) -> GenerationDefaults:
         """Build from a parsed ``generation_config.json``, keeping only valid values."""
         values: dict[str, Any] = {}
-        for key in _SAMPLING_KEYS:
-            value = config.get(key)
+        for knob in sampling_knobs():
+            value = config.get(knob.name)
             if value is None:
                 continue
             try:
-                SamplingParams(**{key: value})
+                SamplingParams(**{knob.name: value})
             except (InvalidRequest, TypeError) as err:
-                logger.warning("ignoring generation_config.json %s=%r: %s", key, value, err)
+                logger.warning("ignoring generation_config.json %s=%r: %s", knob.name, value, err)
                 continue
-            values[key] = value
+            values[knob.name] = value
         eos = config.get("eos_token_id")
         eos_ids = (eos,) if isinstance(eos, int) else tuple(i for i in (eos or ()) if isinstance(i, int))
         return cls(**values, eos_token_ids=eos_ids)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> "GenerationDefaults":
+    def from_model_dir(cls, model_dir: str | Path) -> GenerationDefaults:
         """Read ``model_dir/generation_config.json``; neutral defaults when absent."""
         path = Path(model_dir) / "generation_config.json"
         if not path.is_file():
@@ -79,10 +104,8 @@ class GenerationDefaults:
         return cls.from_dict(config)
 
     def apply(self, params: SamplingParams) -> SamplingParams:
-        """``params`` with every ``None`` sampling field filled from these defaults."""
-        fill = {
-            key: getattr(self, key)
-            for key in _SAMPLING_KEYS
-            if getattr(params, key) is None and getattr(self, key) is not None
-        }
+        """``params`` with every ``None`` knob filled from these defaults (no API default: for
+        offline ``Engine.generate``; every API resolves its requests with ``resolve_knobs``)."""
+        current = {k.name: getattr(params, k.name) for k in sampling_knobs()}
+        fill = {name: value for name, value in resolve_knobs(current, self).items() if value != current[name]}
         return dataclasses.replace(params, **fill) if fill else params

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 
 # Numeric floors that keep the sampler finite (float32 logits of magnitude <= ~1e3):
@@ -84,6 +84,17 @@ _FINISH_REASONS = {
 }
 
 
+def knob(description: str) -> Any:
+    """Declare a sampling knob: a ``SamplingParams`` field that is ``None`` unless set, that every
+    API accepts under its name, and that a model's ``generation_config.json`` may default.
+
+    This is the one declaration (:mod:`djl_python.engine.knobs` reads it): the API schemas, the
+    generation-config reader and the DJL body coercion all derive their knob lists from it, and
+    :func:`djl_python.engine.knobs.resolve_knobs` applies request > model > API default to it.
+    """
+    return field(default=None, metadata={"knob": description})
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation parameters, validated on construction.
@@ -91,18 +102,21 @@ class SamplingParams:
     The engine's own default for ``max_new_tokens`` serves offline ``generate``
     only: every API sets it from its own default (``djl_python.api``).
 
-    ``None`` for a sampling knob means "use the model's generation_config.json
-    default, else the neutral value" (see ``with_defaults``). ``do_sample=False``
-    (or temperature 0) is greedy decoding, which has its own fast path.
+    A sampling knob (declared with :func:`knob`) left ``None`` means "the model's
+    generation_config.json default, else the API's default, else the neutral value"
+    (:func:`djl_python.engine.knobs.resolve_knobs`). ``do_sample=False`` (or temperature 0)
+    is greedy decoding, which has its own fast path.
     """
 
     max_new_tokens: int = 30
     do_sample: bool = False
-    temperature: Optional[float] = None
-    top_k: Optional[int] = None
-    top_p: Optional[float] = None
-    typical_p: Optional[float] = None
-    repetition_penalty: Optional[float] = None
+    temperature: Optional[float] = knob("divides the logits of sampled rows; 0 is greedy")
+    top_k: Optional[int] = knob("keep the k most likely tokens (0 disables)")
+    top_p: Optional[float] = knob("keep the smallest set of tokens whose probability reaches p")
+    typical_p: Optional[float] = knob("locally typical sampling: keep tokens whose surprise is typical, up to mass p")
+    repetition_penalty: Optional[float] = knob("divides positive (multiplies negative) logits of seen tokens")
+    # vLLM's: drop tokens whose probability is below min_p times the top token's (sampled rows).
+    min_p: Optional[float] = knob("drop tokens below min_p times the most likely token's probability")
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: Optional[int] = None
@@ -111,10 +125,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
-    # vLLM's: drop tokens whose probability is below min_p times the top token's (sampled rows);
-    # no EOS / stop id / stop sequence ends the request before min_tokens tokens; special
+    # vLLM's: no EOS / stop id / stop sequence ends the request before min_tokens tokens; special
     # tokens' text is left out of the output unless skip_special_tokens is False.
-    min_p: Optional[float] = None
     min_tokens: int = 0
     skip_special_tokens: bool = True
 

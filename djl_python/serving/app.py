@@ -115,13 +115,9 @@ async def _load(state: ServerState, engine_factory: EngineFactory) -> None:
         state.load_error = f"{type(err).__name__}: {err}"
         logger.error("model loading failed: %s", state.load_error)  # djl-serve logs internal errors' tracebacks
         return
-    backend_info = getattr(getattr(engine, "backend", None), "info", None)
-    state.info = {
-        "backend": getattr(backend_info, "name", None),
-        "device": getattr(backend_info, "device", None),
-        "dtype": getattr(backend_info, "dtype", None),
-        "version": _version(),
-    }
+    backend_info = engine.backend.info
+    state.info = {"backend": backend_info.name, "device": backend_info.device, "dtype": backend_info.dtype,
+                  "version": _version()}
     async_engine = AsyncEngine(
         engine,
         max_waiting_requests=config.max_waiting_requests,
@@ -135,7 +131,8 @@ async def _load(state: ServerState, engine_factory: EngineFactory) -> None:
         state.max_request_bytes = default_max_request_bytes(limits.n_positions)
     # The one place the transport meets the tokenizer; prompts longer than any accepted one are
     # refused by their character count before tokenising.
-    state.prompts = PromptBuilder(engine.tokenizer, max_prompt_tokens=min(limits.max_prompt_len, limits.n_positions - 1))
+    state.prompts = PromptBuilder(engine.tokenizer, max_prompt_tokens=min(limits.max_prompt_len, limits.n_positions - 1),
+                                  model_defaults=engine.defaults)
     state.engine = async_engine
     logger.info(
         "djl-serve ready: model=%s backend=%s device=%s dtype=%s slots=%d n_positions=%d (loaded in %.1fs)",

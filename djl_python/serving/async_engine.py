@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional
 
 from djl_python.api.errors import ClientTooSlow, RequestTimeout, ServerOverloaded, ServerUnavailable
+from djl_python.engine.core import EngineCore
 from djl_python.engine.request import FinishReason, RequestOutput, SamplingParams
 from djl_python.serving.metrics import ServingMetrics
 
@@ -68,7 +69,7 @@ class AsyncEngine:
     """Runs an ``Engine`` in its own thread and exposes it to asyncio.
 
     Args:
-        engine: the engine (``add_request``, ``abort``, ``step``, ``has_unfinished``,
+        engine: the engine, kept as ``core`` (``add_request``, ``abort``, ``step``, ``has_unfinished``,
             ``num_running``, ``num_waiting``, ``reset``). Owned by this object from ``start()``.
         max_waiting_requests: bound on requests waiting for a slot (engine queue plus
             commands not yet applied, less the free slots they are about to take); beyond
@@ -84,7 +85,7 @@ class AsyncEngine:
 
     def __init__(
         self,
-        engine: Any,
+        engine: EngineCore,
         *,
         max_waiting_requests: int = 256,
         predict_timeout: float | None = 240.0,
@@ -92,7 +93,7 @@ class AsyncEngine:
         retry_after: int = 1,
         max_unsent_tokens: int | None = None,
     ) -> None:
-        self.engine = engine
+        self.core = engine
         self.max_unsent_tokens = max_unsent_tokens
         self.max_waiting_requests = max_waiting_requests
         self.predict_timeout = predict_timeout or None
@@ -103,8 +104,7 @@ class AsyncEngine:
         self._pending_adds = 0  # guarded by _cond
         self._num_running = 0  # snapshots written by the engine thread under _cond
         self._num_waiting = 0
-        limits = getattr(engine, "limits", None)
-        self._max_slots = int(getattr(limits, "max_slots", 0) or 0)  # 0: unknown, every queued request counts
+        self._max_slots = engine.limits.max_slots
         self._stopping = False
         self._accepting = False
         self._streams: dict[str, _Stream] = {}  # engine thread only
@@ -234,7 +234,7 @@ class AsyncEngine:
             stream.put(ServerUnavailable(message))
 
     def _loop(self) -> None:
-        engine = self.engine
+        engine = self.core
         while True:
             with self._cond:
                 while not self._commands and not self._stopping and not engine.has_unfinished():
@@ -262,14 +262,14 @@ class AsyncEngine:
                 adds += 1
                 stream, prompt_ids, params = payload
                 try:
-                    self.engine.add_request(prompt_ids, params, request_id=stream.request_id)
+                    self.core.add_request(prompt_ids, params, request_id=stream.request_id)
                 except Exception as err:  # noqa: BLE001 - InvalidRequest and anything else go to the caller
                     stream.put(err)
                 else:
                     self._streams[stream.request_id] = stream
             elif self._streams.pop(payload, None) is not None:
                 try:
-                    self.engine.abort(payload)
+                    self.core.abort(payload)
                 except Exception:  # noqa: BLE001 - it may have finished in the meantime
                     logger.debug("abort of %s ignored", payload, exc_info=True)
                 if self.metrics is not None:  # its final output goes nowhere, so count it here
@@ -280,8 +280,8 @@ class AsyncEngine:
 
     def _snapshot(self) -> None:
         with self._cond:
-            self._num_running = self.engine.num_running
-            self._num_waiting = self.engine.num_waiting
+            self._num_running = self.core.num_running
+            self._num_waiting = self.core.num_waiting
         if self.metrics is not None:
             self.metrics.num_running.set(self._num_running)
             self.metrics.num_waiting.set(self._num_waiting)
@@ -343,7 +343,7 @@ class AsyncEngine:
         """End every in-flight request with ``ServerUnavailable`` (the server is going away: a
         503, not a generation error) and reset the engine."""
         try:
-            self.engine.reset(message)
+            self.core.reset(message)
         except Exception:  # noqa: BLE001 - stopping anyway
             logger.exception("engine reset failed")
         for stream in self._streams.values():
@@ -355,7 +355,7 @@ class AsyncEngine:
     def _fail_all(self, message: str) -> None:
         """End every in-flight request with ``finish_reason="error"`` and reset the engine."""
         try:
-            outputs = self.engine.reset(message) or []
+            outputs = self.core.reset(message) or []
         except Exception:  # noqa: BLE001 - nothing more can be done; keep serving
             logger.exception("engine reset failed")
             outputs = []

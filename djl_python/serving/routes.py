@@ -80,11 +80,10 @@ def lmi_error(err: ApiError) -> JSONResponse:
 def _lmi(call: Call) -> tuple[EngineRequest, Renderer]:
     config = call.state.config
     req = lmi.parse_request(call.body, call.content_type, default_output_formatter=config.output_formatter,
-                            tgi_compat=config.tgi_compat)
+                            tgi_compat=config.tgi_compat, model_defaults=call.prompts.model_defaults)
     if req.ignored:  # DJL ignores unknown LMI parameters; say so, as the DJL handler does
         logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
-    if not req.is_chat:
-        req.prompt  # noqa: B018 - one prompt per HTTP request; raises InvalidRequest("inputs") otherwise
+    req.check_single()  # one prompt per HTTP request
     engine_request = lmi.to_engine(req, call.prompts)[0]
     return engine_request, lmi_renderer(req, engine_request, call.prompts, request_id=call.request_id,
                                         model_name=call.state.model_name)
@@ -147,7 +146,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     """vLLM's model card: ``created`` (when this server started) and ``max_model_len`` (None while loading)."""
     state = server_state(request)
     engine = state.engine
-    max_model_len = engine.engine.limits.n_positions if engine is not None else None
+    max_model_len = engine.core.limits.n_positions if engine is not None else None
     return {"object": "list", "data": [{"id": state.model_name, "object": "model", "created": request.app.state.created,
                                         "owned_by": "djl-serve", "root": state.model_name,
                                         "max_model_len": max_model_len}]}
@@ -203,7 +202,7 @@ async def info(request: Request) -> Response:
         engine = state.require_engine()
     except Exception as err:  # noqa: BLE001
         return tgi_error(to_api_error(err))
-    limits = engine.engine.limits
+    limits = engine.core.limits
     return JSONResponse({
         "model_id": state.model_name, "model_sha": None, "model_pipeline_tag": "text-generation",
         "model_dtype": state.info.get("dtype"), "model_device_type": state.info.get("device"),

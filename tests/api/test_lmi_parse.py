@@ -29,7 +29,7 @@ def test_lmi_request_maps_every_parameter():
     assert p.ignore_eos and p.stop == ("\n\n", "END") and p.stop_token_ids == (9,)
     assert p.logprobs and p.top_logprobs == 2
     assert req.details and req.decoder_input_details and req.return_full_text and req.top_n_tokens == 2
-    assert req.prompt == "Hello" and not req.is_chat and req.output_formatter == "json"
+    assert req.prompts == ("Hello",) and not req.is_chat and req.output_formatter == "json"
     assert req.ignored == ("some_future_option",)
 
 
@@ -41,7 +41,7 @@ def test_presence_penalty_does_not_become_repetition_penalty():
 def test_stop_sequences_alias_and_text_plain():
     assert parse_request({"inputs": "x", "parameters": {"stop_sequences": "##"}}).params.stop == ("##",)
     req = parse_request("just text {not json".encode(), "text/plain; charset=utf-8")
-    assert req.prompt == "just text {not json" and req.params.max_new_tokens == 30
+    assert req.prompts == ("just text {not json",) and req.params.max_new_tokens == 30
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_list_inputs_are_a_client_batch():
     req = parse_request({"inputs": ["a", "b"]})
     assert req.prompts == ("a", "b")
     with pytest.raises(InvalidRequest) as e:
-        req.prompt
+        req.check_single()
     assert e.value.field == "inputs"
 
 

@@ -13,7 +13,7 @@ import pytest
 from djl_python import framing
 from djl_python import transformers_neuronx as tnx
 from djl_python.djl import bodies, install, protocol, rules
-from djl_python.djl.engine import parse_args
+from djl_python.djl.launcher import parse_args
 from djl_python.engine.request import InvalidRequest
 from djl_python.inputs import Input
 from djl_python.outputs import Output
