@@ -205,8 +205,8 @@ class Sampler:
 def greedy_tokens(logits: torch.Tensor) -> list[int]:
     """Row-wise argmax of ``[n, vocab]`` logits, as a list.
 
-    On CPU, numpy's SIMD argmax (a zero-copy view) is an order of magnitude faster than
-    torch's for float32 (docs/performance.md) and takes the same index: the first maximum,
+    On CPU, numpy's SIMD argmax (a zero-copy view) is faster than torch's for float32
+    (docs/performance.md) and takes the same index: the first maximum,
     NaN counting as the maximum. torch's also runs as an OpenMP region, which stalls for a
     whole scheduler tick when another process holds one of the cores.
     """
