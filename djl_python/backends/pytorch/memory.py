@@ -30,10 +30,13 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from djl_python.config import dtypes
 from djl_python.config.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from djl_python.config import HandlerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +191,7 @@ def available_memory(device: str) -> tuple[int | None, str]:
     return host_available_bytes(), "available host memory (MemAvailable within the cgroup limit)"
 
 
-def check_budget(plan: MemoryPlan, config: Any, device: str) -> None:
+def check_budget(plan: MemoryPlan, config: HandlerConfig, device: str) -> None:
     """Log ``plan``; raise ``ConfigError`` naming the options to change when it exceeds the budget
     (``config.memory_budget``, else ``DEFAULT_BUDGET_FRACTION`` of ``available_memory(device)``)."""
     if config.memory_budget is not None:
