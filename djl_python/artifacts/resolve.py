@@ -66,6 +66,11 @@ def resolve_artifacts(
         logger.info("load_split_model is set but %s is a %s layout; loading it as such", uri, artifacts.layout.value)
     if artifacts.neuron_block is not None and artifacts.layout in (Layout.OPTIMUM_NEURON, Layout.COMPILED_ONLY):
         adopted = _check_block(config, artifacts.neuron_block, artifacts.model_dir)
+        if artifacts.presharded and config.on_device_embedding is None and config.on_device_embedding_config is None:
+            # LMI's smart default for a config.json with a neuron block (djl-serving afece25d
+            # neuron_smart_default_utils.py:88-91), which its partitioned folders were compiled with;
+            # presharded weights load only with it (transformers-neuronx 1ade6d7 base.py:43,101).
+            adopted["on_device_embedding"] = True
         if adopted:
             logger.info("adopting settings of the compiled model: %s", adopted)
         artifacts = dataclasses.replace(artifacts, adopted=adopted)

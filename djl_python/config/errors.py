@@ -68,10 +68,14 @@ class FieldConflict(ValueError):
         self.fields = tuple(fields)
         self.template = template
         self.values = values
-        super().__init__(self.render({}))
+        super().__init__(self.render(None))
 
-    def render(self, origins: Mapping[str, str]) -> str:
-        names = {f: origins.get(f, f) for f in self.fields}
+    def render(self, origins: Mapping[str, str] | None) -> str:
+        """The rule in the user's words: each field as written, ``option.<field>`` for one left unset;
+        without ``origins``, in the code's words (bare field names)."""
+        if origins is None:
+            return self.template.format(**{f: f for f in self.fields}, **self.values)
+        names = {f: origins.get(f, f"option.{f}") for f in self.fields}
         return self.template.format(**names, **self.values)
 
 

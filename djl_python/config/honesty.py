@@ -29,7 +29,16 @@ logger = logging.getLogger("djl_python.config.load")
 FRONT_END_FIELDS = frozenset({"engine", "entry_point", "job_queue_size"})
 
 _SPECULATIVE = None  # the table's description already says "not supported, ignored"
+_LMI_VLLM_LOADER = ("only LMI's vLLM loader passes it to transformers-neuronx (djl-serving afece25d "
+                    "neuron_utils/model_loader.py:800-866); its transformers-neuronx loader does not, and neither does "
+                    "this handler, so graphs LMI compiled with the same properties still match")
 NO_EFFECT: dict[str, Optional[str]] = {
+    "sequence_parallel": _LMI_VLLM_LOADER,
+    "sequence_parallel_norm_threshold": _LMI_VLLM_LOADER,
+    "mlp_out_weight_transpose": _LMI_VLLM_LOADER,
+    "multi_node": _LMI_VLLM_LOADER,
+    "neuron_cc_pipeline_factor": _LMI_VLLM_LOADER,
+    "neuron_quant": _LMI_VLLM_LOADER + "; use option.quantize=static_int8",
     "waiting_steps": None,
     "mpi_mode": None,
     "draft_model_id": _SPECULATIVE,

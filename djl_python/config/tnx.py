@@ -117,7 +117,43 @@ class TnxProperties(BaseModel):
     cache_layout: choice(CacheLayout, optional=True) = Field(
         None, description="KV-cache layout: `SBH` (default) or `BSH` (continuous batching with one context bucket only)."
     )
-    on_device_embedding_config: OptStr = Field(None, description="Path to a JSON file of on-device embedding settings.")
+    on_device_embedding: OptBool = Field(
+        None, description="Keep the token embedding on the NeuronCores (`NeuronConfig.on_device_embedding`, TNX 0.9+). "
+        "Unset: on for a DJL-partitioned folder (presharded weights in `compiled/`), as LMI's smart default sets it "
+        "for a config.json with a `neuron` block; off otherwise.")
+    on_device_embedding_config: OptStr = Field(
+        None, description="LMI 0.28-0.29's key: a JSON file. A non-empty file turns `on_device_embedding` on, as "
+        "LMI 0.28-0.29 passed the file's object as that flag; only its `on_device_embedding` key is read, other "
+        "keys warn. Prefer `on_device_embedding`.")
+    on_device_generation: OptStr = Field(
+        None, description="LMI's on-device sampling settings (a JSON file). A file holding an empty object does nothing "
+        "(as in LMI); any setting is refused at load: on-device generation returns token ids, and this handler samples "
+        "on the host from the logits (LMI's transformers-neuronx loader fails on it too).")
+
+    # --- graph shaping (LMI 0.30+): passed to NeuronConfig only when true, as LMI's transformers-neuronx loader does
+    fuse_mlp: OptBool = Field(None, description="Fuse the MLP's gate and up projections (`NeuronConfig.fuse_mlp`, TNX 0.12+).")
+    fused_rmsnorm_qkv: OptBool = Field(
+        None, description="Fuse RMSNorm into the QKV matmul (`NeuronConfig.fused_rmsnorm_qkv`, TNX 0.12+; TNX ignores "
+        "it unless `fuse_qkv`, `attention_layout=BSH` and `group_query_attention=replicated-heads`).")
+    qkv_tiling: OptBool = Field(None, description="Tile the fused QKV weight (`NeuronConfig.qkv_tiling`, TNX 0.11+; needs `fuse_qkv`).")
+    weight_tiling: OptBool = Field(None, description="Tile the MLP weights (`NeuronConfig.weight_tiling`, TNX 0.11+).")
+    shard_over_sequence: OptBool = Field(
+        None, description="Flash decoding: shard the KV cache over the sequence (`NeuronConfig.shard_over_sequence`, "
+        "TNX 0.11+; not with `cache_layout=BSH`).")
+    compilation_worker_count: OptPositiveInt = Field(
+        None, description="Parallel compiler processes (`NeuronConfig.compilation_worker_count`, TNX 0.13+; earlier "
+        "releases compile every graph at once and a warning says so). Does not change the graphs.")
+    sequence_parallel: OptBool = Field(
+        None, description="LMI's vLLM loader only; no effect here, as in LMI's transformers-neuronx loader (a warning "
+        "says so), so that graphs LMI compiled still match.")
+    sequence_parallel_norm_threshold: OptPositiveInt = Field(
+        None, description="LMI's vLLM loader only; no effect here (a warning says so).")
+    mlp_out_weight_transpose: OptBool = Field(None, description="LMI's vLLM loader only; no effect here (a warning says so).")
+    multi_node: OptBool = Field(None, description="LMI's vLLM loader only; no effect here (a warning says so).")
+    neuron_cc_pipeline_factor: OptPositiveInt = Field(
+        None, description="LMI's vLLM loader only; no effect here (a warning says so).")
+    neuron_quant: OptBool = Field(
+        None, description="LMI's vLLM loader only; no effect here (a warning says so). Use `quantize=static_int8`.")
 
     # --- loading and ahead-of-time partitioning
     model_loader: choice(ModelLoader) = Field(
@@ -164,6 +200,13 @@ class TnxProperties(BaseModel):
                 "{cache_layout}=BSH takes one context bucket, got {context_length_estimate}={buckets}",
                 buckets=self.context_length_estimate,
             )
+        if self.qkv_tiling and not self.fuse_qkv:
+            # transformers-neuronx asserts it (c8d6bdc config.py:204-208, 1ade6d7 config.py:291-295).
+            raise FieldConflict(("qkv_tiling", "fuse_qkv"), "{qkv_tiling}=true needs {fuse_qkv}=true")
+        if self.shard_over_sequence and self.cache_layout == "BSH":
+            # 1ade6d7 config.py:353-356 asserts the SBH cache layout for flash decoding.
+            raise FieldConflict(("shard_over_sequence", "cache_layout"),
+                                "{shard_over_sequence}=true needs the SBH cache layout, not {cache_layout}=BSH")
         schema = self.partition_schema
         if self.model_loader == "tnx" and schema == "optimum":
             raise FieldConflict(

@@ -250,10 +250,24 @@ def test_djl_partitioned_folder_loads_its_presharded_weights(tiny_llama: Path, t
     assert torch.allclose(backend.prefill([0], [prompt])[0], logits_of(tiny_llama, prompt), atol=1e-4)
 
 
+def test_a_folder_lmi_partitioned_loads_with_the_same_properties(tiny_llama: Path, tnx, tmp_path: Path,
+                                                                   caplog) -> None:
+    """LMI >= 0.30 turns on_device_embedding on for a config.json with a neuron block (djl-serving afece25d
+    neuron_smart_default_utils.py:88-91) and compiled its partitioned folders so: the same serving.properties,
+    which do not name it, must load the saved graphs rather than refuse or recompile."""
+    folder = djl_partitioned(tiny_llama, tmp_path / "djl", on_device_embedding=True)
+    tnx.CALLS.clear()
+    with caplog.at_level("INFO"):
+        backend = load_neuron(folder, rolling_batch_strategy="continuous_batching")
+    assert tnx.events("to_neuron")[-1][2] == "loaded" and not tnx.events("compile")
+    assert "'on_device_embedding': True" in caplog.text
+    assert backend.plan.neuron_options["on_device_embedding"] is True
+
+
 def test_presharded_weights_need_on_device_embedding(tiny_llama: Path, tnx, tmp_path: Path) -> None:
     folder = djl_partitioned(tiny_llama, tmp_path / "djl", on_device_embedding=True)
-    with pytest.raises(NeuronVersionError, match="option.on_device_embedding_config"):
-        load_neuron(folder, rolling_batch_strategy="continuous_batching")
+    with pytest.raises(NeuronVersionError, match="option.on_device_embedding"):
+        load_neuron(folder, rolling_batch_strategy="continuous_batching", on_device_embedding="false")
 
 
 @pytest.mark.parametrize("tnx", ["0.11"], indirect=True)

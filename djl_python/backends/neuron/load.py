@@ -38,6 +38,7 @@ from djl_python.backends.neuron.backend import NeuronBackend
 from djl_python.backends.neuron.devices import visible_core_count
 from djl_python.backends.neuron.loader import import_features, load_optimum_model, load_tnx_model
 from djl_python.backends.neuron.plan import (
+    COMPILE_ONLY_KEYS,
     CONTINUOUS,
     NAIVE,
     NeuronLoadPlan,
@@ -57,9 +58,11 @@ PLAN_KEY = "djl_python"  # neuron.djl_python.plan in config.json, written by djl
 
 
 def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
-    """Everything that changes the compiled graphs, for ``djl_manifest.json``."""
+    """Everything that changes the compiled graphs, for ``djl_manifest.json`` (not how they are
+    compiled: :data:`COMPILE_ONLY_KEYS` are left out)."""
+    graph_options = {k: v for k, v in plan.neuron_options.items() if k not in COMPILE_ONLY_KEYS}
     return {"model_type": plan.model_type, "strategy": plan.strategy, **plan.model_kwargs,
-            "neuron_config": plan.neuron_options}
+            "neuron_config": graph_options}
 
 
 def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> NeuronBackend:
@@ -160,8 +163,7 @@ def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: Neu
         if not plan.neuron_options.get("on_device_embedding"):
             raise NeuronVersionError(
                 f"{artifacts.checkpoint_dir} holds presharded weights, which transformers-neuronx loads only with "
-                "on_device_embedding: set option.on_device_embedding_config to a file with "
-                '{"on_device_embedding": true} (as when they were saved)')
+                "on_device_embedding (as when they were saved): unset option.on_device_embedding or set it to true")
 
 
 def check_sliding_window(artifacts: ModelArtifacts, features: TnxFeatures) -> None:

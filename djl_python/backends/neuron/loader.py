@@ -11,12 +11,15 @@ Steps 1-3 run in a worker thread bounded by ``option.model_loading_timeout``
 on timeout the compile keeps running in the background while the error is
 raised; the worker process is expected to exit on a load failure.
 
-The working directory is never changed: ``os.chdir`` is process-wide and this
-runs in a worker thread next to the server. (DJL afece25d ``maybe_compile_model``
-changes into ``/tmp`` around ``to_neuron()`` as a SageMaker workaround;
-transformers-neuronx 1ade6d7 ``compiler.compile_hlo_module`` compiles through
-``neuron_xla_compile`` with its own cache directory and only uses a working
-directory under ``NEURONX_DUMP_TO``.) A read-only working directory is logged.
+The compile runs in ``compile_environment``: transformers-neuronx compiles every graph in a
+``ProcessPoolExecutor`` with the default start method (8b01968 ``base.py:44-53`` to 1ade6d7
+``base.py:55-64``; no release sets one), which on Linux forks, and forking a process whose
+other threads may hold locks can deadlock the workers; the loader runs in a thread beside the
+server, so the start method is ``forkserver`` for the duration. A working directory the process
+cannot write (SageMaker starts the worker in the read-only ``/opt/ml/model``) is left for the
+temporary directory while compiling, as DJL does (afece25d ``model_loader.py:385, 411``,
+``chdir('/tmp')`` around ``to_neuron()``), and restored after, even on failure. Both are
+process-wide, so one lock serialises them.
 
 Several candidate plans (an optimum-neuron export of unknown era) are tried in
 order against the saved graphs; "Could not find a matching NEFF" moves to the
@@ -28,14 +31,17 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import multiprocessing
 import os
+import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from djl_python.backends.neuron.plan import OPTION_OF_KEY, NeuronLoadPlan
+from djl_python.backends.neuron.plan import COMPILE_ONLY_KEYS, OPTION_OF_KEY, NeuronLoadPlan
 from djl_python.backends.neuron.versions import (
     NeuronVersionError,
     TnxFeatures,
@@ -103,6 +109,14 @@ def build_neuron_config(tnx: ModuleType, version: tuple[int, int], options: dict
     if not options:
         return None
     accepted = neuron_config_keys(tnx, version)
+    for key in sorted(COMPILE_ONLY_KEYS & set(options) - accepted):
+        # Only how the graphs are compiled: worth a warning, not a refusal. Earlier releases compile
+        # every graph at once (8b01968..c8d6bdc base.py compile(): to_neuron passes no parallel_degree).
+        logger.warning("%s has no effect on transformers-neuronx %s (NeuronConfig.%s from %s); every graph "
+                       "compiles at once", OPTION_OF_KEY.get(key, key), fmt(version), key, key_since(key))
+        options = {k: v for k, v in options.items() if k != key}
+    if not options:
+        return None
     unknown = [key for key in options if key not in accepted]
     if unknown:
         lines = [f"{OPTION_OF_KEY.get(k, k)} (NeuronConfig.{k}, from transformers-neuronx {key_since(k)})"
@@ -143,11 +157,35 @@ def has_neffs(folder: Path | None) -> bool:
     return folder is not None and folder.is_dir() and any(folder.glob("*.neff"))
 
 
-def warn_if_cwd_read_only() -> None:
-    """The compiler may write scratch files to the working directory; say so when it cannot."""
-    if not os.access(os.getcwd(), os.W_OK):
-        logger.warning("the working directory %s is not writable; if neuronx-cc fails writing scratch files, "
-                       "start the server from a writable directory (DJL changes into /tmp)", os.getcwd())
+_COMPILE_ENVIRONMENT = threading.Lock()
+
+
+def writable(path: str) -> bool:
+    """Whether this process may create files in ``path``."""
+    return os.access(path, os.W_OK)
+
+
+@contextmanager
+def compile_environment() -> Iterator[None]:
+    """The process state transformers-neuronx compiles in (module docstring): the ``forkserver``
+    start method, and a writable working directory. Both are restored on exit."""
+    with _COMPILE_ENVIRONMENT:
+        previous = multiprocessing.get_start_method(allow_none=True)
+        switch = (previous or multiprocessing.get_start_method()) == "fork"
+        if switch:
+            multiprocessing.set_start_method("forkserver", force=True)
+        cwd = os.getcwd()
+        moved = not writable(cwd)
+        if moved:
+            logger.info("compiling in %s: the working directory %s is not writable", tempfile.gettempdir(), cwd)
+            os.chdir(tempfile.gettempdir())
+        try:
+            yield
+        finally:
+            if moved:
+                os.chdir(cwd)
+            if switch:
+                multiprocessing.set_start_method(previous, force=True)
 
 
 def run_with_deadline(fn: Callable[[], T], *, deadline: float, timeout_s: int, what: str) -> T:
@@ -196,14 +234,14 @@ def load_tnx_model(
     if use_neffs and not serializable:
         logger.warning("%s cannot load saved graphs (no serialization in TNX); compiling instead", model_type)
         use_neffs = False
-    warn_if_cwd_read_only()
 
     def build(plan: NeuronLoadPlan, with_neffs: bool) -> Any:
         started = time.monotonic()
         model = cls.from_pretrained(str(checkpoint_dir), **from_pretrained_kwargs(tnx, version, plan))
         if with_neffs:
             model.load(str(compiled_dir))
-        model.to_neuron()
+        with compile_environment():
+            model.to_neuron()
         logger.info(
             "%s (%s) %s in %.1f s (batch=%d, n_positions=%d, tp_degree=%s, amp=%s, strategy=%s%s)",
             cls.__name__, plan.model_type,
@@ -251,8 +289,9 @@ def load_optimum_model(model_dir: Path, *, export_kwargs: dict[str, Any] | None,
         ) from err
 
     def work() -> Any:
-        if export_kwargs is None:
-            return NeuronModelForCausalLM.from_pretrained(str(model_dir))
-        return NeuronModelForCausalLM.from_pretrained(str(model_dir), export=True, **export_kwargs)
+        with compile_environment():  # optimum-neuron calls to_neuron() inside from_pretrained
+            if export_kwargs is None:
+                return NeuronModelForCausalLM.from_pretrained(str(model_dir))
+            return NeuronModelForCausalLM.from_pretrained(str(model_dir), export=True, **export_kwargs)
 
     return run_with_deadline(work, deadline=deadline, timeout_s=timeout_s, what="loading the optimum-neuron model")

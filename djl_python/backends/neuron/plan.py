@@ -52,8 +52,21 @@ OPTION_OF_KEY: dict[str, str] = {
     "fuse_qkv": "option.fuse_qkv",
     "all_reduce_dtype": "option.all_reduce_dtype",
     "cast_logits_dtype": "option.cast_logits_dtype",
-    "on_device_embedding": "option.on_device_embedding_config",
+    "on_device_embedding": "option.on_device_embedding",
+    "fuse_mlp": "option.fuse_mlp",
+    "fused_rmsnorm_qkv": "option.fused_rmsnorm_qkv",
+    "qkv_tiling": "option.qkv_tiling",
+    "weight_tiling": "option.weight_tiling",
+    "shard_over_sequence": "option.shard_over_sequence",
+    "compilation_worker_count": "option.compilation_worker_count",
 }
+# Passed to NeuronConfig only when true, as LMI's transformers-neuronx loader does (djl-serving afece25d
+# neuron_utils/model_loader.py:194-206 ``if self.config.X``): an explicit false leaves TNX's default (false),
+# so graphs LMI compiled with the same serving.properties match.
+WHEN_TRUE_KEYS = ("fuse_qkv", "fuse_mlp", "fused_rmsnorm_qkv", "qkv_tiling", "weight_tiling", "shard_over_sequence")
+# NeuronConfig keys that change how graphs are compiled, not the graphs: left out of the manifest's
+# compile configuration, so a different worker count still loads the saved graphs.
+COMPILE_ONLY_KEYS = frozenset({"compilation_worker_count"})
 
 
 @dataclass
@@ -194,30 +207,68 @@ def _unroll(config: HandlerConfig) -> int | None:
 
 def neuron_options_from_config(config: HandlerConfig, *, amp: str, strategy: str, batch_size: int) -> dict[str, Any]:
     """The ``NeuronConfig`` options the configuration asks for, in JSON form (unset ones omitted)."""
-    from djl_python.config import load_on_device_embedding_config
-
     options: dict[str, Any] = {}
     if strategy == CONTINUOUS:
         options["continuous_batching"] = batch_size
     if config.quantize == "static_int8":
         # TNX requires amp == dequant_dtype.
         options["quant"] = {"quant_dtype": "s8", "dequant_dtype": amp}
-    for key in ("group_query_attention", "attention_layout", "collectives_layout", "cache_layout"):
+    for key in ("group_query_attention", "attention_layout", "collectives_layout", "cache_layout",
+                "all_reduce_dtype", "cast_logits_dtype", "compilation_worker_count"):
         if getattr(config, key) is not None:
             options[key] = getattr(config, key)
-    for key in ("fuse_qkv", "all_reduce_dtype", "cast_logits_dtype"):
-        if getattr(config, key) is not None:
-            options[key] = getattr(config, key)
-    embedding = load_on_device_embedding_config(config.on_device_embedding_config)
+    for key in WHEN_TRUE_KEYS:
+        if getattr(config, key):
+            options[key] = True
+    if config.fused_rmsnorm_qkv and not (config.fuse_qkv and config.attention_layout == "BSH"
+                                         and config.group_query_attention == "replicated-heads"):
+        logger.warning("option.fused_rmsnorm_qkv=true: transformers-neuronx turns it off unless fuse_qkv=true, "
+                       "attention_layout=BSH and group_query_attention=replicated-heads (1ade6d7 config.py:341-345)")
+    embedding = on_device_embedding(config)
     if embedding is not None:
-        unknown = sorted(set(embedding) - {"on_device_embedding"})
-        if unknown:
-            raise ConfigError([ConfigProblem(
-                "option.on_device_embedding_config", config.on_device_embedding_config,
-                f"unsupported keys {unknown}; only 'on_device_embedding' (true/false) is accepted "
-                "(on-device generation would return token ids, not logits)")])
-        options["on_device_embedding"] = bool(embedding.get("on_device_embedding", True))
+        options["on_device_embedding"] = embedding
+    _check_on_device_generation(config)
     return options
+
+
+def on_device_embedding(config: HandlerConfig) -> bool | None:
+    """``option.on_device_embedding``, else LMI 0.28-0.29's ``on_device_embedding_config`` file, else None
+    (TNX's default, off). LMI 0.28-0.29 passed the file's whole object as ``NeuronConfig.on_device_embedding``
+    (djl-serving v0.28.0 neuron_utils/model_loader.py:189-192), so a non-empty file turns it on; only an
+    ``on_device_embedding`` key in it can say otherwise."""
+    from djl_python.config import load_on_device_embedding_config
+
+    from_file = load_on_device_embedding_config(config.on_device_embedding_config)
+    wanted: bool | None = None
+    if from_file:
+        other = sorted(set(from_file) - {"on_device_embedding"})
+        if other:
+            logger.warning("option.on_device_embedding_config: keys %s have no effect; as in LMI 0.28-0.29, a "
+                           "non-empty file turns on_device_embedding on (set option.on_device_embedding instead)",
+                           other)
+        wanted = bool(from_file.get("on_device_embedding", True))
+    if config.on_device_embedding is not None:
+        if wanted is not None and wanted != config.on_device_embedding:
+            raise ConfigError([ConfigProblem(
+                "option.on_device_embedding, option.on_device_embedding_config", None,
+                f"option.on_device_embedding={str(config.on_device_embedding).lower()} contradicts "
+                f"option.on_device_embedding_config ({config.on_device_embedding_config} turns it "
+                f"{'on' if wanted else 'off'}); set only option.on_device_embedding", message_names_key=True)])
+        wanted = config.on_device_embedding
+    return wanted
+
+
+def _check_on_device_generation(config: HandlerConfig) -> None:
+    """LMI reads ``on_device_generation`` as a JSON file; an empty object does nothing there or here."""
+    from djl_python.config import load_on_device_embedding_config
+
+    settings = load_on_device_embedding_config(config.on_device_generation, "option.on_device_generation")
+    if settings:
+        raise ConfigError([ConfigProblem(
+            "option.on_device_generation", config.on_device_generation,
+            "on-device generation is not supported: it returns token ids, and this handler samples on the host "
+            "from the logits; unset it (LMI's transformers-neuronx loader fails on it as well, djl-serving afece25d "
+            "neuron_utils/model_loader.py:221-224)")])
 
 
 def _within_sliding_window(config: HandlerConfig, model_type: str, hf_config: dict[str, Any], n_positions: int,

@@ -184,12 +184,21 @@ def neuron_config_keys(tnx: ModuleType, version: tuple[int, int]) -> frozenset[s
     return frozenset()
 
 
+# First release of keys added after 0.10 (keyword-only NeuronConfig, so the installed signature
+# decides; this is only for messages): c8d6bdc config.py:156-159; release-2.20 (0.12) 6c0b875
+# config.py:203-220; 1ade6d7 config.py:239.
+KEYS_SINCE_0_11: dict[str, tuple[int, int]] = {
+    "qkv_tiling": (0, 11), "weight_tiling": (0, 11), "shard_over_sequence": (0, 11),
+    "fuse_mlp": (0, 12), "fused_rmsnorm_qkv": (0, 12), "compilation_worker_count": (0, 13),
+}
+
+
 def key_since(key: str) -> str:
     """The first release whose ``NeuronConfig`` accepts ``key`` (for error messages)."""
     for since in sorted(NEURON_CONFIG_KEYS):
         if key in NEURON_CONFIG_KEYS[since]:
             return fmt(since)
-    return "0.11"
+    return fmt(KEYS_SINCE_0_11.get(key, (0, 11)))
 
 
 @dataclass(frozen=True)

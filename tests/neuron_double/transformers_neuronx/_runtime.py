@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import threading
 from enum import Enum
 from typing import Any
 
@@ -138,9 +140,11 @@ class CompiledModel(PretrainedModel):
         """One "NEFF" per context bucket plus the token graph: any setting change misses, as the HLO hash does."""
         arch = {k: v for k, v in self.config.to_dict().items()
                 if not k.startswith("_") and k not in ("transformers_version", "is_presharded_checkpoint")}
+        # compilation_worker_count only sizes the compile pool (1ade6d7 base.py:88): not in the HLO.
+        neuron_config = {k: v for k, v in _canon(self.neuron_config).items() if k != "compilation_worker_count"}
         spec = {"class": type(self).__name__, "release": RELEASE.label, "batch_size": self.batch_size,
                 "amp": self.amp, "tp_degree": self.tp_degree, "token_buckets": self.token_buckets,
-                "config": arch, "neuron_config": _canon(self.neuron_config)}
+                "config": arch, "neuron_config": neuron_config}
         graphs = [("context", b) for b in self.context_buckets] + [("token", b) for b in self.token_buckets]
         return [hashlib.sha256(json.dumps({**spec, "graph": g}, sort_keys=True, default=str).encode()).hexdigest()[:20]
                 for g in graphs]
@@ -167,8 +171,29 @@ class CompiledModel(PretrainedModel):
                     'call "save" on this model to reserialize it.')
             record("to_neuron", type(self).__name__, "loaded")
         else:
+            self._compile()
             record("to_neuron", type(self).__name__, "compile")
         self.device = device
+
+    def _compile(self) -> None:
+        """``compile()``: every graph in a ``ProcessPoolExecutor(parallel_degree)`` with the default
+        multiprocessing start method (8b01968 base.py:44-53, 7a30b42 base.py:45-54, c8d6bdc base.py:46-55,
+        1ade6d7 base.py:55-64; no release sets a start method). ``parallel_degree`` is
+        ``NeuronConfig.compilation_worker_count`` from 1ade6d7 (base.py:88), else one worker per graph.
+
+        Stricter than the library: on Linux that default is ``fork``, and forking a process whose other
+        threads may hold locks can deadlock the compile workers. A compile from a thread other than
+        the main one (a loader beside a server's threads) under ``fork`` is refused here instead of
+        hanging some day on hardware; tests that build models directly call from the main thread."""
+        workers = len(self.graph_hashes())
+        if "compilation_worker_count" in RELEASE.neuron_config_keys:
+            workers = getattr(self.neuron_config, "compilation_worker_count", None) or workers
+        method = multiprocessing.get_start_method()
+        if method == "fork" and threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(f"compile(): ProcessPoolExecutor would fork this process from thread "
+                               f"{threading.current_thread().name!r} while {threading.active_count()} threads run "
+                               "(the compile workers can deadlock)")
+        record("compile", type(self).__name__, workers, method, os.getcwd())
 
     def _hf_model(self) -> Any:
         path, fmt = self.checkpoint, self.weights_format

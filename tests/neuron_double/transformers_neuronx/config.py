@@ -50,7 +50,8 @@ class GenerationConfig:
 
 _DEFAULTS = {"quant": None, "continuous_batching": None, "attention_layout": "HSB", "collectives_layout": "HSB",
              "cache_layout": "SBH", "group_query_attention": None, "on_device_embedding": False, "fuse_qkv": False,
-             "cast_logits_dtype": "float32", "all_reduce_dtype": None, "padding_side": "left"}
+             "cast_logits_dtype": "float32", "all_reduce_dtype": None, "padding_side": "left", "qkv_tiling": False,
+             "shard_over_sequence": False, "compilation_worker_count": None}
 
 
 class NeuronConfig:
@@ -71,6 +72,11 @@ class NeuronConfig:
             setattr(self, key, accepted.get(key, value))
         if "cast_logits_dtype" in accepted:
             assert self.cast_logits_dtype in ("float32", "float16", "bfloat16"), self.cast_logits_dtype
+        if self.qkv_tiling:  # c8d6bdc config.py:204-208, 1ade6d7 config.py:291-295
+            assert self.fuse_qkv, "QKV weight tiling is currently only supported when fuse_qkv is set"
+        if self.shard_over_sequence and RELEASE.label == "0.13":  # 1ade6d7 config.py:353-356
+            assert str(getattr(self.cache_layout, "value", self.cache_layout)) == "SBH", \
+                "flash decoding (shard_over_sequence) needs the SBH cache layout"
         if self.group_query_attention is not None:
             from transformers_neuronx.constants import GQA
 
