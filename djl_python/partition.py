@@ -6,7 +6,9 @@
 Output (the optimum-neuron layout, which ``resolve_artifacts`` reads back as
 ``OPTIMUM_NEURON``):
 
-* ``checkpoint/``: the source weights as safetensors (``save_pretrained``) plus their config;
+* ``checkpoint/``: the source checkpoint's weight files as they are (hard-linked where the
+  file system allows, else copied; never loaded into host memory again) plus its config, so
+  the release that compiled them reads them back;
 * ``compiled/``: the NEFFs from transformers-neuronx ``model.save()`` and ``djl_manifest.json``;
 * ``config.json`` with a ``neuron`` block (``auto_cast_type``, ``batch_size``,
   ``compiler_type``, ``compiler_version``, ``num_cores``, ``sequence_length``,
@@ -17,7 +19,12 @@ Output (the optimum-neuron layout, which ``resolve_artifacts`` reads back as
 
 Options come from ``--model-dir``'s ``serving.properties`` (or ``--option``
 pairs, which win), exactly as for serving; ``save_mp_checkpoint_path`` may be
-set there instead of on the command line.
+set there instead of on the command line. The checks serving makes before compiling
+(checkpoint format and sliding window per transformers-neuronx release) run first.
+
+LMI's own loader does not read this layout (it expects presharded weights in
+``compiled/``); serve the output with this handler, whose DJL entry point runs in LMI's
+containers, or with optimum-neuron.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -54,12 +62,32 @@ def _installed(name: str) -> str | None:
         return None
 
 
-def _dtype_kwargs(dtype: str) -> dict[str, str]:
-    """transformers renamed ``torch_dtype`` to ``dtype`` in 4.56; TNX 0.13 needs transformers < 4.48."""
-    import transformers
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
 
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+def copy_checkpoint(source: Path, dest: Path) -> list[Path]:
+    """The weight files of ``source`` (safetensors or .bin, sharded or not, or a split
+    ``pytorch_model.bin/`` folder) and its ``config.json`` into ``dest``, byte for byte: hard
+    links on the same file system, copies otherwise. Returns what was written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    names = sorted({p for pattern in WEIGHT_PATTERNS for p in source.glob(pattern)} | {source / "config.json"})
+    for path in names:
+        target = dest / path.name
+        if path.is_dir():  # transformers-neuronx save_pretrained_split: one file per tensor
+            shutil.copytree(path, target, copy_function=_link_or_copy)
+        elif path.is_file():
+            _link_or_copy(str(path), str(target))
+        written.append(target)
+    return written
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
 
 
 def neuron_block(plan: NeuronLoadPlan, config: HandlerConfig, tnx_version: str) -> dict[str, Any]:
@@ -83,11 +111,16 @@ def neuron_block(plan: NeuronLoadPlan, config: HandlerConfig, tnx_version: str) 
 
 def partition(config: HandlerConfig, output: Path) -> Path:
     """Compile the configured model and write the partitioned folder to ``output``; returns it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from djl_python.artifacts import Layout, resolve_artifacts, write_manifest
-    from djl_python.backends.neuron.load import compile_config, tensor_parallel_degree
     from djl_python.artifacts.manifest import library_versions
+    from djl_python.backends.neuron.load import (
+        check_checkpoint,
+        check_sliding_window,
+        compile_config,
+        tensor_parallel_degree,
+    )
     from djl_python.backends.neuron.loader import import_features, load_tnx_model
     from djl_python.backends.neuron.plan import plan_from_config
     from djl_python.backends.neuron.versions import model_support
@@ -110,8 +143,10 @@ def partition(config: HandlerConfig, output: Path) -> Path:
             f"transformers-neuronx cannot save compiled {artifacts.model_type} graphs (no serialization for this "
             "architecture); reuse compilations through option.compiled_graph_path (NEURON_COMPILE_CACHE_URL) instead"
         )
+    check_sliding_window(artifacts, features)
     plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
                             tp_degree=tensor_parallel_degree(config), features=features)
+    check_checkpoint(artifacts, features, plan)  # e.g. a sharded checkpoint on 0.9, before compiling
     model, plan = load_tnx_model(plan, artifacts.checkpoint_dir, None,
                                  deadline=started + config.model_loading_timeout,
                                  timeout_s=config.model_loading_timeout)
@@ -121,11 +156,7 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     versions["transformers-neuronx"] = str(getattr(tnx, "__version__", versions.get("transformers-neuronx", "")))
     write_manifest(compiled, backend="neuron", compile_config=compile_config(plan),
                    compiler_version=_installed("neuronx-cc"), versions=versions)
-    source = str(artifacts.checkpoint_dir)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        source, **_dtype_kwargs("auto"), trust_remote_code=config.trust_remote_code
-    )
-    hf_model.save_pretrained(str(checkpoint), safe_serialization=True)
+    copy_checkpoint(Path(artifacts.checkpoint_dir), checkpoint)
     AutoTokenizer.from_pretrained(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code) \
         .save_pretrained(str(output))
     if (artifacts.model_dir / "generation_config.json").is_file():

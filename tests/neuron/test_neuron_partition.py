@@ -136,3 +136,46 @@ def test_upload_to_s3(tiny_llama: Path, tnx, tmp_path: Path, monkeypatch: pytest
     local = {f"llama-neuron/{p.relative_to(tmp_path / 'out').as_posix()}" for p in (tmp_path / "out").rglob("*")
              if p.is_file()}
     assert keys == local and "llama-neuron/config.json" in keys
+
+
+def test_partition_keeps_the_source_weights_without_reloading_them(tiny_llama: Path, tnx, tmp_path: Path) -> None:
+    """checkpoint/ holds the source's weight files byte for byte (hard-linked here: same file system), not a
+    second copy of the model loaded into host memory and saved again."""
+    import os
+
+    out = partition(tiny_llama, tmp_path / "out", "device=neuron", "max_rolling_batch_size=2", "n_positions=64")
+    weights = sorted(p.name for p in tiny_llama.glob("*.safetensors"))
+    assert weights and sorted(p.name for p in (out / "checkpoint").glob("*.safetensors")) == weights
+    assert all(os.path.samefile(tiny_llama / name, out / "checkpoint" / name) for name in weights)
+    assert json.loads((out / "checkpoint" / "config.json").read_text()) == json.loads(
+        (tiny_llama / "config.json").read_text())
+
+
+@pytest.fixture
+def sharded(tiny_llama: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama), **dtype_kwargs(torch.float32))
+    out = tmp_path / "sharded"
+    model.save_pretrained(str(out), max_shard_size="20KB")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_llama / name).is_file():
+            shutil.copy2(tiny_llama / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize("tnx", ["0.9"], indirect=True)
+def test_partition_refuses_a_sharded_checkpoint_before_compiling_on_0_9(sharded: Path, tnx, tmp_path: Path,
+                                                                         capsys) -> None:
+    argv = ["--model-id", str(sharded), "--save-mp-checkpoint-path", str(tmp_path / "out"),
+            "--option", "device=neuron", "--option", "max_rolling_batch_size=2", "--option", "n_positions=64"]
+    assert partition_main(argv) != 0
+    assert "sharded checkpoint" in capsys.readouterr().err and not tnx.events("from_pretrained")
+
+
+def test_a_sharded_checkpoint_stays_sharded_and_reloads(sharded: Path, tnx, tmp_path: Path) -> None:
+    out = partition(sharded, tmp_path / "out", "device=neuron", "max_rolling_batch_size=2", "n_positions=64")
+    assert (out / "checkpoint" / "model.safetensors.index.json").is_file()
+    tnx.CALLS.clear()
+    load_neuron(out, max_rolling_batch_size=2, n_positions=64)
+    assert tnx.events("to_neuron")[-1][2] == "loaded"
