@@ -37,14 +37,17 @@ from djl_python.backends.model_defaults import eos_token_ids
 from djl_python.backends.neuron.backend import NeuronBackend
 from djl_python.backends.neuron.devices import visible_core_count
 from djl_python.backends.neuron.loader import import_features, load_optimum_model, load_tnx_model
+from djl_python.backends.neuron.memory import check_neuron_memory
 from djl_python.backends.neuron.plan import (
     COMPILE_ONLY_KEYS,
     CONTINUOUS,
     NAIVE,
     NeuronLoadPlan,
+    default_n_positions,
     plan_from_config,
     plans_from_optimum_block,
 )
+from djl_python.backends.neuron.smart_defaults import smart_defaults
 from djl_python.backends.neuron.strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
 from djl_python.backends.neuron.versions import NeuronVersionError, TnxFeatures, fmt, model_support
 from djl_python.config import ConfigError, ConfigProblem, apply_environment, dtypes
@@ -83,10 +86,12 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     tnx, features = import_features()
     model_support(artifacts.model_type, features.version)
     check_sliding_window(artifacts, features)
+    config = with_smart_defaults(config, artifacts)
     if config.model_loader == "optimum":
         model, plan = _load_with_optimum(config, artifacts, features, deadline)
     else:
         plans = decide_plans(config, artifacts, features)
+        check_neuron_memory(plans[0], config, artifacts.hf_config, artifacts.checkpoint_dir)
         check_checkpoint(artifacts, features, plans[0])
         _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
         present = _files(artifacts.compiled_dir)
@@ -105,6 +110,30 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     )
     logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
     return backend
+
+
+def with_smart_defaults(config: HandlerConfig, artifacts: ModelArtifacts) -> HandlerConfig:
+    """``config`` with LMI's smart ``tensor_parallel_degree`` and ``max_rolling_batch_size``
+    (:mod:`.smart_defaults`) for those the user left unset, each logged with its reason. Not for
+    compiled artifacts, whose shape is fixed, nor without visible NeuronCores. ``n_positions``
+    keeps this backend's default, which is LMI's (``min(max_position_embeddings, 4096)``) capped
+    where a release needs it (Mistral's sliding window)."""
+    unset = [key for key in ("tensor_parallel_degree", "max_rolling_batch_size")
+             if key not in config.model_fields_set]
+    if artifacts.neuron_block is not None or not unset:
+        return config
+    cores = visible_core_count()
+    given_tp = None if "tensor_parallel_degree" in unset else (
+        cores if config.tensor_parallel_degree == "max" else int(config.tensor_parallel_degree))
+    rolling_unset = config.rolling_batch_enabled and "max_rolling_batch_size" in unset
+    chosen = smart_defaults(
+        artifacts.hf_config, cores=cores, quantized=config.quantize == "static_int8",
+        n_positions=config.n_positions or default_n_positions(artifacts.hf_config),
+        tensor_parallel_degree=given_tp, max_rolling_batch_size=None if rolling_unset else config.max_slots)
+    for reason in chosen.reasons:
+        logger.info("[Smart Default] %s", reason)
+    update = {k: v for k, v in chosen.as_options().items() if k != "n_positions"}
+    return config.model_copy(update=update) if update else config
 
 
 def tensor_parallel_degree(config: HandlerConfig) -> int:

@@ -24,14 +24,12 @@ change, instead of an OOM kill with no message.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from djl_python.backends.checkpoint_size import checkpoint_parameters
 from djl_python.config import dtypes
 from djl_python.config.errors import ConfigError, ConfigProblem
 
@@ -91,22 +89,14 @@ def kv_geometry(config: Any) -> tuple[int, int, int]:
     return int(text.num_hidden_layers), int(kv_heads), int(head_dim)
 
 
-def _safetensors_params(path: Path) -> int:
-    """Elements in a safetensors file, from its header alone (8-byte length + JSON)."""
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-    return sum(math.prod(meta["shape"]) for name, meta in header.items() if name != "__metadata__")
-
-
 def weights_bytes(model_dir: Path, dtype: str, stored_dtype: str | None) -> int:
     """Bytes the weights take once loaded in ``dtype``.
 
     From the safetensors headers when present; otherwise the checkpoint files' size
     rescaled from the stored dtype (``stored_dtype``, fp32 when unknown)."""
-    shards = sorted(model_dir.glob("*.safetensors"))
-    if shards:
-        return sum(_safetensors_params(p) for p in shards) * dtypes.BY_NAME[dtype].itemsize
+    params = checkpoint_parameters(model_dir)
+    if params is not None:
+        return params * dtypes.BY_NAME[dtype].itemsize
     files = [p for pattern in ("*.bin", "*.pt") for p in model_dir.glob(pattern)]
     stored = dtypes.BY_NAME[stored_dtype or "fp32"].itemsize
     return sum(p.stat().st_size for p in files) * dtypes.BY_NAME[dtype].itemsize // stored
