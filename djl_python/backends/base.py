@@ -33,6 +33,16 @@ Invariants (the contract every implementation and the engine rely on):
   the call). The default makes the two calls in that order; a backend that can
   run both in one forward overrides it, with each part's logits as its own call
   would return them up to float rounding.
+* Speculative decoding, when ``limits.speculation_length`` (``k``) is above 0:
+  ``speculate(slot, last_token, position)`` has the backend's draft propose ``k - 1``
+  tokens after ``last_token`` and the model score all ``k`` at positions
+  ``position .. position + k - 1`` in one call; it returns the proposals and the ``k``
+  rows of logits (row ``i`` predicts the token after input ``i``). The engine accepts
+  a prefix and calls ``accept_speculation(slot, last_token, proposals, accepted, position)``
+  with the tokens it kept (1 to ``k``); the slot then holds ``position + len(accepted)``
+  tokens, the last accepted one being the next ``last_token``. The engine uses it for
+  one running slot at a time, never past ``n_positions``; plain ``decode`` stays valid
+  between speculative steps.
 """
 
 from __future__ import annotations
@@ -60,6 +70,7 @@ class BackendLimits:
         max_prefill_slots: most prompts one ``prefill`` call may take (the naive
             Neuron strategy re-prefills everything, continuous batching any
             number); the scheduler never exceeds it.
+        speculation_length: tokens one speculative step scores (``k``; 0: no speculation).
         padded_prefill: whether a prefill pays for each prompt's whole bucket
             (Neuron's compiled shapes) rather than about its real tokens (the
             PyTorch backend: packed prompts, or length groups with bounded
@@ -73,6 +84,7 @@ class BackendLimits:
     eos_token_ids: tuple[int, ...] = ()
     max_prefill_slots: int | None = None
     padded_prefill: bool = True
+    speculation_length: int = 0
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -134,6 +146,16 @@ class Backend(ABC):
         self, slot_ids: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int]
     ) -> "torch.Tensor":
         """Append one token per slot at its position; return next-token logits ``[n, vocab]``."""
+
+    def speculate(self, slot_id: int, last_token: int, position: int) -> "tuple[list[int], torch.Tensor]":
+        """The draft's ``k - 1`` proposals after ``last_token`` and the model's ``[k, vocab]`` logits
+        (module docstring); only when ``limits.speculation_length`` is above 0."""
+        raise NotImplementedError(f"{type(self).__name__} has no speculative decoding")
+
+    def accept_speculation(self, slot_id: int, last_token: int, proposals: Sequence[int], accepted: Sequence[int],
+                           position: int) -> None:
+        """Record that ``accepted`` (1 to ``k`` tokens) follow ``last_token`` at ``position``."""
+        raise NotImplementedError(f"{type(self).__name__} has no speculative decoding")
 
     def decode_and_prefill(
         self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],

@@ -68,6 +68,9 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     from djl_python.backends.pytorch.backend import PyTorchBackend
 
     warn_tensor_parallel(config, device)
+    if config.speculative_draft_model:
+        logger.warning("%s is ignored: speculative decoding is implemented for the Neuron backend only, not the "
+                       "PyTorch backend (%s)", config.origin("speculative_draft_model"), device)
     if device == "cpu":
         bound_shape_caches()  # before the memory plan, whose probe creates the first oneDNN primitive
     shape = {

@@ -43,10 +43,6 @@ NO_EFFECT: dict[str, Optional[str]] = {
     "mpi_mode": None,
     "draft_model_id": _SPECULATIVE,
     "spec_length": _SPECULATIVE,
-    "speculative_draft_model": _SPECULATIVE,
-    "speculative_length": _SPECULATIVE,
-    "draft_model_tp_size": _SPECULATIVE,
-    "draft_model_compiled_path": _SPECULATIVE,
     "low_cpu_mem_usage": "the backends load weights their own way (transformers-neuronx or transformers)",
     "enable_streaming": 'deprecated; each request chooses streaming with "stream": true',
 }

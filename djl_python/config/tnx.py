@@ -166,11 +166,15 @@ class TnxProperties(BaseModel):
     )
     save_mp_checkpoint_path: OptStr = Field(None, description="Output folder for ahead-of-time partitioning.")
 
-    # --- speculative decoding (DJL 0.28): accepted for compatibility, not implemented
-    speculative_draft_model: OptStr = Field(None, description="Speculative draft model; not supported, ignored.")
-    speculative_length: PositiveInt = Field(5, description="Speculative length; not supported, ignored.")
-    draft_model_tp_size: OptPositiveInt = Field(None, description="Draft model TP degree; not supported, ignored.")
-    draft_model_compiled_path: GraphLocation = Field(None, description="Draft model neff cache; not supported, ignored.")
+    # --- speculative decoding (LMI 0.28): Neuron backend, Llama, one sequence, TNX 0.11+
+    speculative_draft_model: OptStr = Field(
+        None, description="Draft model (HF id, s3:// url or folder) for speculative decoding on Neuron, as LMI 0.28: "
+        "a Llama target, `max_rolling_batch_size=1`, transformers-neuronx 0.11+; greedy requests take up to "
+        "`speculative_length` tokens per step. Ignored with a warning by the PyTorch backend.")
+    speculative_length: PositiveInt = Field(5, description="Tokens the target scores per speculative step (the "
+                                                           "draft proposes one fewer).")
+    draft_model_tp_size: OptPositiveInt = Field(None, description="The draft's tensor-parallel degree (default: the target's).")
+    draft_model_compiled_path: GraphLocation = Field(None, description="The draft's saved graphs (a folder with NEFFs).")
 
     @model_validator(mode="before")
     @classmethod

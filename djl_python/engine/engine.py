@@ -14,6 +14,8 @@ The engine is not thread-safe: one thread calls all of its methods.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import logging
 import uuid
@@ -25,6 +27,7 @@ from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
+from djl_python.engine.speculation import accept_greedy, speculable
 from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
@@ -149,6 +152,9 @@ class Engine:
         if not batch.decode and not batch.prefill:
             return outputs
         decode, prefill = batch.decode, batch.prefill
+        if not prefill and len(decode) == 1 and self._can_speculate(decode[0]):
+            self._speculative_step(decode[0], outputs)
+            return outputs
         for seq in prefill:
             self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
         # One backend call (the PyTorch backend runs both parts in one forward). Decode comes
@@ -163,6 +169,33 @@ class Engine:
         if prefill:
             self._postprocess(prefill, prefill_logits, outputs)
         return outputs
+
+    def _can_speculate(self, seq: Sequence) -> bool:
+        """A speculative step for the one running sequence: the backend speculates, the request is
+        plain greedy, and all ``k`` positions fit in ``n_positions``."""
+        k = self.limits.speculation_length
+        return k > 0 and speculable(seq.params) and seq.num_tokens - 1 + k <= self.limits.n_positions
+
+    def _speculative_step(self, seq: Sequence, outputs: list[RequestOutput]) -> None:
+        """Up to ``k`` tokens for ``seq`` from one backend call, greedy-accepted (``engine/speculation.py``),
+        reported as one output; stop criteria apply token by token."""
+        from djl_python.engine.sampling import greedy_tokens
+
+        slot, last, position = seq.slot, seq.last_token, seq.num_tokens - 1
+        # A backend exception propagates, as a decode's does (the caller resets the engine).
+        proposals, logits = self.backend.speculate(slot, last, position)
+        accepted = accept_greedy(proposals, greedy_tokens(logits))
+        self.backend.accept_speculation(slot, last, proposals, accepted, position)
+        produced: list[RequestOutput] = []
+        for token in accepted:
+            try:
+                produced.append(self._append_token(seq, token, None, None))
+            except Exception as err:  # a bad token for this tokenizer: this request alone fails
+                self._fail(seq, err, outputs)
+                return
+            if seq.finished:
+                break
+        outputs.append(_merge(produced))
 
     def _postprocess(self, seqs: list[Sequence], logits: Any, outputs: list[RequestOutput]) -> None:
         for seq, sampled in zip(seqs, self._sample(seqs, logits)):
@@ -309,3 +342,20 @@ def _unpack(out: "SampleOutput") -> list[tuple]:
     logprobs = out.logprobs or [None] * n
     tops = out.top_logprobs or [None] * n
     return list(zip(out.token_ids, logprobs, tops))
+
+
+def _merge(outputs: list[RequestOutput]) -> RequestOutput:
+    """One request's outputs of one step as one output: tokens, text and per-token lists in order,
+    the last one's state (finished, finish reason, counts)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    return dataclasses.replace(
+        outputs[-1],
+        token_ids=[t for o in outputs for t in o.token_ids],
+        text="".join(o.text for o in outputs),
+        logprobs=[x for o in outputs for x in o.logprobs],
+        top_logprobs=[x for o in outputs for x in o.top_logprobs],
+        token_texts=[x for o in outputs for x in o.token_texts],
+        top_logprob_texts=[x for o in outputs for x in o.top_logprob_texts],
+    )
+

@@ -26,8 +26,7 @@ ENVIRONMENT_FIELDS = {"neuron_optimize_level", "enable_mixed_precision_accumulat
 VALUE_FIELDS = {"task", "model_loader", "partition_schema"}
 # A valid, non-default value for each no-effect field.
 SAMPLES = {"waiting_steps": "3", "mpi_mode": "true", "draft_model_id": "org/draft", "spec_length": "4",
-           "speculative_draft_model": "org/draft", "speculative_length": "7", "draft_model_tp_size": "2",
-           "draft_model_compiled_path": "/tmp/draft", "low_cpu_mem_usage": "true", "enable_streaming": "true",
+           "low_cpu_mem_usage": "true", "enable_streaming": "true",
            "sequence_parallel": "true", "sequence_parallel_norm_threshold": "1", "mlp_out_weight_transpose": "true",
            "multi_node": "true", "neuron_cc_pipeline_factor": "2", "neuron_quant": "true"}
 VALUE_WARNINGS = [("task", "summarization"), ("model_loader", "vllm"), ("partition_schema", "legacy")]

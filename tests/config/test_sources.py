@@ -153,6 +153,6 @@ def test_djl_front_end_keys_are_ignored_silently(caplog: pytest.LogCaptureFixtur
 
 def test_options_without_effect_warn_when_set(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="djl_python.config"):
-        parse({"option.speculative_draft_model": "org/draft"}, env={"OPTION_MPI_MODE": "false"})
+        parse({"option.draft_model_id": "org/draft"}, env={"OPTION_MPI_MODE": "false"})
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["option.speculative_draft_model is accepted for compatibility but has no effect in this handler"]
+    assert messages == ["option.draft_model_id is accepted for compatibility but has no effect in this handler"]

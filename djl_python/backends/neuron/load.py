@@ -48,6 +48,7 @@ from djl_python.backends.neuron.plan import (
     plans_from_optimum_block,
 )
 from djl_python.backends.neuron.smart_defaults import smart_defaults
+from djl_python.backends.neuron.speculation import SpeculativeBackend
 from djl_python.backends.neuron.strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
 from djl_python.backends.neuron.versions import NeuronVersionError, TnxFeatures, fmt, model_support
 from djl_python.config import ConfigError, ConfigProblem, apply_environment, dtypes
@@ -64,8 +65,9 @@ def compile_config(plan: NeuronLoadPlan) -> dict[str, Any]:
     """Everything that changes the compiled graphs, for ``djl_manifest.json`` (not how they are
     compiled: :data:`COMPILE_ONLY_KEYS` are left out)."""
     graph_options = {k: v for k, v in plan.neuron_options.items() if k not in COMPILE_ONLY_KEYS}
+    speculation = {"speculation_length": plan.speculation_length} if plan.speculation_length else {}
     return {"model_type": plan.model_type, "strategy": plan.strategy, **plan.model_kwargs,
-            "neuron_config": graph_options}
+            "neuron_config": graph_options, **speculation}
 
 
 def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> NeuronBackend:
@@ -100,16 +102,42 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
             deadline=deadline, timeout_s=config.model_loading_timeout,
         )
         _publish_compiled(config, artifacts, present)
-    strategy = ContinuousBatchingBackend if plan.strategy == CONTINUOUS else NaiveRollingBatchBackend
-    backend = strategy(
-        model,
-        plan,
-        vocab_size=int(artifacts.hf_config["vocab_size"]),
-        eos_ids=_eos_ids(artifacts),
-        tnx_version=str(getattr(tnx, "__version__", fmt(features.version))),
-    )
+    common = {"vocab_size": int(artifacts.hf_config["vocab_size"]), "eos_ids": _eos_ids(artifacts),
+              "tnx_version": str(getattr(tnx, "__version__", fmt(features.version)))}
+    backend: NeuronBackend
+    if plan.speculation_length:
+        draft = _load_draft(config, features, deadline)
+        backend = SpeculativeBackend(model, plan, draft=draft, speculation_length=plan.speculation_length, **common)
+    elif plan.strategy == CONTINUOUS:
+        backend = ContinuousBatchingBackend(model, plan, **common)
+    else:
+        backend = NaiveRollingBatchBackend(model, plan, **common)
     logger.info("Neuron backend ready (%s) in %.1f s", plan.strategy, time.monotonic() - started)
     return backend
+
+
+def _load_draft(config: HandlerConfig, features: TnxFeatures, deadline: float) -> Any:
+    """The draft model, as LMI 0.28 builds it (djl-serving v0.28.0 transformers_neuronx.py:148-163): the
+    target's settings with ``speculative_draft_model`` as the model, ``draft_model_tp_size`` as its degree
+    and ``draft_model_compiled_path`` as its graphs; one sequence, no speculation of its own."""
+    from djl_python.artifacts import resolve_artifacts
+
+    update: dict[str, Any] = {"model_id": config.speculative_draft_model, "model_dir": None,
+                              "compiled_graph_path": config.draft_model_compiled_path,
+                              "speculative_draft_model": None}
+    if config.draft_model_tp_size:
+        update["tensor_parallel_degree"] = config.draft_model_tp_size
+    draft_config = config.model_copy(update=update)
+    artifacts = resolve_artifacts(draft_config)
+    model_support(artifacts.model_type, features.version)
+    plan = plan_from_config(draft_config, artifacts.model_type, artifacts.hf_config,
+                            tp_degree=tensor_parallel_degree(draft_config), features=features)
+    check_checkpoint(artifacts, features, plan)
+    logger.info("loading the draft model %s (%s, tp_degree=%s)", config.speculative_draft_model,
+                artifacts.model_type, plan.model_kwargs.get("tp_degree"))
+    model, _ = load_tnx_model(plan, artifacts.checkpoint_dir, artifacts.compiled_dir, deadline=deadline,
+                              timeout_s=config.model_loading_timeout)
+    return model
 
 
 def with_smart_defaults(config: HandlerConfig, artifacts: ModelArtifacts) -> HandlerConfig:

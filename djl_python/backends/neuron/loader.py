@@ -238,6 +238,8 @@ def load_tnx_model(
     def build(plan: NeuronLoadPlan, with_neffs: bool) -> Any:
         started = time.monotonic()
         model = cls.from_pretrained(str(checkpoint_dir), **from_pretrained_kwargs(tnx, version, plan))
+        if plan.speculation_length:  # its graphs are built by to_neuron(), and saved with the others
+            model.enable_speculative_decoder(plan.speculation_length)
         if with_neffs:
             model.load(str(compiled_dir))
         with compile_environment():

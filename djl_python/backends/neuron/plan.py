@@ -81,6 +81,7 @@ class NeuronLoadPlan:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # from_pretrained(**) minus neuron_config
     neuron_options: dict[str, Any] = field(default_factory=dict)  # NeuronConfig(**) in JSON form
     variant: str = ""  # where the arguments come from, for logs (e.g. "optimum v0.0.22-23")
+    speculation_length: int = 0  # enable_speculative_decoder(k) before to_neuron() (0: none)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -360,7 +361,35 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
         raise NeuronVersionError(f"option.quantize={config.quantize}: transformers-neuronx's {sup.class_name} does "
                                  "not implement quantization; unset it")
     options = neuron_options_from_config(config, amp=amp, strategy=strategy, batch_size=batch_size)
-    return NeuronLoadPlan(model_type, strategy, batch_size, n_positions, prefill_buckets, kwargs, options)
+    speculation = _speculation_length(config, model_type, strategy, batch_size, version)
+    return NeuronLoadPlan(model_type, strategy, batch_size, n_positions, prefill_buckets, kwargs, options,
+                          speculation_length=speculation)
+
+
+SPECULATION_SINCE = (0, 11)  # c8d6bdc llama/model.py:180-217: speculative_forward without _preprocess
+
+
+def _speculation_length(config: HandlerConfig, model_type: str, strategy: str, batch_size: int,
+                        version: tuple[int, int]) -> int:
+    """``speculative_length`` when ``speculative_draft_model`` is set and the target can speculate as LMI 0.28
+    does (backends/neuron/speculation.py): Llama, one sequence, the naive strategy, TNX 0.11+."""
+    if not config.speculative_draft_model:
+        return 0
+    key = "option.speculative_draft_model"
+    if model_type != "llama":
+        raise NeuronVersionError(f"{key}: speculative decoding needs a Llama target (transformers-neuronx's "
+                                 f"speculative_forward); this model is {model_type!r}")
+    if version < SPECULATION_SINCE:
+        raise NeuronVersionError(
+            f"{key}: speculative decoding needs transformers-neuronx >= {fmt(SPECULATION_SINCE)} (installed "
+            f"{fmt(version)}, whose speculative_forward preprocesses a static batch as a context; LMI 0.28 worked "
+            "around it with its own kernel call)")
+    if batch_size != 1 or strategy == CONTINUOUS:
+        raise ConfigError([ConfigProblem(
+            f"{key}, option.{config.slots_key}", None,
+            f"{key} serves one sequence at a time, as LMI 0.28 does: set option.{config.slots_key}=1 "
+            "(and no rolling_batch_strategy=continuous_batching)", message_names_key=True)])
+    return int(config.speculative_length)
 
 
 # What each optimum-neuron release passed to transformers-neuronx when it exported a model

@@ -132,6 +132,8 @@ class CompiledModel(PretrainedModel):
         self.context_buckets = context_buckets
         self.neuron_config = neuron_config if neuron_config is not None else NeuronConfig()
         self.continuous = bool(getattr(self.neuron_config, "continuous_batching", None))
+        # enable_speculative_decoder's graphs: int k before 0623de2, (k, batch_size) from it.
+        self.decoder_lm_head_for_speculation: dict[Any, str] = {}
         self._neff_dir: str | None = None
         self.device: Device | None = None
 
@@ -146,6 +148,8 @@ class CompiledModel(PretrainedModel):
                 "amp": self.amp, "tp_degree": self.tp_degree, "token_buckets": self.token_buckets,
                 "config": arch, "neuron_config": neuron_config}
         graphs = [("context", b) for b in self.context_buckets] + [("token", b) for b in self.token_buckets]
+        graphs += [("speculation", str(key), b) for key in sorted(self.decoder_lm_head_for_speculation, key=str)
+                   for b in self.token_buckets]
         return [hashlib.sha256(json.dumps({**spec, "graph": g}, sort_keys=True, default=str).encode()).hexdigest()[:20]
                 for g in graphs]
 

@@ -78,6 +78,23 @@ class NeuronModelBase(CompiledModel):
         self._neff_dir = directory
         record("load", type(self).__name__, directory)
 
+    # -- speculation (base.NeuronModelBase.enable_speculative_decoder) -----------------------------
+    def enable_speculative_decoder(self, speculation_length: int | list[int], batch_sizes: Any = None,
+                                   token_tree: Any = None) -> None:
+        """A speculation graph per ``k`` (8b01968 base.py:75-79, 7a30b42 base.py:76-80: keyed by ``k``) or per
+        ``(k, batch_size)`` with ``batch_sizes`` defaulting to the compiled batch (0623de2 base.py:76-86,
+        c8d6bdc base.py:77-87, 1ade6d7 base.py:122-132). Built by ``to_neuron()``: a call after it adds a
+        graph that was never compiled, which the double refuses."""
+        assert self.device is None, "enable_speculative_decoder() after to_neuron(): its graphs would not be compiled"
+        lengths = [speculation_length] if isinstance(speculation_length, int) else list(speculation_length)
+        tuple_keys = RELEASE.label not in ("0.8", "0.9", "0.10-early")
+        sizes = [self.batch_size] if batch_sizes is None else (
+            [batch_sizes] if isinstance(batch_sizes, int) else list(batch_sizes))
+        for k in lengths:
+            for size in (sizes if tuple_keys else [None]):
+                self.decoder_lm_head_for_speculation[(k, size) if tuple_keys else k] = "speculation"
+        record("enable_speculative_decoder", type(self).__name__, tuple(lengths))
+
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, cache_ids: torch.Tensor | None = None,
                 start_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,155 @@
+"""Speculative decoding on Neuron, as LMI 0.28 serves it, through the double's ``speculative_forward``
+(c8d6bdc llama/model.py:180-217, 1ade6d7 llama/model.py:308-349) and ``enable_speculative_decoder``.
+
+Greedy output must equal plain greedy decoding of the target, whatever the draft proposes: a draft
+that is the target itself (every proposal accepted), and an unrelated random draft (most rejected).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from djl_python.backends.neuron.versions import NeuronVersionError
+from djl_python.config import ConfigError
+from djl_python.engine import SamplingParams
+from djl_python.engine.engine import Engine
+from djl_python.engine.speculation import accept_greedy
+from tests.neuron.conftest import load_neuron
+
+PROMPTS = [[5, 17, 42, 99, 7], [3, 4], list(range(10, 40))]
+
+
+def test_greedy_acceptance_keeps_the_models_own_choices() -> None:
+    assert accept_greedy([4, 5, 6], [4, 5, 6, 7]) == [4, 5, 6, 7]  # every proposal kept, plus the bonus token
+    assert accept_greedy([4, 9, 6], [4, 5, 6, 7]) == [4, 5]  # the first disagreement is replaced
+    assert accept_greedy([9, 5, 6], [4, 5, 6, 7]) == [4]
+    with pytest.raises(ValueError):
+        accept_greedy([1, 2], [1, 2])
+
+
+def plain_greedy(model_dir: Path, prompt: list[int], n: int) -> list[int]:
+    from transformers import AutoModelForCausalLM
+
+    from tests.models import dtype_kwargs
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **dtype_kwargs(torch.float32)).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=n, do_sample=False, min_new_tokens=n,
+                             pad_token_id=0, eos_token_id=None)
+    return out[0, len(prompt):].tolist()
+
+
+def engine_tokens(backend, prompt: list[int], n: int, **params) -> list[int]:
+    from djl_python.loader import load_tokenizer
+
+    engine = Engine(backend, load_tokenizer(str(backend.model.checkpoint)))
+    result = engine.generate([prompt], SamplingParams(max_new_tokens=n, ignore_eos=True, **params))[0]
+    return list(result.token_ids)
+
+
+@pytest.fixture
+def random_draft(tiny_model_factory, tmp_path: Path) -> Path:
+    """A draft with the target's vocabulary but other weights: it proposes mostly wrong tokens."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    target = tiny_model_factory("llama")
+    config = LlamaConfig.from_pretrained(str(target))
+    torch.manual_seed(1234)
+    model = AutoModelForCausalLM.from_config(config)
+    out = tmp_path / "draft"
+    model.save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (target / name).is_file():
+            shutil.copy2(target / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize("tnx", ["0.11", "0.13"], indirect=True)
+@pytest.mark.parametrize("draft_kind", ["itself", "random"])
+def test_speculative_greedy_equals_plain_greedy(tiny_llama: Path, random_draft: Path, tnx, draft_kind: str) -> None:
+    draft = tiny_llama if draft_kind == "itself" else random_draft
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=draft,
+                          speculative_length=4)
+    assert backend.limits.speculation_length == 4 and tnx.events("enable_speculative_decoder")
+    for prompt in PROMPTS:
+        tnx.CALLS.clear()
+        assert engine_tokens(backend, prompt, 20) == plain_greedy(tiny_llama, prompt, 20), (draft_kind, prompt)
+        steps = tnx.events("speculative_forward")
+        assert steps, "no speculative step ran"
+        if draft_kind == "itself":  # every proposal accepted: about k tokens per target call
+            assert len(steps) <= 20 // 4 + 1
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_sampled_requests_decode_plainly_and_keep_the_draft_in_step(tiny_llama: Path, tnx) -> None:
+    """A sampled request never speculates; a greedy one after it still matches (the draft saw every token)."""
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama,
+                          speculative_length=3)
+    tnx.CALLS.clear()
+    engine_tokens(backend, PROMPTS[0], 8, do_sample=True, temperature=0.8, seed=3)
+    assert not tnx.events("speculative_forward")
+    assert engine_tokens(backend, PROMPTS[1], 12) == plain_greedy(tiny_llama, PROMPTS[1], 12)
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_speculation_stops_where_the_cache_ends(tiny_llama: Path, tnx) -> None:
+    """Near n_positions there is no room for k positions: plain decoding finishes the sequence."""
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama,
+                          speculative_length=4)
+    prompt = list(range(1, 50))
+    assert engine_tokens(backend, prompt, 14) == plain_greedy(tiny_llama, prompt, 14)
+
+
+@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
+def test_speculation_needs_0_11(tiny_llama: Path, tnx) -> None:
+    with pytest.raises(NeuronVersionError, match="option.speculative_draft_model.*>= 0.11"):
+        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama)
+
+
+def test_speculation_serves_one_sequence(tiny_llama: Path, tnx) -> None:
+    with pytest.raises(ConfigError, match="option.max_rolling_batch_size=1"):
+        load_neuron(tiny_llama, max_rolling_batch_size=2, n_positions=64, speculative_draft_model=tiny_llama)
+
+
+def test_speculation_needs_a_llama_target(tiny_model_factory, tnx) -> None:
+    with pytest.raises(NeuronVersionError, match="needs a Llama target"):
+        load_neuron(tiny_model_factory("gpt2"), max_rolling_batch_size=1, n_positions=64,
+                    speculative_draft_model=tiny_model_factory("gpt2"))
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_saved_graphs_include_the_speculation_graph(tiny_llama: Path, tnx, tmp_path: Path) -> None:
+    """djl-partition saves the speculation graphs with the rest (enable_speculative_decoder before to_neuron),
+    and the folder reloads without compiling; without the option the speculation graph is not there."""
+    from djl_python.partition import main
+
+    out = tmp_path / "out"
+    options = ["device=neuron", "max_rolling_batch_size=1", "n_positions=64", f"speculative_draft_model={tiny_llama}",
+               "speculative_length=4"]
+    argv = ["--model-id", str(tiny_llama), "--save-mp-checkpoint-path", str(out)]
+    for option in options:
+        argv += ["--option", option]
+    assert main(argv) == 0
+    tnx.CALLS.clear()
+    load_neuron(out, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama,
+                speculative_length=4)
+    assert tnx.events("to_neuron")[0][2] == "loaded"
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_the_draft_takes_its_own_degree_and_graphs(tiny_llama: Path, tnx, tmp_path: Path) -> None:
+    """draft_model_tp_size and draft_model_compiled_path reach the draft's load, as in LMI 0.28
+    (transformers_neuronx.py:148-163); the target keeps its own."""
+    graphs = tmp_path / "draft-graphs"
+    graphs.mkdir()
+    (graphs / "stale.neff").write_bytes(b"x")  # graphs of other settings: tried, then compiled
+    load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, tensor_parallel_degree=2,
+                speculative_draft_model=tiny_llama, draft_model_tp_size=1, draft_model_compiled_path=graphs)
+    target, *drafts = tnx.events("from_pretrained")  # the draft: tried with the saved graphs, then compiled
+    assert target[3]["tp_degree"] == 2 and len(drafts) == 2 and all(d[3]["tp_degree"] == 1 for d in drafts)
+    assert [call[2] for call in tnx.events("load")] == [str(graphs)]
