@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from djl_python.backends.neuron.loader import NeuronLoadTimeout, import_tnx, model_class
 from djl_python.backends.neuron.versions import NeuronVersionError
@@ -260,6 +261,76 @@ def test_mistral_positions_stay_within_the_sliding_window(tiny_model_factory, tm
     assert backend.limits.n_positions == 32
     with pytest.raises(ConfigError, match="option.n_positions.*sliding_window"):
         load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
+def _windowed_mistral(tiny_model_factory, tmp_path, window: int):
+    import json
+    import shutil
+
+    mistral = tmp_path / "mistral"
+    shutil.copytree(tiny_model_factory("mistral"), mistral)
+    config = json.loads((mistral / "config.json").read_text())
+    config["sliding_window"] = window
+    (mistral / "config.json").write_text(json.dumps(config))
+    return mistral
+
+
+@pytest.mark.parametrize("tnx", ["0.10-early", "0.11"], indirect=True)
+def test_double_mistral_window_drifts_across_requests(tiny_model_factory, tmp_path, tnx) -> None:
+    """The double's Mistral keeps TNX's num_processed_tokens (8b01968 mistral/model.py:133-149): with a
+    token bucket longer than sliding_window, a second request's decode attends a slice that starts past
+    its own tokens, and its logits go wrong; the first request's early decodes are right."""
+    from transformers import AutoModelForCausalLM
+    from transformers_neuronx.mistral.model import MistralForSampling
+
+    from tests.models import dtype_kwargs
+
+    mistral = _windowed_mistral(tiny_model_factory, tmp_path, 16)
+    model = MistralForSampling.from_pretrained(str(mistral), batch_size=1, n_positions=64, amp="f32")
+    model.to_neuron()
+    hf = AutoModelForCausalLM.from_pretrained(str(mistral), **dtype_kwargs(torch.float32)).eval()
+
+    def expected(tokens):
+        with torch.no_grad():
+            return hf(torch.tensor([tokens])).logits[0, -1]
+
+    first = [5, 6, 7, 8]
+    model.forward(torch.tensor([first]), None, torch.zeros(1, dtype=torch.int64))
+    step = model.forward(torch.tensor([[9]]), torch.tensor([4]), torch.zeros(1, dtype=torch.int64))
+    assert torch.allclose(step[0], expected(first + [9]), atol=1e-4)
+    for position in range(5, 24):  # the counter passes the window
+        model.forward(torch.tensor([[10]]), torch.tensor([position]), torch.zeros(1, dtype=torch.int64))
+    if tnx.RELEASE.label == "0.11":
+        model.reset()  # c8d6bdc resets the counter; a rolling batch never calls it per request
+        model.num_processed_tokens = 24  # what it holds without that reset
+    second = [11, 12, 13]
+    model.forward(torch.tensor([second]), None, torch.zeros(1, dtype=torch.int64))
+    step = model.forward(torch.tensor([[14]]), torch.tensor([3]), torch.zeros(1, dtype=torch.int64))
+    assert not torch.allclose(step[0], expected(second + [14]), atol=1e-3)
+
+
+@pytest.mark.parametrize("tnx", ["0.10-early", "0.11"], indirect=True)
+def test_capped_mistral_generates_across_requests(tiny_model_factory, tmp_path, tnx) -> None:
+    """With n_positions capped at sliding_window the token bucket never exceeds it: no slice, no drift,
+    so staggered requests still equal generate() (the cap is what keeps the double's drift away)."""
+    from transformers import AutoModelForCausalLM
+
+    from djl_python.engine import SamplingParams
+    from djl_python.engine.engine import Engine
+    from djl_python.loader import load_tokenizer
+    from tests.models import dtype_kwargs
+
+    mistral = _windowed_mistral(tiny_model_factory, tmp_path, 16)
+    backend = load_neuron(mistral, max_rolling_batch_size=1)
+    assert backend.limits.n_positions == 16
+    engine = Engine(backend, load_tokenizer(str(mistral)))
+    hf = AutoModelForCausalLM.from_pretrained(str(mistral), **dtype_kwargs(torch.float32)).eval()
+    for prompt in ([5, 6, 7, 8], [11, 12, 13], [20, 21]):
+        got = engine.generate([prompt], SamplingParams(max_new_tokens=8, ignore_eos=True))[0].token_ids
+        with torch.no_grad():
+            want = hf.generate(torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                               pad_token_id=0, eos_token_id=None)[0, len(prompt):].tolist()
+        assert list(got) == want, prompt
+
+
 @pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
 def test_bsh_continuous_batching_on_0_13_prefills_one_prompt_at_a_time(tiny_llama, tnx) -> None:
     """0.13 concatenates a BSH prefill's prompts into one row that must fit a bucket (1ade6d7

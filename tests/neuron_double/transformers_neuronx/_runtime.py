@@ -103,11 +103,16 @@ class Device:
     def write(self, row: int, position: int, token: int) -> None:
         self.rows.setdefault(row, {})[position] = token
 
-    def logits(self, row: int, first: int, last: int) -> torch.Tensor:
+    def logits(self, row: int, first: int, last: int, window: tuple[int, int] | None = None) -> torch.Tensor:
+        """The HF logits after the tokens of ``row`` at ``first..last``; with ``window`` ``(start, size)``,
+        only the cached positions in ``[start, start + size)`` and ``last`` itself (a sliced KV cache)."""
         cells = self.rows.get(row, {})
-        holes = [p for p in range(first, last + 1) if p not in cells]
+        attended = range(first, last + 1)
+        if window is not None:
+            attended = [p for p in attended if window[0] <= p < window[0] + window[1] or p == last]
+        holes = [p for p in attended if p not in cells]
         assert not holes, f"row {row}: positions {holes[:5]} were never written (KV cache hole)"
-        tokens = tuple(cells[p] for p in range(first, last + 1))
+        tokens = tuple(cells[p] for p in attended)
         if (self.key, tokens) not in self._memo:
             with torch.inference_mode():
                 self._memo[self.key, tokens] = self.hf(input_ids=torch.tensor([tokens])).logits[0, -1].float()
@@ -229,6 +234,11 @@ class CompiledModel(PretrainedModel):
     def _first(self, start: int) -> int:
         return 0 if self.causal_mask_only else start
 
+    def _token_window(self, row: int, position: int) -> tuple[int, int] | None:
+        """The KV slice a one-token step attends, as ``(start, size)``; None: all of it (every model but
+        Mistral, :mod:`transformers_neuronx.mistral.model`)."""
+        return None
+
     def _static_token_steps(self, input_ids: torch.Tensor, cache_ids: list[int], starts: list[int],
                             answer_at: int | None = None) -> torch.Tensor:
         """Static batching: every column written for every row; answered at ``answer_at`` (default: the last)."""
@@ -242,7 +252,8 @@ class CompiledModel(PretrainedModel):
             for j, col in enumerate(cache_ids):
                 device.write(b, col, int(input_ids[b, j]))
         last = cache_ids[-1] if answer_at is None else answer_at
-        return torch.stack([device.logits(b, self._first(starts[b]), last) for b in range(batch)])
+        return torch.stack([device.logits(b, self._first(starts[b]), last, self._token_window(b, last))
+                            for b in range(batch)])
 
 
 def save_presharded(model: CompiledModel, directory: str) -> None:

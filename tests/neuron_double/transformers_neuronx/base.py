@@ -162,7 +162,8 @@ class NeuronModelBase(CompiledModel):
         for row in range(self.batch_size):  # the hardware runs the full batch
             self._check_position(full_cache[row])
             device.write(row, full_cache[row], full_tokens[row])
-        return torch.stack([device.logits(seq, 0, full_cache[seq]) for seq in seqs])
+        return torch.stack([device.logits(seq, 0, full_cache[seq], self._token_window(seq, full_cache[seq]))
+                            for seq in seqs])
 
     def _static(self, input_ids: torch.Tensor, cache_ids: torch.Tensor | None,
                 start_ids: torch.Tensor | None) -> torch.Tensor:
