@@ -122,6 +122,7 @@ def partition(config: HandlerConfig, output: Path) -> Path:
         tensor_parallel_degree,
     )
     from djl_python.backends.neuron.loader import import_features, load_tnx_model
+    from djl_python.backends.neuron.memory import check_neuron_memory
     from djl_python.backends.neuron.plan import plan_from_config
     from djl_python.backends.neuron.versions import model_support
     from djl_python.config import apply_environment
@@ -147,6 +148,7 @@ def partition(config: HandlerConfig, output: Path) -> Path:
     plan = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
                             tp_degree=tensor_parallel_degree(config), features=features)
     check_checkpoint(artifacts, features, plan)  # e.g. a sharded checkpoint on 0.9, before compiling
+    check_neuron_memory(plan, config, artifacts.hf_config, artifacts.checkpoint_dir)
     model, plan = load_tnx_model(plan, artifacts.checkpoint_dir, None,
                                  deadline=started + config.model_loading_timeout,
                                  timeout_s=config.model_loading_timeout)

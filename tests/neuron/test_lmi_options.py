@@ -142,3 +142,38 @@ def test_graphs_compile_under_forkserver_in_a_writable_directory(tiny_llama: Pat
     ((_, _, _, method, cwd),) = tnx.events("compile")
     assert method == "forkserver" and cwd == os.path.realpath(tempfile.gettempdir())
     assert Path.cwd() == read_only and multiprocessing.get_start_method(allow_none=True) == before
+
+
+PROBE = """
+import multiprocessing, os, sys
+from concurrent.futures import ProcessPoolExecutor
+from djl_python.backends.neuron.loader import compile_environment
+
+def seen():
+    return os.environ.get("NEURON_CC_FLAGS"), os.getcwd()
+
+if __name__ == "__main__":
+    for flags in ("--first", "--second"):
+        os.environ["NEURON_CC_FLAGS"] = flags
+        with compile_environment():  # what transformers-neuronx's compile() does inside it
+            with ProcessPoolExecutor(2) as pool:
+                print(*pool.submit(seen).result(), multiprocessing.get_start_method(), flush=True)
+    print(multiprocessing.get_start_method(allow_none=True))
+"""
+
+
+def test_compile_workers_are_real_processes_with_the_current_environment(tmp_path: Path) -> None:
+    """The compile environment with real worker processes (the double starts none): workers start, see the
+    environment of their own compile (the fork server is stopped after each), and the start method is
+    restored."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.split("\n")
+    assert lines[0] == f"--first {tmp_path} forkserver" and lines[1] == f"--second {tmp_path} forkserver"
+    assert lines[2] == "None"

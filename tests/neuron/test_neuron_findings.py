@@ -391,3 +391,69 @@ def test_opt_context_buckets_are_passed_only_where_opt_takes_a_list(tiny_model_f
     a = [5, 6, 7]
     logits = backend.prefill([0], [a])
     assert torch.allclose(logits[0], logits_of(model_dir, a), atol=1e-4)
+
+
+# -- independent review (docs/neuron.md "Reviews"): plans this backend did not build ---------------------
+def export_like_optimum(model_dir: Path, out: Path, *, arch_class: str, batch: int, continuous: bool) -> Path:
+    """An export as optimum-neuron v0.0.17-18 (no NeuronConfig: static batching) or v0.0.19-21 (continuous
+    batching, n_positions=[seq], context_length_estimate=[seq]) made it, built with the double."""
+    import importlib
+
+    from transformers_neuronx.config import ContinuousBatchingConfig, NeuronConfig
+
+    package, name = arch_class.split(".")
+    cls = getattr(importlib.import_module(f"transformers_neuronx.{package}.model"), name)
+    shutil.copytree(model_dir, out / "checkpoint")
+    kwargs = dict(batch_size=batch, tp_degree=2, amp="f16")
+    if continuous:
+        kwargs.update(n_positions=[64], context_length_estimate=[64], neuron_config=NeuronConfig(
+            continuous_batching=ContinuousBatchingConfig(batch_size_for_shared_caches=batch)))
+    else:
+        kwargs.update(n_positions=64)
+    model = cls.from_pretrained(str(out / "checkpoint"), **kwargs)
+    model.to_neuron()
+    model.save(str(out / "compiled"))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["neuron"] = {"task": "text-generation", "batch_size": batch, "num_cores": 2, "auto_cast_type": "fp16",
+                        "sequence_length": 64, "compiler_type": "neuronx-cc", "compiler_version": "2.13.66.0"}
+    (out / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(model_dir / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-late"], indirect=True)
+def test_a_static_llama_export_is_not_served_as_nan(tiny_llama: Path, tnx, tmp_path: Path, caplog) -> None:
+    """A v0.0.17-style llama export of batch 2 matches the static candidate, whose left-padded rows answer NaN
+    before 0.11 (transformers-neuronx#79): that candidate is refused by name and a safe one is compiled."""
+    export = export_like_optimum(tiny_llama, tmp_path / "export", arch_class="llama.LlamaForSampling", batch=2,
+                                 continuous=False)
+    with caplog.at_level("WARNING"):
+        backend = load_neuron(export)
+    assert "optimum v0.0.17-18" in caplog.text and "NaN" in caplog.text
+    assert backend.info.extra["strategy"] == "continuous_batching"
+    logits = backend.prefill([0, 1], [[5, 6, 7], [9, 10]])
+    assert torch.allclose(logits[0], logits_of(tiny_llama, [5, 6, 7]), atol=1e-4)
+    assert torch.allclose(logits[1], logits_of(tiny_llama, [9, 10]), atol=1e-4)
+
+
+@pytest.mark.parametrize("tnx", ["0.10-late"], indirect=True)
+def test_a_continuous_mistral_export_is_not_served_where_it_crashes(tiny_model_factory, tnx, tmp_path: Path) -> None:
+    """0623de2's Mistral breaks continuous batching (its per-row counter): the export's candidate is refused and
+    the static one compiled, which prefills one row."""
+    mistral = tiny_model_factory("mistral")
+    export = export_like_optimum(mistral, tmp_path / "export", arch_class="mistral.MistralForSampling", batch=2,
+                                 continuous=True)
+    backend = load_neuron(export)
+    assert backend.info.extra["strategy"] != "continuous_batching"
+    assert torch.allclose(backend.prefill([0], [[5, 6, 7]])[0], logits_of(mistral, [5, 6, 7]), atol=1e-4)
+
+
+@pytest.mark.parametrize("tnx", ["0.11"], indirect=True)
+def test_buckets_longer_than_the_default_n_positions_are_refused(tiny_llama: Path, tnx) -> None:
+    """1ade6d7 module.py:401-406 asserts it at from_pretrained; earlier releases build a context graph longer
+    than the KV cache. The default n_positions counts as much as a configured one."""
+    limit = json.loads((tiny_llama / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(ConfigError, match="option.context_length_estimate.*n_positions"):
+        load_neuron(tiny_llama, max_rolling_batch_size=2, context_length_estimate=f"16,{limit * 2}")
+    assert not tnx.events("from_pretrained")

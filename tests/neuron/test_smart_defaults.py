@@ -102,3 +102,36 @@ def test_smart_defaults_leave_set_keys_alone(tiny_llama: Path, tnx, monkeypatch:
     monkeypatch.setenv("NEURON_RT_NUM_CORES", "2")
     backend = load_neuron(tiny_llama, n_positions=64, tensor_parallel_degree=1, max_rolling_batch_size=3)
     assert backend.info.extra["tp_degree"] == 1 and backend.limits.max_slots == 3
+
+
+def test_kv_heads_are_replicated_only_where_tnx_replicates_them() -> None:
+    """Llama-3-70B (8 K/V heads) on 24 cores: sharded heads are replicated to one per core, shard-over-batch
+    and all-gather-heads hold each head once, replicated-heads holds all of them on every core."""
+    def kv(mode):
+        return plan_neuron_memory(LLAMA_70B, None, tp_degree=24, slots=64, n_positions=4096, amp="bf16",
+                                  quantized=False, group_query_attention=mode).kv_bytes
+
+    per_head = 2 * 80 * 64 * 4096 * 128 * 2
+    assert kv(None) == kv("shard-over-heads") == per_head * 24
+    assert kv("shard-over-batch") == kv("all-gather-heads") == per_head * 8
+    assert kv("replicated-heads") == per_head * 8 * 24
+
+
+def test_no_smart_defaults_without_max_position_embeddings(tiny_model_factory, tnx, caplog,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """LMI skips them when config.json has no max_position_embeddings (GPT-2 names it n_positions)."""
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "2")
+    with caplog.at_level("INFO"):
+        backend = load_neuron(tiny_model_factory("gpt2"))
+    assert "[Smart Default] none" in caplog.text and backend.limits.max_slots == 32
+
+
+def test_djl_partition_checks_the_memory_plan_before_compiling(tiny_llama: Path, tnx, tmp_path: Path,
+                                                               capsys) -> None:
+    from djl_python.partition import main
+
+    argv = ["--model-id", str(tiny_llama), "--save-mp-checkpoint-path", str(tmp_path / "out"), "--option",
+            "device=neuron", "--option", "max_rolling_batch_size=2", "--option", "n_positions=64",
+            "--option", "memory_budget=1KiB"]
+    assert main(argv) != 0
+    assert "option.max_rolling_batch_size" in capsys.readouterr().err and not tnx.events("from_pretrained")

@@ -45,8 +45,10 @@ from djl_python.backends.neuron.plan import (
     NeuronLoadPlan,
     default_n_positions,
     plan_from_config,
+    plan_hazard,
     plans_from_optimum_block,
 )
+from djl_python.backends.neuron.smart_defaults import default_n_positions as lmi_default_n_positions
 from djl_python.backends.neuron.smart_defaults import smart_defaults
 from djl_python.backends.neuron.speculation import SpeculativeBackend
 from djl_python.backends.neuron.strategies import ContinuousBatchingBackend, NaiveRollingBatchBackend
@@ -150,6 +152,9 @@ def with_smart_defaults(config: HandlerConfig, artifacts: ModelArtifacts) -> Han
              if key not in config.model_fields_set]
     if artifacts.neuron_block is not None or not unset:
         return config
+    if config.n_positions is None and lmi_default_n_positions(artifacts.hf_config) <= 0:
+        logger.info("[Smart Default] none: config.json has no max_position_embeddings (LMI skips it too)")
+        return config
     cores = visible_core_count()
     given_tp = None if "tensor_parallel_degree" in unset else (
         cores if config.tensor_parallel_degree == "max" else int(config.tensor_parallel_degree))
@@ -178,22 +183,41 @@ def tensor_parallel_degree(config: HandlerConfig) -> int:
 
 
 def decide_plans(config: HandlerConfig, artifacts: ModelArtifacts, features: TnxFeatures) -> list[NeuronLoadPlan]:
-    """The candidate load plans for these artifacts (precedence in the module docstring), preferred first."""
+    """The candidate load plans for these artifacts (precedence in the module docstring), preferred first.
+
+    Plans this backend did not build (optimum-neuron era candidates, a recorded plan) pass the same
+    per-release rules (``plan_hazard``): an unsafe one is skipped with the reason, and when none is
+    safe the load is refused, naming why, before anything loads.
+    """
     block = artifacts.neuron_block
-    if block is not None and artifacts.compiled_dir is not None:
-        recorded = (block.get(PLAN_KEY) or {}).get("plan")
-        if recorded is not None:
-            return [NeuronLoadPlan.from_json(recorded)]
-        optimum = plans_from_optimum_block(block, artifacts.model_type, features)
+    if block is None or artifacts.compiled_dir is None:
+        return [plan_from_config(config, artifacts.model_type, artifacts.hf_config,
+                                 tp_degree=tensor_parallel_degree(config), features=features)]
+    recorded = (block.get(PLAN_KEY) or {}).get("plan")
+    if recorded is not None:
+        candidates = [NeuronLoadPlan.from_json(recorded)]
+    else:
+        candidates = plans_from_optimum_block(block, artifacts.model_type, features)
         if artifacts.presharded:
             # A DJL-partitioned folder was compiled from the serving configuration, not by optimum-neuron;
             # what the configuration left unset already comes from its neuron block (dispatch.load_backend).
             own = plan_from_config(config, artifacts.model_type, artifacts.hf_config,
                                    tp_degree=tensor_parallel_degree(config), features=features)
-            return [own, *optimum]
-        return optimum
-    return [plan_from_config(config, artifacts.model_type, artifacts.hf_config,
-                             tp_degree=tensor_parallel_degree(config), features=features)]
+            candidates = [own, *candidates]
+    safe, refused = [], []
+    for plan in candidates:
+        hazard = plan_hazard(plan, artifacts.hf_config, features)
+        if hazard is None:
+            safe.append(plan)
+        else:
+            refused.append(f"{plan.variant or 'the recorded plan'}: {hazard}")
+            logger.warning("not using %s for %s: %s", plan.variant or "the recorded plan", artifacts.model_dir, hazard)
+    if not safe:
+        raise NeuronVersionError(
+            f"the compiled model in {artifacts.model_dir} cannot be served safely by transformers-neuronx "
+            f"{fmt(features.version)}: {'; '.join(refused)}. Re-export it (continuous batching, or batch size 1) "
+            "or serve its checkpoint")
+    return safe
 
 
 def check_checkpoint(artifacts: ModelArtifacts, features: TnxFeatures, plan: NeuronLoadPlan) -> None:

@@ -19,7 +19,10 @@ server, so the start method is ``forkserver`` for the duration. A working direct
 cannot write (SageMaker starts the worker in the read-only ``/opt/ml/model``) is left for the
 temporary directory while compiling, as DJL does (afece25d ``model_loader.py:385, 411``,
 ``chdir('/tmp')`` around ``to_neuron()``), and restored after, even on failure. Both are
-process-wide, so one lock serialises them.
+process-wide, so one lock serialises them. The fork server is stopped afterwards: it keeps the
+environment it started with, and the next compile may run with another. Entry points must guard
+``__main__`` (each worker imports the main module as ``__mp_main__``, as under ``spawn``); every
+entry point of this package does.
 
 Several candidate plans (an optimum-neuron export of unknown era) are tried in
 order against the saved graphs; "Could not find a matching NEFF" moves to the
@@ -160,6 +163,14 @@ def has_neffs(folder: Path | None) -> bool:
 _COMPILE_ENVIRONMENT = threading.Lock()
 
 
+def _stop_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # CPython 3.9+ (private; absent elsewhere)
+    if stop is not None:
+        stop()
+
+
 def writable(path: str) -> bool:
     """Whether this process may create files in ``path``."""
     return os.access(path, os.W_OK)
@@ -186,6 +197,9 @@ def compile_environment() -> Iterator[None]:
                 os.chdir(cwd)
             if switch:
                 multiprocessing.set_start_method(previous, force=True)
+                # The fork server keeps the environment and directory it started with; stop it so the
+                # next compile (another model, a changed NEURON_CC_FLAGS) starts one of its own.
+                _stop_forkserver()
 
 
 def run_with_deadline(fn: Callable[[], T], *, deadline: float, timeout_s: int, what: str) -> T:

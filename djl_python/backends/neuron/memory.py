@@ -7,8 +7,11 @@ K/V head, replicating heads when there are fewer than cores (grouped-query atten
 
 * weights: parameters (from the safetensors headers, else counted from config.json) x bytes per weight
   (``amp``; 1 with ``quantize=static_int8``) / ``tp_degree``;
-* KV cache: 2 x layers x slots x ``n_positions`` x ``max(kv_heads, tp_degree)`` x head size x
-  ``amp`` bytes / ``tp_degree``.
+* KV cache: 2 x layers x slots x ``n_positions`` x K/V heads held x head size x ``amp`` bytes /
+  ``tp_degree``, where the heads held are ``max(kv_heads, tp_degree)`` when heads are sharded
+  (``group_query_attention`` unset or ``shard-over-heads``: fewer heads than cores are replicated),
+  ``kv_heads x tp_degree`` with ``replicated-heads``, and ``kv_heads`` with ``shard-over-batch`` or
+  ``all-gather-heads`` (nothing replicated).
 
 Compiled graphs, scratch buffers and the runtime take more, so this is a lower bound: a plan over
 the budget cannot load, one under it may still not. The budget is ``option.memory_budget`` (bytes
@@ -65,7 +68,8 @@ def config_parameters(hf_config: Mapping[str, Any]) -> int:
 
 
 def plan_neuron_memory(hf_config: Mapping[str, Any], checkpoint_dir: Optional[Path], *, tp_degree: int, slots: int,
-                       n_positions: int, amp: str, quantized: bool) -> NeuronMemoryPlan:
+                       n_positions: int, amp: str, quantized: bool,
+                       group_query_attention: Optional[str] = None) -> NeuronMemoryPlan:
     """The plan's device memory (module docstring)."""
     params = checkpoint_parameters(checkpoint_dir) if checkpoint_dir is not None else None
     if params is None:
@@ -76,7 +80,9 @@ def plan_neuron_memory(hf_config: Mapping[str, Any], checkpoint_dir: Optional[Pa
     kv_heads = int(hf_config.get("num_key_value_heads") or heads)
     hidden = int(hf_config.get("hidden_size") or hf_config.get("n_embd") or 0)
     head_dim = int(hf_config.get("head_dim") or hidden // heads)
-    kv = 2 * layers * slots * n_positions * max(kv_heads, tp_degree) * head_dim * element
+    held = {"replicated-heads": kv_heads * tp_degree, "shard-over-batch": kv_heads,
+            "all-gather-heads": kv_heads}.get(str(group_query_attention), max(kv_heads, tp_degree))
+    kv = 2 * layers * slots * n_positions * held * head_dim * element
     return NeuronMemoryPlan(tp_degree, params * (1 if quantized else element), kv)
 
 
@@ -86,7 +92,8 @@ def check_neuron_memory(plan: NeuronLoadPlan, config: HandlerConfig, hf_config: 
     tp = int(plan.model_kwargs.get("tp_degree") or 1)
     memory = plan_neuron_memory(hf_config, checkpoint_dir, tp_degree=tp, slots=plan.batch_size,
                                 n_positions=plan.n_positions, amp=str(plan.model_kwargs.get("amp")),
-                                quantized="quant" in plan.neuron_options)
+                                quantized="quant" in plan.neuron_options,
+                                group_query_attention=plan.neuron_options.get("group_query_attention"))
     if config.memory_budget is not None:
         budget, why = config.memory_budget, f"{config.origin('memory_budget')}={config.memory_budget}"
     else:

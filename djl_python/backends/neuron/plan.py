@@ -286,7 +286,7 @@ def _within_sliding_window(config: HandlerConfig, model_type: str, hf_config: di
     log line; a larger ``option.n_positions`` is an error.
     """
     window = hf_config.get("sliding_window")
-    if (model_type != "mistral" or version >= (0, 13) or not isinstance(window, int) or window <= 0
+    if (model_type != "mistral" or version >= PER_ROW_WINDOW_SINCE or not isinstance(window, int) or window <= 0
             or n_positions <= window):
         return n_positions
     if config.n_positions:
@@ -313,6 +313,15 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
         batch_size = 1
     n_positions = _within_sliding_window(config, model_type, hf_config,
                                          config.n_positions or default_n_positions(hf_config), version)
+    too_long = [b for b in (config.context_length_estimate or []) if b > n_positions]
+    if too_long:
+        # 1ade6d7 module.py:401-406 asserts it at from_pretrained; earlier releases build a context graph
+        # longer than the KV cache.
+        raise ConfigError([ConfigProblem(
+            "option.context_length_estimate, option.n_positions", None,
+            f"option.context_length_estimate has buckets {too_long} longer than n_positions {n_positions} (the "
+            f"{'configured' if config.n_positions else 'default'} value{', capped at the sliding window' if not config.n_positions else ''}); "
+            "lower the buckets or raise option.n_positions", message_names_key=True)])
     amp = _amp(config, model_type, version)
     if config.cache_layout == "BSH" and strategy != CONTINUOUS:
         # module.py _sanity_check (7a30b42 on): "BSH cache layout can only be configured with continuous batching."
@@ -366,7 +375,40 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
                           speculation_length=speculation)
 
 
-SPECULATION_SINCE = (0, 11)  # c8d6bdc llama/model.py:180-217: speculative_forward without _preprocess
+SPECULATION_SINCE = (0, 11)
+PER_ROW_WINDOW_SINCE = (0, 12)  # Mistral's window from each row's cache_ids (release-2.20 6c0b875, 1ade6d7 hlo.py:200-201)
+
+
+def plan_hazard(plan: NeuronLoadPlan, hf_config: dict[str, Any], features: TnxFeatures) -> str | None:
+    """Why ``plan`` would crash or mis-generate on the installed TNX, or None. The same rules
+    ``plan_from_config`` applies while it builds a plan, for plans it did not build (optimum-neuron
+    era candidates, recorded plans)."""
+    version = features.version
+    sup = model_support(plan.model_type, version)
+    if plan.strategy in (NAIVE, SINGLE_ROW) and plan.batch_size > 1:
+        if sup.single_row:
+            return f"{plan.model_type} attends left padding (its mask ignores start_ids), so a batch of {plan.batch_size} mis-generates"
+        if sup.padded_static_nan_until and version < sup.padded_static_nan_until:
+            return (f"static batching of {plan.batch_size} answers NaN for left-padded rows on transformers-neuronx "
+                    f"{fmt(version)} (aws-neuron/transformers-neuronx#79, fixed in {fmt(sup.padded_static_nan_until)})")
+    if plan.strategy == CONTINUOUS:
+        if not supports_continuous_batching(sup, version):
+            return f"transformers-neuronx {fmt(version)} has no continuous batching for {plan.model_type!r}"
+        if (sup.continuous_batching_gap_until and features.vectorized_last_token
+                and version < sup.continuous_batching_gap_until):
+            return (f"transformers-neuronx {fmt(version)} (late 0.10) breaks continuous batching for "
+                    f"{plan.model_type!r} (fixed in {fmt(sup.continuous_batching_gap_until)})")
+        if version < (0, 10) and str(plan.neuron_options.get("attention_layout", "")).upper() == "BSH":
+            return "attention_layout=BSH with continuous batching is read as HSB before transformers-neuronx 0.10"
+    window = hf_config.get("sliding_window")
+    if (plan.model_type == "mistral" and version < PER_ROW_WINDOW_SINCE and isinstance(window, int) and window > 0
+            and plan.n_positions > window):
+        return (f"n_positions {plan.n_positions} exceeds Mistral's sliding_window {window}, whose window drifts "
+                f"across requests before transformers-neuronx {fmt(PER_ROW_WINDOW_SINCE)}")
+    buckets = plan.model_kwargs.get("context_length_estimate")
+    if isinstance(buckets, list) and buckets and max(buckets) > plan.n_positions:
+        return f"context_length_estimate {buckets} exceeds n_positions {plan.n_positions}"
+    return None  # c8d6bdc llama/model.py:180-217: speculative_forward without _preprocess
 
 
 def _speculation_length(config: HandlerConfig, model_type: str, strategy: str, batch_size: int,

@@ -52,6 +52,10 @@ class NeuronModelBase(CompiledModel):
 
             override_config(config, kwargs)
         buckets = context_sizes(context_length_estimate, token_sizes(n_positions))
+        if RELEASE.label == "0.13" and buckets:  # 1ade6d7 module.py:401-406
+            assert max(buckets) <= max(token_sizes(n_positions)), (
+                f"Max context_length_estimate {max(buckets)} cannot be more than max n_positions "
+                f"{max(token_sizes(n_positions))}")
         self._setup(config, batch_size=batch_size, amp=amp, tp_degree=tp_degree, n_positions=n_positions,
                     context_buckets=buckets, neuron_config=neuron_config)
 
@@ -143,6 +147,7 @@ class NeuronModelBase(CompiledModel):
         for i, seq in enumerate(seqs):
             device.rows[seq] = {}
             for j in range(bucket):
+                self._check_position(j)  # a context graph longer than the KV cache writes out of range
                 device.write(seq, j, int(input_ids[i, j]))
             out.append(device.logits(seq, 0, last[i]))
         return torch.stack(out)
