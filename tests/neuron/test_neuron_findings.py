@@ -330,7 +330,8 @@ def test_naive_prompt_longer_than_the_largest_bucket(tiny_model_factory, tnx) ->
 @pytest.mark.parametrize("tnx", ["0.10-early", "0.10-late", "0.11"], indirect=True)
 def test_naive_history_one_past_the_largest_bucket(tiny_model_factory, tnx) -> None:
     """7a30b42/0623de2 base.context: ``while current < context_length - 1`` never runs a single column left
-    after the largest bucket (c8d6bdc: ``< context_length``); the re-prefill is made one column wider."""
+    after the largest bucket (c8d6bdc: ``< context_length``); the re-prefill runs the bucket, then that column as
+    a token step (no padding column)."""
     model_dir = tiny_model_factory("opt")
     backend = load_neuron(model_dir, max_rolling_batch_size=2, n_positions=64, context_length_estimate="8,16")
     prompt = list(range(5, 22))
@@ -457,3 +458,17 @@ def test_buckets_longer_than_the_default_n_positions_are_refused(tiny_llama: Pat
     with pytest.raises(ConfigError, match="option.context_length_estimate.*n_positions"):
         load_neuron(tiny_llama, max_rolling_batch_size=2, context_length_estimate=f"16,{limit * 2}")
     assert not tnx.events("from_pretrained")
+
+
+@pytest.mark.parametrize("tnx", ["0.9", "0.10-early", "0.10-late"], indirect=True)
+def test_a_batch_one_llama_export_answers_past_its_largest_bucket(tiny_llama: Path, tnx, tmp_path: Path) -> None:
+    """A v0.0.17-style batch-1 export has TNX's default context bucket (n_positions // 2): a prompt one past it
+    is re-prefilled as that bucket plus one token step, never with a left-padding column (whose start_ids of 1
+    answer NaN for Llama before 0.11, transformers-neuronx#79)."""
+    export = export_like_optimum(tiny_llama, tmp_path / "export", arch_class="llama.LlamaForSampling", batch=1,
+                                 continuous=False)
+    backend = load_neuron(export)
+    prompt = list(range(5, 38))
+    assert len(prompt) == 33
+    logits = backend.prefill([0], [prompt])[0]
+    assert torch.allclose(logits, logits_of(tiny_llama, prompt), atol=1e-4) and not tnx.events("masked_static_nan")

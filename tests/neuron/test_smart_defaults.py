@@ -104,17 +104,19 @@ def test_smart_defaults_leave_set_keys_alone(tiny_llama: Path, tnx, monkeypatch:
     assert backend.info.extra["tp_degree"] == 1 and backend.limits.max_slots == 3
 
 
-def test_kv_heads_are_replicated_only_where_tnx_replicates_them() -> None:
-    """Llama-3-70B (8 K/V heads) on 24 cores: sharded heads are replicated to one per core, shard-over-batch
-    and all-gather-heads hold each head once, replicated-heads holds all of them on every core."""
-    def kv(mode):
-        return plan_neuron_memory(LLAMA_70B, None, tp_degree=24, slots=64, n_positions=4096, amp="bf16",
-                                  quantized=False, group_query_attention=mode).kv_bytes
+def test_kv_heads_are_held_as_tnx_pads_and_replicates_them() -> None:
+    """1ade6d7 utils.get_qkv_padding (utils.py:355-395) and decoder.init_caches (decoder.py:1758-1791), worked
+    by hand: Llama-3-70B (64 heads, 8 K/V) on 24 cores replicates each K/V head 3 times (8 does not divide 24);
+    shard-over-batch holds each once; all-gather-heads pads 8 to 24. Llama-3-8B (32, 8) on 8 cores with
+    replicated-heads needs no replication (4 query heads per core share one K/V head)."""
+    from djl_python.backends.neuron.memory import kv_heads_held
 
-    per_head = 2 * 80 * 64 * 4096 * 128 * 2
-    assert kv(None) == kv("shard-over-heads") == per_head * 24
-    assert kv("shard-over-batch") == kv("all-gather-heads") == per_head * 8
-    assert kv("replicated-heads") == per_head * 8 * 24
+    assert [kv_heads_held(64, 8, 24, mode) for mode in (None, "shard-over-heads", "replicated-heads",
+                                                         "shard-over-batch", "all-gather-heads")] == [24, 24, 24, 8, 24]
+    assert kv_heads_held(32, 8, 8, "replicated-heads") == 8 and kv_heads_held(32, 8, 2, None) == 8
+    plan = plan_neuron_memory(LLAMA_8B, None, tp_degree=8, slots=32, n_positions=4096, amp="bf16", quantized=False,
+                              group_query_attention="replicated-heads")
+    assert plan.kv_bytes == 2 * 32 * 32 * 4096 * 8 * 128 * 2 and plan.kv_bytes == 16 * 2**30
 
 
 def test_no_smart_defaults_without_max_position_embeddings(tiny_model_factory, tnx, caplog,

@@ -153,3 +153,65 @@ def test_the_draft_takes_its_own_degree_and_graphs(tiny_llama: Path, tnx, tmp_pa
     target, *drafts = tnx.events("from_pretrained")  # the draft: tried with the saved graphs, then compiled
     assert target[3]["tp_degree"] == 2 and len(drafts) == 2 and all(d[3]["tp_degree"] == 1 for d in drafts)
     assert [call[2] for call in tnx.events("load")] == [str(graphs)]
+
+
+@pytest.mark.parametrize("tnx", ["0.11", "0.13"], indirect=True)
+def test_a_prompt_one_past_the_largest_bucket_speculates(tiny_llama: Path, tnx) -> None:
+    """The re-prefill of a prompt one column past the largest context bucket runs the bucket and then one token
+    step, leaving the cursor at the prompt's length, which speculation checks."""
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, context_length_estimate="16,32",
+                          speculative_draft_model=tiny_llama, speculative_length=4)
+    prompt = list(range(5, 38))
+    assert len(prompt) == 33
+    tnx.CALLS.clear()
+    assert engine_tokens(backend, prompt, 16) == plain_greedy(tiny_llama, prompt, 16)
+    assert tnx.events("speculative_forward")
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_the_draft_holds_every_position_the_target_does(tiny_llama: Path, tnx, tmp_path: Path) -> None:
+    """A draft whose own config says fewer positions gets the target's n_positions, as LMI copies the target's
+    properties to the draft (djl-serving v0.28.0 transformers_neuronx.py:148-163)."""
+    import json
+    import shutil
+
+    draft = tmp_path / "short-draft"
+    shutil.copytree(tiny_llama, draft)
+    config = json.loads((draft / "config.json").read_text())
+    config["max_position_embeddings"] = 32
+    (draft / "config.json").write_text(json.dumps(config))
+    backend = load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=draft,
+                          speculative_length=4)
+    target, draft_call = tnx.events("from_pretrained")
+    assert draft_call[3]["n_positions"] == target[3]["n_positions"] == 64
+    prompt = list(range(5, 35))
+    assert engine_tokens(backend, prompt, 24) == plain_greedy(tiny_llama, prompt, 24)
+
+
+def test_a_speculative_length_below_2_is_refused(tiny_llama: Path, tnx) -> None:
+    with pytest.raises(ConfigError, match="option.speculative_length"):
+        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama,
+                    speculative_length=1)
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_speculation_follows_the_draft_option_on_compiled_folders(tiny_llama: Path, tnx, tmp_path: Path,
+                                                                  caplog) -> None:
+    """Graphs partitioned with speculation serve without a draft (the extra graph is never looked up); graphs
+    partitioned without it ignore a draft with a warning (adding the graph would miss every saved NEFF)."""
+    from djl_python.partition import main
+
+    def partition(out: Path, *extra: str) -> Path:
+        argv = ["--model-id", str(tiny_llama), "--save-mp-checkpoint-path", str(out)]
+        for option in ("device=neuron", "max_rolling_batch_size=1", "n_positions=64", *extra):
+            argv += ["--option", option]
+        assert main(argv) == 0
+        return out
+
+    with_graph = partition(tmp_path / "with", f"speculative_draft_model={tiny_llama}", "speculative_length=4")
+    backend = load_neuron(with_graph, max_rolling_batch_size=1, n_positions=64)
+    assert backend.limits.speculation_length == 0
+    without = partition(tmp_path / "without")
+    with caplog.at_level("WARNING"):
+        backend = load_neuron(without, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama)
+    assert backend.limits.speculation_length == 0 and "has no speculation graph" in caplog.text

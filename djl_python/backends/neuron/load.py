@@ -107,8 +107,9 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     common = {"vocab_size": int(artifacts.hf_config["vocab_size"]), "eos_ids": _eos_ids(artifacts),
               "tnx_version": str(getattr(tnx, "__version__", fmt(features.version)))}
     backend: NeuronBackend
+    plan = _speculation_as_configured(config, plan)
     if plan.speculation_length:
-        draft = _load_draft(config, features, deadline)
+        draft = _load_draft(config, plan, features, deadline)
         backend = SpeculativeBackend(model, plan, draft=draft, speculation_length=plan.speculation_length, **common)
     elif plan.strategy == CONTINUOUS:
         backend = ContinuousBatchingBackend(model, plan, **common)
@@ -118,15 +119,31 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     return backend
 
 
-def _load_draft(config: HandlerConfig, features: TnxFeatures, deadline: float) -> Any:
+def _speculation_as_configured(config: HandlerConfig, plan: NeuronLoadPlan) -> NeuronLoadPlan:
+    """Speculate only with a draft configured. A recorded plan with a speculation graph serves without it
+    when no draft is set (the extra graphs are never looked up, c8d6bdc base.py:550-560); a draft set for
+    graphs compiled without speculation (a recorded plan, an optimum-neuron export) is ignored with a
+    warning, since adding the graph would miss every saved NEFF."""
+    if plan.speculation_length and not config.speculative_draft_model:
+        logger.info("serving without speculative decoding: the compiled model has a speculation graph, but "
+                    "option.speculative_draft_model is not set")
+        return dataclasses.replace(plan, speculation_length=0)
+    if config.speculative_draft_model and not plan.speculation_length:
+        logger.warning("%s is ignored: the compiled model in use has no speculation graph (compile or partition it "
+                       "with the option to speculate)", config.origin("speculative_draft_model"))
+    return plan
+
+
+def _load_draft(config: HandlerConfig, target: NeuronLoadPlan, features: TnxFeatures, deadline: float) -> Any:
     """The draft model, as LMI 0.28 builds it (djl-serving v0.28.0 transformers_neuronx.py:148-163): the
     target's settings with ``speculative_draft_model`` as the model, ``draft_model_tp_size`` as its degree
-    and ``draft_model_compiled_path`` as its graphs; one sequence, no speculation of its own."""
+    and ``draft_model_compiled_path`` as its graphs; one sequence, no speculation of its own, and the
+    target's ``n_positions`` (its cache must hold every position the target's does)."""
     from djl_python.artifacts import resolve_artifacts
 
     update: dict[str, Any] = {"model_id": config.speculative_draft_model, "model_dir": None,
                               "compiled_graph_path": config.draft_model_compiled_path,
-                              "speculative_draft_model": None}
+                              "speculative_draft_model": None, "n_positions": target.n_positions}
     if config.draft_model_tp_size:
         update["tensor_parallel_degree"] = config.draft_model_tp_size
     draft_config = config.model_copy(update=update)
@@ -135,6 +152,7 @@ def _load_draft(config: HandlerConfig, features: TnxFeatures, deadline: float) -
     plan = plan_from_config(draft_config, artifacts.model_type, artifacts.hf_config,
                             tp_degree=tensor_parallel_degree(draft_config), features=features)
     check_checkpoint(artifacts, features, plan)
+    check_neuron_memory(plan, draft_config, artifacts.hf_config, artifacts.checkpoint_dir)
     logger.info("loading the draft model %s (%s, tp_degree=%s)", config.speculative_draft_model,
                 artifacts.model_type, plan.model_kwargs.get("tp_degree"))
     model, _ = load_tnx_model(plan, artifacts.checkpoint_dir, artifacts.compiled_dir, deadline=deadline,
@@ -320,14 +338,16 @@ def _load_with_optimum(
     built = built_strategy(wrapper.model)
     if built != plan.strategy:
         plan = dataclasses.replace(plan, strategy=built, variant=f"{plan.variant}, strategy as built")
-    sup = model_support(artifacts.model_type, features.version)
-    if (built == NAIVE and plan.batch_size > 1 and sup.padded_static_nan_until
-            and features.version < sup.padded_static_nan_until):
-        logger.warning(
-            "optimum-neuron built this %s without continuous batching for a batch of %d: on transformers-neuronx "
-            "%s its left-padded rows answer NaN (aws-neuron/transformers-neuronx#79, fixed in %s); re-export it with "
-            "continuous batching or batch_size 1", artifacts.model_type, plan.batch_size, fmt(features.version),
-            fmt(sup.padded_static_nan_until))
+    hazard = plan_hazard(plan, artifacts.hf_config, features)
+    if hazard is not None and built == NAIVE and plan.batch_size > 1:
+        # Left-padded static rows: NaN (Llama before 0.11) or attended padding (GPT-J); refused as the
+        # tnx loader refuses such candidates.
+        raise NeuronVersionError(f"optimum-neuron built this {artifacts.model_type} without continuous batching for "
+                                 f"a batch of {plan.batch_size}, which cannot be served safely: {hazard}. Re-export "
+                                 "it with continuous batching or batch_size 1")
+    if hazard is not None:  # optimum-neuron built it this way; say what this backend's rules expect
+        logger.warning("optimum-neuron built this %s as %s; this backend's rules for transformers-neuronx %s say: %s",
+                       artifacts.model_type, plan.strategy, fmt(features.version), hazard)
     return wrapper.model, plan
 
 

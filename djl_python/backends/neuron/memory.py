@@ -8,10 +8,8 @@ K/V head, replicating heads when there are fewer than cores (grouped-query atten
 * weights: parameters (from the safetensors headers, else counted from config.json) x bytes per weight
   (``amp``; 1 with ``quantize=static_int8``) / ``tp_degree``;
 * KV cache: 2 x layers x slots x ``n_positions`` x K/V heads held x head size x ``amp`` bytes /
-  ``tp_degree``, where the heads held are ``max(kv_heads, tp_degree)`` when heads are sharded
-  (``group_query_attention`` unset or ``shard-over-heads``: fewer heads than cores are replicated),
-  ``kv_heads x tp_degree`` with ``replicated-heads``, and ``kv_heads`` with ``shard-over-batch`` or
-  ``all-gather-heads`` (nothing replicated).
+  ``tp_degree``, the heads held as transformers-neuronx pads and replicates them per
+  ``group_query_attention`` (:func:`kv_heads_held`).
 
 Compiled graphs, scratch buffers and the runtime take more, so this is a lower bound: a plan over
 the budget cannot load, one under it may still not. The budget is ``option.memory_budget`` (bytes
@@ -53,6 +51,31 @@ class NeuronMemoryPlan:
                 f"{self.tp_degree} NeuronCore(s), {self.total_bytes / self.tp_degree / GIB:.2f} GiB per core")
 
 
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def kv_heads_held(n_head: int, n_kv: int, tp: int, mode: Optional[str]) -> int:
+    """K/V heads the cache holds over all cores (transformers-neuronx 1ade6d7 ``utils.get_qkv_padding``
+    ``utils.py:355-395``, ``decoder.py:165-176, 1485-1495, 1758-1791``): none replicated when sharded over
+    the batch; sharded over heads when ``n_kv`` divides over the cores, else replicated, fully (to the
+    query heads) or only up to the cores; then padded to a multiple of the cores."""
+    if mode == "shard-over-batch":
+        return n_kv
+    if mode in (None, "shard-over-heads") and n_kv % tp != 0:
+        mode = "replicated-heads"  # decoder.py:170-176
+    held = n_kv
+    if mode == "replicated-heads" and n_head != n_kv:
+        padded = _round_up(n_head, tp)
+        ratio = n_head // n_kv
+        if n_kv < tp and tp % n_kv == 0 and (n_head % tp == 0 or (padded > n_head and (padded - n_head) % n_kv == 0)):
+            ratio = tp // n_kv
+        elif padded / tp == n_head / n_kv:
+            ratio = 1
+        held = max(n_kv * ratio, tp)
+    return _round_up(held, tp)
+
+
 def config_parameters(hf_config: Mapping[str, Any]) -> int:
     """Parameters of a decoder from its config.json: embeddings and LM head, attention with its real head
     size and K/V heads, a gated MLP when ``intermediate_size`` is given (else GPT-2's 4x), norms."""
@@ -80,8 +103,7 @@ def plan_neuron_memory(hf_config: Mapping[str, Any], checkpoint_dir: Optional[Pa
     kv_heads = int(hf_config.get("num_key_value_heads") or heads)
     hidden = int(hf_config.get("hidden_size") or hf_config.get("n_embd") or 0)
     head_dim = int(hf_config.get("head_dim") or hidden // heads)
-    held = {"replicated-heads": kv_heads * tp_degree, "shard-over-batch": kv_heads,
-            "all-gather-heads": kv_heads}.get(str(group_query_attention), max(kv_heads, tp_degree))
+    held = kv_heads_held(heads, kv_heads, tp_degree, group_query_attention)
     kv = 2 * layers * slots * n_positions * held * head_dim * element
     return NeuronMemoryPlan(tp_degree, params * (1 if quantized else element), kv)
 

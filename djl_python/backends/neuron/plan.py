@@ -351,9 +351,8 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
             buckets = []
         if (strategy == SINGLE_ROW and sup.padded_static_nan_until and version < sup.padded_static_nan_until
                 and sup.context_length_estimate and version >= sup.context_buckets_since):
-            # One row must never be left-padded here (NaN, transformers-neuronx#79). The naive
-            # strategy adds a padding column when a history is one past the largest context bucket
-            # (0.10's leftover loop, neuron_strategies._width); a bucket of n_positions rules that out.
+            # One row must never be left-padded here (NaN, transformers-neuronx#79); a bucket of
+            # n_positions keeps every prompt within one context graph.
             buckets = sorted(set(buckets or [n_positions // 2]) | {n_positions})
         if buckets:
             kwargs["context_length_estimate"] = buckets
@@ -431,6 +430,9 @@ def _speculation_length(config: HandlerConfig, model_type: str, strategy: str, b
             f"{key}, option.{config.slots_key}", None,
             f"{key} serves one sequence at a time, as LMI 0.28 does: set option.{config.slots_key}=1 "
             "(and no rolling_batch_strategy=continuous_batching)", message_names_key=True)])
+    if config.speculative_length < 2:
+        raise ConfigError([ConfigProblem("option.speculative_length", config.speculative_length,
+                                         "must be at least 2: the draft proposes speculative_length - 1 tokens")])
     return int(config.speculative_length)
 
 

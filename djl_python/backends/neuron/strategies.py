@@ -163,16 +163,6 @@ class NaiveRollingBatchBackend(NeuronBackend):
         self._start = torch.zeros(self.limits.max_slots, dtype=torch.int64)
         self._largest_context_bucket = largest_context_bucket(self.plan)
 
-    def _width(self, longest: int) -> int:
-        """The re-prefill width: the longest history, one column wider when that is exactly one past the
-        largest context bucket. TNX 0.10 (7a30b42, 0623de2 ``base.context``) loops over the columns left
-        after the largest bucket with ``while current < context_length - 1`` and so never runs a single
-        leftover column; with two left it does. One more left-padding column is harmless elsewhere."""
-        bucket = self._largest_context_bucket
-        if bucket is not None and longest == bucket + 1 and longest + 1 <= self.limits.n_positions:
-            return longest + 1
-        return longest
-
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         self._check_slots(slot_ids)
         if len(prompts) != len(slot_ids) or any(len(p) < 1 for p in prompts):
@@ -208,7 +198,7 @@ class NaiveRollingBatchBackend(NeuronBackend):
 
     def _rebuild(self) -> torch.Tensor:
         """Reset the cache and prefill every row left-padded to the longest history; logits for all rows."""
-        width = self._width(max(len(tokens) for tokens in self.history.values()))
+        width = max(len(tokens) for tokens in self.history.values())
         rows = self.limits.max_slots
         input_ids = torch.full((rows, width), self.pad_token_id, dtype=torch.int64)
         # An empty row holds one filler token in the last column: harmless, and never read.
@@ -220,6 +210,15 @@ class NaiveRollingBatchBackend(NeuronBackend):
         # cache_ids=None, as DJL (afece25d optimum_modeling.py get_cache_ids(prefill=True)) and optimum
         # pass: TNX then uses arange(bucket). An explicit arange(width) is not padded to the context
         # bucket before 0623de2 (base._prepare_for_par_ctx_rhs_padding), which breaks 0.9 and early 0.10.
-        logits = self._forward(input_ids, None, start, rows=rows)
+        bucket = self._largest_context_bucket
+        if bucket is not None and width == bucket + 1:
+            # TNX 0.10 (7a30b42, 0623de2 base.context) loops over the columns left after the largest bucket
+            # with ``while current < context_length - 1``, so a single leftover column never runs. Run the
+            # bucket, then that column as a token step: right on every release, and no padding column
+            # (whose non-zero start_ids would answer NaN for Llama before 0.11).
+            self._forward(input_ids[:, :bucket], None, start, rows=rows)
+            logits = self._forward(input_ids[:, bucket:], torch.tensor([bucket], dtype=torch.int64), start, rows=rows)
+        else:
+            logits = self._forward(input_ids, None, start, rows=rows)
         self.cursor, self._start = width, start
         return logits

@@ -110,6 +110,8 @@ class Device:
         attended = range(first, last + 1)
         if window is not None:
             attended = [p for p in attended if window[0] <= p < window[0] + window[1] or p == last]
+        if not attended:  # start_ids past the columns run: every score masked, a NaN softmax
+            return torch.full((self.hf.config.vocab_size,), float("nan"))
         holes = [p for p in attended if p not in cells]
         assert not holes, f"row {row}: positions {holes[:5]} were never written (KV cache hole)"
         tokens = tuple(cells[p] for p in attended)
