@@ -418,3 +418,29 @@ def test_mistral_without_sliding_window_needs_0_10(tiny_model_factory, tmp_path,
             load_neuron(mistral, max_rolling_batch_size=2, n_positions=64)
     else:
         assert load_neuron(mistral, max_rolling_batch_size=2, n_positions=64).limits.n_positions == 64
+
+
+@pytest.mark.parametrize(("model_type", "continuous", "version"), [("mistral", True, (0, 10)),
+                                                                   ("llama", False, (0, 10))])
+def test_optimum_built_model_that_cannot_serve_safely_is_refused(tiny_model_factory, monkeypatch, tnx,
+                                                                 model_type, continuous, version) -> None:
+    """model_loader=optimum has no other candidate: a continuous-batching Mistral on late 0.10 (its per-row
+    counter breaks a partial prefill) or a static llama batch of 4 before 0.11 (NaN rows) is refused."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from djl_python.artifacts import resolve_artifacts
+    from djl_python.backends.neuron import load as neuron
+    from djl_python.backends.neuron.versions import TnxFeatures
+    from tests.neuron.conftest import make_config
+
+    block = {"batch_size": 4, "num_cores": 2, "sequence_length": 64, "auto_cast_type": "f32"}
+    cb = SimpleNamespace(batch_size=4) if continuous else None
+    built = SimpleNamespace(neuron_config=SimpleNamespace(continuous_batching=cb))
+    monkeypatch.setattr(neuron, "load_optimum_model",
+                        lambda *a, **k: SimpleNamespace(model=built, config=SimpleNamespace(neuron=block)))
+    config = make_config(tiny_model_factory("llama"), device="neuron", model_loader="optimum")
+    artifacts = dataclasses.replace(resolve_artifacts(config), model_type=model_type, neuron_block=block)
+    features = TnxFeatures(version, vectorized_last_token=True, layout_enum=False, presharded=False)
+    with pytest.raises(NeuronVersionError, match="cannot be served safely"):
+        neuron._load_with_optimum(config, artifacts, features, deadline=float("inf"))

@@ -215,3 +215,19 @@ def test_speculation_follows_the_draft_option_on_compiled_folders(tiny_llama: Pa
     with caplog.at_level("WARNING"):
         backend = load_neuron(without, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama)
     assert backend.limits.speculation_length == 0 and "has no speculation graph" in caplog.text
+
+
+@pytest.mark.parametrize("tnx", ["0.13"], indirect=True)
+def test_the_draft_counts_in_the_memory_plan_with_the_target(tiny_llama: Path, tnx) -> None:
+    """The draft shares the target's NeuronCores: a budget the target alone fits, but not the two, is refused."""
+    import json
+
+    from djl_python.backends.neuron.memory import plan_neuron_memory
+
+    hf = json.loads((tiny_llama / "config.json").read_text())
+    alone = plan_neuron_memory(hf, tiny_llama, tp_degree=1, slots=1, n_positions=64, amp="f16", quantized=False)
+    budget = f"{alone.total_bytes * 3 // 2}"
+    load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, tensor_parallel_degree=1, memory_budget=budget)
+    with pytest.raises(ConfigError, match="option.max_rolling_batch_size"):
+        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, tensor_parallel_degree=1,
+                    memory_budget=budget, speculative_draft_model=tiny_llama)

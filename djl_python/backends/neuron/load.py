@@ -29,7 +29,7 @@ import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from djl_python.artifacts import check_manifest, upload_s3
 from djl_python.artifacts.manifest import library_versions
@@ -37,7 +37,7 @@ from djl_python.backends.model_defaults import eos_token_ids
 from djl_python.backends.neuron.backend import NeuronBackend
 from djl_python.backends.neuron.devices import visible_core_count
 from djl_python.backends.neuron.loader import import_features, load_optimum_model, load_tnx_model
-from djl_python.backends.neuron.memory import check_neuron_memory
+from djl_python.backends.neuron.memory import NeuronMemoryPlan, check_neuron_memory
 from djl_python.backends.neuron.plan import (
     COMPILE_ONLY_KEYS,
     CONTINUOUS,
@@ -91,11 +91,12 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     model_support(artifacts.model_type, features.version)
     check_sliding_window(artifacts, features)
     config = with_smart_defaults(config, artifacts)
+    target_memory = None
     if config.model_loader == "optimum":
         model, plan = _load_with_optimum(config, artifacts, features, deadline)
     else:
         plans = decide_plans(config, artifacts, features)
-        check_neuron_memory(plans[0], config, artifacts.hf_config, artifacts.checkpoint_dir)
+        target_memory = check_neuron_memory(plans[0], config, artifacts.hf_config, artifacts.checkpoint_dir)
         check_checkpoint(artifacts, features, plans[0])
         _check_manifest(artifacts, plans[0], str(getattr(tnx, "__version__", "")))
         present = _files(artifacts.compiled_dir)
@@ -109,7 +110,7 @@ def load_neuron_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Neu
     backend: NeuronBackend
     plan = _speculation_as_configured(config, plan)
     if plan.speculation_length:
-        draft = _load_draft(config, plan, features, deadline)
+        draft = _load_draft(config, plan, features, deadline, target_memory)
         backend = SpeculativeBackend(model, plan, draft=draft, speculation_length=plan.speculation_length, **common)
     elif plan.strategy == CONTINUOUS:
         backend = ContinuousBatchingBackend(model, plan, **common)
@@ -134,7 +135,8 @@ def _speculation_as_configured(config: HandlerConfig, plan: NeuronLoadPlan) -> N
     return plan
 
 
-def _load_draft(config: HandlerConfig, target: NeuronLoadPlan, features: TnxFeatures, deadline: float) -> Any:
+def _load_draft(config: HandlerConfig, target: NeuronLoadPlan, features: TnxFeatures, deadline: float,
+                target_memory: Optional[NeuronMemoryPlan] = None) -> Any:
     """The draft model, as LMI 0.28 builds it (djl-serving v0.28.0 transformers_neuronx.py:148-163): the
     target's settings with ``speculative_draft_model`` as the model, ``draft_model_tp_size`` as its degree
     and ``draft_model_compiled_path`` as its graphs; one sequence, no speculation of its own, and the
@@ -152,7 +154,7 @@ def _load_draft(config: HandlerConfig, target: NeuronLoadPlan, features: TnxFeat
     plan = plan_from_config(draft_config, artifacts.model_type, artifacts.hf_config,
                             tp_degree=tensor_parallel_degree(draft_config), features=features)
     check_checkpoint(artifacts, features, plan)
-    check_neuron_memory(plan, draft_config, artifacts.hf_config, artifacts.checkpoint_dir)
+    check_neuron_memory(plan, draft_config, artifacts.hf_config, artifacts.checkpoint_dir, target_memory)
     logger.info("loading the draft model %s (%s, tp_degree=%s)", config.speculative_draft_model,
                 artifacts.model_type, plan.model_kwargs.get("tp_degree"))
     model, _ = load_tnx_model(plan, artifacts.checkpoint_dir, artifacts.compiled_dir, deadline=deadline,
@@ -338,16 +340,11 @@ def _load_with_optimum(
     built = built_strategy(wrapper.model)
     if built != plan.strategy:
         plan = dataclasses.replace(plan, strategy=built, variant=f"{plan.variant}, strategy as built")
-    hazard = plan_hazard(plan, artifacts.hf_config, features)
-    if hazard is not None and built == NAIVE and plan.batch_size > 1:
-        # Left-padded static rows: NaN (Llama before 0.11) or attended padding (GPT-J); refused as the
-        # tnx loader refuses such candidates.
-        raise NeuronVersionError(f"optimum-neuron built this {artifacts.model_type} without continuous batching for "
-                                 f"a batch of {plan.batch_size}, which cannot be served safely: {hazard}. Re-export "
-                                 "it with continuous batching or batch_size 1")
-    if hazard is not None:  # optimum-neuron built it this way; say what this backend's rules expect
-        logger.warning("optimum-neuron built this %s as %s; this backend's rules for transformers-neuronx %s say: %s",
-                       artifacts.model_type, plan.strategy, fmt(features.version), hazard)
+    hazard = plan_hazard(plan, artifacts.hf_config, features, built=True)
+    if hazard is not None:  # this loader has no other candidate to try
+        raise NeuronVersionError(f"optimum-neuron built this {artifacts.model_type} as {plan.strategy} with a batch of "
+                                 f"{plan.batch_size}, which cannot be served safely: {hazard}. Re-export it (continuous "
+                                 "batching, or batch_size 1) or use option.model_loader=tnx")
     return wrapper.model, plan
 
 

@@ -109,13 +109,18 @@ def plan_neuron_memory(hf_config: Mapping[str, Any], checkpoint_dir: Optional[Pa
 
 
 def check_neuron_memory(plan: NeuronLoadPlan, config: HandlerConfig, hf_config: Mapping[str, Any],
-                        checkpoint_dir: Optional[Path]) -> NeuronMemoryPlan:
-    """Log the memory ``plan`` takes; ``ConfigError`` naming the options to change when it exceeds the budget."""
+                        checkpoint_dir: Optional[Path], alongside: Optional[NeuronMemoryPlan] = None) -> NeuronMemoryPlan:
+    """Log the memory ``plan`` takes; ``ConfigError`` naming the options to change when it exceeds the budget.
+    ``alongside``: a model loaded on the same cores (a speculative target, for its draft), counted too."""
     tp = int(plan.model_kwargs.get("tp_degree") or 1)
     memory = plan_neuron_memory(hf_config, checkpoint_dir, tp_degree=tp, slots=plan.batch_size,
                                 n_positions=plan.n_positions, amp=str(plan.model_kwargs.get("amp")),
                                 quantized="quant" in plan.neuron_options,
                                 group_query_attention=plan.neuron_options.get("group_query_attention"))
+    if alongside is not None:
+        tp = max(tp, alongside.tp_degree)
+        memory = NeuronMemoryPlan(tp, memory.weights_bytes + alongside.weights_bytes,
+                                  memory.kv_bytes + alongside.kv_bytes)
     if config.memory_budget is not None:
         budget, why = config.memory_budget, f"{config.origin('memory_budget')}={config.memory_budget}"
     else:

@@ -374,14 +374,17 @@ def plan_from_config(config: HandlerConfig, model_type: str, hf_config: dict[str
                           speculation_length=speculation)
 
 
-SPECULATION_SINCE = (0, 11)
+SPECULATION_SINCE = (0, 11)  # c8d6bdc llama/model.py:180-217: speculative_forward without _preprocess
 PER_ROW_WINDOW_SINCE = (0, 12)  # Mistral's window from each row's cache_ids (release-2.20 6c0b875, 1ade6d7 hlo.py:200-201)
 
 
-def plan_hazard(plan: NeuronLoadPlan, hf_config: dict[str, Any], features: TnxFeatures) -> str | None:
+def plan_hazard(plan: NeuronLoadPlan, hf_config: dict[str, Any], features: TnxFeatures, *,
+                built: bool = False) -> str | None:
     """Why ``plan`` would crash or mis-generate on the installed TNX, or None. The same rules
     ``plan_from_config`` applies while it builds a plan, for plans it did not build (optimum-neuron
-    era candidates, recorded plans)."""
+    era candidates, recorded plans). ``built``: the model exists already (optimum-neuron built it with
+    the installed TNX), so continuous batching it was built with is not second-guessed by this
+    backend's table of which architectures have it; every other rule applies."""
     version = features.version
     sup = model_support(plan.model_type, version)
     if plan.strategy in (NAIVE, SINGLE_ROW) and plan.batch_size > 1:
@@ -391,7 +394,7 @@ def plan_hazard(plan: NeuronLoadPlan, hf_config: dict[str, Any], features: TnxFe
             return (f"static batching of {plan.batch_size} answers NaN for left-padded rows on transformers-neuronx "
                     f"{fmt(version)} (aws-neuron/transformers-neuronx#79, fixed in {fmt(sup.padded_static_nan_until)})")
     if plan.strategy == CONTINUOUS:
-        if not supports_continuous_batching(sup, version):
+        if not supports_continuous_batching(sup, version) and not built:
             return f"transformers-neuronx {fmt(version)} has no continuous batching for {plan.model_type!r}"
         if (sup.continuous_batching_gap_until and features.vectorized_last_token
                 and version < sup.continuous_batching_gap_until):
@@ -407,7 +410,7 @@ def plan_hazard(plan: NeuronLoadPlan, hf_config: dict[str, Any], features: TnxFe
     buckets = plan.model_kwargs.get("context_length_estimate")
     if isinstance(buckets, list) and buckets and max(buckets) > plan.n_positions:
         return f"context_length_estimate {buckets} exceeds n_positions {plan.n_positions}"
-    return None  # c8d6bdc llama/model.py:180-217: speculative_forward without _preprocess
+    return None
 
 
 def _speculation_length(config: HandlerConfig, model_type: str, strategy: str, batch_size: int,
