@@ -231,3 +231,20 @@ def test_the_draft_counts_in_the_memory_plan_with_the_target(tiny_llama: Path, t
     with pytest.raises(ConfigError, match="option.max_rolling_batch_size"):
         load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, tensor_parallel_degree=1,
                     memory_budget=budget, speculative_draft_model=tiny_llama)
+
+
+@pytest.mark.parametrize("tnx", ["0.11"], indirect=True)
+def test_a_draft_that_cannot_hold_the_targets_positions_is_named(tiny_llama: Path, tiny_model_factory, tnx,
+                                                                 tmp_path: Path) -> None:
+    """A Mistral draft whose sliding window is shorter than the target's n_positions (before 0.12 its window
+    drifts past it) is refused naming the draft option, not an n_positions the user never set."""
+    import json
+    import shutil
+
+    draft = tmp_path / "mistral-draft"
+    shutil.copytree(tiny_model_factory("mistral"), draft)
+    config = json.loads((draft / "config.json").read_text())
+    config["sliding_window"] = 16
+    (draft / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="option.speculative_draft_model.*n_positions 64"):
+        load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=draft)

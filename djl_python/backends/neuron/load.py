@@ -132,6 +132,10 @@ def _speculation_as_configured(config: HandlerConfig, plan: NeuronLoadPlan) -> N
     if config.speculative_draft_model and not plan.speculation_length:
         logger.warning("%s is ignored: the compiled model in use has no speculation graph (compile or partition it "
                        "with the option to speculate)", config.origin("speculative_draft_model"))
+    elif (plan.speculation_length and "speculative_length" in config.model_fields_set
+          and config.speculative_length != plan.speculation_length):
+        logger.warning("%s=%d is ignored: the compiled model's speculation graph scores %d tokens, which is used",
+                       config.origin("speculative_length"), config.speculative_length, plan.speculation_length)
     return plan
 
 
@@ -151,8 +155,13 @@ def _load_draft(config: HandlerConfig, target: NeuronLoadPlan, features: TnxFeat
     draft_config = config.model_copy(update=update)
     artifacts = resolve_artifacts(draft_config)
     model_support(artifacts.model_type, features.version)
-    plan = plan_from_config(draft_config, artifacts.model_type, artifacts.hf_config,
-                            tp_degree=tensor_parallel_degree(draft_config), features=features)
+    try:
+        plan = plan_from_config(draft_config, artifacts.model_type, artifacts.hf_config,
+                                tp_degree=tensor_parallel_degree(draft_config), features=features)
+    except ConfigError as err:  # the draft inherits the target's settings; say which model they failed for
+        raise ConfigError([ConfigProblem(
+            config.origin("speculative_draft_model"), config.speculative_draft_model,
+            f"the draft model cannot take the target's settings (n_positions {target.n_positions}): {err}")]) from err
     check_checkpoint(artifacts, features, plan)
     check_neuron_memory(plan, draft_config, artifacts.hf_config, artifacts.checkpoint_dir, target_memory)
     logger.info("loading the draft model %s (%s, tp_degree=%s)", config.speculative_draft_model,
