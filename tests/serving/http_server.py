@@ -60,6 +60,29 @@ def slow_loading_client(model_dir: Path) -> Iterator[tuple[object, threading.Eve
         yield client, release
 
 
+@contextmanager
+def client_with_engine(config, wrap) -> Iterator[tuple[object, object]]:
+    """A ``TestClient`` on the app for ``config`` whose engine is ``wrap(load_engine(config))`` (a test's
+    recording or failing engine), yielded once ``/ping`` answers 200, with that engine."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from djl_python.loader import load_engine
+    from djl_python.serving.app import create_app
+
+    holder = {}
+
+    def factory(cfg):
+        holder["engine"] = wrap(load_engine(cfg))
+        return holder["engine"]
+
+    with TestClient(create_app(config, factory, model_name="tiny")) as client:
+        while client.get("/ping").status_code != 200:
+            time.sleep(0.05)
+        yield client, holder["engine"]
+
+
 def model_folder(source: Path, target: Path, options: Mapping[str, object]) -> Path:
     """Copy ``source`` to ``target`` and write ``serving.properties`` with ``option.<key>=<value>``."""
     shutil.copytree(source, target)

@@ -7,15 +7,11 @@ whose ``step`` can be armed to raise after a number of successful steps.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from djl_python.config import load_config
-from djl_python.loader import load_engine
-from djl_python.serving.app import create_app
-from tests.serving.http_server import metric_value
+from tests.serving.http_server import client_with_engine, metric_value
 
 
 class FailingEngine:
@@ -44,16 +40,8 @@ class FailingEngine:
 def app_and_engine(tiny_llama):
     config = load_config(tiny_llama, properties={"device": "cpu", "max_rolling_batch_size": "2",
                                                  "n_positions": "128"}, env={})
-    holder = {}
-
-    def factory(cfg):
-        holder["engine"] = FailingEngine(load_engine(cfg))
-        return holder["engine"]
-
-    with TestClient(create_app(config, factory, model_name="tiny")) as client:
-        while client.get("/ping").status_code != 200:
-            time.sleep(0.05)
-        yield client, holder["engine"]
+    with client_with_engine(config, FailingEngine) as (client, engine):
+        yield client, engine
 
 
 LONG_LMI = {"inputs": "Hello", "parameters": {"max_new_tokens": 50, "ignore_eos": True}, "stream": True}

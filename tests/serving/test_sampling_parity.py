@@ -15,19 +15,17 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from djl_python import transformers_neuronx as tnx
 from djl_python.config import load_config
 from djl_python.engine.knobs import sampling_knobs
 from djl_python.engine.request import SamplingParams
 from djl_python.loader import load_engine
-from djl_python.serving.app import create_app
 from tests.serving.djl_java import JavaRollingBatch, http_input, in_process
+from tests.serving.http_server import client_with_engine
 
 GENERATION_CONFIG = {"temperature": 0.6, "top_p": 0.9, "eos_token_id": 2}
 MESSAGES = [{"role": "user", "content": "Name a colour."}]
@@ -60,16 +58,8 @@ def model_with_defaults(tiny_llama: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def http(model_with_defaults: Path):
     config = load_config(model_with_defaults, properties=PROPERTIES, env={})
-    holder: dict[str, Recorder] = {}
-
-    def factory(cfg):
-        holder["engine"] = Recorder(load_engine(cfg))
-        return holder["engine"]
-
-    with TestClient(create_app(config, factory, model_name="tiny")) as client:
-        while client.get("/ping").status_code != 200:
-            time.sleep(0.05)
-        yield client, holder["engine"]
+    with client_with_engine(config, Recorder) as (client, engine):
+        yield client, engine
 
 
 @pytest.fixture(scope="module")
