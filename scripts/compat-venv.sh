@@ -53,7 +53,7 @@ if [ ! -f "$VENV/.installed" ] || [ pyproject.toml -nt "$VENV/.installed" ] || [
     "$UV" venv -q -p "$INTERPRETER" "$VENV"
     "$UV" pip install -q -p "$VENV/bin/python" "$TORCH_PIN" "$TRANSFORMERS_PIN" \
         "pydantic>=2.5,<3" "eval_type_backport; python_version < '3.10'" safetensors huggingface_hub boto3 \
-        fastapi uvicorn prometheus-client tqdm numpy accelerate pytest pytest-timeout httpx "moto[server]" requests
+        fastapi uvicorn prometheus-client tqdm numpy "llguidance>=1.3" jsonschema accelerate pytest pytest-timeout httpx "moto[server]" requests
     "$UV" pip install -q -p "$VENV/bin/python" --no-deps -e .
     touch "$VENV/.installed"
 fi

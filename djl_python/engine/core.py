@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 if TYPE_CHECKING:
     from djl_python.backends.base import Backend, BackendLimits
+    from djl_python.engine.constraint import Constraint
     from djl_python.engine.generation_defaults import GenerationDefaults
+    from djl_python.engine.grammar import GrammarMatcher
     from djl_python.engine.request import RequestOutput, SamplingParams
 
 
@@ -30,8 +32,10 @@ class EngineCore(Protocol):
     @property
     def num_waiting(self) -> int: ...
 
+    def compile_constraint(self, constraint: Constraint) -> GrammarMatcher: ...
+
     def add_request(self, prompt_ids: list[int], params: SamplingParams,
-                    request_id: Optional[str] = None) -> str: ...
+                    request_id: Optional[str] = None, matcher: Optional[GrammarMatcher] = None) -> str: ...
 
     def abort(self, request_id: str) -> bool: ...
 

@@ -5,6 +5,13 @@
 ``prefill`` for newly admitted ones, both in the same step), then per request:
 sample, check stop criteria, detokenise. See ``docs/architecture.md``.
 
+Constrained requests (``SamplingParams.constraint``) carry a grammar matcher
+(``engine/grammar.py``): each step masks their rows of the logits with what their grammar
+allows, the chosen token advances the matcher, and a grammar that is complete ends the
+request (``FinishReason.EOS``) at once. A constraint compiles before the request is queued:
+in ``add_request`` unless the caller compiled it already with ``compile_constraint``
+(``AsyncEngine`` does, off the engine thread).
+
 Failure isolation: an exception while sampling, stopping or detokenising ends
 only the request it belongs to (``finish_reason="error"``); an exception from
 the backend propagates, and the caller ends everything with ``reset``.
@@ -24,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
+from djl_python.engine.constraint import Constraint
+from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
@@ -32,7 +41,7 @@ from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
     from djl_python.backends.base import Backend, BackendLimits
-    from djl_python.engine.sampling import SampleOutput
+    from djl_python.engine.sampling import AllowedTokens, SampleOutput
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +78,23 @@ class Engine:
         self.scheduler = Scheduler(self.limits, max_prefill_tokens)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
+        self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._requests: dict[str, Sequence] = {}
         self._pending: list[RequestOutput] = []  # aborted requests, reported by the next step
         self._ids = itertools.count()
 
     # -- requests ---------------------------------------------------------------------------
 
-    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None) -> str:
-        """Queue a tokenised prompt; returns its id. Raises ``InvalidRequest`` for a prompt that cannot run."""
+    def compile_constraint(self, constraint: Constraint) -> GrammarMatcher:
+        """A matcher for ``constraint`` (thread-safe; cached by constraint). ``InvalidRequest`` naming
+        ``constraint.field`` when it cannot compile."""
+        return self.grammars.matcher(constraint)
+
+    def add_request(self, prompt_ids: list[int], params: SamplingParams, request_id: str | None = None,
+                    matcher: GrammarMatcher | None = None) -> str:
+        """Queue a tokenised prompt; returns its id. Raises ``InvalidRequest`` for a prompt that cannot run
+        or a constraint that cannot compile. ``matcher``: ``compile_constraint(params.constraint)``,
+        when the caller compiled it already."""
         limits = self.limits
         if not prompt_ids:
             raise InvalidRequest("prompt", "the prompt is empty")
@@ -95,6 +113,8 @@ class Engine:
         if request_id in self._requests:
             raise InvalidRequest("request_id", f"{request_id!r} is already in flight")
         params = self.defaults.apply(params)
+        if params.constraint is not None and matcher is None:
+            matcher = self.compile_constraint(params.constraint)
         max_tokens = min(params.max_new_tokens, limits.n_positions - len(prompt_ids))
         seq = Sequence(
             request_id=request_id,
@@ -103,6 +123,7 @@ class Engine:
             max_tokens=max_tokens,
             detokenizer=IncrementalDetokenizer(self.tokenizer, params.skip_special_tokens),
             stop_checker=StopChecker(params, max_tokens, self._eos_ids),
+            matcher=matcher if params.constraint is not None else None,
         )
         self.scheduler.add(seq)
         self._requests[request_id] = seq
@@ -209,13 +230,12 @@ class Engine:
 
     def _sample(self, seqs: list[Sequence], logits: Any) -> list[Union[tuple, Exception]]:
         """One ``(token, logprob, top_logprobs)`` per sequence, or the exception that sampling it raised."""
-        slots, params = [s.slot for s in seqs], [s.params for s in seqs]
         # min_tokens: the stop ids cannot be drawn yet (only requests that set it pay for this).
         banned = [s.stop_checker.suppressed_ids(s.num_generated) if s.params.min_tokens else frozenset()
                   for s in seqs]
         suppress = banned if any(banned) else None
         try:
-            return _unpack(self._draw(logits, slots, params, suppress))
+            return _unpack(self._draw(logits, seqs, suppress))
         except Exception as err:
             if len(seqs) == 1:
                 return [err]
@@ -223,22 +243,38 @@ class Engine:
         results: list[Union[tuple, Exception]] = []
         for i in range(len(seqs)):
             try:
-                results.extend(_unpack(self._draw(logits[i : i + 1], slots[i : i + 1], params[i : i + 1],
+                results.extend(_unpack(self._draw(logits[i : i + 1], seqs[i : i + 1],
                                                   suppress[i : i + 1] if suppress else None)))
             except Exception as err:
                 results.append(err)
         return results
 
-    def _draw(self, logits: Any, slots: list[int], params: list[SamplingParams],
-              suppress: Optional[list[frozenset[int]]]) -> "SampleOutput":
+    def _draw(self, logits: Any, seqs: list[Sequence], suppress: Optional[list[frozenset[int]]]) -> "SampleOutput":
+        slots, params = [s.slot for s in seqs], [s.params for s in seqs]
+        allowed = self._allowed(seqs)
+        if allowed is not None:
+            return self.sampler.sample(logits, slots, params, suppress, allowed)
         if suppress is None:  # the common case keeps the plain three-argument call
             return self.sampler.sample(logits, slots, params)
         return self.sampler.sample(logits, slots, params, suppress)
 
+    def _allowed(self, seqs: list[Sequence]) -> Optional["AllowedTokens"]:
+        """The grammar masks of the constrained rows among ``seqs``; None when none is constrained."""
+        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
+        if not rows:
+            return None
+        from djl_python.engine.sampling import AllowedTokens
+
+        return AllowedTokens(rows, self.grammars.fill_masks([seqs[i].matcher for i in rows]))  # type: ignore[misc]
+
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
-        """Record one sampled token: the stop criteria, then the text it releases."""
+        """Record one sampled token: the grammar, the stop criteria, then the text it releases."""
+        if seq.matcher is not None:
+            seq.matcher.consume(token)  # a refused token raises: this request fails, others go on
         seq.output_ids.append(token)
         status = seq.stop_checker.check_token(token, seq.num_generated)
+        if status is None and seq.matcher is not None and seq.matcher.done:
+            status = RequestStatus.FINISHED_EOS  # the grammar is complete: only EOS could follow
         text = ""
         if not seq.stop_checker.is_stop_token(token):  # EOS / stop-token text never reaches the client
             text = seq.stop_checker.feed_text(seq.detokenizer.step(token))

@@ -14,26 +14,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from djl_python.engine.constraint import Constraint
+from djl_python.engine.errors import InvalidRequest
+
+__all__ = ["Constraint", "InvalidRequest"]  # re-exported: the request vocabulary in one import
+
 
 # Numeric floors that keep the sampler finite (float32 logits of magnitude <= ~1e3):
 # logits / 1e-5 and logits / 0.01 or * 100 stay far below float32's 3.4e38.
 GREEDY_TEMPERATURE = 1e-5  # a lower (non-zero) temperature decodes greedily
 MIN_REPETITION_PENALTY = 0.01
 MAX_REPETITION_PENALTY = 100.0
-
-
-class InvalidRequest(ValueError):
-    """A request parameter is invalid. ``field`` names it: the engine says ``prompt``
-    or a ``SamplingParams`` field; the API layer renames it to the user's field path.
-
-    ``djl_python.api.errors.to_api_error`` turns it into a 400; it never reaches
-    the engine loop.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 class RequestStatus(enum.IntEnum):
@@ -129,6 +120,8 @@ class SamplingParams:
     # tokens' text is left out of the output unless skip_special_tokens is False.
     min_tokens: int = 0
     skip_special_tokens: bool = True
+    # The output must match this (engine/grammar.py): a token mask in the sampler, every backend.
+    constraint: Optional[Constraint] = None
 
     def __post_init__(self) -> None:
         def bad(name: str, message: str) -> None:

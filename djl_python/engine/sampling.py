@@ -15,8 +15,11 @@ Order of processing, as in ``transformers`` ``generate``:
 3. sampled rows: ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``typical_p`` (each
    masks tokens to ``-inf``), then one draw from the softmax.
 
-Before all of this, ``suppress`` (ids a row must not produce yet: its stop ids
-while it has fewer than ``min_tokens`` tokens) masks those ids to ``-inf``.
+Before all of this, ``allowed`` (the grammar's token bits of constrained rows,
+``engine/grammar.py``) masks every token a row's grammar refuses to ``-inf``, and
+``suppress`` (ids a row must not produce yet: its stop ids while it has fewer than
+``min_tokens`` tokens) masks those ids. Rows without a constraint are not touched, and
+a batch whose rows are all greedy and plain still takes the one-argmax fast path.
 
 A draw is ``argmax(probs / E)`` with ``E ~ Exp(1)`` noise (nano-vllm, gpt-fast):
 exact sampling, batched, and no ``multinomial`` sync. A request with a ``seed``
@@ -43,12 +46,22 @@ import math
 from dataclasses import dataclass
 from typing import Collection, Optional, Sequence
 
+import numpy as np
 import torch
 
 from djl_python.engine.request import SamplingParams
 
 
 LOGPROB_FLOOR = -9999.0  # the log-prob reported for an impossible token (vLLM's clamp)
+
+
+@dataclass(frozen=True)
+class AllowedTokens:
+    """The grammar masks of some rows: ``bits[j]`` (int32 words, bit ``t % 32`` of word ``t // 32``
+    set when token ``t`` is allowed) applies to row ``rows[j]`` of the logits."""
+
+    rows: list[int]
+    bits: "np.ndarray"
 
 
 @dataclass
@@ -99,21 +112,26 @@ class Sampler:
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, slots: Sequence[int], params: Sequence[SamplingParams],
-               suppress: Optional[Sequence[Collection[int]]] = None) -> SampleOutput:
+               suppress: Optional[Sequence[Collection[int]]] = None,
+               allowed: Optional[AllowedTokens] = None) -> SampleOutput:
         """Choose one token per row of ``logits`` (``[n, vocab]``; not modified, so a failed call can be retried).
 
-        ``suppress[i]``, when given, holds ids row ``i`` must not choose (``min_tokens``).
+        ``suppress[i]``, when given, holds ids row ``i`` must not choose (``min_tokens``);
+        ``allowed``, when given, the grammar masks of the constrained rows.
         """
         want_lp = any(p.logprobs or p.top_logprobs for p in params)
         pen_rows = [i for i, p in enumerate(params) if uses_penalties(p)]
         sample_rows = [i for i, p in enumerate(params) if not p.greedy]
         banned = [(i, sorted(ids)) for i, ids in enumerate(suppress or ()) if ids]
+        if allowed is not None:
+            logits = self._apply_grammar(logits, allowed)
         if not (want_lp or pen_rows or sample_rows or banned):  # the common greedy case: one kernel, one sync
             return SampleOutput(greedy_tokens(logits))
 
         logits = logits.float()
         if banned:
-            logits = logits.clone()  # .float() of float32 logits is the caller's tensor itself
+            if allowed is None:
+                logits = logits.clone()  # .float() of float32 logits is the caller's tensor itself
             for i, ids in banned:
                 logits[i, torch.tensor(ids, device=logits.device)] = -math.inf
         if pen_rows:
@@ -140,6 +158,20 @@ class Sampler:
         if want_lp:
             self._logprobs(processed, tokens, params, out)
         return out
+
+    @staticmethod
+    def _apply_grammar(logits: torch.Tensor, allowed: AllowedTokens) -> torch.Tensor:
+        """A copy of ``logits`` (float32) with every token a constrained row's grammar refuses at ``-inf``."""
+        logits = logits.float().clone()
+        vocab = logits.shape[-1]
+        words = torch.from_numpy(np.ascontiguousarray(allowed.bits)).to(logits.device)
+        shifts = torch.arange(32, dtype=torch.int32, device=logits.device)
+        ok = ((words.unsqueeze(-1) >> shifts) & 1).bool().flatten(1)[:, :vocab]
+        if ok.shape[-1] < vocab:  # ids past the grammar's vocabulary: never allowed
+            ok = torch.nn.functional.pad(ok, (0, vocab - ok.shape[-1]), value=False)
+        rows = torch.tensor(allowed.rows, device=logits.device)
+        logits[rows] = logits[rows].masked_fill(~ok, -math.inf)
+        return logits
 
     def _generator(self, slot: int, device: torch.device) -> Optional[torch.Generator]:
         if slot not in self._seeds:

@@ -23,6 +23,7 @@ from djl_python.engine.request import RequestStatus, SamplingParams
 
 if TYPE_CHECKING:
     from djl_python.engine.detokenizer import IncrementalDetokenizer
+    from djl_python.engine.grammar import GrammarMatcher
     from djl_python.engine.stopping import StopChecker
 
 
@@ -39,6 +40,7 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     status: RequestStatus = RequestStatus.WAITING
     slot: Optional[int] = None
+    matcher: Optional["GrammarMatcher"] = None  # set exactly when params.constraint is
 
     @property
     def prompt_len(self) -> int:

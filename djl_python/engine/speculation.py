@@ -9,7 +9,8 @@ from the proposal fed after it. Every kept token is the model's own greedy choic
 tokens before it, so the output equals plain greedy decoding.
 
 Only requests whose next token is the plain argmax qualify: greedy, no penalties, no log-probs, no
-``min_tokens`` (those change or report the distribution, which only the sampler does). No torch.
+``min_tokens``, no output constraint (those change or report the distribution, which only the sampler
+does). No torch.
 """
 
 from __future__ import annotations
@@ -34,4 +35,4 @@ def speculable(params: SamplingParams) -> bool:
     """Whether a request's next token is the plain argmax of the model's logits."""
     return (params.greedy and not params.logprobs and not params.top_logprobs and params.min_tokens == 0
             and params.repetition_penalty in (None, 1.0) and not params.presence_penalty
-            and not params.frequency_penalty)
+            and not params.frequency_penalty and params.constraint is None)

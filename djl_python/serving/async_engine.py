@@ -137,12 +137,18 @@ class AsyncEngine:
         """Submit a request and yield its outputs until the final one (``finished=True``).
 
         Raises (at the first iteration): ``ServerUnavailable``, ``ServerOverloaded``,
-        ``InvalidRequest`` (the engine refused the prompt, e.g. too long) and, at any
+        ``InvalidRequest`` (the engine refused the prompt, e.g. too long, or its constraint does not
+        compile) and, at any
         point, ``RequestTimeout``. Leaving the loop early aborts the request.
         """
         if not self.accepting:
             raise ServerUnavailable("the server is not accepting requests (starting or shutting down)")
         rid = request_id or uuid.uuid4().hex
+        matcher = None
+        if params.constraint is not None:
+            # Compiled here, in a worker thread: a large schema never stalls the engine loop, and one
+            # that cannot compile is refused (InvalidRequest) before it is queued.
+            matcher = await asyncio.to_thread(self.core.compile_constraint, params.constraint)
         stream = _Stream(rid, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
             if self._waiting_for_a_slot() >= self.max_waiting_requests:
@@ -150,7 +156,7 @@ class AsyncEngine:
                     f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})",
                     self.retry_after,
                 )
-            self._commands.append(("add", (stream, list(prompt_ids), params)))
+            self._commands.append(("add", (stream, list(prompt_ids), params, matcher)))
             self._pending_adds += 1
             self._cond.notify()
         self._in_flight.add(rid)
@@ -260,9 +266,12 @@ class AsyncEngine:
         for kind, payload in commands:
             if kind == "add":
                 adds += 1
-                stream, prompt_ids, params = payload
+                stream, prompt_ids, params, matcher = payload
                 try:
-                    self.core.add_request(prompt_ids, params, request_id=stream.request_id)
+                    if matcher is None:
+                        self.core.add_request(prompt_ids, params, request_id=stream.request_id)
+                    else:
+                        self.core.add_request(prompt_ids, params, request_id=stream.request_id, matcher=matcher)
                 except Exception as err:  # noqa: BLE001 - InvalidRequest and anything else go to the caller
                     stream.put(err)
                 else:

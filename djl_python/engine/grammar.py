@@ -1,0 +1,159 @@
+"""Constrained decoding: a request's output format as a grammar, and the token masks it allows.
+
+A ``Constraint`` says what a request's output must be (a JSON schema, a regular expression,
+one of several strings, or a context-free grammar); it is plain data, part of
+``SamplingParams``, hashable, and knows nothing of any API (each API builds it from its own
+fields and names the field for errors). The grammar engine is llguidance (guidance-ai/llguidance,
+also behind vLLM's ``guidance`` backend and llama.cpp); nothing here compiles a grammar by hand.
+
+Contracts:
+
+* ``GrammarCompiler.matcher(constraint)`` is thread-safe and is meant to run off the engine
+  thread (``AsyncEngine`` calls it in a worker thread before the request is queued): building
+  the grammar costs up to hundreds of milliseconds for large schemas. Compiled grammars are
+  cached by constraint (LRU, ``max_cached``); each request gets a cheap copy of the cached one.
+* A constraint that cannot compile raises ``InvalidRequest(constraint.field, <llguidance's
+  message>)``, so the API answers 400 naming the user's field; nothing reaches the engine loop.
+* ``GrammarMatcher.consume(token)`` advances one request's matcher after its token was chosen
+  from the mask; a token the grammar refuses raises ``GrammarViolation`` (that request alone
+  fails). ``done`` is true once the grammar can take nothing more: the engine then ends the
+  request (``finish_reason`` stop) without spending a step on the EOS token.
+* ``fill_masks(matchers)`` writes one row of allowed-token bits per matcher (bit ``t % 32`` of
+  word ``t // 32``; the EOS ids are allowed where the grammar may end), computed in parallel by
+  llguidance's executor. Ids at or beyond the tokenizer's vocabulary are never allowed.
+
+No torch here: the sampler turns the bits into a logits mask (``engine/sampling.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import numpy as np
+
+from djl_python.engine.constraint import Constraint
+from djl_python.engine.errors import InvalidRequest
+
+class GrammarViolation(RuntimeError):
+    """A token was chosen that the request's grammar does not allow (the mask was not applied)."""
+
+
+class GrammarMatcher:
+    """One request's position in its grammar (wraps an ``llguidance.LLMatcher``)."""
+
+    def __init__(self, matcher: Any) -> None:
+        self._matcher = matcher
+
+    @property
+    def done(self) -> bool:
+        """The grammar is complete and allows nothing more (only EOS)."""
+        return bool(self._matcher.is_stopped())
+
+    def consume(self, token: int) -> None:
+        if not self._matcher.consume_token(token):
+            raise GrammarViolation(f"token {token} does not match the grammar: {self._matcher.get_error()}")
+
+    @property
+    def raw(self) -> Any:
+        return self._matcher
+
+
+class GrammarCompiler:
+    """Compiles and caches grammars for one tokenizer; see the module docstring."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, eos_ids: Sequence[int], max_cached: int = 256) -> None:
+        self._hf_tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self._eos_ids = [int(t) for t in eos_ids]
+        self.max_cached = max_cached
+        self._lock = threading.Lock()
+        self._ll_tokenizer: Any = None
+        self._executor: Any = None
+        self._cache: OrderedDict[Constraint, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def _tokenizer(self, field: str) -> Any:
+        """llguidance's view of the tokenizer, built once (about a second for a large vocabulary)."""
+        if self._ll_tokenizer is None:
+            try:
+                import llguidance.hf
+            except ImportError:
+                raise InvalidRequest(field, "constrained decoding needs the llguidance package, which is "
+                                     "not installed on this server") from None
+            try:
+                try:
+                    self._ll_tokenizer = llguidance.hf.from_tokenizer(
+                        self._hf_tokenizer, n_vocab=self.vocab_size, eos_token=self._eos_ids or None)
+                except TypeError:  # older llguidance (1.3, the newest for Python 3.9) takes one EOS id
+                    self._ll_tokenizer = llguidance.hf.from_tokenizer(
+                        self._hf_tokenizer, n_vocab=self.vocab_size,
+                        eos_token=self._eos_ids[0] if self._eos_ids else None)
+            except Exception as err:  # noqa: BLE001 - a slow (non-Rust) tokenizer, for one
+                raise InvalidRequest(field, f"constrained decoding is not available for this model's "
+                                     f"tokenizer: {err}") from None
+        return self._ll_tokenizer
+
+    def matcher(self, constraint: Constraint) -> GrammarMatcher:
+        """A fresh matcher for ``constraint``; ``InvalidRequest(constraint.field)`` if it cannot compile."""
+        import llguidance
+
+        with self._lock:
+            template = self._cache.get(constraint)
+            if template is not None:
+                self._cache.move_to_end(constraint)
+                self.hits += 1
+                return GrammarMatcher(template.deep_copy())
+            tokenizer = self._tokenizer(constraint.field)
+        grammar = _grammar_text(constraint)
+        # Compiled outside the lock: other schemas (and cache hits) need not wait for this one.
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
+        if is_error:
+            raise InvalidRequest(constraint.field, f"cannot be compiled: {_first_line(messages)}")
+        template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if template.is_error():
+            raise InvalidRequest(constraint.field, f"cannot be compiled: {template.get_error()}")
+        with self._lock:
+            self.misses += 1
+            self._cache[constraint] = template
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return GrammarMatcher(template.deep_copy())
+
+    def fill_masks(self, matchers: Sequence[GrammarMatcher]) -> np.ndarray:
+        """``[len(matchers), ceil(vocab / 32)]`` int32 bits of the tokens each matcher allows next."""
+        import llguidance
+        import llguidance.numpy as llnp
+
+        masks = llnp.allocate_token_bitmask(len(matchers), self.vocab_size)
+        if len(matchers) == 1:
+            llnp.fill_next_token_bitmask(matchers[0].raw, masks, 0)
+            return masks
+        if self._executor is None:
+            self._executor = llguidance.LLExecutor()
+        llnp.fill_next_token_bitmask_par(self._executor, [(m.raw, i) for i, m in enumerate(matchers)], masks)
+        return masks
+
+
+def _grammar_text(constraint: Constraint) -> str:
+    """llguidance's grammar for ``constraint`` (no validation yet)."""
+    import llguidance
+
+    try:
+        if constraint.kind == "json_schema":
+            options = {"whitespace_flexible": bool(constraint.whitespace)}
+            if constraint.whitespace:
+                options["whitespace_pattern"] = constraint.whitespace
+            return str(llguidance.LLMatcher.grammar_from_json_schema(constraint.value, defaults=options))
+        if constraint.kind == "regex":
+            return str(llguidance.LLMatcher.grammar_from_regex(constraint.value))
+        return str(llguidance.grammar_from("choice" if constraint.kind == "choice" else "grammar", constraint.value))
+    except Exception as err:  # noqa: BLE001 - ValueError for bad JSON or a grammar that does not convert
+        raise InvalidRequest(constraint.field, f"cannot be compiled: {err}") from None
+
+
+def _first_line(messages: Sequence[str]) -> str:
+    text = messages[0] if messages else "invalid grammar"
+    return text.strip().splitlines()[0] if text.strip() else "invalid grammar"
