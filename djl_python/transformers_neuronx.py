@@ -45,7 +45,7 @@ from djl_python.api.errors import to_api_error
 from djl_python.api.lmi import LmiRequest, parse_request, to_engine
 from djl_python.api.lmi_render import ResponseFormatter, lmi_renderer
 from djl_python.api.names import served_model_name
-from djl_python.api.prompt import EngineRequest, PromptBuilder
+from djl_python.api.prompt import EngineRequest, PromptBuilder, auto_tool_parser
 from djl_python.djl import bodies, records, rules
 from djl_python.djl.protocol import current as djl_protocol
 from djl_python.engine.core import EngineCore
@@ -130,7 +130,8 @@ class TransformersNeuronXService:
         elif config is None:
             config = handler_config(properties)
         self.config, self.engine = config, engine
-        self.prompts = PromptBuilder(engine.tokenizer, model_defaults=engine.defaults)
+        self.prompts = PromptBuilder(engine.tokenizer, model_defaults=engine.defaults,
+                                     tool_parser=auto_tool_parser(config))
         self._model_name = served_model_name(config.model_id, config.model_dir)
         self.initialized = True
         logger.info("transformers_neuronx handler ready (rolling batch: %s)", self._rolling)
@@ -176,7 +177,8 @@ class TransformersNeuronXService:
             raise InvalidRequest("body", "empty request")
         data = bodies.coerce_parameters(bodies.decode_body(body, item.get_content_type()))
         req = parse_request(data, item.get_content_type(), default_output_formatter=self.config.output_formatter,
-                            tgi_compat=bool(self.config.tgi_compat), model_defaults=self.prompts.model_defaults)
+                            tgi_compat=bool(self.config.tgi_compat), model_defaults=self.prompts.model_defaults,
+                            tool_parser=self.prompts.tool_parser)
         seed = bodies.java_seed(item.get_as_string("seed")) if item.contains_key("seed") else None
         if seed is not None and req.params.seed is None and req.params.do_sample:
             # Java's per-request seed (rolling batch), for a sampled request that names none, as DJL's handler.

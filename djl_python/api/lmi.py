@@ -18,6 +18,11 @@ Every problem raises ``InvalidRequest(field, message)`` where ``field`` is the
 path the user wrote (``parameters.max_new_tokens``, ``messages.0.content``).
 Unlike DJL/TNX, ``presence_penalty`` keeps its own meaning and never turns into
 ``repetition_penalty``. The response side is ``djl_python.api.lmi_render``.
+
+Structured output on the LMI schema: ``parameters.structured_outputs`` (vLLM's
+``SamplingParams.structured_outputs``, which LMI's vLLM rolling batch passed through) or
+``parameters.grammar`` (TGI's shape, for ``tgi_compat`` clients); at most one. A chat
+request uses the OpenAI fields (``response_format``, ``tools``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from djl_python.api.chat import ChatMessage
 from djl_python.api.openai import ChatCompletionRequest
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
+from djl_python.api.structured import StructuredOutputs, TgiGrammar, one_constraint
+from djl_python.api.tools import ToolPlan
 from djl_python.config.lmi import OutputFormatterName
 from djl_python.engine.request import InvalidRequest, SamplingParams
 
@@ -75,6 +82,8 @@ class LmiParameters(with_knob_fields("_LmiKnobs", _Lenient)):  # type: ignore[mi
     logprobs: Optional[Union[bool, int]] = None
     top_n_tokens: int = Field(default=0, ge=0, le=20)
     output_formatter: Optional[OutputFormatter] = None
+    structured_outputs: Optional[StructuredOutputs] = None
+    grammar: Optional[TgiGrammar] = None
     # Accepted only at their neutral value: we decode one sequence per request.
     n: int = 1
     best_of: Optional[int] = None
@@ -115,6 +124,7 @@ class LmiRequest:
     tgi_compat: bool = False
     model: Optional[str] = None
     ignored: tuple[str, ...] = field(default=())
+    tools: Optional[ToolPlan] = None  # a chat request's tools (``djl_python.api.tools``)
 
     @property
     def is_chat(self) -> bool:
@@ -134,6 +144,7 @@ def parse_request(
     default_output_formatter: Optional[str] = None,
     tgi_compat: bool = False,
     model_defaults: Mapping[str, Any] = {},  # noqa: B006 - read only
+    tool_parser: Optional[str] = None,
 ) -> LmiRequest:
     """Validate one request body.
 
@@ -141,13 +152,14 @@ def parse_request(
     ``default_output_formatter`` (``option.output_formatter``) applies when the
     request names none; ``tgi_compat`` (``option.tgi_compat``) switches the
     json/jsonlines/sse shapes to TGI's. Sampling knobs the request leaves unset take the
-    model's ``model_defaults`` (``PromptBuilder.model_defaults``), as on every API. Raises
+    model's ``model_defaults`` (``PromptBuilder.model_defaults``), as on every API;
+    ``tool_parser`` (``PromptBuilder.tool_parser``) reads a chat's ``tool_choice: auto`` calls. Raises
     ``InvalidRequest``.
     """
     data = json_object(body, content_type)
     if "messages" in data:
         # Chat keeps the OpenAI shapes: option.output_formatter names a text format.
-        return _parse_chat(data, model_defaults)
+        return _parse_chat(data, model_defaults, tool_parser)
     return _parse_lmi(data, default_output_formatter, tgi_compat, model_defaults)
 
 
@@ -207,6 +219,10 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     # Per-token log-probs appear in every streamed token and in json details.
     want_logprobs = bool(p.logprobs) or top_n > 0 or details or formatter in ("jsonlines", "sse")
     stop_name = "stop_sequences" if p.stop_sequences is not None else "stop"
+    constraint = one_constraint(
+        ("parameters.structured_outputs",
+         p.structured_outputs.constraint("parameters.structured_outputs") if p.structured_outputs else None),
+        ("parameters.grammar", p.grammar.constraint("parameters.grammar") if p.grammar else None))
     params = sampling_params(
         requested_knobs(p), model_defaults, do_sample=bool(p.do_sample), prefix="parameters.",
         names={"stop": stop_name, "top_logprobs": "top_n_tokens"},
@@ -214,7 +230,7 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
         presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty, seed=p.seed,
         stop=_stops(p.stop if p.stop is not None else p.stop_sequences),
         stop_token_ids=tuple(p.stop_token_ids or ()), ignore_eos=p.ignore_eos,
-        logprobs=want_logprobs, top_logprobs=top_n,
+        logprobs=want_logprobs, top_logprobs=top_n, constraint=constraint,
     )
     return LmiRequest(
         params=params, output_formatter=formatter, prompts=prompts, stream=req.stream, details=details,
@@ -224,19 +240,20 @@ def _parse_lmi(data: dict[str, Any], default_formatter: Optional[str], tgi_compa
     )
 
 
-def _parse_chat(data: dict[str, Any], model_defaults: Mapping[str, Any]) -> LmiRequest:
+def _parse_chat(data: dict[str, Any], model_defaults: Mapping[str, Any], tool_parser: Optional[str]) -> LmiRequest:
     req: LmiChatBody = validate(LmiChatBody, data)
-    params = req.to_sampling_params(model_defaults)
+    params = req.to_sampling_params(model_defaults, tool_parser)
     formatter = _resolve_formatter(req.output_formatter, None, chat=True, stream=bool(req.stream),
                                    tgi_compat=False, field_name="output_formatter")
     return LmiRequest(
         params=params, output_formatter=formatter, messages=tuple(req.messages), stream=bool(req.stream),
-        details=True, model=req.model, top_n_tokens=req.top_logprobs or 0,
+        details=True, model=req.model, top_n_tokens=req.top_logprobs or 0, tools=req.tool_plan(tool_parser),
     )
 
 
 def to_engine(req: LmiRequest, prompts: PromptBuilder) -> list[EngineRequest]:
     """One engine request per prompt (a chat request, or each of ``inputs``)."""
     if req.is_chat:
-        return [prompts.build(list(req.messages or ()), req.params)]
+        tools = req.tools.template_tools() if req.tools is not None else None
+        return [prompts.build(list(req.messages or ()), req.params, tools=tools)]
     return [prompts.build(text, req.params) for text in req.prompts]

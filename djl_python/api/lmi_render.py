@@ -73,7 +73,7 @@ class ResponseFormatter:
         self.stream = request.stream
         self.model = request.model or model_name
         self._chat = OpenAiRenderer(chat=True, request_id=request_id, model=self.model,
-                                    logprobs=request.params.logprobs, created=created)
+                                    logprobs=request.params.logprobs, created=created, tools=request.tools)
         self._outputs: list[RequestOutput] = []
         self.tokens: list[dict[str, Any]] = []
         self.text = ""
@@ -237,7 +237,9 @@ class ResponseFormatter:
         if chunk is None:
             return ""
         if reason is not None:
-            chunk["choices"][0]["finish_reason"] = finish.openai(reason)  # type: ignore[arg-type]
+            # The chunk's own reason where it has one ("tool_calls"); an error ends it in any case.
+            choice = chunk["choices"][0]
+            choice["finish_reason"] = choice["finish_reason"] or finish.openai(reason)  # type: ignore[arg-type]
             chunk["usage"] = self._chat.usage(out)
             if reason == "error":
                 chunk["error"] = {"message": self._error, "code": 500}

@@ -2,9 +2,13 @@
 
 Unknown fields are rejected (``extra="forbid"``) and so are known fields we do
 not implement when set to anything but their neutral value (``n > 1``,
-``best_of > 1``, ``suffix``, ``logit_bias``, ``tools``, non-text
-``response_format``, ``echo`` with log-probs): a client must never believe an
-option took effect when it did not. Every error is ``InvalidRequest(<field path>)``.
+``best_of > 1``, ``suffix``, ``logit_bias``, ``echo`` with log-probs): a client
+must never believe an option took effect when it did not. Every error is
+``InvalidRequest(<field path>)``.
+
+Structured output: ``response_format`` and vLLM's ``structured_outputs`` on both endpoints
+(``djl_python.api.structured``), at most one of them per request; tool calling (``tools``,
+``tool_choice``, ``parallel_tool_calls``) on chat (``djl_python.api.tools``).
 
 The fields vLLM adds are honoured as vLLM defines them (vllm-project/vllm,
 vllm/entrypoints/openai/protocol.py): ``top_k`` (``-1`` or ``0``: disabled),
@@ -27,6 +31,7 @@ context is full" (the engine clamps it).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +40,9 @@ from djl_python.api.body import FailFastList
 from djl_python.api.chat import ChatMessage
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
-from djl_python.engine.request import InvalidRequest, SamplingParams
+from djl_python.api.structured import ResponseFormat, StructuredOutputs, one_constraint
+from djl_python.api.tools import ToolChoice, ToolDefinition, ToolPlan, plan_tools
+from djl_python.engine.request import Constraint, InvalidRequest, SamplingParams
 
 UNLIMITED_TOKENS = 2**31 - 1
 OPENAI_DEFAULTS: Mapping[str, Any] = {"temperature": 1.0}  # OpenAI's: unset temperature samples
@@ -66,6 +73,8 @@ class _Common(with_knob_fields("_OpenAIKnobs", _Body)):  # type: ignore[misc]
     min_tokens: int = 0
     skip_special_tokens: bool = True
     stop_token_ids: Optional[FailFastList[int]] = None  # vLLM's: generation ends on any of these ids
+    response_format: Optional[ResponseFormat] = None
+    structured_outputs: Optional[StructuredOutputs] = None  # vLLM's: json, regex, choice, grammar, json_object
     # Accepted, no effect: nothing is stored, there are no accounts or tiers to bill.
     user: Optional[str] = None
     store: Optional[bool] = None
@@ -80,8 +89,15 @@ class _Common(with_knob_fields("_OpenAIKnobs", _Body)):  # type: ignore[misc]
         if self.stream_options is not None and not self.stream:
             raise InvalidRequest("stream_options", "only allowed when stream=true")
 
+    def output_constraint(self) -> Optional[Constraint]:
+        """The constraint ``response_format`` or ``structured_outputs`` asks for (at most one of them)."""
+        return one_constraint(
+            ("response_format", self.response_format.constraint() if self.response_format else None),
+            ("structured_outputs", self.structured_outputs.constraint() if self.structured_outputs else None))
+
     def _params(self, model_defaults: Mapping[str, Any], max_tokens: Optional[int], max_field: str,
-                logprobs: bool, top_logprobs: int, top_field: str) -> SamplingParams:
+                logprobs: bool, top_logprobs: int, top_field: str,
+                constraint: Optional[Constraint] = None) -> SamplingParams:
         if max_tokens is not None and max_tokens <= 0:
             raise InvalidRequest(max_field, f"must be a positive integer, got {max_tokens}")
         request = requested_knobs(self)
@@ -96,7 +112,7 @@ class _Common(with_knob_fields("_OpenAIKnobs", _Body)):  # type: ignore[misc]
             seed=self.seed, stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ()),
             stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos,
             logprobs=logprobs, top_logprobs=top_logprobs,
-            min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens,
+            min_tokens=self.min_tokens, skip_special_tokens=self.skip_special_tokens, constraint=constraint,
         )
 
     @property
@@ -138,7 +154,7 @@ class CompletionRequest(_Common):
         if self.suffix:
             raise InvalidRequest("suffix", "suffix is not supported")
         return self._params(model_defaults, self.max_tokens, "max_tokens", self.logprobs is not None,
-                            self.logprobs or 0, "logprobs")
+                            self.logprobs or 0, "logprobs", self.output_constraint())
 
     def to_engine(self, prompts: PromptBuilder) -> list[EngineRequest]:
         """One engine request per prompt, all with the same sampling parameters."""
@@ -156,10 +172,6 @@ class CompletionRequest(_Common):
         return self.logprobs is not None
 
 
-class ResponseFormat(_Body):
-    type: Literal["text"]
-
-
 class ChatCompletionRequest(_Common):
     """``POST /v1/chat/completions``; also the chat body of LMI (see the module docstring)."""
 
@@ -168,29 +180,40 @@ class ChatCompletionRequest(_Common):
     max_completion_tokens: Optional[int] = None
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
-    response_format: Optional[ResponseFormat] = None
-    tools: Optional[FailFastList[dict]] = None
-    tool_choice: Optional[Union[str, dict]] = None
+    tools: Optional[FailFastList[ToolDefinition]] = None
+    tool_choice: Optional[ToolChoice] = None
     parallel_tool_calls: Optional[bool] = None
 
-    def to_sampling_params(self, model_defaults: Mapping[str, Any]) -> SamplingParams:
+    def tool_plan(self, tool_parser: Optional[str]) -> ToolPlan:
+        """What the tools ask for (``djl_python.api.tools``); ``tool_parser`` is the server's, or None
+        when ``enable_auto_tool_choice`` is off."""
+        return plan_tools(self.tools, self.tool_choice, self.parallel_tool_calls, tool_parser)
+
+    def to_sampling_params(self, model_defaults: Mapping[str, Any], tool_parser: Optional[str] = None) -> SamplingParams:
         """This request's parameters: request > the model's ``model_defaults`` > OpenAI's defaults."""
         self._check_common()
-        if self.tools:
-            raise InvalidRequest("tools", "tool calling is not supported")
-        if self.tool_choice not in (None, "none"):
-            raise InvalidRequest("tool_choice", "tool calling is not supported")
+        plan = self.tool_plan(tool_parser)
+        output = self.output_constraint()
+        forced = plan.constraint()
+        if output is not None and plan.mode != "none":
+            raise InvalidRequest("response_format" if self.response_format else "structured_outputs",
+                                 "cannot be combined with tool calls: use either an output constraint or tools")
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("top_logprobs", "requires logprobs=true")
         if self.max_completion_tokens is not None:
             max_tokens, max_field = self.max_completion_tokens, "max_completion_tokens"
         else:
             max_tokens, max_field = self.max_tokens, "max_tokens"
-        return self._params(model_defaults, max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0,
-                            "top_logprobs")
+        params = self._params(model_defaults, max_tokens, max_field, bool(self.logprobs), self.top_logprobs or 0,
+                              "top_logprobs", output or forced)
+        if plan.mode == "auto" and plan.parser == "hermes" and params.skip_special_tokens:
+            # <tool_call> is a special token in many tokenizers (Qwen): keep its text to read the calls.
+            params = dataclasses.replace(params, skip_special_tokens=False)
+        return params
 
     def to_engine(self, prompts: PromptBuilder) -> EngineRequest:
-        return prompts.build(self.messages, self.to_sampling_params(prompts.model_defaults))
+        params = self.to_sampling_params(prompts.model_defaults, prompts.tool_parser)
+        return prompts.build(self.messages, params, tools=self.tool_plan(prompts.tool_parser).template_tools())
 
     @property
     def wants_logprobs(self) -> bool:

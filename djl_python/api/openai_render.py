@@ -11,6 +11,10 @@ stream started is an ``{"error": {...}}`` event (the OpenAI client raises it as
 ``prefix`` leads the text (legacy completions' ``echo``: the prompt); streamed,
 it is part of the first chunk, as vLLM sends it.
 
+A chat request with tools (``tools``: its ``ToolPlan``) has its text read as tool calls
+(``djl_python.api.tool_parsers``): ``message.tool_calls`` whole, ``delta.tool_calls`` streamed,
+and ``finish_reason: "tool_calls"`` when calls ended the output.
+
 Log-prob entries use each token's own text (``RequestOutput.token_texts``),
 as OpenAI does; ``text_offset`` accumulates those texts.
 """
@@ -23,6 +27,8 @@ from typing import Any, Optional, Sequence
 from djl_python.api import finish
 from djl_python.api.errors import ApiError
 from djl_python.api.render import dumps, generation_failed, sse
+from djl_python.api.tool_parsers import ToolCallStream, extract, finish_reason
+from djl_python.api.tools import ToolPlan
 from djl_python.engine.request import RequestOutput
 
 
@@ -39,8 +45,11 @@ class OpenAiRenderer:
     """Renders one request (chat or legacy completion); see ``djl_python.api.render``."""
 
     def __init__(self, *, chat: bool, request_id: str, model: str, logprobs: bool, stream: bool = False,
-                 include_usage: bool = False, created: Optional[int] = None, prefix: str = "") -> None:
+                 include_usage: bool = False, created: Optional[int] = None, prefix: str = "",
+                 tools: Optional[ToolPlan] = None) -> None:
         self.chat = chat
+        self.tools = tools if tools is not None and tools.calls_tools else None
+        self._tool_stream = ToolCallStream(self.tools) if self.tools is not None else None
         self.prefix = prefix
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
         self.model = model
@@ -67,14 +76,32 @@ class OpenAiRenderer:
     def choice(self, outputs: Sequence[RequestOutput], text: str, chunk: bool, first: bool = False) -> dict[str, Any]:
         last = outputs[-1]
         choice: dict[str, Any] = {"index": 0}
+        calls_made = False
         if self.chat and chunk:
-            choice["delta"] = {"role": "assistant", "content": text} if first else {"content": text}
+            delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {"content": text}
+            if self._tool_stream is not None:
+                delta["content"], calls = self._tool_stream.feed(text)
+                if last.finished:
+                    more_content, more_calls = self._tool_stream.finish()
+                    delta["content"] += more_content
+                    calls += more_calls
+                if calls:
+                    delta["tool_calls"] = calls
+                calls_made = self._tool_stream.calls_made
+            choice["delta"] = delta
         elif self.chat:
-            choice["message"] = {"role": "assistant", "content": text}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if self.tools is not None:
+                message["content"], tool_calls = extract(self.tools, text)
+                if tool_calls:
+                    message["tool_calls"] = [call.as_message() for call in tool_calls]
+                    calls_made = True
+            choice["message"] = message
         else:
             choice["text"] = text
         choice["logprobs"] = self._logprobs(outputs) if self.logprobs else None
-        choice["finish_reason"] = finish.openai(last.finish_reason) if last.finished else None
+        reason = finish.openai(last.finish_reason) if last.finished else None
+        choice["finish_reason"] = finish_reason(self.tools, calls_made, reason)
         return choice
 
     def completion(self, outputs: Sequence[RequestOutput]) -> dict[str, Any]:

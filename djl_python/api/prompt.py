@@ -10,7 +10,7 @@ tokenizer. Per-token texts of generated tokens come from the engine
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union
 
 from djl_python.api.chat import ChatMessage, flatten, render_chat
 from djl_python.engine.request import InvalidRequest, SamplingParams
@@ -27,6 +27,19 @@ class EngineRequest:
     # What every API calls this prompt in its errors: "messages" for a chat body on any route;
     # "prompt" (the engine's word, which each route renames: inputs, prompt) otherwise.
     prompt_field: str = "prompt"
+
+
+class ToolOptions(Protocol):
+    """The server options tool calling reads (``HandlerConfig`` has them)."""
+
+    enable_auto_tool_choice: bool
+    tool_call_parser: Optional[str]
+
+
+def auto_tool_parser(config: ToolOptions) -> Optional[str]:
+    """The parser ``tool_choice: auto`` reads calls with: ``tool_call_parser`` when
+    ``enable_auto_tool_choice`` is on, else None (auto is then refused)."""
+    return config.tool_call_parser if config.enable_auto_tool_choice else None
 
 
 def max_token_chars(tokenizer: Any) -> Optional[int]:
@@ -53,8 +66,10 @@ class PromptBuilder:
     """
 
     def __init__(self, tokenizer: Any, max_prompt_tokens: Optional[int] = None,
-                 model_defaults: Mapping[str, Any] | None = None) -> None:
+                 model_defaults: Mapping[str, Any] | None = None, tool_parser: Optional[str] = None) -> None:
         self._tokenizer = tokenizer
+        # The server's tool_call_parser when enable_auto_tool_choice is on (``tool_choice: auto``), else None.
+        self.tool_parser = tool_parser
         # The model's generation_config knobs (``Engine.defaults``): every API's to_sampling_params reads them.
         self.model_defaults: Mapping[str, Any] = model_defaults if model_defaults is not None else {}
         self.special_ids: frozenset[int] = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
@@ -74,26 +89,28 @@ class PromptBuilder:
         self.check_length(len(prompt))
         return list(self._tokenizer.encode(prompt))
 
-    def chat(self, messages: Sequence[ChatMessage]) -> tuple[str, list[int]]:
-        """The chat template's prompt and its ids; no extra special tokens: the template wrote them."""
+    def chat(self, messages: Sequence[ChatMessage],
+             tools: Optional[list[dict[str, Any]]] = None) -> tuple[str, list[int]]:
+        """The chat template's prompt and its ids; no extra special tokens: the template wrote them.
+        ``tools`` (OpenAI tool objects) are passed to the template, which may render them."""
         # The rendered prompt holds every message's content and name, and at least one token per
         # message: bound them before templating.
         if self.max_prompt_tokens and len(messages) > self.max_prompt_tokens:
             raise InvalidRequest("messages", f"{len(messages)} messages cannot fit in {self.max_prompt_tokens} "
                                  "tokens (n_positions): each takes at least one")
         self.check_length(sum(len(m["content"]) + len(m.get("name", "")) for m in flatten(messages)), "messages")
-        text = render_chat(self._tokenizer, list(messages))
+        text = render_chat(self._tokenizer, list(messages), tools=tools)
         self.check_length(len(text), "messages")
         return text, list(self._tokenizer.encode(text, add_special_tokens=False))
 
     def build(self, prompt: Union[str, list[int], Sequence[ChatMessage]], params: SamplingParams,
-              *, truncate: int | None = None) -> EngineRequest:
-        """One ``EngineRequest``: a string, token ids (OpenAI completions) or chat messages.
-        ``truncate`` keeps only the last ``truncate`` prompt tokens (TGI)."""
+              *, truncate: int | None = None, tools: Optional[list[dict[str, Any]]] = None) -> EngineRequest:
+        """One ``EngineRequest``: a string, token ids (OpenAI completions) or chat messages (with the
+        request's ``tools`` for the template). ``truncate`` keeps only the last ``truncate`` prompt tokens (TGI)."""
         if isinstance(prompt, str):
             text, ids = prompt, self.text(prompt)
         elif prompt and all(isinstance(m, ChatMessage) for m in prompt):
-            text, ids = self.chat(prompt)  # type: ignore[arg-type]
+            text, ids = self.chat(prompt, tools)  # type: ignore[arg-type]
             return EngineRequest(text, ids[-truncate:] if truncate is not None else ids, params, "messages")
         elif all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
             text, ids = "", list(prompt)  # type: ignore[arg-type]

@@ -5,8 +5,8 @@ Field names and meanings are TGI's. Like TGI, any sampling warper
 sampling on even when ``do_sample`` is false; a sampling request without a seed
 gets a random one so that ``details.seed`` can report it. Options we do not
 implement are accepted only at their neutral value (``best_of`` 1,
-``watermark`` false, ``grammar`` null, ``adapter_id`` null); unknown fields are
-rejected.
+``watermark`` false, ``adapter_id`` null); unknown fields are rejected.
+``grammar`` constrains the output (``djl_python.api.structured.TgiGrammar``).
 
 Responses: ``{"generated_text", "details"?}`` (a one-element list on TGI's
 compat route ``/``); stream events ``{"index", "token": {id, text, logprob,
@@ -32,6 +32,7 @@ from djl_python.api.errors import ApiError
 from djl_python.api.prompt import EngineRequest, PromptBuilder
 from djl_python.api.render import dumps, generation_failed, sse
 from djl_python.api.sampling import requested_knobs, sampling_params, with_knob_fields
+from djl_python.api.structured import TgiGrammar
 from djl_python.engine.request import InvalidRequest, RequestOutput, SamplingParams
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
@@ -66,7 +67,7 @@ class TgiParameters(with_knob_fields("_TgiKnobs", _Body)):  # type: ignore[misc]
     details: bool = False
     decoder_input_details: bool = False
     top_n_tokens: Optional[int] = None
-    grammar: Optional[dict[str, Any]] = None
+    grammar: Optional[TgiGrammar] = None
     adapter_id: Optional[str] = None
 
     @property
@@ -88,8 +89,7 @@ class TgiRequest(_Body):
         p = self.parameters
         if not self.inputs:
             raise InvalidRequest("inputs", "must not be empty")
-        for name, neutral in (("best_of", (None, 1)), ("watermark", (False,)), ("grammar", (None,)),
-                              ("adapter_id", (None,))):
+        for name, neutral in (("best_of", (None, 1)), ("watermark", (False,)), ("adapter_id", (None,))):
             if getattr(p, name) not in neutral:
                 raise InvalidRequest(f"parameters.{name}", f"{name} is not supported")
         if p.max_new_tokens is not None and p.max_new_tokens <= 0:
@@ -105,6 +105,7 @@ class TgiRequest(_Body):
             frequency_penalty=p.frequency_penalty or 0.0, seed=seed, stop=tuple(p.stop),
             logprobs=True,  # every TGI token carries its logprob
             top_logprobs=p.top_n_tokens or 0,
+            constraint=p.grammar.constraint() if p.grammar is not None else None,
         )
 
     def to_engine(self, prompts: PromptBuilder) -> EngineRequest:

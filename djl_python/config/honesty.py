@@ -56,6 +56,9 @@ def inert_values(config: HandlerConfig) -> dict[str, str]:
     if config.model_loader == "vllm":
         found["model_loader"] = ("DJL's vLLM loader is not available here; the transformers-neuronx "
                                  "loader is used")
+    if config.tool_call_parser is not None and not config.enable_auto_tool_choice:
+        found["tool_call_parser"] = ("it reads tool calls only for tool_choice \"auto\", which needs "
+                                     "enable_auto_tool_choice=true")
     if config.partition_schema not in (None, "optimum"):
         found["partition_schema"] = "djl-partition always writes the optimum-neuron layout"
     return found

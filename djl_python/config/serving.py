@@ -15,9 +15,13 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from typing import Literal
 
-from djl_python.config.fields import OptStr, PositiveInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+
+from djl_python.config.fields import Bool, OptStr, PositiveInt, choice
+
+ToolCallParser = Literal["hermes", "llama3_json"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -72,6 +76,18 @@ class ServingProperties(BaseModel):
     chat_template: OptStr = Field(
         None, description="Jinja chat template, or the path of a file holding one; replaces the tokenizer's."
     )
+    enable_auto_tool_choice: Bool = Field(
+        False,
+        description="`tool_choice: \"auto\"` (the default when a chat request has `tools`): the model may call a "
+        "tool, and `tool_call_parser` reads its calls from the text. Off: such requests get 400; "
+        "`required` and a named function work either way (the grammar forces the call).",
+    )
+    tool_call_parser: choice(ToolCallParser, optional=True) = Field(  # type: ignore[valid-type]
+        None,
+        description="How the model writes tool calls, as vLLM names it: `hermes` (`<tool_call>{...}</tool_call>`, "
+        "Hermes, Qwen) or `llama3_json` (`{\"name\": ..., \"parameters\": ...}`, Llama 3.1+). Needs "
+        "`enable_auto_tool_choice`.",
+    )
     api_key: Annotated[SecretStr | None, BeforeValidator(_secret)] = Field(
         None, description="djl-serve: require `Authorization: Bearer <key>` (401 otherwise); `/ping`, `/health`, `/version` exempt."
     )
@@ -114,6 +130,14 @@ class ServingProperties(BaseModel):
         description="djl-serve: seconds without a byte while a request body is read; past it the connection is "
         "closed.",
     )
+
+
+    @model_validator(mode="after")
+    def _tool_parser_for_auto(self) -> "ServingProperties":
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("enable_auto_tool_choice needs tool_call_parser (hermes or llama3_json): the model's tool "
+                             "calls must be read from its text")
+        return self
 
 
 MIN_REQUEST_BYTES = 4 * 1024 * 1024  # the default's floor: chat bodies carry history and JSON escapes

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from djl_python.api.names import served_model_name
-from djl_python.api.prompt import PromptBuilder
+from djl_python.api.prompt import PromptBuilder, auto_tool_parser
 from djl_python.config import HandlerConfig
 from djl_python.config.serving import default_max_request_bytes
 from djl_python.engine.engine import Engine
@@ -132,7 +132,7 @@ async def _load(state: ServerState, engine_factory: EngineFactory) -> None:
     # The one place the transport meets the tokenizer; prompts longer than any accepted one are
     # refused by their character count before tokenising.
     state.prompts = PromptBuilder(engine.tokenizer, max_prompt_tokens=min(limits.max_prompt_len, limits.n_positions - 1),
-                                  model_defaults=engine.defaults)
+                                  model_defaults=engine.defaults, tool_parser=auto_tool_parser(config))
     state.engine = async_engine
     logger.info(
         "djl-serve ready: model=%s backend=%s device=%s dtype=%s slots=%d n_positions=%d (loaded in %.1fs)",

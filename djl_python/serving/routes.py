@@ -80,7 +80,8 @@ def lmi_error(err: ApiError) -> JSONResponse:
 def _lmi(call: Call) -> tuple[EngineRequest, Renderer]:
     config = call.state.config
     req = lmi.parse_request(call.body, call.content_type, default_output_formatter=config.output_formatter,
-                            tgi_compat=config.tgi_compat, model_defaults=call.prompts.model_defaults)
+                            tgi_compat=config.tgi_compat, model_defaults=call.prompts.model_defaults,
+                            tool_parser=call.prompts.tool_parser)
     if req.ignored:  # DJL ignores unknown LMI parameters; say so, as the DJL handler does
         logger.warning("ignoring unsupported request fields: %s", ", ".join(req.ignored))
     req.check_single()  # one prompt per HTTP request
@@ -117,7 +118,8 @@ def _chat(call: Call) -> tuple[EngineRequest, Renderer]:
     engine_request = body.to_engine(call.prompts)
     return engine_request, OpenAiRenderer(chat=True, request_id=call.request_id, model=call.state.model_name,
                                           logprobs=body.wants_logprobs, stream=bool(body.stream),
-                                          include_usage=body.include_usage)
+                                          include_usage=body.include_usage,
+                                          tools=body.tool_plan(call.prompts.tool_parser))
 
 
 def _completion(call: Call) -> tuple[list[EngineRequest], Renderer]:

@@ -28,7 +28,7 @@ def test_depth_limit_allows_every_real_shape_and_refuses_deeper():
     for _ in range(MAX_DEPTH + 1):
         nested = {"a": nested}
     with pytest.raises(InvalidRequest) as refused:
-        validate(tgi.TgiRequest, {"inputs": "x", "parameters": {"grammar": nested}})
+        validate(tgi.TgiRequest, {"inputs": "x", "parameters": {"grammar": {"type": "json", "value": nested}}})
     assert refused.value.field == "parameters"
 
 

@@ -89,6 +89,8 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("option.served_model_name", " my-model ", "served_model_name", "my-model"),
     ("option.chat_template", "/etc/chat.jinja", "chat_template", "/etc/chat.jinja"),
     ("option.api_key", "s3cret", "api_key", SecretStr("s3cret")),
+    ("option.tool_call_parser", " Llama3_JSON ", "tool_call_parser", "llama3_json"),
+    ("option.enable_auto_tool_choice", "FALSE", "enable_auto_tool_choice", False),
     ("option.allowed_origins", "https://a.example, https://b.example", "allowed_origins",
      ["https://a.example", "https://b.example"]),
     ("option.allowed_origins", '["*"]', "allowed_origins", ["*"]),
