@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only offline,step,serving,peer] [--no-peer] [--peer-dtypes fp32,bf16]
+"""``python -m bench [--quick] [--only offline,step,constrained,serving,peer] [--no-peer] [--peer-dtypes fp32,bf16]
 [--peer-streams 16,32] [--out bench/results] [--threads N]``.
 
 Runs the selected benchmarks one after another (never in parallel: they share
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SECTIONS = ("offline", "step", "serving", "peer")
+SECTIONS = ("offline", "step", "constrained", "serving", "peer")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -160,6 +160,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             model_dir, tokenizer, settings.step_batches, settings.step_iters, settings.step_context, log
         )
 
+    def constrained() -> dict[str, Any]:
+        from bench.constrained import run_constrained
+
+        return run_constrained(model_dir, tokenizer, settings.constrained_batch, settings.constrained_steps,
+                               settings.constrained_rounds, log)
+
     def serving() -> dict[str, Any]:
         from bench.serving import run_serving
 
@@ -178,6 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     run_section("offline", "offline", offline)
     run_section("step", "step_overhead", step)
+    run_section("constrained", "constrained", constrained)
     run_section("serving", "serving", serving)
     if results.get("serving"):
         served = report.served_vs_offline(results)

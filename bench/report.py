@@ -29,6 +29,9 @@ TARGETS = (
     Target("step_overhead_batch8", "engine.step / backend.decode, batch 8", 1.10, higher_is_better=False),
     Target("step_overhead_batch32", "engine.step / backend.decode, batch 32", 1.10, higher_is_better=False),
     Target("served_vs_offline", "served / offline throughput, most streams", 0.85),
+    Target("constrained_tpot", "TPOT constrained / free, every request under a JSON schema", 1.10,
+           higher_is_better=False),
+    Target("mixed_tpot", "TPOT half constrained / free", 1.10, higher_is_better=False),
 )
 
 
@@ -65,6 +68,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     served = served_vs_offline(results)
     if served:
         out["served_vs_offline"] = served["ratio"]
+    constrained = results.get("constrained")
+    if constrained:
+        out["constrained_tpot"] = constrained["constrained_over_free"]
+        out["mixed_tpot"] = constrained["mixed_over_free"]
     return out
 
 
@@ -152,6 +159,12 @@ def summary(results: dict[str, Any], markdown: bool = False) -> str:
                  r["engine_over_decode"]] for r in step["rows"]]
         parts.append(f"Decode step, median ms (context {step['context']}, {step['iters']} steps)\n"
                      + _t(["batch", "engine.step", "backend.decode", "HF forward", "overhead", "ratio"], rows))
+    constrained = results.get("constrained")
+    if constrained:
+        rows = [[kind, ms, constrained["mask_ms_per_step"][kind]["fill"], constrained["mask_ms_per_step"][kind]["apply"],
+                 round(ms / constrained["tpot_ms"]["free"], 3)] for kind, ms in constrained["tpot_ms"].items()]
+        parts.append(f"Constrained decoding, TPOT median ms ({constrained['batch']} sequences, {constrained['schema']})\n"
+                     + _t(["requests", "TPOT", "mask fill", "mask apply", "/ free"], rows))
     serving = results.get("serving")
     if serving:
         rows = [[r["streams"], r["requests"], r["tokens_per_s"], r["ttft_ms"]["p50"], r["ttft_ms"]["p90"],

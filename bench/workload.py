@@ -82,6 +82,8 @@ class BenchSettings:
         serving_timeout_s: wall-clock bound of one serving run.
         peer_dtypes, peer_streams, peer_requests_per_stream, peer_timeout_s: the side-by-side
             runs against vLLM CPU (:mod:`bench.peer`), per dtype and concurrency.
+        constrained_batch, constrained_steps, constrained_rounds: constrained decoding's per-step
+            cost (:mod:`bench.constrained`): batch size, steps timed per round, rounds.
     """
 
     offline: WorkloadSpec
@@ -97,6 +99,9 @@ class BenchSettings:
     peer_streams: tuple[int, ...]
     peer_requests_per_stream: int
     peer_timeout_s: float
+    constrained_batch: int = 16
+    constrained_steps: int = 30
+    constrained_rounds: int = 3
 
 
 FULL = BenchSettings(
@@ -129,6 +134,9 @@ QUICK = BenchSettings(
     peer_streams=(8,),
     peer_requests_per_stream=1,
     peer_timeout_s=300.0,
+    constrained_batch=8,
+    constrained_steps=10,
+    constrained_rounds=1,
 )
 
 

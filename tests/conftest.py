@@ -41,6 +41,14 @@ def tiny_llama(tiny_model_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_512(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny llama with 512 positions: room for the longest output any structured-output test allows."""
+    from tests.models import make_tiny_model
+
+    return make_tiny_model("llama", tmp_path_factory.mktemp("tiny-512") / "llama", max_positions=512)
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real default model, prepared by ``make test`` before pytest starts."""
     from djl_python.default_model import default_model_dir

@@ -136,7 +136,8 @@ def _parameters(tool: ToolDefinition) -> dict[str, Any]:
 
 def required_schema(tools: Sequence[ToolDefinition], parallel: bool) -> dict[str, Any]:
     """A non-empty JSON list of ``{"name": <a tool>, "parameters": <its schema>}`` (vLLM's shape), each
-    tool's ``$defs`` lifted to the top level; one item at most unless ``parallel``."""
+    tool's ``$defs`` lifted to the top level; one item at most unless ``parallel``. Unlike vLLM's, a
+    call holds no other keys: nothing reads them, and a model that adds some could run to max_tokens."""
     defs: dict[str, Any] = {}
     branches = []
     for tool in tools:
@@ -147,7 +148,7 @@ def required_schema(tools: Sequence[ToolDefinition], parallel: bool) -> dict[str
             defs[key] = schema
         branches.append({"properties": {"name": {"type": "string", "enum": [tool.function.name]},
                                         "parameters": params},
-                         "required": ["name", "parameters"]})
+                         "required": ["name", "parameters"], "additionalProperties": False})
     schema: dict[str, Any] = {"type": "array", "minItems": 1,
                               "items": {"type": "object", "anyOf": branches}}
     if not parallel:

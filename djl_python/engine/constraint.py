@@ -17,9 +17,10 @@ from djl_python.engine.errors import InvalidRequest
 ConstraintKind = Literal["json_schema", "regex", "choice", "grammar"]
 KINDS: tuple[str, ...] = ("json_schema", "regex", "choice", "grammar")
 MAX_CONSTRAINT_CHARS = 1 << 18  # a schema or grammar bigger than any real one (256 KiB of text)
-# Whitespace a JSON value may hold between tokens, by default: pretty-printing stays possible, and a
-# model that keeps emitting spaces (a known failure of unbounded whitespace) cannot run to max_tokens.
-DEFAULT_JSON_WHITESPACE = r"[\x20\x0A\x0D\x09]{0,32}"
+# Whitespace a JSON value may hold between tokens, by default: pretty-printing stays possible (a newline
+# and 2-space indentation nine levels deep), and a model that keeps emitting spaces (a known failure of
+# unbounded whitespace) cannot run to max_tokens on it.
+DEFAULT_JSON_WHITESPACE = r"[\x20\x0A\x0D\x09]{0,20}"
 
 
 @dataclass(frozen=True)

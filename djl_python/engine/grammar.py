@@ -111,7 +111,7 @@ class GrammarCompiler:
         # Compiled outside the lock: other schemas (and cache hits) need not wait for this one.
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
         if is_error:
-            raise InvalidRequest(constraint.field, f"cannot be compiled: {_first_line(messages)}")
+            raise InvalidRequest(constraint.field, f"cannot be compiled: {_one_line(messages)}")
         template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if template.is_error():
             raise InvalidRequest(constraint.field, f"cannot be compiled: {template.get_error()}")
@@ -154,6 +154,7 @@ def _grammar_text(constraint: Constraint) -> str:
         raise InvalidRequest(constraint.field, f"cannot be compiled: {err}") from None
 
 
-def _first_line(messages: Sequence[str]) -> str:
-    text = messages[0] if messages else "invalid grammar"
-    return text.strip().splitlines()[0] if text.strip() else "invalid grammar"
+def _one_line(messages: Sequence[str], limit: int = 300) -> str:
+    """llguidance's first message on one line (it spans several: the pattern, a caret, the reason)."""
+    text = " ".join(line.strip() for line in (messages[0] if messages else "").splitlines() if line.strip())
+    return (text[:limit] + "...") if len(text) > limit else (text or "invalid grammar")

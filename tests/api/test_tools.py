@@ -139,3 +139,35 @@ def test_history_tool_calls_reach_the_template_as_objects():
     with pytest.raises(InvalidRequest) as bad:
         flatten(parse_messages([{"role": "assistant", "tool_calls": [{"id": "x"}]}]))
     assert bad.value.field == "messages.0.tool_calls.0.function"
+
+
+def test_openai_renderer_reads_auto_calls_whole_and_streamed():
+    """The text of an auto tool call becomes ``message.tool_calls`` (whole) and ``delta.tool_calls``
+    (streamed), with ``finish_reason: "tool_calls"``; content before the call stays content."""
+    from djl_python.api.openai_render import OpenAiRenderer
+    from djl_python.engine.request import FinishReason, RequestOutput
+
+    text = 'Checking.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    pieces = [text[i: i + 5] for i in range(0, len(text), 5)]
+    outputs = [RequestOutput("r", [i], piece, finished=i == len(pieces) - 1,
+                             finish_reason=FinishReason.EOS if i == len(pieces) - 1 else None,
+                             prompt_tokens=3, generated_tokens=i + 1) for i, piece in enumerate(pieces)]
+    plan = plan_tools(tools(WEATHER, TIME), "auto", None, "hermes")
+    whole = json.loads(OpenAiRenderer(chat=True, request_id="r", model="m", logprobs=False, tools=plan)
+                       .whole(outputs)[0])
+    choice = whole["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] == "Checking."
+    call = choice["message"]["tool_calls"][0]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+
+    renderer = OpenAiRenderer(chat=True, request_id="r", model="m", logprobs=False, stream=True, tools=plan)
+    events = [json.loads(line[len("data: "):]) for out in outputs for line in renderer.feed(out).split("\n\n")
+              if line.startswith("data: ")]
+    deltas = [e["choices"][0]["delta"] for e in events]
+    assert "".join(d.get("content") or "" for d in deltas) == "Checking."
+    streamed_calls = [c for d in deltas for c in d.get("tool_calls", [])]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in streamed_calls] == [
+        ("get_weather", {"city": "Paris"})]
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])

@@ -29,7 +29,10 @@ BAD = [  # (body, the field every door must name)
     ({**GOOD, "max_tokens": 0}, "max_tokens"),
     ({**GOOD, "n": 2}, "n"),
     ({**GOOD, "top_logprobs": 2}, "top_logprobs"),
-    ({**GOOD, "tools": [{"type": "function"}]}, "tools"),
+    ({**GOOD, "tools": [{"type": "function"}]}, "tools.0.function"),
+    ({**GOOD, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tool_choice"),  # auto needs a parser
+    ({**GOOD, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
+     "response_format.json_schema.schema"),
     ({**GOOD, "frobnicate": True}, "frobnicate"),
 ]
 

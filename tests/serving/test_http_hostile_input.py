@@ -78,7 +78,8 @@ def test_moderately_nested_free_form_value_is_400_naming_it(server, route):
     deeper than the limit is refused by the field's name."""
     nested = "[" * 40 + "]" * 40
     if route == "/generate":
-        raw = '{"inputs": "Hello", "parameters": {"max_new_tokens": 3, "grammar": {"type": "json", "value": %s}}}' % nested
+        schema = '{"a": ' * 40 + "1" + "}" * 40  # a JSON-schema grammar's value is an object
+        raw = '{"inputs": "Hello", "parameters": {"max_new_tokens": 3, "grammar": {"type": "json", "value": %s}}}' % schema
         field = "parameters"
     else:
         raw = ('{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "tools": [{"type": "function", '

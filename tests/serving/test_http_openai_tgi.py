@@ -97,7 +97,9 @@ def test_seeded_sampling_is_reproducible(oai):
     ("/v1/completions", {"prompt": PROMPT, "temperature": -1}, "temperature"),
     ("/v1/completions", {"prompt": "fox " * 200}, "prompt"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "fox " * 200}]}, "messages"),
-    ("/v1/chat/completions", {"messages": MESSAGES, "tools": [{"type": "function"}]}, "tools"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "tools": [{"type": "function"}]}, "tools.0.function"),
+    ("/v1/chat/completions", {"messages": MESSAGES, "tools": []}, "tools"),
+    ("/v1/completions", {"prompt": PROMPT, "structured_outputs": {"choice": []}}, "structured_outputs.choice"),
 ])
 def test_openai_bad_requests_are_400_naming_the_field(server, route, body, param):
     resp = httpx.post(server.url + route, json={"model": "tiny", **body}, timeout=30)
