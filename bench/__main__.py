@@ -58,6 +58,20 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16")
+
+
+def simd_flags() -> list[str]:
+    """The vector extensions that decide this CPU's kernels (``/proc/cpuinfo``): "AMD EPYC" alone
+    does not say whether a figure came from an AVX2-only or an AVX-512 machine."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [flag for flag in SIMD_FLAGS if flag in flags]
+
+
 def machine_info() -> dict[str, Any]:
     import torch
     import transformers
@@ -71,6 +85,7 @@ def machine_info() -> dict[str, Any]:
         pass
     return {
         "cpu_model": model,
+        "cpu_simd": simd_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -85,6 +100,7 @@ def _section_meta(started: float) -> dict[str, Any]:
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 1),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_simd": simd_flags(),  # each section's own: a partial re-run may run on another machine
     }
 
 

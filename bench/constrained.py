@@ -1,16 +1,20 @@
 """Constrained decoding's cost per decode step, against unconstrained decoding, in one engine.
 
-``B`` requests (16 by default) decode in steady state three ways, in alternating rounds so that
+``B`` requests (16 by default) decode in steady state five ways, in alternating rounds so that
 machine noise hits all alike, and the median ``engine.step()`` time (TPOT for every request in
 the batch) is reported:
 
-* ``free``: no constraint;
-* ``constrained``: every request under a JSON schema (an object holding a list of at least
-  ``MIN_ITEMS`` small objects, so no request finishes during the measurement);
-* ``mixed``: half and half (what a free request pays for constrained neighbours).
+* ``free``: greedy, no constraint;
+* ``constrained``: greedy, every request under a JSON schema (an object holding a list of at
+  least 400 small objects, so no request finishes during the measurement); a greedy row is
+  masked only when its grammar refuses its argmax;
+* ``mixed``: half and half (what a free request pays for constrained neighbours);
+* ``free_sampled`` and ``constrained_sampled``: the same sampled (temperature 0.7, top-p 0.95),
+  where every constrained row is masked at every step.
 
-Alongside, the time the engine spent computing grammar masks (llguidance, all rows in parallel)
-and applying them (the sampler), per step. Greedy decoding, fp32, ``ignore_eos``.
+Alongside, per step, the time llguidance spent computing the grammar masks (all rows in parallel,
+in a background thread while the model runs: it adds to the step only where the forward leaves no
+core idle) and the time the sampler spent applying them. Greedy decoding, fp32, ``ignore_eos``.
 """
 
 from __future__ import annotations
@@ -62,13 +66,16 @@ def _timed(engine: Any, totals: dict[str, float]) -> Callable[[], None]:
     return restore
 
 
-def _round(engine: Any, prompt_ids: list[int], constrained: int, batch: int, steps: int) -> tuple[list[float], dict]:
+def _round(engine: Any, prompt_ids: list[int], constrained: int, batch: int, steps: int,
+           sampled: bool = False) -> tuple[list[float], dict]:
     from djl_python.engine.constraint import Constraint
     from djl_python.engine.request import SamplingParams
 
     n = WARMUP_STEPS + steps + 4
-    free = SamplingParams(max_new_tokens=n, ignore_eos=True)
-    schema = SamplingParams(max_new_tokens=n, ignore_eos=True, constraint=Constraint.json_schema(SCHEMA, "bench"))
+    sampling = {"do_sample": True, "temperature": 0.7, "top_p": 0.95} if sampled else {}
+    free = SamplingParams(max_new_tokens=n, ignore_eos=True, **sampling)
+    schema = SamplingParams(max_new_tokens=n, ignore_eos=True, constraint=Constraint.json_schema(SCHEMA, "bench"),
+                            **sampling)
     ids = [engine.add_request(prompt_ids, schema if i < constrained else free) for i in range(batch)]
     while engine.num_waiting:
         engine.step()
@@ -102,13 +109,14 @@ def run_constrained(model_dir: Path, tokenizer: Any, batch: int, steps: int, rou
     backend = PyTorchBackend.load(model_dir, max_slots=batch, dtype="fp32", n_positions=512)
     engine = Engine(backend, tokenizer, max_prefill_tokens=batch * 64)
     prompt_ids = tokenizer.encode(PROMPT)
-    kinds = {"free": 0, "mixed": batch // 2, "constrained": batch}
+    kinds = {"free": (0, False), "mixed": (batch // 2, False), "constrained": (batch, False),
+             "free_sampled": (0, True), "constrained_sampled": (batch, True)}
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     mask_ms: dict[str, list[dict]] = {k: [] for k in kinds}
     _round(engine, prompt_ids, batch, batch, 2)  # compiles the grammar and builds llguidance's tokenizer once
     for r in range(rounds):
-        for kind, constrained in kinds.items():
-            got, masks = _round(engine, prompt_ids, constrained, batch, steps)
+        for kind, (constrained, sampled) in kinds.items():
+            got, masks = _round(engine, prompt_ids, constrained, batch, steps, sampled)
             samples[kind] += got
             mask_ms[kind].append(masks)
         log(f"constrained bench: round {r + 1}/{rounds}: " + ", ".join(
@@ -122,5 +130,6 @@ def run_constrained(model_dir: Path, tokenizer: Any, batch: int, steps: int, rou
         "tpot_ms": tpot,
         "constrained_over_free": round(tpot["constrained"] / tpot["free"], 3),
         "mixed_over_free": round(tpot["mixed"] / tpot["free"], 3),
+        "sampled_constrained_over_free": round(tpot["constrained_sampled"] / tpot["free_sampled"], 3),
         "mask_ms_per_step": masks,
     }

@@ -100,8 +100,8 @@ class BenchSettings:
     peer_requests_per_stream: int
     peer_timeout_s: float
     constrained_batch: int = 16
-    constrained_steps: int = 30
-    constrained_rounds: int = 3
+    constrained_steps: int = 20
+    constrained_rounds: int = 5
 
 
 FULL = BenchSettings(

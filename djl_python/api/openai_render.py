@@ -24,12 +24,17 @@ from __future__ import annotations
 import time
 from typing import Any, Optional, Sequence
 
+from djl_python import __version__
 from djl_python.api import finish
 from djl_python.api.errors import ApiError
 from djl_python.api.render import dumps, generation_failed, sse
 from djl_python.api.tool_parsers import ToolCallStream, extract, finish_reason
 from djl_python.api.tools import ToolPlan
 from djl_python.engine.request import RequestOutput
+
+
+# OpenAI's field naming the serving configuration; TGI's chat client requires it to be a string.
+SYSTEM_FINGERPRINT = f"djl-python-{__version__}"
 
 
 def _entry(text: str, logprob: Optional[float]) -> dict[str, Any]:
@@ -66,7 +71,8 @@ class OpenAiRenderer:
 
     def envelope(self, chunk: bool) -> dict[str, Any]:
         kind = ("chat.completion" if self.chat else "text_completion") + (".chunk" if chunk and self.chat else "")
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT}
 
     @staticmethod
     def usage(out: RequestOutput) -> dict[str, int]:

@@ -36,6 +36,7 @@ from djl_python.api.structured import TgiGrammar
 from djl_python.engine.request import InvalidRequest, RequestOutput, SamplingParams
 
 TGI_DEFAULT_MAX_NEW_TOKENS = 100
+TGI_CLIENT_MODEL = "tgi"  # the ``model`` TGI's clients send on its chat route (TGI ignores it)
 ERROR_TYPES = {400: "validation", 413: "validation", 503: "overloaded", 504: "timeout"}
 
 

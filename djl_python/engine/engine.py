@@ -36,7 +36,7 @@ from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
-from djl_python.engine.speculation import accept_greedy, speculable
+from djl_python.engine.speculation import accept_greedy, plain_greedy, speculable
 from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class Engine:
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
+        self._masks = self.grammars.masks_during([])  # this step's grammar masks
         self._requests: dict[str, Sequence] = {}
         self._pending: list[RequestOutput] = []  # aborted requests, reported by the next step
         self._ids = itertools.count()
@@ -178,6 +179,10 @@ class Engine:
             return outputs
         for seq in prefill:
             self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
+        # The grammar masks of this step, computed while the model runs (llguidance releases the GIL);
+        # plain greedy rows need one only when the grammar refuses their argmax (``_allowed``).
+        self._masks = self.grammars.masks_during([s.matcher for s in decode + prefill
+                                                  if s.matcher is not None and not plain_greedy(s.params)])
         # One backend call (the PyTorch backend runs both parts in one forward). Decode comes
         # first: the running streams' tokens come first, and the Neuron naive strategy then pays
         # one re-prefill per join (a decode of every occupied row is a plain static step), not two.
@@ -251,21 +256,36 @@ class Engine:
 
     def _draw(self, logits: Any, seqs: list[Sequence], suppress: Optional[list[frozenset[int]]]) -> "SampleOutput":
         slots, params = [s.slot for s in seqs], [s.params for s in seqs]
-        allowed = self._allowed(seqs)
+        allowed = self._allowed(seqs, logits)
         if allowed is not None:
             return self.sampler.sample(logits, slots, params, suppress, allowed)
         if suppress is None:  # the common case keeps the plain three-argument call
             return self.sampler.sample(logits, slots, params)
         return self.sampler.sample(logits, slots, params, suppress)
 
-    def _allowed(self, seqs: list[Sequence]) -> Optional["AllowedTokens"]:
-        """The grammar masks of the constrained rows among ``seqs``; None when none is constrained."""
+    def _allowed(self, seqs: list[Sequence], logits: Any) -> Optional["AllowedTokens"]:
+        """The grammar masks of the constrained rows among ``seqs`` that need one; None when none does.
+
+        A plain greedy row (``plain_greedy``) whose argmax its grammar accepts needs no mask: the
+        argmax of the masked logits is that same token (llama.cpp samples grammars the same way).
+        Only the others are masked: sampled rows with the masks computed during the forward,
+        greedy rows whose argmax was refused with a mask computed now.
+        """
         rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
         if not rows:
             return None
-        from djl_python.engine.sampling import AllowedTokens
+        from djl_python.engine.sampling import AllowedTokens, greedy_tokens
 
-        return AllowedTokens(rows, self.grammars.fill_masks([seqs[i].matcher for i in rows]))  # type: ignore[misc]
+        greedy = [i for i in rows if plain_greedy(seqs[i].params)]
+        if greedy:
+            argmax = greedy_tokens(logits[greedy] if len(greedy) < len(seqs) else logits)
+            refused = {i for i, token in zip(greedy, argmax) if not seqs[i].matcher.accepts(token)}  # type: ignore[union-attr]
+            rows = [i for i in rows if i not in greedy or i in refused]
+            if not rows:
+                return None
+        matchers = [seqs[i].matcher for i in rows]
+        bits = self._masks.rows(matchers)  # type: ignore[arg-type]
+        return AllowedTokens(rows, bits)
 
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
         """Record one sampled token: the grammar, the stop criteria, then the text it releases."""

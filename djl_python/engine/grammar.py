@@ -21,6 +21,10 @@ Contracts:
 * ``fill_masks(matchers)`` writes one row of allowed-token bits per matcher (bit ``t % 32`` of
   word ``t // 32``; the EOS ids are allowed where the grammar may end), computed in parallel by
   llguidance's executor. Ids at or beyond the tokenizer's vocabulary are never allowed.
+  ``masks_during(matchers)`` starts that computation in a background thread and returns at once,
+  so a step's masks are computed while the model runs; the engine calls it before the forward
+  and reads the rows after it. A matcher must not advance while its mask is being computed (the
+  engine consumes tokens only after reading the step's masks).
 
 No torch here: the sampler turns the bits into a logits mask (``engine/sampling.py``).
 """
@@ -51,6 +55,10 @@ class GrammarMatcher:
         """The grammar is complete and allows nothing more (only EOS)."""
         return bool(self._matcher.is_stopped())
 
+    def accepts(self, token: int) -> bool:
+        """Whether the grammar allows ``token`` next (the matcher does not advance)."""
+        return bool(self._matcher.validate_tokens([token]) == 1)
+
     def consume(self, token: int) -> None:
         if not self._matcher.consume_token(token):
             raise GrammarViolation(f"token {token} does not match the grammar: {self._matcher.get_error()}")
@@ -71,6 +79,7 @@ class GrammarCompiler:
         self._lock = threading.Lock()
         self._ll_tokenizer: Any = None
         self._executor: Any = None
+        self._pool: Any = None  # the background thread of ``masks_during``, started on first use
         self._cache: OrderedDict[Constraint, Any] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -122,6 +131,16 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return GrammarMatcher(template.deep_copy())
 
+    def masks_during(self, matchers: Sequence[GrammarMatcher]) -> StepMasks:
+        """Start computing ``matchers``' masks in a background thread (nothing to start for none)."""
+        if not matchers:
+            return StepMasks(self, (), None)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="djl-grammar-masks")
+        return StepMasks(self, matchers, self._pool.submit(self.fill_masks, list(matchers)))
+
     def fill_masks(self, matchers: Sequence[GrammarMatcher]) -> np.ndarray:
         """``[len(matchers), ceil(vocab / 32)]`` int32 bits of the tokens each matcher allows next."""
         import llguidance
@@ -135,6 +154,27 @@ class GrammarCompiler:
             self._executor = llguidance.LLExecutor()
         llnp.fill_next_token_bitmask_par(self._executor, [(m.raw, i) for i, m in enumerate(matchers)], masks)
         return masks
+
+
+class StepMasks:
+    """One step's masks, computed in the background (see ``GrammarCompiler.masks_during``)."""
+
+    def __init__(self, compiler: "GrammarCompiler", matchers: Sequence[GrammarMatcher], future: Any) -> None:
+        self._compiler = compiler
+        self._index = {id(m): i for i, m in enumerate(matchers)}
+        self._future = future
+
+    def rows(self, matchers: Sequence[GrammarMatcher]) -> np.ndarray:
+        """The masks of ``matchers``, in that order; those not computed in the background are computed now."""
+        missing = [m for m in matchers if id(m) not in self._index]
+        if self._future is None or len(missing) == len(matchers):
+            return self._compiler.fill_masks(matchers)
+        done = self._future.result()
+        if not missing:
+            return done[[self._index[id(m)] for m in matchers]]
+        now = self._compiler.fill_masks(missing)
+        extra = {id(m): i for i, m in enumerate(missing)}
+        return np.stack([done[self._index[id(m)]] if id(m) in self._index else now[extra[id(m)]] for m in matchers])
 
 
 def _grammar_text(constraint: Constraint) -> str:

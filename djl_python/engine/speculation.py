@@ -31,8 +31,14 @@ def accept_greedy(proposals: Sequence[int], argmax: Sequence[int]) -> list[int]:
     return list(argmax)
 
 
-def speculable(params: SamplingParams) -> bool:
-    """Whether a request's next token is the plain argmax of the model's logits."""
+def plain_greedy(params: SamplingParams) -> bool:
+    """Whether a request's next token is the plain argmax of its logits (an output constraint aside):
+    greedy, no penalties, no log-probs, no ``min_tokens``."""
     return (params.greedy and not params.logprobs and not params.top_logprobs and params.min_tokens == 0
             and params.repetition_penalty in (None, 1.0) and not params.presence_penalty
-            and not params.frequency_penalty and params.constraint is None)
+            and not params.frequency_penalty)
+
+
+def speculable(params: SamplingParams) -> bool:
+    """Whether a request's next token is the plain argmax of the model's logits."""
+    return plain_greedy(params) and params.constraint is None

@@ -135,9 +135,10 @@ def _completion(call: Call) -> tuple[list[EngineRequest], Renderer]:
 
 
 def check_model(state: ServerState, model: Optional[str]) -> None:
-    """vLLM's rule: no ``model`` or one of the served names; anything else is a 404 listing them."""
+    """vLLM's rule: no ``model`` or one of the served names; anything else is a 404 listing them.
+    TGI's clients always send ``"tgi"`` (TGI serves one model and ignores the field): accepted too."""
     names = served_names(state.model_name, state.config.model_id, state.config.model_dir)
-    if model and model not in names:
+    if model and model not in names and model != tgi.TGI_CLIENT_MODEL:
         shown = [n for n in names if not is_location(n)]  # a path or bucket is the server's business
         raise ApiError(404, f"the model {model!r} does not exist; this server serves "
                        + ", ".join(repr(n) for n in shown), "model")

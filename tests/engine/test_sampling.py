@@ -437,3 +437,53 @@ def test_typical_p_matches_transformers_on_small_vocabularies(mass: float, case:
     got = warp_logits(logits, [SamplingParams(do_sample=True, typical_p=mass)])
     expected = TypicalLogitsWarper(mass)(None, logits.clone())
     assert torch.equal(torch.isinf(got), torch.isinf(expected))
+
+
+def test_grammar_masks_only_their_rows_and_never_allow_ids_past_the_bits():
+    import numpy as np
+
+    from djl_python.engine.sampling import AllowedTokens
+
+    vocab = 70  # three 32-bit words cover 96 ids; a 2-word mask covers 64, so ids 64..69 are refused
+    logits = torch.arange(3 * vocab, dtype=torch.float32).view(3, vocab)
+    bits = np.zeros((1, 2), dtype=np.int32)
+    bits[0, 0] = (1 << 3) | (1 << 17)  # tokens 3 and 17 allowed
+    sampler = Sampler(4, vocab)
+    out = sampler.sample(logits, [0, 1, 2], [SamplingParams()] * 3, allowed=AllowedTokens([1], bits))
+    assert out.token_ids == [vocab - 1, 17, vocab - 1]  # row 1: the best allowed id; rows 0 and 2 untouched
+    assert torch.equal(logits, torch.arange(3 * vocab, dtype=torch.float32).view(3, vocab))  # input not modified
+    sampled = sampler.sample(logits, [0, 1, 2], [SamplingParams(do_sample=True, seed=s) for s in range(3)],
+                             allowed=AllowedTokens([0, 1, 2], np.repeat(bits, 3, axis=0)))
+    assert set(sampled.token_ids) <= {3, 17}
+
+
+@pytest.mark.parametrize("kw", [dict(top_p=0.9), dict(top_k=40), dict(top_k=3000, top_p=0.95),
+                                dict(temperature=0.7, top_p=0.8)])
+def test_top_k_top_p_on_a_large_vocabulary_equal_the_full_sort(kw, monkeypatch) -> None:
+    """A model-like distribution over 50K tokens (mass decaying with rank, in shuffled order): the
+    cut falls among the most likely tokens, which alone are sorted; the result equals the full
+    sort's (the path checked against transformers' warpers above), in a batch with a flat row
+    (whose cut needs the full sort) and a row that asks for no cut (kept whole)."""
+    from djl_python.engine import sampling
+
+    generator = torch.Generator().manual_seed(3)
+    vocab = 50_000
+    decay = -torch.arange(vocab, dtype=torch.float32) / 50 + torch.randn(vocab, generator=generator) * 0.3
+    peaked = decay[torch.randperm(vocab, generator=generator)]
+    flat = torch.randn(vocab, generator=generator) * 0.01
+    logits = torch.stack([peaked, flat, peaked])
+    cut = SamplingParams(do_sample=True, **kw)
+    whole = SamplingParams(do_sample=True, temperature=kw.get("temperature"))
+    fast = sampling.warp_logits(logits, [cut, cut, whole])
+    monkeypatch.setattr(sampling, "TOP_CANDIDATES", vocab)  # every row fully sorted
+    slow = sampling.warp_logits(logits, [cut, cut, whole])
+    assert torch.equal(fast, slow)
+    assert 0 < (~torch.isinf(fast[0])).sum().item() <= 1024  # row 0's cut lies among the candidates
+    assert not torch.isinf(fast[2]).any()  # the row without a cut keeps every token
+    monkeypatch.setattr(sampling, "TOP_CANDIDATES", 1024)
+
+    def no_full_sort(*args, **kwargs):
+        raise AssertionError("the peaked row alone must not sort the whole vocabulary")
+
+    monkeypatch.setattr(torch.Tensor, "sort", no_full_sort)
+    assert torch.equal(sampling.warp_logits(logits[:1], [cut]), slow[:1])

@@ -84,7 +84,7 @@ def test_a_token_the_grammar_refuses_fails_only_its_request(engine: Engine, monk
     """If the mask were not applied (a backend bug), the matcher refuses the token: that request ends
     with an error naming the violation, its neighbour completes."""
     original = engine._allowed
-    monkeypatch.setattr(engine, "_allowed", lambda seqs: None)  # no masks: the model picks freely
+    monkeypatch.setattr(engine, "_allowed", lambda seqs, logits: None)  # no masks: the model picks freely
     ids = [engine.add_request(engine.tokenizer.encode("Hello"), SamplingParams(
         max_new_tokens=8, constraint=Constraint("regex", "[0-9]{3}", "r"))),
            engine.add_request(engine.tokenizer.encode("Hello"), SamplingParams(max_new_tokens=4, ignore_eos=True))]
@@ -123,3 +123,25 @@ def test_smollm2_outputs_validate_for_every_schema(smollm2_dir: Path) -> None:
         assert result.finish_reason == "eos_token", (name, result.text)
         jsonschema.validate(json.loads(result.text), schema)
     assert results[-1].text in CHOICES
+
+
+def test_greedy_rows_skip_the_mask_only_when_it_changes_nothing(engine: Engine, monkeypatch) -> None:
+    """A plain greedy row whose argmax the grammar accepts is not masked; the tokens are the same as
+    with every row masked (on a random model the argmax is often refused, so both paths run)."""
+    from djl_python.engine import engine as engine_module
+
+    params = [SamplingParams(max_new_tokens=MAX_NEW_TOKENS, constraint=Constraint.json_schema(schema, name))
+              for name, schema in SCHEMAS.items()]
+    params.append(SamplingParams(max_new_tokens=MAX_NEW_TOKENS, do_sample=True, seed=5,
+                                 constraint=Constraint.json_schema(SCHEMAS["nested"], "sampled")))
+    prompts = ["The quick brown fox"] * len(params)
+    masked_rows = []
+    fill = engine.grammars.fill_masks
+    monkeypatch.setattr(engine.grammars, "fill_masks", lambda ms: masked_rows.append(len(ms)) or fill(ms))
+    fast = [r.token_ids for r in engine.generate(prompts, params)]
+    skipped_some = sum(masked_rows)
+    monkeypatch.setattr(engine_module, "plain_greedy", lambda p: False)  # every constrained row masked
+    masked_rows.clear()
+    slow = [r.token_ids for r in engine.generate(prompts, params)]
+    assert fast == slow
+    assert skipped_some < sum(masked_rows)  # the fast path computed fewer masks

@@ -224,6 +224,20 @@ def test_tool_calls_stream_as_deltas(oai):
         assert chunks[-1].choices[0].finish_reason == expected
 
 
+def test_tgi_client_chat_with_a_named_tool(server):
+    """TGI's chat route: its client sends ``model: "tgi"`` and names the function with a plain string."""
+    from text_generation.types import Message, Tool
+
+    client = Client(server.url, timeout=120)
+    resp = client.chat(messages=[Message(role="user", content="Time in Paris?")], tools=[Tool(**TIME)],
+                       tool_choice="get_time", max_tokens=MAX_NEW_TOKENS, seed=1, temperature=1.0)
+    call = resp.choices[0].message.tool_calls[0]
+    assert call["function"]["name"] == "get_time"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), TIME["function"]["parameters"])
+    plain = client.chat(messages=[Message(role="user", content="Hi")], max_tokens=4)
+    assert plain.choices[0].message.role == "assistant" and plain.system_fingerprint.startswith("djl-python-")
+
+
 def test_tools_reach_the_chat_template(oai):
     plain = oai.chat.completions.create(model="tiny", messages=USER, max_tokens=1)
     with_tools = oai.chat.completions.create(model="tiny", messages=USER, max_tokens=1, tools=[WEATHER],
