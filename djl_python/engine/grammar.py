@@ -10,7 +10,7 @@ Contracts:
 
 * ``GrammarCompiler.matcher(constraint)`` is thread-safe and is meant to run off the engine
   thread (``AsyncEngine`` calls it in a worker thread before the request is queued): building
-  the grammar costs up to hundreds of milliseconds for large schemas. Compiled grammars are
+  the grammar of a large schema is slow next to a decode step. Compiled grammars are
   cached by constraint (LRU, ``max_cached``); each request gets a cheap copy of the cached one.
 * A constraint that cannot compile raises ``InvalidRequest(constraint.field, <llguidance's
   message>)``, so the API answers 400 naming the user's field; nothing reaches the engine loop.
@@ -85,7 +85,7 @@ class GrammarCompiler:
         self.misses = 0
 
     def _tokenizer(self, field: str) -> Any:
-        """llguidance's view of the tokenizer, built once (about a second for a large vocabulary)."""
+        """llguidance's view of the tokenizer, built once (it walks the whole vocabulary)."""
         if self._ll_tokenizer is None:
             try:
                 import llguidance.hf

@@ -278,8 +278,7 @@ def _top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> 
     Exact, and cheap where it can be: a model's distribution puts nearly all its mass on a few
     hundred tokens, so when every row's cut falls within its ``TOP_CANDIDATES`` most likely tokens
     (its top-k is that small, or those tokens already hold its top-p mass), only they are sorted
-    (``topk``). Otherwise the whole vocabulary is sorted, which costs tens of milliseconds for a
-    batch of 50K-token rows on a small CPU.
+    (``topk``). Otherwise the whole vocabulary is sorted (docs/performance.md has the costs).
     """
     dev, vocab = logits.device, logits.shape[-1]
     k = min(vocab, max([TOP_CANDIDATES] + [k for k in top_k if k < vocab]))
