@@ -43,6 +43,15 @@ Invariants (the contract every implementation and the engine rely on):
   tokens, the last accepted one being the next ``last_token``. The engine uses it for
   one running slot at a time, never past ``n_positions``; plain ``decode`` stays valid
   between speculative steps.
+* Prefix caching, when ``limits.prefix_cache_rows`` (``C``) is above 0: the backend keeps ``C``
+  extra KV rows that no slot owns. ``save_prefix(slot, cache_row, length)`` copies the first
+  ``length`` positions of a slot's row into cache row ``cache_row`` (before the slot is released;
+  what the row held before is overwritten). ``decode_and_prefill(..., cached=...)`` takes, per
+  prompt, ``None`` or ``(cache_row, n)`` with ``0 < n < len(prompt)`` and ``n`` at most what was
+  saved there: the slot's row starts with the cache row's first ``n`` positions, and only the
+  prompt's tokens from position ``n`` on are computed. Its logits are the prompt's last position's,
+  as for a prompt computed whole (up to float rounding). The engine decides what is cached where
+  (``engine/prefix_cache.py``); the backend only copies and computes.
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ class BackendLimits:
             Neuron strategy re-prefills everything, continuous batching any
             number); the scheduler never exceeds it.
         speculation_length: tokens one speculative step scores (``k``; 0: no speculation).
+        prefix_cache_rows: KV rows kept for cached prefixes (0: no prefix caching).
         padded_prefill: whether a prefill pays for each prompt's whole bucket
             (Neuron's compiled shapes) rather than about its real tokens (the
             PyTorch backend: packed prompts, or length groups with bounded
@@ -85,6 +95,7 @@ class BackendLimits:
     max_prefill_slots: int | None = None
     padded_prefill: bool = True
     speculation_length: int = 0
+    prefix_cache_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -157,12 +168,21 @@ class Backend(ABC):
         """Record that ``accepted`` (1 to ``k`` tokens) follow ``last_token`` at ``position``."""
         raise NotImplementedError(f"{type(self).__name__} has no speculative decoding")
 
+    def save_prefix(self, slot_id: int, cache_row: int, length: int) -> None:
+        """Copy the first ``length`` positions of the slot's row into cache row ``cache_row`` (module
+        docstring); only when ``limits.prefix_cache_rows`` is above 0."""
+        raise NotImplementedError(f"{type(self).__name__} has no prefix cache")
+
     def decode_and_prefill(
         self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
         prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
+        cached: "Sequence[tuple[int, int] | None] | None" = None,
     ) -> "tuple[torch.Tensor | None, torch.Tensor | None]":
         """One step: ``decode(decode_slots, ...)`` then ``prefill(prefill_slots, prompts)``, either
-        part skipped (``None`` in its place) when its slots are empty."""
+        part skipped (``None`` in its place) when its slots are empty. ``cached``: each prompt's
+        cached prefix (module docstring); a backend without a prefix cache never gets one."""
+        if cached is not None and any(c is not None for c in cached):
+            raise NotImplementedError(f"{type(self).__name__} has no prefix cache")
         decoded = self.decode(decode_slots, last_tokens, positions) if decode_slots else None
         prefilled = self.prefill(prefill_slots, prompts) if prefill_slots else None
         return decoded, prefilled

@@ -64,7 +64,7 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
 
         return load_neuron_backend(config, artifacts)
     from djl_python.backends.pytorch.cpu_policy import bound_shape_caches
-    from djl_python.backends.pytorch.memory import check_budget, plan_memory
+    from djl_python.backends.pytorch.memory import check_budget, plan_memory, with_prefix_cache
     from djl_python.backends.pytorch.backend import PyTorchBackend
 
     warn_tensor_parallel(config, device)
@@ -81,8 +81,10 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
         "trust_remote_code": config.trust_remote_code,
     }
     # Before any allocation: a configuration that cannot fit fails here, naming its options.
-    check_budget(plan_memory(artifacts.checkpoint_dir, **shape), config, device)
-    return PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate, **shape)
+    plan = with_prefix_cache(plan_memory(artifacts.checkpoint_dir, **shape), config, device)
+    check_budget(plan, config, device)
+    return PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate,
+                               prefix_cache_rows=plan.cache_rows, **shape)
 
 
 def warn_tensor_parallel(config: HandlerConfig, device: str) -> None:

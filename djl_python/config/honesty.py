@@ -59,6 +59,8 @@ def inert_values(config: HandlerConfig) -> dict[str, str]:
     if config.tool_call_parser is not None and not config.enable_auto_tool_choice:
         found["tool_call_parser"] = ("it reads tool calls only for tool_choice \"auto\", which needs "
                                      "enable_auto_tool_choice=true")
+    if config.prefix_cache_rows and not config.enable_prefix_caching:
+        found["prefix_cache_rows"] = "enable_prefix_caching is false, so no prefix cache is kept"
     if config.partition_schema not in (None, "optimum"):
         found["partition_schema"] = "djl-partition always writes the optimum-neuron layout"
     return found

@@ -57,6 +57,10 @@ def parse_origins(value: Any) -> Any:
     return value
 
 
+def _empty_to_none_int(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _secret(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
@@ -93,6 +97,17 @@ class ServingProperties(BaseModel):
     )
     allowed_origins: Annotated[list[str] | None, BeforeValidator(parse_origins)] = Field(
         None, description="djl-serve: CORS origins allowed to call the server (`*`, a comma list or a JSON list)."
+    )
+    enable_prefix_caching: Bool = Field(
+        True,
+        description="PyTorch backend, llama-family models: keep finished requests' KV cache and reuse it for "
+        "a later prompt that starts with the same tokens (a shared system prompt, the history of a chat), as "
+        "vLLM does by default; greedy output is the same with or without it. Neuron: no effect.",
+    )
+    prefix_cache_rows: Annotated[int | None, BeforeValidator(_empty_to_none_int), Field(ge=0)] = Field(
+        None,
+        description="KV rows the prefix cache keeps (each holds one cached prompt or conversation, up to "
+        "`n_positions` tokens); unset: one per slot, fewer where the memory budget leaves less room; 0: none.",
     )
     memory_budget: Annotated[int | None, BeforeValidator(parse_size), Field(ge=1)] = Field(
         None,

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from djl_python.engine.constraint import Constraint
     from djl_python.engine.generation_defaults import GenerationDefaults
     from djl_python.engine.grammar import GrammarMatcher
+    from djl_python.engine.prefix_cache import PrefixCache
     from djl_python.engine.request import RequestOutput, SamplingParams
 
 
@@ -22,6 +23,7 @@ class EngineCore(Protocol):
     backend: Backend
     tokenizer: Any  # a transformers tokenizer
     defaults: GenerationDefaults
+    prefix_cache: Optional[PrefixCache]  # None when the backend keeps no cached rows
 
     @property
     def limits(self) -> BackendLimits: ...

@@ -12,6 +12,11 @@ request (``FinishReason.EOS``) at once. A constraint compiles before the request
 in ``add_request`` unless the caller compiled it already with ``compile_constraint``
 (``AsyncEngine`` does, off the engine thread).
 
+Prefix caching, where the backend keeps cached rows (``limits.prefix_cache_rows``): a request
+that ends saves its KV (prompt and generated tokens, in whole blocks) into a cached row chosen
+by ``engine/prefix_cache.py``, and a prompt that starts with a cached run of blocks has that run
+copied in and computes only the rest. Greedy output is the same with or without it.
+
 Failure isolation: an exception while sampling, stopping or detokenising ends
 only the request it belongs to (``finish_reason="error"``); an exception from
 the backend propagates, and the caller ends everything with ``reset``.
@@ -33,6 +38,7 @@ from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
+from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
 from djl_python.engine.sequence import Sequence
@@ -80,6 +86,8 @@ class Engine:
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._masks = self.grammars.masks_during([])  # this step's grammar masks
+        rows = self.limits.prefix_cache_rows
+        self.prefix_cache: Optional[PrefixCache] = PrefixCache(rows) if rows else None
         self._requests: dict[str, Sequence] = {}
         self._pending: list[RequestOutput] = []  # aborted requests, reported by the next step
         self._ids = itertools.count()
@@ -186,10 +194,14 @@ class Engine:
         # One backend call (the PyTorch backend runs both parts in one forward). Decode comes
         # first: the running streams' tokens come first, and the Neuron naive strategy then pays
         # one re-prefill per join (a decode of every occupied row is a plain static step), not two.
-        decode_logits, prefill_logits = self.backend.decode_and_prefill(
-            [s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode],
-            [s.slot for s in prefill], [s.prompt_ids for s in prefill],
-        )
+        args = ([s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode],
+                [s.slot for s in prefill], [s.prompt_ids for s in prefill])
+        cache = self.prefix_cache
+        cached = [cache.lookup(s.prompt_ids) for s in prefill] if cache is not None and prefill else None
+        if cached is not None and any(c is not None for c in cached):
+            decode_logits, prefill_logits = self.backend.decode_and_prefill(*args, cached=cached)
+        else:
+            decode_logits, prefill_logits = self.backend.decode_and_prefill(*args)
         if decode:
             self._postprocess(decode, decode_logits, outputs)
         if prefill:
@@ -334,8 +346,26 @@ class Engine:
         self.scheduler.finish(seq)
         if slot is not None:
             self.sampler.release(slot)
+            if self.prefix_cache is not None and status != RequestStatus.FINISHED_ERROR:
+                self._save_prefix(seq, slot)
             self.backend.release(slot)
         self._requests.pop(seq.request_id, None)
+
+    def _save_prefix(self, seq: Sequence, slot: int) -> None:
+        """Keep the KV of what ``seq`` fed the model (its prompt and generated tokens but the last)."""
+        cache = self.prefix_cache
+        if cache is None:
+            return
+        fed = (seq.prompt_ids + seq.output_ids)[: seq.num_tokens - 1] if seq.output_ids else []
+        target = None
+        try:
+            target = cache.store(fed) if fed else None
+            if target is not None:
+                self.backend.save_prefix(slot, *target)
+        except Exception:  # noqa: BLE001 - a cache is an optimisation: the request itself is done
+            logger.exception("saving the prefix of %s failed", seq.request_id)
+            if target is not None:
+                cache.forget(target[0])
 
     @staticmethod
     def _output(seq: Sequence, token_ids: list[int], text: str, **extra: Any) -> RequestOutput:

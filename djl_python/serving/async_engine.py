@@ -110,6 +110,7 @@ class AsyncEngine:
         self._streams: dict[str, _Stream] = {}  # engine thread only
         self._in_flight: set[str] = set()  # event loop only
         self._thread: threading.Thread | None = None
+        self._cache_seen = (0, 0)  # the prefix cache's counters already added to the metrics
 
     # ------------------------------------------------------------------ event-loop side
     @property
@@ -294,6 +295,13 @@ class AsyncEngine:
         if self.metrics is not None:
             self.metrics.num_running.set(self._num_running)
             self.metrics.num_waiting.set(self._num_waiting)
+            cache = self.core.prefix_cache
+            if cache is not None and cache.prompt_tokens != self._cache_seen[0]:
+                queried, hits = cache.prompt_tokens, cache.hit_tokens
+                self.metrics.prefix_cache_queries.inc(queried - self._cache_seen[0])
+                self.metrics.prefix_cache_hits.inc(hits - self._cache_seen[1])
+                self.metrics.prefix_cache_hit_rate.set(cache.hit_rate)
+                self._cache_seen = (queried, hits)
 
     def _deliver(self, outputs: list[RequestOutput], step_started: float) -> None:
         """Hand one step's outputs to their consumers: one ``call_soon_threadsafe`` per event

@@ -29,6 +29,9 @@ class ServingMetrics:
         prompt_tokens / generation_tokens: token counters.
         refused_parse_seconds: seconds spent reading and parsing bodies that earned a 4xx
             (what ``RefusalBudget`` charges; a steep rise is a client sending junk).
+        prefix_cache_queries, prefix_cache_hits, prefix_cache_hit_rate: prompt tokens looked up in
+            the prefix cache, those served from it, and their ratio since start (as vLLM's
+            ``prefix_cache_queries`` / ``prefix_cache_hits``); zero without a prefix cache.
     """
 
     content_type = CONTENT_TYPE_LATEST
@@ -62,6 +65,13 @@ class ServingMetrics:
         self.generation_tokens = Counter("djl_generation_tokens", "Generated tokens", registry=r)
         self.refused_parse_seconds = Counter(
             "djl_refused_parse_seconds", "Seconds spent reading and parsing refused request bodies", registry=r)
+        self.prefix_cache_queries = Counter(
+            "djl_prefix_cache_queries", "Prompt tokens looked up in the prefix cache", registry=r)
+        self.prefix_cache_hits = Counter(
+            "djl_prefix_cache_hits", "Prompt tokens served from the prefix cache (not computed)", registry=r)
+        self.prefix_cache_hit_rate = Gauge(
+            "djl_prefix_cache_hit_rate", "Prompt tokens served from the prefix cache / looked up, since start",
+            registry=r)
 
     def render(self) -> bytes:
         """The text exposition format of every metric in this registry."""

@@ -129,3 +129,34 @@ def test_the_documented_memory_plan_is_the_default_models(smollm2_dir):
     doc = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
     plan = plan_memory(smollm2_dir, max_slots=32, n_positions=2048, dtype="fp32", device="cpu")
     assert f"`memory plan: {plan.describe()}; budget" in doc, plan.describe()
+
+
+def test_prefix_cache_rows_take_the_room_the_budget_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from djl_python.backends.pytorch.memory import with_prefix_cache
+
+    plan = _plan(slots=4, native=True)  # 1e9 bytes of weights + 4 rows of 94.4 MB
+    budget = {"memory_budget": OptionValue("1.5GB", "--memory-budget")}
+    assert with_prefix_cache(plan, load_config(env={}, overrides=budget), "cpu").cache_rows == 1
+    roomy = {"memory_budget": OptionValue("8GB", "--memory-budget")}
+    assert with_prefix_cache(plan, load_config(env={}, overrides=roomy), "cpu").cache_rows == 4  # one per slot
+    off = load_config(env={"OPTION_ENABLE_PREFIX_CACHING": "false"}, overrides=roomy)
+    assert with_prefix_cache(plan, off, "cpu").cache_rows == 0
+    assert with_prefix_cache(_plan(slots=4, native=False), load_config(env={}, overrides=roomy), "cpu").cache_rows == 0
+    explicit = load_config(env={"OPTION_PREFIX_CACHE_ROWS": "10"}, overrides=budget)
+    sized = with_prefix_cache(plan, explicit, "cpu")
+    assert sized.cache_rows == 10 and sized.kv_cache_bytes == 14 * plan.row_bytes
+    with pytest.raises(ConfigError, match=r"lower OPTION_PREFIX_CACHE_ROWS \(now 10\)"):
+        check_budget(sized, explicit, "cpu")
+    monkeypatch.setattr(memory, "available_memory", lambda device: (None, "test memory"))
+    assert with_prefix_cache(plan, load_config(env={}), "cpu").cache_rows == 4  # budget unknown: one per slot
+
+
+def test_loaded_engine_keeps_the_planned_prefix_cache(tiny_llama: Path) -> None:
+    from djl_python.loader import load_engine
+
+    props = {"device": "cpu", "max_rolling_batch_size": "3", "n_positions": "64", "memory_budget": "8GiB"}
+    engine = load_engine(load_config(tiny_llama, properties=props, env={}))
+    assert engine.limits.prefix_cache_rows == 3 and engine.prefix_cache is not None
+    assert engine.backend.info.extra["kv_cache_bytes"] == 6 * 64 * 2 * 2 * 2 * 16 * 4  # 3 slots + 3 rows
+    off = load_engine(load_config(tiny_llama, properties={**props, "enable_prefix_caching": "false"}, env={}))
+    assert off.limits.prefix_cache_rows == 0 and off.prefix_cache is None

@@ -93,6 +93,7 @@ class PyTorchBackend(Backend):
         self._active = [False] * limits.max_slots
         self._rows = SlotRows(limits.max_slots)
         self._lengths = [0] * limits.max_slots  # per row: columns written since its prefill
+        self._cache_lengths = [0] * limits.prefix_cache_rows  # per cache row: positions saved there
         with torch.inference_mode():
             reason = llama_support(model.config) if native else "native=False"
             self._forward: RowForward
@@ -100,7 +101,9 @@ class PyTorchBackend(Backend):
             if reason is None:
                 kernels, how = load_cpu_kernels() if cpu_kernels and self._device.type == "cpu" \
                     else (None, "not used")
-                native_forward = NativeLlama.from_hf(model, limits.max_slots, limits.n_positions, kernels=kernels)
+                # The prefix cache's rows follow the slots' rows (prefix_cache_rows: 0 where not native).
+                native_forward = NativeLlama.from_hf(model, limits.max_slots + limits.prefix_cache_rows,
+                                                     limits.n_positions, kernels=kernels)
                 self._forward = native_forward
                 info.extra["forward"] = "native"
                 info.extra["native_ops"] = native_forward.ops
@@ -111,6 +114,8 @@ class PyTorchBackend(Backend):
                     "onednn-packed, widened to fp32" if native_forward.widened else "onednn-packed"
                 own_bytes = native_forward.own_bytes()
             else:
+                if limits.prefix_cache_rows:
+                    raise ValueError(f"prefix caching needs the native forward ({reason})")
                 self._forward = HFRows(model, limits.max_slots, limits.n_positions)
                 info.extra["forward"] = "hf"
                 info.extra["native_skipped"] = reason
@@ -135,6 +140,7 @@ class PyTorchBackend(Backend):
         attn_implementation: str | None = None,
         native: bool = True,
         cpu_kernels: bool = True,
+        prefix_cache_rows: int = 0,
     ) -> PyTorchBackend:
         """Load ``model_dir`` (a local Hugging Face checkpoint) with ``max_slots`` slots.
 
@@ -144,7 +150,8 @@ class PyTorchBackend(Backend):
         Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
         forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
         of :mod:`.native.cpu_kernels` where they build (``False``: torch ops and SDPA; no
-        serving option sets it, tests and benchmarks do).
+        serving option sets it, tests and benchmarks do); ``prefix_cache_rows`` KV rows for cached
+        prefixes (``Backend``'s contract), where the native forward runs (else none).
         Raises ``ValueError`` naming the option when one is out of range.
         """
         if max_slots < 1:
@@ -184,8 +191,15 @@ class PyTorchBackend(Backend):
         attn = model.config._attn_implementation
         if attn not in _ATTN_IMPLEMENTATIONS:
             raise ValueError(f"attention implementation {attn!r} cannot take per-slot masks; use sdpa or eager")
+        if prefix_cache_rows < 0:
+            raise ValueError(f"prefix_cache_rows must be >= 0, got {prefix_cache_rows}")
+        if prefix_cache_rows and (not native or llama_support(config) is not None):
+            logger.info("prefix caching is off: it needs the native forward (%s)",
+                        "native=False" if not native else llama_support(config))
+            prefix_cache_rows = 0
         limits = BackendLimits(
             max_slots=max_slots,
+            prefix_cache_rows=prefix_cache_rows,
             n_positions=n_pos,
             prefill_buckets=buckets,
             vocab_size=_logits_width(model),
@@ -205,11 +219,62 @@ class PyTorchBackend(Backend):
         return cls(model, limits, info, native=native, cpu_kernels=cpu_kernels)
 
     @torch.inference_mode()
-    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+    def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
+                cached: Sequence[tuple[int, int] | None] | None = None) -> torch.Tensor:
+        self._check_cached(prompts, cached)
         rows = self._prefill_rows(slot_ids, prompts)
-        logits = self._forward.prefill(rows, prompts)
+        starts = self._restore_prefixes(rows, cached)
+        if starts is None:
+            logits = self._forward.prefill(rows, prompts)
+        else:
+            logits = self._native().step(None, (rows, prompts), starts)[1]
         self._prefilled(slot_ids, rows, prompts)
         return logits
+
+    @torch.inference_mode()
+    def save_prefix(self, slot_id: int, cache_row: int, length: int) -> None:
+        """Copy the slot's first ``length`` positions into cache row ``cache_row`` (``Backend``)."""
+        if not 0 <= cache_row < self.limits.prefix_cache_rows:
+            raise ValueError(f"cache_row must lie in [0, {self.limits.prefix_cache_rows}), got {cache_row}")
+        if not (0 <= slot_id < self.limits.max_slots and self._active[slot_id]):
+            raise ValueError(f"save_prefix on slot {slot_id}, which holds no sequence")
+        row = self._rows.row(slot_id)
+        if not 0 < length <= self._lengths[row]:
+            raise ValueError(f"save_prefix of {length} positions; slot {slot_id} holds {self._lengths[row]}")
+        self._forward.move_row(self.limits.max_slots + cache_row, row, length)
+        self._cache_lengths[cache_row] = length
+
+    def _check_cached(self, prompts: Sequence[Sequence[int]], cached: Sequence[tuple[int, int] | None] | None) -> None:
+        if cached is None:
+            return
+        if len(cached) != len(prompts):
+            raise ValueError(f"prefill got {len(prompts)} prompts but {len(cached)} cached prefixes")
+        for i, (prompt, entry) in enumerate(zip(prompts, cached)):
+            if entry is None:
+                continue
+            cache_row, n = entry
+            if not 0 <= cache_row < self.limits.prefix_cache_rows:
+                raise ValueError(f"cached[{i}] names cache row {cache_row}; there are {self.limits.prefix_cache_rows}")
+            if not 0 < n < len(prompt) or n > self._cache_lengths[cache_row]:
+                raise ValueError(f"cached[{i}] reuses {n} positions of a {len(prompt)}-token prompt; cache row "
+                                 f"{cache_row} holds {self._cache_lengths[cache_row]}")
+
+    def _restore_prefixes(self, rows: Sequence[int], cached: Sequence[tuple[int, int] | None] | None) -> list[int] | None:
+        """Copy each prompt's cached prefix (checked by :meth:`_check_cached`) into its row; return each
+        prompt's first position to compute, or None when no prompt has one."""
+        if cached is None or not any(c is not None for c in cached):
+            return None
+        starts = []
+        for row, entry in zip(rows, cached):
+            if entry is not None:
+                self._forward.move_row(row, self.limits.max_slots + entry[0], entry[1])
+            starts.append(0 if entry is None else entry[1])
+        return starts
+
+    def _native(self) -> NativeLlama:
+        if not isinstance(self._forward, NativeLlama):  # limits.prefix_cache_rows is 0 then
+            raise ValueError("cached prefixes need the native forward")
+        return self._forward
 
     @torch.inference_mode()
     def decode(
@@ -223,20 +288,25 @@ class PyTorchBackend(Backend):
     def decode_and_prefill(
         self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
         prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
+        cached: Sequence[tuple[int, int] | None] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Both parts in one forward where the native forward runs and both are given (every
         matmul on the decode tokens and the prompts together; docs/performance.md); else the
         two calls. The same checks as :meth:`decode` and :meth:`prefill`, and a slot may not be
-        in both."""
+        in both. ``cached``: each prompt's cached prefix (``Backend``'s contract)."""
         if not decode_slots or not prefill_slots or not isinstance(self._forward, NativeLlama):
-            return super().decode_and_prefill(decode_slots, last_tokens, positions, prefill_slots, prompts)
+            decoded = self.decode(decode_slots, last_tokens, positions) if decode_slots else None
+            prefilled = self.prefill(prefill_slots, prompts, cached) if prefill_slots else None
+            return decoded, prefilled
         both = sorted(set(decode_slots) & set(prefill_slots))
         if both:
             raise ValueError(f"slots both decoded and prefilled in one step: {both}")
         self._check_prompts(prefill_slots, prompts)  # both parts checked before either changes a row
+        self._check_cached(prompts, cached)
         call, restore = self._decode_rows(decode_slots, last_tokens, positions)
         rows = [self._rows.assign(slot) for slot in prefill_slots]
-        decoded, prefilled = self._forward.step(call, (rows, prompts))
+        starts = self._restore_prefixes(rows, cached)
+        decoded, prefilled = self._forward.step(call, (rows, prompts), starts)
         self._prefilled(prefill_slots, rows, prompts)
         if restore is not None and decoded is not None:
             decoded = decoded.index_select(0, restore)

@@ -24,6 +24,7 @@ change, instead of an OOM kill with no message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,10 +61,17 @@ class MemoryPlan:
     head_dim: int
     dtype: str
     weights_bytes: int
+    native: bool = False  # the native llama forward runs it (the one that keeps a prefix cache)
+    cache_rows: int = 0  # KV rows of the prefix cache, beside the slots' rows
+
+    @property
+    def row_bytes(self) -> int:
+        """One KV row: every position of every layer's K and V."""
+        return self.n_positions * self.layers * 2 * self.kv_heads * self.head_dim * dtypes.BY_NAME[self.dtype].itemsize
 
     @property
     def kv_cache_bytes(self) -> int:
-        return self.slots * self.n_positions * self.layers * 2 * self.kv_heads * self.head_dim * dtypes.BY_NAME[self.dtype].itemsize
+        return (self.slots + self.cache_rows) * self.row_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -72,7 +80,7 @@ class MemoryPlan:
     def describe(self) -> str:
         return (
             f"weights {gib(self.weights_bytes)} + KV cache {gib(self.kv_cache_bytes)} "
-            f"({self.slots} slots x {self.n_positions} positions x {self.layers} layers x 2 x {self.kv_heads} KV heads"
+            f"({self.slots} slots{f' + {self.cache_rows} prefix-cache rows' if self.cache_rows else ''} x {self.n_positions} positions x {self.layers} layers x 2 x {self.kv_heads} KV heads"
             f" x {self.head_dim} x {dtypes.BY_NAME[self.dtype].itemsize} bytes {self.dtype}) = {gib(self.total_bytes)}"
         )
 
@@ -141,6 +149,7 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
         head_dim=head_dim,
         dtype=name,
         weights_bytes=weights,
+        native=llama_support(config) is None,
     )
 
 
@@ -181,18 +190,38 @@ def available_memory(device: str) -> tuple[int | None, str]:
     return host_available_bytes(), "available host memory (MemAvailable within the cgroup limit)"
 
 
+def memory_budget(config: HandlerConfig, device: str) -> tuple[int | None, str]:
+    """The budget in bytes (``config.memory_budget``, else ``DEFAULT_BUDGET_FRACTION`` of
+    ``available_memory(device)``; None when unknown) and where it comes from."""
+    if config.memory_budget is not None:
+        return config.memory_budget, f"{config.origin('memory_budget')}={config.memory_budget}"
+    available, where = available_memory(device)
+    if available is None:
+        return None, f"{where} unknown"
+    return (int(available * DEFAULT_BUDGET_FRACTION),
+            f"{DEFAULT_BUDGET_FRACTION:.0%} of {gib(available)} {where}; set option.memory_budget to change it")
+
+
+def with_prefix_cache(plan: MemoryPlan, config: HandlerConfig, device: str) -> MemoryPlan:
+    """``plan`` with its prefix-cache rows: none when ``enable_prefix_caching`` is off or the native
+    forward does not run the model; ``prefix_cache_rows`` when set (``check_budget`` then holds it to
+    the budget); else as many as the budget leaves room for beside the slots, up to one per slot."""
+    if not config.enable_prefix_caching or not plan.native:
+        return plan
+    if config.prefix_cache_rows is not None:
+        return dataclasses.replace(plan, cache_rows=config.prefix_cache_rows)
+    budget, _ = memory_budget(config, device)
+    room = plan.slots if budget is None else max(budget - plan.total_bytes, 0) // plan.row_bytes
+    return dataclasses.replace(plan, cache_rows=int(min(plan.slots, room)))
+
+
 def check_budget(plan: MemoryPlan, config: HandlerConfig, device: str) -> None:
     """Log ``plan``; raise ``ConfigError`` naming the options to change when it exceeds the budget
-    (``config.memory_budget``, else ``DEFAULT_BUDGET_FRACTION`` of ``available_memory(device)``)."""
-    if config.memory_budget is not None:
-        budget, why = config.memory_budget, f"{config.origin('memory_budget')}={config.memory_budget}"
-    else:
-        available, where = available_memory(device)
-        if available is None:
-            logger.info("memory plan: %s (not checked: %s unknown)", plan.describe(), where)
-            return
-        budget = int(available * DEFAULT_BUDGET_FRACTION)
-        why = f"{DEFAULT_BUDGET_FRACTION:.0%} of {gib(available)} {where}; set option.memory_budget to change it"
+    (:func:`memory_budget`)."""
+    budget, why = memory_budget(config, device)
+    if budget is None:
+        logger.info("memory plan: %s (not checked: %s)", plan.describe(), why)
+        return
     logger.info("memory plan: %s; budget %s (%s)", plan.describe(), gib(budget), why)
     if plan.total_bytes <= budget:
         return
@@ -200,6 +229,8 @@ def check_budget(plan: MemoryPlan, config: HandlerConfig, device: str) -> None:
     n_pos_key, dtype_key = config.origin("n_positions"), config.origin("dtype")
     budget_key = config.origin("memory_budget")
     advice = f"lower {slots_key} (now {plan.slots}) or {n_pos_key} (now {plan.n_positions})"
+    if plan.cache_rows:
+        advice += f", lower {config.origin('prefix_cache_rows')} (now {plan.cache_rows})"
     if plan.dtype == "fp32":
         advice += f", set {dtype_key}=bf16 (halves both)"
     message = (f"the model needs {gib(plan.total_bytes)} ({plan.describe()}) but the memory budget is {gib(budget)}"

@@ -269,10 +269,12 @@ class NativeLlama:
         return self.step(DecodeRows(rows, first, tokens, positions, width), None)[0]
 
     def step(
-        self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None
+        self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None,
+        starts: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One forward for a step: decode rows (one token each) and prompts (each into its row
-        from column 0), every matmul on all their tokens at once. Returns (decode logits
+        from column ``starts[i]``, 0 by default: the columns before it already hold the prompt's
+        first ``starts[i]`` tokens, a cached prefix), every matmul on all their tokens at once. Returns (decode logits
         ``[n, vocab]``, prompt last-position logits ``[p, vocab]``), float32, ``None`` for a
         part not given; each part's logits are what its own call would return, up to float
         rounding (a matmul may block a larger batch differently).
@@ -297,15 +299,17 @@ class NativeLlama:
         spans: list[tuple[int, int]] = []
         prompt_rows: Sequence[int] = ()
         last = None
+        first_columns: Sequence[int] = ()
         if prefill is not None:
             prompt_rows, prompts = prefill
-            lengths = [len(p) for p in prompts]
+            first_columns = list(starts) if starts is not None else [0] * len(prompts)
+            lengths = [len(p) - start for p, start in zip(prompts, first_columns)]  # tokens computed
             total = sum(lengths)
             ends = [n + end for end in itertools.accumulate(lengths)]
             spans = [(end - length, end) for end, length in zip(ends, lengths)]
             # One host tensor, one copy to the device: tokens, positions, each token's row, last indices.
-            flat: list[int] = [token for prompt in prompts for token in prompt]
-            flat.extend(pos for length in lengths for pos in range(length))
+            flat: list[int] = [token for prompt, start in zip(prompts, first_columns) for token in prompt[start:]]
+            flat.extend(pos for prompt, start in zip(prompts, first_columns) for pos in range(start, len(prompt)))
             flat.extend(row for row, length in zip(prompt_rows, lengths) for _ in range(length))
             flat.extend(end - 1 for end in ends)
             packed = torch.tensor(flat, dtype=torch.long).to(device, non_blocking=True)
@@ -316,7 +320,7 @@ class NativeLlama:
         tokens, pos, owner = (parts[0] if len(parts) == 1 else torch.cat(parts)
                               for parts in (parts_tokens, parts_pos, parts_owner))
         ops: StepOps = KernelOps(self, self._kernels, self._bound, pos, owner) if self._bound is not None \
-            else TorchOps(self, pos, owner, decode, spans, prompt_rows)
+            else TorchOps(self, pos, owner, decode, spans, prompt_rows, first_columns)
         x, delta = F.embedding(tokens, self.embed), None
         for i, layer in enumerate(self.layers):
             x, h = ops.add_norm(x, delta, layer.attn_norm)

@@ -42,7 +42,7 @@ class StepOps(Protocol):
     def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """The step's attention, ``q [count, heads * head_dim]`` -> ``[count, heads * head_dim]``:
         each decode row over its row's columns ``0..position``, each prompt token causally over
-        its prompt (the columns ``rope_write`` just wrote)."""
+        its prompt (the columns ``rope_write`` just wrote, after any cached prefix's)."""
 
 
 class TorchOps:
@@ -52,9 +52,11 @@ class TorchOps:
     grouped-query attention reads K/V without repeating them."""
 
     def __init__(self, model: NativeLlama, positions: torch.Tensor, owners: torch.Tensor,
-                 decode: DecodeRows | None, spans: Sequence[tuple[int, int]], prompt_rows: Sequence[int]) -> None:
+                 decode: DecodeRows | None, spans: Sequence[tuple[int, int]], prompt_rows: Sequence[int],
+                 starts: Sequence[int] = ()) -> None:
         self.m = model
         self.spans, self.prompt_rows = spans, prompt_rows
+        self.starts = list(starts) or [0] * len(spans)  # each prompt's first computed column
         self.cos = model.cos.index_select(0, positions)[:, None, :]
         self.sin = model.sin.index_select(0, positions)[:, None, :]
         kv = model.kv_heads
@@ -103,12 +105,15 @@ class TorchOps:
         n = 0 if self.decode is None else self.decode.rows.shape[0]
         if n:
             out[:n] = self._decode_attention(layer, q[:n]).unflatten(1, (heads, dim))
-        for row, (start, end) in zip(self.prompt_rows, self.spans):
-            # A prompt attends to itself only, causally: read back the row just written.
+        for row, (start, end), first in zip(self.prompt_rows, self.spans, self.starts):
+            # A prompt attends to itself only, causally: read back the row just written (and, from
+            # a cached prefix, the ``first`` columns before it).
             prompt_q = q[start:end].unflatten(1, (heads, dim)).transpose(0, 1)[None]
-            keys = m.keys[layer, row, :, : end - start][None]
-            values = m.values[layer, row, :, : end - start][None]
-            attended = F.scaled_dot_product_attention(prompt_q, keys, values, is_causal=True,
+            keys = m.keys[layer, row, :, : first + end - start][None]
+            values = m.values[layer, row, :, : first + end - start][None]
+            mask = None if first == 0 else torch.ones(
+                end - start, first + end - start, dtype=torch.bool, device=q.device).tril(diagonal=first)
+            attended = F.scaled_dot_product_attention(prompt_q, keys, values, attn_mask=mask, is_causal=first == 0,
                                                       enable_gqa=m.kv_heads != heads)
             out[start:end] = attended[0].transpose(0, 1)
         return out.view(q.shape[0], heads * dim)

@@ -1,0 +1,115 @@
+"""Prefix caching: the index (``engine/prefix_cache.py``) and, on tiny real models, greedy output
+identical with and without the cache for every architecture the native forward runs (with the CPU
+kernels and with torch ops), with decode rows and joining prompts in one step, and with fewer
+cached rows than conversations (eviction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from djl_python.backends.pytorch.backend import PyTorchBackend
+from djl_python.engine import Engine, SamplingParams
+from djl_python.engine.prefix_cache import PrefixCache
+from tests.models import ARCHS
+
+NATIVE = ("llama", "mistral")  # the native forward's architectures (native/llama.py LLAMA_FAMILY)
+
+
+def test_lookup_finds_the_longest_whole_block_prefix_and_leaves_a_token_to_compute() -> None:
+    cache = PrefixCache(rows=2, block=4)
+    assert cache.store(list(range(10))) == (0, 8)  # whole blocks only
+    assert cache.lookup(list(range(8)) + [99]) == (0, 8)
+    assert cache.lookup(list(range(8))) == (0, 4)  # a prompt of exactly 8: one token must be computed
+    assert cache.lookup([0, 1, 2, 9, 4, 5]) is None  # differs inside the first block
+    assert cache.lookup(list(range(6)) + [7, 7, 7]) == (0, 4)
+    assert cache.store([1, 2, 3]) is None  # less than a block
+    assert cache.store(list(range(8))) is None  # already held by row 0
+    assert (cache.hit_tokens, cache.prompt_tokens) == (16, 9 + 8 + 6 + 9)
+
+
+def test_least_recently_used_row_is_overwritten_and_its_prefixes_forgotten() -> None:
+    cache = PrefixCache(rows=2, block=2)
+    a, b, c = [1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]
+    assert cache.store(a)[0] == 0 and cache.store(b)[0] == 1
+    assert cache.lookup(a + [5]) == (0, 4)  # a is now the most recent
+    assert cache.store(c) == (1, 4)  # b's row goes
+    assert cache.lookup(b + [5]) is None and cache.lookup(c + [5]) == (1, 4)
+    cache.forget(1)
+    assert cache.lookup(c + [5]) is None
+    assert cache.store(b) == (1, 4)  # a forgotten row is the first reused
+
+
+def test_a_hash_collision_costs_a_miss_never_a_wrong_prefix(monkeypatch) -> None:
+    cache = PrefixCache(rows=1, block=2)
+    monkeypatch.setattr(cache, "_chain", lambda tokens: [7] * (len(tokens) // 2))  # every block collides
+    cache.store([1, 2, 3, 4])
+    assert cache.lookup([1, 2, 9, 9, 5]) == (0, 2)
+    assert cache.lookup([5, 6, 3, 4, 5]) is None
+
+
+def conversations(engine: Engine, turns: int, people: int, max_new: int = 10) -> list[list[int]]:
+    """Each of ``people`` chats ``turns`` times over a shared system prompt; every turn's prompt is
+    the whole history (what a chat template renders) plus a new question."""
+    system = [(7 * i) % 400 + 20 for i in range(70)]
+    history = {p: system + [450 + p] for p in range(people)}
+    out = []
+    for turn in range(turns):
+        results = engine.generate([history[p] for p in range(people)],
+                                  SamplingParams(max_new_tokens=max_new, ignore_eos=True))
+        for p, result in enumerate(results):
+            out.append(result.token_ids)
+            history[p] = history[p] + result.token_ids + [460 + turn, 461 + p]
+    return out
+
+
+@pytest.mark.parametrize("arch", NATIVE)
+@pytest.mark.parametrize("kernels", [True, False])
+def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory, arch: str, kernels: bool) -> None:
+    folder = tiny_model_factory(arch)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def engine(rows: int) -> Engine:
+        return Engine(PyTorchBackend.load(folder, max_slots=3, n_positions=256, prefix_cache_rows=rows,
+                                          cpu_kernels=kernels), tokenizer)
+
+    plain = conversations(engine(0), turns=3, people=3)
+    cached_engine = engine(3)
+    assert conversations(cached_engine, turns=3, people=3) == plain
+    assert cached_engine.prefix_cache.hit_rate > 0.5  # turns 2 and 3 reuse the history
+    few_rows = engine(1)  # three conversations, one cached row: most lookups miss, none is wrong
+    assert conversations(few_rows, turns=3, people=3) == plain
+
+
+def test_cached_prompts_join_a_step_beside_running_decodes(tiny_llama: Path) -> None:
+    """A cached prompt admitted while other requests decode (one forward for both parts)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    shared = [(5 * i) % 300 + 10 for i in range(48)]
+    prompts = [shared + [j] for j in range(4)]
+
+    def run(rows: int) -> list[list[int]]:
+        engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=4, n_positions=256, prefix_cache_rows=rows),
+                        tokenizer)
+        engine.generate([prompts[0][:-1] + [99]], SamplingParams(max_new_tokens=4, ignore_eos=True))  # fills a row
+        first = engine.add_request(prompts[0], SamplingParams(max_new_tokens=20, ignore_eos=True))
+        engine.step()
+        engine.step()  # the first request is decoding now
+        later = [engine.add_request(p, SamplingParams(max_new_tokens=8, ignore_eos=True)) for p in prompts[1:]]
+        tokens: dict[str, list[int]] = {rid: [] for rid in [first, *later]}
+        while engine.has_unfinished():
+            for out in engine.step():
+                tokens[out.request_id] += out.token_ids
+        if rows:
+            assert engine.prefix_cache.hit_tokens >= 4 * 48
+        return [tokens[rid] for rid in [first, *later]]
+
+    assert run(2) == run(0)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NATIVE][:2])
+def test_architectures_on_the_hugging_face_forward_keep_no_cache(tiny_model_factory, arch: str) -> None:
+    backend = PyTorchBackend.load(tiny_model_factory(arch), max_slots=2, n_positions=64, prefix_cache_rows=2)
+    assert backend.limits.prefix_cache_rows == 0
+    assert Engine(backend, AutoTokenizer.from_pretrained(str(tiny_model_factory(arch)))).prefix_cache is None
