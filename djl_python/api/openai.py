@@ -183,6 +183,7 @@ class ChatCompletionRequest(_Common):
     tools: Optional[FailFastList[ToolDefinition]] = None
     tool_choice: Optional[ToolChoice] = None
     parallel_tool_calls: Optional[bool] = None
+    tool_prompt: Optional[str] = None  # TGI's (its Python client sends null); refused when set
 
     def tool_plan(self, tool_parser: Optional[str]) -> ToolPlan:
         """What the tools ask for (``djl_python.api.tools``); ``tool_parser`` is the server's, or None
@@ -195,9 +196,12 @@ class ChatCompletionRequest(_Common):
         plan = self.tool_plan(tool_parser)
         output = self.output_constraint()
         forced = plan.constraint()
-        if output is not None and plan.mode != "none":
+        if output is not None and forced is not None:  # as vLLM: not with a forced call (TGI: never with tools)
             raise InvalidRequest("response_format" if self.response_format else "structured_outputs",
-                                 "cannot be combined with tool calls: use either an output constraint or tools")
+                                 f"cannot be combined with tool_choice {plan.mode!r}: the call's grammar already "
+                                 "decides the output")
+        if self.tool_prompt is not None:
+            raise InvalidRequest("tool_prompt", "TGI's tool prompt is not supported; the chat template renders the tools")
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("top_logprobs", "requires logprobs=true")
         if self.max_completion_tokens is not None:

@@ -4,9 +4,9 @@ The shapes are the ones clients already send:
 
 * OpenAI ``response_format`` (chat and completions): ``{"type": "text"}``,
   ``{"type": "json_object"}`` (any JSON object) and ``{"type": "json_schema", "json_schema":
-  {"name", "description"?, "schema"?, "strict"?}}``; a missing ``schema`` allows any JSON value.
-  ``strict`` is accepted and always holds: the grammar enforces the schema. TGI's chat route
-  sends ``{"type": "json" | "regex", "value": ...}`` here, and that is accepted too.
+  {"name", "description"?, "schema", "strict"?}}``. ``strict`` is accepted and always holds: the
+  grammar enforces the schema. TGI's chat route sends ``{"type": "json" | "json_object" | "regex" |
+  "json_schema", "value": ...}`` here, and that is accepted too.
 * vLLM's ``structured_outputs`` (``StructuredOutputsParams``, vllm/sampling_params.py): exactly
   one of ``json`` (a schema object or its JSON text), ``regex``, ``choice``, ``grammar`` (Lark or
   GBNF) and ``json_object``; ``disable_any_whitespace`` (compact JSON),
@@ -56,10 +56,13 @@ class ResponseFormat(_Body):
         if self.type == "text":
             return None
         if self.type == "json_schema":
+            if self.json_schema is None and isinstance(self.value, dict):  # TGI's chat route: {"value": {"schema"}}
+                return _tgi_value("json_schema", self.value, f"{field}.value")
             if self.json_schema is None:
                 raise InvalidRequest(f"{field}.json_schema", "required when type is 'json_schema'")
-            schema = self.json_schema.schema_
-            return Constraint.json_schema(True if schema is None else schema, f"{field}.json_schema.schema")
+            if self.json_schema.schema_ is None:  # as vLLM: a json_schema format without a schema constrains nothing
+                raise InvalidRequest(f"{field}.json_schema.schema", "required: the JSON schema the output must match")
+            return Constraint.json_schema(self.json_schema.schema_, f"{field}.json_schema.schema")
         if self.type == "json_object" and self.value is None:
             return Constraint.json_schema(ANY_JSON_OBJECT, field)
         return _tgi_value(self.type, self.value, f"{field}.value")

@@ -7,14 +7,16 @@ Formats, as vLLM's parsers read them (vllm-project/vllm ``vllm/tool_parsers/``):
   content; text after the calls is dropped. Any call that is not valid JSON with ``name`` and
   ``arguments`` makes the whole output plain content (no calls).
 * ``llama3_json`` (Llama 3.1+ JSON tool calling): an optional ``<|python_tag|>``, then JSON objects
-  ``{"name": ..., "parameters" | "arguments": {...}}`` separated by ``;``. Every ``{`` is read as the
-  start of an object; one that does not parse makes the whole output plain content.
+  ``{"name": ..., "parameters" | "arguments": {...}}`` separated by ``;``. The calls start at the first
+  ``{`` (or the tag); text before it is the content (vLLM drops it); every later ``{`` is read as
+  the start of an object, and one that does not parse makes the whole output plain content.
 * ``required``: the grammar's JSON list of ``{"name", "parameters"}``; named: the text is the
   arguments of the forced function.
 
 Streaming (``ToolCallStream``): a named call streams its arguments as they come; ``required`` and
 ``auto`` stream content while no call can have started (hermes holds back a possible partial
-``<tool_call>``; llama3_json decides on the first non-blank character) and send each call whole,
+``<tool_call>``, llama3_json a possible partial ``<|python_tag|>``, and both buffer from where a
+call may start) and send each call whole,
 with its ``id``, ``name`` and ``arguments``, at the end of the output. The concatenated deltas
 always equal the whole (non-streamed) result. With ``parallel_tool_calls`` false only the first
 call is kept. Call ids are ``chatcmpl-tool-<32 hex>``, as vLLM's.
@@ -74,9 +76,10 @@ def parse_hermes(text: str) -> tuple[Optional[str], list[ToolCall]]:
 
 
 def parse_llama3_json(text: str) -> tuple[Optional[str], list[ToolCall]]:
-    body = text.replace(PYTHON_TAG, "")
-    if "{" not in body:
+    start = _llama3_start(text)
+    if start == -1:
         return text, []
+    body = text[start:].replace(PYTHON_TAG, "")
     decoder = json.JSONDecoder()
     calls, i = [], body.find("{")
     try:
@@ -87,7 +90,15 @@ def parse_llama3_json(text: str) -> tuple[Optional[str], list[ToolCall]]:
             i = body.find("{", end)
     except (ValueError, KeyError, TypeError):
         return text, []
-    return None, calls
+    if not calls:
+        return text, []
+    return text[:start] or None, calls
+
+
+def _llama3_start(text: str, begin: int = 0) -> int:
+    """Where a llama3_json call may start: the first ``<|python_tag|>`` or ``{`` from ``begin`` (-1: none)."""
+    found = [i for i in (text.find(PYTHON_TAG, begin), text.find("{", begin)) if i != -1]
+    return min(found) if found else -1
 
 
 def parse_required(text: str) -> tuple[Optional[str], list[ToolCall]]:
@@ -154,15 +165,11 @@ class ToolCallStream:
                 self._buffering = True
                 return start
             return len(self.text) - _partial_suffix(self.text, HERMES_OPEN)
-        stripped = self.text.lstrip()
-        if not stripped:
-            return self._sent  # blanks so far: nothing decided
-        if stripped[0] == "{" or stripped.startswith(PYTHON_TAG):
+        start = _llama3_start(self.text, self._sent)
+        if start != -1:
             self._buffering = True
-            return self._sent
-        if PYTHON_TAG.startswith(stripped):
-            return self._sent
-        return len(self.text)
+            return start
+        return len(self.text) - _partial_suffix(self.text, PYTHON_TAG)
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
         """At the end of the output: the content held back and every call not yet sent."""

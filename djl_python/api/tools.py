@@ -6,7 +6,8 @@ protocol and ``get_json_schema_from_tools`` in ``vllm/tool_parsers/utils.py``):
 
 * ``tools`` present and ``tool_choice`` unset means ``auto``; no tools means ``none``. ``tools: []``,
   a ``tool_choice`` other than ``none`` without tools, and a named function not among the tools
-  are 400s.
+  are 400s. ``type`` defaults to ``"function"``, as vLLM's; a function's schema may be called
+  ``arguments`` (TGI) as well as ``parameters``.
 * ``none``: the tools still reach the chat template; the output is plain content.
 * ``auto``: the model decides; its text is read by the configured ``tool_call_parser``
   (``djl_python.api.tool_parsers``). Without ``enable_auto_tool_choice`` it is a 400 with vLLM's
@@ -27,12 +28,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from djl_python.engine.request import Constraint, InvalidRequest
 
 ToolMode = Literal["none", "auto", "required", "named"]
-AUTO_NEEDS_PARSER = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+AUTO_NEEDS_PARSER = ('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set '
+                     "(here: option.enable_auto_tool_choice=true and option.tool_call_parser)")
 
 
 class _Body(BaseModel):
@@ -40,14 +42,15 @@ class _Body(BaseModel):
 
 
 class FunctionDefinition(_Body):
-    name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    name: str = Field(min_length=1)
     description: Optional[str] = None
-    parameters: Optional[dict[str, Any]] = None
+    # TGI's tool definitions may call the schema ``arguments``.
+    parameters: Optional[dict[str, Any]] = Field(default=None, validation_alias=AliasChoices("parameters", "arguments"))
     strict: Optional[bool] = None
 
 
 class ToolDefinition(_Body):
-    type: Literal["function"]
+    type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
@@ -56,7 +59,7 @@ class FunctionName(_Body):
 
 
 class NamedToolChoice(_Body):
-    type: Literal["function"]
+    type: Literal["function"] = "function"
     function: FunctionName
 
 
@@ -91,8 +94,8 @@ class ToolPlan:
     def constraint(self) -> Optional[Constraint]:
         """The grammar a ``required`` or named choice imposes; None for ``none`` and ``auto``."""
         if self.mode == "named":
-            tool = next(t for t in self.tools if t.function.name == self.function)
-            return Constraint.json_schema(_parameters(tool), "tool_choice")
+            index = next(i for i, t in enumerate(self.tools) if t.function.name == self.function)
+            return Constraint.json_schema(_parameters(self.tools[index]), f"tools.{index}.function.parameters")
         if self.mode == "required":
             return Constraint.json_schema(required_schema(self.tools, self.parallel), "tools")
         return None
@@ -106,8 +109,6 @@ def plan_tools(tools: Optional[Sequence[ToolDefinition]], tool_choice: Optional[
         raise InvalidRequest("tools", "must not be an empty array; give at least one tool or leave the field out")
     tools = tuple(tools or ())
     names = [t.function.name for t in tools]
-    if len(set(names)) != len(names):
-        raise InvalidRequest("tools", "function names must be unique")
     choice = tool_choice if tool_choice is not None else ("auto" if tools else "none")
     parallel = parallel_tool_calls is not False
     if choice == "none":

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -41,27 +41,41 @@ from djl_python.engine.constraint import Constraint
 from djl_python.engine.errors import InvalidRequest
 
 class GrammarViolation(RuntimeError):
-    """A token was chosen that the request's grammar does not allow (the mask was not applied)."""
+    """The request's grammar refused a token, or failed (llguidance's error state: a resource limit
+    or an internal error mid-output); the request ends with an error, never as a normal stop."""
 
 
 class GrammarMatcher:
-    """One request's position in its grammar (wraps an ``llguidance.LLMatcher``)."""
+    """One request's position in its grammar (wraps an ``llguidance.LLMatcher``).
 
-    def __init__(self, matcher: Any) -> None:
+    ``eos_alias`` maps the engine's other EOS ids to the one llguidance knows, where the installed
+    llguidance takes a single EOS id (1.3, the newest for Python 3.9).
+    """
+
+    def __init__(self, matcher: Any, eos_alias: Mapping[int, int]) -> None:
         self._matcher = matcher
+        self._eos_alias = eos_alias
 
     @property
     def done(self) -> bool:
-        """The grammar is complete and allows nothing more (only EOS)."""
-        return bool(self._matcher.is_stopped())
+        """The grammar is complete and allows nothing more (only EOS); an errored matcher is not done."""
+        return bool(self._matcher.is_stopped()) and not self._matcher.is_error()
 
     def accepts(self, token: int) -> bool:
-        """Whether the grammar allows ``token`` next (the matcher does not advance)."""
+        """Whether ``token`` is the token the grammar's mask would pick among equals: allowed next and,
+        where the grammar forces the next bytes, their canonical first token (llguidance's mask then
+        allows that one alone, though a shorter token spelling a prefix of them would also validate)."""
+        token = self._eos_alias.get(token, token)
+        forced = self._matcher.compute_ff_tokens()
+        if forced:
+            return bool(token == forced[0])
         return bool(self._matcher.validate_tokens([token]) == 1)
 
     def consume(self, token: int) -> None:
-        if not self._matcher.consume_token(token):
-            raise GrammarViolation(f"token {token} does not match the grammar: {self._matcher.get_error()}")
+        """Advance past ``token``; ``GrammarViolation`` when it is refused or the grammar fails."""
+        accepted = self._matcher.consume_token(self._eos_alias.get(token, token))
+        if not accepted or self._matcher.is_error():
+            raise GrammarViolation(f"token {token} ended the output's grammar: {_one_line([self._matcher.get_error()])}")
 
     @property
     def raw(self) -> Any:
@@ -78,16 +92,19 @@ class GrammarCompiler:
         self.max_cached = max_cached
         self._lock = threading.Lock()
         self._ll_tokenizer: Any = None
+        self._eos_alias: dict[int, int] = {}  # filled when llguidance takes a single EOS id
         self._executor: Any = None
         self._pool: Any = None  # the background thread of ``masks_during``, started on first use
         self._cache: OrderedDict[Constraint, Any] = OrderedDict()
+        self._compiling: dict[Constraint, threading.Event] = {}  # one compile per constraint at a time
         self.hits = 0
         self.misses = 0
 
     def _tokenizer(self, field: str) -> Any:
-        """llguidance's view of the tokenizer, built once (it walks the whole vocabulary)."""
+        """llguidance's view of the tokenizer, built once (it walks the whole vocabulary). Under the lock."""
         if self._ll_tokenizer is None:
             try:
+                import llguidance
                 import llguidance.hf
             except ImportError:
                 raise InvalidRequest(field, "constrained decoding needs the llguidance package, which is "
@@ -97,39 +114,58 @@ class GrammarCompiler:
                     self._ll_tokenizer = llguidance.hf.from_tokenizer(
                         self._hf_tokenizer, n_vocab=self.vocab_size, eos_token=self._eos_ids or None)
                 except TypeError:  # older llguidance (1.3, the newest for Python 3.9) takes one EOS id
+                    primary = self._primary_eos()
                     self._ll_tokenizer = llguidance.hf.from_tokenizer(
-                        self._hf_tokenizer, n_vocab=self.vocab_size,
-                        eos_token=self._eos_ids[0] if self._eos_ids else None)
+                        self._hf_tokenizer, n_vocab=self.vocab_size, eos_token=primary)
+                    if primary is not None:
+                        self._eos_alias = {eos: primary for eos in self._eos_ids if eos != primary}
             except Exception as err:  # noqa: BLE001 - a slow (non-Rust) tokenizer, for one
                 raise InvalidRequest(field, f"constrained decoding is not available for this model's "
                                      f"tokenizer: {err}") from None
+            self._executor = llguidance.LLExecutor()
         return self._ll_tokenizer
 
-    def matcher(self, constraint: Constraint) -> GrammarMatcher:
-        """A fresh matcher for ``constraint``; ``InvalidRequest(constraint.field)`` if it cannot compile."""
-        import llguidance
+    def _primary_eos(self) -> Optional[int]:
+        """The one EOS id for an llguidance that takes one: the tokenizer's own (a chat model's end of
+        turn) when the engine stops on it, else the engine's first."""
+        own = getattr(self._hf_tokenizer, "eos_token_id", None)
+        if own in self._eos_ids:
+            return int(own)
+        return self._eos_ids[0] if self._eos_ids else None
 
-        with self._lock:
-            template = self._cache.get(constraint)
-            if template is not None:
-                self._cache.move_to_end(constraint)
-                self.hits += 1
-                return GrammarMatcher(template.deep_copy())
-            tokenizer = self._tokenizer(constraint.field)
-        grammar = _grammar_text(constraint)
-        # Compiled outside the lock: other schemas (and cache hits) need not wait for this one.
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, tokenizer)
-        if is_error:
-            raise InvalidRequest(constraint.field, f"cannot be compiled: {_one_line(messages)}")
-        template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
-        if template.is_error():
-            raise InvalidRequest(constraint.field, f"cannot be compiled: {template.get_error()}")
-        with self._lock:
-            self.misses += 1
-            self._cache[constraint] = template
-            while len(self._cache) > self.max_cached:
-                self._cache.popitem(last=False)
-        return GrammarMatcher(template.deep_copy())
+    def matcher(self, constraint: Constraint) -> GrammarMatcher:
+        """A fresh matcher for ``constraint``; ``InvalidRequest(constraint.field)`` if it cannot compile.
+        Concurrent requests for one uncached constraint wait for a single compile."""
+        while True:
+            with self._lock:
+                template = self._cache.get(constraint)
+                if template is not None:
+                    self._cache.move_to_end(constraint)
+                    self.hits += 1
+                    return GrammarMatcher(template.deep_copy(), self._eos_alias)
+                tokenizer = self._tokenizer(constraint.field)
+                pending = self._compiling.get(constraint)
+                if pending is None:
+                    self._compiling[constraint] = threading.Event()
+                    break
+            pending.wait()  # another thread compiles it; then it is cached (or failed: compile again)
+        try:
+            import llguidance  # importable: _tokenizer checked it
+
+            grammar = _grammar_text(constraint)
+            # Compiled outside the lock, once (the constructor compiles; errors leave it in error state).
+            template = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+            if template.is_error():
+                raise InvalidRequest(constraint.field, f"cannot be compiled: {_one_line([template.get_error()])}")
+            with self._lock:
+                self.misses += 1
+                self._cache[constraint] = template
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
+        finally:
+            with self._lock:
+                self._compiling.pop(constraint).set()
+        return GrammarMatcher(template.deep_copy(), self._eos_alias)
 
     def masks_during(self, matchers: Sequence[GrammarMatcher]) -> StepMasks:
         """Start computing ``matchers``' masks in a background thread (nothing to start for none)."""
@@ -143,16 +179,16 @@ class GrammarCompiler:
 
     def fill_masks(self, matchers: Sequence[GrammarMatcher]) -> np.ndarray:
         """``[len(matchers), ceil(vocab / 32)]`` int32 bits of the tokens each matcher allows next."""
-        import llguidance
         import llguidance.numpy as llnp
 
         masks = llnp.allocate_token_bitmask(len(matchers), self.vocab_size)
         if len(matchers) == 1:
             llnp.fill_next_token_bitmask(matchers[0].raw, masks, 0)
-            return masks
-        if self._executor is None:
-            self._executor = llguidance.LLExecutor()
-        llnp.fill_next_token_bitmask_par(self._executor, [(m.raw, i) for i, m in enumerate(matchers)], masks)
+        else:  # the executor exists: it was made with the tokenizer, before any matcher
+            llnp.fill_next_token_bitmask_par(self._executor, [(m.raw, i) for i, m in enumerate(matchers)], masks)
+        for alias, primary in self._eos_alias.items():  # where the one EOS llguidance knows is allowed, all are
+            allowed = (masks[:, primary // 32] >> (primary % 32)) & 1
+            masks[:, alias // 32] |= (allowed << (alias % 32)).astype(np.int32)
         return masks
 
 

@@ -172,6 +172,8 @@ class SamplingParams:
             bad("min_p", f"must be in [0, 1], got {self.min_p!r}")
         if not isinstance(self.min_tokens, int) or isinstance(self.min_tokens, bool) or self.min_tokens < 0:
             bad("min_tokens", f"must be a non-negative integer, got {self.min_tokens!r}")
+        elif self.min_tokens and self.constraint is not None:
+            bad("min_tokens", "cannot be combined with an output constraint: its grammar decides where the output ends")
         elif self.min_tokens > self.max_new_tokens:
             bad("min_tokens", f"must be <= the maximum number of new tokens ({self.max_new_tokens}), "
                 f"got {self.min_tokens}")

@@ -147,16 +147,14 @@ class AsyncEngine:
         rid = request_id or uuid.uuid4().hex
         matcher = None
         if params.constraint is not None:
+            with self._cond:  # an overloaded server refuses before spending a compile on the request
+                self._check_room()
             # Compiled here, in a worker thread: a large schema never stalls the engine loop, and one
             # that cannot compile is refused (InvalidRequest) before it is queued.
             matcher = await asyncio.to_thread(self.core.compile_constraint, params.constraint)
         stream = _Stream(rid, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
-            if self._waiting_for_a_slot() >= self.max_waiting_requests:
-                raise ServerOverloaded(
-                    f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})",
-                    self.retry_after,
-                )
+            self._check_room()
             self._commands.append(("add", (stream, list(prompt_ids), params, matcher)))
             self._pending_adds += 1
             self._cond.notify()
@@ -184,6 +182,12 @@ class AsyncEngine:
             self._in_flight.discard(rid)
             if not finished:
                 self.abort(rid)
+
+    def _check_room(self) -> None:
+        """``ServerOverloaded`` when the waiting queue is full (under ``_cond``)."""
+        if self._waiting_for_a_slot() >= self.max_waiting_requests:
+            raise ServerOverloaded(
+                f"too many requests waiting (max_waiting_requests={self.max_waiting_requests})", self.retry_after)
 
     def _waiting_for_a_slot(self) -> int:
         """Requests that would still wait for a slot once every free slot is taken (under ``_cond``).

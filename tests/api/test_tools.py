@@ -32,6 +32,17 @@ def chat(**fields):
     return validate(ChatCompletionRequest, {"messages": USER, **fields})
 
 
+def test_tool_definitions_are_read_as_vllm_and_tgi_write_them():
+    untyped = chat(tools=[{"function": {"name": "server:lookup", "arguments": {"type": "object"}}}],
+                   tool_choice={"function": {"name": "server:lookup"}})
+    plan = untyped.tool_plan(None)
+    assert plan.mode == "named" and plan.tools[0].function.parameters == {"type": "object"}
+    with pytest.raises(InvalidRequest) as prompt:
+        chat(tools=[WEATHER], tool_choice="none", tool_prompt="Use the tools").to_sampling_params({})
+    assert prompt.value.field == "tool_prompt"
+    assert chat(tools=[WEATHER], tool_choice="none", tool_prompt=None).to_sampling_params({}).constraint is None
+
+
 def test_tool_choice_defaults_and_refusals_follow_vllm():
     with pytest.raises(InvalidRequest, match="requires --enable-auto-tool-choice") as auto:
         plan_tools(tools(WEATHER), None, None, None)  # tools without tool_choice means auto
@@ -59,7 +70,7 @@ def test_forced_choices_become_grammars_and_refuse_a_second_constraint():
     named = chat(tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "get_weather"}})
     params = named.to_sampling_params({})
     assert json.loads(params.constraint.value) == WEATHER["function"]["parameters"]
-    assert params.constraint.field == "tool_choice"
+    assert params.constraint.field == "tools.0.function.parameters"  # a schema that fails to compile is named there
     required = chat(tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False).to_sampling_params({})
     schema = json.loads(required.constraint.value)
     assert schema["maxItems"] == 1 and schema["$defs"] == {"unit": {"enum": ["C", "F"]}}
@@ -69,6 +80,9 @@ def test_forced_choices_become_grammars_and_refuse_a_second_constraint():
     with pytest.raises(InvalidRequest) as both:
         chat(tools=[WEATHER], tool_choice="required", response_format={"type": "json_object"}).to_sampling_params({})
     assert both.value.field == "response_format"
+    # As vLLM: with auto, the output constraint applies (the model may still answer instead of calling).
+    auto = chat(tools=[WEATHER], response_format={"type": "json_object"}).to_sampling_params({}, "hermes")
+    assert json.loads(auto.constraint.value) == {"type": "object"}
     assert "maxItems" not in required_schema(tools(WEATHER), parallel=True)
 
 
@@ -82,6 +96,8 @@ PARSED = [
     ("llama3_json", '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}; '
      '{"name": "get_time", "arguments": {}}', None, [("get_weather", {"city": "Paris"}), ("get_time", {})]),
     ("llama3_json", "It is sunny.", "It is sunny.", []),
+    ("llama3_json", 'Sure! {"name": "get_time", "arguments": {}}', "Sure! ", [("get_time", {})]),  # prose first
+    ("llama3_json", "Use {braces} freely.", "Use {braces} freely.", []),
     ("llama3_json", '{"name": "get_weather", "parameters": {"city": ', '{"name": "get_weather", "parameters": {"city": ',
      []),
 ]

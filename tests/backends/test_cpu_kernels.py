@@ -362,7 +362,7 @@ def test_one_forward_step_gives_what_the_two_calls_give(use_kernel: bool, tiny_m
     prompts = [joining[s] for s in joined]
     forward, calls = fused._forward, []
     step = forward.step
-    forward.step = lambda decode, prefill: calls.append((decode, prefill)) or step(decode, prefill)
+    forward.step = lambda decode, prefill, starts=None: calls.append((decode, prefill)) or step(decode, prefill, starts)
     got_decode, got_prefill = fused.decode_and_prefill(decode_slots, last, positions, joined, prompts)
     assert len(calls) == 1 and calls[0][0] is not None and calls[0][1] is not None  # one forward, both parts
     want_decode, want_prefill = Backend.decode_and_prefill(twin, decode_slots, last, positions, joined, prompts)

@@ -145,3 +145,64 @@ def test_greedy_rows_skip_the_mask_only_when_it_changes_nothing(engine: Engine, 
     slow = [r.token_ids for r in engine.generate(prompts, params)]
     assert fast == slow
     assert skipped_some < sum(masked_rows)  # the fast path computed fewer masks
+
+
+def test_a_grammar_that_fails_mid_output_ends_in_error_not_stop(engine: Engine) -> None:
+    """llguidance does not raise when a grammar fails while decoding: its matcher enters an error
+    state whose mask allows only EOS. That must end the request as an error, not as a match."""
+    # Compiles, then errors at the first mask (llguidance's internal error on an empty class).
+    result = engine.generate(["Hello"], SamplingParams(max_new_tokens=10, constraint=Constraint(
+        "regex", r"[^\x00-\x{10FFFF}]", "regex")))[0]
+    assert result.finish_reason == "error" and result.text == ""
+
+
+def test_min_tokens_with_a_constraint_is_refused_by_name() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        SamplingParams(min_tokens=3, max_new_tokens=10, constraint=Constraint.choice(["a"], "c"))
+    assert refused.value.field == "min_tokens"
+
+
+def test_every_eos_id_ends_a_grammar_where_llguidance_takes_one(tiny_llama_512: Path, monkeypatch) -> None:
+    """llguidance 1.3 (Python 3.9) takes a single EOS id: the engine's other EOS ids get the same
+    mask bit and are consumed as that one."""
+    import llguidance.hf
+
+    from djl_python.engine.grammar import GrammarCompiler
+
+    real = llguidance.hf.from_tokenizer
+
+    def one_eos(tokenizer, n_vocab=None, eos_token=None, slices=None):
+        if isinstance(eos_token, list):
+            raise TypeError("argument 'eos_token': 'list' object cannot be interpreted as an integer")
+        return real(tokenizer, n_vocab=n_vocab, eos_token=eos_token)
+
+    monkeypatch.setattr(llguidance.hf, "from_tokenizer", one_eos)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_512))
+    compiler = GrammarCompiler(tokenizer, 512, [5, tokenizer.eos_token_id])  # the tokenizer's own EOS is primary
+    matcher = compiler.matcher(Constraint("regex", "[0-9]+", "r"))
+    matcher.consume(tokenizer.encode("7", add_special_tokens=False)[0])
+    bits = compiler.fill_masks([matcher])[0]
+    allowed = {t for t in range(512) if (int(bits[t // 32]) >> (t % 32)) & 1}
+    assert {5, tokenizer.eos_token_id} <= allowed
+    assert matcher.accepts(5)
+    matcher.consume(5)
+    assert matcher.done
+
+
+def test_a_greedy_row_takes_no_shortcut_where_the_grammar_forces_bytes(smollm2_dir: Path) -> None:
+    """After ``{"`` of an object whose only property is required, the grammar forces ``name"``: the mask
+    allows its canonical first token alone, so only that token may skip the mask."""
+    from djl_python.engine.grammar import GrammarCompiler
+
+    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
+    compiler = GrammarCompiler(tokenizer, len(tokenizer), [tokenizer.eos_token_id])
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
+              "additionalProperties": False}
+    matcher = compiler.matcher(Constraint.json_schema(schema, "s", whitespace=""))
+    for token in tokenizer.encode('{"', add_special_tokens=False):
+        matcher.consume(token)
+    bits = compiler.fill_masks([matcher])[0]
+    allowed = [t for t in range(len(tokenizer)) if (int(bits[t // 32]) >> (t % 32)) & 1]
+    prefix = tokenizer.convert_tokens_to_ids("n")
+    assert len(allowed) == 1 and prefix not in allowed
+    assert matcher.accepts(allowed[0]) and not matcher.accepts(prefix)
