@@ -52,6 +52,12 @@ Invariants (the contract every implementation and the engine rely on):
   prompt's tokens from position ``n`` on are computed. Its logits are the prompt's last position's,
   as for a prompt computed whole (up to float rounding). The engine decides what is cached where
   (``engine/prefix_cache.py``); the backend only copies and computes.
+* Verification, when ``limits.can_verify``: ``verify(slot, tokens, position)`` feeds ``tokens`` to a
+  running slot at positions ``position ..`` in one forward and returns the logits after each of
+  them (row ``i`` predicts the token after ``tokens[i]``). The slot then holds what a decode of
+  each token in turn would have written; the engine's next call for it gives the position to
+  continue from, and what lies beyond that position is never read (speculative decoding with
+  proposals the engine makes: ``engine/ngram.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class BackendLimits:
             number); the scheduler never exceeds it.
         speculation_length: tokens one speculative step scores (``k``; 0: no speculation).
         prefix_cache_rows: KV rows kept for cached prefixes (0: no prefix caching).
+        can_verify: whether :meth:`Backend.verify` scores several tokens of a running slot at once.
         padded_prefill: whether a prefill pays for each prompt's whole bucket
             (Neuron's compiled shapes) rather than about its real tokens (the
             PyTorch backend: packed prompts, or length groups with bounded
@@ -96,6 +103,7 @@ class BackendLimits:
     padded_prefill: bool = True
     speculation_length: int = 0
     prefix_cache_rows: int = 0
+    can_verify: bool = False
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -167,6 +175,11 @@ class Backend(ABC):
                            position: int) -> None:
         """Record that ``accepted`` (1 to ``k`` tokens) follow ``last_token`` at ``position``."""
         raise NotImplementedError(f"{type(self).__name__} has no speculative decoding")
+
+    def verify(self, slot_id: int, tokens: Sequence[int], position: int) -> "torch.Tensor":
+        """Feed ``tokens`` to a running slot from ``position`` in one forward; ``[len(tokens), vocab]``
+        logits (module docstring); only when ``limits.can_verify``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot verify speculated tokens")
 
     def save_prefix(self, slot_id: int, cache_row: int, length: int) -> None:
         """Copy the first ``length`` positions of the slot's row into cache row ``cache_row`` (module

@@ -172,9 +172,22 @@ class TnxProperties(BaseModel):
         "a Llama target, `max_rolling_batch_size=1`, transformers-neuronx 0.11+; greedy requests take up to "
         "`speculative_length` tokens per step. Ignored with a warning by the PyTorch backend.")
     speculative_length: PositiveInt = Field(5, description="Tokens the target scores per speculative step (the "
-                                                           "draft proposes one fewer).")
+                                                           "draft, or the n-gram lookup, proposes one fewer).")
+    speculative_method: choice(Literal["ngram"], optional=True) = Field(  # type: ignore[valid-type]
+        None, description="`ngram`: speculative decoding on the PyTorch backend (llama family) with prompt-lookup "
+        "proposals, as vLLM's `ngram` method: the tokens that followed the latest earlier occurrence of the last "
+        "1-4 tokens, scored in one forward. Greedy requests while one sequence runs; output equals plain greedy "
+        "decoding; pays where the output repeats its input (code edits, quoting, summaries). Neuron: warns, no "
+        "effect (use `speculative_draft_model`).")
     draft_model_tp_size: OptPositiveInt = Field(None, description="The draft's tensor-parallel degree (default: the target's).")
     draft_model_compiled_path: GraphLocation = Field(None, description="The draft's saved graphs (a folder with NEFFs).")
+
+    @model_validator(mode="after")
+    def _ngram_scores_two_tokens(self) -> "TnxProperties":
+        if self.speculative_method == "ngram" and self.speculative_length < 2:
+            raise ValueError(f"speculative_method=ngram needs speculative_length >= 2 (the tokens one step scores: "
+                             f"the last one and at least one proposed), got {self.speculative_length}")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -38,6 +38,7 @@ from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
+from djl_python.engine.ngram import propose
 from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
@@ -73,7 +74,10 @@ class Engine:
         *,
         max_prefill_tokens: int | None = None,
         generation_defaults: GenerationDefaults | None = None,
+        ngram_length: int = 0,
     ) -> None:
+        """``ngram_length``: tokens one n-gram speculative step scores (prompt-lookup proposals, one
+        fewer; ``engine/ngram.py``), where the backend verifies (``limits.can_verify``); 0: off."""
         # Imported here so that importing the engine package does not import torch.
         from djl_python.engine.sampling import Sampler
 
@@ -84,6 +88,9 @@ class Engine:
         self.scheduler = Scheduler(self.limits, max_prefill_tokens)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
+        if ngram_length < 0 or ngram_length == 1:
+            raise ValueError(f"ngram_length must be 0 (off) or at least 2, got {ngram_length}")
+        self.ngram_length = ngram_length if self.limits.can_verify else 0
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._masks = self.grammars.masks_during([])  # this step's grammar masks
         rows = self.limits.prefix_cache_rows
@@ -183,8 +190,8 @@ class Engine:
             return outputs
         decode, prefill = batch.decode, batch.prefill
         if not prefill and len(decode) == 1 and self._can_speculate(decode[0]):
-            self._speculative_step(decode[0], outputs)
-            return outputs
+            if self._speculative_step(decode[0], outputs):
+                return outputs
         for seq in prefill:
             self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
         # The grammar masks of this step, computed while the model runs (llguidance releases the GIL);
@@ -209,31 +216,40 @@ class Engine:
         return outputs
 
     def _can_speculate(self, seq: Sequence) -> bool:
-        """A speculative step for the one running sequence: the backend speculates, the request is
-        plain greedy, and all ``k`` positions fit in ``n_positions``."""
-        k = self.limits.speculation_length
+        """A speculative step for the one running sequence: the backend speculates (a draft model) or
+        n-gram proposals are on, the request is plain greedy, and all ``k`` positions fit in ``n_positions``."""
+        k = self.limits.speculation_length or self.ngram_length
         return k > 0 and speculable(seq.params) and seq.num_tokens - 1 + k <= self.limits.n_positions
 
-    def _speculative_step(self, seq: Sequence, outputs: list[RequestOutput]) -> None:
+    def _speculative_step(self, seq: Sequence, outputs: list[RequestOutput]) -> bool:
         """Up to ``k`` tokens for ``seq`` from one backend call, greedy-accepted (``engine/speculation.py``),
-        reported as one output; stop criteria apply token by token."""
+        reported as one output; stop criteria apply token by token. False when there was nothing to
+        propose (n-gram: no recurring suffix), and nothing ran."""
         from djl_python.engine.sampling import greedy_tokens
 
         slot, last, position = seq.slot, seq.last_token, seq.num_tokens - 1
         # A backend exception propagates, as a decode's does (the caller resets the engine).
-        proposals, logits = self.backend.speculate(slot, last, position)
-        accepted = accept_greedy(proposals, greedy_tokens(logits))
-        self.backend.accept_speculation(slot, last, proposals, accepted, position)
+        if self.limits.speculation_length:
+            proposals, logits = self.backend.speculate(slot, last, position)
+            accepted = accept_greedy(proposals, greedy_tokens(logits))
+            self.backend.accept_speculation(slot, last, proposals, accepted, position)
+        else:
+            proposals = propose(seq.prompt_ids + seq.output_ids, self.ngram_length - 1)
+            if not proposals:
+                return False
+            logits = self.backend.verify(slot, [last, *proposals], position)
+            accepted = accept_greedy(proposals, greedy_tokens(logits))
         produced: list[RequestOutput] = []
         for token in accepted:
             try:
                 produced.append(self._append_token(seq, token, None, None))
             except Exception as err:  # a bad token for this tokenizer: this request alone fails
                 self._fail(seq, err, outputs)
-                return
+                return True
             if seq.finished:
                 break
         outputs.append(_merge(produced))
+        return True
 
     def _postprocess(self, seqs: list[Sequence], logits: Any, outputs: list[RequestOutput]) -> None:
         for seq, sampled in zip(seqs, self._sample(seqs, logits)):

@@ -200,6 +200,7 @@ class PyTorchBackend(Backend):
         limits = BackendLimits(
             max_slots=max_slots,
             prefix_cache_rows=prefix_cache_rows,
+            can_verify=native and llama_support(config) is None,
             n_positions=n_pos,
             prefill_buckets=buckets,
             vocab_size=_logits_width(model),
@@ -244,6 +245,22 @@ class PyTorchBackend(Backend):
         self._forward.move_row(self.limits.max_slots + cache_row, row, length)
         self._cache_lengths[cache_row] = length
 
+    @torch.inference_mode()
+    def verify(self, slot_id: int, tokens: Sequence[int], position: int) -> torch.Tensor:
+        """Feed ``tokens`` to the slot at ``position ..`` in one forward (``Backend``'s contract)."""
+        if not (0 <= slot_id < self.limits.max_slots and self._active[slot_id]):
+            raise ValueError(f"verify on slot {slot_id}, which holds no sequence")
+        if not tokens or position < 0 or position + len(tokens) > self.limits.n_positions:
+            raise ValueError(f"verify of {len(tokens)} tokens at position {position}: they must fit in "
+                             f"n_positions {self.limits.n_positions}")
+        self._check_tokens(tokens, "tokens")
+        row = self._rows.row(slot_id)
+        # The step takes whole prompts and the first position to compute: the leading ids are not read.
+        padded = [0] * position + list(tokens)
+        logits = self._native().step(None, ([row], [padded]), [position], every_position=True)[1]
+        self._lengths[row] = max(self._lengths[row], position + len(tokens))
+        return logits
+
     def _check_cached(self, prompts: Sequence[Sequence[int]], cached: Sequence[tuple[int, int] | None] | None) -> None:
         if cached is None:
             return
@@ -272,8 +289,8 @@ class PyTorchBackend(Backend):
         return starts
 
     def _native(self) -> NativeLlama:
-        if not isinstance(self._forward, NativeLlama):  # limits.prefix_cache_rows is 0 then
-            raise ValueError("cached prefixes need the native forward")
+        if not isinstance(self._forward, NativeLlama):  # limits.prefix_cache_rows is 0, can_verify False
+            raise ValueError("cached prefixes and verification need the native forward")
         return self._forward
 
     @torch.inference_mode()

@@ -270,14 +270,15 @@ class NativeLlama:
 
     def step(
         self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None,
-        starts: Sequence[int] | None = None,
+        starts: Sequence[int] | None = None, every_position: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """One forward for a step: decode rows (one token each) and prompts (each into its row
         from column ``starts[i]``, 0 by default: the columns before it already hold the prompt's
         first ``starts[i]`` tokens, a cached prefix), every matmul on all their tokens at once. Returns (decode logits
         ``[n, vocab]``, prompt last-position logits ``[p, vocab]``), float32, ``None`` for a
         part not given; each part's logits are what its own call would return, up to float
-        rounding (a matmul may block a larger batch differently).
+        rounding (a matmul may block a larger batch differently). ``every_position``: the prompt
+        part returns the logits of every computed token, in order (speculative verification).
 
         Decode rows come first in the packed batch, then the prompts back to back, never
         padded (a prefill costs its real tokens whatever the mix of lengths). Attention
@@ -311,7 +312,8 @@ class NativeLlama:
             flat: list[int] = [token for prompt, start in zip(prompts, first_columns) for token in prompt[start:]]
             flat.extend(pos for prompt, start in zip(prompts, first_columns) for pos in range(start, len(prompt)))
             flat.extend(row for row, length in zip(prompt_rows, lengths) for _ in range(length))
-            flat.extend(end - 1 for end in ends)
+            # The rows that reach the LM head: each prompt's last token, or every computed token.
+            flat.extend(range(n, n + total) if every_position else (end - 1 for end in ends))
             packed = torch.tensor(flat, dtype=torch.long).to(device, non_blocking=True)
             parts_tokens.append(packed[:total])
             parts_pos.append(packed[total : 2 * total])

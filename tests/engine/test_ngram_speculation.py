@@ -1,0 +1,84 @@
+"""Prompt-lookup (n-gram) speculative decoding on the PyTorch backend: the proposer, and greedy
+output identical to plain decoding on the tiny models of every architecture the native forward
+runs (CPU kernels and torch ops), on repetitive and non-repetitive prompts, with fewer forwards
+where the output repeats its input."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from djl_python.backends.pytorch.backend import PyTorchBackend
+from djl_python.config import ConfigError, load_config
+from djl_python.engine import Engine, SamplingParams
+from djl_python.engine.ngram import propose
+from tests.models import ARCHS
+
+NATIVE = ("llama", "mistral")
+
+
+def test_proposals_follow_the_latest_earlier_occurrence_of_the_longest_suffix() -> None:
+    assert propose([1, 2, 3, 9, 1, 2, 3, 7, 1, 2, 3], k=3) == [7, 1, 2]  # the latest "1 2 3" is followed by 7
+    assert propose([5, 6, 7, 5, 6], k=4) == [7, 5, 6]  # "5 6" recurs; the proposal runs to the end
+    assert propose([1, 2, 3, 4], k=3) == []  # nothing recurs
+    assert propose([4, 8, 4], k=2) == [8, 4]  # a one-token suffix is the shortest looked up
+    assert propose([4, 8, 4], k=2, min_n=2) == []
+
+
+@pytest.mark.parametrize("arch", NATIVE)
+@pytest.mark.parametrize("kernels", [True, False])
+def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kernels: bool) -> None:
+    folder = tiny_model_factory(arch)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    prompts = [[5, 6, 7, 8, 9] * 8, list(range(20, 60)), [3, 4] * 20 + list(range(100, 110))]
+    params = SamplingParams(max_new_tokens=50, ignore_eos=True)
+
+    def run(ngram: int) -> tuple[list[list[int]], int]:
+        engine = Engine(PyTorchBackend.load(folder, max_slots=2, n_positions=256, cpu_kernels=kernels), tokenizer,
+                        ngram_length=ngram)
+        steps = 0
+        out = []
+        for prompt in prompts:  # one at a time: speculation serves one running sequence
+            rid = engine.add_request(prompt, params)
+            tokens: list[int] = []
+            while engine.has_unfinished():
+                steps += 1
+                tokens += [t for o in engine.step() if o.request_id == rid for t in o.token_ids]
+            out.append(tokens)
+        return out, steps
+
+    plain, plain_steps = run(0)
+    fast, fast_steps = run(5)
+    assert fast == plain
+    assert fast_steps < plain_steps  # the repetitive prompts took several tokens per step
+
+
+def test_sampled_and_concurrent_requests_decode_plainly(tiny_llama) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=2, n_positions=128), tokenizer, ngram_length=4)
+    calls = []
+    verify = engine.backend.verify
+    engine.backend.verify = lambda *a: calls.append(a) or verify(*a)  # type: ignore[method-assign]
+    engine.generate([[5, 6, 7] * 10], SamplingParams(max_new_tokens=20, ignore_eos=True, do_sample=True, seed=1))
+    engine.generate([[5, 6, 7] * 10, [5, 6, 7] * 9], SamplingParams(max_new_tokens=6, ignore_eos=True))
+    assert calls == []  # a sampled request, then two running at once: plain decode steps
+    engine.generate([[5, 6, 7] * 10], SamplingParams(max_new_tokens=20, ignore_eos=True))
+    assert calls and all(len(tokens) <= 4 for _, tokens, _ in calls)  # the lone greedy request speculated
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NATIVE][:1])
+def test_the_hugging_face_forward_cannot_verify_so_no_speculation(tiny_model_factory, arch: str) -> None:
+    folder = tiny_model_factory(arch)
+    engine = Engine(PyTorchBackend.load(folder, max_slots=1, n_positions=64), AutoTokenizer.from_pretrained(str(folder)),
+                    ngram_length=4)
+    assert not engine.backend.limits.can_verify and engine.ngram_length == 0
+
+
+def test_ngram_option_reaches_the_engine_and_needs_two_tokens(tiny_llama) -> None:
+    from djl_python.loader import load_engine
+
+    props = {"device": "cpu", "max_rolling_batch_size": "1", "n_positions": "64", "speculative_method": "ngram",
+             "speculative_length": "4"}
+    assert load_engine(load_config(tiny_llama, properties=props, env={})).ngram_length == 4
+    with pytest.raises(ConfigError, match="speculative_length >= 2"):
+        load_config(tiny_llama, properties={**props, "speculative_length": "1"}, env={})
