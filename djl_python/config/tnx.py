@@ -176,7 +176,7 @@ class TnxProperties(BaseModel):
     speculative_method: choice(Literal["ngram"], optional=True) = Field(  # type: ignore[valid-type]
         None, description="`ngram`: speculative decoding on the PyTorch backend (llama family) with prompt-lookup "
         "proposals, as vLLM's `ngram` method: the tokens that followed the latest earlier occurrence of the last "
-        "1-4 tokens, scored in one forward. Greedy requests while one sequence runs; output equals plain greedy "
+        "2-4 tokens, scored in one forward. Greedy requests while one sequence runs; output equals plain greedy "
         "decoding; pays where the output repeats its input (code edits, quoting, summaries). Neuron: warns, no "
         "effect (use `speculative_draft_model`).")
     draft_model_tp_size: OptPositiveInt = Field(None, description="The draft's tensor-parallel degree (default: the target's).")

@@ -31,7 +31,6 @@ import dataclasses
 import itertools
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from djl_python.engine.detokenizer import IncrementalDetokenizer
@@ -39,6 +38,7 @@ from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
 from djl_python.engine.ngram import propose
+from djl_python.engine.offline import GenerationResult, generate
 from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import Scheduler
@@ -51,17 +51,6 @@ if TYPE_CHECKING:
     from djl_python.engine.sampling import AllowedTokens, SampleOutput
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerationResult:
-    """The whole result of one offline ``generate`` prompt."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: Optional[FinishReason]
-    logprobs: list[float] = field(default_factory=list)
-    prompt_tokens: int = 0
 
 
 class Engine:
@@ -401,42 +390,8 @@ class Engine:
     def generate(
         self, prompts: Union[list[str], list[list[int]]], params: Union[SamplingParams, list[SamplingParams], None] = None
     ) -> list[GenerationResult]:
-        """Run ``prompts`` to completion (strings are tokenised with the engine's tokenizer).
-
-        Offline use only: it drives ``step`` itself until the engine is idle, so the
-        outputs of requests added by anyone else are consumed and dropped.
-        Raises ``InvalidRequest`` for a prompt that cannot run; the prompts of the
-        call queued before it are aborted.
-        """
-        params = params or SamplingParams()
-        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(per_prompt) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
-        ids: list[str] = []
-        try:
-            for prompt, sp in zip(prompts, per_prompt):
-                ids.append(self.add_request(_prompt_ids(self.tokenizer, prompt), sp))
-        except InvalidRequest:
-            for rid in ids:
-                self.abort(rid)
-            raise
-        results = {rid: GenerationResult("", [], None) for rid in ids}
-        while self.has_unfinished():
-            for out in self.step():
-                result = results.get(out.request_id)
-                if result is None:
-                    continue
-                result.text += out.text
-                result.token_ids += out.token_ids
-                result.logprobs += out.logprobs
-                result.prompt_tokens = out.prompt_tokens
-                if out.finished:
-                    result.finish_reason = out.finish_reason
-        return [results[rid] for rid in ids]
-
-
-def _prompt_ids(tokenizer: Any, prompt: Union[str, list[int]]) -> list[int]:
-    return tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        """Run ``prompts`` to completion (``engine/offline.py``: offline use only)."""
+        return generate(self, prompts, params)
 
 
 def _unpack(out: "SampleOutput") -> list[tuple]:

@@ -21,8 +21,8 @@ def test_proposals_follow_the_latest_earlier_occurrence_of_the_longest_suffix() 
     assert propose([1, 2, 3, 9, 1, 2, 3, 7, 1, 2, 3], k=3) == [7, 1, 2]  # the latest "1 2 3" is followed by 7
     assert propose([5, 6, 7, 5, 6], k=4) == [7, 5, 6]  # "5 6" recurs; the proposal runs to the end
     assert propose([1, 2, 3, 4], k=3) == []  # nothing recurs
-    assert propose([4, 8, 4], k=2) == [8, 4]  # a one-token suffix is the shortest looked up
-    assert propose([4, 8, 4], k=2, min_n=2) == []
+    assert propose([4, 8, 4], k=2) == []  # by default a suffix of two tokens at least must recur
+    assert propose([4, 8, 4], k=2, min_n=1) == [8, 4]
 
 
 @pytest.mark.parametrize("arch", NATIVE)
