@@ -118,11 +118,15 @@ def test_smollm2_outputs_validate_for_every_schema(smollm2_dir: Path) -> None:
                                      constraint=Constraint.json_schema(schema, name)))
     prompts.append("Is Paris in France? Answer yes, no or maybe:")
     params.append(SamplingParams(max_new_tokens=8, constraint=Constraint.choice(CHOICES, "choice")))
+    prompts.append("The capital of France is")  # a free request in the same batch
+    params.append(SamplingParams(max_new_tokens=8))
+    free_alone = engine.generate(prompts[-1:], params[-1:])[0].token_ids
     results = engine.generate(prompts, params)
     for (name, schema), result in zip(schemas.items(), results):
         assert result.finish_reason == "eos_token", (name, result.text)
         jsonschema.validate(json.loads(result.text), schema)
-    assert results[-1].text in CHOICES
+    assert results[-2].text in CHOICES
+    assert results[-1].token_ids == free_alone
 
 
 def test_greedy_rows_skip_the_mask_only_when_it_changes_nothing(engine: Engine, monkeypatch) -> None:
