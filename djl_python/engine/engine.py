@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
-from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher
+from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher, masks_needed
 from djl_python.engine.ngram import propose
 from djl_python.engine.offline import GenerationResult, generate
 from djl_python.engine.prefix_cache import PrefixCache
@@ -281,28 +281,8 @@ class Engine:
         return self.sampler.sample(logits, slots, params, suppress)
 
     def _allowed(self, seqs: list[Sequence], logits: Any) -> Optional["AllowedTokens"]:
-        """The grammar masks of the constrained rows among ``seqs`` that need one; None when none does.
-
-        A plain greedy row (``plain_greedy``) whose argmax its grammar accepts needs no mask: the
-        argmax of the masked logits is that same token (llama.cpp samples grammars the same way).
-        Only the others are masked: sampled rows with the masks computed during the forward,
-        greedy rows whose argmax was refused with a mask computed now.
-        """
-        rows = [i for i, s in enumerate(seqs) if s.matcher is not None]
-        if not rows:
-            return None
-        from djl_python.engine.sampling import AllowedTokens, greedy_tokens
-
-        greedy = [i for i in rows if plain_greedy(seqs[i].params)]
-        if greedy:
-            argmax = greedy_tokens(logits[greedy] if len(greedy) < len(seqs) else logits)
-            refused = {i for i, token in zip(greedy, argmax) if not seqs[i].matcher.accepts(token)}  # type: ignore[union-attr]
-            rows = [i for i in rows if i not in greedy or i in refused]
-            if not rows:
-                return None
-        matchers = [seqs[i].matcher for i in rows]
-        bits = self._masks.rows(matchers)  # type: ignore[arg-type]
-        return AllowedTokens(rows, bits)
+        """The grammar masks of the constrained rows among ``seqs`` that need one (``grammar.masks_needed``)."""
+        return masks_needed([s.matcher for s in seqs], [plain_greedy(s.params) for s in seqs], logits, self._masks)
 
     def _append_token(self, seq: Sequence, token: int, logprob: Optional[float], top: Optional[dict]) -> RequestOutput:
         """Record one sampled token: the grammar, the stop criteria, then the text it releases."""

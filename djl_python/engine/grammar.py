@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from djl_python.engine.sampling import AllowedTokens
 
 class GrammarViolation(RuntimeError):
     """The request's grammar refused a token, or failed (llguidance's error state: a resource limit
@@ -211,6 +214,31 @@ class StepMasks:
         now = self._compiler.fill_masks(missing)
         extra = {id(m): i for i, m in enumerate(missing)}
         return np.stack([done[self._index[id(m)]] if id(m) in self._index else now[extra[id(m)]] for m in matchers])
+
+
+def masks_needed(matchers: Sequence[Optional[GrammarMatcher]], greedy: Sequence[bool], logits: Any,
+                 step: StepMasks) -> Optional["AllowedTokens"]:
+    """The grammar masks of the rows of ``logits`` that need one (``matchers[i]`` None: row ``i`` is
+    free); None when none does.
+
+    A plain greedy row (``greedy[i]``) whose argmax its grammar ``accepts`` needs no mask: the argmax
+    of the masked logits is that same token (llama.cpp samples grammars the same way). Only the
+    others are masked: sampled rows with the masks ``step`` computed during the forward, greedy rows
+    whose argmax was refused with a mask computed now.
+    """
+    rows = [i for i, m in enumerate(matchers) if m is not None]
+    if not rows:
+        return None
+    from djl_python.engine.sampling import AllowedTokens, greedy_tokens
+
+    plain = [i for i in rows if greedy[i]]
+    if plain:
+        argmax = greedy_tokens(logits[plain] if len(plain) < len(matchers) else logits)
+        refused = {i for i, token in zip(plain, argmax) if not matchers[i].accepts(token)}  # type: ignore[union-attr]
+        rows = [i for i in rows if i not in plain or i in refused]
+        if not rows:
+            return None
+    return AllowedTokens(rows, step.rows([matchers[i] for i in rows]))  # type: ignore[misc]
 
 
 def _grammar_text(constraint: Constraint) -> str:
