@@ -62,6 +62,7 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     if device == "neuron":
         from djl_python.backends.neuron.load import load_neuron_backend
 
+        warn_pytorch_only(config)
         return load_neuron_backend(config, artifacts)
     from djl_python.backends.pytorch.cpu_policy import bound_shape_caches
     from djl_python.backends.pytorch.memory import check_budget, plan_memory, with_prefix_cache
@@ -85,6 +86,15 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     check_budget(plan, config, device)
     return PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate,
                                prefix_cache_rows=plan.cache_rows, **shape)
+
+
+def warn_pytorch_only(config: HandlerConfig) -> None:
+    """The prefix cache is the PyTorch backend's: set for a Neuron load, the log says it does nothing
+    (docs/neuron.md says why), under the key the user wrote."""
+    for key in ("enable_prefix_caching", "prefix_cache_rows"):
+        if key in config.model_fields_set and getattr(config, key):
+            logger.warning("%s has no effect on Neuron: prefix caching runs on the PyTorch backend only "
+                           "(docs/neuron.md)", config.origin(key))
 
 
 def warn_tensor_parallel(config: HandlerConfig, device: str) -> None:

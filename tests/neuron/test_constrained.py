@@ -63,3 +63,14 @@ def test_a_constrained_request_decodes_plainly_beside_a_draft(tiny_llama: Path, 
     assert calls == []
     engine.generate([[5, 17, 42]], SamplingParams(max_new_tokens=8, ignore_eos=True))
     assert calls  # the same engine speculates for a plain greedy request
+
+
+def test_prefix_cache_options_warn_on_neuron(tiny_llama: Path, tnx, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="djl_python.backends.dispatch"):
+        backend = load_neuron(tiny_llama, n_positions=64, max_rolling_batch_size=2, enable_prefix_caching="true",
+                              prefix_cache_rows=4)
+    assert backend.limits.prefix_cache_rows == 0 and not backend.limits.can_verify
+    assert "option.enable_prefix_caching has no effect on Neuron" in caplog.text
+    assert "option.prefix_cache_rows has no effect on Neuron" in caplog.text
