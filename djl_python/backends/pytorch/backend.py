@@ -29,6 +29,10 @@ Both do the same things per call:
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
   rows instead of gathering them (finished requests leave holes in the slot ids).
+* native forward only: the prefix cache's rows follow the slots' rows (``max_slots + r``);
+  a cached prefix is copied into a prompt's row and the prompt computed from its end (the
+  attention of a prompt token reads its row from column 0); ``verify`` is the same forward
+  over a running slot's next tokens, returning every position's logits.
 
 Hot-loop hygiene: one small host tensor per call (rows, tokens, positions and, when the
 rows are out of slot order, the permutation back, packed together, one copy to the
