@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_SPECULATION_BACKOFF = 32  # plain steps at most between two n-gram proposals that keep missing
+
 
 class Engine:
     """Continuous batching over a ``Backend``'s slots. See the module docstring."""
@@ -223,11 +225,19 @@ class Engine:
             accepted = accept_greedy(proposals, greedy_tokens(logits))
             self.backend.accept_speculation(slot, last, proposals, accepted, position)
         else:
+            if seq.speculation_wait:
+                seq.speculation_wait -= 1
+                return False
             proposals = propose(seq.prompt_ids + seq.output_ids, self.ngram_length - 1)
             if not proposals:
                 return False
             logits = self.backend.verify(slot, [last, *proposals], position)
             accepted = accept_greedy(proposals, greedy_tokens(logits))
+            # A verify is wider than a decode: after a second miss in a row, wait before proposing again,
+            # twice as long after each further miss (up to MAX_SPECULATION_BACKOFF steps); a hit resets it.
+            hit = len(accepted) > 1
+            seq.speculation_backoff = 0 if hit else min(max(1, 2 * seq.speculation_backoff), 2 * MAX_SPECULATION_BACKOFF)
+            seq.speculation_wait = seq.speculation_backoff // 2
         produced: list[RequestOutput] = []
         for token in accepted:
             try:

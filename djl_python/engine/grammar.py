@@ -206,9 +206,11 @@ class StepMasks:
     def rows(self, matchers: Sequence[GrammarMatcher]) -> np.ndarray:
         """The masks of ``matchers``, in that order; those not computed in the background are computed now."""
         missing = [m for m in matchers if id(m) not in self._index]
-        if self._future is None or len(missing) == len(matchers):
+        if self._future is None:
             return self._compiler.fill_masks(matchers)
-        done = self._future.result()
+        done = self._future.result()  # first: llguidance's executor then serves one call at a time
+        if len(missing) == len(matchers):
+            return self._compiler.fill_masks(matchers)
         if not missing:
             return done[[self._index[id(m)] for m in matchers]]
         now = self._compiler.fill_masks(missing)

@@ -41,6 +41,10 @@ class Sequence:
     status: RequestStatus = RequestStatus.WAITING
     slot: Optional[int] = None
     matcher: Optional["GrammarMatcher"] = None  # set exactly when params.constraint is
+    # N-gram speculation's back-off: steps to decode plainly before proposing again, and twice the
+    # wait the next miss brings (doubled after each step whose proposals all missed, reset by a hit).
+    speculation_wait: int = 0
+    speculation_backoff: int = 0
 
     @property
     def prompt_len(self) -> int:

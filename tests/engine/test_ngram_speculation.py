@@ -82,3 +82,23 @@ def test_ngram_option_reaches_the_engine_and_needs_two_tokens(tiny_llama) -> Non
     assert load_engine(load_config(tiny_llama, properties=props, env={})).ngram_length == 4
     with pytest.raises(ConfigError, match="speculative_length >= 2"):
         load_config(tiny_llama, properties={**props, "speculative_length": "1"}, env={})
+
+
+def test_proposals_that_keep_missing_back_off(tiny_llama, monkeypatch) -> None:
+    """Every proposal wrong: the output is still plain greedy decoding, and after the second miss the
+    waits between proposals double (1, 2, 4, ...), so 60 tokens cost a handful of verifications."""
+    from djl_python.engine import engine as engine_module
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    params = SamplingParams(max_new_tokens=60, ignore_eos=True)
+    plain = Engine(PyTorchBackend.load(tiny_llama, max_slots=1, n_positions=128), tokenizer)
+    expected = plain.generate([[5, 6, 7, 8]], params)[0].token_ids
+    engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=1, n_positions=128), tokenizer, ngram_length=4)
+    vocab = engine.limits.vocab_size
+    assert vocab - 1 not in expected  # so a proposal of that id always misses
+    monkeypatch.setattr(engine_module, "propose", lambda tokens, k: [vocab - 1] * k)
+    calls = []
+    verify = engine.backend.verify
+    engine.backend.verify = lambda *a: calls.append(a) or verify(*a)  # type: ignore[method-assign]
+    assert engine.generate([[5, 6, 7, 8]], params)[0].token_ids == expected
+    assert 3 <= len(calls) <= 8  # waits 0, 1, 2, 4, 8, 16, 32 steps after each miss
