@@ -76,7 +76,10 @@ class Engine:
         self.tokenizer = tokenizer
         self.limits: "BackendLimits" = backend.limits
         self.defaults = generation_defaults or GenerationDefaults()
-        self.scheduler = Scheduler(self.limits, max_prefill_tokens)
+        rows = self.limits.prefix_cache_rows
+        self.prefix_cache: Optional[PrefixCache] = PrefixCache(rows) if rows else None
+        self.scheduler = Scheduler(self.limits, max_prefill_tokens,
+                                   self._cached_tokens if self.prefix_cache is not None else None)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
         if ngram_length < 0 or ngram_length == 1:
@@ -84,8 +87,6 @@ class Engine:
         self.ngram_length = ngram_length if self.limits.can_verify else 0
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._masks = self.grammars.masks_during([])  # this step's grammar masks
-        rows = self.limits.prefix_cache_rows
-        self.prefix_cache: Optional[PrefixCache] = PrefixCache(rows) if rows else None
         self._requests: dict[str, Sequence] = {}
         self._pending: list[RequestOutput] = []  # aborted requests, reported by the next step
         self._ids = itertools.count()
@@ -345,6 +346,11 @@ class Engine:
                 self._save_prefix(seq, slot)
             self.backend.release(slot)
         self._requests.pop(seq.request_id, None)
+
+    def _cached_tokens(self, seq: Sequence) -> int:
+        """The prompt tokens of ``seq`` the prefix cache holds now (the scheduler's price of its prefill)."""
+        hit = self.prefix_cache.peek(seq.prompt_ids) if self.prefix_cache is not None else None
+        return hit[1] if hit is not None else 0
 
     def _save_prefix(self, seq: Sequence, slot: int) -> None:
         """Keep the KV of what ``seq`` fed the model (its prompt and generated tokens but the last)."""

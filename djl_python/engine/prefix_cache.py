@@ -47,8 +47,17 @@ class PrefixCache:
         return keys
 
     def lookup(self, prompt: Sequence[int]) -> Optional[tuple[int, int]]:
-        """``(row, n)`` for the longest cached prefix of ``prompt`` (``0 < n < len(prompt)``), or None."""
+        """``(row, n)`` for the longest cached prefix of ``prompt`` (``0 < n < len(prompt)``), or None;
+        counted in the statistics, and the row marked recently used."""
         self.prompt_tokens += len(prompt)
+        best = self.peek(prompt)
+        if best is not None:
+            self._lru.move_to_end(best[0])
+            self.hit_tokens += best[1]
+        return best
+
+    def peek(self, prompt: Sequence[int]) -> Optional[tuple[int, int]]:
+        """What ``lookup`` would return, with no effect (the scheduler prices admissions with it)."""
         best: Optional[tuple[int, int]] = None
         for i, key in enumerate(self._chain(prompt[: len(prompt) - 1])):
             row = self._index.get(key)
@@ -56,9 +65,6 @@ class PrefixCache:
             if row is None or self._tokens[row][:n] != tuple(prompt[:n]):
                 break
             best = (row, n)
-        if best is not None:
-            self._lru.move_to_end(best[0])
-            self.hit_tokens += best[1]
         return best
 
     def store(self, tokens: Sequence[int]) -> Optional[tuple[int, int]]:

@@ -13,7 +13,8 @@ Policy (one ``schedule()`` call per engine step):
   costs (``limits.prefill_cost(len)``: the padded bucket on a bucketed backend,
   the real tokens on one that packs prompts) fit ``max_prefill_tokens``. The
   first request of a step is always admitted when a slot is free, whatever its
-  length, so no prompt starves; the queue is never reordered to fill the budget,
+  length, so no prompt starves; a prompt whose start a prefix cache holds is
+  charged only what is left to compute; the queue is never reordered to fill the budget,
   so no short prompt overtakes a long one.
 * **Budget default.** 512 tokens, or one largest bucket where prefills are
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
@@ -37,7 +38,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from djl_python.engine.request import RequestStatus
 from djl_python.engine.sequence import Sequence
@@ -78,7 +79,10 @@ class Scheduler:
       give it to the next waiting request.
     """
 
-    def __init__(self, limits: "BackendLimits", max_prefill_tokens: int | None = None) -> None:
+    def __init__(self, limits: "BackendLimits", max_prefill_tokens: int | None = None,
+                 cached_tokens: Callable[[Sequence], int] | None = None) -> None:
+        """``cached_tokens(seq)``: how many of a waiting prompt's tokens a prefix cache will serve;
+        only the rest is charged to the budget (None: no cache, every token charged)."""
         if max_prefill_tokens is not None and max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
         self.limits = limits
@@ -87,6 +91,7 @@ class Scheduler:
             else DEFAULT_MIN_PREFILL_TOKENS
         self.max_prefill_tokens = max_prefill_tokens or default
         self.max_prefill_slots = limits.max_prefill_slots or limits.max_slots
+        self._cached_tokens = cached_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}
         self._free_slots: list[int] = list(range(limits.max_slots))  # a heap: lowest id first
@@ -118,7 +123,9 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.max_prefill_tokens
         while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
-            cost = self.limits.prefill_cost(self.waiting[0].prompt_len)
+            head = self.waiting[0]
+            cached = self._cached_tokens(head) if self._cached_tokens is not None else 0
+            cost = self.limits.prefill_cost(head.prompt_len - cached)
             if out.prefill and cost > budget:
                 break  # FIFO: wait for the next step rather than let a later request overtake
             seq = self.waiting.popleft()

@@ -113,3 +113,22 @@ def test_architectures_on_the_hugging_face_forward_keep_no_cache(tiny_model_fact
     backend = PyTorchBackend.load(tiny_model_factory(arch), max_slots=2, n_positions=64, prefix_cache_rows=2)
     assert backend.limits.prefix_cache_rows == 0
     assert Engine(backend, AutoTokenizer.from_pretrained(str(tiny_model_factory(arch)))).prefix_cache is None
+
+
+def test_a_cached_prompt_is_charged_only_what_is_left_to_compute(tiny_llama: Path) -> None:
+    """With a 64-token prefill budget, three 60-token prompts whose first 48 tokens are cached are
+    admitted in one step (12 tokens each to compute); without the cache, one per step."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    shared = [(3 * i) % 300 + 10 for i in range(48)]
+    prompts = [shared + [200 + j] * 12 for j in range(3)]
+
+    def admitted_in_first_step(rows: int) -> int:
+        engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=4, n_positions=128, prefix_cache_rows=rows),
+                        tokenizer, max_prefill_tokens=64)
+        engine.generate([shared + [7]], SamplingParams(max_new_tokens=2, ignore_eos=True))  # caches 48 tokens
+        for prompt in prompts:
+            engine.add_request(prompt, SamplingParams(max_new_tokens=2, ignore_eos=True))
+        return len(engine.step())
+
+    assert admitted_in_first_step(2) == 3
+    assert admitted_in_first_step(0) == 1
