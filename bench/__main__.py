@@ -72,6 +72,15 @@ def simd_flags() -> list[str]:
     return [flag for flag in SIMD_FLAGS if flag in flags]
 
 
+def write_result(result: dict[str, Any], out: Path) -> None:
+    """A stand-alone benchmark's result (``bench.latency``, ``bench.multiturn``), stamped with this
+    CPU's vector extensions and the time, written to ``out`` and printed."""
+    result["cpu_simd"] = simd_flags()
+    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def machine_info() -> dict[str, Any]:
     import torch
     import transformers

@@ -15,7 +15,6 @@ the two engines (greedy: it must be equal).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -91,7 +90,7 @@ def run_latency(model_dir: Path, ngram: int, max_new_tokens: int, repeats: int) 
 
 
 def main() -> None:
-    from bench.__main__ import simd_flags
+    from bench.__main__ import write_result
     from djl_python.default_model import default_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -100,12 +99,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency.json")
     args = parser.parse_args()
-    result = run_latency(default_model_dir(), args.ngram, args.max_new_tokens, args.repeats)
-    result["cpu_simd"] = simd_flags()
-    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-
+    write_result(run_latency(default_model_dir(), args.ngram, args.max_new_tokens, args.repeats), args.out)
 
 if __name__ == "__main__":
     main()

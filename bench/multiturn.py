@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any, Callable
 import aiohttp
 
 from bench.peer import DEFAULT_VENV, SERVED_NAME, _server, djl_command, vllm_command
-from bench.serving import _free_port
+from bench.serving import _free_port, sse_events
 
 WORDS = ("the river city market north light morning garden stone bridge winter music teacher road "
          "window paper story letter summer island forest engine silver harbor question answer village "
@@ -46,22 +45,13 @@ async def _turn(session: aiohttp.ClientSession, base: str, messages: list[dict],
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
     first, text, usage = None, [], None
-    async with session.post(f"{base}/v1/chat/completions", json=body) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {(await resp.read())[:300]!r}")
-        async for raw in resp.content:
-            line = raw.strip()
-            if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise RuntimeError(f"stream error: {event['error']}")
-            for choice in event.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content") or ""
-                if piece and first is None:
-                    first = time.perf_counter()
-                text.append(piece)
-            usage = event.get("usage") or usage
+    async for event in sse_events(session, f"{base}/v1/chat/completions", body):
+        for choice in event.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content") or ""
+            if piece and first is None:
+                first = time.perf_counter()
+            text.append(piece)
+        usage = event.get("usage") or usage
     if usage is None:
         raise RuntimeError("the stream ended without usage")
     return {"ttft_s": (first or time.perf_counter()) - sent, "text": "".join(text),
@@ -144,6 +134,7 @@ def _without_cache(command: tuple[list[str], dict]) -> tuple[list[str], dict]:
 
 
 def main() -> None:
+    from bench.__main__ import write_result
     from djl_python.default_model import default_model_dir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -153,14 +144,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "multiturn.json")
     args = parser.parse_args()
-    result = run_multiturn(default_model_dir(), args.conversations, args.turns, args.max_tokens, args.dtype)
-    from bench.__main__ import simd_flags
-
-    result["cpu_simd"] = simd_flags()
-    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-
+    write_result(run_multiturn(default_model_dir(), args.conversations, args.turns, args.max_tokens, args.dtype),
+                 args.out)
 
 if __name__ == "__main__":
     main()

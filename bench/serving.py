@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import aiohttp
 import httpx
@@ -85,6 +85,22 @@ def _wait_ready(proc: subprocess.Popen, base: str, log_path: Path) -> None:
     raise TimeoutError(f"djl-serve not ready after {_START_TIMEOUT_S:.0f}s; see {log_path}")
 
 
+async def sse_events(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """POST ``body`` to an OpenAI streaming route; yield each event's JSON (``RuntimeError`` on an HTTP
+    error or an in-band error event)."""
+    async with session.post(url, json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {(await resp.read())[:300]!r}")
+        async for raw in resp.content:  # one SSE line at a time
+            line = raw.strip()
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(f"stream error: {event['error']}")
+            yield event
+
+
 async def _stream_one(
     session: aiohttp.ClientSession, base: str, req: Request, model: str | None = None
 ) -> dict[str, float]:
@@ -101,22 +117,13 @@ async def _stream_one(
     sent = time.perf_counter()
     first = last = None
     tokens = None
-    async with session.post(f"{base}/v1/completions", json=body) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status}: {(await resp.read())[:300]!r}")
-        async for raw in resp.content:  # one SSE line at a time
-            line = raw.strip()
-            if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise RuntimeError(f"stream error: {event['error']}")
-            if event.get("choices"):
-                now = time.perf_counter()
-                first = first if first is not None else now
-                last = now
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
+    async for event in sse_events(session, f"{base}/v1/completions", body):
+        if event.get("choices"):
+            now = time.perf_counter()
+            first = first if first is not None else now
+            last = now
+        if event.get("usage"):
+            tokens = event["usage"]["completion_tokens"]
     if first is None or last is None or tokens is None:
         raise RuntimeError("the stream ended without tokens or usage")
     if tokens != req.max_new_tokens:

@@ -66,6 +66,7 @@ OptBool = Annotated[Optional[bool], BeforeValidator(parse_optional_bool)]
 OptStr = Annotated[Optional[str], BeforeValidator(_empty_to_none)]
 PositiveInt = Annotated[int, Field(ge=1)]
 OptPositiveInt = Annotated[Optional[int], BeforeValidator(_empty_to_none), Field(ge=1)]
+OptNonNegativeInt = Annotated[Optional[int], BeforeValidator(_empty_to_none), Field(ge=0)]
 
 # Dtype spellings (the one table is ``djl_python.config.dtypes``): LMI's short names are
 # canonical; torch-style long names and `auto` (= backend default) are accepted for `dtype`.

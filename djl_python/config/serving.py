@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
-from djl_python.config.fields import Bool, OptStr, PositiveInt, choice
+from djl_python.config.fields import Bool, OptNonNegativeInt, OptStr, PositiveInt, choice
 
 ToolCallParser = Literal["hermes", "llama3_json"]
 
@@ -55,10 +55,6 @@ def parse_origins(value: Any) -> Any:
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
     return value
-
-
-def _empty_to_none_int(value: Any) -> Any:
-    return None if isinstance(value, str) and not value.strip() else value
 
 
 def _secret(value: Any) -> Any:
@@ -104,7 +100,7 @@ class ServingProperties(BaseModel):
         "a later prompt that starts with the same tokens (a shared system prompt, the history of a chat), as "
         "vLLM does by default; greedy output is the same with or without it. Neuron: no effect.",
     )
-    prefix_cache_rows: Annotated[int | None, BeforeValidator(_empty_to_none_int), Field(ge=0)] = Field(
+    prefix_cache_rows: OptNonNegativeInt = Field(
         None,
         description="KV rows the prefix cache keeps (each holds one cached prompt or conversation, up to "
         "`n_positions` tokens); unset: one per slot, fewer where the memory budget leaves less room; 0: none.",
