@@ -46,11 +46,11 @@ def load_engine(config: HandlerConfig) -> Engine:
         max_prefill_tokens=config.max_rolling_batch_prefill_tokens,
         generation_defaults=GenerationDefaults.from_model_dir(artifacts.model_dir),
         ngram_length=config.speculative_length if config.speculative_method == "ngram" else 0,
+        chunked_prefill=config.enable_chunked_prefill,
     )
     if config.speculative_method == "ngram" and not engine.ngram_length:
         logger.warning("%s=ngram has no effect: the %s backend cannot verify proposed tokens (n-gram speculation "
-                       "runs on the PyTorch backend's native llama-family forward)", config.origin("speculative_method"),
-                       backend.info.name)
+                       "runs on the PyTorch backend)", config.origin("speculative_method"), backend.info.name)
     logger.info(
         "engine ready: backend=%s device=%s model_type=%s dtype=%s slots=%d n_positions=%d in %.1fs",
         backend.info.name,

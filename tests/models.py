@@ -33,6 +33,10 @@ def require_pytorch_backend() -> None:
 
 
 ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
+NATIVE_ARCHS = ("llama", "mistral")  # the native forward's (native/llama.py LLAMA_FAMILY); the rest run Hugging Face's
+# Every forward the PyTorch backend has, as (arch, cpu_kernels): the native forward with its CPU kernels
+# and with torch ops, and every other architecture on the Hugging Face forward.
+FORWARDS = [(arch, True) for arch in ARCHS] + [(arch, False) for arch in NATIVE_ARCHS]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -30,7 +30,7 @@ Invariants (the contract every implementation and the engine rely on):
   ``self.device``; the engine samples them in place on that device.
 * ``decode_and_prefill`` is one engine step: the decode of every running slot,
   then the prefill of the newly admitted ones (none of which is occupied before
-  the call). The default makes the two calls in that order; a backend that can
+  the call, unless a chunk continues it: below). The default makes the two calls in that order; a backend that can
   run both in one forward overrides it, with each part's logits as its own call
   would return them up to float rounding.
 * Speculative decoding, when ``limits.speculation_length`` (``k``) is above 0:
@@ -52,6 +52,15 @@ Invariants (the contract every implementation and the engine rely on):
   prompt's tokens from position ``n`` on are computed. Its logits are the prompt's last position's,
   as for a prompt computed whole (up to float rounding). The engine decides what is cached where
   (``engine/prefix_cache.py``); the backend only copies and computes.
+* Chunked prefill, when ``limits.can_chunk_prefill``: ``decode_and_prefill(..., starts=...)``
+  gives, per prompt, the positions its slot already holds from this prompt's earlier chunks
+  (0: a prompt new to its slot). ``prompts[i]`` then runs to the end of this step's chunk, not
+  necessarily the prompt's end; where ``starts[i] > 0`` the slot holds exactly ``starts[i]``
+  positions, ``starts[i] < len(prompts[i])`` and ``cached[i]`` is None, and only positions
+  ``starts[i] ..`` are computed. The logits are those of each chunk's last position. A slot
+  whose prompt is not complete is occupied but decodes only once it is (its first token comes
+  from the chunk that completes it), so backends that chunk do not require every occupied slot
+  in a decode.
 * Verification, when ``limits.can_verify``: ``verify(slot, tokens, position)`` feeds ``tokens`` to a
   running slot at positions ``position ..`` in one forward and returns the logits after each of
   them (row ``i`` predicts the token after ``tokens[i]``). The slot then holds what a decode of
@@ -88,6 +97,8 @@ class BackendLimits:
         speculation_length: tokens one speculative step scores (``k``; 0: no speculation).
         prefix_cache_rows: KV rows kept for cached prefixes (0: no prefix caching).
         can_verify: whether :meth:`Backend.verify` scores several tokens of a running slot at once.
+        can_chunk_prefill: whether ``decode_and_prefill`` continues prompts begun in an earlier
+            step (``starts``: chunked prefill).
         padded_prefill: whether a prefill pays for each prompt's whole bucket
             (Neuron's compiled shapes) rather than about its real tokens (the
             PyTorch backend: packed prompts, or length groups with bounded
@@ -104,6 +115,7 @@ class BackendLimits:
     speculation_length: int = 0
     prefix_cache_rows: int = 0
     can_verify: bool = False
+    can_chunk_prefill: bool = False
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -189,13 +201,16 @@ class Backend(ABC):
     def decode_and_prefill(
         self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
         prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
-        cached: "Sequence[tuple[int, int] | None] | None" = None,
+        cached: "Sequence[tuple[int, int] | None] | None" = None, starts: "Sequence[int] | None" = None,
     ) -> "tuple[torch.Tensor | None, torch.Tensor | None]":
         """One step: ``decode(decode_slots, ...)`` then ``prefill(prefill_slots, prompts)``, either
         part skipped (``None`` in its place) when its slots are empty. ``cached``: each prompt's
-        cached prefix (module docstring); a backend without a prefix cache never gets one."""
+        cached prefix; ``starts``: each prompt's positions from earlier chunks (module docstring).
+        A backend without a prefix cache or chunked prefill never gets them."""
         if cached is not None and any(c is not None for c in cached):
             raise NotImplementedError(f"{type(self).__name__} has no prefix cache")
+        if starts is not None and any(starts):
+            raise NotImplementedError(f"{type(self).__name__} has no chunked prefill")
         decoded = self.decode(decode_slots, last_tokens, positions) if decode_slots else None
         prefilled = self.prefill(prefill_slots, prompts) if prefill_slots else None
         return decoded, prefilled

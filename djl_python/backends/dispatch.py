@@ -89,12 +89,13 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
 
 
 def warn_pytorch_only(config: HandlerConfig) -> None:
-    """The prefix cache is the PyTorch backend's: set for a Neuron load, the log says it does nothing
-    (docs/neuron.md says why), under the key the user wrote."""
-    for key in ("enable_prefix_caching", "prefix_cache_rows"):
+    """The prefix cache and chunked prefill are the PyTorch backend's: set for a Neuron load, the log
+    says they do nothing (docs/neuron.md says why), under the key the user wrote."""
+    for key, what in (("enable_prefix_caching", "prefix caching"), ("prefix_cache_rows", "prefix caching"),
+                      ("enable_chunked_prefill", "chunked prefill")):
         if key in config.model_fields_set and getattr(config, key):
-            logger.warning("%s has no effect on Neuron: prefix caching runs on the PyTorch backend only "
-                           "(docs/neuron.md)", config.origin(key))
+            logger.warning("%s has no effect on Neuron: %s runs on the PyTorch backend only "
+                           "(docs/neuron.md)", config.origin(key), what)
 
 
 def warn_tensor_parallel(config: HandlerConfig, device: str) -> None:

@@ -123,7 +123,8 @@ class LmiProperties(BaseModel):
     max_rolling_batch_prefill_tokens: OptPositiveInt = Field(
         None,
         description="Prompt tokens prefilled in one engine step (Neuron counts each prompt's padded bucket, "
-        "PyTorch its real tokens); the first waiting request is admitted whatever its length. Unset: 512 on "
+        "PyTorch its real tokens). With `enable_chunked_prefill` (PyTorch) a longer prompt is split across "
+        "steps; otherwise the first waiting request is admitted whatever its length. Unset: 512 on "
         "PyTorch, max(largest bucket, 512) on Neuron. Smaller: a burst's first tokens sooner and shorter gaps "
         "in running streams; larger: fewer steps.",
     )

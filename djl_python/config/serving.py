@@ -96,9 +96,16 @@ class ServingProperties(BaseModel):
     )
     enable_prefix_caching: Bool = Field(
         True,
-        description="PyTorch backend, llama-family models: keep finished requests' KV cache and reuse it for "
-        "a later prompt that starts with the same tokens (a shared system prompt, the history of a chat), as "
-        "vLLM does by default; greedy output is the same with or without it. Neuron: no effect.",
+        description="PyTorch backend: keep finished requests' KV cache and reuse it for a later prompt that "
+        "starts with the same tokens (a shared system prompt, the history of a chat), as vLLM does by default; "
+        "greedy output is the same with or without it. Neuron: no effect.",
+    )
+    enable_chunked_prefill: Bool = Field(
+        True,
+        description="PyTorch backend: split a prompt across engine steps so that each step prefills at most "
+        "`max_rolling_batch_prefill_tokens` tokens, as vLLM does by default; a long prompt then delays running "
+        "streams by several short steps rather than one long one. Off: each prompt is prefilled in one step. "
+        "Neuron: no effect (its compiled graphs prefill whole prompts).",
     )
     prefix_cache_rows: OptNonNegativeInt = Field(
         None,

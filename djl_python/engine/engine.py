@@ -12,6 +12,11 @@ request (``FinishReason.EOS``) at once. A constraint compiles before the request
 in ``add_request`` unless the caller compiled it already with ``compile_constraint``
 (``AsyncEngine`` does, off the engine thread).
 
+Chunked prefill, where the backend continues prompts (``limits.can_chunk_prefill``): the
+scheduler may give a prompt only part of it in one step; the engine feeds the backend each
+prompt from what its slot holds to the chunk's end, and samples a request's first token in the
+step whose chunk completes its prompt.
+
 Prefix caching, where the backend keeps cached rows (``limits.prefix_cache_rows``): a request
 that ends saves its KV (prompt and generated tokens, in whole blocks) into a cached row chosen
 by ``engine/prefix_cache.py``, and a prompt that starts with a cached run of blocks has that run
@@ -66,9 +71,12 @@ class Engine:
         max_prefill_tokens: int | None = None,
         generation_defaults: GenerationDefaults | None = None,
         ngram_length: int = 0,
+        chunked_prefill: bool = True,
     ) -> None:
         """``ngram_length``: tokens one n-gram speculative step scores (prompt-lookup proposals, one
-        fewer; ``engine/ngram.py``), where the backend verifies (``limits.can_verify``); 0: off."""
+        fewer; ``engine/ngram.py``), where the backend verifies (``limits.can_verify``); 0: off.
+        ``chunked_prefill``: split prompts across steps under the prefill budget, where the backend
+        continues a prompt (``limits.can_chunk_prefill``; ``engine/scheduler.py``)."""
         # Imported here so that importing the engine package does not import torch.
         from djl_python.engine.sampling import Sampler
 
@@ -79,7 +87,8 @@ class Engine:
         rows = self.limits.prefix_cache_rows
         self.prefix_cache: Optional[PrefixCache] = PrefixCache(rows) if rows else None
         self.scheduler = Scheduler(self.limits, max_prefill_tokens,
-                                   self._cached_tokens if self.prefix_cache is not None else None)
+                                   self._cached_tokens if self.prefix_cache is not None else None,
+                                   chunked=chunked_prefill and self.limits.can_chunk_prefill)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
         if ngram_length < 0 or ngram_length == 1:
@@ -184,28 +193,53 @@ class Engine:
         if not prefill and len(decode) == 1 and self._can_speculate(decode[0]):
             if self._speculative_step(decode[0], outputs):
                 return outputs
-        for seq in prefill:
+        # Prompts whose last chunk runs this step sample their first token; the others only fill KV.
+        completing = [s for s in prefill if s.prefill_end == s.prompt_len]
+        for seq in completing:
             self.sampler.start(seq.slot, seq.prompt_ids, seq.params)
         # The grammar masks of this step, computed while the model runs (llguidance releases the GIL);
         # plain greedy rows need one only when the grammar refuses their argmax (``_allowed``).
-        self._masks = self.grammars.masks_during([s.matcher for s in decode + prefill
+        self._masks = self.grammars.masks_during([s.matcher for s in decode + completing
                                                   if s.matcher is not None and not plain_greedy(s.params)])
-        # One backend call (the PyTorch backend runs both parts in one forward). Decode comes
-        # first: the running streams' tokens come first, and the Neuron naive strategy then pays
-        # one re-prefill per join (a decode of every occupied row is a plain static step), not two.
-        args = ([s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode],
-                [s.slot for s in prefill], [s.prompt_ids for s in prefill])
-        cache = self.prefix_cache
-        cached = [cache.lookup(s.prompt_ids) for s in prefill] if cache is not None and prefill else None
-        if cached is not None and any(c is not None for c in cached):
-            decode_logits, prefill_logits = self.backend.decode_and_prefill(*args, cached=cached)
-        else:
-            decode_logits, prefill_logits = self.backend.decode_and_prefill(*args)
+        decode_logits, prefill_logits = self._forward(decode, prefill)
         if decode:
             self._postprocess(decode, decode_logits, outputs)
-        if prefill:
-            self._postprocess(prefill, prefill_logits, outputs)
+        if completing:
+            if len(completing) < len(prefill):
+                rows = [i for i, s in enumerate(prefill) if s.prefill_done]
+                prefill_logits = prefill_logits[rows]
+            self._postprocess(completing, prefill_logits, outputs)
         return outputs
+
+    def _forward(self, decode: list[Sequence], prefill: list[Sequence]) -> tuple[Any, Any]:
+        """The step's one backend call (the PyTorch backend runs both parts in one forward). Decode
+        comes first: the running streams' tokens come first, and the Neuron naive strategy then pays
+        one re-prefill per join (a decode of every occupied row is a plain static step), not two.
+        Each prompt runs from what its slot holds (a cached prefix, or its earlier chunks) to its
+        chunk's end; ``seq.prefilled`` records that end."""
+        args = ([s.slot for s in decode], [s.last_token for s in decode], [s.num_tokens - 1 for s in decode],
+                [s.slot for s in prefill], [s.prompt_ids[: s.prefill_end] for s in prefill])
+        cache = self.prefix_cache
+        # A hit must leave the chunk something to compute; the scheduler priced the chunk with this very
+        # lookup (nothing is stored between the two), so only a chunk it did not price that way loses it.
+        cached = [self._hit(cache.lookup(s.prompt_ids), s.prefill_end) if s.prefilled == 0 else None
+                  for s in prefill] if cache is not None and prefill else None
+        if cached is not None and not any(cached):
+            cached = None
+        starts = [s.prefilled for s in prefill] if any(s.prefilled for s in prefill) else None
+        kwargs: dict[str, Any] = {}
+        if cached is not None:
+            kwargs["cached"] = cached
+        if starts is not None:
+            kwargs["starts"] = starts
+        logits = self.backend.decode_and_prefill(*args, **kwargs)
+        for seq in prefill:
+            seq.prefilled = seq.prefill_end
+        return logits
+
+    @staticmethod
+    def _hit(hit: Optional[tuple[int, int]], end: int) -> Optional[tuple[int, int]]:
+        return hit if hit is not None and hit[1] < end else None
 
     def _can_speculate(self, seq: Sequence) -> bool:
         """A speculative step for the one running sequence: the backend speculates (a draft model) or

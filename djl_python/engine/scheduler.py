@@ -11,11 +11,19 @@ Policy (one ``schedule()`` call per engine step):
 * **Admission.** Waiting requests are admitted strictly FIFO while a slot is
   free, at most ``limits.max_prefill_slots`` per step, and while their prefill
   costs (``limits.prefill_cost(len)``: the padded bucket on a bucketed backend,
-  the real tokens on one that packs prompts) fit ``max_prefill_tokens``. The
-  first request of a step is always admitted when a slot is free, whatever its
-  length, so no prompt starves; a prompt whose start a prefix cache holds is
-  charged only what is left to compute; the queue is never reordered to fill the budget,
-  so no short prompt overtakes a long one.
+  the real tokens on one that packs prompts) fit ``max_prefill_tokens``. Without
+  chunked prefill, the first request of a step is always admitted when a slot is
+  free, whatever its length, so no prompt starves. A prompt whose start a prefix
+  cache holds is charged only what is left to compute. The queue is never
+  reordered to fill the budget, so no short prompt overtakes a long one.
+* **Chunked prefill** (``chunked``, where the backend can continue a prompt in a later step:
+  ``limits.can_chunk_prefill``). A prompt is no longer admitted whole or not at all: the
+  budget is filled exactly, the last prompt admitted getting what is left of it as a chunk,
+  and a prompt whose prefill is under way gets the next chunk before anything new is admitted
+  (in admission order). One long prompt then costs the running streams several short steps
+  rather than one long one, and a burst's prompts pack every step's budget. A sequence's
+  first token comes from the step that completes its prompt. The prefill list is sorted by
+  slot all the same.
 * **Budget default.** 512 tokens, or one largest bucket where prefills are
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
   tokens of a burst sooner (the first requests do not wait for the whole burst's
@@ -53,8 +61,10 @@ DEFAULT_MIN_PREFILL_TOKENS = 512
 class SchedulerOutput:
     """What the engine runs in one step. Both lists are sorted by ascending slot."""
 
-    # Newly admitted sequences: slot assigned, status RUNNING, no output tokens yet.
-    # The engine passes their slots and prompts as ``decode_and_prefill``'s prefill part.
+    # Sequences that prefill this step, each from ``seq.prefilled`` to ``seq.prefill_end``: newly
+    # admitted ones (slot assigned, status RUNNING), then, under chunked prefill, ones whose prompt an
+    # earlier step began. None has output tokens yet. The engine passes their slots and prompts as
+    # ``decode_and_prefill``'s prefill part.
     prefill: list[Sequence] = field(default_factory=list)
     # Sequences that were already running (each has at least one output token);
     # the engine passes them, last token at ``num_tokens - 1``, as its decode part.
@@ -80,11 +90,15 @@ class Scheduler:
     """
 
     def __init__(self, limits: "BackendLimits", max_prefill_tokens: int | None = None,
-                 cached_tokens: Callable[[Sequence], int] | None = None) -> None:
+                 cached_tokens: Callable[[Sequence], int] | None = None, chunked: bool = False) -> None:
         """``cached_tokens(seq)``: how many of a waiting prompt's tokens a prefix cache will serve;
-        only the rest is charged to the budget (None: no cache, every token charged)."""
+        only the rest is charged to the budget (None: no cache, every token charged). ``chunked``:
+        chunked prefill (module docstring); ValueError where the backend cannot continue a prompt."""
         if max_prefill_tokens is not None and max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
+        if chunked and not limits.can_chunk_prefill:
+            raise ValueError("chunked prefill needs a backend that continues a prompt (limits.can_chunk_prefill)")
+        self.chunked = chunked
         self.limits = limits
         # Default (module docstring): 512 tokens, or one largest bucket when prefills are padded.
         default = max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS) if limits.padded_prefill \
@@ -122,19 +136,35 @@ class Scheduler:
         """Admit what fits, then list everything to run this step (see the module docstring)."""
         out = SchedulerOutput()
         budget = self.max_prefill_tokens
+        if self.chunked:  # prompts begun in an earlier step come first, in admission order
+            for seq in self.running.values():
+                if budget == 0 or len(out.prefill) == self.max_prefill_slots:
+                    break
+                if not seq.prefill_done:
+                    seq.prefill_end = seq.prefilled + min(seq.prompt_len - seq.prefilled, budget)
+                    budget -= seq.prefill_end - seq.prefilled
+                    out.prefill.append(seq)
         while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
             head = self.waiting[0]
             cached = self._cached_tokens(head) if self._cached_tokens is not None else 0
-            cost = self.limits.prefill_cost(head.prompt_len - cached)
-            if out.prefill and cost > budget:
-                break  # FIFO: wait for the next step rather than let a later request overtake
+            if self.chunked:
+                if budget == 0:
+                    break
+                end = cached + min(head.prompt_len - cached, budget)
+                cost = end - cached
+            else:
+                end, cost = head.prompt_len, self.limits.prefill_cost(head.prompt_len - cached)
+                if out.prefill and cost > budget:
+                    break  # FIFO: wait for the next step rather than let a later request overtake
             seq = self.waiting.popleft()
-            budget -= cost
+            budget = max(0, budget - cost)
             seq.slot = heapq.heappop(self._free_slots)
             seq.status = RequestStatus.RUNNING
+            seq.prefill_end = end
             self.running[seq.slot] = seq
             out.prefill.append(seq)
-        # Sequences admitted just now have no output token yet; everything else decodes.
+        out.prefill.sort(key=lambda seq: seq.slot)  # a chunk continued beside new admissions
+        # Sequences admitted just now or still prefilling have no output token yet; everything else decodes.
         out.decode = [self.running[slot] for slot in sorted(self.running) if self.running[slot].output_ids]
         return out
 

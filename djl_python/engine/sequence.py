@@ -12,6 +12,10 @@ Invariants:
 * ``slot`` is set exactly while the status is RUNNING.
 * ``num_tokens - 1`` is the position of ``last_token``; it is what ``decode``
   receives as ``positions[i]``.
+* ``prefilled <= prompt_len``: the prompt positions whose KV the slot holds. A prompt may be
+  prefilled in chunks over several steps (chunked prefill); the step that completes it samples
+  the first token, so a sequence with output tokens has ``prefilled == prompt_len``.
+  ``prefill_end`` is where the chunk the scheduler gave it this step ends.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class Sequence:
     status: RequestStatus = RequestStatus.WAITING
     slot: Optional[int] = None
     matcher: Optional["GrammarMatcher"] = None  # set exactly when params.constraint is
+    prefilled: int = 0  # prompt positions in the slot's KV (engine, after each prefill chunk)
+    prefill_end: int = 0  # the end of this step's prefill chunk (scheduler)
     # N-gram speculation's back-off: steps to decode plainly before proposing again, and twice the
     # wait the next miss brings (doubled after each step whose proposals all missed, reset by a hit).
     speculation_wait: int = 0
@@ -61,6 +67,10 @@ class Sequence:
     @property
     def last_token(self) -> int:
         return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
+
+    @property
+    def prefill_done(self) -> bool:
+        return self.prefilled == len(self.prompt_ids)
 
     @property
     def finished(self) -> bool:

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.backends.slot_driver import Job, run_greedy
-from tests.models import ARCHS
+from tests.models import ARCHS, NATIVE_ARCHS
 
 
 def _reference(model, prompt: list[int], new_tokens: int) -> tuple[list[int], torch.Tensor]:
@@ -44,7 +44,7 @@ def test_staggered_greedy_matches_generate(arch: str, tiny_model_factory) -> Non
     path = tiny_model_factory(arch)
     backend = PyTorchBackend.load(path, max_slots=4)
     # The llama family runs the native forward, every other architecture the Hugging Face one.
-    assert backend.info.extra["forward"] == ("native" if arch in ("llama", "mistral") else "hf")
+    assert backend.info.extra["forward"] == ("native" if arch in NATIVE_ARCHS else "hf")
     jobs = _staggered_jobs()
     cover = run_greedy(backend, jobs)
     assert cover.joint_prefill and cover.gathered_prefill and cover.gathered_decode

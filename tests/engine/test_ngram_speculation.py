@@ -1,7 +1,7 @@
 """Prompt-lookup (n-gram) speculative decoding on the PyTorch backend: the proposer, and greedy
-output identical to plain decoding on the tiny models of every architecture the native forward
-runs (CPU kernels and torch ops), on repetitive and non-repetitive prompts, with fewer forwards
-where the output repeats its input."""
+output identical to plain decoding on the tiny models of every architecture (the native forward
+with CPU kernels and with torch ops, the Hugging Face forward's extensions for the others), on
+repetitive and non-repetitive prompts, with fewer forwards where the output repeats its input."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.config import ConfigError, load_config
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.ngram import propose
-from tests.models import ARCHS
-
-NATIVE = ("llama", "mistral")
+from tests.models import FORWARDS, NATIVE_ARCHS
 
 
 def test_proposals_follow_the_latest_earlier_occurrence_of_the_longest_suffix() -> None:
@@ -25,17 +23,20 @@ def test_proposals_follow_the_latest_earlier_occurrence_of_the_longest_suffix() 
     assert propose([4, 8, 4], k=2, min_n=1) == [8, 4]
 
 
-@pytest.mark.parametrize("arch", NATIVE)
-@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("arch,kernels", FORWARDS)
 def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kernels: bool) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     prompts = [[5, 6, 7, 8, 9] * 8, list(range(20, 60)), [3, 4] * 20 + list(range(100, 110))]
     params = SamplingParams(max_new_tokens=50, ignore_eos=True)
 
+    verified = []
+
     def run(ngram: int) -> tuple[list[list[int]], int]:
         engine = Engine(PyTorchBackend.load(folder, max_slots=2, n_positions=256, cpu_kernels=kernels), tokenizer,
                         ngram_length=ngram)
+        verify = engine.backend.verify
+        engine.backend.verify = lambda *a: verified.append(a) or verify(*a)  # type: ignore[method-assign]
         steps = 0
         out = []
         for prompt in prompts:  # one at a time: speculation serves one running sequence
@@ -50,7 +51,13 @@ def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kern
     plain, plain_steps = run(0)
     fast, fast_steps = run(5)
     assert fast == plain
-    assert fast_steps < plain_steps  # the repetitive prompts took several tokens per step
+    # The llama family's tiny models continue the repetitive prompts, so proposals were scored and they
+    # took several tokens per step; another random model may never repeat itself (nothing to propose),
+    # and then must not take more steps. tests/backends/test_row_continuation.py checks every forward's
+    # verification against plain decoding directly.
+    if arch in NATIVE_ARCHS:
+        assert verified and fast_steps < plain_steps
+    assert fast_steps <= plain_steps
 
 
 def test_sampled_and_concurrent_requests_decode_plainly(tiny_llama) -> None:
@@ -64,14 +71,6 @@ def test_sampled_and_concurrent_requests_decode_plainly(tiny_llama) -> None:
     assert calls == []  # a sampled request, then two running at once: plain decode steps
     engine.generate([[5, 6, 7] * 10], SamplingParams(max_new_tokens=20, ignore_eos=True))
     assert calls and all(len(tokens) <= 4 for _, tokens, _ in calls)  # the lone greedy request speculated
-
-
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NATIVE][:1])
-def test_the_hugging_face_forward_cannot_verify_so_no_speculation(tiny_model_factory, arch: str) -> None:
-    folder = tiny_model_factory(arch)
-    engine = Engine(PyTorchBackend.load(folder, max_slots=1, n_positions=64), AutoTokenizer.from_pretrained(str(folder)),
-                    ngram_length=4)
-    assert not engine.backend.limits.can_verify and engine.ngram_length == 0
 
 
 def test_ngram_option_reaches_the_engine_and_needs_two_tokens(tiny_llama) -> None:

@@ -1,7 +1,7 @@
 """Prefix caching: the index (``engine/prefix_cache.py``) and, on tiny real models, greedy output
-identical with and without the cache for every architecture the native forward runs (with the CPU
-kernels and with torch ops), with decode rows and joining prompts in one step, and with fewer
-cached rows than conversations (eviction)."""
+identical with and without the cache for every architecture (the native forward with the CPU
+kernels and with torch ops, the Hugging Face forward for the others), with decode rows and joining
+prompts in one step, and with fewer cached rows than conversations (eviction)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from transformers import AutoTokenizer
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.prefix_cache import PrefixCache
-from tests.models import ARCHS
-
-NATIVE = ("llama", "mistral")  # the native forward's architectures (native/llama.py LLAMA_FAMILY)
+from tests.models import FORWARDS
 
 
 def test_lookup_finds_the_longest_whole_block_prefix_and_leaves_a_token_to_compute() -> None:
@@ -65,8 +63,7 @@ def conversations(engine: Engine, turns: int, people: int, max_new: int = 10) ->
     return out
 
 
-@pytest.mark.parametrize("arch", NATIVE)
-@pytest.mark.parametrize("kernels", [True, False])
+@pytest.mark.parametrize("arch,kernels", FORWARDS)
 def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory, arch: str, kernels: bool) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -106,13 +103,6 @@ def test_cached_prompts_join_a_step_beside_running_decodes(tiny_llama: Path) -> 
         return [tokens[rid] for rid in [first, *later]]
 
     assert run(2) == run(0)
-
-
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in NATIVE][:2])
-def test_architectures_on_the_hugging_face_forward_keep_no_cache(tiny_model_factory, arch: str) -> None:
-    backend = PyTorchBackend.load(tiny_model_factory(arch), max_slots=2, n_positions=64, prefix_cache_rows=2)
-    assert backend.limits.prefix_cache_rows == 0
-    assert Engine(backend, AutoTokenizer.from_pretrained(str(tiny_model_factory(arch)))).prefix_cache is None
 
 
 def test_a_cached_prompt_is_charged_only_what_is_left_to_compute(tiny_llama: Path) -> None:

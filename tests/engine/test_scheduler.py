@@ -25,9 +25,18 @@ def limits(max_slots: int = 4, n_positions: int = 64, buckets=(16, 32), max_pref
 
 
 def run_prefill(out) -> None:
-    """Stand-in for the engine: every prefilled or decoded sequence gets a token."""
+    """Stand-in for the engine: prompts fill to their chunk's end, and every decoded sequence, or
+    prefilled one whose prompt is complete, gets a token."""
+    for seq in out.prefill:
+        seq.prefilled = seq.prefill_end
     for seq in out.prefill + out.decode:
-        seq.output_ids.append(7)
+        if seq.prefill_done:
+            seq.output_ids.append(7)
+
+
+def chunking(max_slots: int = 4) -> BackendLimits:
+    return replace(limits(max_slots=max_slots, n_positions=128, buckets=(64,)), padded_prefill=False,
+                   can_chunk_prefill=True)
 
 
 def test_importing_the_scheduler_does_not_import_torch() -> None:
@@ -214,3 +223,52 @@ def test_finishing_a_sequence_that_does_not_hold_its_slot_frees_nothing() -> Non
     first.slot = 0  # stale: names the slot `second` now holds
     sched.finish(first)
     assert sched.num_running == 1 and sched.schedule().decode == [second]
+
+
+def test_chunked_prefill_fills_the_budget_exactly_in_fifo_order() -> None:
+    sched = Scheduler(chunking(), max_prefill_tokens=16, chunked=True)
+    a, b, c = make_seq("a", prompt_len=20), make_seq("b", prompt_len=10), make_seq("c", prompt_len=5)
+    for seq in (a, b, c):
+        sched.add(seq)
+    ends = []
+    for _ in range(3):
+        out = sched.schedule()
+        ends.append([(s.request_id, s.prefilled, s.prefill_end) for s in out.prefill])
+        decoded = [s.request_id for s in out.decode]
+        run_prefill(out)
+    assert ends == [[("a", 0, 16)],  # a chunk of a, the whole budget
+                    [("a", 16, 20), ("b", 0, 10), ("c", 0, 2)],  # a's rest first, then b, then what is left for c
+                    [("c", 2, 5)]]
+    assert decoded == ["a", "b"]  # a and b got their first tokens in step 2; c in step 3
+    assert c.output_ids and len(a.output_ids) == 2
+
+
+def test_a_continued_chunk_comes_before_new_prompts_and_the_list_stays_in_slot_order() -> None:
+    sched = Scheduler(chunking(), max_prefill_tokens=8, chunked=True)
+    short, long, late = make_seq("short", prompt_len=2), make_seq("long", prompt_len=28), make_seq("late", 3)
+    sched.add(short)
+    sched.add(long)
+    run_prefill(sched.schedule())  # short whole (slot 0), long's first 6 (slot 1)
+    short.status = RequestStatus.FINISHED_STOP_SEQUENCE
+    sched.finish(short)  # slot 0 is free again
+    sched.add(late)
+    out = sched.schedule()
+    assert [(s.request_id, s.slot, s.prefilled, s.prefill_end) for s in out.prefill] == [("long", 1, 6, 14)]
+    run_prefill(out)
+    run_prefill(sched.schedule())  # long's 14..22
+    out = sched.schedule()  # long's last 6 tokens, then 2 of late's in slot 0, listed first
+    assert [(s.request_id, s.slot, s.prefill_end) for s in out.prefill] == [("late", 0, 2), ("long", 1, 28)]
+
+
+def test_a_chunk_starts_after_the_cached_prefix_and_is_charged_only_what_it_computes() -> None:
+    sched = Scheduler(chunking(), max_prefill_tokens=16, cached_tokens=lambda seq: 8, chunked=True)
+    a, b = make_seq("a", prompt_len=20), make_seq("b", prompt_len=20)
+    sched.add(a)
+    sched.add(b)
+    out = sched.schedule()
+    assert [(s.request_id, s.prefill_end) for s in out.prefill] == [("a", 20), ("b", 12)]  # 12 + 4 computed
+
+
+def test_chunked_prefill_needs_a_backend_that_continues_prompts() -> None:
+    with pytest.raises(ValueError, match="can_chunk_prefill"):
+        Scheduler(limits(), chunked=True)

@@ -134,14 +134,13 @@ def test_the_documented_memory_plan_is_the_default_models(smollm2_dir):
 def test_prefix_cache_rows_take_the_room_the_budget_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
     from djl_python.backends.pytorch.memory import with_prefix_cache
 
-    plan = _plan(slots=4, native=True)  # 1e9 bytes of weights + 4 rows of 94.4 MB
+    plan = _plan(slots=4)  # 1e9 bytes of weights + 4 rows of 94.4 MB
     budget = {"memory_budget": OptionValue("1.5GB", "--memory-budget")}
     assert with_prefix_cache(plan, load_config(env={}, overrides=budget), "cpu").cache_rows == 1
     roomy = {"memory_budget": OptionValue("8GB", "--memory-budget")}
     assert with_prefix_cache(plan, load_config(env={}, overrides=roomy), "cpu").cache_rows == 4  # one per slot
     off = load_config(env={"OPTION_ENABLE_PREFIX_CACHING": "false"}, overrides=roomy)
     assert with_prefix_cache(plan, off, "cpu").cache_rows == 0
-    assert with_prefix_cache(_plan(slots=4, native=False), load_config(env={}, overrides=roomy), "cpu").cache_rows == 0
     explicit = load_config(env={"OPTION_PREFIX_CACHE_ROWS": "10"}, overrides=budget)
     sized = with_prefix_cache(plan, explicit, "cpu")
     assert sized.cache_rows == 10 and sized.kv_cache_bytes == 14 * plan.row_bytes
@@ -160,3 +159,12 @@ def test_loaded_engine_keeps_the_planned_prefix_cache(tiny_llama: Path) -> None:
     assert engine.backend.info.extra["kv_cache_bytes"] == 6 * 64 * 2 * 2 * 2 * 16 * 4  # 3 slots + 3 rows
     off = load_engine(load_config(tiny_llama, properties={**props, "enable_prefix_caching": "false"}, env={}))
     assert off.limits.prefix_cache_rows == 0 and off.prefix_cache is None
+
+
+def test_architectures_on_the_hugging_face_forward_keep_a_planned_prefix_cache_too(tiny_model_factory) -> None:
+    from djl_python.loader import load_engine
+
+    props = {"device": "cpu", "max_rolling_batch_size": "2", "n_positions": "64", "memory_budget": "8GiB"}
+    engine = load_engine(load_config(tiny_model_factory("gpt2"), properties=props, env={}))
+    assert engine.backend.info.extra["forward"] == "hf"
+    assert engine.limits.prefix_cache_rows == 2 and engine.prefix_cache is not None

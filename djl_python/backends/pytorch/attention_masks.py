@@ -1,10 +1,11 @@
-"""Per-row decode attention masks, kept incrementally so a decode step builds none from scratch.
+"""Per-row decode attention masks, derived from each row's position.
 
-One row per KV row over ``n_positions`` columns; column ``j`` is open iff the row has
-written position ``j`` since its last prefill. Prefill opens ``0..len-1`` and closes the rest
-(right padding and stale data from an earlier request included); each decode opens the one
-column it writes. A decode step then only slices (contiguous rows) or gathers them and
-the first ``width`` columns.
+A decode step attends columns ``0..width-1`` of every row it runs; column ``j`` of a row
+decoding at position ``p`` is open iff ``j <= p``. Everything beyond ``p`` is closed: the
+right padding of a grouped prefill, stale data from an earlier request in the row, and the
+columns a verification wrote for speculated tokens that were not accepted. The mask is a
+function of the step's positions alone, built once per step (one ``[n, width]`` comparison),
+so no state about a row can go stale between steps.
 
 Two forms, chosen per architecture:
 
@@ -34,36 +35,17 @@ def mask_mode_for(model_type: str) -> MaskMode:
 
 
 class RowMasks:
-    """The open/closed columns of every KV row. All tensors live on one device."""
+    """Decode masks of one model (its mask form and dtype); see the module docstring."""
 
-    def __init__(
-        self, mode: MaskMode, max_rows: int, n_positions: int, dtype: torch.dtype, device: torch.device
-    ) -> None:
+    def __init__(self, mode: MaskMode, n_positions: int, dtype: torch.dtype, device: torch.device) -> None:
         self.mode = mode
-        if mode == "4d":
-            self._open, self._closed = 0.0, torch.finfo(dtype).min
-            self._table = torch.full((max_rows, n_positions), self._closed, dtype=dtype, device=device)
-        else:
-            self._open, self._closed = 1, 0
-            self._table = torch.zeros((max_rows, n_positions), dtype=torch.long, device=device)
         self._columns = torch.arange(n_positions, device=device)
-        # A 0-dim value tensor so the per-step ``open`` allocates nothing.
-        self._open_value = torch.tensor(self._open, dtype=self._table.dtype, device=device)
+        self._closed = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=device)
+        self._open = torch.tensor(0.0, dtype=dtype, device=device)
 
-    def reset(self, rows: torch.Tensor, lengths: torch.Tensor) -> None:
-        """Open columns ``0..lengths[i]-1`` of row ``rows[i]`` and close all others."""
-        is_open = self._columns[None, :] < lengths[:, None]
-        fresh = torch.where(is_open, self._open, self._closed).to(self._table.dtype)
-        self._table.index_copy_(0, rows, fresh)
-
-    def open(self, rows: torch.Tensor, positions: torch.Tensor) -> None:
-        """Open column ``positions[i]`` of row ``rows[i]`` (the token decode is writing)."""
-        self._table.index_put_((rows, positions), self._open_value)
-
-    def decode_mask(self, rows: torch.Tensor, first: int | None, width: int) -> torch.Tensor:
-        """The mask for a decode step over ``rows`` and columns ``0..width-1``."""
-        if first is not None:
-            picked = self._table[first : first + rows.shape[0], :width]
-        else:
-            picked = self._table[:, :width].index_select(0, rows)
-        return picked[:, None, None, :] if self.mode == "4d" else picked
+    def decode_mask(self, positions: torch.Tensor, width: int) -> torch.Tensor:
+        """The mask of a decode step whose rows decode at ``positions`` ``[n]``, over columns ``0..width-1``."""
+        is_open = self._columns[None, :width] <= positions[:, None]
+        if self.mode == "2d":
+            return is_open.long()
+        return torch.where(is_open, self._open, self._closed)[:, None, None, :]

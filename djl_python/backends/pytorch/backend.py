@@ -6,7 +6,7 @@ touching other rows. Two forwards run on those rows:
 
 * native (:mod:`.native`): the llama family (llama, mistral, SmolLM2) reimplemented with
   fused weights, precomputed rotary tables and attention reading the rows in place;
-* Hugging Face (:mod:`.hf_rows`): the model's own forward with a row cache and per-row
+* Hugging Face (:mod:`.hf_forward`): the model's own forward with a row cache and per-row
   masks; the fallback for every other architecture, or for any with ``native=False``.
 
 Both do the same things per call:
@@ -29,10 +29,13 @@ Both do the same things per call:
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
   rows instead of gathering them (finished requests leave holes in the slot ids).
-* native forward only: the prefix cache's rows follow the slots' rows (``max_slots + r``);
-  a cached prefix is copied into a prompt's row and the prompt computed from its end (the
-  attention of a prompt token reads its row from column 0); ``verify`` is the same forward
-  over a running slot's next tokens, returning every position's logits.
+* continuing a row: the prefix cache's rows follow the slots' rows (``max_slots + r``); a
+  cached prefix is copied into a prompt's row and the prompt computed from its end (the
+  attention of a prompt token reads its row from column 0). A prompt's later chunk (chunked
+  prefill) continues its row the same way, and ``verify`` is the same forward over a running
+  slot's next tokens, returning every position's logits. The native forward packs these with
+  the rest of the step; the Hugging Face forward runs each as an extension of its row
+  (:meth:`.hf_forward.HFRows.extend`).
 
 Hot-loop hygiene: one small host tensor per call (rows, tokens, positions and, when the
 rows are out of slot order, the permutation back, packed together, one copy to the
@@ -66,15 +69,21 @@ _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash 
 
 
 class RowForward(Protocol):
-    """A model's forward on KV rows (:class:`.hf_rows.HFRows`, :class:`.native.NativeLlama`).
+    """A model's forward on KV rows (:class:`.hf_forward.HFRows`, :class:`.native.NativeLlama`).
 
     ``prefill`` takes host-side row indices (any order, distinct) and their prompts and
     returns the logits at each prompt's last position, in the order given. ``decode`` takes
     ascending row indices on the device, ``first`` being ``rows[0]`` when they are
-    consecutive (slice, not gather). Both return float32 logits ``[n, vocab]``.
+    consecutive (slice, not gather). Both return float32 logits ``[n, vocab]``. ``step`` is
+    :meth:`.native.llama.NativeLlama.step`: a decode and prompts continued from ``starts``
+    (a cached prefix, earlier chunks, speculated tokens), in one forward or two.
     """
 
     def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor: ...
+
+    def step(self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None,
+             starts: Sequence[int] | None = None, every_position: bool = False,
+             ) -> tuple[torch.Tensor | None, torch.Tensor | None]: ...
 
     def decode(self, rows: torch.Tensor, first: int | None, tokens: torch.Tensor, positions: torch.Tensor,
                width: int) -> torch.Tensor: ...
@@ -105,7 +114,7 @@ class PyTorchBackend(Backend):
             if reason is None:
                 kernels, how = load_cpu_kernels() if cpu_kernels and self._device.type == "cpu" \
                     else (None, "not used")
-                # The prefix cache's rows follow the slots' rows (prefix_cache_rows: 0 where not native).
+                # The prefix cache's rows follow the slots' rows.
                 native_forward = NativeLlama.from_hf(model, limits.max_slots + limits.prefix_cache_rows,
                                                      limits.n_positions, kernels=kernels)
                 self._forward = native_forward
@@ -118,9 +127,7 @@ class PyTorchBackend(Backend):
                     "onednn-packed, widened to fp32" if native_forward.widened else "onednn-packed"
                 own_bytes = native_forward.own_bytes()
             else:
-                if limits.prefix_cache_rows:
-                    raise ValueError(f"prefix caching needs the native forward ({reason})")
-                self._forward = HFRows(model, limits.max_slots, limits.n_positions)
+                self._forward = HFRows(model, limits.max_slots + limits.prefix_cache_rows, limits.n_positions)
                 info.extra["forward"] = "hf"
                 info.extra["native_skipped"] = reason
             logger.info("pytorch backend: %s forward for %s%s", info.extra["forward"], model.config.model_type,
@@ -155,7 +162,7 @@ class PyTorchBackend(Backend):
         forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
         of :mod:`.native.cpu_kernels` where they build (``False``: torch ops and SDPA; no
         serving option sets it, tests and benchmarks do); ``prefix_cache_rows`` KV rows for cached
-        prefixes (``Backend``'s contract), where the native forward runs (else none).
+        prefixes (``Backend``'s contract).
         Raises ``ValueError`` naming the option when one is out of range.
         """
         if max_slots < 1:
@@ -197,14 +204,11 @@ class PyTorchBackend(Backend):
             raise ValueError(f"attention implementation {attn!r} cannot take per-slot masks; use sdpa or eager")
         if prefix_cache_rows < 0:
             raise ValueError(f"prefix_cache_rows must be >= 0, got {prefix_cache_rows}")
-        if prefix_cache_rows and (not native or llama_support(config) is not None):
-            logger.info("prefix caching is off: it needs the native forward (%s)",
-                        "native=False" if not native else llama_support(config))
-            prefix_cache_rows = 0
         limits = BackendLimits(
             max_slots=max_slots,
             prefix_cache_rows=prefix_cache_rows,
-            can_verify=native and llama_support(config) is None,
+            can_verify=True,
+            can_chunk_prefill=True,
             n_positions=n_pos,
             prefill_buckets=buckets,
             vocab_size=_logits_width(model),
@@ -225,14 +229,14 @@ class PyTorchBackend(Backend):
 
     @torch.inference_mode()
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
-                cached: Sequence[tuple[int, int] | None] | None = None) -> torch.Tensor:
-        self._check_cached(prompts, cached)
-        rows = self._prefill_rows(slot_ids, prompts)
-        starts = self._restore_prefixes(rows, cached)
-        if starts is None:
+                cached: Sequence[tuple[int, int] | None] | None = None,
+                starts: Sequence[int] | None = None) -> torch.Tensor:
+        rows = self._prefill_rows(slot_ids, prompts, cached, starts)
+        first = self._first_columns(rows, cached, starts)
+        if first is None:
             logits = self._forward.prefill(rows, prompts)
         else:
-            logits = self._native().step(None, (rows, prompts), starts)[1]
+            logits = self._forward.step(None, (rows, prompts), first)[1]
         self._prefilled(slot_ids, rows, prompts)
         return logits
 
@@ -261,7 +265,7 @@ class PyTorchBackend(Backend):
         row = self._rows.row(slot_id)
         # The step takes whole prompts and the first position to compute: the leading ids are not read.
         padded = [0] * position + list(tokens)
-        logits = self._native().step(None, ([row], [padded]), [position], every_position=True)[1]
+        logits = self._forward.step(None, ([row], [padded]), [position], every_position=True)[1]
         self._lengths[row] = max(self._lengths[row], position + len(tokens))
         return logits
 
@@ -280,22 +284,33 @@ class PyTorchBackend(Backend):
                 raise ValueError(f"cached[{i}] reuses {n} positions of a {len(prompt)}-token prompt; cache row "
                                  f"{cache_row} holds {self._cache_lengths[cache_row]}")
 
-    def _restore_prefixes(self, rows: Sequence[int], cached: Sequence[tuple[int, int] | None] | None) -> list[int] | None:
-        """Copy each prompt's cached prefix (checked by :meth:`_check_cached`) into its row; return each
-        prompt's first position to compute, or None when no prompt has one."""
-        if cached is None or not any(c is not None for c in cached):
-            return None
-        starts = []
-        for row, entry in zip(rows, cached):
-            if entry is not None:
-                self._forward.move_row(row, self.limits.max_slots + entry[0], entry[1])
-            starts.append(0 if entry is None else entry[1])
-        return starts
+    def _check_starts(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
+                      cached: Sequence[tuple[int, int] | None] | None, starts: Sequence[int] | None) -> None:
+        """Each continued prompt's slot holds exactly its earlier chunks (``Backend``'s contract)."""
+        if starts is None:
+            return
+        if len(starts) != len(prompts):
+            raise ValueError(f"prefill got {len(prompts)} prompts but {len(starts)} starts")
+        for i, (slot, prompt, start) in enumerate(zip(slot_ids, prompts, starts)):
+            if start == 0:
+                continue
+            held = self._lengths[self._rows.row(slot)] if self._active[slot] else 0
+            if start != held or not start < len(prompt) or (cached is not None and cached[i] is not None):
+                raise ValueError(f"starts[{i}] continues a {len(prompt)}-token prompt from {start}; slot {slot} "
+                                 f"holds {held} positions" + ("" if cached is None or cached[i] is None
+                                                              else " and a cached prefix was given too"))
 
-    def _native(self) -> NativeLlama:
-        if not isinstance(self._forward, NativeLlama):  # limits.prefix_cache_rows is 0, can_verify False
-            raise ValueError("cached prefixes and verification need the native forward")
-        return self._forward
+    def _first_columns(self, rows: Sequence[int], cached: Sequence[tuple[int, int] | None] | None,
+                       starts: Sequence[int] | None) -> list[int] | None:
+        """Copy each prompt's cached prefix (checked by :meth:`_check_cached`) into its row; return each
+        prompt's first position to compute (its cached prefix or earlier chunks), or None when all are 0."""
+        first = list(starts) if starts is not None else [0] * len(rows)
+        if cached is not None:
+            for i, (row, entry) in enumerate(zip(rows, cached)):
+                if entry is not None:
+                    self._forward.move_row(row, self.limits.max_slots + entry[0], entry[1])
+                    first[i] = entry[1]
+        return first if any(first) else None
 
     @torch.inference_mode()
     def decode(
@@ -309,34 +324,40 @@ class PyTorchBackend(Backend):
     def decode_and_prefill(
         self, decode_slots: Sequence[int], last_tokens: Sequence[int], positions: Sequence[int],
         prefill_slots: Sequence[int], prompts: Sequence[Sequence[int]],
-        cached: Sequence[tuple[int, int] | None] | None = None,
+        cached: Sequence[tuple[int, int] | None] | None = None, starts: Sequence[int] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Both parts in one forward where the native forward runs and both are given (every
         matmul on the decode tokens and the prompts together; docs/performance.md); else the
         two calls. The same checks as :meth:`decode` and :meth:`prefill`, and a slot may not be
-        in both. ``cached``: each prompt's cached prefix (``Backend``'s contract)."""
-        if not decode_slots or not prefill_slots or not isinstance(self._forward, NativeLlama):
+        in both. ``cached``: each prompt's cached prefix; ``starts``: its earlier chunks
+        (``Backend``'s contract)."""
+        if not decode_slots or not prefill_slots:
             decoded = self.decode(decode_slots, last_tokens, positions) if decode_slots else None
-            prefilled = self.prefill(prefill_slots, prompts, cached) if prefill_slots else None
+            prefilled = self.prefill(prefill_slots, prompts, cached, starts) if prefill_slots else None
             return decoded, prefilled
         both = sorted(set(decode_slots) & set(prefill_slots))
         if both:
             raise ValueError(f"slots both decoded and prefilled in one step: {both}")
-        self._check_prompts(prefill_slots, prompts)  # both parts checked before either changes a row
-        self._check_cached(prompts, cached)
+        self._check_prefill(prefill_slots, prompts, cached, starts)  # both parts checked before a row changes
         call, restore = self._decode_rows(decode_slots, last_tokens, positions)
         rows = [self._rows.assign(slot) for slot in prefill_slots]
-        starts = self._restore_prefixes(rows, cached)
-        decoded, prefilled = self._forward.step(call, (rows, prompts), starts)
+        decoded, prefilled = self._forward.step(call, (rows, prompts), self._first_columns(rows, cached, starts))
         self._prefilled(prefill_slots, rows, prompts)
         if restore is not None and decoded is not None:
             decoded = decoded.index_select(0, restore)
         return decoded, prefilled
 
-    def _prefill_rows(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> list[int]:
+    def _prefill_rows(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
+                      cached: Sequence[tuple[int, int] | None] | None, starts: Sequence[int] | None) -> list[int]:
         """Check a prefill's arguments; assign and return each slot's row."""
-        self._check_prompts(slot_ids, prompts)
+        self._check_prefill(slot_ids, prompts, cached, starts)
         return [self._rows.assign(slot) for slot in slot_ids]
+
+    def _check_prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
+                       cached: Sequence[tuple[int, int] | None] | None, starts: Sequence[int] | None) -> None:
+        self._check_prompts(slot_ids, prompts)
+        self._check_cached(prompts, cached)
+        self._check_starts(slot_ids, prompts, cached, starts)
 
     def _check_prompts(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]]) -> None:
         self._check_slots(slot_ids, "slot_ids")

@@ -1,11 +1,18 @@
 """The Hugging Face forward on packed KV rows: the fallback for every architecture without a
 native implementation (:mod:`.native`).
 
-The model runs with a :class:`.row_cache.RowCache` (one independent KV row per sequence),
-per-row ``position_ids`` and per-row decode masks (:class:`.attention_masks.RowMasks`).
+The model runs with a :class:`.kv_cache.RowCache` (one independent KV row per sequence),
+per-row ``position_ids`` and per-row decode masks built from the rows' positions
+(:class:`.attention_masks.RowMasks`).
 Prefill lets the model build its own causal mask (sdpa's ``is_causal`` fast path: right
 padding only ever follows real tokens); only each prompt's last real position reaches the
 LM head (``logits_to_keep`` as per-row indices).
+
+A prompt that continues what its row holds (a cached prefix, an earlier chunk) and a running
+sequence's speculated tokens are *extensions*: one row at a time, its tokens from column
+``start`` on, attending the row's columns from 0. The model builds that causal mask itself
+from the cache's sizes (``RowCache.set_extend``: ``start`` columns already seen), as it does
+when it continues its own cache, so every architecture gets it without a mask of ours.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 from djl_python.backends.pytorch.attention_masks import RowMasks, mask_mode_for
 from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
 from djl_python.backends.pytorch.kv_cache import RowCache
+from djl_python.backends.pytorch.native.llama import DecodeRows
 from djl_python.backends.pytorch.slot_rows import first_if_contiguous
 
 
@@ -32,7 +40,7 @@ class HFRows:
         self._takes_positions = "position_ids" in inspect.signature(model.forward).parameters
         layers = model.config.get_text_config().num_hidden_layers
         self._cache = RowCache(layers, max_rows, n_positions)
-        self._masks = RowMasks(mask_mode_for(model.config.model_type), max_rows, n_positions, model.dtype, device)
+        self._masks = RowMasks(mask_mode_for(model.config.model_type), n_positions, model.dtype, device)
         self._positions = torch.arange(n_positions, device=device)
         self._merge_pad = CPU_PREFILL_MERGE_PAD if device.type == "cpu" else None
 
@@ -61,7 +69,6 @@ class HFRows:
         packed = torch.tensor(flat, dtype=torch.long).to(self._positions.device, non_blocking=True)
         row_ids, last, tokens = packed[:n], packed[n : 2 * n], packed[2 * n :].view(n, length)
         first = first_if_contiguous(rows)
-        self._masks.reset(row_ids, last + 1)
         self._cache.set_prefill(row_ids, first, length)
         kwargs = {}
         if self._takes_positions:
@@ -76,21 +83,53 @@ class HFRows:
     ) -> torch.Tensor:
         """One token per row at ``positions``, attending columns ``0..width-1``; ``[n, vocab]``."""
         n = tokens.shape[0]
-        self._masks.open(rows, positions)
         self._cache.set_decode(rows, first, positions, width)
-        kwargs = {"attention_mask": self._masks.decode_mask(rows, first, width)}
+        kwargs = {"attention_mask": self._masks.decode_mask(positions, width)}
         if self._takes_positions:
             kwargs["position_ids"] = positions.view(n, 1)
         out = self.model(input_ids=tokens.view(n, 1), cache=self._cache, use_cache=True, **kwargs)
         return out.logits[:, -1, :].float()
 
+    def step(
+        self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None,
+        starts: Sequence[int] | None = None, every_position: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`.native.llama.NativeLlama.step`'s contract as two calls: the decode rows, then the
+        prompts, each into its row from column ``starts[i]`` (a prompt from 0 joins the grouped
+        prefill; one from further on is an extension, as is every prompt with ``every_position``)."""
+        decoded = None if decode is None else self.decode(decode.rows, decode.first, decode.tokens,
+                                                          decode.positions, decode.width)
+        if prefill is None:
+            return decoded, None
+        rows, prompts = prefill
+        first = list(starts) if starts is not None else [0] * len(prompts)
+        whole = [i for i, start in enumerate(first) if start == 0 and not every_position]
+        parts: list[torch.Tensor | None] = [None] * len(prompts)
+        if whole:
+            logits = self.prefill([rows[i] for i in whole], [prompts[i] for i in whole])
+            for k, i in enumerate(whole):
+                parts[i] = logits[k : k + 1]
+        for i, start in enumerate(first):
+            if parts[i] is None:
+                parts[i] = self.extend(rows[i], prompts[i][start:], start, every_position)
+        return decoded, torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def extend(self, row: int, tokens: Sequence[int], start: int, every_position: bool = False) -> torch.Tensor:
+        """``tokens`` into ``row`` at columns ``start..`` (the row holds columns ``0..start-1``), causal
+        over the row; logits of the last token ``[1, vocab]``, or of every token ``[len, vocab]``."""
+        length, device = len(tokens), self._positions.device
+        ids = torch.tensor(list(tokens), dtype=torch.long).to(device, non_blocking=True).view(1, length)
+        self._cache.set_extend(row, start, length)
+        kwargs = {}
+        if self._takes_positions:
+            kwargs["position_ids"] = self._positions[start : start + length].view(1, length)
+        out = self.model(input_ids=ids, cache=self._cache, use_cache=True,
+                         logits_to_keep=length if every_position else 1, **kwargs)
+        return out.logits[0].float()
+
     def move_row(self, dst: int, src: int, length: int) -> None:
-        """Copy the first ``length`` columns of row ``src`` into row ``dst`` (K/V and mask)."""
+        """Copy the first ``length`` columns of row ``src`` into row ``dst``."""
         self._cache.move_row(dst, src, length)
-        # A row's mask is always "columns 0..length-1 open": prefill opens the prompt, each
-        # decode the next column. Rebuilding it is exact.
-        device = self._positions.device
-        self._masks.reset(torch.tensor([dst], device=device), torch.tensor([length], device=device))
 
     def nbytes(self) -> int:
         return self._cache.nbytes()

@@ -15,12 +15,15 @@ The caller describes each forward with :meth:`RowCache.set_prefill` or
   attends to itself), after they are written to columns ``0..L-1`` of each listed row;
 * decode: the listed rows limited to the first ``width`` columns (a bucketed bound on the
   longest sequence in the step), a view when the rows are contiguous and an
-  ``index_select`` gather otherwise.
+  ``index_select`` gather otherwise;
+* extension: one row's tokens written from column ``start`` on, attending that row's columns
+  up to the last one written (a prompt continued after a cached prefix or an earlier chunk,
+  or a running sequence's speculated tokens).
 
 Invariant (the reason release needs no zeroing): columns a row has not written since its
 last prefill may hold stale data from an earlier request, or the prefill's right padding.
 The caller's attention mask must exclude every column of a row beyond that row's current
-position; ``attention_masks.RowMasks`` maintains exactly that.
+position; ``attention_masks.RowMasks`` builds exactly that from the positions.
 """
 
 from __future__ import annotations
@@ -40,13 +43,16 @@ class RowStep:
         first: the first row when ``rows`` is ``first..first+n-1`` (rows can be sliced),
             else ``None`` (rows are gathered).
         positions: ``[n]`` int64 decode positions; ``None`` during prefill.
+        start: an extension's first column (one row, ``first``, continued from there); else ``None``.
         q_len: query tokens per row in this forward.
-        width: key/value columns attention sees (``q_len`` during prefill).
+        width: key/value columns attention sees (``q_len`` during prefill, ``start + q_len`` in an
+            extension).
     """
 
     rows: torch.Tensor | None = None
     first: int | None = None
     positions: torch.Tensor | None = None
+    start: int | None = None
     q_len: int = 0
     width: int = 0
 
@@ -81,6 +87,11 @@ class RowLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         step = self.step
+        if step.start is not None:  # extension: one row's columns start.., attending its columns 0..
+            row, end = step.first, step.width
+            self.keys[row, :, step.start : end].copy_(key_states[0])
+            self.values[row, :, step.start : end].copy_(value_states[0])
+            return self.keys[row : row + 1, :, :end], self.values[row : row + 1, :, :end]
         if step.positions is None:  # prefill: rows restart at column 0
             length = key_states.shape[2]
             if step.first is not None:
@@ -135,14 +146,22 @@ class RowCache(Cache):
     def set_prefill(self, rows: torch.Tensor, first: int | None, length: int) -> None:
         """Next forward writes ``length`` (padded) tokens to columns ``0..length-1`` of ``rows``."""
         step = self.step
-        step.rows, step.first, step.positions = rows, first, None
+        step.rows, step.first, step.positions, step.start = rows, first, None, None
         step.q_len = step.width = length
 
     def set_decode(self, rows: torch.Tensor, first: int | None, positions: torch.Tensor, width: int) -> None:
         """Next forward writes one token per row at ``positions`` and attends ``width`` columns."""
         step = self.step
-        step.rows, step.first, step.positions = rows, first, positions
+        step.rows, step.first, step.positions, step.start = rows, first, positions, None
         step.q_len, step.width = 1, width
+
+    def set_extend(self, row: int, start: int, length: int) -> None:
+        """Next forward writes ``length`` tokens of one row to columns ``start..start+length-1``, which
+        attend the row's columns from 0 (the row holds ``start`` columns: a cached prefix, earlier
+        chunks of the prompt, or a running sequence's tokens)."""
+        step = self.step
+        step.rows, step.first, step.positions, step.start = None, row, None, start
+        step.q_len, step.width = length, start + length
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.step.width - self.step.q_len

@@ -1,7 +1,7 @@
 """Memory the PyTorch backend will take, computed before anything is allocated, and its budget.
 
 The PyTorch backend preallocates every slot's K/V rows at full length when it
-loads (``row_cache.RowCache``), so the KV cache is a fixed, known size:
+loads (``kv_cache.RowCache``), so the KV cache is a fixed, known size:
 
     KV bytes = slots x n_positions x layers x 2 (K and V) x KV heads x head dim x dtype bytes
 
@@ -61,7 +61,6 @@ class MemoryPlan:
     head_dim: int
     dtype: str
     weights_bytes: int
-    native: bool = False  # the native llama forward runs it (the one that keeps a prefix cache)
     cache_rows: int = 0  # KV rows of the prefix cache, beside the slots' rows
 
     @property
@@ -149,7 +148,6 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
         head_dim=head_dim,
         dtype=name,
         weights_bytes=weights,
-        native=llama_support(config) is None,
     )
 
 
@@ -203,10 +201,10 @@ def memory_budget(config: HandlerConfig, device: str) -> tuple[int | None, str]:
 
 
 def with_prefix_cache(plan: MemoryPlan, config: HandlerConfig, device: str) -> MemoryPlan:
-    """``plan`` with its prefix-cache rows: none when ``enable_prefix_caching`` is off or the native
-    forward does not run the model; ``prefix_cache_rows`` when set (``check_budget`` then holds it to
+    """``plan`` with its prefix-cache rows: none when ``enable_prefix_caching`` is off;
+    ``prefix_cache_rows`` when set (``check_budget`` then holds it to
     the budget); else as many as the budget leaves room for beside the slots, up to one per slot."""
-    if not config.enable_prefix_caching or not plan.native:
+    if not config.enable_prefix_caching:
         return plan
     if config.prefix_cache_rows is not None:
         return dataclasses.replace(plan, cache_rows=config.prefix_cache_rows)
