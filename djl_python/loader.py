@@ -12,7 +12,7 @@ import logging
 import time
 
 from djl_python.artifacts import resolve_artifacts
-from djl_python.backends.dispatch import load_backend
+from djl_python.backends.dispatch import load_backend, load_draft
 from djl_python.config import HandlerConfig
 from djl_python.config.chat_template import load_chat_template
 from djl_python.engine.engine import Engine
@@ -37,6 +37,7 @@ def load_engine(config: HandlerConfig) -> Engine:
     started = time.monotonic()
     artifacts = resolve_artifacts(config)
     backend = load_backend(config, artifacts)
+    draft = load_draft(config, backend)
     tokenizer = load_tokenizer(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code)
     if config.chat_template:  # option.chat_template / --chat-template replaces the model's own
         tokenizer.chat_template = load_chat_template(config.chat_template, config.origin("chat_template"))
@@ -47,6 +48,8 @@ def load_engine(config: HandlerConfig) -> Engine:
         generation_defaults=GenerationDefaults.from_model_dir(artifacts.model_dir),
         ngram_length=config.speculative_length if config.speculative_method == "ngram" else 0,
         chunked_prefill=config.enable_chunked_prefill,
+        draft=draft,
+        draft_length=config.speculative_length if draft is not None else 0,
     )
     if config.speculative_method == "ngram" and not engine.ngram_length:
         logger.warning("%s=ngram has no effect: the %s backend cannot verify proposed tokens (n-gram speculation "

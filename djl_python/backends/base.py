@@ -55,8 +55,9 @@ Invariants (the contract every implementation and the engine rely on):
 * Chunked prefill, when ``limits.can_chunk_prefill``: ``decode_and_prefill(..., starts=...)``
   gives, per prompt, the positions its slot already holds from this prompt's earlier chunks
   (0: a prompt new to its slot). ``prompts[i]`` then runs to the end of this step's chunk, not
-  necessarily the prompt's end; where ``starts[i] > 0`` the slot holds exactly ``starts[i]``
-  positions, ``starts[i] < len(prompts[i])`` and ``cached[i]`` is None, and only positions
+  necessarily the prompt's end; where ``starts[i] > 0`` the slot holds at least ``starts[i]``
+  positions of it (what lies beyond is overwritten: a draft model catching up after rejected
+  proposals), ``starts[i] < len(prompts[i])`` and ``cached[i]`` is None, and only positions
   ``starts[i] ..`` are computed. The logits are those of each chunk's last position. A slot
   whose prompt is not complete is occupied but decodes only once it is (its first token comes
   from the chunk that completes it), so backends that chunk do not require every occupied slot

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from djl_python.backends.base import Backend
+from djl_python.config.errors import ConfigError, ConfigProblem
 from djl_python.backends.neuron.devices import neuron_devices, tnx_importable
 
 if TYPE_CHECKING:
@@ -69,9 +70,6 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     from djl_python.backends.pytorch.backend import PyTorchBackend
 
     warn_tensor_parallel(config, device)
-    if config.speculative_draft_model:
-        logger.warning("%s is ignored: speculative decoding is implemented for the Neuron backend only, not the "
-                       "PyTorch backend (%s)", config.origin("speculative_draft_model"), device)
     if device == "cpu":
         bound_shape_caches()  # before the memory plan, whose probe creates the first oneDNN primitive
     shape = {
@@ -84,8 +82,44 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     # Before any allocation: a configuration that cannot fit fails here, naming its options.
     plan = with_prefix_cache(plan_memory(artifacts.checkpoint_dir, **shape), config, device)
     check_budget(plan, config, device)
-    return PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate,
-                               prefix_cache_rows=plan.cache_rows, **shape)
+    backend = PyTorchBackend.load(artifacts.checkpoint_dir, prefill_buckets=config.context_length_estimate,
+                                  prefix_cache_rows=plan.cache_rows, **shape)
+    backend.info.extra["memory_plan_bytes"] = plan.total_bytes
+    return backend
+
+
+def load_draft(config: HandlerConfig, target: Backend) -> Backend | None:
+    """The PyTorch backend's draft model (``option.speculative_draft_model``), or None: none set, or a
+    Neuron target (whose draft its own backend loads). The draft gets the target's slots, ``n_positions``,
+    dtype and device, no prefix cache; its memory plan is checked against what the target left:
+    ``memory_budget`` less the target's plan when set, else the memory available now. ``ConfigError``
+    naming the key when its vocabulary differs from the target's."""
+    if not config.speculative_draft_model or target.info.name != "pytorch":
+        return None
+    from djl_python.artifacts import resolve_artifacts
+    from djl_python.backends.pytorch.backend import PyTorchBackend
+    from djl_python.backends.pytorch.memory import check_budget, plan_memory
+
+    key = config.origin("speculative_draft_model")
+    update: dict[str, object] = {"model_id": config.speculative_draft_model, "model_dir": None,
+                                 "compiled_graph_path": None, "speculative_draft_model": None}
+    if config.memory_budget is not None:
+        target_bytes = int(target.info.extra.get("memory_plan_bytes", 0))  # type: ignore[call-overload]
+        update["memory_budget"] = max(config.memory_budget - target_bytes, 1)
+    draft_config = config.model_copy(update=update)
+    artifacts = resolve_artifacts(draft_config)
+    shape = {"max_slots": target.limits.max_slots, "n_positions": target.limits.n_positions, "dtype": config.dtype,
+             "device": target.info.device, "trust_remote_code": config.trust_remote_code}
+    check_budget(plan_memory(artifacts.checkpoint_dir, **shape), draft_config, target.info.device)
+    draft = PyTorchBackend.load(artifacts.checkpoint_dir, **shape)
+    if draft.limits.vocab_size != target.limits.vocab_size:
+        raise ConfigError([ConfigProblem(key, config.speculative_draft_model,
+                                         f"{key}: the draft's vocabulary ({draft.limits.vocab_size} logits) differs "
+                                         f"from the model's ({target.limits.vocab_size}); a draft must share the "
+                                         f"model's tokenizer", message_names_key=True)])
+    logger.info("speculative decoding with draft %s (%s forward), %d tokens per step", config.speculative_draft_model,
+                draft.info.extra.get("forward"), config.speculative_length)
+    return draft
 
 
 def warn_pytorch_only(config: HandlerConfig) -> None:

@@ -166,15 +166,17 @@ class TnxProperties(BaseModel):
     )
     save_mp_checkpoint_path: OptStr = Field(None, description="Output folder for ahead-of-time partitioning.")
 
-    # --- speculative decoding (LMI 0.28): Neuron backend, Llama, one sequence, TNX 0.11+
+    # --- speculative decoding: Neuron as LMI 0.28 (Llama, one sequence, TNX 0.11+); PyTorch, any architecture
     speculative_draft_model: OptStr = Field(
-        None, description="Draft model (HF id, s3:// url or folder) for speculative decoding on Neuron, as LMI 0.28: "
-        "a Llama target, `max_rolling_batch_size=1`, transformers-neuronx 0.11+; greedy requests take up to "
-        "`speculative_length` tokens per step. Ignored with a warning by the PyTorch backend.")
+        None, description="Draft model (HF id, s3:// url or folder) for speculative decoding; greedy requests take "
+        "up to `speculative_length` tokens per step. Neuron, as LMI 0.28: a Llama target, "
+        "`max_rolling_batch_size=1`, transformers-neuronx 0.11+. PyTorch: any architecture with the target's "
+        "vocabulary, loaded beside it with its slots, `n_positions` and `dtype`; used while one greedy request "
+        "runs; output equals plain greedy decoding.")
     speculative_length: PositiveInt = Field(5, description="Tokens the target scores per speculative step (the "
                                                            "draft, or the n-gram lookup, proposes one fewer).")
     speculative_method: choice(Literal["ngram"], optional=True) = Field(  # type: ignore[valid-type]
-        None, description="`ngram`: speculative decoding on the PyTorch backend (llama family) with prompt-lookup "
+        None, description="`ngram`: speculative decoding on the PyTorch backend with prompt-lookup "
         "proposals, as vLLM's `ngram` method: the tokens that followed the latest earlier occurrence of the last "
         "2-4 tokens, scored in one forward. Greedy requests while one sequence runs; output equals plain greedy "
         "decoding; pays where the output repeats its input (code edits, quoting, summaries). Neuron: warns, no "
@@ -183,9 +185,14 @@ class TnxProperties(BaseModel):
     draft_model_compiled_path: GraphLocation = Field(None, description="The draft's saved graphs (a folder with NEFFs).")
 
     @model_validator(mode="after")
-    def _ngram_scores_two_tokens(self) -> "TnxProperties":
-        if self.speculative_method == "ngram" and self.speculative_length < 2:
-            raise ValueError(f"speculative_method=ngram needs speculative_length >= 2 (the tokens one step scores: "
+    def _speculation_scores_two_tokens(self) -> "TnxProperties":
+        if self.speculative_method == "ngram" and self.speculative_draft_model:
+            raise ValueError("speculative_method=ngram and speculative_draft_model both set: one step takes the "
+                             "proposals of one of them; unset one")
+        method = "speculative_method=ngram" if self.speculative_method == "ngram" else \
+            "speculative_draft_model" if self.speculative_draft_model else None
+        if method and self.speculative_length < 2:
+            raise ValueError(f"{method} needs speculative_length >= 2 (the tokens one step scores: "
                              f"the last one and at least one proposed), got {self.speculative_length}")
         return self
 

@@ -22,6 +22,11 @@ that ends saves its KV (prompt and generated tokens, in whole blocks) into a cac
 by ``engine/prefix_cache.py``, and a prompt that starts with a cached run of blocks has that run
 copied in and computes only the rest. Greedy output is the same with or without it.
 
+Speculative decoding, while one plain greedy request runs and nothing prefills: the backend's own
+(``limits.speculation_length``: Neuron's draft), or a proposer's tokens (``engine/proposers.py``: prompt
+lookup or a draft model) verified in one forward (``Backend.verify``); either way the longest prefix
+greedy decoding would produce is kept (``engine/speculation.py``), so output equals plain decoding.
+
 Failure isolation: an exception while sampling, stopping or detokenising ends
 only the request it belongs to (``finish_reason="error"``); an exception from
 the backend propagates, and the caller ends everything with ``reset``.
@@ -42,7 +47,7 @@ from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher, masks_needed
-from djl_python.engine.ngram import propose
+from djl_python.engine.proposers import DraftProposer, NgramProposer, Proposer
 from djl_python.engine.offline import GenerationResult, generate
 from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
@@ -72,9 +77,13 @@ class Engine:
         generation_defaults: GenerationDefaults | None = None,
         ngram_length: int = 0,
         chunked_prefill: bool = True,
+        draft: "Backend | None" = None,
+        draft_length: int = 0,
     ) -> None:
         """``ngram_length``: tokens one n-gram speculative step scores (prompt-lookup proposals, one
         fewer; ``engine/ngram.py``), where the backend verifies (``limits.can_verify``); 0: off.
+        ``draft`` and ``draft_length``: the same with a draft model's proposals
+        (``engine/proposers.py``; the draft has the backend's slots and vocabulary).
         ``chunked_prefill``: split prompts across steps under the prefill budget, where the backend
         continues a prompt (``limits.can_chunk_prefill``; ``engine/scheduler.py``)."""
         # Imported here so that importing the engine package does not import torch.
@@ -91,9 +100,20 @@ class Engine:
                                    chunked=chunked_prefill and self.limits.can_chunk_prefill)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
-        if ngram_length < 0 or ngram_length == 1:
-            raise ValueError(f"ngram_length must be 0 (off) or at least 2, got {ngram_length}")
-        self.ngram_length = ngram_length if self.limits.can_verify else 0
+        for name, length in (("ngram_length", ngram_length), ("draft_length", draft_length)):
+            if length < 0 or length == 1:
+                raise ValueError(f"{name} must be 0 (off) or at least 2, got {length}")
+        if ngram_length and draft is not None:
+            raise ValueError("speculate with n-gram proposals or a draft model, not both")
+        if draft is not None and draft.limits.max_slots < self.limits.max_slots:
+            raise ValueError(f"the draft has {draft.limits.max_slots} slots, the model {self.limits.max_slots}")
+        # Tokens one verified speculative step scores, and who proposes all but the first of them.
+        self.proposer: Optional[Proposer] = None
+        self.speculation_length = 0
+        if self.limits.can_verify and ngram_length:
+            self.proposer, self.speculation_length = NgramProposer(), ngram_length
+        elif self.limits.can_verify and draft is not None and draft_length:
+            self.proposer, self.speculation_length = DraftProposer(draft), draft_length
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._masks = self.grammars.masks_during([])  # this step's grammar masks
         self._requests: dict[str, Sequence] = {}
@@ -174,6 +194,11 @@ class Engine:
             outputs.append(self._output(seq, [], "", error=error_message))
         for slot in range(self.limits.max_slots):
             self.sampler.release(slot)
+            if self.proposer is not None:
+                try:
+                    self.proposer.release(slot)
+                except Exception:  # the draft may be what broke; its rows restart on the next catch-up
+                    logger.exception("releasing the draft's slot %d failed during reset", slot)
             try:
                 self.backend.release(slot)
             except Exception:  # the backend may be the thing that broke; the rows are reset on next prefill
@@ -241,10 +266,15 @@ class Engine:
     def _hit(hit: Optional[tuple[int, int]], end: int) -> Optional[tuple[int, int]]:
         return hit if hit is not None and hit[1] < end else None
 
+    @property
+    def ngram_length(self) -> int:
+        """Tokens one n-gram speculative step scores (0: no n-gram speculation)."""
+        return self.speculation_length if isinstance(self.proposer, NgramProposer) else 0
+
     def _can_speculate(self, seq: Sequence) -> bool:
-        """A speculative step for the one running sequence: the backend speculates (a draft model) or
-        n-gram proposals are on, the request is plain greedy, and all ``k`` positions fit in ``n_positions``."""
-        k = self.limits.speculation_length or self.ngram_length
+        """A speculative step for the one running sequence: the backend speculates (Neuron's draft) or
+        a proposer is set, the request is plain greedy, and all ``k`` positions fit in ``n_positions``."""
+        k = self.limits.speculation_length or self.speculation_length
         return k > 0 and speculable(seq.params) and seq.num_tokens - 1 + k <= self.limits.n_positions
 
     def _speculative_step(self, seq: Sequence, outputs: list[RequestOutput]) -> bool:
@@ -259,15 +289,16 @@ class Engine:
             proposals, logits = self.backend.speculate(slot, last, position)
             accepted = accept_greedy(proposals, greedy_tokens(logits))
             self.backend.accept_speculation(slot, last, proposals, accepted, position)
-        else:
+        elif self.proposer is not None:
             if seq.speculation_wait:
                 seq.speculation_wait -= 1
                 return False
-            proposals = propose(seq.prompt_ids + seq.output_ids, self.ngram_length - 1)
+            proposals = self.proposer.propose(seq, self.speculation_length - 1)
             if not proposals:
                 return False
             logits = self.backend.verify(slot, [last, *proposals], position)
             accepted = accept_greedy(proposals, greedy_tokens(logits))
+            self.proposer.kept(seq, proposals, accepted)
             # A verify is wider than a decode: after a second miss in a row, wait before proposing again,
             # twice as long after each further miss (up to MAX_SPECULATION_BACKOFF steps); a hit resets it.
             hit = len(accepted) > 1
@@ -376,6 +407,8 @@ class Engine:
         self.scheduler.finish(seq)
         if slot is not None:
             self.sampler.release(slot)
+            if self.proposer is not None:
+                self.proposer.release(slot)
             if self.prefix_cache is not None and status != RequestStatus.FINISHED_ERROR:
                 self._save_prefix(seq, slot)
             self.backend.release(slot)

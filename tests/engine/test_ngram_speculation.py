@@ -86,7 +86,7 @@ def test_ngram_option_reaches_the_engine_and_needs_two_tokens(tiny_llama) -> Non
 def test_proposals_that_keep_missing_back_off(tiny_llama, monkeypatch) -> None:
     """Every proposal wrong: the output is still plain greedy decoding, and after the second miss the
     waits between proposals double (1, 2, 4, ...), so 60 tokens cost a handful of verifications."""
-    from djl_python.engine import engine as engine_module
+    from djl_python.engine import proposers
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
     params = SamplingParams(max_new_tokens=60, ignore_eos=True)
@@ -95,7 +95,7 @@ def test_proposals_that_keep_missing_back_off(tiny_llama, monkeypatch) -> None:
     engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=1, n_positions=128), tokenizer, ngram_length=4)
     vocab = engine.limits.vocab_size
     assert vocab - 1 not in expected  # so a proposal of that id always misses
-    monkeypatch.setattr(engine_module, "propose", lambda tokens, k: [vocab - 1] * k)
+    monkeypatch.setattr(proposers, "propose", lambda tokens, k: [vocab - 1] * k)
     calls = []
     verify = engine.backend.verify
     engine.backend.verify = lambda *a: calls.append(a) or verify(*a)  # type: ignore[method-assign]

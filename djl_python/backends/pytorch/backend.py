@@ -286,7 +286,7 @@ class PyTorchBackend(Backend):
 
     def _check_starts(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],
                       cached: Sequence[tuple[int, int] | None] | None, starts: Sequence[int] | None) -> None:
-        """Each continued prompt's slot holds exactly its earlier chunks (``Backend``'s contract)."""
+        """Each continued prompt's slot holds at least its first ``starts[i]`` positions (``Backend``'s contract)."""
         if starts is None:
             return
         if len(starts) != len(prompts):
@@ -295,7 +295,7 @@ class PyTorchBackend(Backend):
             if start == 0:
                 continue
             held = self._lengths[self._rows.row(slot)] if self._active[slot] else 0
-            if start != held or not start < len(prompt) or (cached is not None and cached[i] is not None):
+            if start > held or not start < len(prompt) or (cached is not None and cached[i] is not None):
                 raise ValueError(f"starts[{i}] continues a {len(prompt)}-token prompt from {start}; slot {slot} "
                                  f"holds {held} positions" + ("" if cached is None or cached[i] is None
                                                               else " and a cached prefix was given too"))

@@ -1,0 +1,95 @@
+"""Draft-model speculative decoding on the PyTorch backend (``engine/proposers.py``): greedy output
+identical to plain decoding on every forward, with a draft of another architecture (few proposals
+kept) and with the model as its own draft (every proposal kept, fewer steps); the draft's rows
+caught up after steps it did not see; the option reaching the engine; a draft whose vocabulary
+differs refused, naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from djl_python.backends.pytorch.backend import PyTorchBackend
+from djl_python.config import ConfigError, load_config
+from djl_python.engine import Engine, SamplingParams
+from djl_python.engine.proposers import DraftProposer
+from tests.models import FORWARDS, make_tokenizer, tiny_config
+
+PROMPTS = [[5, 6, 7, 8, 9] * 6, list(range(20, 60)), [3, 4] * 10 + list(range(100, 110))]
+PARAMS = SamplingParams(max_new_tokens=30, ignore_eos=True)
+
+
+def one_at_a_time(engine: Engine) -> tuple[list[list[int]], int]:
+    """Each prompt alone (speculation serves one running sequence); the outputs and the steps taken."""
+    steps, out = 0, []
+    for prompt in PROMPTS:
+        rid = engine.add_request(prompt, PARAMS)
+        tokens: list[int] = []
+        while engine.has_unfinished():
+            steps += 1
+            tokens += [t for o in engine.step() if o.request_id == rid for t in o.token_ids]
+        out.append(tokens)
+    return out, steps
+
+
+@pytest.mark.parametrize("arch,kernels", FORWARDS)
+def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kernels: bool) -> None:
+    folder = tiny_model_factory(arch)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def load(path: Path) -> PyTorchBackend:
+        return PyTorchBackend.load(path, max_slots=2, n_positions=128, cpu_kernels=kernels)
+
+    plain, plain_steps = one_at_a_time(Engine(load(folder), tokenizer))
+    other = tiny_model_factory("gpt2" if arch != "gpt2" else "llama")
+    assert one_at_a_time(Engine(load(folder), tokenizer, draft=load(other), draft_length=4))[0] == plain
+    itself, steps = one_at_a_time(Engine(load(folder), tokenizer, draft=load(folder), draft_length=4))
+    assert itself == plain
+    assert steps < plain_steps / 2  # its own draft: every proposal kept, four tokens a step
+
+
+def test_the_draft_catches_up_after_steps_it_did_not_see(tiny_llama: Path) -> None:
+    """Two requests decode plainly side by side; when one ends, the other speculates, its draft row
+    fed everything decoded meanwhile; a third request then reuses the slot from position 0."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+
+    def load() -> PyTorchBackend:
+        return PyTorchBackend.load(tiny_llama, max_slots=2, n_positions=128)
+
+    def run(engine: Engine) -> list[list[int]]:
+        short = SamplingParams(max_new_tokens=5, ignore_eos=True)
+        results = engine.generate([PROMPTS[0], PROMPTS[1]], [PARAMS, short])
+        return [r.token_ids for r in results] + [engine.generate([PROMPTS[2]], PARAMS)[0].token_ids]
+
+    plain = run(Engine(load(), tokenizer))
+    engine = Engine(load(), tokenizer, draft=load(), draft_length=5)
+    proposer = engine.proposer
+    assert isinstance(proposer, DraftProposer)
+    calls = []
+    decode_and_prefill = proposer.draft.decode_and_prefill
+    proposer.draft.decode_and_prefill = lambda *a, **k: calls.append(k.get("starts")) or decode_and_prefill(*a, **k)
+    assert run(engine) == plain
+    assert calls[0] is None and any(c for c in calls)  # a first catch-up from 0, later ones continue rows
+
+
+def test_the_option_loads_a_draft_and_a_foreign_vocabulary_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
+    from djl_python.loader import load_engine
+
+    props = {"device": "cpu", "max_rolling_batch_size": "1", "n_positions": "64",
+             "speculative_draft_model": str(tiny_llama), "speculative_length": "4"}
+    engine = load_engine(load_config(tiny_llama, properties=props, env={}))
+    assert isinstance(engine.proposer, DraftProposer) and engine.speculation_length == 4
+    assert engine.proposer.draft.limits.max_slots == 1
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("llama", 64)
+    config.vocab_size = 1024
+    wide = tmp_path / "wide"
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(wide))
+    make_tokenizer(wide)
+    with pytest.raises(ConfigError, match="speculative_draft_model: the draft's vocabulary"):
+        load_engine(load_config(tiny_llama, properties={**props, "speculative_draft_model": str(wide)}, env={}))
+    with pytest.raises(ConfigError, match="speculative_method=ngram and speculative_draft_model both set"):
+        load_config(tiny_llama, properties={**props, "speculative_method": "ngram"}, env={})
