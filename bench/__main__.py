@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--only offline,step,constrained,serving,peer] [--no-peer] [--peer-dtypes fp32,bf16]
+"""``python -m bench [--quick] [--only offline,step,constrained,serving,peer,multiturn,latency,large,roofline]
+[--no-peer] [--peer-dtypes fp32,bf16]
 [--peer-streams 16,32] [--out bench/results] [--threads N]``.
 
 Runs the selected benchmarks one after another (never in parallel: they share
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SECTIONS = ("offline", "step", "constrained", "serving", "peer")
+SECTIONS = ("offline", "step", "constrained", "serving", "peer", "multiturn", "latency", "large", "roofline")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -85,15 +86,17 @@ def machine_info() -> dict[str, Any]:
     import torch
     import transformers
 
-    model = "unknown"
+    fields: dict[str, str] = {}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")),
-                     model)
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lscpu.splitlines())}
     except OSError:
         pass
     return {
-        "cpu_model": model,
+        "cpu_model": fields.get("Model name", "unknown"),
+        # "AMD EPYC" alone names no generation: family 23 is Zen 1/2, family 25 Zen 3/4.
+        "cpu_family": fields.get("CPU family"),
+        "cpu_model_number": fields.get("Model"),
         "cpu_simd": simd_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -204,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return run_peer(
             model_dir, workload, settings.peer_dtypes, settings.peer_streams, settings.peer_requests_per_stream,
-            settings.peer_timeout_s, log, with_peer=not args.no_peer,
+            settings.peer_timeout_s, log, with_peer=not args.no_peer, chunked_comparison=True,
         )
 
     run_section("offline", "offline", offline)
@@ -216,6 +219,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if served:
             results["serving"]["vs_offline"] = served
     run_section("peer", "peer", peer)
+
+    def multiturn() -> dict[str, Any]:
+        from bench.multiturn import run_multiturn
+
+        return run_multiturn(model_dir, settings.multiturn_conversations, settings.multiturn_turns, log=log,
+                             with_peer=not args.no_peer)
+
+    def latency() -> dict[str, Any]:
+        from bench.latency_peer import run_latency_peer
+
+        return run_latency_peer(model_dir, settings.latency_repeats, log=log, with_peer=not args.no_peer)
+
+    def large() -> dict[str, Any]:
+        from bench.large_model import run_large
+
+        return run_large(settings.large_streams, settings.peer_timeout_s, log, with_peer=not args.no_peer)
+
+    def roofline() -> dict[str, Any]:
+        from bench.large_model import model_folder
+        from bench.roofline import run_roofline
+
+        models = {model_dir.name: (model_dir, settings.roofline_batches),
+                  "llama-3.2-1b-shape": (model_folder(log), settings.roofline_batches[:2])}
+        return run_roofline(models, settings.roofline_steps, log)
+
+    run_section("multiturn", "multiturn", multiturn)
+    run_section("latency", "latency", latency)
+    run_section("large", "large", large)
+    run_section("roofline", "roofline", roofline)
     if errors:
         results["errors"] = errors
 

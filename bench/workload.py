@@ -84,6 +84,11 @@ class BenchSettings:
             runs against vLLM CPU (:mod:`bench.peer`), per dtype and concurrency.
         constrained_batch, constrained_steps, constrained_rounds: constrained decoding's per-step
             cost (:mod:`bench.constrained`): batch size, steps timed per round, rounds.
+        multiturn_conversations, multiturn_turns: the multi-turn chat workload (:mod:`bench.multiturn`).
+        latency_repeats: one-sequence requests per workload and server (:mod:`bench.latency_peer`).
+        large_streams: concurrencies of the 1B-class model's side-by-side run (:mod:`bench.large_model`).
+        roofline_steps, roofline_batches: decode steps timed per batch size, and the batch sizes
+            (:mod:`bench.roofline`; the 1B-class model at the first two).
     """
 
     offline: WorkloadSpec
@@ -102,6 +107,12 @@ class BenchSettings:
     constrained_batch: int = 16
     constrained_steps: int = 20
     constrained_rounds: int = 5
+    multiturn_conversations: int = 16
+    multiturn_turns: int = 4
+    latency_repeats: int = 3
+    large_streams: tuple[int, ...] = (16,)
+    roofline_steps: int = 20
+    roofline_batches: tuple[int, ...] = (1, 16, 32)
 
 
 FULL = BenchSettings(
@@ -137,6 +148,12 @@ QUICK = BenchSettings(
     constrained_batch=8,
     constrained_steps=10,
     constrained_rounds=1,
+    multiturn_conversations=4,
+    multiturn_turns=2,
+    latency_repeats=1,
+    large_streams=(2,),
+    roofline_steps=5,
+    roofline_batches=(1, 8),
 )
 
 

@@ -93,3 +93,33 @@ def test_the_option_loads_a_draft_and_a_foreign_vocabulary_is_refused(tiny_llama
         load_engine(load_config(tiny_llama, properties={**props, "speculative_draft_model": str(wide)}, env={}))
     with pytest.raises(ConfigError, match="speculative_method=ngram and speculative_draft_model both set"):
         load_config(tiny_llama, properties={**props, "speculative_method": "ngram"}, env={})
+
+
+def test_after_a_rejected_proposal_the_draft_row_is_right_again(tiny_llama: Path) -> None:
+    """The model as its own draft, with the second proposal of the first step corrupted: that step keeps
+    two tokens, and every later step keeps all its proposals, which holds only if the draft's row was
+    rolled back to the last token both agree on (a row that kept the corrupted token would propose
+    from the wrong history)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+
+    def load() -> PyTorchBackend:
+        return PyTorchBackend.load(tiny_llama, max_slots=1, n_positions=128)
+
+    engine = Engine(load(), tokenizer, draft=load(), draft_length=5)
+    proposer = engine.proposer
+    assert isinstance(proposer, DraftProposer)
+    vocab = engine.limits.vocab_size
+    propose, kept = proposer.propose, []
+
+    def corrupt_first(seq, n):
+        proposals = propose(seq, n)
+        if not kept:
+            proposals[1] = (proposals[1] + 1) % vocab
+        return proposals
+
+    proposer.propose = corrupt_first  # type: ignore[method-assign]
+    keep = proposer.kept
+    proposer.kept = lambda seq, proposals, accepted: kept.append(len(accepted)) or keep(seq, proposals, accepted)
+    plain = Engine(load(), tokenizer).generate([PROMPTS[1]], PARAMS)[0].token_ids
+    assert engine.generate([PROMPTS[1]], PARAMS)[0].token_ids == plain
+    assert kept[0] == 2 and all(n == 5 for n in kept[1:-1])  # the last step may stop at max_new_tokens

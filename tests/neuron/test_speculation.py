@@ -189,7 +189,7 @@ def test_the_draft_holds_every_position_the_target_does(tiny_llama: Path, tnx, t
 
 
 def test_a_speculative_length_below_2_is_refused(tiny_llama: Path, tnx) -> None:
-    with pytest.raises(ConfigError, match="option.speculative_length"):
+    with pytest.raises(ConfigError, match="speculative_length >= 2"):
         load_neuron(tiny_llama, max_rolling_batch_size=1, n_positions=64, speculative_draft_model=tiny_llama,
                     speculative_length=1)
 
