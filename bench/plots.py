@@ -83,7 +83,7 @@ def plot_peer(peer: dict[str, Any], path: Path) -> Path:
         for i, key in enumerate(keys):
             by = {r["streams"]: r for r in peer["servers"][key] if "tokens_per_s" in r}
             values = [(by[s][metric][q] if q else by[s][metric]) if s in by else 0 for s in streams]
-            color = ("tab:green" if key.startswith("djl") else "tab:purple")
+            color = "tab:olive" if "no-chunking" in key else "tab:green" if key.startswith("djl") else "tab:purple"
             hatch = "//" if key.endswith("bf16") else None
             bars = ax.bar([j + (i - (len(keys) - 1) / 2) * width for j in range(len(streams))], values, width,
                           label=key, color=color, hatch=hatch, alpha=0.85 if hatch else 1.0)
@@ -98,6 +98,51 @@ def plot_peer(peer: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_roofline(roofline: dict[str, Any], path: Path) -> Path:
+    """Each measured decode step as a point (arithmetic intensity, achieved GFLOP/s) under the roofs
+    of this machine's measured peaks."""
+    import math
+
+    peak = roofline["peaks"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    xs = [2 ** (i / 4) for i in range(-8, 25)]
+    ax.plot(xs, [min(peak["peak_gflops"], peak["peak_gb_per_s"] * x) for x in xs], color="black",
+            label=f"roof: {peak['peak_gb_per_s']} GB/s read, {peak['peak_gflops']} GFLOP/s GEMM")
+    for (model, rows), marker in zip(roofline["models"].items(), "os^D"):
+        intensity = [r["gflops_per_s"] / r["gb_per_s"] for r in rows]
+        achieved = [r["gflops_per_s"] for r in rows]
+        ax.scatter(intensity, achieved, marker=marker, label=model, zorder=3)
+        for x, y, r in zip(intensity, achieved, rows):
+            ax.annotate(f"B={r['batch']} ({r['efficiency']:.0%})", (x, y), textcoords="offset points", xytext=(5, -10),
+                        fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(1, 10 ** math.ceil(math.log10(peak["peak_gflops"] * 1.5)))
+    ax.set_xlabel("arithmetic intensity, FLOP / byte")
+    ax.set_ylabel("achieved GFLOP/s (fp32)")
+    ax.set_title("decode step against this machine's roofline (in parentheses: share of the bound)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_targets(targets: list[dict[str, Any]], path: Path) -> Path:
+    """The ratios against vLLM CPU, each beside its threshold (restarts and our own ratios left out)."""
+    rows = [t for t in targets if "vLLM" in t["target"] and isinstance(t["measured"], (int, float))]
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.2))
+    ys = range(len(rows))
+    colors = ["tab:green" if t["met"] else "tab:red" for t in rows]
+    bars = ax.barh(list(ys), [t["measured"] for t in rows], color=colors)
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    for y, t in zip(ys, rows):
+        threshold = float(t["threshold"].split()[-1])
+        ax.plot([threshold, threshold], [y - 0.4, y + 0.4], color="black")
+    ax.set_yticks(list(ys), [t["target"].replace("djl-serve / vLLM CPU ", "") for t in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ours / vLLM CPU (black tick: the target; green met, red missed)")
+    return _save(fig, path)
+
+
 def plot_all(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[Path]:
     """Write every chart this run has data for; returns the files written."""
     written = []
@@ -109,4 +154,8 @@ def plot_all(results: dict[str, Any], out_dir: Path, prefix: str = "") -> list[P
         written.append(plot_serving(results["serving"], out_dir / f"{prefix}serving.png"))
     if results.get("peer"):
         written.append(plot_peer(results["peer"], out_dir / f"{prefix}peer.png"))
+    if results.get("roofline"):
+        written.append(plot_roofline(results["roofline"], out_dir / f"{prefix}roofline.png"))
+    if any("vLLM" in t["target"] for t in results.get("targets", [])):
+        written.append(plot_targets(results["targets"], out_dir / f"{prefix}targets.png"))
     return written

@@ -104,9 +104,10 @@ def test_a_prompt_of_too_many_tokens_but_few_characters_is_still_400(server):
     assert resp.status_code == 400 and "prompt" in resp.text and "tokens" in resp.text, resp.text
 
 
-def _never_reading_stream(server, body: dict) -> tuple[float, float]:
+def _never_reading_stream(server, body: dict, hold_open_until=None) -> tuple[float, float]:
     """Send a streaming chat request on a socket that never reads; once the request has ended,
-    return (aborts counted for it: 0 or 1, tokens generated for it)."""
+    return (aborts counted for it: 0 or 1, tokens generated for it). ``hold_open_until``: a condition
+    the socket stays open (and unread) for, up to 30 s, before it is closed."""
     before = wait_for(server, idle)
     url = urlparse(server.url)
     raw_body = json.dumps(body).encode()
@@ -124,6 +125,9 @@ def _never_reading_stream(server, body: dict) -> tuple[float, float]:
         # the slot is free: another request is served at once
         assert httpx.post(f"{server.url}/invocations", json={"inputs": "Hi", "parameters": {"max_new_tokens": 2}},
                           timeout=60).status_code == 200
+        deadline = time.monotonic() + 30
+        while hold_open_until is not None and not hold_open_until() and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         raw.close()
     return (metric_value(after, "djl_request_finished_total", finish_reason="abort") - aborts,
@@ -165,14 +169,12 @@ def stall_server(tmp_path_factory):
 def test_a_stream_whose_writes_stay_blocked_is_ended_after_stream_stall_timeout(stall_server):
     """The server ends the blocked stream after ``stream_stall_timeout``: an abort that frees the slot
     when generation is still running then; when the tiny model outran the timeout (an idle, fast
-    machine), the request has finished by length and only the stalled connection is left to end."""
+    machine), the request has finished by length and only the stalled connection is left to end. The
+    client keeps its socket open (unread) until then: closing it would end the stream first."""
     aborted, generated = _never_reading_stream(stall_server, {
         "messages": [{"role": "user", "content": "Hello"}], "stream": True, "max_tokens": MAX_TOKENS,
-        "ignore_eos": True})
+        "ignore_eos": True}, hold_open_until=lambda: "stream_stall_timeout" in stall_server.logs())
     assert (aborted == 1 and generated < MAX_TOKENS) or (aborted == 0 and generated == MAX_TOKENS), generated
-    deadline = time.monotonic() + 30
-    while "stream_stall_timeout" not in stall_server.logs() and time.monotonic() < deadline:
-        time.sleep(0.2)
     assert "ending a stream whose client read nothing for 2s (stream_stall_timeout)" in stall_server.logs()
 
 
