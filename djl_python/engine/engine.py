@@ -17,10 +17,12 @@ scheduler may give a prompt only part of it in one step; the engine feeds the ba
 prompt from what its slot holds to the chunk's end, and samples a request's first token in the
 step whose chunk completes its prompt.
 
-Prefix caching, where the backend keeps cached rows (``limits.prefix_cache_rows``): a request
-that ends saves its KV (prompt and generated tokens, in whole blocks) into a cached row chosen
-by ``engine/prefix_cache.py``, and a prompt that starts with a cached run of blocks has that run
-copied in and computes only the rest. Greedy output is the same with or without it.
+Prefix caching, where the backend keeps cached rows (``limits.prefix_cache_rows``): a prompt's KV
+is saved (in whole blocks) into a cached row chosen by ``engine/prefix_cache.py`` in the step its
+prefill completes, so requests that arrive together share their system prompt, and again when the
+request ends (prompt and generated tokens, into the same row); a prompt that starts with a cached
+run of blocks has that run copied in and computes only the rest. Greedy output is the same with or
+without it.
 
 Speculative decoding, while one plain greedy request runs and nothing prefills: the backend's own
 (``limits.speculation_length``: Neuron's draft), or a proposer's tokens (``engine/proposers.py``: prompt
@@ -227,6 +229,8 @@ class Engine:
         self._masks = self.grammars.masks_during([s.matcher for s in decode + completing
                                                   if s.matcher is not None and not plain_greedy(s.params)])
         decode_logits, prefill_logits = self._forward(decode, prefill)
+        for seq in completing:
+            self._save_prefix(seq, seq.slot, seq.prompt_ids)
         if decode:
             self._postprocess(decode, decode_logits, outputs)
         if completing:
@@ -409,8 +413,8 @@ class Engine:
             self.sampler.release(slot)
             if self.proposer is not None:
                 self.proposer.release(slot)
-            if self.prefix_cache is not None and status != RequestStatus.FINISHED_ERROR:
-                self._save_prefix(seq, slot)
+            if status != RequestStatus.FINISHED_ERROR and seq.output_ids:
+                self._save_prefix(seq, slot, (seq.prompt_ids + seq.output_ids)[: seq.num_tokens - 1])
             self.backend.release(slot)
         self._requests.pop(seq.request_id, None)
 
@@ -419,15 +423,15 @@ class Engine:
         hit = self.prefix_cache.peek(seq.prompt_ids) if self.prefix_cache is not None else None
         return hit[1] if hit is not None else 0
 
-    def _save_prefix(self, seq: Sequence, slot: int) -> None:
-        """Keep the KV of what ``seq`` fed the model (its prompt and generated tokens but the last)."""
+    def _save_prefix(self, seq: Sequence, slot: Optional[int], fed: list[int]) -> None:
+        """Keep the KV of ``fed``, tokens ``seq``'s slot holds (its prompt once prefilled; at its end,
+        the prompt and every generated token but the last). A failure loses only the cached row."""
         cache = self.prefix_cache
-        if cache is None:
+        if cache is None or slot is None:
             return
-        fed = (seq.prompt_ids + seq.output_ids)[: seq.num_tokens - 1] if seq.output_ids else []
         target = None
         try:
-            target = cache.store(fed) if fed else None
+            target = cache.store(fed)
             if target is not None:
                 self.backend.save_prefix(slot, *target)
         except Exception:  # noqa: BLE001 - a cache is an optimisation: the request itself is done

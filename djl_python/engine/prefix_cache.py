@@ -4,9 +4,12 @@ The backend keeps ``rows`` KV rows that no slot owns (``BackendLimits.prefix_cac
 copies into and out of them (``Backend.save_prefix``, ``decode_and_prefill(cached=...)``). This
 index decides what goes where, with no torch:
 
-* ``store(tokens)`` picks the row to overwrite (the least recently used one) for a finished
-  request whose KV covers ``tokens`` (its prompt and every generated token but the last, which
-  was never fed), and records it. Only whole blocks of ``block`` tokens are kept.
+* ``store(tokens)`` picks the row to overwrite for a request whose slot holds the KV of ``tokens``,
+  and records it. The engine stores a prompt as soon as its prefill completes (so requests that
+  arrive together share a system prompt), and a request again when it ends (its prompt and every
+  generated token but the last, which was never fed). The row overwritten is one that holds only a
+  prefix of ``tokens`` (nothing is lost: a request's own earlier save, or the row its prompt hit),
+  else the least recently used one. Only whole blocks of ``block`` tokens are kept.
 * ``lookup(prompt)`` returns ``(row, n)``: the row holding the longest run of whole blocks that
   starts the prompt, ``n < len(prompt)`` (at least one token must be computed, for its logits).
   A hit marks the row recently used.
@@ -78,7 +81,9 @@ class PrefixCache:
         if known is not None:
             self._lru.move_to_end(known)
             return None
-        row = next(iter(self._lru))  # the least recently used
+        row = self._superseded(kept)
+        if row is None:
+            row = next(iter(self._lru))  # the least recently used
         self._clear(row)
         self._tokens[row] = kept
         self._keys[row] = self._chain(kept)
@@ -86,6 +91,16 @@ class PrefixCache:
             self._index[key] = row  # the newest row serves a shared prefix
         self._lru.move_to_end(row)
         return row, n
+
+    def _superseded(self, kept: tuple[int, ...]) -> Optional[int]:
+        """The row holding the longest run of blocks that is all a prefix of ``kept``, or None."""
+        best, best_len = None, 0
+        for key in self._chain(kept):
+            row = self._index.get(key)
+            held = self._tokens[row] if row is not None else ()
+            if len(held) > best_len and kept[: len(held)] == held:
+                best, best_len = row, len(held)
+        return best
 
     def forget(self, row: int) -> None:
         """Drop what ``row`` holds (its save failed): no lookup returns it until it is stored again."""

@@ -40,6 +40,18 @@ def test_least_recently_used_row_is_overwritten_and_its_prefixes_forgotten() -> 
     assert cache.store(b) == (1, 4)  # a forgotten row is the first reused
 
 
+def test_a_longer_run_overwrites_the_row_holding_its_prefix_not_the_least_recent_one() -> None:
+    """A request's end extends the row its prefill saved (or the row its prompt hit), so one
+    conversation holds one row and the other rows stay."""
+    cache = PrefixCache(rows=2, block=2)
+    a, b = [1, 1, 1, 1], [2, 2, 2, 2]
+    assert cache.store(a) == (0, 4) and cache.store(b) == (1, 4)
+    assert cache.lookup(b + [5]) == (1, 4)  # row 0 is now the least recently used
+    assert cache.store(b + [3, 3]) == (1, 6)  # supersedes row 1, not the LRU row 0
+    assert cache.lookup(a + [5]) == (0, 4) and cache.lookup(b + [3, 3, 5]) == (1, 6)
+    assert cache.store([2, 2, 9, 9]) == (0, 4)  # shares a block with row 1 but is no extension: LRU
+
+
 def test_a_hash_collision_costs_a_miss_never_a_wrong_prefix(monkeypatch) -> None:
     cache = PrefixCache(rows=1, block=2)
     monkeypatch.setattr(cache, "_chain", lambda tokens: [7] * (len(tokens) // 2))  # every block collides
@@ -69,8 +81,10 @@ def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
     def engine(rows: int) -> Engine:
+        # A prefill budget under two prompts: a turn's prompts join over several steps, and the later
+        # ones of the first turn reuse the system prompt saved when the first one's prefill completed.
         return Engine(PyTorchBackend.load(folder, max_slots=3, n_positions=256, prefix_cache_rows=rows,
-                                          cpu_kernels=kernels), tokenizer)
+                                          cpu_kernels=kernels), tokenizer, max_prefill_tokens=100)
 
     plain = conversations(engine(0), turns=3, people=3)
     cached_engine = engine(3)
@@ -122,3 +136,30 @@ def test_a_cached_prompt_is_charged_only_what_is_left_to_compute(tiny_llama: Pat
 
     assert admitted_in_first_step(2) == 3
     assert admitted_in_first_step(0) == 1
+
+
+def test_requests_arriving_together_share_a_prefix_before_any_of_them_ends(tiny_llama: Path) -> None:
+    """A prompt is saved in the step its prefill completes: prompts of the same burst admitted in
+    later steps copy its shared blocks while it is still decoding, and decode exactly as without."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    shared = [(11 * i) % 300 + 10 for i in range(64)]
+    prompts = [shared + [300 + j, 301 + j] for j in range(4)]
+
+    def run(rows: int) -> list[list[int]]:
+        engine = Engine(PyTorchBackend.load(tiny_llama, max_slots=4, n_positions=256, prefix_cache_rows=rows),
+                        tokenizer, max_prefill_tokens=80)
+        ids = [engine.add_request(p, SamplingParams(max_new_tokens=24, ignore_eos=True)) for p in prompts]
+        tokens: dict[str, list[int]] = {rid: [] for rid in ids}
+        ended, hits_before_any_end = False, 0
+        while engine.has_unfinished():
+            outputs = engine.step()
+            ended = ended or any(out.finished for out in outputs)
+            if rows and not ended:
+                hits_before_any_end = engine.prefix_cache.hit_tokens
+            for out in outputs:
+                tokens[out.request_id] += out.token_ids
+        if rows:  # the first prompt's 64 shared tokens, copied by at least the last two prompts
+            assert hits_before_any_end >= 2 * 64
+        return [tokens[rid] for rid in ids]
+
+    assert run(4) == run(0)
