@@ -107,8 +107,22 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _git_commit() -> Optional[str]:
+    """The commit the run measures, with ``+dirty`` when the tree differs from it; None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", "../djl_python", ":(exclude)results"]
+        dirty = subprocess.run(status, cwd=here, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
 def _section_meta(started: float) -> dict[str, Any]:
     return {
+        "commit": _git_commit(),
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 1),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
