@@ -98,8 +98,8 @@ class ServingProperties(BaseModel):
         True,
         description="PyTorch backend: keep prompts' KV cache (from the step their prefill completes) and "
         "finished requests' (prompt and output), and reuse it for a later prompt that starts with the same tokens "
-        "(a shared system prompt, also among requests that arrive together; the history of a chat), as vLLM does "
-        "by default; greedy output is the same with or without it. Neuron: no effect.",
+        "(a shared system prompt, also among requests admitted in later steps of the same burst; the history of a "
+        "chat), as vLLM does by default; greedy output is the same with or without it. Neuron: no effect.",
     )
     enable_chunked_prefill: Bool = Field(
         True,

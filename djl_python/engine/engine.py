@@ -19,10 +19,10 @@ step whose chunk completes its prompt.
 
 Prefix caching, where the backend keeps cached rows (``limits.prefix_cache_rows``): a prompt's KV
 is saved (in whole blocks) into a cached row chosen by ``engine/prefix_cache.py`` in the step its
-prefill completes, so requests that arrive together share their system prompt, and again when the
-request ends (prompt and generated tokens, into the same row); a prompt that starts with a cached
-run of blocks has that run copied in and computes only the rest. Greedy output is the same with or
-without it.
+prefill completes, so prompts admitted in later steps while it runs share its system prompt, and
+again when the request ends (prompt and generated tokens, into the same row where it still holds
+the prompt); a prompt that starts with a cached run of blocks has that run copied in and computes
+only the rest. Greedy output is the same with or without it.
 
 Speculative decoding, while one plain greedy request runs and nothing prefills: the backend's own
 (``limits.speculation_length``: Neuron's draft), or a proposer's tokens (``engine/proposers.py``: prompt
@@ -230,7 +230,7 @@ class Engine:
                                                   if s.matcher is not None and not plain_greedy(s.params)])
         decode_logits, prefill_logits = self._forward(decode, prefill)
         for seq in completing:
-            self._save_prefix(seq, seq.slot, seq.prompt_ids)
+            self._save_prefix(seq, seq.slot, seq.prompt_ids, tentative=True)
         if decode:
             self._postprocess(decode, decode_logits, outputs)
         if completing:
@@ -423,15 +423,16 @@ class Engine:
         hit = self.prefix_cache.peek(seq.prompt_ids) if self.prefix_cache is not None else None
         return hit[1] if hit is not None else 0
 
-    def _save_prefix(self, seq: Sequence, slot: Optional[int], fed: list[int]) -> None:
-        """Keep the KV of ``fed``, tokens ``seq``'s slot holds (its prompt once prefilled; at its end,
-        the prompt and every generated token but the last). A failure loses only the cached row."""
+    def _save_prefix(self, seq: Sequence, slot: Optional[int], fed: list[int], tentative: bool = False) -> None:
+        """Keep the KV of ``fed``, tokens ``seq``'s slot holds (its prompt once prefilled, ``tentative``:
+        ``PrefixCache.store``; at its end, the prompt and every generated token but the last). A failure
+        loses only the cached row."""
         cache = self.prefix_cache
         if cache is None or slot is None:
             return
         target = None
         try:
-            target = cache.store(fed)
+            target = cache.store(fed, tentative=tentative)
             if target is not None:
                 self.backend.save_prefix(slot, *target)
         except Exception:  # noqa: BLE001 - a cache is an optimisation: the request itself is done

@@ -5,11 +5,12 @@ copies into and out of them (``Backend.save_prefix``, ``decode_and_prefill(cache
 index decides what goes where, with no torch:
 
 * ``store(tokens)`` picks the row to overwrite for a request whose slot holds the KV of ``tokens``,
-  and records it. The engine stores a prompt as soon as its prefill completes (so requests that
-  arrive together share a system prompt), and a request again when it ends (its prompt and every
-  generated token but the last, which was never fed). The row overwritten is one that holds only a
-  prefix of ``tokens`` (nothing is lost: a request's own earlier save, or the row its prompt hit),
-  else the least recently used one. Only whole blocks of ``block`` tokens are kept.
+  and records it. The engine stores a prompt tentatively as soon as its prefill completes (so a
+  prompt admitted in a later step, while that request still runs, shares its system prompt), and a
+  request again when it ends (its prompt and every generated token but the last, which was never
+  fed). The row overwritten is one that holds only a prefix of ``tokens`` (nothing is lost: a
+  request's own earlier save, or the row its prompt hit), else the least recently used one. Only
+  whole blocks of ``block`` tokens are kept.
 * ``lookup(prompt)`` returns ``(row, n)``: the row holding the longest run of whole blocks that
   starts the prompt, ``n < len(prompt)`` (at least one token must be computed, for its logits).
   A hit marks the row recently used.
@@ -70,16 +71,22 @@ class PrefixCache:
             best = (row, n)
         return best
 
-    def store(self, tokens: Sequence[int]) -> Optional[tuple[int, int]]:
+    def store(self, tokens: Sequence[int], tentative: bool = False) -> Optional[tuple[int, int]]:
         """The ``(row, n)`` to save ``tokens[:n]`` into (``n``: whole blocks), now indexed; None when
-        there is not one whole block, or when the cache already holds all of it."""
+        there is not one whole block, or when the cache already holds all of it.
+
+        ``tentative``: a prompt saved when its prefill completes, worth a row only if a later prompt
+        hits it. It does not count as a use: a row it takes from the least recently used stays the
+        next to be reused (until a lookup hits it), so prompts that share nothing cycle through one
+        row instead of evicting the others, and a row it supersedes keeps its place."""
         n = len(tokens) - len(tokens) % self.block
         if n == 0:
             return None
         kept = tuple(tokens[:n])
         known = self.lookup_exact(kept)
         if known is not None:
-            self._lru.move_to_end(known)
+            if not tentative:
+                self._lru.move_to_end(known)
             return None
         row = self._superseded(kept)
         if row is None:
@@ -89,7 +96,8 @@ class PrefixCache:
         self._keys[row] = self._chain(kept)
         for key in self._keys[row]:
             self._index[key] = row  # the newest row serves a shared prefix
-        self._lru.move_to_end(row)
+        if not tentative:  # a tentative save leaves the row where it was in the LRU order
+            self._lru.move_to_end(row)
         return row, n
 
     def _superseded(self, kept: tuple[int, ...]) -> Optional[int]:

@@ -52,6 +52,21 @@ def test_a_longer_run_overwrites_the_row_holding_its_prefix_not_the_least_recent
     assert cache.store([2, 2, 9, 9]) == (0, 4)  # shares a block with row 1 but is no extension: LRU
 
 
+def test_tentative_saves_of_prompts_that_share_nothing_cycle_through_one_row() -> None:
+    """A prompt saved when its prefill completes does not count as a use: it takes the least recently
+    used row and leaves it the next to be reused, until a lookup hits it."""
+    cache = PrefixCache(rows=3, block=2)
+    a, b, c, d, e = ([k] * 4 for k in (1, 2, 3, 4, 5))
+    assert cache.store(a)[0] == 0 and cache.store(b)[0] == 1
+    assert cache.store(c, tentative=True) == (2, 4)
+    assert cache.store(d, tentative=True) == (2, 4)  # c's row again, not a's or b's
+    assert cache.lookup(a + [9]) == (0, 4) and cache.lookup(b + [9]) == (1, 4)
+    assert cache.lookup(d + [9]) == (2, 4)  # a hit makes it a used row
+    assert cache.store(e, tentative=True) == (0, 4)  # now a's row is the least recently used
+    assert cache.store(b + [7, 7], tentative=True) == (1, 6)  # supersedes b's row, which keeps its place
+    assert cache.store(c)[0] == 0  # e's tentative row stayed first
+
+
 def test_a_hash_collision_costs_a_miss_never_a_wrong_prefix(monkeypatch) -> None:
     cache = PrefixCache(rows=1, block=2)
     monkeypatch.setattr(cache, "_chain", lambda tokens: [7] * (len(tokens) // 2))  # every block collides
