@@ -75,8 +75,9 @@ def simd_flags() -> list[str]:
 
 def write_result(result: dict[str, Any], out: Path) -> None:
     """A stand-alone benchmark's result (``bench.latency``, ``bench.multiturn``), stamped with this
-    CPU's vector extensions and the time, written to ``out`` and printed."""
+    CPU's vector extensions, the commit and the time, written to ``out`` and printed."""
     result["cpu_simd"] = simd_flags()
+    result["commit"] = _git_commit()
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
