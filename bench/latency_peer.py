@@ -77,12 +77,9 @@ async def _measure(base: str, repeats: int, max_tokens: int, timeout_s: float) -
 def _servers(model_dir: Path, timeout_s: float, venv: Path,
              with_peer: bool) -> list[tuple[str, Callable[[int], tuple], str]]:
     def ours(ngram: bool) -> Callable[[int], tuple]:
-        def command(port: int) -> tuple:
-            cmd, env = djl_command(model_dir, "fp32", port, 4, timeout_s)
-            if ngram:
-                env = {**env, "OPTION_SPECULATIVE_METHOD": "ngram", "OPTION_SPECULATIVE_LENGTH": str(NGRAM_LENGTH)}
-            return cmd, env
-        return command
+        options = {"OPTION_SPECULATIVE_METHOD": "ngram", "OPTION_SPECULATIVE_LENGTH": str(NGRAM_LENGTH)} if ngram \
+            else None
+        return lambda port: djl_command(model_dir, "fp32", port, 4, timeout_s, options)
 
     def vllm(ngram: bool) -> Callable[[int], tuple]:
         def command(port: int) -> tuple:

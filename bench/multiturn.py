@@ -99,8 +99,8 @@ def run_multiturn(model_dir: Path, conversations: int = 16, turns: int = 4, max_
     log_path.write_bytes(b"")
     plan: list[tuple[str, Callable[[int], tuple[list[str], dict]], str]] = [
         ("djl-serve", lambda port: djl_command(model_dir, dtype, port, conversations, timeout_s), "/ping"),
-        ("djl-serve, no prefix cache", lambda port: _without_cache(djl_command(model_dir, dtype, port, conversations,
-                                                                               timeout_s)), "/ping"),
+        ("djl-serve, no prefix cache", lambda port: djl_command(model_dir, dtype, port, conversations, timeout_s,
+                                                                {"OPTION_ENABLE_PREFIX_CACHING": "false"}), "/ping"),
     ]
     python = venv / "bin" / "python"
     peer = with_peer and (venv / ".installed").exists()
@@ -128,11 +128,6 @@ def run_multiturn(model_dir: Path, conversations: int = 16, turns: int = 4, max_
                              "ttft_p50_later_turns": round(ours["ttft_p50_later_turns_ms"]
                                                            / peer["ttft_p50_later_turns_ms"], 3)}
     return result
-
-
-def _without_cache(command: tuple[list[str], dict]) -> tuple[list[str], dict]:
-    cmd, env = command
-    return cmd, {**env, "OPTION_ENABLE_PREFIX_CACHING": "false"}
 
 
 def main() -> None:

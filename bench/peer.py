@@ -93,14 +93,16 @@ def vllm_command(python: Path, model_dir: Path, dtype: str, port: int, max_seqs:
     return cmd, env
 
 
-def djl_command(model_dir: Path, dtype: str, port: int, max_seqs: int, timeout_s: float) -> tuple[list[str], dict]:
-    """djl-serve on the peer's settings. Its per-request deadline (``option.predict_timeout``,
-    240 s by default) is raised to the client's ``timeout_s``: vLLM has none, and a slow
-    configuration (bf16 on a CPU without bf16 instructions) must be measured, not cut off."""
+def djl_command(model_dir: Path, dtype: str, port: int, max_seqs: int, timeout_s: float,
+                options: dict[str, str] | None = None) -> tuple[list[str], dict]:
+    """djl-serve on the peer's settings, plus ``options`` (``OPTION_*`` variables, a variant under
+    test). Its per-request deadline (``option.predict_timeout``, 240 s by default) is raised to the
+    client's ``timeout_s``: vLLM has none, and a slow configuration (bf16 on a CPU without bf16
+    instructions) must be measured, not cut off."""
     cmd = [sys.executable, "-m", "djl_python.serving.cli", "--host", "127.0.0.1", "--port", str(port),
            "--log-level", "warning", "--model-dir", str(model_dir), "--served-model-name", SERVED_NAME]
     env = {**os.environ, "OPTION_MAX_ROLLING_BATCH_SIZE": str(max_seqs), "OPTION_DTYPE": dtype,
-           "OPTION_PREDICT_TIMEOUT": str(int(timeout_s))}
+           "OPTION_PREDICT_TIMEOUT": str(int(timeout_s)), **(options or {})}
     return cmd, env
 
 
@@ -193,8 +195,8 @@ def run_peer(
     for dtype in dtypes:
         plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs, timeout_s), "/ping")]
         if dtype == dtypes[0] and chunked_comparison:  # chunked prefill's effect: the same server without it
-            plan.append(("djl-serve no-chunking", lambda port: _without_chunking(
-                djl_command(model_dir, dtype, port, max_seqs, timeout_s)), "/ping"))
+            plan.append(("djl-serve no-chunking", lambda port: djl_command(
+                model_dir, dtype, port, max_seqs, timeout_s, {"OPTION_ENABLE_CHUNKED_PREFILL": "false"}), "/ping"))
         if python is not None:
             plan.append(("vllm-cpu", lambda port: vllm_command(python, model_dir, dtype, port, max_seqs), "/health"))
         for name, command, ready in plan:
@@ -219,11 +221,6 @@ def run_peer(
     if chunked_comparison:
         result["chunked_prefill_on_over_off"] = chunking_effect(result)
     return result
-
-
-def _without_chunking(command: tuple[list[str], dict]) -> tuple[list[str], dict]:
-    cmd, env = command
-    return cmd, {**env, "OPTION_ENABLE_CHUNKED_PREFILL": "false"}
 
 
 def chunking_effect(result: dict[str, Any]) -> list[dict[str, Any]]:

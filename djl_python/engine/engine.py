@@ -413,7 +413,7 @@ class Engine:
             self.sampler.release(slot)
             if self.proposer is not None:
                 self.proposer.release(slot)
-            if status != RequestStatus.FINISHED_ERROR and seq.output_ids:
+            if self.prefix_cache is not None and status != RequestStatus.FINISHED_ERROR and seq.output_ids:
                 self._save_prefix(seq, slot, (seq.prompt_ids + seq.output_ids)[: seq.num_tokens - 1])
             self.backend.release(slot)
         self._requests.pop(seq.request_id, None)

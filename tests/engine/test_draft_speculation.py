@@ -15,23 +15,11 @@ from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.config import ConfigError, load_config
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.proposers import DraftProposer
+from tests.engine.one_at_a_time import one_at_a_time
 from tests.models import FORWARDS, make_tokenizer, tiny_config
 
 PROMPTS = [[5, 6, 7, 8, 9] * 6, list(range(20, 60)), [3, 4] * 10 + list(range(100, 110))]
 PARAMS = SamplingParams(max_new_tokens=30, ignore_eos=True)
-
-
-def one_at_a_time(engine: Engine) -> tuple[list[list[int]], int]:
-    """Each prompt alone (speculation serves one running sequence); the outputs and the steps taken."""
-    steps, out = 0, []
-    for prompt in PROMPTS:
-        rid = engine.add_request(prompt, PARAMS)
-        tokens: list[int] = []
-        while engine.has_unfinished():
-            steps += 1
-            tokens += [t for o in engine.step() if o.request_id == rid for t in o.token_ids]
-        out.append(tokens)
-    return out, steps
 
 
 @pytest.mark.parametrize("arch,kernels", FORWARDS)
@@ -42,10 +30,10 @@ def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kern
     def load(path: Path) -> PyTorchBackend:
         return PyTorchBackend.load(path, max_slots=2, n_positions=128, cpu_kernels=kernels)
 
-    plain, plain_steps = one_at_a_time(Engine(load(folder), tokenizer))
+    plain, plain_steps = one_at_a_time(Engine(load(folder), tokenizer), PROMPTS, PARAMS)
     other = tiny_model_factory("gpt2" if arch != "gpt2" else "llama")
-    assert one_at_a_time(Engine(load(folder), tokenizer, draft=load(other), draft_length=4))[0] == plain
-    itself, steps = one_at_a_time(Engine(load(folder), tokenizer, draft=load(folder), draft_length=4))
+    assert one_at_a_time(Engine(load(folder), tokenizer, draft=load(other), draft_length=4), PROMPTS, PARAMS)[0] == plain
+    itself, steps = one_at_a_time(Engine(load(folder), tokenizer, draft=load(folder), draft_length=4), PROMPTS, PARAMS)
     assert itself == plain
     assert steps < plain_steps / 2  # its own draft: every proposal kept, four tokens a step
 

@@ -12,6 +12,7 @@ from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.config import ConfigError, load_config
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.ngram import propose
+from tests.engine.one_at_a_time import one_at_a_time
 from tests.models import FORWARDS, NATIVE_ARCHS
 
 
@@ -37,16 +38,7 @@ def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kern
                         ngram_length=ngram)
         verify = engine.backend.verify
         engine.backend.verify = lambda *a: verified.append(a) or verify(*a)  # type: ignore[method-assign]
-        steps = 0
-        out = []
-        for prompt in prompts:  # one at a time: speculation serves one running sequence
-            rid = engine.add_request(prompt, params)
-            tokens: list[int] = []
-            while engine.has_unfinished():
-                steps += 1
-                tokens += [t for o in engine.step() if o.request_id == rid for t in o.token_ids]
-            out.append(tokens)
-        return out, steps
+        return one_at_a_time(engine, prompts, params)
 
     plain, plain_steps = run(0)
     fast, fast_steps = run(5)
