@@ -64,6 +64,22 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+/* Ask for elements i .. i + count of base (fp32 or bf16) to be brought into L2, 64 bytes a line. */
+static inline __attribute__((always_inline)) void prefetch_l2(const void* base, int64_t i, int64_t count,
+                                                              int bf16) {
+  const int64_t size = bf16 ? 2 : 4;
+  const char* p = (const char*)base + i * size;
+  for (int64_t o = 0; o < count * size; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+}
+
+/* The eight horizontal sums of a0..a7, in that order, in one register. */
+static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                             __m256 a7) {
+  const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
 /* Eight elements as fp32 (bf16 widened exactly), one element, one rounded store. */
 static inline __attribute__((always_inline)) __m256 load8(const void* base, int64_t i, int bf16) {
   if (bf16)
@@ -90,6 +106,23 @@ static inline __attribute__((always_inline)) void store1(void* base, int64_t i, 
   }
 }
 
+/* out[o .. o + 8 vectors) = sum_j p[j] * values[v + j * d ..], j < L: `vectors` (1, 4 or 8, a
+ * constant once inlined) columns of 8, each an accumulator held in a register, rounded to the
+ * dtype once. Eight independent sums keep both FMA pipes busy; fewer wait on FMA latency. */
+static inline __attribute__((always_inline)) void weighted_columns(
+    const float* p, const void* values, int64_t v, int64_t d, int64_t L, void* out, int64_t o, int vectors,
+    int bf16) {
+  __m256 a[8];
+  for (int u = 0; u < vectors; ++u) a[u] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < L; ++j) {
+    const __m256 pj = _mm256_broadcast_ss(p + j);
+    for (int u = 0; u < vectors; ++u) a[u] = _mm256_fmadd_ps(pj, load8(values, v + j * d + 8 * u, bf16), a[u]);
+  }
+  float tmp[64];
+  for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(tmp + 8 * u, a[u]);
+  for (int e = 0; e < 8 * vectors; ++e) store1(out, o + e, tmp[e], bf16);
+}
+
 static inline __attribute__((always_inline)) int attend(
     const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
     const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
@@ -114,16 +147,41 @@ static inline __attribute__((always_inline)) int attend(
       float* qf = work;
       float* s = work + g * d;
       for (int64_t i = 0; i < g * d; ++i) qf[i] = load1(q, q0 + i, bf16);
-      /* Scores: each key row is loaded once for the g queries that share it. */
-      for (int64_t j = 0; j < L; ++j) {
-        __m256 acc[MAX_GROUP];
-        for (int64_t x = 0; x < g; ++x) acc[x] = _mm256_setzero_ps();
-        for (int64_t e = 0; e < d; e += 8) {
-          const __m256 k8 = load8(keys, kv0 + j * d + e, bf16);
-          for (int64_t x = 0; x < g; ++x) acc[x] = _mm256_fmadd_ps(_mm256_loadu_ps(qf + x * d + e), k8, acc[x]);
+      /* Scores, eight keys at a time: per query, one accumulator per key over d, then one
+       * transposing reduction (hsum8x8) gives the eight scores in one register; a horizontal
+       * sum per key would cost more than the key's FMAs at d = 64. The eight keys stay in L1
+       * while the g queries that share them pass over them, so each is read from memory once.
+       * The same eight rows of values are fetched into L2 meanwhile: the cache comes from
+       * memory (a layer's weights evict it), and reading keys and values as two streams at
+       * once keeps more of memory's bandwidth busy than reading them one after the other. */
+      int64_t j0 = 0;
+      for (; j0 + 8 <= L; j0 += 8) {
+        const int64_t k0 = kv0 + j0 * d;
+        prefetch_l2(values, k0, 8 * d, bf16);
+        for (int64_t x = 0; x < g; ++x) {
+          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+          for (int64_t e = 0; e < d; e += 8) {
+            const __m256 q8 = _mm256_loadu_ps(qf + x * d + e);
+            a0 = _mm256_fmadd_ps(q8, load8(keys, k0 + e, bf16), a0);
+            a1 = _mm256_fmadd_ps(q8, load8(keys, k0 + d + e, bf16), a1);
+            a2 = _mm256_fmadd_ps(q8, load8(keys, k0 + 2 * d + e, bf16), a2);
+            a3 = _mm256_fmadd_ps(q8, load8(keys, k0 + 3 * d + e, bf16), a3);
+            a4 = _mm256_fmadd_ps(q8, load8(keys, k0 + 4 * d + e, bf16), a4);
+            a5 = _mm256_fmadd_ps(q8, load8(keys, k0 + 5 * d + e, bf16), a5);
+            a6 = _mm256_fmadd_ps(q8, load8(keys, k0 + 6 * d + e, bf16), a6);
+            a7 = _mm256_fmadd_ps(q8, load8(keys, k0 + 7 * d + e, bf16), a7);
+          }
+          _mm256_storeu_ps(s + x * L + j0, _mm256_mul_ps(hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7),
+                                                         _mm256_set1_ps(scale)));
         }
-        for (int64_t x = 0; x < g; ++x) s[x * L + j] = hsum8(acc[x]) * scale;
       }
+      for (; j0 < L; ++j0)  /* the last L % 8 keys, one at a time */
+        for (int64_t x = 0; x < g; ++x) {
+          __m256 acc = _mm256_setzero_ps();
+          for (int64_t e = 0; e < d; e += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qf + x * d + e), load8(keys, kv0 + j0 * d + e, bf16), acc);
+          s[x * L + j0] = hsum8(acc) * scale;
+        }
       /* Softmax over each query's L scores. A NaN score is skipped by the max and then
        * turns every exp, the total and so the output into NaN; so does +Inf (Inf - Inf). */
       for (int64_t x = 0; x < g; ++x) {
@@ -146,35 +204,14 @@ static inline __attribute__((always_inline)) int attend(
         const float inv = 1.f / total;
         for (j = 0; j < L; ++j) sx[j] *= inv;
       }
-      /* Weighted sum of values, 32 (or 8) columns of d at a time, accumulators in registers. */
+      /* Weighted sum of values, 64, 32 or 8 columns of d at a time (weighted_columns). */
       for (int64_t x = 0; x < g; ++x) {
         const float* px = s + x * L;
+        const int64_t ox = o0 + x * d;
         int64_t e0 = 0;
-        for (; e0 + 32 <= d; e0 += 32) {
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-          for (int64_t j = 0; j < L; ++j) {
-            const __m256 p = _mm256_broadcast_ss(px + j);
-            const int64_t v0 = kv0 + j * d + e0;
-            a0 = _mm256_fmadd_ps(p, load8(values, v0, bf16), a0);
-            a1 = _mm256_fmadd_ps(p, load8(values, v0 + 8, bf16), a1);
-            a2 = _mm256_fmadd_ps(p, load8(values, v0 + 16, bf16), a2);
-            a3 = _mm256_fmadd_ps(p, load8(values, v0 + 24, bf16), a3);
-          }
-          float tmp[32];
-          _mm256_storeu_ps(tmp, a0);
-          _mm256_storeu_ps(tmp + 8, a1);
-          _mm256_storeu_ps(tmp + 16, a2);
-          _mm256_storeu_ps(tmp + 24, a3);
-          for (int e = 0; e < 32; ++e) store1(out, o0 + x * d + e0 + e, tmp[e], bf16);
-        }
-        for (; e0 < d; e0 += 8) {
-          __m256 a = _mm256_setzero_ps();
-          for (int64_t j = 0; j < L; ++j)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(px + j), load8(values, kv0 + j * d + e0, bf16), a);
-          float tmp[8];
-          _mm256_storeu_ps(tmp, a);
-          for (int e = 0; e < 8; ++e) store1(out, o0 + x * d + e0 + e, tmp[e], bf16);
-        }
+        for (; e0 + 64 <= d; e0 += 64) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 8, bf16);
+        for (; e0 + 32 <= d; e0 += 32) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 4, bf16);
+        for (; e0 < d; e0 += 8) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 1, bf16);
       }
     }
     free(work);
