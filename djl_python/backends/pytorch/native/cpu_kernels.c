@@ -251,25 +251,59 @@ static inline __attribute__((always_inline)) float round_as(float f, int bf16) {
   return u.f;
 }
 
+/* round_as on eight lanes: round to nearest even at bf16 precision, NaN left as it is. */
+static inline __attribute__((always_inline)) __m256 round8_as(__m256 v, int bf16) {
+  if (!bf16) return v;
+  const __m256i i = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(i, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(i, _mm256_set1_epi32(0x7fff)), lsb),
+                                     _mm256_set1_epi32((int)0xffff0000u));
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x7fffffff)),
+                                         _mm256_set1_epi32(0x7f800000));
+  return _mm256_castsi256_ps(_mm256_blendv_epi8(r, i, nan));
+}
+
+/* store1 on eight lanes: fp32 as is; bf16 rounded to nearest even, NaN as 0x7fc0 (as store1). */
+static inline __attribute__((always_inline)) void store8(void* base, int64_t i, __m256 v, int bf16) {
+  if (!bf16) {
+    _mm256_storeu_ps((float*)base + i, v);
+    return;
+  }
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  __m256i h = _mm256_srli_epi32(_mm256_castps_si256(round8_as(v, 1)), 16);
+  h = _mm256_blendv_epi8(h, _mm256_set1_epi32(0x7fc0), nan);
+  /* 32-bit lanes 0..7 (each < 65536) to 16 bits: packus works per 128-bit half, permute joins them. */
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
+  _mm_storeu_si128((__m128i*)((uint16_t*)base + i), _mm256_castsi256_si128(packed));
+}
+
 /* x[r] += delta[r] (skipped when delta is NULL), then
  * y[r] = w * dtype(x[r] * rsqrt(mean(x[r]^2) + eps)), x read as fp32 (LlamaRMSNorm). */
 static inline __attribute__((always_inline)) void add_rms_norm(
     void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps, int threads, int bf16) {
   #pragma omp parallel for num_threads(threads) if (n * h >= 65536)
   for (int64_t r = 0; r < n; ++r) {
-    if (delta != NULL)
-      for (int64_t e = 0; e < h; ++e)
-        store1(x, r * h + e, load1(x, r * h + e, bf16) + load1(delta, r * h + e, bf16), bf16);
+    const int64_t r0 = r * h, h8 = h - h % 8;
+    if (delta != NULL) {
+      for (int64_t e = 0; e < h8; e += 8)
+        store8(x, r0 + e, _mm256_add_ps(load8(x, r0 + e, bf16), load8(delta, r0 + e, bf16)), bf16);
+      for (int64_t e = h8; e < h; ++e) store1(x, r0 + e, load1(x, r0 + e, bf16) + load1(delta, r0 + e, bf16), bf16);
+    }
     float sum = 0.f;
     #pragma omp simd reduction(+:sum)
     for (int64_t e = 0; e < h; ++e) {
-      const float v = load1(x, r * h + e, bf16);
+      const float v = load1(x, r0 + e, bf16);
       sum += v * v;
     }
     const float inv = 1.f / sqrtf(sum / (float)h + eps);
-    for (int64_t e = 0; e < h; ++e) {
-      const float normed = round_as(load1(x, r * h + e, bf16) * inv, bf16);
-      store1(y, r * h + e, load1(w, e, bf16) * normed, bf16);
+    const __m256 inv8 = _mm256_set1_ps(inv);
+    for (int64_t e = 0; e < h8; e += 8) {
+      const __m256 normed = round8_as(_mm256_mul_ps(load8(x, r0 + e, bf16), inv8), bf16);
+      store8(y, r0 + e, _mm256_mul_ps(load8(w, e, bf16), normed), bf16);
+    }
+    for (int64_t e = h8; e < h; ++e) {
+      const float normed = round_as(load1(x, r0 + e, bf16) * inv, bf16);
+      store1(y, r0 + e, load1(w, e, bf16) * normed, bf16);
     }
   }
 }
@@ -293,6 +327,17 @@ static inline __attribute__((always_inline)) int rope_write(
       const int64_t src = t * width + head * d;
       const int64_t dst = head < heads ? t * heads * d + head * d : ((rows[t] * kv + head - heads) * P + p) * d;
       void* out = head < heads ? q_out : keys;
+      if (half % 8 == 0) {  /* eight lanes at a time; each lane as the scalar loop below */
+        const __m256 sign = _mm256_set1_ps(-0.f);
+        for (int64_t e = 0; e < d; e += 8) {
+          const __m256 rot = e < half ? _mm256_xor_ps(load8(qkv, src + e + half, bf16), sign)
+                                      : load8(qkv, src + e - half, bf16);
+          const __m256 a = round8_as(_mm256_mul_ps(load8(qkv, src + e, bf16), load8(cos_t, p * d + e, bf16)), bf16);
+          const __m256 b = round8_as(_mm256_mul_ps(rot, load8(sin_t, p * d + e, bf16)), bf16);
+          store8(out, dst + e, _mm256_add_ps(a, b), bf16);
+        }
+        continue;
+      }
       for (int64_t e = 0; e < d; ++e) {
         const float rot = e < half ? -load1(qkv, src + e + half, bf16) : load1(qkv, src + e - half, bf16);
         const float a = round_as(load1(qkv, src + e, bf16) * load1(cos_t, p * d + e, bf16), bf16);
@@ -302,7 +347,7 @@ static inline __attribute__((always_inline)) int rope_write(
     }
     for (int64_t head = 0; head < kv; ++head) {
       const int64_t src = t * width + (heads + kv + head) * d, dst = ((rows[t] * kv + head) * P + p) * d;
-      for (int64_t e = 0; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
+      for (int64_t e = 0; e < d; e += 8) store8(values, dst + e, load8(qkv, src + e, bf16), bf16);  /* d % 8 == 0 */
     }
   }
   return OK;
@@ -316,22 +361,24 @@ static inline __attribute__((always_inline)) void silu_mul(
   #pragma omp parallel for num_threads(threads) if (n * inter >= 65536)
   for (int64_t r = 0; r < n; ++r) {
     const __m256 one = _mm256_set1_ps(1.f), hi = _mm256_set1_ps(88.f), zero = _mm256_setzero_ps();
-    for (int64_t e0 = 0; e0 < inter; e0 += 8) {
+    const int64_t in0 = r * 2 * inter, out0 = r * inter, inter8 = inter - inter % 8;
+    for (int64_t e0 = 0; e0 < inter8; e0 += 8) {
+      const __m256 g8 = load8(gate_up, in0 + e0, bf16);
+      const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
+      const __m256 silu = round8_as(_mm256_div_ps(g8, _mm256_add_ps(one, ex)), bf16);
+      store8(out, out0 + e0, _mm256_mul_ps(silu, load8(gate_up, in0 + inter + e0, bf16)), bf16);
+    }
+    if (inter8 < inter) {  /* the last inter % 8 elements, through eight-lane buffers */
       float g[8], u[8], s[8];
-      const int64_t m = inter - e0 < 8 ? inter - e0 : 8;
-      if (m == 8) {
-        _mm256_storeu_ps(g, load8(gate_up, r * 2 * inter + e0, bf16));
-        _mm256_storeu_ps(u, load8(gate_up, r * 2 * inter + inter + e0, bf16));
-      } else {
-        for (int64_t e = 0; e < 8; ++e) {
-          g[e] = e < m ? load1(gate_up, r * 2 * inter + e0 + e, bf16) : 0.f;
-          u[e] = e < m ? load1(gate_up, r * 2 * inter + inter + e0 + e, bf16) : 0.f;
-        }
+      const int64_t m = inter - inter8;
+      for (int64_t e = 0; e < 8; ++e) {
+        g[e] = e < m ? load1(gate_up, in0 + inter8 + e, bf16) : 0.f;
+        u[e] = e < m ? load1(gate_up, in0 + inter + inter8 + e, bf16) : 0.f;
       }
       const __m256 g8 = _mm256_loadu_ps(g);
       const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
       _mm256_storeu_ps(s, _mm256_div_ps(g8, _mm256_add_ps(one, ex)));
-      for (int64_t e = 0; e < m; ++e) store1(out, r * inter + e0 + e, round_as(s[e], bf16) * u[e], bf16);
+      for (int64_t e = 0; e < m; ++e) store1(out, out0 + inter8 + e, round_as(s[e], bf16) * u[e], bf16);
     }
   }
 }
