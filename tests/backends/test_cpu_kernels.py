@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -411,7 +412,9 @@ def test_add_rms_norm_matches_llama_rms_norm(dtype: torch.dtype, with_delta: boo
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("dim", [16, 24])  # half a head 8 lanes wide (the vector loop), and 12 (element by element)
+# 16: half a head 8 lanes wide (the vector loop); 24 and 12: element by element; 12: the value
+# copy's tail past the last 8 columns.
+@pytest.mark.parametrize("dim", [16, 24, 12])
 def test_rope_write_matches_rotate_half_and_writes_only_its_columns(dtype: torch.dtype, dim: int) -> None:
     torch.manual_seed(4)
     heads, kv, max_positions, rows_total = 6, 2, 40, 5
@@ -432,6 +435,43 @@ def test_rope_write_matches_rotate_half_and_writes_only_its_columns(dtype: torch
         want_keys[rows[t], :, positions[t]] = rotated[t, heads:]
         want_values[rows[t], :, positions[t]] = split[t, heads + kv :]
     assert torch.equal(keys, want_keys) and torch.equal(values, want_values)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_rms_norm_equals_its_formula_bit_for_bit(dtype: torch.dtype) -> None:
+    """Where the sum of squares is exact in any order (small multiples of 1/2), the kernel's
+    output is fixed to the bit: fp32 ``inv = 1 / sqrt(sum / h + eps)``, then ``dtype(x * inv)``
+    and ``w * that``, each rounded to the dtype; both the eight-lane loop and the tail (100 = 12 x 8
+    + 4 columns) must give it."""
+    torch.manual_seed(8)
+    hidden, eps = 100, 1e-5
+    x = (torch.randint(-4, 5, (5, hidden)) / 2).to(dtype)
+    weight = torch.randn(hidden, dtype=dtype)
+    h = x.float()
+    # Each step one IEEE float32 operation (numpy's), as in C; torch's scalar division need not be.
+    sums = h.pow(2).sum(-1, keepdim=True).numpy()
+    inv = torch.from_numpy(np.float32(1) / np.sqrt(sums / np.float32(hidden) + np.float32(eps)))
+    want = weight * (h * inv).to(dtype)
+    got = KERNEL.add_rms_norm(x.clone(), None, weight, eps)
+    assert torch.equal(got, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul_vector_loop_and_tail_agree_bit_for_bit(dtype: torch.dtype) -> None:
+    """The same gate and up values through the eight-lane loop (64 columns) and through the tail
+    alone (7 columns) give the same bits, NaN included (bf16: one quiet NaN, 0x7fc0, in both)."""
+    torch.manual_seed(9)
+    gate, up = torch.randn(6, 64, dtype=dtype) * 6, torch.randn(6, 64, dtype=dtype)
+    gate[0, 2], up[1, 3] = float("nan"), float("inf")
+    vector = KERNEL.silu_mul(torch.cat([gate, up], dim=1))
+    tail = KERNEL.silu_mul(torch.cat([gate[:, :7], up[:, :7]], dim=1))
+    bits = torch.int32 if dtype == torch.float32 else torch.int16
+    assert torch.equal(vector[:, :7].view(bits), tail.view(bits))
+    assert torch.isnan(vector).sum() == 1 and torch.isnan(vector[0, 2])
+    if dtype == torch.bfloat16:
+        assert int(vector[0, 2].view(torch.int16)) == 0x7FC0
 
 
 @needs_kernel
@@ -485,7 +525,8 @@ def test_host_refusal_is_none_where_the_cpu_and_a_compiler_allow() -> None:
     assert (HOST_REFUSAL is None) == capable, HOST_REFUSAL
 
 
-# The SiLU tail (13 = 8 + 5 columns) read as a whole vector of 8: 3 floats, 12 bytes, past the row.
+# The SiLU tail (13 = 8 + 5 columns) fills its eight-lane buffer of up values without the bound:
+# three 4-byte reads past the row's end, whose values the plain build never uses.
 PLANTED_OVERREAD = ("u[e] = e < m ? load1(gate_up, in0 + inter + inter8 + e, bf16) : 0.f;",
                     "u[e] = load1(gate_up, in0 + inter + inter8 + e, bf16);")
 _CALL_SILU = """

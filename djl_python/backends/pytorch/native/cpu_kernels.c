@@ -64,12 +64,14 @@ static inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/* Ask for elements i .. i + count of base (fp32 or bf16) to be brought into L2, 64 bytes a line. */
+/* Ask for the cache lines holding elements i .. i + count - 1 of base (fp32 or bf16) to be
+ * brought into L2 (count >= 1); a prefetch never faults. */
 static inline __attribute__((always_inline)) void prefetch_l2(const void* base, int64_t i, int64_t count,
                                                               int bf16) {
   const int64_t size = bf16 ? 2 : 4;
-  const char* p = (const char*)base + i * size;
-  for (int64_t o = 0; o < count * size; o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+  const uintptr_t first = (uintptr_t)base + (uintptr_t)(i * size);
+  const uintptr_t last = first + (uintptr_t)(count * size) - 1;
+  for (uintptr_t line = first & ~(uintptr_t)63; line <= last; line += 64) _mm_prefetch((const char*)line, _MM_HINT_T1);
 }
 
 /* The eight horizontal sums of a0..a7, in that order, in one register. */
@@ -175,7 +177,7 @@ static inline __attribute__((always_inline)) int attend(
                                                          _mm256_set1_ps(scale)));
         }
       }
-      for (; j0 < L; ++j0)  /* the last L % 8 keys, one at a time */
+      for (; j0 < L; ++j0)  /* the last L % 8 keys, one at a time (hsum8's order: rounding only) */
         for (int64_t x = 0; x < g; ++x) {
           __m256 acc = _mm256_setzero_ps();
           for (int64_t e = 0; e < d; e += 8)
@@ -347,7 +349,9 @@ static inline __attribute__((always_inline)) int rope_write(
     }
     for (int64_t head = 0; head < kv; ++head) {
       const int64_t src = t * width + (heads + kv + head) * d, dst = ((rows[t] * kv + head) * P + p) * d;
-      for (int64_t e = 0; e < d; e += 8) store8(values, dst + e, load8(qkv, src + e, bf16), bf16);  /* d % 8 == 0 */
+      const int64_t d8 = d - d % 8;
+      for (int64_t e = 0; e < d8; e += 8) store8(values, dst + e, load8(qkv, src + e, bf16), bf16);
+      for (int64_t e = d8; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
     }
   }
   return OK;
