@@ -37,8 +37,8 @@ def load_engine(config: HandlerConfig) -> Engine:
     started = time.monotonic()
     artifacts = resolve_artifacts(config)
     backend = load_backend(config, artifacts)
+    draft = load_draft(config, backend)
     tokenizer = load_tokenizer(str(artifacts.model_dir), trust_remote_code=config.trust_remote_code)
-    draft = load_draft(config, backend, tokenizer.get_vocab() if config.speculative_draft_model else None)
     if config.chat_template:  # option.chat_template / --chat-template replaces the model's own
         tokenizer.chat_template = load_chat_template(config.chat_template, config.origin("chat_template"))
     engine = Engine(

@@ -9,8 +9,6 @@ given (its backend reports what is missing). One log line records the choice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from djl_python.backends.base import Backend
@@ -90,14 +88,12 @@ def load_backend(config: HandlerConfig, artifacts: ModelArtifacts) -> Backend:
     return backend
 
 
-def load_draft(config: HandlerConfig, target: Backend, vocabulary: Mapping[str, int] | None = None) -> Backend | None:
+def load_draft(config: HandlerConfig, target: Backend) -> Backend | None:
     """The PyTorch backend's draft model (``option.speculative_draft_model``), or None: none set, or a
     Neuron target (whose draft its own backend loads). The draft gets the target's slots, ``n_positions``,
     dtype and device, no prefix cache; its memory plan is checked against what the target left:
     ``memory_budget`` less the target's plan when set, else the memory available now. ``ConfigError``
-    naming the key when its vocabulary differs from the target's: its logits width, and, given the
-    target tokenizer's ``vocabulary`` (token -> id), its own tokenizer's (:func:`draft_vocabulary_problem`),
-    checked before its weights load."""
+    naming the key when its vocabulary differs from the target's."""
     if not config.speculative_draft_model or target.info.name != "pytorch":
         return None
     from djl_python.artifacts import resolve_artifacts
@@ -112,11 +108,6 @@ def load_draft(config: HandlerConfig, target: Backend, vocabulary: Mapping[str, 
         update["memory_budget"] = max(config.memory_budget - target_bytes, 1)
     draft_config = config.model_copy(update=update)
     artifacts = resolve_artifacts(draft_config)
-    if vocabulary is not None:
-        problem = draft_vocabulary_problem(vocabulary, _draft_tokenizer_vocabulary(artifacts.model_dir, config))
-        if problem is not None:
-            raise ConfigError([ConfigProblem(key, config.speculative_draft_model, f"{key}: {problem}; a draft must "
-                                             f"share the model's tokenizer", message_names_key=True)])
     shape = {"max_slots": target.limits.max_slots, "n_positions": target.limits.n_positions, "dtype": config.dtype,
              "device": target.info.device, "trust_remote_code": config.trust_remote_code}
     check_budget(plan_memory(artifacts.checkpoint_dir, **shape), draft_config, target.info.device)
@@ -129,40 +120,6 @@ def load_draft(config: HandlerConfig, target: Backend, vocabulary: Mapping[str, 
     logger.info("speculative decoding with draft %s (%s forward), %d tokens per step", config.speculative_draft_model,
                 draft.info.extra.get("forward"), config.speculative_length)
     return draft
-
-
-def _draft_tokenizer_vocabulary(model_dir: Path, config: HandlerConfig) -> dict[str, int] | None:
-    """The draft folder's tokenizer vocabulary (token -> id), or None where it ships no tokenizer."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError) as exc:
-        logger.info("the draft's folder has no usable tokenizer (%s): only its logits width is checked", exc)
-        return None
-    return tokenizer.get_vocab()
-
-
-# A draft's tokenizer must hold at least this share of its tokens in common with the model's.
-DRAFT_SHARED_TOKENS = 0.9
-
-
-def draft_vocabulary_problem(model: Mapping[str, int], draft: Mapping[str, int] | None) -> str | None:
-    """Why a draft with tokenizer vocabulary ``draft`` cannot propose tokens for a model with ``model``
-    (both token -> id), or None. A proposal is a token id: every token the two share must have the
-    same id in both, and they must share most of the draft's tokens (:data:`DRAFT_SHARED_TOKENS`).
-    Tokens only one side has (a chat model's added special tokens) are allowed: the draft never
-    proposes what it does not have, and the model never accepts an id it does not produce."""
-    if draft is None or not draft:
-        return None
-    shared = model.keys() & draft.keys()
-    moved = sum(1 for token in shared if model[token] != draft[token])
-    if moved:
-        return f"its tokenizer gives {moved} of the {len(shared)} tokens both tokenizers hold another id"
-    if len(shared) < DRAFT_SHARED_TOKENS * len(draft):
-        return (f"its tokenizer shares only {len(shared)} of its {len(draft)} tokens with the model's "
-                f"(at least {DRAFT_SHARED_TOKENS:.0%} needed)")
-    return None
 
 
 def warn_pytorch_only(config: HandlerConfig) -> None:

@@ -2,12 +2,10 @@
 identical to plain decoding on every forward, with a draft of another architecture (few proposals
 kept) and with the model as its own draft (every proposal kept, fewer steps); the draft's rows
 caught up after steps it did not see; the option reaching the engine; a draft whose vocabulary
-(logits width or tokenizer) differs refused, naming the key."""
+differs refused, naming the key."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -83,48 +81,6 @@ def test_the_option_loads_a_draft_and_a_foreign_vocabulary_is_refused(tiny_llama
         load_engine(load_config(tiny_llama, properties={**props, "speculative_draft_model": str(wide)}, env={}))
     with pytest.raises(ConfigError, match="speculative_method=ngram and speculative_draft_model both set"):
         load_config(tiny_llama, properties={**props, "speculative_method": "ngram"}, env={})
-
-
-def test_a_draft_whose_tokenizer_numbers_tokens_otherwise_is_refused_before_it_loads(
-        tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same logits width, but two tokens' ids swapped in the draft's tokenizer: its proposals would
-    name other tokens. Refused at load, naming the key, before the draft's weights are read."""
-    from djl_python.loader import load_engine
-
-    foreign = tmp_path / "foreign"
-    shutil.copytree(tiny_llama, foreign)
-    spec = json.loads((foreign / "tokenizer.json").read_text())
-    vocab = spec["model"]["vocab"]
-    first, second = sorted(vocab)[100:102]
-    vocab[first], vocab[second] = vocab[second], vocab[first]
-    (foreign / "tokenizer.json").write_text(json.dumps(spec))
-    loaded: list[str] = []
-    original = PyTorchBackend.load
-
-    def counting(folder, *args, **kwargs):
-        loaded.append(str(folder))
-        return original(folder, *args, **kwargs)
-
-    monkeypatch.setattr(PyTorchBackend, "load", counting)
-    props = {"device": "cpu", "max_rolling_batch_size": "1", "n_positions": "64",
-             "speculative_draft_model": str(foreign), "speculative_length": "4"}
-    with pytest.raises(ConfigError, match="speculative_draft_model: its tokenizer gives 2 of the .* another id"):
-        load_engine(load_config(tiny_llama, properties=props, env={}))
-    assert len(loaded) == 1 and str(foreign) not in loaded[0]  # the model loaded; the draft did not
-
-
-@pytest.mark.parametrize(("model", "draft", "problem"), [
-    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "b": 1, "c": 2}, None),
-    ({"a": 0, "b": 1, "c": 2, "<chat>": 3}, {"a": 0, "b": 1, "c": 2}, None),  # the model's added token
-    ({"a": 0, "b": 1, "c": 2}, None, None),  # no tokenizer in the draft's folder: width check only
-    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "b": 2, "c": 1}, "gives 2 of the 3 tokens"),
-    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "x": 1, "y": 2, "z": 3}, "shares only 1 of its 4 tokens"),
-])
-def test_draft_vocabulary_rule(model: dict, draft: dict | None, problem: str | None) -> None:
-    from djl_python.backends.dispatch import draft_vocabulary_problem
-
-    got = draft_vocabulary_problem(model, draft)
-    assert got == problem if problem is None else problem in got
 
 
 def test_after_a_rejected_proposal_the_draft_row_is_right_again(tiny_llama: Path) -> None:
