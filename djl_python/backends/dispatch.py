@@ -112,6 +112,7 @@ def load_draft(config: HandlerConfig, target: Backend) -> Backend | None:
              "device": target.info.device, "trust_remote_code": config.trust_remote_code}
     check_budget(plan_memory(artifacts.checkpoint_dir, **shape), draft_config, target.info.device)
     draft = PyTorchBackend.load(artifacts.checkpoint_dir, **shape)
+    draft.info.extra["model_dir"] = str(artifacts.model_dir)  # its tokenizer, if any (loader.warn_draft_tokenizer)
     if draft.limits.vocab_size != target.limits.vocab_size:
         raise ConfigError([ConfigProblem(key, config.speculative_draft_model,
                                          f"{key}: the draft's vocabulary ({draft.limits.vocab_size} logits) differs "

@@ -171,8 +171,9 @@ class TnxProperties(BaseModel):
         None, description="Draft model (HF id, s3:// url or folder) for speculative decoding; greedy requests take "
         "up to `speculative_length` tokens per step. Neuron, as LMI 0.28: a Llama target, "
         "`max_rolling_batch_size=1`, transformers-neuronx 0.11+. PyTorch: any architecture with the target's "
-        "vocabulary, loaded beside it with its slots, `n_positions` and `dtype`; used while one greedy request "
-        "runs; output equals plain greedy decoding.")
+        "vocabulary (the same logits width, refused otherwise; a warning at load where its tokenizer gives a "
+        "shared token another id), loaded beside it with its slots, `n_positions` and `dtype`; used while one "
+        "greedy request runs; output equals plain greedy decoding.")
     speculative_length: PositiveInt = Field(5, description="Tokens the target scores per speculative step (the "
                                                            "draft, or the n-gram lookup, proposes one fewer).")
     speculative_method: choice(Literal["ngram"], optional=True) = Field(  # type: ignore[valid-type]

@@ -1,11 +1,14 @@
 """Draft-model speculative decoding on the PyTorch backend (``engine/proposers.py``): greedy output
 identical to plain decoding on every forward, with a draft of another architecture (few proposals
 kept) and with the model as its own draft (every proposal kept, fewer steps); the draft's rows
-caught up after steps it did not see; the option reaching the engine; a draft whose vocabulary
-differs refused, naming the key."""
+caught up after steps it did not see; the option reaching the engine; a draft whose logits width
+differs refused, and one whose tokenizer numbers tokens otherwise warned about, naming the key."""
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,69 @@ def test_the_option_loads_a_draft_and_a_foreign_vocabulary_is_refused(tiny_llama
         load_engine(load_config(tiny_llama, properties={**props, "speculative_draft_model": str(wide)}, env={}))
     with pytest.raises(ConfigError, match="speculative_method=ngram and speculative_draft_model both set"):
         load_config(tiny_llama, properties={**props, "speculative_method": "ngram"}, env={})
+
+
+def _draft_copy(tiny_llama: Path, tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    shutil.copytree(tiny_llama, folder)
+    return folder
+
+
+def _load_with_draft(tiny_llama: Path, draft: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Load an engine with ``draft``; the warnings its load logged."""
+    from djl_python.loader import load_engine
+
+    props = {"device": "cpu", "max_rolling_batch_size": "1", "n_positions": "64",
+             "speculative_draft_model": str(draft), "speculative_length": "4"}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="djl_python.loader"):
+        engine = load_engine(load_config(tiny_llama, properties=props, env={}))
+    assert isinstance(engine.proposer, DraftProposer)  # a warning, never a refusal
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "djl_python.loader"]
+
+
+def test_a_draft_whose_tokenizer_numbers_tokens_otherwise_is_warned_about(
+        tiny_llama: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The same logits width, two tokens' ids swapped in the draft's tokenizer: its proposals would name
+    other tokens. The load warns, naming the key and the tokens; the same tokenizer draws no warning."""
+    assert _load_with_draft(tiny_llama, tiny_llama, caplog) == []
+    foreign = _draft_copy(tiny_llama, tmp_path, "foreign")
+    spec = json.loads((foreign / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    first, second = sorted(vocab)[100:102]
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (foreign / "tokenizer.json").write_text(json.dumps(spec))
+    warnings = _load_with_draft(tiny_llama, foreign, caplog)
+    assert len(warnings) == 1 and warnings[0].startswith("speculative_draft_model: the draft's tokenizer differs")
+    assert "2 of the" in warnings[0] and repr(first) in warnings[0]
+
+
+def test_a_draft_without_a_readable_tokenizer_loads(tiny_llama: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """No vocabulary file in the draft's folder: not compared, no warning. A tokenizer file that does
+    not parse: a warning that it could not be read, and the load goes on."""
+    bare = _draft_copy(tiny_llama, tmp_path, "bare")
+    (bare / "tokenizer.json").unlink()
+    assert _load_with_draft(tiny_llama, bare, caplog) == []
+    broken = _draft_copy(tiny_llama, tmp_path, "broken")
+    (broken / "tokenizer.json").write_text('{"model": {}}')
+    warnings = _load_with_draft(tiny_llama, broken, caplog)
+    assert len(warnings) == 1 and "could not read the draft's tokenizer" in warnings[0]
+
+
+@pytest.mark.parametrize(("model", "draft", "problem"), [
+    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "b": 1, "c": 2}, None),
+    ({"a": 0, "b": 1, "c": 2, "d": 3}, {"a": 0, "b": 1, "c": 2}, None),  # a token only the model holds
+    ({"a": 0, "b": 1, "c": 2}, {}, None),
+    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "b": 2, "c": 1}, "2 of the 3 tokens both tokenizers hold have other ids ("
+                                                          "'b' 2 -> 1, 'c' 1 -> 2)"),
+    ({"a": 0, "b": 1, "c": 2}, {"a": 0, "x": 1, "y": 2, "z": 3}, "holds only 1 of the draft's 4 tokens"),
+])
+def test_draft_vocabulary_rule(model: dict, draft: dict, problem: str | None) -> None:
+    from djl_python.loader import draft_vocabulary_problem
+
+    got = draft_vocabulary_problem(model, draft)
+    assert got == problem if problem is None else problem in got
 
 
 def test_after_a_rejected_proposal_the_draft_row_is_right_again(tiny_llama: Path) -> None:
