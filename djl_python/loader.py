@@ -40,8 +40,8 @@ DRAFT_SHARED_TOKENS = 0.9
 
 def base_vocabulary(tokenizer: Any) -> dict[str, int]:
     """Token -> id of a tokenizer's own vocabulary, without added tokens where the tokenizer can say
-    (fast tokenizers): families rename and renumber their added special tokens between releases
-    (Llama 3.0 and 3.1 place some reserved tokens at other ids), and a draft never proposes them."""
+    (fast tokenizers): model families rename and renumber their added special tokens between
+    releases, and a draft's proposals are ordinary tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return backend.get_vocab(with_added_tokens=False)
