@@ -83,27 +83,29 @@ class PrefixCache:
         if n == 0:
             return None
         kept = tuple(tokens[:n])
-        known = self.lookup_exact(kept)
+        keys = self._chain(kept)  # once: the exact check, the superseded row and the index share it
+        known = self._exact(kept, keys)
         if known is not None:
             if not tentative:
                 self._lru.move_to_end(known)
             return None
-        row = self._superseded(kept)
+        row = self._superseded(kept, keys)
         if row is None:
             row = next(iter(self._lru))  # the least recently used
         self._clear(row)
         self._tokens[row] = kept
-        self._keys[row] = self._chain(kept)
+        self._keys[row] = keys
         for key in self._keys[row]:
             self._index[key] = row  # the newest row serves a shared prefix
         if not tentative:  # a tentative save leaves the row where it was in the LRU order
             self._lru.move_to_end(row)
         return row, n
 
-    def _superseded(self, kept: tuple[int, ...]) -> Optional[int]:
-        """The row holding the longest run of blocks that is all a prefix of ``kept``, or None."""
+    def _superseded(self, kept: tuple[int, ...], keys: list[int]) -> Optional[int]:
+        """The row holding the longest run of blocks that is all a prefix of ``kept`` (block-chain
+        ``keys``), or None."""
         best, best_len = None, 0
-        for key in self._chain(kept):
+        for key in keys:
             row = self._index.get(key)
             held = self._tokens[row] if row is not None else ()
             if len(held) > best_len and kept[: len(held)] == held:
@@ -123,7 +125,10 @@ class PrefixCache:
 
     def lookup_exact(self, tokens: tuple[int, ...]) -> Optional[int]:
         """A row holding at least ``tokens`` (a whole-block run), or None; no statistics."""
-        keys = self._chain(tokens)
+        return self._exact(tokens, self._chain(tokens))
+
+    def _exact(self, tokens: tuple[int, ...], keys: list[int]) -> Optional[int]:
+        """:meth:`lookup_exact` given ``tokens``' block-chain ``keys``."""
         row = self._index.get(keys[-1]) if keys else None
         if row is not None and self._tokens[row][: len(tokens)] == tokens:
             return row
