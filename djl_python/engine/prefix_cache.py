@@ -123,12 +123,9 @@ class PrefixCache:
                 del self._index[key]
         self._tokens[row], self._keys[row] = (), []
 
-    def lookup_exact(self, tokens: tuple[int, ...]) -> Optional[int]:
-        """A row holding at least ``tokens`` (a whole-block run), or None; no statistics."""
-        return self._exact(tokens, self._chain(tokens))
-
     def _exact(self, tokens: tuple[int, ...], keys: list[int]) -> Optional[int]:
-        """:meth:`lookup_exact` given ``tokens``' block-chain ``keys``."""
+        """A row holding at least ``tokens`` (a whole-block run whose block-chain is ``keys``), or None;
+        no statistics."""
         row = self._index.get(keys[-1]) if keys else None
         if row is not None and self._tokens[row][: len(tokens)] == tokens:
             return row
