@@ -1,0 +1,84 @@
+"""Decode attention of two builds of the CPU kernels, old against new, in one process.
+
+``python -m bench.kernel_ab REV`` builds ``cpu_kernels.c`` as it was at git revision ``REV`` and as
+it is in the working tree, loads both, and times ``decode_attention`` of each in turn over 30
+layers of a SmolLM2-shaped cache (3 KV heads of 64, 3 query heads per KV head) at context 257:
+every layer its own cache tensors, so that each call reads its rows from memory, as in a decode
+step where the layer's weights have evicted them. Reported per case (rows, dtype): the median and
+the minimum over the rounds, in ms for the 30 layers, and new over old. The two builds alternate
+round by round, so both see the same state of a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LAYERS, KV, GROUP, HEAD_DIM, POSITIONS, CONTEXT = 30, 3, 3, 64, 400, 257
+CASES = (("fp32", 16), ("fp32", 32), ("bf16", 16))
+
+
+def _build_at(revision: str | None, folder: Path) -> Any:
+    """``CpuKernels`` built from ``cpu_kernels.c`` at ``revision`` (None: the working tree)."""
+    from djl_python.backends.pytorch.native import cpu_kernels
+
+    source = cpu_kernels.SOURCE
+    if revision is not None:
+        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=source.parent, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        text = subprocess.run(["git", "show", f"{revision}:{source.relative_to(root)}"], cwd=root,
+                              capture_output=True, text=True, check=True).stdout
+        source = folder / revision / "cpu_kernels.c"
+        source.parent.mkdir(parents=True)
+        source.write_text(text)
+    path, _ = cpu_kernels.build(folder / "libs", source=source)
+    return cpu_kernels.CpuKernels(ctypes.CDLL(str(path)), path)
+
+
+def run_kernel_ab(revision: str, rounds: int = 25) -> dict[str, Any]:
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        builds = {"old": _build_at(revision, Path(tmp)), "new": _build_at(None, Path(tmp))}
+        cases = []
+        for dtype_name, rows in CASES:
+            dtype = torch.float32 if dtype_name == "fp32" else torch.bfloat16
+            layers = [(torch.randn(rows, KV, POSITIONS, HEAD_DIM, dtype=dtype),
+                       torch.randn(rows, KV, POSITIONS, HEAD_DIM, dtype=dtype)) for _ in range(LAYERS)]
+            q = torch.randn(rows, KV * GROUP * HEAD_DIM, dtype=dtype)
+            row_ids, lengths = torch.arange(rows), torch.full((rows,), CONTEXT)
+            samples: dict[str, list[float]] = {name: [] for name in builds}
+            for _ in range(rounds):
+                for name, kernels in builds.items():
+                    start = time.perf_counter()
+                    for keys, values in layers:
+                        kernels.decode_attention(q, keys, values, row_ids, lengths, HEAD_DIM ** -0.5)
+                    samples[name].append((time.perf_counter() - start) * 1000)
+            median = {name: round(statistics.median(s), 2) for name, s in samples.items()}
+            cases.append({"dtype": dtype_name, "rows": rows, "median_ms": median,
+                          "min_ms": {name: round(min(s), 2) for name, s in samples.items()},
+                          "new_over_old": round(median["new"] / median["old"], 3)})
+            print(cases[-1], flush=True)
+    return {"old": revision, "layers": LAYERS, "context": CONTEXT, "threads": torch.get_num_threads(),
+            "rounds": rounds, "cases": cases}
+
+
+def main() -> None:
+    from bench.__main__ import write_result
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revision", help="the git revision whose cpu_kernels.c is 'old'")
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "kernel_ab.json")
+    args = parser.parse_args()
+    write_result(run_kernel_ab(args.revision, args.rounds), args.out)
+
+
+if __name__ == "__main__":
+    main()
