@@ -21,6 +21,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from djl_python.backends.pytorch.native import cpu_kernels, panel_linear
 from djl_python.backends.pytorch.native import linear as native_linear
 from djl_python.backends.pytorch.native import llama as native_llama
 from djl_python.backends.pytorch.backend import PyTorchBackend
@@ -36,7 +37,8 @@ PROMPTS = (
     "Twelve times twelve equals",
 )
 NEW_TOKENS = 12
-LAYOUTS = {"widened": "onednn-packed, widened to fp32", "onednn-bf16": "onednn-packed", "plain-bf16": "plain"}
+LAYOUTS = {"widened": "onednn-packed, widened to fp32", "onednn-bf16": "onednn-packed", "panels-bf16": "panels",
+           "plain-bf16": "plain"}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,12 @@ def _force_layout(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
         if not real(torch.bfloat16):
             pytest.skip("oneDNN cannot run bf16 on this CPU (no AVX-512 BW/VL/DQ or AVX-NE-CONVERT); "
                         "its arithmetic is tested in test_native_linear")
+        monkeypatch.setattr(panel_linear, "refusal", lambda kernels, weight: "refused by the test")
+    elif layout == "panels-bf16":
+        kernels = cpu_kernels.load()[0]
+        if kernels is None or torch.bfloat16 not in kernels.gemm_panel:
+            pytest.skip("no bf16 panel matmul on this CPU (AVX512-BF16); its arithmetic is tested in "
+                        "test_panel_linear")
     else:
         monkeypatch.setattr(native_llama, "packs_on", lambda device_type, dtype: False)
 

@@ -1,5 +1,8 @@
 """The native forward's matmul kernels (``backends/pytorch/native/linear.py``): every kernel agrees with
-``F.linear`` at every row count, and a packed backend holds one copy of its weights."""
+``F.linear`` at every row count, and a packed backend holds one copy of its weights.
+
+``PANELS`` is the CPU kernels' matmul where this CPU has it (AVX-512F for fp32, AVX512-BF16 for
+bf16); the backend then packs for it, and ``oneDNN`` is forced by refusing the panels."""
 
 from __future__ import annotations
 
@@ -7,24 +10,35 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends.pytorch.native import cpu_kernels, panel_linear
 from djl_python.backends.pytorch.native import linear as native_linear
 from djl_python.backends.pytorch.native.linear import FEW_ROWS, linear, onednn_packs, packed_dtype, prepack
+from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 from djl_python.backends.pytorch.backend import PyTorchBackend
 
 PACKS_FP32 = onednn_packs(torch.float32)
+KERNELS = cpu_kernels.load()[0]
+PANELS = {} if KERNELS is None else KERNELS.gemm_panel
+
+
+def _refuse_panels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(panel_linear, "refusal", lambda kernels, weight: "refused by the test")
 
 
 @pytest.mark.parametrize("rows", [1, 8, FEW_ROWS, FEW_ROWS + 1, 300])
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [False, True, "panels"])
 @pytest.mark.parametrize("bias", [False, True])
-def test_kernels_agree_with_f_linear(rows: int, packed: bool, bias: bool) -> None:
+def test_kernels_agree_with_f_linear(rows: int, packed: bool | str, bias: bool) -> None:
     if packed and not PACKS_FP32:
         pytest.skip("this torch's oneDNN does not pack fp32 weights here")
+    if packed == "panels" and torch.float32 not in PANELS:
+        pytest.skip("no fp32 panel matmul on this CPU (AVX-512F)")
     torch.manual_seed(rows)
     weight, x = torch.randn(96, 64), torch.randn(rows, 64)
     b = torch.randn(96) if bias else None
-    w = prepack(weight) if packed else weight
-    assert w.is_mkldnn == packed
+    w = prepack(weight, KERNELS if packed == "panels" else None) if packed else weight
+    assert isinstance(w, PanelWeight) == (packed == "panels")
+    assert isinstance(w, PanelWeight) or w.is_mkldnn == packed
     torch.testing.assert_close(linear(x, w, b), F.linear(x, weight, b), atol=1e-4, rtol=1e-5)
     # Three dimensions (a packed prefill's [tokens, hidden] is 2-D; callers may still pass 3-D).
     x3 = x.view(1, rows, 64)
@@ -54,9 +68,14 @@ def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -
 
 
 @pytest.mark.skipif(not PACKS_FP32, reason="this torch's oneDNN does not pack fp32 weights here")
-def test_packed_backend_releases_the_module_linears(tiny_model_factory) -> None:
+@pytest.mark.parametrize("matmul", ["panels", "onednn"])
+def test_packed_backend_releases_the_module_linears(matmul, tiny_model_factory, monkeypatch) -> None:
+    if matmul == "panels" and torch.float32 not in PANELS:
+        pytest.skip("no fp32 panel matmul on this CPU (AVX-512F)")
+    if matmul == "onednn":
+        _refuse_panels(monkeypatch)
     backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=2)
-    assert backend.info.extra["weights_layout"] == "onednn-packed"
+    assert backend.info.extra["weights_layout"] == {"panels": "panels", "onednn": "onednn-packed"}[matmul]
     decoder = backend.model.model.layers[0]
     released = [decoder.self_attn.q_proj, decoder.self_attn.o_proj, decoder.mlp.gate_proj, decoder.mlp.down_proj]
     assert all(lin.weight.numel() == 0 for lin in released)
@@ -65,9 +84,11 @@ def test_packed_backend_releases_the_module_linears(tiny_model_factory) -> None:
     assert decoder.input_layernorm.weight.numel() > 0
 
 
-def test_biases_and_a_tied_head_give_the_hf_logits(tmp_path) -> None:
-    """Attention and MLP biases, a tied LM head: the native forward (packed where oneDNN packs)
-    against the Hugging Face forward on the same folder, prefill of mixed lengths and a decode."""
+@pytest.mark.parametrize("matmul", ["panels", "onednn"])
+def test_biases_and_a_tied_head_give_the_hf_logits(matmul, tmp_path, monkeypatch) -> None:
+    """Attention and MLP biases, a tied LM head: the native forward (packed for the panel matmul
+    or for oneDNN where they run) against the Hugging Face forward on the same folder, prefill
+    of mixed lengths and a decode."""
     from transformers import AutoModelForCausalLM
 
     from tests.models import tiny_config
@@ -81,7 +102,11 @@ def test_biases_and_a_tied_head_give_the_hf_logits(tmp_path) -> None:
             if name.endswith("bias"):
                 param.normal_(0, 0.5)  # zero-initialised: make them count
     model.save_pretrained(str(tmp_path))
+    if matmul == "onednn":
+        _refuse_panels(monkeypatch)
     native = PyTorchBackend.load(tmp_path, max_slots=3)
+    if matmul == "panels" and native.info.extra["weights_layout"] != "panels":
+        pytest.skip(f"the backend packs {native.info.extra['weights_layout']} here (no fp32 panel matmul)")
     hf = PyTorchBackend.load(tmp_path, max_slots=3, native=False)
     assert native.info.extra["forward"] == "native" and hf.info.extra["forward"] == "hf"
     prompts = [[5, 9, 13, 17, 21, 25, 29], [7, 11], [4, 8, 12]]
@@ -91,7 +116,7 @@ def test_biases_and_a_tied_head_give_the_hf_logits(tmp_path) -> None:
     torch.testing.assert_close(native.decode(*step), hf.decode(*step), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("layout", ["widened", "onednn-bf16", "plain"])
+@pytest.mark.parametrize("layout", ["widened", "onednn-bf16", "panels", "plain"])
 def test_every_bf16_layout_is_a_gemm_accumulated_in_fp32_and_rounded_once(layout: str, monkeypatch) -> None:
     """The arithmetic the bf16 margin rule (test_native_bf16) assumes, per weight layout: each
     output within one bf16 ulp of the exact product of the bf16 inputs (plus the fp32 sum's own
@@ -103,11 +128,15 @@ def test_every_bf16_layout_is_a_gemm_accumulated_in_fp32_and_rounded_once(layout
         monkeypatch.setattr(native_linear, "onednn_packs", lambda dtype: dtype != torch.bfloat16 and real(dtype))
     elif layout == "onednn-bf16" and not real(torch.bfloat16):
         pytest.skip("oneDNN cannot run bf16 on this CPU; the widened and plain layouts hold the same contract")
+    elif layout == "panels" and torch.bfloat16 not in PANELS:
+        pytest.skip("no bf16 panel matmul on this CPU (AVX512-BF16)")
     torch.manual_seed(8)
     weight, x = torch.randn(96, 320).bfloat16(), torch.randn(40, 320).bfloat16()
-    w = weight if layout == "plain" else prepack(weight)
-    assert w.is_mkldnn == (layout != "plain")
-    assert w.dtype == {"widened": torch.float32, "onednn-bf16": torch.bfloat16, "plain": torch.bfloat16}[layout]
+    w = weight if layout == "plain" else prepack(weight, KERNELS if layout == "panels" else None)
+    assert isinstance(w, PanelWeight) == (layout == "panels")
+    assert isinstance(w, PanelWeight) or w.is_mkldnn == (layout != "plain")
+    assert w.dtype == {"widened": torch.float32, "onednn-bf16": torch.bfloat16, "panels": torch.bfloat16,
+                       "plain": torch.bfloat16}[layout]
     for rows in (1, 8, 40):  # the weight-first decode product and the plain GEMM on an unpacked weight
         got = linear(x[:rows], w, None)
         assert got.dtype == torch.bfloat16

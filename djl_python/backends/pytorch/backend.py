@@ -123,8 +123,7 @@ class PyTorchBackend(Backend):
                 logger.info("native forward ops: %s (CPU kernels: %s)", native_forward.ops, how)
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
-                info.extra["weights_layout"] = "plain" if not native_forward.packed else \
-                    "onednn-packed, widened to fp32" if native_forward.widened else "onednn-packed"
+                info.extra["weights_layout"] = native_forward.layout
                 own_bytes = native_forward.own_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots + limits.prefix_cache_rows, limits.n_positions)

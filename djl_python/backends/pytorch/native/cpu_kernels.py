@@ -1,6 +1,6 @@
 """The native forward's CPU kernels (``cpu_kernels.c``): built once per machine, called with ctypes.
 
-Two kinds, one library:
+Three kinds, one library:
 
 * **Decode attention.** Why: torch's CPU ``scaled_dot_product_attention`` reads every row up
   to the step's widest column (the rest masked) and runs well below memory speed at one
@@ -12,6 +12,9 @@ Two kinds, one library:
   product). Why: at a decode step's sizes each torch op costs its dispatch, not its
   arithmetic; each kernel is one call doing the same operations with the same roundings
   (the C file says how). docs/performance.md has the measurements behind both.
+* **Matmul** (``gemm.c``, on AVX-512 CPUs): ``x @ W.T + bias`` on weights packed in column
+  panels (:mod:`.panel_linear` packs them and checks each call). Why: at a decode step's few
+  rows oneDNN's GEMM reads its packed weights well below memory speed; this one streams them.
 
 Contract: every :class:`CpuKernels` method checks, once per call, the dtypes, contiguity,
 index dtypes and shapes its C function relies on and raises :class:`KernelContractError`
@@ -21,9 +24,9 @@ per step and per call only for what changes. The C functions check each index th
 memory by (rows, lengths, positions) and return an error code instead of reading out of
 bounds. NaN and Inf propagate as in torch's ops.
 
-Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` into
+Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` of both C files into
 ``$DJL_CACHE_DIR/kernels/cpu_kernels-<key>.so`` (default ``~/.cache/djl_python``), the
-key hashing the source, the compiler's version, the flags and this CPU's model and flags:
+key hashing the sources, the compiler's version, the flags and this CPU's model and flags:
 ``-march=native`` code runs only on CPUs like the one that built it, so an image moved to
 another CPU kind builds its own. The build writes a temporary file and renames it, so
 workers starting together never load a half-written library. The tests also build it with
@@ -63,6 +66,8 @@ from djl_python.artifacts.sources import default_cache_dir
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
+# The matmul, compiled into the same library (its functions: _GEMM_SIGNATURE).
+GEMM_SOURCE = Path(__file__).with_name("gemm.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 # The test build: every out-of-bounds access and undefined behaviour aborts the process.
 SANITIZE_FLAGS = ("-O1", "-g", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
@@ -76,6 +81,8 @@ _SIGNATURES = {
     "rope_write": (ctypes.c_int, [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _T]),
     "silu_mul": (None, [_P, _P, _I, _I, _T]),
 }
+# gemm_f32 / gemm_bf16 (gemm.c): x, lda, panels, bias, y, ldy, m, n, k, threads.
+_GEMM_SIGNATURE = (None, [_P, _I, _P, _P, _P, _I, _I, _I, _I, _T])
 # Return codes of the kernels that return one (cpu_kernels.c).
 _NO_MEMORY, _BAD_INDEX = 1, 2
 
@@ -163,12 +170,26 @@ class CpuKernels:
         self.path = path
         self.max_group = int(library.decode_attention_max_group())
         self._functions: dict[tuple[str, torch.dtype], Any] = {}
-        for name, (restype, argtypes) in _SIGNATURES.items():
+        for name, (restype, argtypes) in {**_SIGNATURES, "gemm": _GEMM_SIGNATURE}.items():
             for dtype, suffix in _SUFFIX.items():
                 function = getattr(library, f"{name}_{suffix}")
                 function.restype = restype
                 function.argtypes = argtypes
                 self._functions[name, dtype] = function
+        # The dtypes whose matmul this CPU compiled (AVX-512F: float32; AVX512-BF16: bfloat16),
+        # with their panel width; the others keep oneDNN.
+        self.gemm_panel: dict[torch.dtype, int] = {}
+        for dtype, suffix in _SUFFIX.items():
+            width = int(getattr(library, f"gemm_panel_width_{suffix}")())
+            if width:
+                self.gemm_panel[dtype] = width
+
+    def gemm_function(self, dtype: torch.dtype) -> Any:
+        """The C matmul for ``dtype`` (``gemm.c``); only for a dtype in :attr:`gemm_panel`, and
+        called only through :class:`.panel_linear.PanelWeight`, which checks its contract."""
+        if dtype not in self.gemm_panel:
+            raise _refuse("gemm", f"not compiled for {dtype} on this CPU")
+        return self._functions["gemm", dtype]
 
     def refusal(self, device: torch.device, dtype: torch.dtype, group: int, head_dim: int) -> str | None:
         """``None`` when the kernels can run a model of this shape, else why not."""
@@ -413,14 +434,16 @@ def host_refusal() -> str | None:
 
 
 def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE) -> tuple[Path, bool]:
-    """Path of the library built from ``source`` with ``flags`` for this machine, and whether
-    this call built it (else it was cached). Raises ``RuntimeError`` with the compiler's
-    message when the build fails."""
+    """Path of the library built from ``source`` and :data:`GEMM_SOURCE` with ``flags`` for this
+    machine, and whether this call built it (else it was cached). Raises ``RuntimeError`` with
+    the compiler's message when the build fails."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source.read_text(), version, " ".join(flags), _cpu_identity()]).encode())
+    sources = (source, GEMM_SOURCE)
+    key = hashlib.sha256("\0".join([*(s.read_text() for s in sources), version, " ".join(flags),
+                                     _cpu_identity()]).encode())
     target = cache_dir / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target, False
@@ -429,7 +452,7 @@ def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *flags, str(source), "-o", tmp], capture_output=True, text=True,
+        result = subprocess.run([compiler, *flags, *map(str, sources), "-o", tmp], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {(result.stderr or result.stdout).strip()[-600:]}")

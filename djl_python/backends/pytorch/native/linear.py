@@ -1,8 +1,14 @@
 """Linear layers for the native forwards: which matmul kernel runs a weight, and its layout.
 
-Four kernels, picked per weight once at load and per call by the number of rows:
+Five kernels, picked per weight once at load and per call by the number of rows:
 
-* **oneDNN, prepacked** (CPU, when this CPU's oneDNN build takes the dtype: fp32 on any
+* **Panel matmul** (CPU with AVX-512F for fp32, AVX512-BF16 for bf16, where the CPU kernels
+  built): the weight is packed once into :mod:`.panel_linear`'s column panels and every call
+  runs ``gemm.c`` on it. It reads the weights at memory speed at a decode step's few rows,
+  where oneDNN does not, and keeps pace with oneDNN at a prefill's hundreds
+  (docs/performance.md, "The panel matmul"); a row's output does not depend on the other rows
+  of its call.
+* **oneDNN, prepacked** (CPU, elsewhere when this CPU's oneDNN build takes the dtype: fp32 on any
   x86-64, bf16 only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT). The weight is reordered once
   into oneDNN's blocked layout (:func:`prepack`) and every call runs
   ``torch.ops.mkldnn._linear_pointwise`` on it. This is the layout vLLM's CPU build runs
@@ -34,6 +40,10 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from djl_python.backends.pytorch.native import panel_linear
+from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
+from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 
 # Up to this many rows (a decode step) an unpacked weight takes the weight-first product; a
 # prefill's hundreds of rows are a plain GEMM that ``F.linear`` runs at full speed.
@@ -81,17 +91,26 @@ def packs_on(device_type: str, dtype: torch.dtype) -> bool:
     return packed_dtype(device_type, dtype) is not None
 
 
-def prepack(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` in oneDNN's layout (widened to float32 where :func:`packed_dtype` says so), or
-    ``weight`` itself where it is not packed. The packed tensor is a new allocation."""
+def prepack(weight: torch.Tensor, kernels: CpuKernels | None = None) -> torch.Tensor | PanelWeight:
+    """``weight`` packed for the fastest kernel this host has (module docstring): the panel
+    layout where ``kernels`` has a matmul for its dtype and oneDNN takes that dtype unwidened
+    (so the memory plan's :func:`packed_dtype` holds either way), else oneDNN's layout
+    (widened to float32 where :func:`packed_dtype` says so), else ``weight`` itself where it is
+    not packed. A packed weight is a new allocation."""
     dtype = packed_dtype(weight.device.type, weight.dtype)
     if dtype is None:
         return weight
+    if dtype == weight.dtype and panel_linear.refusal(kernels, weight) is None and kernels is not None:
+        return panel_linear.pack(weight, kernels)
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), _PACK_ROWS_HINT)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor | PanelWeight, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight.T + bias`` on the kernel ``weight``'s layout calls for (module docstring)."""
+    if isinstance(weight, PanelWeight):
+        if x.dim() == 2:
+            return weight(x, bias)
+        return weight(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], weight.out_features)
     if weight.is_mkldnn:
         if weight.dtype != x.dtype:  # widened: fp32 GEMM on the half inputs, one rounding of the output
             bias = bias if bias is None or bias.dtype == weight.dtype else bias.float()

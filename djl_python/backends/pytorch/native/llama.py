@@ -16,9 +16,10 @@ concatenates output rows, so each output element is the same dot product as befo
 matmul kernel may block it differently, which moves logits by float rounding (~1e-6
 relative in fp32), not tokens, on the models the tests run.
 
-Weights: on a CPU whose oneDNN takes the dtype, the fused weights are prepacked once for
-oneDNN and the Hugging Face module's linears released (:mod:`.linear`), so one copy stays
-in memory and the module can no longer run its own forward.
+Weights: on a CPU whose oneDNN takes the dtype, the fused weights are packed once, in the
+CPU kernels' panel layout where they have a matmul for the dtype, else in oneDNN's, and the
+Hugging Face module's linears released (:mod:`.linear`), so one copy stays in memory and the
+module can no longer run its own forward.
 
 A step (:meth:`NativeLlama.step`) is one forward over the decode rows' tokens and the
 joining prompts' tokens packed together: every matmul runs once on all of them, prompts
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
 from djl_python.backends.pytorch.native.linear import linear as _linear
 from djl_python.backends.pytorch.native.linear import packed_dtype, packs_on, prepack, release
+from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 from djl_python.backends.pytorch.native.step_ops import KernelOps, StepOps, TorchOps
 
 LLAMA_FAMILY = frozenset({"llama", "mistral"})
@@ -80,14 +82,14 @@ class _Layer:
     are gate, then up."""
 
     attn_norm: torch.Tensor
-    qkv: torch.Tensor
+    qkv: torch.Tensor | PanelWeight
     qkv_bias: torch.Tensor | None
-    o: torch.Tensor
+    o: torch.Tensor | PanelWeight
     o_bias: torch.Tensor | None
     mlp_norm: torch.Tensor
-    gate_up: torch.Tensor
+    gate_up: torch.Tensor | PanelWeight
     gate_up_bias: torch.Tensor | None
-    down: torch.Tensor
+    down: torch.Tensor | PanelWeight
     down_bias: torch.Tensor | None
 
 
@@ -115,15 +117,16 @@ def _fuse(*linears: torch.nn.Linear) -> torch.Tensor:
     return fused
 
 
-def _weight(pack: bool, *linears: torch.nn.Linear) -> torch.Tensor:
+def _weight(pack: bool, kernels: CpuKernels | None, *linears: torch.nn.Linear) -> torch.Tensor | PanelWeight:
     """The native forward's weight for ``linears`` (stacked by output rows when several).
 
-    Packed: a oneDNN copy, and the Hugging Face linears are released (one copy in memory).
-    Unpacked: the linears become views of the stacked weight (:func:`_fuse`)."""
+    Packed: a copy in the layout of the fastest matmul here (:func:`.linear.prepack`: the
+    kernels' panels or oneDNN's), and the Hugging Face linears are released (one copy in
+    memory). Unpacked: the linears become views of the stacked weight (:func:`_fuse`)."""
     if not pack:
         return _fuse(*linears) if len(linears) > 1 else linears[0].weight
     stacked = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight
-    packed = prepack(stacked)
+    packed = prepack(stacked, kernels)
     del stacked
     for lin in linears:
         release(lin)
@@ -186,23 +189,24 @@ class NativeLlama:
             o_bias, down_bias = _b(attn.o_proj.bias), _b(mlp.down_proj.bias)
             self.layers.append(_Layer(
                 attn_norm=layer.input_layernorm.weight,
-                qkv=_weight(pack, attn.q_proj, attn.k_proj, attn.v_proj),
+                qkv=_weight(pack, kernels, attn.q_proj, attn.k_proj, attn.v_proj),
                 qkv_bias=qkv_bias,
-                o=_weight(pack, attn.o_proj),
+                o=_weight(pack, kernels, attn.o_proj),
                 o_bias=o_bias,
                 mlp_norm=layer.post_attention_layernorm.weight,
-                gate_up=_weight(pack, mlp.gate_proj, mlp.up_proj),
+                gate_up=_weight(pack, kernels, mlp.gate_proj, mlp.up_proj),
                 gate_up_bias=gate_up_bias,
-                down=_weight(pack, mlp.down_proj),
+                down=_weight(pack, kernels, mlp.down_proj),
                 down_bias=down_bias,
             ))
         self.lm_head_bias = _b(getattr(model.lm_head, "bias", None))
         if not pack:
             self.lm_head = model.lm_head.weight  # the embedding itself when tied
         elif model.lm_head.weight is self.embed:  # tied: the embedding stays, the head is a packed copy
-            self.lm_head = prepack(self.embed)
+            self.lm_head = prepack(self.embed, kernels)
         else:
-            self.lm_head = _weight(pack, model.lm_head)
+            self.lm_head = _weight(pack, kernels, model.lm_head)
+        self.layout = self._layout()
         dtype, device = self.embed.dtype, self.embed.device
         positions = torch.arange(n_positions, device=device)
         probe = torch.empty(1, dtype=dtype, device=device)
@@ -239,6 +243,19 @@ class NativeLlama:
         if reason is not None:
             raise ValueError(f"native llama cannot run this model: {reason}")
         return cls(model, max_rows, n_positions, prepack_weights, kernels)
+
+    def _layout(self) -> str:
+        """The weights' layout, for the backend's info: ``plain``, ``panels`` (the CPU kernels'
+        matmul), ``onednn-packed`` (widened to fp32 or not), or both packings when some weight
+        could not take the panels (a bfloat16 weight of odd width)."""
+        if not self.packed:
+            return "plain"
+        weights = [w for layer in self.layers for w in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        panels = sum(isinstance(w, PanelWeight) for w in [*weights, self.lm_head])
+        onednn = "onednn-packed, widened to fp32" if self.widened else "onednn-packed"
+        if panels == len(weights) + 1:
+            return "panels"
+        return onednn if not panels else f"panels and {onednn}"
 
     def nbytes(self) -> int:
         """Bytes held by the KV rows."""

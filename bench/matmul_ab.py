@@ -1,0 +1,130 @@
+"""The panel matmul against oneDNN's, in whole forward steps of one process.
+
+``python -m bench.matmul_ab`` loads each model twice on the PyTorch backend: once as the backend
+chooses (weights packed in the CPU kernels' panels where this CPU has their matmul), once with
+the panels refused, so that the weights are packed for oneDNN as before. It then times, on
+each in turn, a decode step of ``B`` rows at context 256 (``backend.decode``) and a prefill of
+512 prompt tokens (two prompts of 256): the two backends alternate step by step, so both see
+the same state of a shared machine. Reported per case: the median of each, in ms, and panels
+over oneDNN (below 1: the panels are faster).
+
+Models: SmolLM2-135M (the default model) in fp32 and bf16, and the 1B-class bench model
+(Llama-3.2-1B shape, random weights; ``bench/large_model.py``) in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+CONTEXT = 256
+
+
+def _load_pair(folder: Path, dtype: str, rows: int) -> dict[str, Any]:
+    from djl_python.backends.pytorch.backend import PyTorchBackend
+    from djl_python.backends.pytorch.native import panel_linear
+
+    positions = CONTEXT + 64
+    panels = PyTorchBackend.load(folder, max_slots=rows, dtype=dtype, n_positions=positions)
+    real = panel_linear.refusal
+    panel_linear.refusal = lambda kernels, weight: "refused by bench.matmul_ab"
+    try:
+        onednn = PyTorchBackend.load(folder, max_slots=rows, dtype=dtype, n_positions=positions)
+    finally:
+        panel_linear.refusal = real
+    layouts = {name: b.info.extra.get("weights_layout") for name, b in (("panels", panels), ("onednn", onednn))}
+    if layouts["panels"] != "panels":
+        raise SystemExit(f"no panel matmul here for {dtype}: the backend packed {layouts['panels']}")
+    return {"panels": panels, "onednn": onednn}
+
+
+def _alternate(backends: dict[str, Any], step: Callable[[Any], None], rounds: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in backends}
+    for name, backend in backends.items():
+        step(backend)  # warm-up
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            step(backend)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) * 1000 for name, s in samples.items()}
+
+
+def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int,
+             log: Callable[[str], None]) -> list[dict[str, Any]]:
+    import torch
+
+    backends = _load_pair(folder, dtype, max(batches))
+    results = []
+    with torch.inference_mode():
+        prompts = [[1000 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
+        for batch in batches:
+            slots = list(range(batch))
+            for backend in backends.values():
+                backend.prefill(slots, prompts[:batch])
+            position = {name: CONTEXT for name in backends}
+
+            def decode(backend: Any) -> None:
+                name = "panels" if backend is backends["panels"] else "onednn"
+                backend.decode(slots, [1234] * batch, [position[name]] * batch)
+                position[name] += 1
+
+            ms = _alternate(backends, decode, rounds)
+            for backend in backends.values():
+                for slot in slots:
+                    backend.release(slot)
+            results.append({"what": f"decode, {batch} rows", **_row(ms)})
+            log(f"  {folder.name} {dtype} {results[-1]}")
+        pair = [0, 1]
+
+        def prefill(backend: Any) -> None:
+            backend.prefill(pair, prompts[:2])
+            for slot in pair:
+                backend.release(slot)
+
+        ms = _alternate(backends, prefill, max(3, rounds // 8))
+        results.append({"what": "prefill, 2 x 256 tokens", **_row(ms)})
+        log(f"  {folder.name} {dtype} {results[-1]}")
+    for backend in backends.values():
+        backend.close()
+    return results
+
+
+def _row(ms: dict[str, float]) -> dict[str, Any]:
+    return {"panels_ms": round(ms["panels"], 2), "onednn_ms": round(ms["onednn"], 2),
+            "panels_over_onednn": round(ms["panels"] / ms["onednn"], 3)}
+
+
+def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True) -> dict[str, Any]:
+    import torch
+
+    from bench import large_model
+    from djl_python.default_model import default_model_dir
+
+    smol = Path(default_model_dir())
+    cases: dict[str, Any] = {"threads": torch.get_num_threads(), "context": CONTEXT}
+    cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, log)
+    cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, log)
+    if large:
+        cases["1B-class fp32"] = run_case(large_model.model_folder(log), "fp32", (1, 16), max(5, rounds // 4), log)
+    return cases
+
+
+def main() -> None:
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--no-large", action="store_true", help="skip the 1B-class model")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "matmul_ab.json")
+    args = parser.parse_args()
+    result = run_matmul_ab(args.rounds, print, large=not args.no_large)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

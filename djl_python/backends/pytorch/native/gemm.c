@@ -1,0 +1,185 @@
+/* The native forward's matmul: y = x W^T (+ bias) on weights packed in column panels.
+ *
+ * Built into the same library as cpu_kernels.c (cpu_kernels.py compiles both files), on
+ * CPUs with AVX-512F (float32) and AVX512-BF16 (bfloat16); gemm_panel_width_* returns 0 where
+ * a dtype's kernel was not compiled, and the caller keeps oneDNN.
+ *
+ * Why: at a decode step's few rows oneDNN's GEMM on its own packed layout reads the weights
+ * well below this machine's memory speed, and does not overlap the reads with its arithmetic
+ * (docs/performance.md). Here each thread streams whole panels front to back, one contiguous
+ * run of memory per panel, with software prefetch ahead of the loads, so the reads run at
+ * memory speed and under the arithmetic.
+ *
+ * Layout (packed once at load by panel_linear.py): the weight W [n, k] is split into panels of
+ * PANEL = 32 output columns, the last one padded with zero columns.
+ *   float32:  panels [ceil(n / 32), k, 32]: element (p, j, c) = W[32 p + c, j].
+ *   bfloat16: panels [ceil(n / 32), k / 2, 32, 2]: element (p, j, c, t) = W[32 p + c, 2 j + t]
+ *             (k even), the pairs vdpbf16ps multiplies.
+ * Contract. The Python wrapper checks dtypes, contiguity and shapes once per call:
+ *   x      [m, k] with row stride lda (elements), rows contiguous; m >= 0
+ *   panels as above, contiguous
+ *   bias   [n] in x's dtype, or NULL
+ *   y      [m, n] with row stride ldy, rows contiguous, not overlapping x
+ * Arithmetic: every output element is one fp32 accumulator, started at its bias (or 0) and
+ * summed over k in increasing order (float32: one FMA per term; bfloat16: vdpbf16ps, one pair
+ * of products per step), then stored (bfloat16: rounded to nearest even once). The order does
+ * not depend on m, on the tile a row falls in, or on the thread count: a row's output is the
+ * same bits whatever rows share its call.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+#include <immintrin.h>
+
+#define PANEL 32
+#define MAX_TILE_ROWS 12
+/* How far ahead of its loads a thread prefetches its panel, in bytes: 16 steps of k in fp32. */
+#define PREFETCH_BYTES 2048
+
+#if defined(__AVX512F__)
+
+/* Rows 0..mr-1 of x (from k = 0) against one panel, output columns c < ncols of y. mr is a
+ * constant at every call site (gemm_rows), so the loops over rows unroll into registers. */
+static inline __attribute__((always_inline)) void tile(
+    const void* x, int64_t lda, const void* panel, int64_t k, const void* bias, void* y, int64_t ldy, int mr,
+    int ncols, int bf16) {
+  __m512 acc0[MAX_TILE_ROWS], acc1[MAX_TILE_ROWS];
+  __m512 init0 = _mm512_setzero_ps(), init1 = _mm512_setzero_ps();
+  const __mmask16 lo = (__mmask16)(ncols >= 16 ? 0xffff : (1u << ncols) - 1);
+  const __mmask16 hi = (__mmask16)(ncols <= 16 ? 0 : ncols >= 32 ? 0xffff : (1u << (ncols - 16)) - 1);
+  if (bias && !bf16) {
+    init0 = _mm512_maskz_loadu_ps(lo, bias);
+    init1 = _mm512_maskz_loadu_ps(hi, (const float*)bias + 16);
+  }
+#if defined(__AVX512BF16__)
+  if (bias && bf16) {  /* bf16 to fp32 is exact: the bits shifted into the high half */
+    const __m512i b0 = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lo, bias));
+    const __m512i b1 = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(hi, (const uint16_t*)bias + 16));
+    init0 = _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16));
+    init1 = _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16));
+  }
+#endif
+  #pragma GCC unroll 12
+  for (int r = 0; r < MAX_TILE_ROWS; r++) {
+    if (r < mr) {
+      acc0[r] = init0;
+      acc1[r] = init1;
+    }
+  }
+#if defined(__AVX512BF16__)
+  if (bf16) {
+    const uint16_t* xs = (const uint16_t*)x;
+    const char* b = (const char*)panel;
+    for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
+      _mm_prefetch(b + PREFETCH_BYTES, _MM_HINT_T0);
+      _mm_prefetch(b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
+      #pragma GCC unroll 12
+      for (int r = 0; r < MAX_TILE_ROWS; r++) {
+        if (r < mr) {
+          int32_t pair;
+          memcpy(&pair, xs + r * lda + 2 * j, sizeof pair);
+          const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+          acc0[r] = _mm512_dpbf16_ps(acc0[r], xv, w0);
+          acc1[r] = _mm512_dpbf16_ps(acc1[r], xv, w1);
+        }
+      }
+    }
+    uint16_t* ys = (uint16_t*)y;
+    #pragma GCC unroll 12
+    for (int r = 0; r < MAX_TILE_ROWS; r++) {
+      if (r < mr) {
+        _mm256_mask_storeu_epi16(ys + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(acc0[r]));
+        _mm256_mask_storeu_epi16(ys + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(acc1[r]));
+      }
+    }
+    return;
+  }
+#endif
+  const float* xs = (const float*)x;
+  const float* b = (const float*)panel;
+  for (int64_t j = 0; j < k; j++, b += PANEL) {
+    _mm_prefetch((const char*)b + PREFETCH_BYTES, _MM_HINT_T0);
+    _mm_prefetch((const char*)b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+    const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
+    #pragma GCC unroll 12
+    for (int r = 0; r < MAX_TILE_ROWS; r++) {
+      if (r < mr) {
+        const __m512 xv = _mm512_set1_ps(xs[r * lda + j]);
+        acc0[r] = _mm512_fmadd_ps(xv, w0, acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(xv, w1, acc1[r]);
+      }
+    }
+  }
+  float* ys = (float*)y;
+  #pragma GCC unroll 12
+  for (int r = 0; r < MAX_TILE_ROWS; r++) {
+    if (r < mr) {
+      _mm512_mask_storeu_ps(ys + r * ldy, lo, acc0[r]);
+      _mm512_mask_storeu_ps(ys + r * ldy + 16, hi, acc1[r]);
+    }
+  }
+}
+
+#define TILE_CASE(n) case n: tile(x, lda, panel, k, bias, y, ldy, n, ncols, bf16); break;
+
+/* One tile of mr (1..MAX_TILE_ROWS) rows, mr made a constant for tile(). */
+static void gemm_rows(const void* x, int64_t lda, const void* panel, int64_t k, const void* bias, void* y,
+                      int64_t ldy, int mr, int ncols, int bf16) {
+  switch (mr) {
+    TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
+    TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
+    default: tile(x, lda, panel, k, bias, y, ldy, 1, ncols, bf16); break;
+  }
+}
+
+/* Threads split the panels; within a panel the rows go in tiles of nearly equal size (at most
+ * MAX_TILE_ROWS), the first tile streaming the panel from memory, the others finding it in cache. */
+static inline __attribute__((always_inline)) void gemm(
+    const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m, int64_t n,
+    int64_t k, int threads, int bf16) {
+  const int64_t count = (n + PANEL - 1) / PANEL;
+  const int64_t size = bf16 ? 2 : 4;
+  const int64_t tiles = (m + MAX_TILE_ROWS - 1) / MAX_TILE_ROWS;
+  if (m <= 0) return;
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t p = 0; p < count; p++) {
+    const char* panel = (const char*)panels + p * k * PANEL * size;
+    const int ncols = (int)(n - p * PANEL < PANEL ? n - p * PANEL : PANEL);
+    const void* panel_bias = bias ? (const char*)bias + p * PANEL * size : NULL;
+    int64_t row = 0;
+    for (int64_t t = 0; t < tiles; t++) {
+      const int mr = (int)((m - row + (tiles - t) - 1) / (tiles - t));
+      gemm_rows((const char*)x + row * lda * size, lda, panel, k, panel_bias,
+                (char*)y + (row * ldy + p * PANEL) * size, ldy, mr, ncols, bf16);
+      row += mr;
+    }
+  }
+}
+
+int gemm_panel_width_f32(void) { return PANEL; }
+void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+              int64_t n, int64_t k, int threads) {
+  gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 0);
+}
+#else
+int gemm_panel_width_f32(void) { return 0; }
+void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+              int64_t n, int64_t k, int threads) {
+  (void)x; (void)lda; (void)panels; (void)bias; (void)y; (void)ldy; (void)m; (void)n; (void)k; (void)threads;
+}
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+int gemm_panel_width_bf16(void) { return PANEL; }
+void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+               int64_t n, int64_t k, int threads) {
+  gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 1);
+}
+#else
+int gemm_panel_width_bf16(void) { return 0; }
+void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+               int64_t n, int64_t k, int threads) {
+  (void)x; (void)lda; (void)panels; (void)bias; (void)y; (void)ldy; (void)m; (void)n; (void)k; (void)threads;
+}
+#endif

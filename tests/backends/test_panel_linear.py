@@ -1,0 +1,134 @@
+"""The panel matmul (``native/gemm.c`` through ``native/panel_linear.py``).
+
+The reference is the same product in float64 on the same (float32 or bfloat16) inputs: what
+the kernel must compute up to its fp32 summation. Shapes cover every tile size of a call
+(1 to 12 rows, and the splits of 13 to 40 rows), a last panel narrower than 32 columns, odd
+and short input widths, biases, and rows that are not packed one after another.
+
+Where the CPU kernels build but this CPU has no matmul for a dtype (no AVX-512F for float32,
+no AVX512-BF16 for bfloat16) the dtype's tests skip, and the backend keeps oneDNN there
+(``test_native_linear``). ``make test`` also runs this module on the AddressSanitizer +
+UBSan build (``scripts/sanitized-kernels.sh``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from djl_python.backends.pytorch.native import panel_linear
+from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
+from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, kernel_or_fail
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.fixture(params=DTYPES, ids=["fp32", "bf16"])
+def dtype(request) -> torch.dtype:
+    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    if request.param not in kernels.gemm_panel:
+        pytest.skip(f"no panel matmul for {request.param} on this CPU (AVX-512F for float32, AVX512-BF16 "
+                    "for bfloat16); the backend packs for oneDNN here")
+    return request.param
+
+
+@pytest.fixture
+def kernels() -> CpuKernels:
+    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+
+
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = x.double() @ weight.double().T
+    return out if bias is None else out + bias.double()
+
+
+def _tolerance(dtype: torch.dtype, k: int) -> dict[str, float]:
+    # fp32: a k-term sum in fp32; bf16: that, then one rounding to bf16 (2^-8 relative).
+    return dict(rtol=1e-5 * k ** 0.5, atol=1e-5 * k ** 0.5) if dtype == torch.float32 else dict(rtol=2 ** -8, atol=1e-3)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 5, 11, 12, 13, 24, 25, 40])
+@pytest.mark.parametrize("n,k", [(1, 2), (31, 8), (32, 64), (33, 30), (100, 96)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_matches_the_float64_product(kernels, dtype, rows, n, k, bias) -> None:
+    torch.manual_seed(rows * 1000 + n * 10 + k)
+    weight = torch.randn(n, k).to(dtype)
+    x = torch.randn(rows, k).to(dtype)
+    b = torch.randn(n).to(dtype) if bias else None
+    packed = panel_linear.pack(weight, kernels)
+    assert (packed.out_features, packed.in_features, packed.dtype) == (n, k, dtype)
+    got = packed(x, b)
+    assert got.shape == (rows, n) and got.dtype == dtype
+    torch.testing.assert_close(got.double(), _reference(x, weight, b), **_tolerance(dtype, k))
+
+
+def test_odd_width_in_fp32_and_strided_rows(kernels, dtype) -> None:
+    """Rows of a wider tensor (row stride > width) are read in place; a column-strided view is
+    copied first; both give the same bits as the contiguous rows."""
+    torch.manual_seed(3)
+    k = 7 if dtype == torch.float32 else 10
+    weight = torch.randn(45, k).to(dtype)
+    wide = torch.randn(14, k + 5).to(dtype)
+    rows = wide[:, 2 : 2 + k]
+    packed = panel_linear.pack(weight, kernels)
+    got = packed(rows, None)
+    assert torch.equal(got, packed(rows.contiguous(), None))
+    assert torch.equal(packed(rows.t().contiguous().t(), None), got)
+    torch.testing.assert_close(got.double(), _reference(rows, weight, None), **_tolerance(dtype, k))
+
+
+def test_a_row_is_the_same_bits_in_any_batch(kernels, dtype) -> None:
+    """The invariant of panel_linear's docstring: one row's output does not depend on the rows
+    beside it (tile sizes change with the row count) or on the thread count."""
+    torch.manual_seed(11)
+    weight = torch.randn(200, 576).to(dtype)
+    b = torch.randn(200).to(dtype)
+    x = torch.randn(37, 576).to(dtype)
+    packed = panel_linear.pack(weight, kernels)
+    whole = packed(x, b)
+    alone = torch.cat([packed(x[i : i + 1], b) for i in range(x.shape[0])])
+    assert torch.equal(whole, alone)
+    for count in (2, 13, 25):
+        assert torch.equal(packed(x[5 : 5 + count], b), whole[5 : 5 + count])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(packed(x, b), whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_nan_stays_in_its_row(kernels, dtype) -> None:
+    torch.manual_seed(5)
+    weight = torch.randn(40, 16).to(dtype)
+    x = torch.randn(3, 16).to(dtype)
+    x[1, 4] = float("nan")
+    got = panel_linear.pack(weight, kernels)(x, None)
+    assert torch.isnan(got[1]).all()
+    assert not torch.isnan(got[0]).any() and not torch.isnan(got[2]).any()
+
+
+def test_contract_is_checked_before_the_kernel_runs(kernels, dtype) -> None:
+    weight = torch.randn(40, 16).to(dtype)
+    packed = panel_linear.pack(weight, kernels)
+    other = torch.float64
+    with pytest.raises(KernelContractError, match="x must be"):
+        packed(torch.randn(2, 16, dtype=other), None)
+    with pytest.raises(KernelContractError, match="16"):
+        packed(torch.randn(2, 18).to(dtype), None)
+    with pytest.raises(KernelContractError, match="x must be"):
+        packed(torch.randn(16).to(dtype), None)
+    with pytest.raises(KernelContractError, match="bias"):
+        packed(torch.randn(2, 16).to(dtype), torch.randn(39).to(dtype))
+    with pytest.raises(KernelContractError, match="bias"):
+        packed(torch.randn(2, 16).to(dtype), torch.randn(40, dtype=other))
+
+
+def test_what_cannot_be_packed_is_refused(kernels) -> None:
+    assert panel_linear.refusal(None, torch.zeros(4, 4)) == "no CPU kernels"
+    assert "2-dimensional" in panel_linear.refusal(kernels, torch.zeros(4))
+    assert "float64" in panel_linear.refusal(kernels, torch.zeros(4, 4, dtype=torch.float64))
+    if torch.bfloat16 in kernels.gemm_panel:
+        assert "odd" in panel_linear.refusal(kernels, torch.zeros(4, 5, dtype=torch.bfloat16))
+    with pytest.raises(KernelContractError, match="cannot pack"):
+        panel_linear.pack(torch.zeros(4, 4, dtype=torch.float64), kernels)
