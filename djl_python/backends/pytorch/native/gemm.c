@@ -33,16 +33,21 @@
 
 #define PANEL 32
 #define MAX_TILE_ROWS 12
-/* How far ahead of its loads a thread prefetches its panel, in bytes: 16 steps of k in fp32. */
-#define PREFETCH_BYTES 2048
+/* How far ahead of its loads a tile streaming its panel from memory prefetches it, in bytes:
+ * 32 steps of k in fp32. */
+#define PREFETCH_BYTES 4096
 
 #if defined(__AVX512F__)
 
 /* Rows 0..mr-1 of x (from k = 0) against one panel, output columns c < ncols of y. mr is a
- * constant at every call site (gemm_rows), so the loops over rows unroll into registers. */
+ * constant at every call site (gemm_rows), so the loops over rows unroll into registers.
+ * next == NULL: the first tile of its panel, which streams the panel from memory and prefetches
+ * it PREFETCH_BYTES ahead. Else the panel is in cache from the first tile, and this tile
+ * prefetches the thread's next panel (next) into L2 at the pace it reads its own, so that memory
+ * stays busy while the later tiles compute. */
 static inline __attribute__((always_inline)) void tile(
     const void* x, int64_t lda, const void* panel, int64_t k, const void* bias, void* y, int64_t ldy, int mr,
-    int ncols, int bf16) {
+    int ncols, int bf16, const char* next) {
   __m512 acc0[MAX_TILE_ROWS], acc1[MAX_TILE_ROWS];
   __m512 init0 = _mm512_setzero_ps(), init1 = _mm512_setzero_ps();
   const __mmask16 lo = (__mmask16)(ncols >= 16 ? 0xffff : (1u << ncols) - 1);
@@ -71,8 +76,13 @@ static inline __attribute__((always_inline)) void tile(
     const uint16_t* xs = (const uint16_t*)x;
     const char* b = (const char*)panel;
     for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
-      _mm_prefetch(b + PREFETCH_BYTES, _MM_HINT_T0);
-      _mm_prefetch(b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+      if (next) {
+        _mm_prefetch(next + j * PANEL * 4, _MM_HINT_T1);
+        _mm_prefetch(next + j * PANEL * 4 + 64, _MM_HINT_T1);
+      } else {
+        _mm_prefetch(b + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch(b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+      }
       const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
       #pragma GCC unroll 12
       for (int r = 0; r < MAX_TILE_ROWS; r++) {
@@ -99,8 +109,13 @@ static inline __attribute__((always_inline)) void tile(
   const float* xs = (const float*)x;
   const float* b = (const float*)panel;
   for (int64_t j = 0; j < k; j++, b += PANEL) {
-    _mm_prefetch((const char*)b + PREFETCH_BYTES, _MM_HINT_T0);
-    _mm_prefetch((const char*)b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+    if (next) {
+      _mm_prefetch(next + j * PANEL * 4, _MM_HINT_T1);
+      _mm_prefetch(next + j * PANEL * 4 + 64, _MM_HINT_T1);
+    } else {
+      _mm_prefetch((const char*)b + PREFETCH_BYTES, _MM_HINT_T0);
+      _mm_prefetch((const char*)b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+    }
     const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
     #pragma GCC unroll 12
     for (int r = 0; r < MAX_TILE_ROWS; r++) {
@@ -121,20 +136,23 @@ static inline __attribute__((always_inline)) void tile(
   }
 }
 
-#define TILE_CASE(n) case n: tile(x, lda, panel, k, bias, y, ldy, n, ncols, bf16); break;
+#define TILE_CASE(n) case n: tile(x, lda, panel, k, bias, y, ldy, n, ncols, bf16, next); break;
 
 /* One tile of mr (1..MAX_TILE_ROWS) rows, mr made a constant for tile(). */
 static void gemm_rows(const void* x, int64_t lda, const void* panel, int64_t k, const void* bias, void* y,
-                      int64_t ldy, int mr, int ncols, int bf16) {
+                      int64_t ldy, int mr, int ncols, int bf16, const char* next) {
   switch (mr) {
     TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
     TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
-    default: tile(x, lda, panel, k, bias, y, ldy, 1, ncols, bf16); break;
+    default: tile(x, lda, panel, k, bias, y, ldy, 1, ncols, bf16, next); break;
   }
 }
 
-/* Threads split the panels; within a panel the rows go in tiles of nearly equal size (at most
- * MAX_TILE_ROWS), the first tile streaming the panel from memory, the others finding it in cache. */
+/* Threads split the panels in contiguous runs (static schedule); within a panel the rows go in
+ * tiles of nearly equal size (at most MAX_TILE_ROWS), the first tile streaming the panel from
+ * memory, the others finding it in cache and prefetching the next panel of the run (tile()).
+ * A prefetch past the run's end or of a panel another thread reads is harmless: it never faults
+ * and changes no result. */
 static inline __attribute__((always_inline)) void gemm(
     const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m, int64_t n,
     int64_t k, int threads, int bf16) {
@@ -150,8 +168,9 @@ static inline __attribute__((always_inline)) void gemm(
     int64_t row = 0;
     for (int64_t t = 0; t < tiles; t++) {
       const int mr = (int)((m - row + (tiles - t) - 1) / (tiles - t));
+      const char* next = t > 0 && p + 1 < count ? panel + k * PANEL * size : NULL;
       gemm_rows((const char*)x + row * lda * size, lda, panel, k, panel_bias,
-                (char*)y + (row * ldy + p * PANEL) * size, ldy, mr, ncols, bf16);
+                (char*)y + (row * ldy + p * PANEL) * size, ldy, mr, ncols, bf16, next);
       row += mr;
     }
   }
