@@ -144,3 +144,28 @@ def test_every_bf16_layout_is_a_gemm_accumulated_in_fp32_and_rounded_once(layout
         ulp = torch.exp2(torch.floor(torch.log2(exact.abs())) - 7)
         fp32_sum = 320 * 2.0 ** -24 * (x[:rows].double().abs() @ weight.double().abs().T)
         assert ((got.double() - exact).abs() <= ulp + fp32_sum).all()
+
+
+def test_a_weight_the_panels_refuse_keeps_onednn(tmp_path, monkeypatch) -> None:
+    """bf16 with an odd MLP width: the down projection's input width is odd, which the bf16 panels
+    cannot take (pairs), so that weight alone is packed for oneDNN; the logits agree with a
+    backend packed wholly for oneDNN, within bf16 rounding."""
+    if torch.bfloat16 not in PANELS or not onednn_packs(torch.bfloat16):
+        pytest.skip("needs the bf16 panel matmul (AVX512-BF16) and oneDNN bf16 on this CPU")
+    from transformers import AutoModelForCausalLM
+
+    from tests.models import tiny_config
+
+    config = tiny_config("llama")
+    config.intermediate_size = 37
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
+    mixed = PyTorchBackend.load(tmp_path, max_slots=2, dtype="bf16")
+    assert mixed.info.extra["weights_layout"] == "panels and onednn-packed"
+    assert isinstance(mixed._forward.layers[0].qkv, PanelWeight) and mixed._forward.layers[0].down.is_mkldnn
+    _refuse_panels(monkeypatch)
+    onednn = PyTorchBackend.load(tmp_path, max_slots=2, dtype="bf16")
+    assert onednn.info.extra["weights_layout"] == "onednn-packed"
+    prompts = [[5, 9, 13, 17, 21], [7, 11, 4]]
+    got, want = mixed.prefill([0, 1], prompts), onednn.prefill([0, 1], prompts)
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)

@@ -48,7 +48,7 @@ def _tolerance(dtype: torch.dtype, k: int) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("rows", [0, 1, 2, 5, 11, 12, 13, 24, 25, 40])
-@pytest.mark.parametrize("n,k", [(1, 2), (31, 8), (32, 64), (33, 30), (100, 96)])
+@pytest.mark.parametrize("n,k", [(1, 2), (16, 4), (31, 8), (32, 64), (33, 30), (47, 12), (48, 6), (100, 96)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_the_float64_product(kernels, dtype, rows, n, k, bias) -> None:
     torch.manual_seed(rows * 1000 + n * 10 + k)
@@ -60,6 +60,38 @@ def test_matches_the_float64_product(kernels, dtype, rows, n, k, bias) -> None:
     got = packed(x, b)
     assert got.shape == (rows, n) and got.dtype == dtype
     torch.testing.assert_close(got.double(), _reference(x, weight, b), **_tolerance(dtype, k))
+
+
+@pytest.mark.parametrize("n", [16, 17, 31, 33, 48])
+def test_writes_stay_inside_the_output(kernels, dtype, n) -> None:
+    """The C function called directly, into rows wider than the output (ldy = n + 32) filled with a
+    sentinel, and a guard row after them: only columns < n of rows < m change. The sanitizer
+    build does not see masked stores, so this is what holds the tail masks to the contract."""
+    torch.manual_seed(n)
+    k, rows = 8, 5
+    weight, x, b = torch.randn(n, k).to(dtype), torch.randn(rows, k).to(dtype), torch.randn(n).to(dtype)
+    packed = panel_linear.pack(weight, kernels)
+    sentinel = -12345.0
+    y = torch.full((rows + 1, n + 32), sentinel).to(dtype)  # the last row is the guard
+    kernels.gemm_function(dtype)(x.data_ptr(), k, packed.panels.data_ptr(), b.data_ptr(), y.data_ptr(), n + 32, rows,
+                                 n, k, torch.get_num_threads())
+    assert (y[:rows, n:] == sentinel).all() and (y[rows] == sentinel).all()
+    assert torch.equal(y[:rows, :n], packed(x, b))
+
+
+def test_bf16_output_rounds_to_nearest_even(kernels) -> None:
+    """k = 2 and W = [[1, 1]]: the output is x0 + x1 summed in fp32 (exactly, for these inputs)
+    and rounded once to bf16, ties to even, as torch rounds it."""
+    if torch.bfloat16 not in kernels.gemm_panel:
+        pytest.skip("no bf16 panel matmul on this CPU (AVX512-BF16)")
+    one = torch.ones(1, 2, dtype=torch.bfloat16)
+    packed = panel_linear.pack(one, kernels)
+    ties = torch.tensor([[1.0, 2.0 ** -8], [1.0 + 2.0 ** -7, 2.0 ** -8], [-3.0, -2.0 ** -7]])
+    torch.manual_seed(2)
+    x = torch.cat([ties, torch.randn(61, 2)]).bfloat16()
+    want = (x[:, :1].float() + x[:, 1:].float()).bfloat16()
+    assert torch.equal(packed(x, None), want)
+    assert packed(x[:1], None).item() == 1.0 and packed(x[1:2], None).item() == 1.0 + 2.0 ** -6
 
 
 def test_odd_width_in_fp32_and_strided_rows(kernels, dtype) -> None:

@@ -137,6 +137,8 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
             unwidened = embedding + (2 * text.num_hidden_layers + 1) * text.hidden_size
             weights = weights_bytes(Path(model_dir), "fp32", stored_short) \
                 - unwidened * (torch.float32.itemsize - torch_dtype.itemsize)
+        # The CPU kernels' panel layout (.native.panel_linear) pads a weight to a multiple of 32
+        # output rows: at most 31 rows a weight, left to the plan's margin.
         if getattr(text, "tie_word_embeddings", False):
             # The native forward packs a tied LM head as its own copy (the embedding stays).
             weights += embedding * packed.itemsize

@@ -21,10 +21,13 @@
  *   bias   [n] in x's dtype, or NULL
  *   y      [m, n] with row stride ldy, rows contiguous, not overlapping x
  * Arithmetic: every output element is one fp32 accumulator, started at its bias (or 0) and
- * summed over k in increasing order (float32: one FMA per term; bfloat16: vdpbf16ps, one pair
- * of products per step), then stored (bfloat16: rounded to nearest even once). The order does
- * not depend on m, on the tile a row falls in, or on the thread count: a row's output is the
- * same bits whatever rows share its call.
+ * summed over k in one fixed order, then stored. float32: one FMA per term, k increasing.
+ * bfloat16: vdpbf16ps, one pair (2j, 2j + 1) per step, j increasing (the instruction adds the
+ * odd term first); it reads subnormal inputs as zero and flushes subnormal sums, and the store
+ * rounds to nearest even with vcvtneps2bf16, which also flushes subnormals and keeps a NaN's
+ * sign (oneDNN's bf16 GEMM on these CPUs uses the same two instructions). The order does not
+ * depend on m, on the tile a row falls in, or on the thread count: a row's output is the same
+ * bits whatever rows share its call.
  */
 #include <stdint.h>
 #include <string.h>
@@ -37,7 +40,21 @@
  * 32 steps of k in fp32. */
 #define PREFETCH_BYTES 4096
 
+/* The bfloat16 kernel needs AVX512-BF16, and AVX512-BW/VL for its masked 16-bit loads and stores. */
+#if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define GEMM_BF16 1
+#endif
+
 #if defined(__AVX512F__)
+
+/* Prefetch the line at address a into L1 / L2. The address is computed as an integer: it may lie
+ * past the panels' end (a prefetch never faults), where pointer arithmetic would be undefined. */
+static inline __attribute__((always_inline)) void prefetch_l1(uintptr_t a) {
+  _mm_prefetch((const char*)a, _MM_HINT_T0);
+}
+static inline __attribute__((always_inline)) void prefetch_l2(uintptr_t a) {
+  _mm_prefetch((const char*)a, _MM_HINT_T1);
+}
 
 /* Rows 0..mr-1 of x (from k = 0) against one panel, output columns c < ncols of y. mr is a
  * constant at every call site (gemm_rows), so the loops over rows unroll into registers.
@@ -54,14 +71,15 @@ static inline __attribute__((always_inline)) void tile(
   const __mmask16 hi = (__mmask16)(ncols <= 16 ? 0 : ncols >= 32 ? 0xffff : (1u << (ncols - 16)) - 1);
   if (bias && !bf16) {
     init0 = _mm512_maskz_loadu_ps(lo, bias);
-    init1 = _mm512_maskz_loadu_ps(hi, (const float*)bias + 16);
+    if (hi) init1 = _mm512_maskz_loadu_ps(hi, (const float*)bias + 16);
   }
-#if defined(__AVX512BF16__)
+#if defined(GEMM_BF16)
   if (bias && bf16) {  /* bf16 to fp32 is exact: the bits shifted into the high half */
-    const __m512i b0 = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lo, bias));
-    const __m512i b1 = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(hi, (const uint16_t*)bias + 16));
-    init0 = _mm512_castsi512_ps(_mm512_slli_epi32(b0, 16));
-    init1 = _mm512_castsi512_ps(_mm512_slli_epi32(b1, 16));
+    init0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lo, bias)), 16));
+    if (hi) {
+      const __m256i b1 = _mm256_maskz_loadu_epi16(hi, (const uint16_t*)bias + 16);
+      init1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b1), 16));
+    }
   }
 #endif
   #pragma GCC unroll 12
@@ -71,17 +89,17 @@ static inline __attribute__((always_inline)) void tile(
       acc1[r] = init1;
     }
   }
-#if defined(__AVX512BF16__)
+#if defined(GEMM_BF16)
   if (bf16) {
     const uint16_t* xs = (const uint16_t*)x;
     const char* b = (const char*)panel;
     for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
       if (next) {
-        _mm_prefetch(next + j * PANEL * 4, _MM_HINT_T1);
-        _mm_prefetch(next + j * PANEL * 4 + 64, _MM_HINT_T1);
+        prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
+        prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
       } else {
-        _mm_prefetch(b + PREFETCH_BYTES, _MM_HINT_T0);
-        _mm_prefetch(b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
+        prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
       }
       const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
       #pragma GCC unroll 12
@@ -100,7 +118,7 @@ static inline __attribute__((always_inline)) void tile(
     for (int r = 0; r < MAX_TILE_ROWS; r++) {
       if (r < mr) {
         _mm256_mask_storeu_epi16(ys + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(acc0[r]));
-        _mm256_mask_storeu_epi16(ys + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(acc1[r]));
+        if (hi) _mm256_mask_storeu_epi16(ys + r * ldy + 16, hi, (__m256i)_mm512_cvtneps_pbh(acc1[r]));
       }
     }
     return;
@@ -110,11 +128,11 @@ static inline __attribute__((always_inline)) void tile(
   const float* b = (const float*)panel;
   for (int64_t j = 0; j < k; j++, b += PANEL) {
     if (next) {
-      _mm_prefetch(next + j * PANEL * 4, _MM_HINT_T1);
-      _mm_prefetch(next + j * PANEL * 4 + 64, _MM_HINT_T1);
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
     } else {
-      _mm_prefetch((const char*)b + PREFETCH_BYTES, _MM_HINT_T0);
-      _mm_prefetch((const char*)b + PREFETCH_BYTES + 64, _MM_HINT_T0);
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
     }
     const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
     #pragma GCC unroll 12
@@ -131,7 +149,7 @@ static inline __attribute__((always_inline)) void tile(
   for (int r = 0; r < MAX_TILE_ROWS; r++) {
     if (r < mr) {
       _mm512_mask_storeu_ps(ys + r * ldy, lo, acc0[r]);
-      _mm512_mask_storeu_ps(ys + r * ldy + 16, hi, acc1[r]);
+      if (hi) _mm512_mask_storeu_ps(ys + r * ldy + 16, hi, acc1[r]);
     }
   }
 }
@@ -189,7 +207,7 @@ void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, 
 }
 #endif
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if defined(__AVX512F__) && defined(GEMM_BF16)
 int gemm_panel_width_bf16(void) { return PANEL; }
 void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
                int64_t n, int64_t k, int threads) {

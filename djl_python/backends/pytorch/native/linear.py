@@ -108,8 +108,8 @@ def prepack(weight: torch.Tensor, kernels: CpuKernels | None = None) -> torch.Te
 def linear(x: torch.Tensor, weight: torch.Tensor | PanelWeight, bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ weight.T + bias`` on the kernel ``weight``'s layout calls for (module docstring)."""
     if isinstance(weight, PanelWeight):
-        if x.dim() == 2:
-            return weight(x, bias)
+        if x.dim() in (0, 2):
+            return weight(x, bias)  # a 0-d x is refused there, with the contract's message
         return weight(x.reshape(-1, x.shape[-1]), bias).view(*x.shape[:-1], weight.out_features)
     if weight.is_mkldnn:
         if weight.dtype != x.dtype:  # widened: fp32 GEMM on the half inputs, one rounding of the output

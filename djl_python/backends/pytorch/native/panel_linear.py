@@ -11,9 +11,10 @@ columns: float32 ``[panels, k, width]``, bfloat16 ``[panels, k / 2, width, 2]`` 
 releases the original (:func:`.linear.release`).
 
 Invariant: a row's output does not depend on the other rows of its call. Each output element
-is one fp32 sum over ``k`` in increasing order from its bias, whatever the row count, tile or
-thread count (``gemm.c``), so a sequence decodes to the same bits alone or in any batch, and a
-prompt prefilled whole or in chunks gives the same linear outputs.
+is one fp32 sum over ``k`` in one fixed order from its bias, whatever the row count, tile or
+thread count (``gemm.c`` states the order and the bf16 instructions' handling of subnormals and
+NaN), so a sequence decodes to the same bits alone or in any batch, and a prompt prefilled
+whole or in chunks gives the same linear outputs.
 
 Contract of :meth:`PanelWeight.__call__`: ``x`` a 2-dimensional CPU tensor of the weight's
 dtype, ``k`` wide (rows that are not each one contiguous run are copied first); ``bias`` ``None`` or ``[n]`` of the same dtype,
@@ -44,7 +45,7 @@ def refusal(kernels: CpuKernels | None, weight: torch.Tensor) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PanelWeight:
     """A linear's weight in ``gemm.c``'s panel layout (module docstring); call it on activations."""
 
@@ -70,12 +71,12 @@ class PanelWeight:
         rows, width = x.shape
         if width != self.in_features:
             raise KernelContractError(f"gemm: x is {width} wide, the weight takes {self.in_features}")
-        if x.stride(1) != 1 or (rows > 1 and x.stride(0) < width):
-            x = x.contiguous()  # the kernel reads each row as one run, rows x.stride(0) apart
         if bias is not None and (bias.dtype != x.dtype or bias.shape != (self.out_features,)
                                  or not bias.is_contiguous() or not bias.is_cpu):
             raise KernelContractError(f"gemm: bias must be a contiguous CPU [{self.out_features}] of {x.dtype}, got "
                                       f"{bias.dtype} {tuple(bias.shape)}")
+        if x.stride(1) != 1 or (rows > 1 and x.stride(0) < width):
+            x = x.contiguous()  # the kernel reads each row as one run, rows x.stride(0) apart
         out = x.new_empty((rows, self.out_features))
         if rows:
             self.function(x.data_ptr(), x.stride(0), self.panels.data_ptr(),
@@ -92,15 +93,20 @@ def pack(weight: torch.Tensor, kernels: CpuKernels) -> PanelWeight:
         raise KernelContractError(f"gemm: cannot pack this weight: {reason}")
     n, k = weight.shape
     width = kernels.gemm_panel[weight.dtype]
-    count = -(-n // width)
-    if n % width:
-        padded = weight.detach().new_zeros((count * width, k))
-        padded[:n] = weight.detach()
-    else:  # no padding: the permuted copy below is the only new allocation
-        padded = weight.detach().contiguous()
-    if weight.dtype == torch.bfloat16:
-        panels = padded.view(count, width, k // 2, 2).permute(0, 2, 1, 3).contiguous()
-    else:
-        panels = padded.view(count, width, k).transpose(1, 2).contiguous()
-    del padded
-    return PanelWeight(panels, n, k, kernels.gemm_function(weight.dtype))
+    count, full = -(-n // width), n // width
+    pair = 2 if weight.dtype == torch.bfloat16 else 1  # bf16: pairs along k, [count, k / 2, width, 2]
+    panels = weight.new_empty((count, k // pair, width, pair))
+    source = weight.detach()
+
+    def columns_first(rows: torch.Tensor) -> torch.Tensor:
+        # [p, c, k] rows of W as [p, k / pair, c, pair]: panel p's column c, input j at (j // pair, c, j % pair)
+        return rows.view(rows.shape[0], rows.shape[1], k // pair, pair).transpose(1, 2)
+
+    if full:
+        panels[:full] = columns_first(source[: full * width].view(full, width, k))
+    if count > full:  # the last panel: its columns, then zero columns (one small padded copy)
+        tail = source.new_zeros((1, width, k))
+        tail[0, : n - full * width] = source[full * width :]
+        panels[full:] = columns_first(tail)
+    return PanelWeight(panels if pair == 2 else panels.view(count, k, width), n, k,
+                       kernels.gemm_function(weight.dtype))
