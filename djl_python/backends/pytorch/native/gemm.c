@@ -35,7 +35,10 @@
 #include <immintrin.h>
 
 #define PANEL 32
-#define MAX_TILE_ROWS 12
+/* Rows per tile: 8 rows x 32 columns is 16 accumulators, and the eight row addresses of x fit the
+ * general registers beside the loop's own (at 12 rows the compiler parked them in vector registers,
+ * and a prefill's GEMM ran 8-15 % below oneDNN's; docs/performance.md, "The panel matmul"). */
+#define MAX_TILE_ROWS 8
 /* How far ahead of its loads a tile streaming its panel from memory prefetches it, in bytes:
  * 32 steps of k in fp32. */
 #define PREFETCH_BYTES 4096
@@ -55,6 +58,64 @@ static inline __attribute__((always_inline)) void prefetch_l1(uintptr_t a) {
 static inline __attribute__((always_inline)) void prefetch_l2(uintptr_t a) {
   _mm_prefetch((const char*)a, _MM_HINT_T1);
 }
+
+/* The k loop of a tile: acc0/acc1[r] += x[r, :] . panel columns 0-15 / 16-31, k increasing.
+ * to_l2 (a constant at each call, so each loop has one kind of prefetch and no branch): 1, the
+ * panel is in cache and the loop prefetches next into L2; 0, it prefetches the panel itself. */
+static inline __attribute__((always_inline)) void sum_f32(
+    const void* x, int64_t lda, const void* panel, int64_t k, __m512* acc0, __m512* acc1, int mr, const char* next,
+    int to_l2) {
+  const float* xs = (const float*)x;
+  const float* b = (const float*)panel;
+  for (int64_t j = 0; j < k; j++, b += PANEL) {
+    if (to_l2) {
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
+    } else {
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
+    }
+    const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
+    #pragma GCC unroll 8
+    for (int r = 0; r < MAX_TILE_ROWS; r++) {
+      if (r < mr) {
+        const __m512 xv = _mm512_set1_ps(xs[r * lda + j]);
+        acc0[r] = _mm512_fmadd_ps(xv, w0, acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(xv, w1, acc1[r]);
+      }
+    }
+  }
+}
+
+#if defined(GEMM_BF16)
+/* sum_f32 for bf16: one pair of k (2j, 2j + 1) per step, by vdpbf16ps. */
+static inline __attribute__((always_inline)) void sum_bf16(
+    const void* x, int64_t lda, const void* panel, int64_t k, __m512* acc0, __m512* acc1, int mr, const char* next,
+    int to_l2) {
+  const uint16_t* xs = (const uint16_t*)x;
+  const char* b = (const char*)panel;
+  for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
+    if (to_l2) {
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
+      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
+    } else {
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
+      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
+    }
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
+    #pragma GCC unroll 8
+    for (int r = 0; r < MAX_TILE_ROWS; r++) {
+      if (r < mr) {
+        int32_t pair;
+        memcpy(&pair, xs + r * lda + 2 * j, sizeof pair);
+        const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+        acc0[r] = _mm512_dpbf16_ps(acc0[r], xv, w0);
+        acc1[r] = _mm512_dpbf16_ps(acc1[r], xv, w1);
+      }
+    }
+  }
+}
+#endif
 
 /* Rows 0..mr-1 of x (from k = 0) against one panel, output columns c < ncols of y. mr is a
  * constant at every call site (gemm_rows), so the loops over rows unroll into registers.
@@ -82,7 +143,7 @@ static inline __attribute__((always_inline)) void tile(
     }
   }
 #endif
-  #pragma GCC unroll 12
+  #pragma GCC unroll 8
   for (int r = 0; r < MAX_TILE_ROWS; r++) {
     if (r < mr) {
       acc0[r] = init0;
@@ -91,30 +152,13 @@ static inline __attribute__((always_inline)) void tile(
   }
 #if defined(GEMM_BF16)
   if (bf16) {
-    const uint16_t* xs = (const uint16_t*)x;
-    const char* b = (const char*)panel;
-    for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
-      if (next) {
-        prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
-        prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
-      } else {
-        prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
-        prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
-      }
-      const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
-      #pragma GCC unroll 12
-      for (int r = 0; r < MAX_TILE_ROWS; r++) {
-        if (r < mr) {
-          int32_t pair;
-          memcpy(&pair, xs + r * lda + 2 * j, sizeof pair);
-          const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
-          acc0[r] = _mm512_dpbf16_ps(acc0[r], xv, w0);
-          acc1[r] = _mm512_dpbf16_ps(acc1[r], xv, w1);
-        }
-      }
+    if (next) {
+      sum_bf16(x, lda, panel, k, acc0, acc1, mr, next, 1);
+    } else {
+      sum_bf16(x, lda, panel, k, acc0, acc1, mr, NULL, 0);
     }
     uint16_t* ys = (uint16_t*)y;
-    #pragma GCC unroll 12
+    #pragma GCC unroll 8
     for (int r = 0; r < MAX_TILE_ROWS; r++) {
       if (r < mr) {
         _mm256_mask_storeu_epi16(ys + r * ldy, lo, (__m256i)_mm512_cvtneps_pbh(acc0[r]));
@@ -124,28 +168,13 @@ static inline __attribute__((always_inline)) void tile(
     return;
   }
 #endif
-  const float* xs = (const float*)x;
-  const float* b = (const float*)panel;
-  for (int64_t j = 0; j < k; j++, b += PANEL) {
-    if (next) {
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
-    } else {
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
-    }
-    const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
-    #pragma GCC unroll 12
-    for (int r = 0; r < MAX_TILE_ROWS; r++) {
-      if (r < mr) {
-        const __m512 xv = _mm512_set1_ps(xs[r * lda + j]);
-        acc0[r] = _mm512_fmadd_ps(xv, w0, acc0[r]);
-        acc1[r] = _mm512_fmadd_ps(xv, w1, acc1[r]);
-      }
-    }
+  if (next) {
+    sum_f32(x, lda, panel, k, acc0, acc1, mr, next, 1);
+  } else {
+    sum_f32(x, lda, panel, k, acc0, acc1, mr, NULL, 0);
   }
   float* ys = (float*)y;
-  #pragma GCC unroll 12
+  #pragma GCC unroll 8
   for (int r = 0; r < MAX_TILE_ROWS; r++) {
     if (r < mr) {
       _mm512_mask_storeu_ps(ys + r * ldy, lo, acc0[r]);
@@ -160,8 +189,7 @@ static inline __attribute__((always_inline)) void tile(
 static void gemm_rows(const void* x, int64_t lda, const void* panel, int64_t k, const void* bias, void* y,
                       int64_t ldy, int mr, int ncols, int bf16, const char* next) {
   switch (mr) {
-    TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
-    TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
+    TILE_CASE(8) TILE_CASE(7) TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
     default: tile(x, lda, panel, k, bias, y, ldy, 1, ncols, bf16, next); break;
   }
 }
