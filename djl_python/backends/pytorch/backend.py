@@ -159,9 +159,9 @@ class PyTorchBackend(Backend):
         ``attn_implementation`` sdpa where the architecture supports it, else eager (for the
         Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
         forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
-        of :mod:`.native.cpu_kernels` where they build (``False``: torch ops and SDPA; no
-        serving option sets it, tests and benchmarks do); ``prefix_cache_rows`` KV rows for cached
-        prefixes (``Backend``'s contract).
+        of :mod:`.native.cpu_kernels` where they build (``False``: torch ops, SDPA and oneDNN's
+        matmul; no serving option sets it, tests and benchmarks do); ``prefix_cache_rows`` KV rows
+        for cached prefixes (``Backend``'s contract).
         Raises ``ValueError`` naming the option when one is out of range.
         """
         if max_slots < 1:

@@ -100,7 +100,7 @@ def prepack(weight: torch.Tensor, kernels: CpuKernels | None = None) -> torch.Te
     dtype = packed_dtype(weight.device.type, weight.dtype)
     if dtype is None:
         return weight
-    if dtype == weight.dtype and panel_linear.refusal(kernels, weight) is None and kernels is not None:
+    if kernels is not None and dtype == weight.dtype and panel_linear.refusal(kernels, weight) is None:
         return panel_linear.pack(weight, kernels)
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype).contiguous(), _PACK_ROWS_HINT)
 
