@@ -25,11 +25,18 @@ runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import torch
 
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
+
+
+class GemmFunction(Protocol):
+    """``gemm_f32`` / ``gemm_bf16`` of ``gemm.c`` through ctypes: addresses, strides and sizes."""
+
+    def __call__(self, x: int, lda: int, panels: int, bias: int | None, y: int, ldy: int, m: int, n: int, k: int,
+                 threads: int) -> None: ...
 
 
 def refusal(kernels: CpuKernels | None, weight: torch.Tensor) -> str | None:
@@ -52,7 +59,7 @@ class PanelWeight:
     panels: torch.Tensor
     out_features: int
     in_features: int
-    function: Any  # the ctypes function of CpuKernels.gemm_function(dtype)
+    function: GemmFunction  # CpuKernels.gemm_function(dtype)
 
     @property
     def dtype(self) -> torch.dtype:
