@@ -36,8 +36,8 @@
 
 #define PANEL 32
 /* Rows per tile: 8 rows x 32 columns is 16 accumulators, and the eight row addresses of x fit the
- * general registers beside the loop's own (at 12 rows the compiler parked them in vector registers,
- * and a prefill's GEMM ran 8-15 % below oneDNN's; docs/performance.md, "The panel matmul"). */
+ * general registers beside the loop's own (at 12 rows the compiler parked them in vector registers
+ * and a prefill's GEMM fell behind oneDNN's; docs/performance.md, "The panel matmul"). */
 #define MAX_TILE_ROWS 8
 /* How far ahead of its loads a tile streaming its panel from memory prefetches it, in bytes:
  * 32 steps of k in fp32. */
