@@ -41,14 +41,14 @@ def _load_pair(folder: Path, dtype: str, rows: int) -> dict[str, Any]:
     return {"panels": panels, "onednn": onednn}
 
 
-def _alternate(backends: dict[str, Any], step: Callable[[Any], None], rounds: int) -> dict[str, float]:
+def _alternate(backends: dict[str, Any], step: Callable[[str, Any], None], rounds: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in backends}
     for name, backend in backends.items():
-        step(backend)  # warm-up
+        step(name, backend)  # warm-up
     for _ in range(rounds):
         for name, backend in backends.items():
             start = time.perf_counter()
-            step(backend)
+            step(name, backend)
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) * 1000 for name, s in samples.items()}
 
@@ -67,8 +67,7 @@ def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int,
                 backend.prefill(slots, prompts[:batch])
             position = {name: CONTEXT for name in backends}
 
-            def decode(backend: Any) -> None:
-                name = "panels" if backend is backends["panels"] else "onednn"
+            def decode(name: str, backend: Any) -> None:
                 backend.decode(slots, [1234] * batch, [position[name]] * batch)
                 position[name] += 1
 
@@ -80,7 +79,7 @@ def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int,
             log(f"  {folder.name} {dtype} {results[-1]}")
         pair = [0, 1]
 
-        def prefill(backend: Any) -> None:
+        def prefill(name: str, backend: Any) -> None:
             backend.prefill(pair, prompts[:2])
             for slot in pair:
                 backend.release(slot)
@@ -104,7 +103,7 @@ def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True) -
     from bench import large_model
     from djl_python.default_model import default_model_dir
 
-    smol = Path(default_model_dir())
+    smol = default_model_dir()
     cases: dict[str, Any] = {"threads": torch.get_num_threads(), "context": CONTEXT}
     cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, log)
     cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, log)

@@ -222,29 +222,34 @@ static inline __attribute__((always_inline)) void gemm(
   }
 }
 
-int gemm_panel_width_f32(void) { return PANEL; }
-void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
-              int64_t n, int64_t k, int threads) {
-  gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 0);
-}
+#endif  /* __AVX512F__ */
+
+/* The entry points ctypes binds, one pair per dtype. A dtype whose kernel this CPU did not compile
+ * reports width 0, and panel_linear never packs for it, so its gemm_* is never called. */
+#if defined(__AVX512F__)
+#define F32_WIDTH PANEL
 #else
-int gemm_panel_width_f32(void) { return 0; }
-void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
-              int64_t n, int64_t k, int threads) {
+#define F32_WIDTH 0
+static inline void gemm(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy,
+                        int64_t m, int64_t n, int64_t k, int threads, int bf16) {
   (void)x; (void)lda; (void)panels; (void)bias; (void)y; (void)ldy; (void)m; (void)n; (void)k; (void)threads;
+  (void)bf16;
 }
+#endif
+#if defined(__AVX512F__) && defined(GEMM_BF16)
+#define BF16_WIDTH PANEL
+#else
+#define BF16_WIDTH 0
 #endif
 
-#if defined(__AVX512F__) && defined(GEMM_BF16)
-int gemm_panel_width_bf16(void) { return PANEL; }
+int gemm_panel_width_f32(void) { return F32_WIDTH; }
+int gemm_panel_width_bf16(void) { return BF16_WIDTH; }
+
+void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+              int64_t n, int64_t k, int threads) {
+  if (F32_WIDTH) gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 0);
+}
 void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
                int64_t n, int64_t k, int threads) {
-  gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 1);
+  if (BF16_WIDTH) gemm(x, lda, panels, bias, y, ldy, m, n, k, threads, 1);
 }
-#else
-int gemm_panel_width_bf16(void) { return 0; }
-void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
-               int64_t n, int64_t k, int threads) {
-  (void)x; (void)lda; (void)panels; (void)bias; (void)y; (void)ldy; (void)m; (void)n; (void)k; (void)threads;
-}
-#endif
