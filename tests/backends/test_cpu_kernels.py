@@ -100,6 +100,67 @@ def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_
     torch.testing.assert_close(got.double(), want, **tolerance)
 
 
+def _prompt_step(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """A step as the forward makes one: two decode rows, a 21-token prompt from column 0 (tiles
+    of 8, 8 and 5 tokens), a decode row, and a 13-token continuation after a 30-column cached
+    prefix (lengths 31..43); columns past each row's last length are NaN (never read)."""
+    torch.manual_seed(kv * 100 + group * 10 + head_dim)
+    positions = 48
+    keys = torch.randn(6, kv, positions, head_dim, dtype=dtype)
+    values = torch.randn(6, kv, positions, head_dim, dtype=dtype)
+    rows = [5, 1] + [2] * 21 + [0] + [4] * 13
+    lengths = [17, 40] + list(range(1, 22)) + [8] + list(range(31, 44))
+    for row in set(rows):
+        last = max(length for r, length in zip(rows, lengths) if r == row)
+        keys[row, :, last:] = float("nan")
+        values[row, :, last:] = float("nan")
+    qkv = torch.randn(len(rows), (kv * group + 2 * kv) * head_dim, dtype=dtype)
+    return {"q": qkv[:, : kv * group * head_dim], "keys": keys, "values": values, "rows": rows, "lengths": lengths,
+            "scale": head_dim ** -0.5}
+
+
+# Groups of 1 to 8 query heads: chunks of the tile's queries of every size; head_dim 24 and 72
+# end in 8-column pieces, 128 in two 64-column ones.
+PROMPT_SHAPES = [(3, 3, 64), (2, 1, 32), (8, 4, 64), (1, 5, 24), (1, 7, 16), (1, 8, 72), (2, 2, 128)]
+
+
+@needs_kernel
+@pytest.mark.parametrize(("kv", "group", "head_dim"), PROMPT_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prompt_tokens_attend_causally_as_sdpa(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> None:
+    """Prompt tokens, attended in tiles of consecutive tokens of one row, each get SDPA over its
+    own columns, beside decode rows and after a cached prefix."""
+    step = _prompt_step(kv, group, head_dim, dtype)
+    rows, lengths = step["rows"], step["lengths"]
+    got = KERNEL.decode_attention(step["q"], step["keys"], step["values"], torch.tensor(rows), torch.tensor(lengths),
+                                  step["scale"])
+    want = _reference(step["q"], step["keys"], step["values"], rows, lengths, group)
+    tolerance = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+    torch.testing.assert_close(got.double(), want, **tolerance)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("kv", "group", "head_dim"), PROMPT_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_tokens_attention_is_the_same_bits_alone_or_in_any_call(kv: int, group: int, head_dim: int,
+                                                                  dtype: torch.dtype) -> None:
+    """What chunked prefill, prefix caching and speculative verification rest on: a token's
+    attention does not depend on the tokens attended in the same call (tiles, or the queries
+    chunked beside it). One call for the whole step, one call per token, and the step in
+    reverse order (other tiles: each run cut from its other end, its lengths falling) give the
+    same bits."""
+    step = _prompt_step(kv, group, head_dim, dtype)
+    q, keys, values, rows, lengths, scale = (step[k] for k in ("q", "keys", "values", "rows", "lengths", "scale"))
+    whole = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
+    alone = torch.cat([KERNEL.decode_attention(q[b : b + 1], keys, values, torch.tensor(rows[b : b + 1]),
+                                               torch.tensor(lengths[b : b + 1]), scale) for b in range(len(rows))])
+    order = list(range(len(rows)))[::-1]
+    reverse = KERNEL.decode_attention(q[order].contiguous(), keys, values, torch.tensor([rows[b] for b in order]),
+                                      torch.tensor([lengths[b] for b in order]), scale)
+    assert torch.equal(whole, alone)
+    assert torch.equal(whole, reverse.flip(0))
+
+
 @needs_kernel
 def test_kernel_handles_extreme_scores_without_overflow() -> None:
     """Large logits (softmax of scores ~1e3 apart) and a single column: max subtraction keeps

@@ -8,6 +8,10 @@
  * Decode attention: each query token over its own KV row, read up to its own length. A
  * decode row is one such query; so is each prompt token of a prefill (its row's columns up
  * to its position, written just before), which makes a whole step's attention one call.
+ * Consecutive tokens of one row (a prompt's) are attended together in tiles, and the query
+ * heads that share a KV head together, so that each key and value is read once for several
+ * queries; a query's arithmetic is the same whatever is attended beside it, so its output is
+ * the same bits alone or in any call (attend_tile).
  * Contract. The Python wrappers (cpu_kernels.py) check dtypes, contiguity, index dtypes and
  * shapes once per call; the kernels check every index they read memory by (rows, lengths,
  * positions) and return an error code instead of reading out of bounds:
@@ -108,142 +112,6 @@ static inline __attribute__((always_inline)) void store1(void* base, int64_t i, 
   }
 }
 
-/* out[o .. o + 8 vectors) = sum_j p[j] * values[v + j * d ..], j < L: `vectors` (1, 4 or 8, a
- * constant once inlined) columns of 8, each an accumulator held in a register, rounded to the
- * dtype once. Eight independent sums keep both FMA pipes busy; fewer wait on FMA latency. */
-static inline __attribute__((always_inline)) void weighted_columns(
-    const float* p, const void* values, int64_t v, int64_t d, int64_t L, void* out, int64_t o, int vectors,
-    int bf16) {
-  __m256 a[8];
-  for (int u = 0; u < vectors; ++u) a[u] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < L; ++j) {
-    const __m256 pj = _mm256_broadcast_ss(p + j);
-    for (int u = 0; u < vectors; ++u) a[u] = _mm256_fmadd_ps(pj, load8(values, v + j * d + 8 * u, bf16), a[u]);
-  }
-  float tmp[64];
-  for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(tmp + 8 * u, a[u]);
-  for (int e = 0; e < 8 * vectors; ++e) store1(out, o + e, tmp[e], bf16);
-}
-
-static inline __attribute__((always_inline)) int attend(
-    const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
-    const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
-    int64_t rows_total, float scale, int threads, int bf16) {
-  for (int64_t b = 0; b < n; ++b)
-    if (lengths[b] < 1 || lengths[b] > P || rows[b] < 0 || rows[b] >= rows_total) return BAD_INDEX;
-  int failed = OK;
-  #pragma omp parallel num_threads(threads)
-  {
-    /* Per thread: the group's queries in fp32 (g*d), then their scores (g*P). */
-    float* work = (float*)malloc(sizeof(float) * (size_t)(g * d + g * P));
-    if (work == NULL) {
-      #pragma omp atomic write
-      failed = NO_MEMORY;
-    }
-    #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < n * kv; ++item) {
-      if (work == NULL) continue;
-      const int64_t b = item / kv, h = item % kv, L = lengths[b];
-      const int64_t kv0 = (rows[b] * kv + h) * P * d;
-      const int64_t q0 = b * q_stride + h * g * d, o0 = (b * kv + h) * g * d;
-      float* qf = work;
-      float* s = work + g * d;
-      for (int64_t i = 0; i < g * d; ++i) qf[i] = load1(q, q0 + i, bf16);
-      /* Scores, eight keys at a time: per query, one accumulator per key over d, then one
-       * transposing reduction (hsum8x8) gives the eight scores in one register; a horizontal
-       * sum per key would cost more than the key's FMAs at d = 64. The eight keys stay in L1
-       * while the g queries that share them pass over them, so each is read from memory once.
-       * The same eight rows of values are fetched into L2 meanwhile: the cache comes from
-       * memory (a layer's weights evict it), and reading keys and values as two streams at
-       * once keeps more of memory's bandwidth busy than reading them one after the other. */
-      int64_t j0 = 0;
-      for (; j0 + 8 <= L; j0 += 8) {
-        const int64_t k0 = kv0 + j0 * d;
-        prefetch_l2(values, k0, 8 * d, bf16);
-        for (int64_t x = 0; x < g; ++x) {
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-          for (int64_t e = 0; e < d; e += 8) {
-            const __m256 q8 = _mm256_loadu_ps(qf + x * d + e);
-            a0 = _mm256_fmadd_ps(q8, load8(keys, k0 + e, bf16), a0);
-            a1 = _mm256_fmadd_ps(q8, load8(keys, k0 + d + e, bf16), a1);
-            a2 = _mm256_fmadd_ps(q8, load8(keys, k0 + 2 * d + e, bf16), a2);
-            a3 = _mm256_fmadd_ps(q8, load8(keys, k0 + 3 * d + e, bf16), a3);
-            a4 = _mm256_fmadd_ps(q8, load8(keys, k0 + 4 * d + e, bf16), a4);
-            a5 = _mm256_fmadd_ps(q8, load8(keys, k0 + 5 * d + e, bf16), a5);
-            a6 = _mm256_fmadd_ps(q8, load8(keys, k0 + 6 * d + e, bf16), a6);
-            a7 = _mm256_fmadd_ps(q8, load8(keys, k0 + 7 * d + e, bf16), a7);
-          }
-          _mm256_storeu_ps(s + x * L + j0, _mm256_mul_ps(hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7),
-                                                         _mm256_set1_ps(scale)));
-        }
-      }
-      for (; j0 < L; ++j0)  /* the last L % 8 keys, one at a time (hsum8's order: rounding only) */
-        for (int64_t x = 0; x < g; ++x) {
-          __m256 acc = _mm256_setzero_ps();
-          for (int64_t e = 0; e < d; e += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qf + x * d + e), load8(keys, kv0 + j0 * d + e, bf16), acc);
-          s[x * L + j0] = hsum8(acc) * scale;
-        }
-      /* Softmax over each query's L scores. A NaN score is skipped by the max and then
-       * turns every exp, the total and so the output into NaN; so does +Inf (Inf - Inf). */
-      for (int64_t x = 0; x < g; ++x) {
-        float* sx = s + x * L;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < L; ++j) mx = sx[j] > mx ? sx[j] : mx;
-        const __m256 m8 = _mm256_set1_ps(mx);
-        __m256 t8 = _mm256_setzero_ps();
-        int64_t j = 0;
-        for (; j + 8 <= L; j += 8) {
-          const __m256 e8 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sx + j), m8));
-          _mm256_storeu_ps(sx + j, e8);
-          t8 = _mm256_add_ps(t8, e8);
-        }
-        float total = hsum8(t8);
-        for (; j < L; ++j) {
-          sx[j] = _mm256_cvtss_f32(exp8(_mm256_set1_ps(sx[j] - mx)));
-          total += sx[j];
-        }
-        const float inv = 1.f / total;
-        for (j = 0; j < L; ++j) sx[j] *= inv;
-      }
-      /* Weighted sum of values, 64, 32 or 8 columns of d at a time (weighted_columns). */
-      for (int64_t x = 0; x < g; ++x) {
-        const float* px = s + x * L;
-        const int64_t ox = o0 + x * d;
-        int64_t e0 = 0;
-        for (; e0 + 64 <= d; e0 += 64) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 8, bf16);
-        for (; e0 + 32 <= d; e0 += 32) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 4, bf16);
-        for (; e0 < d; e0 += 8) weighted_columns(px, values, kv0 + e0, d, L, out, ox + e0, 1, bf16);
-      }
-    }
-    free(work);
-  }
-  return failed;
-}
-
-int decode_attention_max_group(void) { return MAX_GROUP; }
-
-/* OK; NO_MEMORY when a thread could not allocate its scratch; BAD_INDEX when a row or a
- * length is out of range (checked before anything is read). Nothing reliable in out unless OK. */
-int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
-                          const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 0);
-}
-
-int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
-                           const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                           int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 1);
-}
-
-/* ---- Elementwise kernels: the same operations, in the same order and with the same
- * roundings, as the torch code of native/llama.py they replace (built with
- * -ffp-contract=off, so no multiply-add is fused where torch rounds twice); a bf16 result
- * is rounded to bf16 wherever torch's bf16 op would round. Reductions (the RMS norm's sum
- * of squares) may sum in another order: float rounding, not semantics. One call each
- * instead of 5-9 torch ops, whose dispatch dominates at a decode step's sizes. ---- */
-
 static inline __attribute__((always_inline)) float round_as(float f, int bf16) {
   if (!bf16) return f;
   union { float f; uint32_t i; } u;
@@ -278,6 +146,282 @@ static inline __attribute__((always_inline)) void store8(void* base, int64_t i, 
   const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0x08);
   _mm_storeu_si128((__m128i*)((uint16_t*)base + i), _mm256_castsi256_si128(packed));
 }
+
+/* Queries that pass over the same keys and values together: each key or value vector is
+ * loaded (and, in bf16, widened) once for all of them. 3 where the compiler has 32 vector
+ * registers (AVX-512VL: 24 accumulators, the loaded vector and the queries' broadcasts fit),
+ * else 1 (AVX2's 16 registers hold one query's accumulators). */
+#ifdef __AVX512VL__
+#define QUERIES 3
+#else
+#define QUERIES 1
+#endif
+/* Consecutive tokens of one KV row (a prompt's, a speculative step's) attended together, as a
+ * tile: each block of the row's keys and values comes from memory or L2 once per tile, then
+ * from L1 for the tile's other queries, instead of once per token. */
+#define TILE 8
+/* Rows of values a tile's queries pass over before the next block: 32 rows of d = 64 in fp32
+ * are 8 KiB, in L1 beside the keys. */
+#define VALUE_BLOCK 32
+
+/* For queries c < count: acc[c * d + 8u ..] += sum_j p[c * stride + j] * values[v + j * d + 8u ..]
+ * for j = j_begin .. j_end - 1 in order, u < `vectors` (1, 4 or 8) columns of 8, each sum in a
+ * register between loading and storing acc (fp32, so a sum split across calls rounds as one).
+ * `count` and `vectors` are constants once inlined. Eight independent sums per query keep both
+ * FMA pipes busy against FMA latency. */
+static inline __attribute__((always_inline)) void weighted_columns(
+    const float* p, int64_t stride, int count, const void* values, int64_t v, int64_t d, int64_t j_begin,
+    int64_t j_end, float* acc, int vectors, int bf16) {
+  __m256 a[QUERIES][8];
+  #pragma GCC unroll 8
+  for (int c = 0; c < count; ++c)
+    #pragma GCC unroll 8
+    for (int u = 0; u < vectors; ++u) a[c][u] = _mm256_loadu_ps(acc + c * d + 8 * u);
+  for (int64_t j = j_begin; j < j_end; ++j) {
+    __m256 pj[QUERIES];
+    #pragma GCC unroll 8
+    for (int c = 0; c < count; ++c) pj[c] = _mm256_broadcast_ss(p + c * stride + j);
+    #pragma GCC unroll 8
+    for (int u = 0; u < vectors; ++u) {
+      const __m256 vu = load8(values, v + j * d + 8 * u, bf16);
+      #pragma GCC unroll 8
+      for (int c = 0; c < count; ++c) a[c][u] = _mm256_fmadd_ps(pj[c], vu, a[c][u]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int c = 0; c < count; ++c)
+    #pragma GCC unroll 8
+    for (int u = 0; u < vectors; ++u) _mm256_storeu_ps(acc + c * d + 8 * u, a[c][u]);
+}
+
+/* weighted_columns over all d columns of the head (values at kv0), 64, 32 or 8 at a time. */
+static inline __attribute__((always_inline)) void weighted_sum(
+    const float* p, int64_t stride, int count, const void* values, int64_t kv0, int64_t d, int64_t j_begin,
+    int64_t j_end, float* acc, int bf16) {
+  int64_t e0 = 0;
+  for (; e0 + 64 <= d; e0 += 64) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 8, bf16);
+  for (; e0 + 32 <= d; e0 += 32) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 4, bf16);
+  for (; e0 < d; e0 += 8) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 1, bf16);
+}
+
+/* Scores of queries c < count (qf + c * d) against the eight keys at keys[k0 ..], stored times
+ * `scale` at s[c * stride ..]: per query one accumulator per key over d in order, then one
+ * transposing reduction (hsum8x8) gives its eight scores in one register; a horizontal sum
+ * per key would cost more than the key's FMAs at d = 64. */
+static inline __attribute__((always_inline)) void score_block(
+    const float* qf, int count, const void* keys, int64_t k0, int64_t d, float scale, float* s, int64_t stride,
+    int bf16) {
+  __m256 a[QUERIES][8];
+  #pragma GCC unroll 8
+  for (int c = 0; c < count; ++c)
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) a[c][i] = _mm256_setzero_ps();
+  for (int64_t e = 0; e < d; e += 8) {
+    __m256 q8[QUERIES];
+    #pragma GCC unroll 8
+    for (int c = 0; c < count; ++c) q8[c] = _mm256_loadu_ps(qf + c * d + e);
+    #pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m256 k8 = load8(keys, k0 + i * d + e, bf16);
+      #pragma GCC unroll 8
+      for (int c = 0; c < count; ++c) a[c][i] = _mm256_fmadd_ps(q8[c], k8, a[c][i]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int c = 0; c < count; ++c)
+    _mm256_storeu_ps(s + c * stride, _mm256_mul_ps(hsum8x8(a[c][0], a[c][1], a[c][2], a[c][3], a[c][4], a[c][5],
+                                                           a[c][6], a[c][7]), _mm256_set1_ps(scale)));
+}
+
+/* One query's scores against keys j_from .. L - 1 (j_from a multiple of 8, the keys before it
+ * scored by score_block): the rest of the full blocks of eight, then the last L % 8 keys one at
+ * a time (hsum8's order: rounding only). */
+static inline __attribute__((always_inline)) void score_rest(
+    const float* qx, const void* keys, int64_t kv0, int64_t j_from, int64_t L, int64_t d, float scale, float* sx,
+    int bf16) {
+  int64_t j0 = j_from;
+  for (; j0 + 8 <= L; j0 += 8) score_block(qx, 1, keys, kv0 + j0 * d, d, scale, sx + j0, 0, bf16);
+  for (; j0 < L; ++j0) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t e = 0; e < d; e += 8)
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(qx + e), load8(keys, kv0 + j0 * d + e, bf16), acc);
+    sx[j0] = hsum8(acc) * scale;
+  }
+}
+
+/* Softmax over one query's L scores, in place. A NaN score is skipped by the max (maxps returns
+ * its second operand, the running max, when either is NaN) and then turns every exp, the total
+ * and so the output into NaN; so does +Inf (Inf - Inf). */
+static inline __attribute__((always_inline)) void softmax(float* sx, int64_t L) {
+  __m256 mx8 = _mm256_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 8 <= L; j += 8) mx8 = _mm256_max_ps(_mm256_loadu_ps(sx + j), mx8);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, mx8);
+  float mx = -INFINITY;
+  for (int e = 0; e < 8; ++e) mx = lanes[e] > mx ? lanes[e] : mx;
+  for (; j < L; ++j) mx = sx[j] > mx ? sx[j] : mx;
+  const __m256 m8 = _mm256_set1_ps(mx);
+  __m256 t8 = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= L; j += 8) {
+    const __m256 e8 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sx + j), m8));
+    _mm256_storeu_ps(sx + j, e8);
+    t8 = _mm256_add_ps(t8, e8);
+  }
+  float total = hsum8(t8);
+  for (; j < L; ++j) {
+    sx[j] = _mm256_cvtss_f32(exp8(_mm256_set1_ps(sx[j] - mx)));
+    total += sx[j];
+  }
+  const float inv = 1.f / total;
+  const __m256 inv8 = _mm256_set1_ps(inv);
+  for (j = 0; j + 8 <= L; j += 8) _mm256_storeu_ps(sx + j, _mm256_mul_ps(_mm256_loadu_ps(sx + j), inv8));
+  for (; j < L; ++j) sx[j] *= inv;
+}
+
+/* The size of chunk `c` of `m` queries cut into `chunks` = ceil(m / QUERIES) as evenly as they
+ * divide (4: 2 + 2), so that no chunk is left with one query's latency-bound sums. */
+static inline int64_t chunk_size(int64_t m, int64_t chunks, int64_t c, int64_t x0) { return (m - x0) / (chunks - c); }
+
+/* One work item: the T tokens b0 .. b0 + T - 1 (one KV row; T <= TILE) over KV head h, their
+ * m = T * g queries in token order. Scratch in work: the queries in fp32 (m * d), their scores
+ * (m * S, S >= every token's length), their weighted sums in fp32 (m * d).
+ * Every query's arithmetic is the same whatever the tile and the queries beside it: its scores
+ * are score_block's over the full blocks of eight keys and one hsum8 per key after them, its
+ * softmax its own, its weighted sum one fp32 sum per column over j in order. So a token's output
+ * is the same bits alone, in a tile, or in any call. */
+static inline __attribute__((always_inline)) void attend_tile(
+    const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
+    const int64_t* lengths, void* out, int64_t b0, int64_t T, int64_t h, int64_t kv, int64_t g, int64_t d, int64_t P,
+    int64_t S, float scale, float* work, int bf16) {
+  const int64_t m = T * g, kv0 = (rows[b0] * kv + h) * P * d;
+  float* qf = work;
+  float* s = qf + m * d;
+  float* acc = s + m * S;
+  int64_t shortest = lengths[b0];
+  for (int64_t t = 0; t < T; ++t) {
+    shortest = lengths[b0 + t] < shortest ? lengths[b0 + t] : shortest;
+    for (int64_t i = 0; i < g * d; ++i) qf[t * g * d + i] = load1(q, (b0 + t) * q_stride + h * g * d + i, bf16);
+  }
+  const int64_t chunks = (m + QUERIES - 1) / QUERIES;
+  /* Scores over the full blocks of eight keys that every token attends, a block at a time for
+   * all the queries; the same eight rows of values are fetched into L2 meanwhile: the cache
+   * comes from memory (a layer's weights evict it), and reading keys and values as two streams
+   * at once keeps more of memory's bandwidth busy than one after the other. */
+  const int64_t common = shortest - shortest % 8;
+  for (int64_t j0 = 0; j0 < common; j0 += 8) {
+    prefetch_l2(values, kv0 + j0 * d, 8 * d, bf16);
+    for (int64_t c = 0, x0 = 0; c < chunks; ++c) {
+      const int64_t count = chunk_size(m, chunks, c, x0);
+      const float* qx = qf + x0 * d;
+      float* sx = s + x0 * S + j0;
+      switch (count) {
+        case 1: score_block(qx, 1, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
+#if QUERIES >= 3
+        case 2: score_block(qx, 2, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
+        case 3: score_block(qx, 3, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
+#endif
+      }
+      x0 += count;
+    }
+  }
+  for (int64_t x = 0; x < m; ++x) {
+    const int64_t L = lengths[b0 + x / g];
+    if (L > common) prefetch_l2(values, kv0 + common * d, (L - common) * d, bf16);
+    score_rest(qf + x * d, keys, kv0, common, L, d, scale, s + x * S, bf16);
+    softmax(s + x * S, L);
+  }
+  /* Weighted sums: the values every token attends, a block of rows at a time for all the
+   * queries, then each query's own last rows. */
+  for (int64_t i = 0; i < m * d; ++i) acc[i] = 0.f;
+  const int64_t block = T > 1 ? VALUE_BLOCK : shortest;
+  for (int64_t j0 = 0; j0 < shortest; j0 += block) {
+    const int64_t j1 = j0 + block < shortest ? j0 + block : shortest;
+    for (int64_t c = 0, x0 = 0; c < chunks; ++c) {
+      const int64_t count = chunk_size(m, chunks, c, x0);
+      switch (count) {
+        case 1: weighted_sum(s + x0 * S, S, 1, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
+#if QUERIES >= 3
+        case 2: weighted_sum(s + x0 * S, S, 2, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
+        case 3: weighted_sum(s + x0 * S, S, 3, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
+#endif
+      }
+      x0 += count;
+    }
+  }
+  for (int64_t x = 0; x < m; ++x) {
+    const int64_t t = x / g, L = lengths[b0 + t];
+    if (L > shortest) weighted_sum(s + x * S, S, 1, values, kv0, d, shortest, L, acc + x * d, bf16);
+    const int64_t o = ((b0 + t) * kv + h) * g * d + (x % g) * d;
+    for (int64_t e = 0; e < d; e += 8) store8(out, o + e, _mm256_loadu_ps(acc + x * d + e), bf16);
+  }
+}
+
+static int attend(
+    const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
+    const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
+    int64_t rows_total, float scale, int threads, int bf16) {
+  for (int64_t b = 0; b < n; ++b)
+    if (lengths[b] < 1 || lengths[b] > P || rows[b] < 0 || rows[b] >= rows_total) return BAD_INDEX;
+  if (n == 0) return OK;
+  /* Tiles: runs of at most TILE consecutive tokens of one row; starts[i] .. starts[i + 1] - 1.
+   * S: the longest length of any tile, the stride of every tile's scores. */
+  int64_t* starts = (int64_t*)malloc(sizeof(int64_t) * (size_t)(n + 1));
+  if (starts == NULL) return NO_MEMORY;
+  int64_t tiles = 0, S = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    if (b == 0 || rows[b] != rows[b - 1] || b - starts[tiles - 1] == TILE) starts[tiles++] = b;
+    S = lengths[b] > S ? lengths[b] : S;
+  }
+  starts[tiles] = n;
+  int64_t widest = 0;
+  for (int64_t i = 0; i < tiles; ++i) widest = starts[i + 1] - starts[i] > widest ? starts[i + 1] - starts[i] : widest;
+  int failed = OK;
+  #pragma omp parallel num_threads(threads)
+  {
+    float* work = (float*)malloc(sizeof(float) * (size_t)(widest * g * (2 * d + S)));
+    if (work == NULL) {
+      #pragma omp atomic write
+      failed = NO_MEMORY;
+    }
+    #pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < tiles * kv; ++item) {
+      if (work == NULL) continue;
+      const int64_t i = item / kv, b0 = starts[i], T = starts[i + 1] - b0;
+      /* The dtype as a constant in each copy (the parallel region receives it as a variable). */
+      if (bf16)
+        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, work, 1);
+      else
+        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, work, 0);
+    }
+    free(work);
+  }
+  free(starts);
+  return failed;
+}
+
+int decode_attention_max_group(void) { return MAX_GROUP; }
+
+/* OK; NO_MEMORY when a thread could not allocate its scratch; BAD_INDEX when a row or a
+ * length is out of range (checked before anything is read). Nothing reliable in out unless OK. */
+int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
+                          const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
+                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 0);
+}
+
+int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
+                           const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
+                           int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 1);
+}
+
+/* ---- Elementwise kernels: the same operations, in the same order and with the same
+ * roundings, as the torch code of native/llama.py they replace (built with
+ * -ffp-contract=off, so no multiply-add is fused where torch rounds twice); a bf16 result
+ * is rounded to bf16 wherever torch's bf16 op would round. Reductions (the RMS norm's sum
+ * of squares) may sum in another order: float rounding, not semantics. One call each
+ * instead of 5-9 torch ops, whose dispatch dominates at a decode step's sizes. ---- */
 
 /* x[r] += delta[r] (skipped when delta is NULL), then
  * y[r] = w * dtype(x[r] * rsqrt(mean(x[r]^2) + eps)), x read as fp32 (LlamaRMSNorm). */
