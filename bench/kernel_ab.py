@@ -2,11 +2,13 @@
 
 ``python -m bench.kernel_ab REV`` builds ``cpu_kernels.c`` as it was at git revision ``REV`` and as
 it is in the working tree, loads both, and times ``decode_attention`` of each in turn over 30
-layers of a SmolLM2-shaped cache (3 KV heads of 64, 3 query heads per KV head) at context 257:
-every layer its own cache tensors, so that each call reads its rows from memory, as in a decode
-step where the layer's weights have evicted them. Reported per case (rows, dtype): the median and
-the minimum over the rounds, in ms for the 30 layers, and new over old. The two builds alternate
-round by round, so both see the same state of a shared machine.
+layers of a SmolLM2-shaped cache (3 KV heads of 64, 3 query heads per KV head): every layer its
+own cache tensors, so that each call reads its rows from memory, as in a step where the layer's
+weights have evicted them. Cases: decode steps (``rows`` rows at context 257), and prefills
+(``rows`` prompts of ``tokens`` tokens, each token attending its prompt causally, as the forward
+calls the kernel for a prompt). Reported per case: the median and the minimum over the rounds,
+in ms for the 30 layers, and new over old. The two builds alternate round by round, so both see
+the same state of a shared machine.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-LAYERS, KV, GROUP, HEAD_DIM, POSITIONS, CONTEXT = 30, 3, 3, 64, 400, 257
-CASES = (("fp32", 16), ("fp32", 32), ("bf16", 16))
+LAYERS, KV, GROUP, HEAD_DIM, CONTEXT = 30, 3, 3, 64, 257
+# (dtype, what, rows, tokens): a decode step of `rows` rows, or a prefill of `rows` prompts of `tokens`.
+CASES = (("fp32", "decode", 16, 1), ("fp32", "decode", 32, 1), ("bf16", "decode", 16, 1),
+         ("fp32", "prefill", 2, 256), ("bf16", "prefill", 2, 256), ("fp32", "prefill", 1, 1024),
+         ("bf16", "prefill", 1, 1024))
 
 
 def _build_at(revision: str | None, folder: Path) -> Any:
@@ -47,12 +52,17 @@ def run_kernel_ab(revision: str, rounds: int = 25) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         builds = {"old": _build_at(revision, Path(tmp)), "new": _build_at(None, Path(tmp))}
         cases = []
-        for dtype_name, rows in CASES:
+        for dtype_name, what, rows, tokens in CASES:
             dtype = torch.float32 if dtype_name == "fp32" else torch.bfloat16
-            layers = [(torch.randn(rows, KV, POSITIONS, HEAD_DIM, dtype=dtype),
-                       torch.randn(rows, KV, POSITIONS, HEAD_DIM, dtype=dtype)) for _ in range(LAYERS)]
-            q = torch.randn(rows, KV * GROUP * HEAD_DIM, dtype=dtype)
-            row_ids, lengths = torch.arange(rows), torch.full((rows,), CONTEXT)
+            positions = max(CONTEXT, tokens)
+            layers = [(torch.randn(rows, KV, positions, HEAD_DIM, dtype=dtype),
+                       torch.randn(rows, KV, positions, HEAD_DIM, dtype=dtype)) for _ in range(LAYERS)]
+            q = torch.randn(rows * tokens, KV * GROUP * HEAD_DIM, dtype=dtype)
+            if what == "decode":
+                row_ids, lengths = torch.arange(rows), torch.full((rows,), CONTEXT)
+            else:  # each prompt's tokens in its row, token i attending columns 0..i
+                row_ids = torch.arange(rows).repeat_interleave(tokens)
+                lengths = torch.arange(1, tokens + 1).repeat(rows)
             samples: dict[str, list[float]] = {name: [] for name in builds}
             for _ in range(rounds):
                 for name, kernels in builds.items():
@@ -61,7 +71,7 @@ def run_kernel_ab(revision: str, rounds: int = 25) -> dict[str, Any]:
                         kernels.decode_attention(q, keys, values, row_ids, lengths, HEAD_DIM ** -0.5)
                     samples[name].append((time.perf_counter() - start) * 1000)
             median = {name: round(statistics.median(s), 2) for name, s in samples.items()}
-            cases.append({"dtype": dtype_name, "rows": rows, "median_ms": median,
+            cases.append({"dtype": dtype_name, "what": what, "rows": rows, "tokens": tokens, "median_ms": median,
                           "min_ms": {name: round(min(s), 2) for name, s in samples.items()},
                           "new_over_old": round(median["new"] / median["old"], 3)})
             print(cases[-1], flush=True)

@@ -425,32 +425,44 @@ int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, con
 
 /* x[r] += delta[r] (skipped when delta is NULL), then
  * y[r] = w * dtype(x[r] * rsqrt(mean(x[r]^2) + eps)), x read as fp32 (LlamaRMSNorm). */
-static inline __attribute__((always_inline)) void add_rms_norm(
-    void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps, int threads, int bf16) {
+static inline __attribute__((always_inline)) void add_rms_norm_row(
+    void* x, const void* delta, const void* w, void* y, int64_t r, int64_t h, float eps, int bf16) {
+  const int64_t r0 = r * h, h8 = h - h % 8;
+  if (delta != NULL) {
+    for (int64_t e = 0; e < h8; e += 8)
+      store8(x, r0 + e, _mm256_add_ps(load8(x, r0 + e, bf16), load8(delta, r0 + e, bf16)), bf16);
+    for (int64_t e = h8; e < h; ++e) store1(x, r0 + e, load1(x, r0 + e, bf16) + load1(delta, r0 + e, bf16), bf16);
+  }
+  /* The sum of squares: eight lanes over the columns in order, then hsum8, then the tail. */
+  __m256 sq = _mm256_setzero_ps();
+  for (int64_t e = 0; e < h8; e += 8) {
+    const __m256 v = load8(x, r0 + e, bf16);
+    sq = _mm256_add_ps(sq, _mm256_mul_ps(v, v));
+  }
+  float sum = hsum8(sq);
+  for (int64_t e = h8; e < h; ++e) {
+    const float v = load1(x, r0 + e, bf16);
+    sum += v * v;
+  }
+  const float inv = 1.f / sqrtf(sum / (float)h + eps);
+  const __m256 inv8 = _mm256_set1_ps(inv);
+  for (int64_t e = 0; e < h8; e += 8) {
+    const __m256 normed = round8_as(_mm256_mul_ps(load8(x, r0 + e, bf16), inv8), bf16);
+    store8(y, r0 + e, _mm256_mul_ps(load8(w, e, bf16), normed), bf16);
+  }
+  for (int64_t e = h8; e < h; ++e) {
+    const float normed = round_as(load1(x, r0 + e, bf16) * inv, bf16);
+    store1(y, r0 + e, load1(w, e, bf16) * normed, bf16);
+  }
+}
+
+static void add_rms_norm(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
+                         int threads, int bf16) {
   #pragma omp parallel for num_threads(threads) if (n * h >= 65536)
   for (int64_t r = 0; r < n; ++r) {
-    const int64_t r0 = r * h, h8 = h - h % 8;
-    if (delta != NULL) {
-      for (int64_t e = 0; e < h8; e += 8)
-        store8(x, r0 + e, _mm256_add_ps(load8(x, r0 + e, bf16), load8(delta, r0 + e, bf16)), bf16);
-      for (int64_t e = h8; e < h; ++e) store1(x, r0 + e, load1(x, r0 + e, bf16) + load1(delta, r0 + e, bf16), bf16);
-    }
-    float sum = 0.f;
-    #pragma omp simd reduction(+:sum)
-    for (int64_t e = 0; e < h; ++e) {
-      const float v = load1(x, r0 + e, bf16);
-      sum += v * v;
-    }
-    const float inv = 1.f / sqrtf(sum / (float)h + eps);
-    const __m256 inv8 = _mm256_set1_ps(inv);
-    for (int64_t e = 0; e < h8; e += 8) {
-      const __m256 normed = round8_as(_mm256_mul_ps(load8(x, r0 + e, bf16), inv8), bf16);
-      store8(y, r0 + e, _mm256_mul_ps(load8(w, e, bf16), normed), bf16);
-    }
-    for (int64_t e = h8; e < h; ++e) {
-      const float normed = round_as(load1(x, r0 + e, bf16) * inv, bf16);
-      store1(y, r0 + e, load1(w, e, bf16) * normed, bf16);
-    }
+    /* The dtype as a constant in each copy (the parallel region receives it as a variable). */
+    if (bf16) add_rms_norm_row(x, delta, w, y, r, h, eps, 1);
+    else add_rms_norm_row(x, delta, w, y, r, h, eps, 0);
   }
 }
 
@@ -459,44 +471,51 @@ static inline __attribute__((always_inline)) void add_rms_norm(
  * and plain v into keys/values [rows_total, kv, P, d] at (rows[t], head, positions[t]). Per
  * element, as torch's x * cos + cat(-x2, x1) * sin with each product and the sum rounded.
  * BAD_INDEX, before anything is written, when a position or a row is out of range. */
-static inline __attribute__((always_inline)) int rope_write(
+static inline __attribute__((always_inline)) void rope_write_token(
+    const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, const int64_t* rows,
+    void* q_out, void* keys, void* values, int64_t t, int64_t heads, int64_t kv, int64_t d, int64_t P, int bf16) {
+  const int64_t half = d / 2, width = (heads + 2 * kv) * d;
+  const int64_t p = positions[t];
+  for (int64_t head = 0; head < heads + kv; ++head) {
+    const int64_t src = t * width + head * d;
+    const int64_t dst = head < heads ? t * heads * d + head * d : ((rows[t] * kv + head - heads) * P + p) * d;
+    void* out = head < heads ? q_out : keys;
+    if (half % 8 == 0) {  /* eight lanes at a time; each lane as the scalar loop below */
+      const __m256 sign = _mm256_set1_ps(-0.f);
+      for (int64_t e = 0; e < d; e += 8) {
+        const __m256 rot = e < half ? _mm256_xor_ps(load8(qkv, src + e + half, bf16), sign)
+                                    : load8(qkv, src + e - half, bf16);
+        const __m256 a = round8_as(_mm256_mul_ps(load8(qkv, src + e, bf16), load8(cos_t, p * d + e, bf16)), bf16);
+        const __m256 b = round8_as(_mm256_mul_ps(rot, load8(sin_t, p * d + e, bf16)), bf16);
+        store8(out, dst + e, _mm256_add_ps(a, b), bf16);
+      }
+      continue;
+    }
+    for (int64_t e = 0; e < d; ++e) {
+      const float rot = e < half ? -load1(qkv, src + e + half, bf16) : load1(qkv, src + e - half, bf16);
+      const float a = round_as(load1(qkv, src + e, bf16) * load1(cos_t, p * d + e, bf16), bf16);
+      const float b = round_as(rot * load1(sin_t, p * d + e, bf16), bf16);
+      store1(out, dst + e, a + b, bf16);
+    }
+  }
+  for (int64_t head = 0; head < kv; ++head) {
+    const int64_t src = t * width + (heads + kv + head) * d, dst = ((rows[t] * kv + head) * P + p) * d;
+    const int64_t d8 = d - d % 8;
+    for (int64_t e = 0; e < d8; e += 8) store8(values, dst + e, load8(qkv, src + e, bf16), bf16);
+    for (int64_t e = d8; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
+  }
+}
+
+static int rope_write(
     const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions, const int64_t* rows,
     void* q_out, void* keys, void* values, int64_t n, int64_t heads, int64_t kv, int64_t d, int64_t P,
     int64_t rows_total, int threads, int bf16) {
   for (int64_t t = 0; t < n; ++t)
     if (positions[t] < 0 || positions[t] >= P || rows[t] < 0 || rows[t] >= rows_total) return BAD_INDEX;
-  const int64_t half = d / 2, width = (heads + 2 * kv) * d;
-  #pragma omp parallel for num_threads(threads) if (n * width >= 65536)
+  #pragma omp parallel for num_threads(threads) if (n * (heads + 2 * kv) * d >= 65536)
   for (int64_t t = 0; t < n; ++t) {
-    const int64_t p = positions[t];
-    for (int64_t head = 0; head < heads + kv; ++head) {
-      const int64_t src = t * width + head * d;
-      const int64_t dst = head < heads ? t * heads * d + head * d : ((rows[t] * kv + head - heads) * P + p) * d;
-      void* out = head < heads ? q_out : keys;
-      if (half % 8 == 0) {  /* eight lanes at a time; each lane as the scalar loop below */
-        const __m256 sign = _mm256_set1_ps(-0.f);
-        for (int64_t e = 0; e < d; e += 8) {
-          const __m256 rot = e < half ? _mm256_xor_ps(load8(qkv, src + e + half, bf16), sign)
-                                      : load8(qkv, src + e - half, bf16);
-          const __m256 a = round8_as(_mm256_mul_ps(load8(qkv, src + e, bf16), load8(cos_t, p * d + e, bf16)), bf16);
-          const __m256 b = round8_as(_mm256_mul_ps(rot, load8(sin_t, p * d + e, bf16)), bf16);
-          store8(out, dst + e, _mm256_add_ps(a, b), bf16);
-        }
-        continue;
-      }
-      for (int64_t e = 0; e < d; ++e) {
-        const float rot = e < half ? -load1(qkv, src + e + half, bf16) : load1(qkv, src + e - half, bf16);
-        const float a = round_as(load1(qkv, src + e, bf16) * load1(cos_t, p * d + e, bf16), bf16);
-        const float b = round_as(rot * load1(sin_t, p * d + e, bf16), bf16);
-        store1(out, dst + e, a + b, bf16);
-      }
-    }
-    for (int64_t head = 0; head < kv; ++head) {
-      const int64_t src = t * width + (heads + kv + head) * d, dst = ((rows[t] * kv + head) * P + p) * d;
-      const int64_t d8 = d - d % 8;
-      for (int64_t e = 0; e < d8; e += 8) store8(values, dst + e, load8(qkv, src + e, bf16), bf16);
-      for (int64_t e = d8; e < d; ++e) store1(values, dst + e, load1(qkv, src + e, bf16), bf16);
-    }
+    if (bf16) rope_write_token(qkv, cos_t, sin_t, positions, rows, q_out, keys, values, t, heads, kv, d, P, 1);
+    else rope_write_token(qkv, cos_t, sin_t, positions, rows, q_out, keys, values, t, heads, kv, d, P, 0);
   }
   return OK;
 }
@@ -504,30 +523,35 @@ static inline __attribute__((always_inline)) int rope_write(
 /* out[r, e] = silu(gate_up[r, e]) * gate_up[r, inter + e], silu(g) = g / (1 + exp(-g)),
  * the silu rounded to the dtype before the product (torch: F.silu(gate) * up). exp by the
  * polynomial of exp8 (~2 ulp; torch's is ~1 ulp), argument clamped to [-87, 88]. */
-static inline __attribute__((always_inline)) void silu_mul(
-    const void* gate_up, void* out, int64_t n, int64_t inter, int threads, int bf16) {
+static inline __attribute__((always_inline)) void silu_mul_row(
+    const void* gate_up, void* out, int64_t r, int64_t inter, int bf16) {
+  const __m256 one = _mm256_set1_ps(1.f), hi = _mm256_set1_ps(88.f), zero = _mm256_setzero_ps();
+  const int64_t in0 = r * 2 * inter, out0 = r * inter, inter8 = inter - inter % 8;
+  for (int64_t e0 = 0; e0 < inter8; e0 += 8) {
+    const __m256 g8 = load8(gate_up, in0 + e0, bf16);
+    const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
+    const __m256 silu = round8_as(_mm256_div_ps(g8, _mm256_add_ps(one, ex)), bf16);
+    store8(out, out0 + e0, _mm256_mul_ps(silu, load8(gate_up, in0 + inter + e0, bf16)), bf16);
+  }
+  if (inter8 < inter) {  /* the last inter % 8 elements, through eight-lane buffers */
+    float g[8], u[8], s[8];
+    const int64_t m = inter - inter8;
+    for (int64_t e = 0; e < 8; ++e) {
+      g[e] = e < m ? load1(gate_up, in0 + inter8 + e, bf16) : 0.f;
+      u[e] = e < m ? load1(gate_up, in0 + inter + inter8 + e, bf16) : 0.f;
+    }
+    const __m256 g8 = _mm256_loadu_ps(g);
+    const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
+    _mm256_storeu_ps(s, _mm256_div_ps(g8, _mm256_add_ps(one, ex)));
+    for (int64_t e = 0; e < m; ++e) store1(out, out0 + inter8 + e, round_as(s[e], bf16) * u[e], bf16);
+  }
+}
+
+static void silu_mul(const void* gate_up, void* out, int64_t n, int64_t inter, int threads, int bf16) {
   #pragma omp parallel for num_threads(threads) if (n * inter >= 65536)
   for (int64_t r = 0; r < n; ++r) {
-    const __m256 one = _mm256_set1_ps(1.f), hi = _mm256_set1_ps(88.f), zero = _mm256_setzero_ps();
-    const int64_t in0 = r * 2 * inter, out0 = r * inter, inter8 = inter - inter % 8;
-    for (int64_t e0 = 0; e0 < inter8; e0 += 8) {
-      const __m256 g8 = load8(gate_up, in0 + e0, bf16);
-      const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
-      const __m256 silu = round8_as(_mm256_div_ps(g8, _mm256_add_ps(one, ex)), bf16);
-      store8(out, out0 + e0, _mm256_mul_ps(silu, load8(gate_up, in0 + inter + e0, bf16)), bf16);
-    }
-    if (inter8 < inter) {  /* the last inter % 8 elements, through eight-lane buffers */
-      float g[8], u[8], s[8];
-      const int64_t m = inter - inter8;
-      for (int64_t e = 0; e < 8; ++e) {
-        g[e] = e < m ? load1(gate_up, in0 + inter8 + e, bf16) : 0.f;
-        u[e] = e < m ? load1(gate_up, in0 + inter + inter8 + e, bf16) : 0.f;
-      }
-      const __m256 g8 = _mm256_loadu_ps(g);
-      const __m256 ex = exp8(_mm256_min_ps(_mm256_sub_ps(zero, g8), hi));
-      _mm256_storeu_ps(s, _mm256_div_ps(g8, _mm256_add_ps(one, ex)));
-      for (int64_t e = 0; e < m; ++e) store1(out, out0 + inter8 + e, round_as(s[e], bf16) * u[e], bf16);
-    }
+    if (bf16) silu_mul_row(gate_up, out, r, inter, 1);
+    else silu_mul_row(gate_up, out, r, inter, 0);
   }
 }
 
