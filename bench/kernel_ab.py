@@ -7,7 +7,7 @@ own cache tensors, so that each call reads its rows from memory, as in a step wh
 weights have evicted them. Cases: decode steps (``rows`` rows at context 257), and prefills
 (``rows`` prompts of ``tokens`` tokens, each token attending its prompt causally, as the forward
 calls the kernel for a prompt). Reported per case: the median and the minimum over the rounds,
-in ms for the 30 layers, and new over old. The two builds alternate round by round, so both see
+in ms for the 30 layers, new over old, and whether the two builds' outputs are the same bits. The two builds alternate round by round, so both see
 the same state of a shared machine.
 """
 
@@ -63,6 +63,10 @@ def run_kernel_ab(revision: str, rounds: int = 25) -> dict[str, Any]:
             else:  # each prompt's tokens in its row, token i attending columns 0..i
                 row_ids = torch.arange(rows).repeat_interleave(tokens)
                 lengths = torch.arange(1, tokens + 1).repeat(rows)
+            outputs = [kernels.decode_attention(q, *layers[0], row_ids, lengths, HEAD_DIM ** -0.5)
+                       for kernels in builds.values()]
+            bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+            same_bits = torch.equal(outputs[0].view(bits), outputs[1].view(bits))
             samples: dict[str, list[float]] = {name: [] for name in builds}
             for _ in range(rounds):
                 for name, kernels in builds.items():
@@ -73,9 +77,9 @@ def run_kernel_ab(revision: str, rounds: int = 25) -> dict[str, Any]:
             median = {name: round(statistics.median(s), 2) for name, s in samples.items()}
             cases.append({"dtype": dtype_name, "what": what, "rows": rows, "tokens": tokens, "median_ms": median,
                           "min_ms": {name: round(min(s), 2) for name, s in samples.items()},
-                          "new_over_old": round(median["new"] / median["old"], 3)})
+                          "new_over_old": round(median["new"] / median["old"], 3), "same_bits": same_bits})
             print(cases[-1], flush=True)
-    return {"old": revision, "layers": LAYERS, "context": CONTEXT, "threads": torch.get_num_threads(),
+    return {"old": revision, "layers": LAYERS, "decode_context": CONTEXT, "threads": torch.get_num_threads(),
             "rounds": rounds, "cases": cases}
 
 

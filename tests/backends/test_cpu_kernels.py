@@ -14,6 +14,7 @@ undefined behaviour aborts the run.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -102,14 +103,15 @@ def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_
 
 def _prompt_step(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> dict:
     """A step as the forward makes one: two decode rows, a 21-token prompt from column 0 (tiles
-    of 8, 8 and 5 tokens), a decode row, and a 13-token continuation after a 30-column cached
-    prefix (lengths 31..43); columns past each row's last length are NaN (never read)."""
+    of 8, 8 and 5 tokens), a decode row, a 13-token continuation after a 30-column cached prefix
+    (lengths 31..43: tiles of 8 and 5), and an 11-token prompt (tiles of 8 and 3); columns past
+    each row's last length are NaN (never read)."""
     torch.manual_seed(kv * 100 + group * 10 + head_dim)
     positions = 48
-    keys = torch.randn(6, kv, positions, head_dim, dtype=dtype)
-    values = torch.randn(6, kv, positions, head_dim, dtype=dtype)
-    rows = [5, 1] + [2] * 21 + [0] + [4] * 13
-    lengths = [17, 40] + list(range(1, 22)) + [8] + list(range(31, 44))
+    keys = torch.randn(7, kv, positions, head_dim, dtype=dtype)
+    values = torch.randn(7, kv, positions, head_dim, dtype=dtype)
+    rows = [5, 1] + [2] * 21 + [0] + [4] * 13 + [6] * 11
+    lengths = [17, 40] + list(range(1, 22)) + [8] + list(range(31, 44)) + list(range(1, 12))
     for row in set(rows):
         last = max(length for r, length in zip(rows, lengths) if r == row)
         keys[row, :, last:] = float("nan")
@@ -157,8 +159,38 @@ def test_a_tokens_attention_is_the_same_bits_alone_or_in_any_call(kv: int, group
     order = list(range(len(rows)))[::-1]
     reverse = KERNEL.decode_attention(q[order].contiguous(), keys, values, torch.tensor([rows[b] for b in order]),
                                       torch.tensor([lengths[b] for b in order]), scale)
-    assert torch.equal(whole, alone)
-    assert torch.equal(whole, reverse.flip(0))
+    assert torch.equal(_bits(whole), _bits(alone))
+    assert torch.equal(_bits(whole), _bits(reverse.flip(0)))
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's bits as integers: ``torch.equal`` on floats holds -0.0 equal to 0.0."""
+    return t.view(torch.int16 if t.dtype == torch.bfloat16 else torch.int32)
+
+
+@pytest.fixture(scope="module")
+def avx2_build() -> cpu_kernels.CpuKernels:
+    """The kernels built without AVX-512 (as on an AVX2-only CPU: one query per pass over the
+    keys and values), where this host has AVX-512VL (three); else this host's build is that one."""
+    kernel = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    if "avx512vl" not in cpu_kernels._cpu_identity().rpartition("flags=")[2].split():
+        return kernel
+    flags = (cpu_kernels.SANITIZE_FLAGS if SANITIZED else cpu_kernels.FLAGS) + ("-mno-avx512f",)
+    path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-test-avx2", flags)
+    return cpu_kernels.CpuKernels(ctypes.CDLL(str(path)), path)
+
+
+@needs_kernel
+@pytest.mark.parametrize(("kv", "group", "head_dim"), PROMPT_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_avx2_build_attends_to_the_same_bits(avx2_build: cpu_kernels.CpuKernels, kv: int, group: int,
+                                                 head_dim: int, dtype: torch.dtype) -> None:
+    """One query per pass (AVX2's registers) and three (AVX-512VL's) are the same arithmetic per
+    query: the AVX2 build gives this host's bits on a step of prompts and decode rows."""
+    step = _prompt_step(kv, group, head_dim, dtype)
+    args = (step["q"], step["keys"], step["values"], torch.tensor(step["rows"]), torch.tensor(step["lengths"]),
+            step["scale"])
+    assert torch.equal(_bits(avx2_build.decode_attention(*args)), _bits(KERNEL.decode_attention(*args)))
 
 
 @needs_kernel

@@ -156,6 +156,8 @@ static inline __attribute__((always_inline)) void store8(void* base, int64_t i, 
 #else
 #define QUERIES 1
 #endif
+/* The switches over a chunk's size below have a case for each size up to 3 and no other. */
+_Static_assert(QUERIES == 1 || QUERIES == 3, "QUERIES must be 1 or 3");
 /* Consecutive tokens of one KV row (a prompt's, a speculative step's) attended together, as a
  * tile: each block of the row's keys and values comes from memory or L2 once per tile, then
  * from L1 for the tile's other queries, instead of once per token. */
@@ -298,9 +300,10 @@ static inline __attribute__((always_inline)) void attend_tile(
   float* qf = work;
   float* s = qf + m * d;
   float* acc = s + m * S;
-  int64_t shortest = lengths[b0];
+  int64_t shortest = lengths[b0], longest = lengths[b0];
   for (int64_t t = 0; t < T; ++t) {
     shortest = lengths[b0 + t] < shortest ? lengths[b0 + t] : shortest;
+    longest = lengths[b0 + t] > longest ? lengths[b0 + t] : longest;
     for (int64_t i = 0; i < g * d; ++i) qf[t * g * d + i] = load1(q, (b0 + t) * q_stride + h * g * d + i, bf16);
   }
   const int64_t chunks = (m + QUERIES - 1) / QUERIES;
@@ -317,17 +320,19 @@ static inline __attribute__((always_inline)) void attend_tile(
       float* sx = s + x0 * S + j0;
       switch (count) {
         case 1: score_block(qx, 1, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
-#if QUERIES >= 3
+#if QUERIES >= 2
         case 2: score_block(qx, 2, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
+#endif
+#if QUERIES >= 3
         case 3: score_block(qx, 3, keys, kv0 + j0 * d, d, scale, sx, S, bf16); break;
 #endif
       }
       x0 += count;
     }
   }
+  if (longest > common) prefetch_l2(values, kv0 + common * d, (longest - common) * d, bf16);
   for (int64_t x = 0; x < m; ++x) {
     const int64_t L = lengths[b0 + x / g];
-    if (L > common) prefetch_l2(values, kv0 + common * d, (L - common) * d, bf16);
     score_rest(qf + x * d, keys, kv0, common, L, d, scale, s + x * S, bf16);
     softmax(s + x * S, L);
   }
@@ -341,8 +346,10 @@ static inline __attribute__((always_inline)) void attend_tile(
       const int64_t count = chunk_size(m, chunks, c, x0);
       switch (count) {
         case 1: weighted_sum(s + x0 * S, S, 1, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
-#if QUERIES >= 3
+#if QUERIES >= 2
         case 2: weighted_sum(s + x0 * S, S, 2, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
+#endif
+#if QUERIES >= 3
         case 3: weighted_sum(s + x0 * S, S, 3, values, kv0, d, j0, j1, acc + x0 * d, bf16); break;
 #endif
       }
