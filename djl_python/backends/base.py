@@ -104,6 +104,9 @@ class BackendLimits:
             (Neuron's compiled shapes) rather than about its real tokens (the
             PyTorch backend: packed prompts, or length groups with bounded
             padding); what :meth:`prefill_cost` charges.
+        prefill_budget: prompt tokens per engine step this backend runs best at, the
+            scheduler's budget when the configuration sets none (None: the scheduler's
+            own default).
     """
 
     max_slots: int
@@ -117,10 +120,13 @@ class BackendLimits:
     prefix_cache_rows: int = 0
     can_verify: bool = False
     can_chunk_prefill: bool = False
+    prefill_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
             raise ValueError(f"max_slots must be >= 1, got {self.max_slots}")
+        if self.prefill_budget is not None and self.prefill_budget < 1:
+            raise ValueError(f"prefill_budget must be >= 1, got {self.prefill_budget}")
         if self.n_positions < 2:
             raise ValueError(f"n_positions must be >= 2, got {self.n_positions}")
         if not self.prefill_buckets or list(self.prefill_buckets) != sorted(set(self.prefill_buckets)):

@@ -124,9 +124,9 @@ class LmiProperties(BaseModel):
         None,
         description="Prompt tokens prefilled in one engine step (Neuron counts each prompt's padded bucket, "
         "PyTorch its real tokens). With `enable_chunked_prefill` (PyTorch) a longer prompt is split across "
-        "steps; otherwise the first waiting request is admitted whatever its length. Unset: 512 on "
-        "PyTorch, max(largest bucket, 512) on Neuron. Smaller: a burst's first tokens sooner and shorter gaps "
-        "in running streams; larger: fewer steps.",
+        "steps; otherwise the first waiting request is admitted whatever its length. Unset: 256 on "
+        "PyTorch on a CPU, 512 on a GPU, max(largest bucket, 512) on Neuron. Smaller: a burst's first tokens "
+        "sooner and shorter gaps in running streams; larger: fewer steps.",
     )
     batch_size: PositiveInt = Field(1, description="Static batch size; only with `rolling_batch=disable`.")
     max_waiting_requests: PositiveInt = Field(

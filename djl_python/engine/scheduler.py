@@ -24,12 +24,13 @@ Policy (one ``schedule()`` call per engine step):
   rather than one long one, and a burst's prompts pack every step's budget. A sequence's
   first token comes from the step that completes its prompt. The prefill list is sorted by
   slot all the same.
-* **Budget default.** 512 tokens, or one largest bucket where prefills are
+* **Budget default.** The backend's own (``limits.prefill_budget``: the PyTorch
+  backend's on a CPU), else 512 tokens, or one largest bucket where prefills are
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
-  tokens of a burst sooner (the first requests do not wait for the whole burst's
-  prefill) and keep running streams' gaps short; each step still decodes them,
-  which is what a large burst pays for it (docs/performance.md, "What is still
-  slower, and why", compares budgets).
+  tokens of a burst sooner (a request's first token comes with the step that ends
+  its prompt, and a step's end is a finer mark) and keep running streams' gaps
+  short; each step still decodes them, which is what a large burst pays for it
+  (docs/performance.md compares budgets).
 * **Prefill and decode in the same step.** Unlike DJL and TGI Neuron, which
   either prefill *or* decode, a step decodes every request already running
   *and* prefills the admitted ones (one ``backend.decode_and_prefill`` call,
@@ -100,9 +101,10 @@ class Scheduler:
             raise ValueError("chunked prefill needs a backend that continues a prompt (limits.can_chunk_prefill)")
         self.chunked = chunked
         self.limits = limits
-        # Default (module docstring): 512 tokens, or one largest bucket when prefills are padded.
-        default = max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS) if limits.padded_prefill \
-            else DEFAULT_MIN_PREFILL_TOKENS
+        # Default (module docstring): the backend's, else 512 tokens, or one largest bucket when
+        # prefills are padded.
+        default = limits.prefill_budget or (max(limits.max_prompt_len, DEFAULT_MIN_PREFILL_TOKENS)
+                                            if limits.padded_prefill else DEFAULT_MIN_PREFILL_TOKENS)
         self.max_prefill_tokens = max_prefill_tokens or default
         self.max_prefill_slots = limits.max_prefill_slots or limits.max_slots
         self._cached_tokens = cached_tokens

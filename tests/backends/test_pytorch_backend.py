@@ -102,3 +102,16 @@ def test_attention_width_grows_past_an_alignment_step(arch: str, tiny_model_fact
         tokens, logits = _reference(reference, job.prompt, job.max_new_tokens)
         assert job.tokens == tokens
         torch.testing.assert_close(torch.stack(job.logits), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_on_a_cpu_the_engine_prefills_the_cpu_budget_unless_configured(tiny_llama) -> None:
+    """The CPU prefill budget (``cpu_policy.CPU_PREFILL_BUDGET``) reaches the engine's scheduler
+    when the configuration sets none; a configured budget wins."""
+    from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_BUDGET
+    from djl_python.engine.engine import Engine
+
+    backend = PyTorchBackend.load(tiny_llama, max_slots=2, n_positions=128)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    assert backend.limits.prefill_budget == CPU_PREFILL_BUDGET
+    assert Engine(backend, tokenizer).scheduler.max_prefill_tokens == CPU_PREFILL_BUDGET
+    assert Engine(backend, tokenizer, max_prefill_tokens=40).scheduler.max_prefill_tokens == 40

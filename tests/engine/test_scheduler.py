@@ -111,6 +111,14 @@ def test_default_budget_is_the_longest_prompt_or_512() -> None:
     assert Scheduler(packed).max_prefill_tokens == 512
 
 
+def test_the_backends_budget_is_the_default_and_the_configuration_wins() -> None:
+    suggested = replace(limits(n_positions=2048, buckets=(128, 1024)), padded_prefill=False, prefill_budget=256)
+    assert Scheduler(suggested).max_prefill_tokens == 256
+    assert Scheduler(suggested, max_prefill_tokens=600).max_prefill_tokens == 600
+    with pytest.raises(ValueError, match="prefill_budget"):
+        replace(suggested, prefill_budget=0)
+
+
 def test_packed_prefill_budget_counts_real_tokens() -> None:
     # Same queue and budget as the padded test above: 20 + 20 tokens fit 40 when nothing is padded.
     sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=40)

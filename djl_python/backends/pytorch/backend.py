@@ -55,7 +55,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from djl_python.backends import model_defaults as defaults
 from djl_python.backends.pytorch.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
-from djl_python.backends.pytorch.cpu_policy import bound_shape_caches, cpu_threads
+from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_BUDGET, bound_shape_caches, cpu_threads
 from djl_python.backends.pytorch.hf_forward import HFRows
 from djl_python.backends.pytorch.native.llama import NativeLlama, llama_support
 from djl_python.backends.pytorch.native.llama import DecodeRows
@@ -215,6 +215,7 @@ class PyTorchBackend(Backend):
             # The native forward packs prompts; the HF forward groups them by length on CPU (padding
             # bounded by CPU_PREFILL_MERGE_PAD) and pads all to the longest on CUDA, where padding is cheap.
             padded_prefill=False,
+            prefill_budget=CPU_PREFILL_BUDGET if torch_device.type == "cpu" else None,
         )
         info = BackendInfo(
             name="pytorch",

@@ -22,6 +22,14 @@ logger = logging.getLogger(__name__)
 # forward of a few tokens costs as much as ~25 prompt tokens of compute).
 CPU_PREFILL_MERGE_PAD = 32
 
+# CPU prefill budget (prompt tokens per engine step when the configuration sets none). On a few
+# cores a prefill step is long (256 tokens: about 0.2 s for a 135M model, seconds for a 1B one),
+# every running stream waits for it, and a request's first token comes with the step that ends
+# its prompt: smaller steps give a burst's first tokens sooner and running streams shorter gaps,
+# while 256 rows still keep the matmuls at their compute speed. docs/performance.md compares 256
+# with 512 on bursts of 16 and 32 requests.
+CPU_PREFILL_BUDGET = 256
+
 
 def prefill_groups(lengths: Sequence[int], merge_pad: int | None) -> list[list[int]]:
     """Indices of the prompts (by ``lengths``) that run in one prefill forward together.
