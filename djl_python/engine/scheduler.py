@@ -17,16 +17,13 @@ Policy (one ``schedule()`` call per engine step):
   cache holds is charged only what is left to compute. The queue is never
   reordered to fill the budget, so no short prompt overtakes a long one.
 * **Chunked prefill** (``chunked``, where the backend can continue a prompt in a later step:
-  ``limits.can_chunk_prefill``). A prompt that a step cannot hold whole is split: a step with
-  no prefill yet takes as much of the waiting prompt at the head as the budget holds, and a
-  prompt whose prefill is under way gets the next chunk before anything new is admitted (in
-  admission order). Other prompts are admitted whole while they fit what is left; the first
-  one that does not waits for the next step rather than fill the budget with its start. A
-  sequence's first token comes from the step that completes its prompt, and a prefill step
-  costs about its tokens on a CPU: the start of the next prompt would delay the first tokens
-  of every prompt the step completes and bring none of its own (docs/performance.md measures
-  both ways). One long prompt still costs the running streams several short steps rather than
-  one long one. The prefill list is sorted by slot all the same.
+  ``limits.can_chunk_prefill``). A prompt is no longer admitted whole or not at all: the
+  budget is filled exactly, the last prompt admitted getting what is left of it as a chunk,
+  and a prompt whose prefill is under way gets the next chunk before anything new is admitted
+  (in admission order). One long prompt then costs the running streams several short steps
+  rather than one long one, and a burst's prompts pack every step's budget. A sequence's
+  first token comes from the step that completes its prompt. The prefill list is sorted by
+  slot all the same.
 * **Budget default.** The backend's own (``limits.prefill_budget``: the PyTorch
   backend's on a CPU), else 512 tokens, or one largest bucket where prefills are
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
@@ -153,10 +150,9 @@ class Scheduler:
             head = self.waiting[0]
             cached = self._cached_tokens(head) if self._cached_tokens is not None else 0
             if self.chunked:
-                rest = head.prompt_len - cached
-                if budget == 0 or (out.prefill and rest > budget):
-                    break  # split only what a step cannot hold whole (module docstring)
-                end = cached + min(rest, budget)
+                if budget == 0:
+                    break
+                end = cached + min(head.prompt_len - cached, budget)
                 cost = end - cached
             else:
                 end, cost = head.prompt_len, self.limits.prefill_cost(head.prompt_len - cached)
