@@ -7,8 +7,8 @@ own cache tensors, so that each call reads its rows from memory, as in a step wh
 weights have evicted them. Cases: decode steps (``rows`` rows at context 257), and prefills
 (``rows`` prompts of ``tokens`` tokens, each token attending its prompt causally, as the forward
 calls the kernel for a prompt). Reported per case: the median and the minimum over the rounds,
-in ms for the 30 layers, new over old, and whether the two builds' outputs are the same bits. The two builds alternate round by round, so both see
-the same state of a shared machine.
+in ms for the 30 layers, new over old, and whether the two builds' outputs are the same bits. The
+two builds alternate round by round, so both see the same state of a shared machine.
 """
 
 from __future__ import annotations
