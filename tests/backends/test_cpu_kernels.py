@@ -171,10 +171,11 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def avx2_build() -> cpu_kernels.CpuKernels:
     """The kernels built without AVX-512 (as on an AVX2-only CPU: one query per pass over the
-    keys and values), where this host has AVX-512VL (three); else this host's build is that one."""
-    kernel = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    keys and values), where this host has AVX-512VL (three); elsewhere this host's build is that
+    one, which the other tests hold, and there is nothing to compare."""
+    kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
     if "avx512vl" not in cpu_kernels._cpu_identity().rpartition("flags=")[2].split():
-        return kernel
+        pytest.skip("this host's build already passes one query at a time (no AVX-512VL)")
     flags = (cpu_kernels.SANITIZE_FLAGS if SANITIZED else cpu_kernels.FLAGS) + ("-mno-avx512f",)
     path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-test-avx2", flags)
     return cpu_kernels.CpuKernels(ctypes.CDLL(str(path)), path)

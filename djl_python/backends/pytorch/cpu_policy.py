@@ -23,9 +23,9 @@ logger = logging.getLogger(__name__)
 CPU_PREFILL_MERGE_PAD = 32
 
 # CPU prefill budget (prompt tokens per engine step when the configuration sets none). On a few
-# cores a prefill step is long (256 tokens: 0.2-0.3 s for a 135M model, seconds for a 1B one),
-# every running stream waits for it, and a request's first token comes with the step that ends
-# its prompt: smaller steps give a burst's first tokens sooner and running streams shorter gaps,
+# cores a prefill step of a few hundred tokens is long (docs/performance.md has its times), every
+# running stream waits for it, and a request's first token comes with the step that ends its
+# prompt: smaller steps give a burst's first tokens sooner and running streams shorter gaps,
 # while 256 rows still keep the matmuls at their compute speed. docs/performance.md compares 256
 # with 512 on bursts of 16 and 32 requests.
 CPU_PREFILL_BUDGET = 256

@@ -201,9 +201,12 @@ static inline __attribute__((always_inline)) void weighted_sum(
     const float* p, int64_t stride, int count, const void* values, int64_t kv0, int64_t d, int64_t j_begin,
     int64_t j_end, float* acc, int bf16) {
   int64_t e0 = 0;
-  for (; e0 + 64 <= d; e0 += 64) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 8, bf16);
-  for (; e0 + 32 <= d; e0 += 32) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 4, bf16);
-  for (; e0 < d; e0 += 8) weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 1, bf16);
+  for (; e0 + 64 <= d; e0 += 64)
+    weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 8, bf16);
+  for (; e0 + 32 <= d; e0 += 32)
+    weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 4, bf16);
+  for (; e0 < d; e0 += 8)
+    weighted_columns(p, stride, count, values, kv0 + e0, d, j_begin, j_end, acc + e0, 1, bf16);
 }
 
 /* Scores of queries c < count (qf + c * d) against the eight keys at keys[k0 ..], stored times

@@ -59,6 +59,20 @@ static inline __attribute__((always_inline)) void prefetch_l2(uintptr_t a) {
   _mm_prefetch((const char*)a, _MM_HINT_T1);
 }
 
+/* The prefetch of one k step, whose panel row is PANEL * 4 bytes (32 fp32, or 16 bf16 pairs) at
+ * `here`, `offset` bytes into its panel: to_l2, the same bytes of the next panel into L2; else the
+ * panel PREFETCH_BYTES ahead into L1. */
+static inline __attribute__((always_inline)) void prefetch_step(uintptr_t here, uintptr_t next, uintptr_t offset,
+                                                                int to_l2) {
+  if (to_l2) {
+    prefetch_l2(next + offset);
+    prefetch_l2(next + offset + 64);
+  } else {
+    prefetch_l1(here + PREFETCH_BYTES);
+    prefetch_l1(here + PREFETCH_BYTES + 64);
+  }
+}
+
 /* The k loop of a tile: acc0/acc1[r] += x[r, :] . panel columns 0-15 / 16-31, k increasing.
  * to_l2 (a constant at each call, so each loop has one kind of prefetch and no branch): 1, the
  * panel is in cache and the loop prefetches next into L2; 0, it prefetches the panel itself. */
@@ -68,13 +82,7 @@ static inline __attribute__((always_inline)) void sum_f32(
   const float* xs = (const float*)x;
   const float* b = (const float*)panel;
   for (int64_t j = 0; j < k; j++, b += PANEL) {
-    if (to_l2) {
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
-    } else {
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
-    }
+    prefetch_step((uintptr_t)b, (uintptr_t)next, (uintptr_t)(j * PANEL * 4), to_l2);
     const __m512 w0 = _mm512_loadu_ps(b), w1 = _mm512_loadu_ps(b + 16);
     #pragma GCC unroll 8
     for (int r = 0; r < MAX_TILE_ROWS; r++) {
@@ -95,13 +103,7 @@ static inline __attribute__((always_inline)) void sum_bf16(
   const uint16_t* xs = (const uint16_t*)x;
   const char* b = (const char*)panel;
   for (int64_t j = 0; j < k / 2; j++, b += PANEL * 4) {
-    if (to_l2) {
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4));
-      prefetch_l2((uintptr_t)next + (uintptr_t)(j * PANEL * 4 + 64));
-    } else {
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES);
-      prefetch_l1((uintptr_t)b + PREFETCH_BYTES + 64);
-    }
+    prefetch_step((uintptr_t)b, (uintptr_t)next, (uintptr_t)(j * PANEL * 4), to_l2);
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b), w1 = (__m512bh)_mm512_loadu_si512(b + 64);
     #pragma GCC unroll 8
     for (int r = 0; r < MAX_TILE_ROWS; r++) {
