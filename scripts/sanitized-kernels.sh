@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU kernels' tests against an AddressSanitizer + UBSan build of cpu_kernels.c and gemm.c:
-# the same tests as the plain run (tests/backends/test_cpu_kernels.py, test_panel_linear.py),
+# The CPU kernels' tests against an AddressSanitizer + UBSan build of cpu_kernels.c, gemm.c and layer_stack.c:
+# the same tests as the plain run (tests/backends/test_cpu_kernels.py, test_panel_linear.py, test_layer_stack.py),
 # with the kernels and the backend's forward on the sanitized library, in a Python process with
 # the ASan runtime preloaded (a sanitized shared library loads only there). Any out-of-bounds
 # access or undefined behaviour aborts the run. Part of `make test`.
@@ -21,4 +21,4 @@ if [ ! -e "$asan" ]; then
 fi
 echo "sanitized kernels: ASan + UBSan build, runtime $asan"
 LD_PRELOAD="$asan" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 DJL_TEST_SANITIZED_KERNELS=1 \
-    exec "$PY" -m pytest -q -p no:cacheprovider tests/backends/test_cpu_kernels.py tests/backends/test_panel_linear.py "$@"
+    exec "$PY" -m pytest -q -p no:cacheprovider tests/backends/test_cpu_kernels.py tests/backends/test_panel_linear.py tests/backends/test_layer_stack.py "$@"

@@ -91,8 +91,9 @@ def test_bf16_tokens_are_explained_by_rounding(layout, smollm2_dir, reference, p
 
 def test_the_margin_rule_refuses_a_planted_defect(smollm2_dir, reference, prompts) -> None:
     """A bf16 backend whose attention scale is doubled (a plausible kernel-argument bug) picks
-    tokens the rule cannot excuse."""
-    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="bf16")
+    tokens the rule cannot excuse. Planted in the Python layer loop's argument (the layer stack
+    copies it at load, and computes what the loop computes: test_layer_stack)."""
+    backend = PyTorchBackend.load(smollm2_dir, max_slots=4, n_positions=64, dtype="bf16", layer_stack=False)
     backend._forward.scale *= 2.0
     assert unexcused(reference, prompts, _greedy(backend, prompts))
 

@@ -98,7 +98,7 @@ class PyTorchBackend(Backend):
 
     def __init__(
         self, model: torch.nn.Module, limits: BackendLimits, info: BackendInfo, native: bool = True,
-        cpu_kernels: bool = True,
+        cpu_kernels: bool = True, layer_stack: bool = True,
     ) -> None:
         self.model, self.limits, self.info = model, limits, info
         self._device = next(model.parameters()).device
@@ -116,11 +116,13 @@ class PyTorchBackend(Backend):
                     else (None, "not used")
                 # The prefix cache's rows follow the slots' rows.
                 native_forward = NativeLlama.from_hf(model, limits.max_slots + limits.prefix_cache_rows,
-                                                     limits.n_positions, kernels=kernels)
+                                                     limits.n_positions, kernels=kernels, stack=layer_stack)
                 self._forward = native_forward
                 info.extra["forward"] = "native"
                 info.extra["native_ops"] = native_forward.ops
-                logger.info("native forward ops: %s (CPU kernels: %s)", native_forward.ops, how)
+                info.extra["layer_stack"] = native_forward.stack
+                logger.info("native forward ops: %s (CPU kernels: %s); decoder layers: %s", native_forward.ops, how,
+                            native_forward.stack)
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
                 info.extra["weights_layout"] = native_forward.layout
@@ -150,6 +152,7 @@ class PyTorchBackend(Backend):
         attn_implementation: str | None = None,
         native: bool = True,
         cpu_kernels: bool = True,
+        layer_stack: bool = True,
         prefix_cache_rows: int = 0,
     ) -> PyTorchBackend:
         """Load ``model_dir`` (a local Hugging Face checkpoint) with ``max_slots`` slots.
@@ -160,7 +163,10 @@ class PyTorchBackend(Backend):
         Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
         forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
         of :mod:`.native.cpu_kernels` where they build (``False``: torch ops, SDPA and oneDNN's
-        matmul; no serving option sets it, tests and benchmarks do); ``prefix_cache_rows`` KV rows
+        matmul; no serving option sets it, tests and benchmarks do); ``layer_stack`` lets that forward
+        run a step's decoder layers as one call into those kernels where every weight is in their
+        panel layout (:mod:`.native.layer_stack`; ``False``: the Python layer loop, the same bits;
+        tests and benchmarks set it); ``prefix_cache_rows`` KV rows
         for cached prefixes (``Backend``'s contract).
         Raises ``ValueError`` naming the option when one is out of range.
         """
@@ -225,7 +231,7 @@ class PyTorchBackend(Backend):
             extra={"attn_implementation": attn, "mask_mode": mask_mode_for(model.config.model_type),
                    "cpu_bf16_flags": list(bf16_flags)},
         )
-        return cls(model, limits, info, native=native, cpu_kernels=cpu_kernels)
+        return cls(model, limits, info, native=native, cpu_kernels=cpu_kernels, layer_stack=layer_stack)
 
     @torch.inference_mode()
     def prefill(self, slot_ids: Sequence[int], prompts: Sequence[Sequence[int]],

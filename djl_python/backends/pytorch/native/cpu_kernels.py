@@ -1,6 +1,6 @@
 """The native forward's CPU kernels (``cpu_kernels.c``): built once per machine, called with ctypes.
 
-Three kinds, one library:
+Four kinds, one library:
 
 * **Decode attention.** Why: torch's CPU ``scaled_dot_product_attention`` reads every row up
   to the step's widest column (the rest masked) and runs well below memory speed at one
@@ -15,6 +15,9 @@ Three kinds, one library:
 * **Matmul** (``gemm.c``, on AVX-512 CPUs): ``x @ W.T + bias`` on weights packed in column
   panels (:mod:`.panel_linear` packs them and checks each call). Why: at a decode step's few
   rows oneDNN's GEMM reads its packed weights well below memory speed; this one streams them.
+* **The layer stack** (``layer_stack.c``): a step's decoder layers, the calls above in the
+  native forward's order, as one call (:mod:`.layer_stack`). Why: the host work of nine
+  ctypes calls a layer.
 
 Contract: every :class:`CpuKernels` method checks, once per call, the dtypes, contiguity,
 index dtypes and shapes its C function relies on and raises :class:`KernelContractError`
@@ -24,7 +27,7 @@ per step and per call only for what changes. The C functions check each index th
 memory by (rows, lengths, positions) and return an error code instead of reading out of
 bounds. NaN and Inf propagate as in torch's ops.
 
-Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` of both C files into
+Build: ``cc -O3 -march=native -ffp-contract=off -fopenmp -shared -fPIC`` of the three C files into
 ``$DJL_CACHE_DIR/kernels/cpu_kernels-<key>.so`` (default ``~/.cache/djl_python``), the
 key hashing the sources, the compiler's version, the flags and this CPU's model and flags:
 ``-march=native`` code runs only on CPUs like the one that built it, so an image moved to
@@ -68,6 +71,8 @@ logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 # The matmul, compiled into the same library (its functions: _GEMM_SIGNATURE).
 GEMM_SOURCE = Path(__file__).with_name("gemm.c")
+# A step's decoder layers in one call (.layer_stack), compiled into the same library too.
+STACK_SOURCE = Path(__file__).with_name("layer_stack.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 # The test build: every out-of-bounds access and undefined behaviour aborts the process.
 SANITIZE_FLAGS = ("-O1", "-g", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
@@ -83,6 +88,8 @@ _SIGNATURES = {
 }
 # gemm_f32 / gemm_bf16 (gemm.c): x, lda, panels, bias, y, ldy, m, n, k, threads.
 _GEMM_SIGNATURE = (None, [_P, _I, _P, _P, _P, _I, _I, _I, _I, _T])
+# layer_stack_f32 / _bf16 (layer_stack.c): model, buffers, positions, rows, lengths, n, threads.
+_STACK_SIGNATURE = (ctypes.c_int, [_P, _P, _P, _P, _P, _I, _T])
 # Return codes of the kernels that return one (cpu_kernels.c).
 _NO_MEMORY, _BAD_INDEX = 1, 2
 
@@ -131,6 +138,15 @@ def _check_tables(kernel: str, cos: torch.Tensor, sin: torch.Tensor, dtype: torc
             raise _refuse(kernel, f"{label} is {tuple(t.shape)}, expected (P, head_dim) = {(positions, head_dim)}")
 
 
+def check_code(kernel: str, code: int, bad_index: str) -> None:
+    """Raise for a kernel's return code (``cpu_kernels.c``): :class:`KernelContractError` saying
+    ``bad_index`` for BAD_INDEX (nothing was written), ``MemoryError`` for NO_MEMORY."""
+    if code == _BAD_INDEX:
+        raise _refuse(kernel, bad_index)
+    if code == _NO_MEMORY:
+        raise MemoryError(f"{kernel}: a thread could not allocate its scratch buffer")
+
+
 def _attend(function: Any, q: torch.Tensor, keys: int, values: int, rows: torch.Tensor, lengths: torch.Tensor,
             kv: int, group: int, head_dim: int, positions: int, rows_total: int, scale: float) -> torch.Tensor:
     """Call a checked ``decode_attention_*`` (cache pointers ``keys``/``values``); map its code."""
@@ -140,10 +156,7 @@ def _attend(function: Any, q: torch.Tensor, keys: int, values: int, rows: torch.
         return out
     code = function(q.data_ptr(), q.stride(0), keys, values, rows.data_ptr(), lengths.data_ptr(), out.data_ptr(), n,
                     kv, group, head_dim, positions, rows_total, scale, torch.get_num_threads())
-    if code == _BAD_INDEX:
-        raise _refuse("decode_attention", f"a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
-    if code == _NO_MEMORY:
-        raise MemoryError("decode_attention: a thread could not allocate its scratch buffer")
+    check_code("decode_attention", code, f"a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
     return out
 
 
@@ -155,8 +168,7 @@ def _rope(function: Any, qkv: torch.Tensor, cos: int, sin: int, positions: torch
     q = qkv.new_empty((n, heads * head_dim))
     code = function(qkv.data_ptr(), cos, sin, positions.data_ptr(), rows.data_ptr(), q.data_ptr(), keys, values, n,
                     heads, kv, head_dim, max_positions, rows_total, torch.get_num_threads())
-    if code == _BAD_INDEX:
-        raise _refuse("rope_write", f"a position outside 0..{max_positions - 1} or a row outside 0..{rows_total - 1}")
+    check_code("rope_write", code, f"a position outside 0..{max_positions - 1} or a row outside 0..{rows_total - 1}")
     return q
 
 
@@ -170,7 +182,8 @@ class CpuKernels:
         self.path = path
         self.max_group = int(library.decode_attention_max_group())
         self._functions: dict[tuple[str, torch.dtype], Any] = {}
-        for name, (restype, argtypes) in {**_SIGNATURES, "gemm": _GEMM_SIGNATURE}.items():
+        for name, (restype, argtypes) in {**_SIGNATURES, "gemm": _GEMM_SIGNATURE,
+                                          "layer_stack": _STACK_SIGNATURE}.items():
             for dtype, suffix in _SUFFIX.items():
                 function = getattr(library, f"{name}_{suffix}")
                 function.restype = restype
@@ -190,6 +203,13 @@ class CpuKernels:
         if dtype not in self.gemm_panel:
             raise _refuse("gemm", f"not compiled for {dtype} on this CPU")
         return self._functions["gemm", dtype]
+
+    def layer_stack_function(self, dtype: torch.dtype) -> Any:
+        """The C layer loop for ``dtype`` (``layer_stack.c``); called only through
+        :class:`.layer_stack.LayerStack`, which checks its contract."""
+        if dtype not in self.gemm_panel:
+            raise _refuse("layer_stack", f"no matmul compiled for {dtype} on this CPU")
+        return self._functions["layer_stack", dtype]
 
     def refusal(self, device: torch.device, dtype: torch.dtype, group: int, head_dim: int) -> str | None:
         """``None`` when the kernels can run a model of this shape, else why not."""
@@ -434,14 +454,14 @@ def host_refusal() -> str | None:
 
 
 def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE) -> tuple[Path, bool]:
-    """Path of the library built from ``source`` and :data:`GEMM_SOURCE` with ``flags`` for this
-    machine, and whether this call built it (else it was cached). Raises ``RuntimeError`` with
-    the compiler's message when the build fails."""
+    """Path of the library built from ``source``, :data:`GEMM_SOURCE` and :data:`STACK_SOURCE` with
+    ``flags`` for this machine, and whether this call built it (else it was cached). Raises
+    ``RuntimeError`` with the compiler's message when the build fails."""
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    sources = (source, GEMM_SOURCE)
+    sources = (source, GEMM_SOURCE, STACK_SOURCE)
     key = hashlib.sha256("\0".join([*(s.read_text() for s in sources), version, " ".join(flags),
                                      _cpu_identity()]).encode())
     target = cache_dir / f"cpu_kernels-{key.hexdigest()[:16]}.so"

@@ -27,7 +27,9 @@ are never padded, attention is per part (decode rows against their KV rows, each
 causally on itself). The norms, rope, K/V writes, SiLU product and decode attention are
 the step's operations (:mod:`.step_ops`): the CPU kernels of :mod:`.cpu_kernels` where they
 were built and take the model (CPU, fp32/bf16), else torch ops with SDPA. Both compute the
-arithmetic above; they differ by summation order only.
+arithmetic above; they differ by summation order only. Where the kernels run and every weight
+is in their panels, the layer loop itself runs as one C call (:mod:`.layer_stack`): the same
+calls in the same order, so the same bits.
 
 KV layout: ``keys``/``values`` are ``[layers, rows, kv_heads, n_positions, head_dim]``,
 row ``r`` of every layer belonging to one sequence (the backend keeps occupied rows
@@ -43,6 +45,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from djl_python.backends.pytorch.native import layer_stack
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
 from djl_python.backends.pytorch.native.linear import linear as _linear
 from djl_python.backends.pytorch.native.linear import packed_dtype, packs_on, prepack, release
@@ -158,7 +161,7 @@ class NativeLlama:
 
     def __init__(
         self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
-        kernels: CpuKernels | None = None,
+        kernels: CpuKernels | None = None, stack: bool = True,
     ) -> None:
         config = model.config
         inner = model.model
@@ -231,18 +234,26 @@ class NativeLlama:
         self._bound = None if self._kernels is None else \
             self._kernels.bind(self.keys, self.values, self.cos, self.sin, self.heads)
         self.ops = "cpu-kernels" if refusal is None else f"torch ({refusal})"
+        # The decoder layers as one C call where every weight is in panels (.layer_stack); the
+        # Python loop of step() otherwise. Both compute the same bits.
+        why_not = layer_stack.refusal(self.layers, self._bound) if stack else "stack=False"
+        self._stack = None if why_not is not None or kernels is None else layer_stack.LayerStack(
+            kernels, self._bound, self.layers, self.cos, self.sin, self.eps, self.scale)
+        self.stack = "one call" if self._stack is not None else f"python loop ({why_not})"
+        self._built_stack = self._stack
 
     @classmethod
     def from_hf(
         cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
-        kernels: CpuKernels | None = None,
+        kernels: CpuKernels | None = None, stack: bool = True,
     ) -> NativeLlama:
         """Build from a loaded ``LlamaForCausalLM``/``MistralForCausalLM``; ``ValueError`` with the
-        reason when :func:`llama_support` refuses its config."""
+        reason when :func:`llama_support` refuses its config. ``stack=False`` keeps the Python
+        layer loop where the layer stack could run (tests and benchmarks compare the two)."""
         reason = llama_support(model.config)
         if reason is not None:
             raise ValueError(f"native llama cannot run this model: {reason}")
-        return cls(model, max_rows, n_positions, prepack_weights, kernels)
+        return cls(model, max_rows, n_positions, prepack_weights, kernels, stack)
 
     def _layout(self) -> str:
         """The weights' layout, for the backend's info: ``plain``, ``panels`` (the CPU kernels'
@@ -256,6 +267,11 @@ class NativeLlama:
         if panels == len(weights) + 1:
             return "panels"
         return onednn if not panels else f"panels and {onednn}"
+
+    def use_stack(self, on: bool) -> None:
+        """From the next step on, run the decoder layers as one call (where the stack was built) or
+        by the Python loop: one copy of the weights, run both ways (``bench.layer_stack_ab``)."""
+        self._stack = self._built_stack if on else None
 
     def nbytes(self) -> int:
         """Bytes held by the KV rows."""
@@ -341,12 +357,16 @@ class NativeLlama:
         ops: StepOps = KernelOps(self, self._kernels, self._bound, pos, owner) if self._bound is not None \
             else TorchOps(self, pos, owner, decode, spans, prompt_rows, first_columns)
         x, delta = F.embedding(tokens, self.embed), None
-        for i, layer in enumerate(self.layers):
-            x, h = ops.add_norm(x, delta, layer.attn_norm)
-            attn = ops.attention(i, ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias)))
-            delta = _linear(attn, layer.o, layer.o_bias)
-            x, h = ops.add_norm(x, delta, layer.mlp_norm)
-            delta = _linear(ops.silu_mul(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down, layer.down_bias)
+        if self._stack is not None and isinstance(ops, KernelOps):
+            delta = self._stack.run(ops.step, x)  # the loop below, in one C call
+        else:
+            for i, layer in enumerate(self.layers):
+                x, h = ops.add_norm(x, delta, layer.attn_norm)
+                attn = ops.attention(i, ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias)))
+                delta = _linear(attn, layer.o, layer.o_bias)
+                x, h = ops.add_norm(x, delta, layer.mlp_norm)
+                delta = _linear(ops.silu_mul(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down,
+                                layer.down_bias)
         # Only the rows that produce a token reach the final norm and the LM head: the decode
         # rows and each prompt's last token (the norm is per row).
         if last is not None:

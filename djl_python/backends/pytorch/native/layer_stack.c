@@ -1,0 +1,148 @@
+/* A step's decoder layers in one call: the native forward's layer loop (native/llama.py,
+ * NativeLlama.step) compiled, for models whose every weight is in gemm.c's panel layout.
+ *
+ * Why: run from Python, a layer is nine calls through ctypes (two norms, four matmuls, rope,
+ * attention, SiLU product), each paying Python's call, argument conversion and the wrapper's
+ * checks; at a decode step's few rows that host work is a measurable part of the step
+ * (docs/performance.md). Here the same functions run in the same order on the same buffers,
+ * called from C: what the step computes is unchanged, bit for bit (layer_stack.py's tests
+ * compare the two paths' outputs as integers).
+ *
+ * Per layer, with x the residual stream (updated in place) and delta the last sublayer's output:
+ *   h = add_rms_norm(x += delta, attn_norm)     (no add in layer 0: x is the embedding)
+ *   qkv = gemm(h, qkv panels, qkv_bias)
+ *   q = rope_write(qkv) (k and v written into the layer's cache rows at their positions)
+ *   attn = decode_attention(q) (each token over its row's columns 0..lengths[t]-1)
+ *   delta = gemm(attn, o panels, o_bias)
+ *   h = add_rms_norm(x += delta, mlp_norm)
+ *   act = silu_mul(gemm(h, gate_up panels, gate_up_bias))
+ *   delta = gemm(act, down panels, down_bias)
+ * On return x holds the stream before the last layer's down output, which is in delta: the
+ * caller adds it in the final norm, as the Python loop does.
+ *
+ * Contract (layer_stack.py checks it, once at build for the model and once per call for the
+ * step): every pointer of StackModel and StackLayer addresses a contiguous tensor of the
+ * model's dtype of the size its name implies (biases may be NULL); the scratch buffers hold n
+ * rows of their width; positions, rows and lengths are n int64 each. Positions and rows are
+ * checked in rope_write and attention as there: BAD_INDEX before layer 0 writes anything.
+ * Returns OK, BAD_INDEX or NO_MEMORY (cpu_kernels.c's codes).
+ */
+#include <stdint.h>
+#include <stddef.h>
+
+/* cpu_kernels.c and gemm.c, compiled into the same library. */
+void add_rms_norm_f32(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
+                      int threads);
+void add_rms_norm_bf16(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
+                       int threads);
+int rope_write_f32(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions,
+                   const int64_t* rows, void* q_out, void* keys, void* values, int64_t n, int64_t heads,
+                   int64_t kv, int64_t d, int64_t P, int64_t rows_total, int threads);
+int rope_write_bf16(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions,
+                    const int64_t* rows, void* q_out, void* keys, void* values, int64_t n, int64_t heads,
+                    int64_t kv, int64_t d, int64_t P, int64_t rows_total, int threads);
+int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
+                         const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g,
+                         int64_t d, int64_t P, int64_t rows_total, float scale, int threads);
+int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
+                          const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
+                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads);
+void silu_mul_f32(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
+void silu_mul_bf16(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
+void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+              int64_t n, int64_t k, int threads);
+void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
+               int64_t n, int64_t k, int threads);
+
+/* One decoder layer: its norms' weights, its four weights in panels (biases NULL when absent),
+ * and its slice of the KV cache, [rows_total, kv, P, d] each. Field order: layer_stack.py. */
+typedef struct {
+  const void* attn_norm;
+  const void* qkv;
+  const void* qkv_bias;
+  const void* o;
+  const void* o_bias;
+  const void* mlp_norm;
+  const void* gate_up;
+  const void* gate_up_bias;
+  const void* down;
+  const void* down_bias;
+  void* keys;
+  void* values;
+} StackLayer;
+
+/* The model: sizes, the rotary tables [P, d], and its layers. Field order: layer_stack.py. */
+typedef struct {
+  int64_t layers, hidden, heads, kv, d, inter, P, rows_total;
+  float eps, scale;
+  const void* cos_t;
+  const void* sin_t;
+  const StackLayer* layer;
+} StackModel;
+
+/* The step's buffers: x [n, hidden] (in: the embedding; the stream, updated in place), delta
+ * [n, hidden] (out: the last layer's down output), and scratch h [n, hidden],
+ * qkv [n, (heads + 2 kv) d], q and attn [n, heads d], gate_up [n, 2 inter], act [n, inter]. */
+typedef struct {
+  void* x;
+  void* delta;
+  void* h;
+  void* qkv;
+  void* q;
+  void* attn;
+  void* gate_up;
+  void* act;
+} StackBuffers;
+
+static int run(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
+               const int64_t* lengths, int64_t n, int threads, int bf16) {
+  const int64_t qkv_width = (m->heads + 2 * m->kv) * m->d, q_width = m->heads * m->d;
+  const int64_t g = m->heads / m->kv;
+  for (int64_t i = 0; i < m->layers; ++i) {
+    const StackLayer* l = &m->layer[i];
+    const void* pending = i > 0 ? b->delta : NULL;
+    int code;
+    if (bf16) {
+      add_rms_norm_bf16(b->x, pending, l->attn_norm, b->h, n, m->hidden, m->eps, threads);
+      gemm_bf16(b->h, m->hidden, l->qkv, l->qkv_bias, b->qkv, qkv_width, n, qkv_width, m->hidden, threads);
+      code = rope_write_bf16(b->qkv, m->cos_t, m->sin_t, positions, rows, b->q, l->keys, l->values, n, m->heads,
+                             m->kv, m->d, m->P, m->rows_total, threads);
+      if (code) return code;
+      code = decode_attention_bf16(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d,
+                                   m->P, m->rows_total, m->scale, threads);
+      if (code) return code;
+      gemm_bf16(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
+      add_rms_norm_bf16(b->x, b->delta, l->mlp_norm, b->h, n, m->hidden, m->eps, threads);
+      gemm_bf16(b->h, m->hidden, l->gate_up, l->gate_up_bias, b->gate_up, 2 * m->inter, n, 2 * m->inter,
+                m->hidden, threads);
+      silu_mul_bf16(b->gate_up, b->act, n, m->inter, threads);
+      gemm_bf16(b->act, m->inter, l->down, l->down_bias, b->delta, m->hidden, n, m->hidden, m->inter, threads);
+    } else {
+      add_rms_norm_f32(b->x, pending, l->attn_norm, b->h, n, m->hidden, m->eps, threads);
+      gemm_f32(b->h, m->hidden, l->qkv, l->qkv_bias, b->qkv, qkv_width, n, qkv_width, m->hidden, threads);
+      code = rope_write_f32(b->qkv, m->cos_t, m->sin_t, positions, rows, b->q, l->keys, l->values, n, m->heads,
+                            m->kv, m->d, m->P, m->rows_total, threads);
+      if (code) return code;
+      code = decode_attention_f32(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d,
+                                  m->P, m->rows_total, m->scale, threads);
+      if (code) return code;
+      gemm_f32(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
+      add_rms_norm_f32(b->x, b->delta, l->mlp_norm, b->h, n, m->hidden, m->eps, threads);
+      gemm_f32(b->h, m->hidden, l->gate_up, l->gate_up_bias, b->gate_up, 2 * m->inter, n, 2 * m->inter,
+               m->hidden, threads);
+      silu_mul_f32(b->gate_up, b->act, n, m->inter, threads);
+      gemm_f32(b->act, m->inter, l->down, l->down_bias, b->delta, m->hidden, n, m->hidden, m->inter, threads);
+    }
+  }
+  return 0;
+}
+
+int layer_stack_f32(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
+                    const int64_t* lengths, int64_t n, int threads) {
+  return run(m, b, positions, rows, lengths, n, threads, 0);
+}
+
+int layer_stack_bf16(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
+                     const int64_t* lengths, int64_t n, int threads) {
+  return run(m, b, positions, rows, lengths, n, threads, 1);
+}

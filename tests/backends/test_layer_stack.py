@@ -1,0 +1,171 @@
+"""The layer stack (``native/layer_stack.py``, ``layer_stack.c``): a step's decoder layers in one C call.
+
+The reference is the native forward's own Python layer loop over the same kernels: the stack
+must compute the same bits, not merely close values, in every kind of step the engine makes
+(prompts, decode rows, both in one step, a prompt continued from a cached prefix or earlier
+chunks, speculative verification), with and without biases, for several head groupings and
+widths that leave tails. Where this CPU has no panel matmul for a dtype (no AVX-512F for
+float32, no AVX512-BF16 for bfloat16) the stack does not run and that dtype's tests skip;
+:func:`test_the_stack_runs_only_where_every_weight_is_in_panels` holds the refusal.
+
+``make test`` also runs this module on the AddressSanitizer + UBSan build of the kernels
+(``scripts/sanitized-kernels.sh``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from djl_python.backends.pytorch import backend as pytorch_backend
+from djl_python.backends.pytorch.backend import PyTorchBackend
+from djl_python.backends.pytorch.native.cpu_kernels import KernelContractError
+from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
+from djl_python.engine import Engine
+from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, SANITIZED, kernel_or_fail
+from tests.engine.test_chunked_prefill import staggered
+from tests.models import NATIVE_ARCHS
+
+ROWS, POSITIONS = 6, 64
+# (heads, kv heads, hidden, intermediate, biases): groups of 2, 3 and 1 query heads per KV head;
+# widths that leave the kernels' tails (an intermediate not a multiple of 8, a last panel narrower than 32).
+SHAPES = [(4, 2, 64, 128, False), (6, 2, 48, 100, True), (2, 2, 32, 72, False)]
+
+
+@pytest.fixture(autouse=True)
+def _backend_uses_the_build_under_test(monkeypatch) -> None:
+    if SANITIZED:
+        monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (KERNEL, HOW))
+
+
+def _panel_dtype(dtype: torch.dtype) -> None:
+    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    if dtype not in kernels.gemm_panel:
+        pytest.skip(f"no panel matmul for {dtype} on this CPU (AVX-512F for float32, AVX512-BF16 for bfloat16): "
+                    "the layer stack does not run here")
+
+
+def _twins(shape: tuple, dtype: torch.dtype) -> tuple[NativeLlama, NativeLlama]:
+    heads, kv, hidden, inter, bias = shape
+    torch.manual_seed(heads * 100 + hidden)
+    config = LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=3,
+                         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=POSITIONS,
+                         attention_bias=bias, mlp_bias=bias, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).to(dtype).eval()
+    if bias:  # random biases: from_config zeroes them, which would hide a bias left out
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_()
+    twin = copy.deepcopy(model)
+    with torch.inference_mode():
+        stacked = NativeLlama.from_hf(model, ROWS, POSITIONS, kernels=KERNEL)
+        looped = NativeLlama.from_hf(twin, ROWS, POSITIONS, kernels=KERNEL, stack=False)
+    assert stacked.stack == "one call" and stacked.layout == "panels"
+    assert looped.stack == "python loop (stack=False)"
+    return stacked, looped
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int16)
+
+
+def _decode(rows: list[int], tokens: list[int], positions: list[int], width: int = POSITIONS) -> DecodeRows:
+    first = rows[0] if rows == list(range(rows[0], rows[0] + len(rows))) else None
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
+    return DecodeRows(as_tensor(rows), first, as_tensor(tokens), as_tensor(positions), width)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["group2", "group3-bias-tails", "group1"])
+def test_the_stack_computes_the_python_loops_bits(dtype: torch.dtype, shape: tuple) -> None:
+    """Every kind of step on both twins: the logits of each step and, at the end, every cache
+    row, equal as integers."""
+    _panel_dtype(dtype)
+    stacked, looped = _twins(shape, dtype)
+    a = [(i * 37 + 11) % 300 for i in range(23)]
+    b = [(i * 53 + 5) % 300 for i in range(9)]
+    c = [(i * 29 + 7) % 300 for i in range(30)]
+    steps = [
+        ((None, ([0, 2], [a[:19], b[:5]])), {}),  # prompts only
+        ((_decode([0], [a[19]], [19]), ([1], [c[:11]])), {}),  # a decode row and a joining prompt
+        ((_decode([0, 1, 2], [a[20], c[11], b[5]], [20, 11, 5]), None), {}),  # decode rows only
+        ((None, ([2], [b])), {"starts": [6]}),  # a prompt continued from its row's first 6 columns
+        ((_decode([0, 2], [a[21], 17], [21, 9]), ([3], [c])), {"starts": [0]}),
+        ((None, ([1], [c[:16]])), {"starts": [12], "every_position": True}),  # verification of 4 tokens
+    ]
+    with torch.inference_mode():
+        for (decode, prefill), kwargs in steps:
+            got = stacked.step(decode, prefill, **kwargs)
+            want = looped.step(decode, prefill, **kwargs)
+            for part, expected in zip(got, want):
+                assert (part is None) == (expected is None)
+                if part is not None:
+                    assert torch.equal(_bits(part), _bits(expected))
+    assert torch.equal(_bits(stacked.keys), _bits(looped.keys))
+    assert torch.equal(_bits(stacked.values), _bits(looped.values))
+
+
+def test_a_position_out_of_range_raises_before_anything_is_written() -> None:
+    _panel_dtype(torch.float32)
+    stacked, _ = _twins(SHAPES[0], torch.float32)
+    keys, values = stacked.keys.clone(), stacked.values.clone()
+    x = torch.randn(2, 64)
+    for positions, rows in (([3, POSITIONS], [0, 1]), ([3, 4], [0, ROWS + stacked._stack._bound.rows_total])):
+        step = stacked._bound.step(torch.tensor(positions), torch.tensor(rows))
+        with pytest.raises(KernelContractError, match="layer_stack: a position outside 0..63 or a row outside"):
+            stacked._stack.run(step, x.clone())
+    assert torch.equal(stacked.keys, keys) and torch.equal(stacked.values, values)
+
+
+def test_the_stack_refuses_activations_outside_its_contract() -> None:
+    _panel_dtype(torch.float32)
+    stacked, looped = _twins(SHAPES[0], torch.float32)
+    step = stacked._bound.step(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    for x in (torch.randn(2, 64).to(torch.bfloat16), torch.randn(3, 64), torch.randn(2, 65), torch.randn(64, 2).t()):
+        with pytest.raises(KernelContractError, match=r"layer_stack: x must be a contiguous CPU \[2, 64\]"):
+            stacked._stack.run(step, x)
+    other = looped._bound.step(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    with pytest.raises(KernelContractError, match="another model's cache"):
+        stacked._stack.run(other, torch.randn(2, 64))
+
+
+def test_the_stack_runs_only_where_every_weight_is_in_panels(tiny_llama: Path) -> None:
+    """Unpacked weights, torch ops, or no panel matmul for the dtype: the Python loop, saying why."""
+    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    with torch.inference_mode():
+        unpacked = NativeLlama.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32,
+                                       prepack_weights=False, kernels=kernels)
+        torch_ops = NativeLlama.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32, kernels=None)
+    assert unpacked.stack == "python loop (not every decoder weight is in the panel layout)"
+    assert torch_ops.stack == "python loop (the attention and rope run on torch ops)"
+    backend = PyTorchBackend.load(tiny_llama, max_slots=2)
+    expected = "one call" if torch.float32 in kernels.gemm_panel else \
+        "python loop (not every decoder weight is in the panel layout)"
+    assert backend.info.extra["layer_stack"] == expected
+
+
+@pytest.mark.parametrize("arch", NATIVE_ARCHS)
+def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory, arch: str) -> None:
+    """Engines over the two forwards, with chunked prefill and the prefix cache on: the same
+    tokens for every request of a staggered run (prompts joining running decodes). The other
+    architectures run the Hugging Face forward, which has no layer stack."""
+    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    folder = tiny_model_factory(arch)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+
+    def engine(stack: bool) -> Engine:
+        backend = PyTorchBackend.load(folder, max_slots=4, n_positions=256, prefix_cache_rows=2, layer_stack=stack)
+        return Engine(backend, tokenizer, max_prefill_tokens=16, chunked_prefill=True)
+
+    stacked, looped = engine(True), engine(False)
+    if torch.float32 in kernels.gemm_panel:
+        assert stacked.backend.info.extra["layer_stack"] == "one call"
+    assert looped.backend.info.extra["layer_stack"] == "python loop (stack=False)"
+    for _ in range(2):  # the second round reuses cached prefixes
+        assert staggered(stacked) == staggered(looped)
+    assert stacked.prefix_cache.hit_tokens > 0
