@@ -24,6 +24,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from djl_python.backends.pytorch import backend as pytorch_backend
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.backends.pytorch.native.cpu_kernels import KernelContractError
+from djl_python.backends.pytorch.native.layer_stack import LayerStack
 from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
 from djl_python.engine import Engine
 from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, SANITIZED, kernel_or_fail
@@ -31,9 +32,12 @@ from tests.engine.test_chunked_prefill import staggered
 from tests.models import NATIVE_ARCHS
 
 ROWS, POSITIONS = 6, 64
-# (heads, kv heads, hidden, intermediate, biases): groups of 2, 3 and 1 query heads per KV head;
-# widths that leave the kernels' tails (an intermediate not a multiple of 8, a last panel narrower than 32).
-SHAPES = [(4, 2, 64, 128, False), (6, 2, 48, 100, True), (2, 2, 32, 72, False)]
+# (heads, kv heads, head_dim, hidden, intermediate, biases): groups of 2, 3 and 1 query heads per KV
+# head; widths that leave the kernels' tails (an intermediate not a multiple of 8, a last panel
+# narrower than 32); heads * head_dim wider than hidden (an explicit head_dim, as Mistral-Nemo's).
+SHAPES = [(4, 2, 16, 64, 128, False), (6, 2, 8, 48, 100, True), (2, 2, 16, 32, 72, False),
+          (4, 2, 16, 48, 96, True)]
+SHAPE_IDS = ["group2", "group3-bias-tails", "group1", "q-wider-than-hidden"]
 
 
 @pytest.fixture(autouse=True)
@@ -50,17 +54,21 @@ def _panel_dtype(dtype: torch.dtype) -> None:
 
 
 def _twins(shape: tuple, dtype: torch.dtype) -> tuple[NativeLlama, NativeLlama]:
-    heads, kv, hidden, inter, bias = shape
+    heads, kv, head_dim, hidden, inter, bias = shape
     torch.manual_seed(heads * 100 + hidden)
     config = LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=3,
-                         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=POSITIONS,
-                         attention_bias=bias, mlp_bias=bias, tie_word_embeddings=False)
+                         num_attention_heads=heads, num_key_value_heads=kv, head_dim=head_dim,
+                         max_position_embeddings=POSITIONS, attention_bias=bias, mlp_bias=bias,
+                         tie_word_embeddings=False)
     model = LlamaForCausalLM(config).to(dtype).eval()
-    if bias:  # random biases: from_config zeroes them, which would hide a bias left out
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith("bias"):
-                    p.normal_()
+    # Random norm weights and biases: from_config makes them ones and zeros, which would hide a norm
+    # swapped with another or a bias left out.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                p.normal_()
     twin = copy.deepcopy(model)
     with torch.inference_mode():
         stacked = NativeLlama.from_hf(model, ROWS, POSITIONS, kernels=KERNEL)
@@ -81,12 +89,13 @@ def _decode(rows: list[int], tokens: list[int], positions: list[int], width: int
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("shape", SHAPES, ids=["group2", "group3-bias-tails", "group1"])
-def test_the_stack_computes_the_python_loops_bits(dtype: torch.dtype, shape: tuple) -> None:
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_the_stack_computes_the_python_loops_bits(dtype: torch.dtype, shape: tuple, monkeypatch) -> None:
     """Every kind of step on both twins: the logits of each step and, at the end, every cache
-    row, equal as integers."""
+    row, equal as integers; the stack ran once a step (and the loop twin never)."""
     _panel_dtype(dtype)
     stacked, looped = _twins(shape, dtype)
+    runs = _count_runs(monkeypatch)
     a = [(i * 37 + 11) % 300 for i in range(23)]
     b = [(i * 53 + 5) % 300 for i in range(9)]
     c = [(i * 29 + 7) % 300 for i in range(30)]
@@ -106,8 +115,35 @@ def test_the_stack_computes_the_python_loops_bits(dtype: torch.dtype, shape: tup
                 assert (part is None) == (expected is None)
                 if part is not None:
                     assert torch.equal(_bits(part), _bits(expected))
+    assert runs == [stacked._stack] * len(steps)
     assert torch.equal(_bits(stacked.keys), _bits(looped.keys))
     assert torch.equal(_bits(stacked.values), _bits(looped.values))
+
+
+def _count_runs(monkeypatch) -> list:
+    """The stacks whose ``run`` was called, in order."""
+    runs: list = []
+    real = LayerStack.run
+    monkeypatch.setattr(LayerStack, "run", lambda self, step, x: runs.append(self) or real(self, step, x))
+    return runs
+
+
+def test_use_stack_switches_between_steps_on_one_copy_of_the_weights(monkeypatch) -> None:
+    """The benchmark's switch: the stack, the loop, the stack again on one model, each step the
+    same bits as a loop-only twin's."""
+    _panel_dtype(torch.float32)
+    stacked, looped = _twins(SHAPES[0], torch.float32)
+    runs = _count_runs(monkeypatch)
+    prompts = [[(i * 31 + 3) % 300 for i in range(14)], [(i * 17 + 1) % 300 for i in range(6)]]
+    with torch.inference_mode():
+        for model in (stacked, looped):
+            model.step(None, ([0, 1], prompts))
+        for k, on in enumerate((True, False, True)):
+            stacked.use_stack(on)
+            decode = _decode([0, 1], [k + 1, k + 2], [14 + k, 6 + k])
+            got, want = stacked.step(decode, None)[0], looped.step(decode, None)[0]
+            assert torch.equal(_bits(got), _bits(want))
+    assert runs == [stacked._stack] * 3  # the prefill, the first and third decodes (the second ran the loop)
 
 
 def test_a_position_out_of_range_raises_before_anything_is_written() -> None:
@@ -132,6 +168,11 @@ def test_the_stack_refuses_activations_outside_its_contract() -> None:
     other = looped._bound.step(torch.tensor([0, 1]), torch.tensor([0, 0]))
     with pytest.raises(KernelContractError, match="another model's cache"):
         stacked._stack.run(other, torch.randn(2, 64))
+    # No token (the loop's kernels each return at once): nothing to add, nothing written.
+    keys = stacked.keys.clone()
+    empty = stacked._bound.step(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
+    assert stacked._stack.run(empty, torch.empty(0, 64)).shape == (0, 64)
+    assert torch.equal(stacked.keys, keys)
 
 
 def test_the_stack_runs_only_where_every_weight_is_in_panels(tiny_llama: Path) -> None:

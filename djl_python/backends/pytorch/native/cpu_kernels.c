@@ -32,6 +32,8 @@
 #include <omp.h>
 #include <immintrin.h>
 
+#include "cpu_kernels.h"
+
 #if !defined(__AVX2__) || !defined(__FMA__)
 #error "cpu_kernels.c needs AVX2 and FMA (the caller falls back to torch)"
 #endif

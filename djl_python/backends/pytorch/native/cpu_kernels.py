@@ -59,6 +59,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,10 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 GEMM_SOURCE = Path(__file__).with_name("gemm.c")
 # A step's decoder layers in one call (.layer_stack), compiled into the same library too.
 STACK_SOURCE = Path(__file__).with_name("layer_stack.c")
+# Their entry points, declared once (each C file includes it).
+HEADER = Path(__file__).with_name("cpu_kernels.h")
+# Every file a build reads (the package must ship each: pyproject.toml's package data).
+BUILD_INPUTS = (SOURCE, GEMM_SOURCE, STACK_SOURCE, HEADER)
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
 # The test build: every out-of-bounds access and undefined behaviour aborts the process.
 SANITIZE_FLAGS = ("-O1", "-g", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
@@ -462,7 +467,7 @@ def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     sources = (source, GEMM_SOURCE, STACK_SOURCE)
-    key = hashlib.sha256("\0".join([*(s.read_text() for s in sources), version, " ".join(flags),
+    key = hashlib.sha256("\0".join([*(s.read_text() for s in (*sources, HEADER)), version, " ".join(flags),
                                      _cpu_identity()]).encode())
     target = cache_dir / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
@@ -472,8 +477,8 @@ def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *flags, *map(str, sources), "-o", tmp], capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run([compiler, *flags, f"-I{HEADER.parent}", *map(str, sources), "-o", tmp],
+                                capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed: {(result.stderr or result.stdout).strip()[-600:]}")
         os.replace(tmp, target)  # atomic: a concurrent loader sees no file or a whole one
@@ -485,19 +490,21 @@ def build(cache_dir: Path, flags: tuple[str, ...] = FLAGS, source: Path = SOURCE
 
 @functools.cache
 def load(cache_dir: Path | None = None, sanitize: bool = False) -> tuple[CpuKernels | None, str]:
-    """The kernels and how they were had (``"built <path>"``/``"cached <path>"``), or ``None`` and
-    why not. Once per process and arguments; never raises. ``sanitize`` builds them with
-    AddressSanitizer and UBSan (:data:`SANITIZE_FLAGS`), for tests: that library loads only in a
-    process started with the ASan runtime preloaded (``LD_PRELOAD``)."""
+    """The kernels and how they were had (``"built <path> in <seconds> s"``, a cold start's cost, or
+    ``"cached <path>"``), or ``None`` and why not. Once per process and arguments; never raises.
+    ``sanitize`` builds them with AddressSanitizer and UBSan (:data:`SANITIZE_FLAGS`), for tests:
+    that library loads only in a process started with the ASan runtime preloaded (``LD_PRELOAD``)."""
     refusal = host_refusal()
     if refusal is not None:
         return None, refusal
     folder = (cache_dir or default_cache_dir()) / "kernels"
     try:
+        started = time.perf_counter()
         path, built = build(folder, SANITIZE_FLAGS if sanitize else FLAGS)
+        elapsed = time.perf_counter() - started
         kernel = CpuKernels(ctypes.CDLL(str(path)), path)
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as exc:
         how = f"could not build or load {SOURCE.name}: {exc}"
         logger.warning("CPU kernels: %s; the native forward uses torch ops instead", how)
         return None, how
-    return kernel, f"{'built' if built else 'cached'} {path}"
+    return kernel, f"built {path} in {elapsed:.1f} s" if built else f"cached {path}"

@@ -34,6 +34,8 @@
 #include <omp.h>
 #include <immintrin.h>
 
+#include "cpu_kernels.h"
+
 #define PANEL 32
 /* Rows per tile: 8 rows x 32 columns is 16 accumulators, and the eight row addresses of x fit the
  * general registers beside the loop's own (at 12 rows the compiler parked them in vector registers

@@ -4,9 +4,9 @@
  * Why: run from Python, a layer is nine calls through ctypes (two norms, four matmuls, rope,
  * attention, SiLU product), each paying Python's call, argument conversion and the wrapper's
  * checks; at a decode step's few rows that host work is a measurable part of the step
- * (docs/performance.md). Here the same functions run in the same order on the same buffers,
- * called from C: what the step computes is unchanged, bit for bit (layer_stack.py's tests
- * compare the two paths' outputs as integers).
+ * (docs/performance.md, "Compiled decode: the layer stack"). Here the same functions run in
+ * the same order on the same buffers, called from C: what the step computes is unchanged, bit
+ * for bit (tests/backends/test_layer_stack.py compares the two paths' outputs as integers).
  *
  * Per layer, with x the residual stream (updated in place) and delta the last sublayer's output:
  *   h = add_rms_norm(x += delta, attn_norm)     (no add in layer 0: x is the embedding)
@@ -27,32 +27,10 @@
  * checked in rope_write and attention as there: BAD_INDEX before layer 0 writes anything.
  * Returns OK, BAD_INDEX or NO_MEMORY (cpu_kernels.c's codes).
  */
-#include <stdint.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* cpu_kernels.c and gemm.c, compiled into the same library. */
-void add_rms_norm_f32(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
-                      int threads);
-void add_rms_norm_bf16(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
-                       int threads);
-int rope_write_f32(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions,
-                   const int64_t* rows, void* q_out, void* keys, void* values, int64_t n, int64_t heads,
-                   int64_t kv, int64_t d, int64_t P, int64_t rows_total, int threads);
-int rope_write_bf16(const void* qkv, const void* cos_t, const void* sin_t, const int64_t* positions,
-                    const int64_t* rows, void* q_out, void* keys, void* values, int64_t n, int64_t heads,
-                    int64_t kv, int64_t d, int64_t P, int64_t rows_total, int threads);
-int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
-                         const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g,
-                         int64_t d, int64_t P, int64_t rows_total, float scale, int threads);
-int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
-                          const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads);
-void silu_mul_f32(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
-void silu_mul_bf16(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
-void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
-              int64_t n, int64_t k, int threads);
-void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
-               int64_t n, int64_t k, int threads);
+#include "cpu_kernels.h"
 
 /* One decoder layer: its norms' weights, its four weights in panels (biases NULL when absent),
  * and its slice of the KV cache, [rows_total, kv, P, d] each. Field order: layer_stack.py. */

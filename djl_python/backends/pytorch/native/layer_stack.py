@@ -4,8 +4,8 @@ forward's layer loop, compiled.
 Why: the Python loop of :meth:`.llama.NativeLlama.step` makes nine kernel calls a layer
 through ctypes, each paying Python's call, argument conversion and its wrapper's checks. At
 a decode step's few rows that host work is a visible part of the step; here it is paid once
-a step (docs/performance.md, "Compiled decode"). Prefill steps run the same call: a step is
-one forward whatever it holds.
+a step (docs/performance.md, "Compiled decode: the layer stack"). Prefill steps run the same
+call: a step is one forward whatever it holds.
 
 Where it runs: a model whose every decoder weight is in the panel layout (:mod:`.panel_linear`:
 a CPU with AVX-512F for float32, AVX512-BF16 for bfloat16) and whose attention and rope run on
@@ -17,11 +17,14 @@ run in the same order on the same shapes with the same thread count; nothing is 
 or fused (tests/backends/test_layer_stack.py compares both paths' logits and caches as
 integers).
 
-Contract: checked once at :class:`LayerStack`'s construction for the model (dtypes, shapes,
-contiguity of every weight, bias, norm, table and the cache; the pointers it records stay
-valid because it holds those tensors and the native forward never replaces them), and per
-call for the step's activations; the step's positions and rows are checked as for the other
-kernels (:meth:`.cpu_kernels.ModelKernels.step`, and in C before anything is written).
+Contract: checked once at :class:`LayerStack`'s construction for the model (dtypes, sizes and
+contiguity of every weight, bias and norm; the cache and the rotary tables were checked when
+:meth:`.cpu_kernels.CpuKernels.bind` bound them), and per call for the step's activations; the
+step's positions and rows are checked as for the other kernels
+(:meth:`.cpu_kernels.ModelKernels.step`, and in C before anything is written). The pointers it
+records stay valid: it holds those tensors (the bound kernels hold the cache and tables), and the
+native forward never replaces them. ``eps`` and ``scale`` are copied at construction: the native
+forward never changes its own after.
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ class LayerStack:
     """The decoder layers of one native forward as one C call. Build it when :func:`refusal`
     returns ``None``; :meth:`run` then replaces the Python layer loop."""
 
-    def __init__(self, kernels: CpuKernels, bound: ModelKernels, layers: Sequence[_Layer], cos: torch.Tensor,
-                 sin: torch.Tensor, eps: float, scale: float) -> None:
+    def __init__(self, kernels: CpuKernels, bound: ModelKernels, layers: Sequence[_Layer], eps: float,
+                 scale: float) -> None:
         reason = refusal(layers, bound)
         if reason is not None:
             raise KernelContractError(f"layer_stack: {reason}")
@@ -91,7 +94,7 @@ class LayerStack:
         self.hidden = first.qkv.in_features
         self.inter = first.down.in_features
         self.widths = {"qkv": (heads + 2 * kv) * d, "q": heads * d, "gate_up": 2 * self.inter}
-        held: list[torch.Tensor] = [cos, sin]
+        held: list[torch.Tensor] = []
         records = (_StackLayer * len(layers))()
         for i, layer in enumerate(layers):
             shapes = {"qkv": (self.widths["qkv"], self.hidden), "o": (self.hidden, self.widths["q"]),
@@ -127,9 +130,11 @@ class LayerStack:
         if step.m is not self._bound:
             raise KernelContractError("layer_stack: the step is bound to another model's cache")
         n = step.n
-        if x.dtype != self.dtype or x.shape != (n, self.hidden) or not x.is_contiguous() or not x.is_cpu or not n:
-            raise KernelContractError(f"layer_stack: x must be a contiguous CPU [{n}, {self.hidden}] of {self.dtype} "
-                                      f"(n >= 1), got {x.dtype} {tuple(x.shape)}")
+        if x.dtype != self.dtype or x.shape != (n, self.hidden) or not x.is_contiguous() or not x.is_cpu:
+            raise KernelContractError(f"layer_stack: x must be a contiguous CPU [{n}, {self.hidden}] of {self.dtype}, "
+                                      f"got {x.dtype} {tuple(x.shape)}")
+        if not n:  # no token: every layer leaves nothing to add, as the loop's calls do
+            return torch.empty_like(x)
         delta, h = torch.empty_like(x), torch.empty_like(x)
         qkv = x.new_empty((n, self.widths["qkv"]))
         q, attn = x.new_empty((n, self.widths["q"])), x.new_empty((n, self.widths["q"]))

@@ -238,7 +238,7 @@ class NativeLlama:
         # Python loop of step() otherwise. Both compute the same bits.
         why_not = layer_stack.refusal(self.layers, self._bound) if stack else "stack=False"
         self._stack = None if why_not is not None or kernels is None else layer_stack.LayerStack(
-            kernels, self._bound, self.layers, self.cos, self.sin, self.eps, self.scale)
+            kernels, self._bound, self.layers, self.eps, self.scale)
         self.stack = "one call" if self._stack is not None else f"python loop ({why_not})"
         self._built_stack = self._stack
 
