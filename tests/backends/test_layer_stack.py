@@ -151,7 +151,7 @@ def test_a_position_out_of_range_raises_before_anything_is_written() -> None:
     stacked, _ = _twins(SHAPES[0], torch.float32)
     keys, values = stacked.keys.clone(), stacked.values.clone()
     x = torch.randn(2, 64)
-    for positions, rows in (([3, POSITIONS], [0, 1]), ([3, 4], [0, ROWS + stacked._stack._bound.rows_total])):
+    for positions, rows in (([3, POSITIONS], [0, 1]), ([3, 4], [0, ROWS])):
         step = stacked._bound.step(torch.tensor(positions), torch.tensor(rows))
         with pytest.raises(KernelContractError, match="layer_stack: a position outside 0..63 or a row outside"):
             stacked._stack.run(step, x.clone())
@@ -168,6 +168,8 @@ def test_the_stack_refuses_activations_outside_its_contract() -> None:
     other = looped._bound.step(torch.tensor([0, 1]), torch.tensor([0, 0]))
     with pytest.raises(KernelContractError, match="another model's cache"):
         stacked._stack.run(other, torch.randn(2, 64))
+    with pytest.raises(KernelContractError, match="layer_stack: 2 layers over a cache of 3"):
+        LayerStack(KERNEL, stacked._bound, stacked.layers[:2], stacked.eps, stacked.scale)
     # No token (the loop's kernels each return at once): nothing to add, nothing written.
     keys = stacked.keys.clone()
     empty = stacked._bound.step(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))

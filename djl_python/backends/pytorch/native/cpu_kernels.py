@@ -367,6 +367,18 @@ class ModelKernels:
         self._attend = kernels._functions["decode_attention", keys.dtype]
         self._rope = kernels._functions["rope_write", keys.dtype]
 
+    def cache_pointers(self, layer: int) -> tuple[int, int]:
+        """Addresses of layer ``layer``'s keys and values in the bound cache (the layer stack
+        records them once), ``layer`` in range."""
+        if not 0 <= layer < self.layers:
+            raise _refuse("bind", f"layer {layer} outside 0..{self.layers - 1}")
+        offset = layer * self._layer_bytes
+        return self._keys + offset, self._values + offset
+
+    def table_pointers(self) -> tuple[int, int]:
+        """Addresses of the bound rotary tables ``cos``, ``sin``."""
+        return self._cos, self._sin
+
     def step(self, positions: torch.Tensor, rows: torch.Tensor) -> StepKernels:
         """Bind one step: token ``i`` sits at ``positions[i]`` of KV row ``rows[i]`` (both int64,
         contiguous; their values are checked in C on every call)."""

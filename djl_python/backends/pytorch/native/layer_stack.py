@@ -90,6 +90,8 @@ class LayerStack:
         dtype, d, heads, kv = bound.dtype, bound.head_dim, bound.heads, bound.kv
         self._function = kernels.layer_stack_function(dtype)  # refuses a dtype without a matmul here
         panel = kernels.gemm_panel[dtype]
+        if len(layers) != bound.layers:
+            raise KernelContractError(f"layer_stack: {len(layers)} layers over a cache of {bound.layers}")
         first = layers[0]
         self.hidden = first.qkv.in_features
         self.inter = first.down.in_features
@@ -113,13 +115,12 @@ class LayerStack:
                                                                            dtype, out_features)
             for name in ("attn_norm", "mlp_norm"):
                 fields[name] = _pointer(getattr(layer, name), held, f"layer {i} {name}", dtype, self.hidden)
-            offset = i * bound._layer_bytes
-            records[i] = _StackLayer(**fields, keys=bound._keys + offset, values=bound._values + offset)
-        if len(layers) != bound.layers:
-            raise KernelContractError(f"layer_stack: {len(layers)} layers over a cache of {bound.layers}")
+            keys, values = bound.cache_pointers(i)
+            records[i] = _StackLayer(**fields, keys=keys, values=values)
+        cos, sin = bound.table_pointers()
         self._model = _StackModel(
             layers=len(layers), hidden=self.hidden, heads=heads, kv=kv, d=d, inter=self.inter, P=bound.positions,
-            rows_total=bound.rows_total, eps=eps, scale=scale, cos_t=bound._cos, sin_t=bound._sin, layer=records)
+            rows_total=bound.rows_total, eps=eps, scale=scale, cos_t=cos, sin_t=sin, layer=records)
         self._records, self._held, self._bound = records, held, bound  # held: the pointers stay valid
         self.dtype = dtype
 
