@@ -5,8 +5,9 @@
  * attention, SiLU product), each paying Python's call, argument conversion and the wrapper's
  * checks; at a decode step's few rows that host work is a measurable part of the step
  * (docs/performance.md, "Compiled decode: the layer stack"). Here the same functions run in
- * the same order on the same buffers, called from C: what the step computes is unchanged, bit
- * for bit (tests/backends/test_layer_stack.py compares the two paths' outputs as integers).
+ * the same order on the same shapes, called from C (on scratch buffers allocated once a step,
+ * where the loop allocates each output): what the step computes is unchanged, bit for bit
+ * (tests/backends/test_layer_stack.py compares the two paths' outputs as integers).
  *
  * Per layer, with x the residual stream (updated in place) and delta the last sublayer's output:
  *   h = add_rms_norm(x += delta, attn_norm)     (no add in layer 0: x is the embedding)
