@@ -73,55 +73,51 @@ typedef struct {
   void* act;
 } StackBuffers;
 
-static int run(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
-               const int64_t* lengths, int64_t n, int threads, int bf16) {
+/* One dtype's entry points, so that the layer loop below is written once. */
+typedef struct {
+  void (*add_rms_norm)(void*, const void*, const void*, void*, int64_t, int64_t, float, int);
+  void (*gemm)(const void*, int64_t, const void*, const void*, void*, int64_t, int64_t, int64_t, int64_t, int);
+  int (*rope_write)(const void*, const void*, const void*, const int64_t*, const int64_t*, void*, void*, void*,
+                    int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int);
+  int (*attention)(const void*, int64_t, const void*, const void*, const int64_t*, const int64_t*, void*, int64_t,
+                   int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
+  void (*silu_mul)(const void*, void*, int64_t, int64_t, int);
+} Kernels;
+
+static const Kernels F32 = {add_rms_norm_f32, gemm_f32, rope_write_f32, decode_attention_f32, silu_mul_f32};
+static const Kernels BF16 = {add_rms_norm_bf16, gemm_bf16, rope_write_bf16, decode_attention_bf16, silu_mul_bf16};
+
+static int run(const Kernels* k, const StackModel* m, const StackBuffers* b, const int64_t* positions,
+               const int64_t* rows, const int64_t* lengths, int64_t n, int threads) {
   const int64_t qkv_width = (m->heads + 2 * m->kv) * m->d, q_width = m->heads * m->d;
   const int64_t g = m->heads / m->kv;
   for (int64_t i = 0; i < m->layers; ++i) {
     const StackLayer* l = &m->layer[i];
     const void* pending = i > 0 ? b->delta : NULL;
-    int code;
-    if (bf16) {
-      add_rms_norm_bf16(b->x, pending, l->attn_norm, b->h, n, m->hidden, m->eps, threads);
-      gemm_bf16(b->h, m->hidden, l->qkv, l->qkv_bias, b->qkv, qkv_width, n, qkv_width, m->hidden, threads);
-      code = rope_write_bf16(b->qkv, m->cos_t, m->sin_t, positions, rows, b->q, l->keys, l->values, n, m->heads,
+    k->add_rms_norm(b->x, pending, l->attn_norm, b->h, n, m->hidden, m->eps, threads);
+    k->gemm(b->h, m->hidden, l->qkv, l->qkv_bias, b->qkv, qkv_width, n, qkv_width, m->hidden, threads);
+    int code = k->rope_write(b->qkv, m->cos_t, m->sin_t, positions, rows, b->q, l->keys, l->values, n, m->heads,
                              m->kv, m->d, m->P, m->rows_total, threads);
-      if (code) return code;
-      code = decode_attention_bf16(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d,
-                                   m->P, m->rows_total, m->scale, threads);
-      if (code) return code;
-      gemm_bf16(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
-      add_rms_norm_bf16(b->x, b->delta, l->mlp_norm, b->h, n, m->hidden, m->eps, threads);
-      gemm_bf16(b->h, m->hidden, l->gate_up, l->gate_up_bias, b->gate_up, 2 * m->inter, n, 2 * m->inter,
-                m->hidden, threads);
-      silu_mul_bf16(b->gate_up, b->act, n, m->inter, threads);
-      gemm_bf16(b->act, m->inter, l->down, l->down_bias, b->delta, m->hidden, n, m->hidden, m->inter, threads);
-    } else {
-      add_rms_norm_f32(b->x, pending, l->attn_norm, b->h, n, m->hidden, m->eps, threads);
-      gemm_f32(b->h, m->hidden, l->qkv, l->qkv_bias, b->qkv, qkv_width, n, qkv_width, m->hidden, threads);
-      code = rope_write_f32(b->qkv, m->cos_t, m->sin_t, positions, rows, b->q, l->keys, l->values, n, m->heads,
-                            m->kv, m->d, m->P, m->rows_total, threads);
-      if (code) return code;
-      code = decode_attention_f32(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d,
-                                  m->P, m->rows_total, m->scale, threads);
-      if (code) return code;
-      gemm_f32(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
-      add_rms_norm_f32(b->x, b->delta, l->mlp_norm, b->h, n, m->hidden, m->eps, threads);
-      gemm_f32(b->h, m->hidden, l->gate_up, l->gate_up_bias, b->gate_up, 2 * m->inter, n, 2 * m->inter,
-               m->hidden, threads);
-      silu_mul_f32(b->gate_up, b->act, n, m->inter, threads);
-      gemm_f32(b->act, m->inter, l->down, l->down_bias, b->delta, m->hidden, n, m->hidden, m->inter, threads);
-    }
+    if (code) return code;
+    code = k->attention(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d, m->P,
+                        m->rows_total, m->scale, threads);
+    if (code) return code;
+    k->gemm(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
+    k->add_rms_norm(b->x, b->delta, l->mlp_norm, b->h, n, m->hidden, m->eps, threads);
+    k->gemm(b->h, m->hidden, l->gate_up, l->gate_up_bias, b->gate_up, 2 * m->inter, n, 2 * m->inter, m->hidden,
+            threads);
+    k->silu_mul(b->gate_up, b->act, n, m->inter, threads);
+    k->gemm(b->act, m->inter, l->down, l->down_bias, b->delta, m->hidden, n, m->hidden, m->inter, threads);
   }
   return 0;
 }
 
 int layer_stack_f32(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
                     const int64_t* lengths, int64_t n, int threads) {
-  return run(m, b, positions, rows, lengths, n, threads, 0);
+  return run(&F32, m, b, positions, rows, lengths, n, threads);
 }
 
 int layer_stack_bf16(const StackModel* m, const StackBuffers* b, const int64_t* positions, const int64_t* rows,
                      const int64_t* lengths, int64_t n, int threads) {
-  return run(m, b, positions, rows, lengths, n, threads, 1);
+  return run(&BF16, m, b, positions, rows, lengths, n, threads);
 }
