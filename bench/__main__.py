@@ -249,7 +249,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def large() -> dict[str, Any]:
         from bench.large_model import run_large
 
-        return run_large(settings.large_streams, settings.peer_timeout_s, log, with_peer=not args.no_peer)
+        return run_large(settings.large_streams, settings.large_dtypes, settings.peer_timeout_s, log,
+                         with_peer=not args.no_peer)
 
     def roofline() -> dict[str, Any]:
         from bench.large_model import model_folder

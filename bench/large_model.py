@@ -5,7 +5,8 @@ SmolLM2-135M's 0.5 GB of fp32 weights hardly shows. This section builds, once pe
 model with Llama-3.2-1B's published configuration (16 layers, hidden 2048, MLP 8192, 32 query
 and 8 KV heads of 64, vocabulary 128,256, tied embeddings, llama3 rope scaling) and random
 weights (``torch.manual_seed(0)``, the model's own initialisation), stored in bf16 as the real
-checkpoint is, and served in fp32 by both servers. Its tokenizer is a word-level one with one
+checkpoint is, and served by both servers in each of ``dtypes``: fp32, and bf16, the dtype people
+serve it in where the CPU has bf16 arithmetic. Its tokenizer is a word-level one with one
 entry per id (``t0`` .. ``t128255``): prompts are token ids and output text is never read, so
 only the vocabulary's size matters.
 
@@ -72,12 +73,14 @@ def workload(streams: int, seed: int = 7) -> Workload:
     return Workload(spec, requests)
 
 
-def run_large(streams: tuple[int, ...], timeout_s: float, log: Callable[[str], None], with_peer: bool) -> dict[str, Any]:
+def run_large(streams: tuple[int, ...], dtypes: tuple[str, ...], timeout_s: float, log: Callable[[str], None],
+              with_peer: bool) -> dict[str, Any]:
     from bench.peer import run_peer
 
     folder = model_folder(log)
-    result = run_peer(folder, workload(sum(streams)), ("fp32",), streams, 1, timeout_s, log, with_peer=with_peer)
-    result["model"] = {"shape": "meta-llama/Llama-3.2-1B", "weights": "random (seed 0), stored bf16, served fp32",
+    result = run_peer(folder, workload(sum(streams)), dtypes, streams, 1, timeout_s, log, with_peer=with_peer)
+    result["model"] = {"shape": "meta-llama/Llama-3.2-1B",
+                       "weights": f"random (seed 0), stored bf16, served {' and '.join(dtypes)}",
                        "parameters": _parameters()}
     return result
 

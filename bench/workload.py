@@ -87,6 +87,8 @@ class BenchSettings:
         multiturn_conversations, multiturn_turns: the multi-turn chat workload (:mod:`bench.multiturn`).
         latency_repeats: one-sequence requests per workload and server (:mod:`bench.latency_peer`).
         large_streams: concurrencies of the 1B-class model's side-by-side run (:mod:`bench.large_model`).
+        large_dtypes: the dtypes both servers serve it in: fp32, and bf16 (the real checkpoint's dtype,
+            and the one a CPU with AVX512-BF16 serves it in), each against its own target row.
         roofline_steps, roofline_batches: decode steps timed per batch size, and the batch sizes
             (:mod:`bench.roofline`; the 1B-class model at the first two).
     """
@@ -111,6 +113,7 @@ class BenchSettings:
     multiturn_turns: int = 4
     latency_repeats: int = 3
     large_streams: tuple[int, ...] = (16,)
+    large_dtypes: tuple[str, ...] = ("fp32", "bf16")
     roofline_steps: int = 20
     roofline_batches: tuple[int, ...] = (1, 16, 32)
 
@@ -152,6 +155,7 @@ QUICK = BenchSettings(
     multiturn_turns=2,
     latency_repeats=1,
     large_streams=(2,),
+    large_dtypes=("fp32",),
     roofline_steps=5,
     roofline_batches=(1, 8),
 )
