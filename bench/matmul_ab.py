@@ -10,17 +10,26 @@ over oneDNN (below 1: the panels are faster).
 
 Models: SmolLM2-135M (the default model) in fp32 and bf16, and the 1B-class bench model
 (Llama-3.2-1B shape, random weights; ``bench/large_model.py``) in fp32.
+
+``--avx2`` runs the fp32 cases as an AVX2-only CPU would on this one (which must have AVX-512):
+the CPU kernels built without AVX-512 (``-mno-avx512f``: the 8-wide matmul, and so the layer
+stack), oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA``) and torch's own kernels too
+(``ATEN_CPU_CAPABILITY``). It says how the two matmuls compare in AVX2 code on this core, not
+what an AVX2 CPU's cores, caches and memory would give.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 CONTEXT = 256
+# What holds oneDNN and torch's own kernels to AVX2 (--avx2).
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def _load_pair(folder: Path, dtype: str, rows: int) -> dict[str, Any]:
@@ -97,7 +106,24 @@ def _row(ms: dict[str, float]) -> dict[str, Any]:
             "panels_over_onednn": round(ms["panels"] / ms["onednn"], 3)}
 
 
-def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True) -> dict[str, Any]:
+def _use_the_avx2_build() -> str:
+    """Make the backend load the CPU kernels built without AVX-512; their path."""
+    import ctypes
+
+    from djl_python.backends.pytorch import backend
+    from djl_python.backends.pytorch.native import cpu_kernels
+
+    if "avx512f" not in cpu_kernels._cpu_identity().rpartition("flags=")[2].split():
+        raise SystemExit("--avx2 compares AVX2 code on an AVX-512 CPU; this CPU runs AVX2 code already: "
+                         "run without --avx2")
+    path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-bench-avx2",
+                                cpu_kernels.FLAGS + ("-mno-avx512f",))
+    kernels = cpu_kernels.CpuKernels(ctypes.CDLL(str(path)), path)
+    backend.load_cpu_kernels = lambda: (kernels, f"the AVX2 build {path}")
+    return str(path)
+
+
+def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True, avx2: bool = False) -> dict[str, Any]:
     import torch
 
     from bench import large_model
@@ -105,8 +131,12 @@ def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True) -
 
     smol = default_model_dir()
     cases: dict[str, Any] = {"threads": torch.get_num_threads(), "context": CONTEXT}
+    if avx2:
+        cases["avx2"] = {"kernels": _use_the_avx2_build(), **{k: os.environ.get(k) for k in AVX2_ENV},
+                         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, log)
-    cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, log)
+    if not avx2:  # no bf16 panels without AVX512-BF16
+        cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, log)
     if large:
         cases["1B-class fp32"] = run_case(large_model.model_folder(log), "fp32", (1, 16), max(5, rounds // 4), log)
     return cases
@@ -118,11 +148,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--no-large", action="store_true", help="skip the 1B-class model")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "matmul_ab.json")
+    parser.add_argument("--avx2", action="store_true", help="AVX2 code on both sides (module docstring)")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/matmul_ab[_avx2].json")
     args = parser.parse_args()
-    result = run_matmul_ab(args.rounds, print, large=not args.no_large)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    if args.avx2:  # read when oneDNN and torch load, so set before the first import of torch
+        os.environ.update(AVX2_ENV)
+    out = args.out or Path(__file__).parent / "results" / ("matmul_ab_avx2.json" if args.avx2 else "matmul_ab.json")
+    result = run_matmul_ab(args.rounds, print, large=not args.no_large, avx2=args.avx2)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ The reference is the native forward's own Python layer loop over the same kernel
 must compute the same bits, not merely close values, in every kind of step the engine makes
 (prompts, decode rows, both in one step, a prompt continued from a cached prefix or earlier
 chunks, speculative verification), with and without biases, for several head groupings and
-widths that leave tails. Where this CPU has no panel matmul for a dtype (no AVX-512F for
-float32, no AVX512-BF16 for bfloat16) the stack does not run and that dtype's tests skip;
+widths that leave tails, on this host's build of the kernels and, where this host has AVX-512,
+on the build without it (an AVX2-only CPU's). Where a build has no panel matmul for a dtype
+(bfloat16 needs AVX512-BF16) the stack does not run and that dtype's tests skip;
 :func:`test_the_stack_runs_only_where_every_weight_is_in_panels` holds the refusal.
 
 ``make test`` also runs this module on the AddressSanitizer + UBSan build of the kernels
@@ -23,11 +24,12 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from djl_python.backends.pytorch import backend as pytorch_backend
 from djl_python.backends.pytorch.backend import PyTorchBackend
-from djl_python.backends.pytorch.native.cpu_kernels import KernelContractError
+from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
 from djl_python.backends.pytorch.native.layer_stack import LayerStack
 from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
 from djl_python.engine import Engine
-from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, SANITIZED, kernel_or_fail
+from tests.backends.test_cpu_kernels import (HOST_REFUSAL, HOW, KERNEL, SANITIZED, avx2_build,  # noqa: F401
+                                             kernel_or_fail)
 from tests.engine.test_chunked_prefill import staggered
 from tests.models import NATIVE_ARCHS
 
@@ -46,14 +48,22 @@ def _backend_uses_the_build_under_test(monkeypatch) -> None:
         monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (KERNEL, HOW))
 
 
-def _panel_dtype(dtype: torch.dtype) -> None:
-    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+@pytest.fixture(params=["host", "avx2"])
+def build(request) -> CpuKernels:
+    """This host's build, and the build without AVX-512 (skipped where this host's is that one)."""
+    if request.param == "avx2":
+        return request.getfixturevalue("avx2_build")
+    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+
+
+def _panel_dtype(dtype: torch.dtype, kernels: CpuKernels | None = None) -> None:
+    kernels = kernels or kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
     if dtype not in kernels.gemm_panel:
-        pytest.skip(f"no panel matmul for {dtype} on this CPU (AVX-512F for float32, AVX512-BF16 for bfloat16): "
-                    "the layer stack does not run here")
+        pytest.skip(f"no panel matmul for {dtype} in this build (bfloat16 needs AVX512-BF16): the layer stack "
+                    "does not run there")
 
 
-def _twins(shape: tuple, dtype: torch.dtype) -> tuple[NativeLlama, NativeLlama]:
+def _twins(shape: tuple, dtype: torch.dtype, kernels: CpuKernels | None = None) -> tuple[NativeLlama, NativeLlama]:
     heads, kv, head_dim, hidden, inter, bias = shape
     torch.manual_seed(heads * 100 + hidden)
     config = LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=3,
@@ -71,8 +81,8 @@ def _twins(shape: tuple, dtype: torch.dtype) -> tuple[NativeLlama, NativeLlama]:
                 p.normal_()
     twin = copy.deepcopy(model)
     with torch.inference_mode():
-        stacked = NativeLlama.from_hf(model, ROWS, POSITIONS, kernels=KERNEL)
-        looped = NativeLlama.from_hf(twin, ROWS, POSITIONS, kernels=KERNEL, stack=False)
+        stacked = NativeLlama.from_hf(model, ROWS, POSITIONS, kernels=kernels or KERNEL)
+        looped = NativeLlama.from_hf(twin, ROWS, POSITIONS, kernels=kernels or KERNEL, stack=False)
     assert stacked.stack == "one call" and stacked.layout == "panels"
     assert looped.stack == "python loop (stack=False)"
     return stacked, looped
@@ -90,11 +100,12 @@ def _decode(rows: list[int], tokens: list[int], positions: list[int], width: int
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
-def test_the_stack_computes_the_python_loops_bits(dtype: torch.dtype, shape: tuple, monkeypatch) -> None:
+def test_the_stack_computes_the_python_loops_bits(build: CpuKernels, dtype: torch.dtype, shape: tuple,
+                                                  monkeypatch) -> None:
     """Every kind of step on both twins: the logits of each step and, at the end, every cache
     row, equal as integers; the stack ran once a step (and the loop twin never)."""
-    _panel_dtype(dtype)
-    stacked, looped = _twins(shape, dtype)
+    _panel_dtype(dtype, build)
+    stacked, looped = _twins(shape, dtype, build)
     runs = _count_runs(monkeypatch)
     a = [(i * 37 + 11) % 300 for i in range(23)]
     b = [(i * 53 + 5) % 300 for i in range(9)]

@@ -1,8 +1,9 @@
 """The native forward's matmul kernels (``backends/pytorch/native/linear.py``): every kernel agrees with
 ``F.linear`` at every row count, and a packed backend holds one copy of its weights.
 
-``PANELS`` is the CPU kernels' matmul where this CPU has it (AVX-512F for fp32, AVX512-BF16 for
-bf16); the backend then packs for it, and ``oneDNN`` is forced by refusing the panels."""
+``PANELS`` is the CPU kernels' matmul where this CPU has it (fp32 wherever the kernels build,
+bf16 with AVX512-BF16); the backend then packs for it, and ``oneDNN`` is forced by refusing the
+panels."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_kernels_agree_with_f_linear(rows: int, packed: bool | str, bias: bool) 
     if packed and not PACKS_FP32:
         pytest.skip("this torch's oneDNN does not pack fp32 weights here")
     if packed == "panels" and torch.float32 not in PANELS:
-        pytest.skip("no fp32 panel matmul on this CPU (AVX-512F)")
+        pytest.skip("no fp32 panel matmul: the CPU kernels did not build here")
     torch.manual_seed(rows)
     weight, x = torch.randn(96, 64), torch.randn(rows, 64)
     b = torch.randn(96) if bias else None
@@ -71,7 +72,7 @@ def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -
 @pytest.mark.parametrize("matmul", ["panels", "onednn"])
 def test_packed_backend_releases_the_module_linears(matmul, tiny_model_factory, monkeypatch) -> None:
     if matmul == "panels" and torch.float32 not in PANELS:
-        pytest.skip("no fp32 panel matmul on this CPU (AVX-512F)")
+        pytest.skip("no fp32 panel matmul: the CPU kernels did not build here")
     if matmul == "onednn":
         _refuse_panels(monkeypatch)
     backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=2)

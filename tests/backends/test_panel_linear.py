@@ -5,10 +5,11 @@ the kernel must compute up to its fp32 summation. Shapes cover every tile size o
 (1 to 8 rows, and the splits of 9 to 40 rows), a last panel narrower than 32 columns, odd
 and short input widths, biases, and rows that are not packed one after another.
 
-Where the CPU kernels build but this CPU has no matmul for a dtype (no AVX-512F for float32,
-no AVX512-BF16 for bfloat16) the dtype's tests skip, and the backend keeps oneDNN there
-(``test_native_linear``). ``make test`` also runs this module on the AddressSanitizer +
-UBSan build (``scripts/sanitized-kernels.sh``).
+Every test runs on this host's build and, where this host has AVX-512, on the build without it
+(``avx2_build``: the 8-wide float32 kernel an AVX2-only CPU runs), which must also compute the
+host build's bits. Where a build has no matmul for a dtype (bfloat16 needs AVX512-BF16) the
+dtype's tests skip, and the backend keeps oneDNN there (``test_native_linear``). ``make test``
+also runs this module on the AddressSanitizer + UBSan build (``scripts/sanitized-kernels.sh``).
 """
 
 from __future__ import annotations
@@ -18,23 +19,25 @@ import torch
 
 from djl_python.backends.pytorch.native import panel_linear
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
-from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, kernel_or_fail
+from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, avx2_build, kernel_or_fail  # noqa: F401
 
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-@pytest.fixture(params=DTYPES, ids=["fp32", "bf16"])
-def dtype(request) -> torch.dtype:
-    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
-    if request.param not in kernels.gemm_panel:
-        pytest.skip(f"no panel matmul for {request.param} on this CPU (AVX-512F for float32, AVX512-BF16 "
-                    "for bfloat16); the backend packs for oneDNN here")
-    return request.param
-
-
-@pytest.fixture
-def kernels() -> CpuKernels:
+@pytest.fixture(params=["host", "avx2"])
+def kernels(request) -> CpuKernels:
+    """This host's build, and the build without AVX-512 (skipped where this host's is that one)."""
+    if request.param == "avx2":
+        return request.getfixturevalue("avx2_build")
     return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+
+
+@pytest.fixture(params=DTYPES, ids=["fp32", "bf16"])
+def dtype(request, kernels: CpuKernels) -> torch.dtype:
+    if request.param not in kernels.gemm_panel:
+        pytest.skip(f"no panel matmul for {request.param} in this build (bfloat16 needs AVX512-BF16); the "
+                    "backend packs for oneDNN there")
+    return request.param
 
 
 def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -62,13 +65,15 @@ def test_matches_the_float64_product(kernels, dtype, rows, n, k, bias) -> None:
     torch.testing.assert_close(got.double(), _reference(x, weight, b), **_tolerance(dtype, k))
 
 
-@pytest.mark.parametrize("n", [16, 17, 31, 33, 48])
-def test_writes_stay_inside_the_output(kernels, dtype, n) -> None:
+@pytest.mark.parametrize("rows", [5, 13])
+@pytest.mark.parametrize("n", [8, 9, 16, 17, 31, 33, 48])
+def test_writes_stay_inside_the_output(kernels, dtype, n, rows) -> None:
     """The C function called directly, into rows wider than the output (ldy = n + 32) filled with a
-    sentinel, and a guard row after them: only columns < n of rows < m change. The sanitizer
-    build does not see masked stores, so this is what holds the tail masks to the contract."""
+    sentinel, and a guard row after them: only columns < n of rows < m change (5 and 13 rows: the
+    AVX2 build's two kinds of tile). The sanitizer build does not see masked stores, so this is
+    what holds the tail masks to the contract."""
     torch.manual_seed(n)
-    k, rows = 8, 5
+    k = 8
     weight, x, b = torch.randn(n, k).to(dtype), torch.randn(rows, k).to(dtype), torch.randn(n).to(dtype)
     packed = panel_linear.pack(weight, kernels)
     sentinel = -12345.0
@@ -164,3 +169,22 @@ def test_what_cannot_be_packed_is_refused(kernels) -> None:
         assert "odd" in panel_linear.refusal(kernels, torch.zeros(4, 5, dtype=torch.bfloat16))
     with pytest.raises(KernelContractError, match="cannot pack"):
         panel_linear.pack(torch.zeros(4, 4, dtype=torch.float64), kernels)
+
+
+def test_the_avx2_build_computes_the_host_builds_bits(avx2_build: CpuKernels) -> None:
+    """float32 on 8-wide registers (an AVX2-only CPU's kernel: whole-panel tiles of up to 3 rows
+    for calls of up to 8 rows, half-panel tiles of up to 6 beyond) sums each output in the AVX-512
+    kernel's order, so it gives the same bits, over every tile size of both kernels, groups of 8
+    columns with no, some and all real columns, biases and rows read in place."""
+    host = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    assert avx2_build.gemm_panel == {torch.float32: 32}  # no AVX512-BF16 without AVX-512
+    torch.manual_seed(17)
+    for n, k in ((5, 3), (16, 40), (24, 9), (33, 64), (70, 31), (96, 128)):
+        weight, b = torch.randn(n, k), torch.randn(n)
+        ours, theirs = panel_linear.pack(weight, avx2_build), panel_linear.pack(weight, host)
+        assert torch.equal(ours.panels, theirs.panels)  # one layout for both
+        wide = torch.randn(41, k + 3)
+        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 19, 41):
+            x = wide[:rows, 1 : 1 + k]
+            for bias in (None, b):
+                assert torch.equal(ours(x, bias), theirs(x, bias)), (n, k, rows, bias is None)

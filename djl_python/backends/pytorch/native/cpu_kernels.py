@@ -12,9 +12,10 @@ Four kinds, one library:
   product). Why: at a decode step's sizes each torch op costs its dispatch, not its
   arithmetic; each kernel is one call doing the same operations with the same roundings
   (the C file says how). docs/performance.md has the measurements behind both.
-* **Matmul** (``gemm.c``, on AVX-512 CPUs): ``x @ W.T + bias`` on weights packed in column
-  panels (:mod:`.panel_linear` packs them and checks each call). Why: at a decode step's few
-  rows oneDNN's GEMM reads its packed weights well below memory speed; this one streams them.
+* **Matmul** (``gemm.c``; float32 on every CPU the kernels build on, bfloat16 with AVX512-BF16):
+  ``x @ W.T + bias`` on weights packed in column panels (:mod:`.panel_linear` packs them and
+  checks each call). Why: at a decode step's few rows oneDNN's GEMM reads its packed weights
+  well below memory speed; this one streams them.
 * **The layer stack** (``layer_stack.c``): a step's decoder layers, the calls above in the
   native forward's order, as one call (:mod:`.layer_stack`). Why: the host work of nine
   ctypes calls a layer.
@@ -194,8 +195,8 @@ class CpuKernels:
                 function.restype = restype
                 function.argtypes = argtypes
                 self._functions[name, dtype] = function
-        # The dtypes whose matmul this CPU compiled (AVX-512F: float32; AVX512-BF16: bfloat16),
-        # with their panel width; the others keep oneDNN.
+        # The dtypes whose matmul this CPU compiled (float32: AVX-512F, or AVX2 and FMA, which
+        # every build has; bfloat16: AVX512-BF16), with their panel width; the others keep oneDNN.
         self.gemm_panel: dict[torch.dtype, int] = {}
         for dtype, suffix in _SUFFIX.items():
             width = int(getattr(library, f"gemm_panel_width_{suffix}")())

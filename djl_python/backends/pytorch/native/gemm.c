@@ -1,8 +1,8 @@
 /* The native forward's matmul: y = x W^T (+ bias) on weights packed in column panels.
  *
- * Built into the same library as cpu_kernels.c (cpu_kernels.py compiles both files), on
- * CPUs with AVX-512F (float32) and AVX512-BF16 (bfloat16); gemm_panel_width_* returns 0 where
- * a dtype's kernel was not compiled, and the caller keeps oneDNN.
+ * Built into the same library as cpu_kernels.c (cpu_kernels.py compiles both files): float32 on
+ * CPUs with AVX-512F, or else AVX2 and FMA; bfloat16 on CPUs with AVX512-BF16. gemm_panel_width_*
+ * returns 0 where a dtype's kernel was not compiled, and the caller keeps oneDNN.
  *
  * Why: at a decode step's few rows oneDNN's GEMM on its own packed layout reads the weights
  * well below this machine's memory speed, and does not overlap the reads with its arithmetic
@@ -27,7 +27,8 @@
  * rounds to nearest even with vcvtneps2bf16, which also flushes subnormals and keeps a NaN's
  * sign (oneDNN's bf16 GEMM on these CPUs uses the same two instructions). The order does not
  * depend on m, on the tile a row falls in, or on the thread count: a row's output is the same
- * bits whatever rows share its call.
+ * bits whatever rows share its call. The float32 order does not depend on the vector width either:
+ * the AVX2 kernel computes the same bits as the AVX-512 one.
  */
 #include <stdint.h>
 #include <string.h>
@@ -49,8 +50,6 @@
 #if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define GEMM_BF16 1
 #endif
-
-#if defined(__AVX512F__)
 
 /* Prefetch the line at address a into L1 / L2. The address is computed as an integer: it may lie
  * past the panels' end (a prefetch never faults), where pointer arithmetic would be undefined. */
@@ -74,6 +73,8 @@ static inline __attribute__((always_inline)) void prefetch_step(uintptr_t here, 
     prefetch_l1(here + PREFETCH_BYTES + 64);
   }
 }
+
+#if defined(__AVX512F__)
 
 /* The k loop of a tile: acc0/acc1[r] += x[r, :] . panel columns 0-15 / 16-31, k increasing.
  * to_l2 (a constant at each call, so each loop has one kind of prefetch and no branch): 1, the
@@ -226,11 +227,149 @@ static inline __attribute__((always_inline)) void gemm(
   }
 }
 
-#endif  /* __AVX512F__ */
+#elif defined(__AVX2__) && defined(__FMA__)
+
+/* float32 without AVX-512: the same panels and the same order of arithmetic (one FMA a term, k
+ * increasing, from the bias) on 8-wide registers, in two kinds of tile, both with 12 accumulators:
+ *  - wide: up to 3 rows x a whole panel (32 columns), for calls of at most WIDE_CALL_ROWS rows (a
+ *    decode step of a few sequences, bound by reading the weights): the first tile of a panel
+ *    streams it from memory as one contiguous run, with the AVX-512 kernel's prefetch, and the
+ *    others find it in cache. (In half tiles, a half's first tile would read every other line.)
+ *  - half: up to 6 rows x 16 columns, a panel as two halves, for larger calls (bound by the
+ *    arithmetic): a step's two weight loads and six broadcasts feed twelve FMAs, where a wide
+ *    tile's twelve FMAs take their weights from memory operands. Its k loop reads one 64-byte
+ *    line a step: the first tile of a half prefetches that half PREFETCH_BYTES ahead, the later
+ *    tiles the same half of the thread's next panel into L2.
+ * The boundary is measured (docs/performance.md, "The AVX2 panel matmul").
+ * Either way each output element gets the same FMAs in the same order, so the tile kind, like the
+ * tile size, does not change a bit (tests/backends/test_panel_linear.py). */
+#define WIDE_ROWS 3
+#define HALF_ROWS 6
+#define WIDE_CALL_ROWS 8
+
+/* Lanes 0..count-1 of 8 set (none for count <= 0), as _mm256_maskload_ps / _mm256_maskstore_ps
+ * read a mask. */
+static inline __attribute__((always_inline)) __m256i lanes(int count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* The k loop of a tile of mr rows (a constant at each call) and `groups` groups of 8 columns (4:
+ * wide, 2: half); `step` floats between two k steps of the panel (PANEL either way). to_l2 as in
+ * the AVX-512 sum_f32; `lines` the 64-byte lines a step reads (2: wide, 1: half). */
+static inline __attribute__((always_inline)) void sum_avx2(
+    const float* xs, int64_t lda, const float* b, int64_t k, __m256 acc[][4], int mr, int rows, int groups,
+    uintptr_t next, int to_l2) {
+  for (int64_t j = 0; j < k; j++) {
+    const float* w = b + j * PANEL;  /* never formed past the panels' end: a second half ends 16 short */
+    if (to_l2) {
+      prefetch_l2(next + (uintptr_t)(j * PANEL * 4));
+      if (groups == 4) prefetch_l2(next + (uintptr_t)(j * PANEL * 4) + 64);
+    } else {
+      prefetch_l1((uintptr_t)w + PREFETCH_BYTES);
+      if (groups == 4) prefetch_l1((uintptr_t)w + PREFETCH_BYTES + 64);
+    }
+    #pragma GCC unroll 6
+    for (int r = 0; r < rows; r++) {
+      if (r < mr) {
+        const __m256 xv = _mm256_broadcast_ss(xs + r * lda + j);
+        #pragma GCC unroll 4
+        for (int g = 0; g < groups; g++) acc[r][g] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + 8 * g), acc[r][g]);
+      }
+    }
+  }
+}
+
+/* Rows 0..mr-1 of x against `groups` * 8 columns of a panel from b (its first column at k = 0),
+ * of which ncols are real (a group with none is neither read from the bias nor stored), into y;
+ * bias and y already offset to the tile's first column. next: the same columns of the thread's
+ * next panel for the tiles that find theirs in cache, 0 for the tile that streams it. */
+static inline __attribute__((always_inline)) void tile_avx2(
+    const float* x, int64_t lda, const float* b, int64_t k, const float* bias, float* y, int64_t ldy, int mr,
+    int rows, int groups, int ncols, uintptr_t next) {
+  __m256 acc[HALF_ROWS][4];
+  __m256i mask[4];
+  __m256 init[4];
+  #pragma GCC unroll 4
+  for (int g = 0; g < groups; g++) {
+    mask[g] = lanes(ncols - 8 * g);
+    init[g] = bias && ncols > 8 * g ? _mm256_maskload_ps(bias + 8 * g, mask[g]) : _mm256_setzero_ps();
+  }
+  #pragma GCC unroll 6
+  for (int r = 0; r < rows; r++) {
+    if (r < mr) {
+      #pragma GCC unroll 4
+      for (int g = 0; g < groups; g++) acc[r][g] = init[g];
+    }
+  }
+  if (next) {
+    sum_avx2(x, lda, b, k, acc, mr, rows, groups, next, 1);
+  } else {
+    sum_avx2(x, lda, b, k, acc, mr, rows, groups, 0, 0);
+  }
+  #pragma GCC unroll 6
+  for (int r = 0; r < rows; r++) {
+    if (r < mr) {
+      #pragma GCC unroll 4
+      for (int g = 0; g < groups; g++) {
+        if (ncols > 8 * g) _mm256_maskstore_ps(y + r * ldy + 8 * g, mask[g], acc[r][g]);
+      }
+    }
+  }
+}
+
+#define WIDE_CASE(n) case n: tile_avx2(x, lda, b, k, bias, y, ldy, n, WIDE_ROWS, 4, ncols, next); break;
+#define HALF_CASE(n) case n: tile_avx2(x, lda, b, k, bias, y, ldy, n, HALF_ROWS, 2, ncols, next); break;
+
+/* One tile, its kind and row count made constants for tile_avx2(). */
+static void rows_avx2(const float* x, int64_t lda, const float* b, int64_t k, const float* bias, float* y,
+                      int64_t ldy, int mr, int wide, int ncols, uintptr_t next) {
+  if (wide) {
+    switch (mr) {
+      WIDE_CASE(3) WIDE_CASE(2)
+      default: tile_avx2(x, lda, b, k, bias, y, ldy, 1, WIDE_ROWS, 4, ncols, next); break;
+    }
+  } else {
+    switch (mr) {
+      HALF_CASE(6) HALF_CASE(5) HALF_CASE(4) HALF_CASE(3) HALF_CASE(2)
+      default: tile_avx2(x, lda, b, k, bias, y, ldy, 1, HALF_ROWS, 2, ncols, next); break;
+    }
+  }
+}
+
+/* gemm() for float32 on AVX2: the AVX-512 schedule (threads over contiguous runs of panels, rows
+ * in near-equal tiles, the first tile of a panel or half streaming it), in wide tiles where m <=
+ * WIDE_CALL_ROWS, else half tiles. bf16 is never asked of it (no gemm_bf16 without AVX512-BF16). */
+static inline void gemm(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy,
+                        int64_t m, int64_t n, int64_t k, int threads, int bf16) {
+  (void)bf16;
+  const int wide = m <= WIDE_CALL_ROWS;
+  const int width = wide ? PANEL : PANEL / 2;  /* columns a tile covers */
+  const int64_t count = (n + PANEL - 1) / PANEL;
+  const int64_t tiles = (m + (wide ? WIDE_ROWS : HALF_ROWS) - 1) / (wide ? WIDE_ROWS : HALF_ROWS);
+  if (m <= 0) return;
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t p = 0; p < count; p++) {
+    const float* panel = (const float*)panels + p * k * PANEL;
+    const int real = (int)(n - p * PANEL < PANEL ? n - p * PANEL : PANEL);
+    for (int c = 0; c < real; c += width) {  /* the panel, or its halves with a real column */
+      const int ncols = real - c < width ? real - c : width;
+      int64_t row = 0;
+      for (int64_t t = 0; t < tiles; t++) {
+        const int mr = (int)((m - row + (tiles - t) - 1) / (tiles - t));
+        const uintptr_t next = t > 0 && p + 1 < count ? (uintptr_t)(panel + k * PANEL + c) : 0;
+        rows_avx2((const float*)x + row * lda, lda, panel + c, k, bias ? (const float*)bias + p * PANEL + c : NULL,
+                  (float*)y + row * ldy + p * PANEL + c, ldy, mr, wide, ncols, next);
+        row += mr;
+      }
+    }
+  }
+}
+
+#endif  /* __AVX512F__, or AVX2 and FMA */
 
 /* The entry points ctypes binds, one pair per dtype. A dtype whose kernel this CPU did not compile
  * reports width 0, and panel_linear never packs for it, so its gemm_* is never called. */
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #define F32_WIDTH PANEL
 #else
 #define F32_WIDTH 0
@@ -240,7 +379,7 @@ static inline void gemm(const void* x, int64_t lda, const void* panels, const vo
   (void)bf16;
 }
 #endif
-#if defined(__AVX512F__) && defined(GEMM_BF16)
+#if defined(GEMM_BF16)
 #define BF16_WIDTH PANEL
 #else
 #define BF16_WIDTH 0

@@ -8,7 +8,7 @@ a step (docs/performance.md, "Compiled decode: the layer stack"). Prefill steps 
 call: a step is one forward whatever it holds.
 
 Where it runs: a model whose every decoder weight is in the panel layout (:mod:`.panel_linear`:
-a CPU with AVX-512F for float32, AVX512-BF16 for bfloat16) and whose attention and rope run on
+float32 on every CPU the kernels build on, bfloat16 on a CPU with AVX512-BF16) and whose attention and rope run on
 the CPU kernels (:meth:`.cpu_kernels.CpuKernels.refusal`). :func:`refusal` says why not
 elsewhere; there the Python loop runs, as before.
 

@@ -46,7 +46,7 @@ def refusal(kernels: CpuKernels | None, weight: torch.Tensor) -> str | None:
     if weight.device.type != "cpu" or weight.dim() != 2:
         return "not a 2-dimensional CPU weight"
     if weight.dtype not in kernels.gemm_panel:
-        return f"no matmul compiled for {weight.dtype} on this CPU (AVX-512F for float32, AVX512-BF16 for bfloat16)"
+        return f"no matmul compiled for {weight.dtype} on this CPU (bfloat16 needs AVX512-BF16)"
     if weight.dtype == torch.bfloat16 and weight.shape[1] % 2:
         return f"an odd input width {weight.shape[1]} (bfloat16 pairs)"
     return None
