@@ -28,7 +28,8 @@
  * sign (oneDNN's bf16 GEMM on these CPUs uses the same two instructions). The order does not
  * depend on m, on the tile a row falls in, or on the thread count: a row's output is the same
  * bits whatever rows share its call. The float32 order does not depend on the vector width either:
- * the AVX2 kernel computes the same bits as the AVX-512 one.
+ * the AVX2 kernel computes the same bits as the AVX-512 one (NaN payloads aside: which of two NaN
+ * operands an FMA returns depends on the instruction form the compiler picks).
  */
 #include <stdint.h>
 #include <string.h>
@@ -253,9 +254,10 @@ static inline __attribute__((always_inline)) __m256i lanes(int count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* The k loop of a tile of mr rows (a constant at each call) and `groups` groups of 8 columns (4:
- * wide, 2: half); `step` floats between two k steps of the panel (PANEL either way). to_l2 as in
- * the AVX-512 sum_f32; `lines` the 64-byte lines a step reads (2: wide, 1: half). */
+/* The k loop of a tile: acc[r][g] += x[r, :] . the panel's columns 8 g .. 8 g + 7 from b, k
+ * increasing (b + j * PANEL is step j), for r < mr (a constant at each call, as are `rows`, the
+ * tile kind's most rows, and `groups`, 4 for wide, 2 for half). to_l2 as in the AVX-512 sum_f32;
+ * a step prefetches the lines it reads: 2 (wide) or 1 (half). */
 static inline __attribute__((always_inline)) void sum_avx2(
     const float* xs, int64_t lda, const float* b, int64_t k, __m256 acc[][4], int mr, int rows, int groups,
     uintptr_t next, int to_l2) {
