@@ -204,11 +204,14 @@ def test_the_stack_runs_only_where_every_weight_is_in_panels(tiny_llama: Path) -
 
 
 @pytest.mark.parametrize("arch", NATIVE_ARCHS)
-def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory, arch: str) -> None:
+def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory, arch: str, build: CpuKernels,
+                                                              monkeypatch) -> None:
     """Engines over the two forwards, with chunked prefill and the prefix cache on: the same
-    tokens for every request of a staggered run (prompts joining running decodes). The other
-    architectures run the Hugging Face forward, which has no layer stack."""
-    kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+    tokens for every request of a staggered run (prompts joining running decodes), on this host's
+    build and on the build without AVX-512. The other architectures run the Hugging Face forward,
+    which has no layer stack."""
+    kernels = build
+    monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (kernels, "the build under test"))
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
@@ -219,6 +222,7 @@ def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory
     stacked, looped = engine(True), engine(False)
     if torch.float32 in kernels.gemm_panel:
         assert stacked.backend.info.extra["layer_stack"] == "one call"
+        assert stacked.backend._forward.layers[0].qkv.function is kernels.gemm_function(torch.float32)
     assert looped.backend.info.extra["layer_stack"] == "python loop (stack=False)"
     for _ in range(2):  # the second round reuses cached prefixes
         assert staggered(stacked) == staggered(looped)
