@@ -11,6 +11,10 @@ over oneDNN (below 1: the panels are faster).
 Models: SmolLM2-135M (the default model) in fp32 and bf16, and the 1B-class bench model
 (Llama-3.2-1B shape, random weights; ``bench/large_model.py``) in fp32.
 
+Where the panels are used the layer stack runs too (the backend's default) and the oneDNN side
+runs the Python layer loop, so a figure is what the panels bring with the stack; ``--loop`` runs
+the loop on both sides, so that only the matmuls differ.
+
 ``--avx2`` runs the fp32 cases as an AVX2-only CPU would on this one (which must have AVX-512):
 the CPU kernels built without AVX-512 (``-mno-avx512f``: the 8-wide matmul, and so the layer
 stack), oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA``) and torch's own kernels too
@@ -32,12 +36,12 @@ CONTEXT = 256
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 
 
-def _load_pair(folder: Path, dtype: str, rows: int) -> dict[str, Any]:
+def _load_pair(folder: Path, dtype: str, rows: int, stack: bool = True) -> dict[str, Any]:
     from djl_python.backends.pytorch.backend import PyTorchBackend
     from djl_python.backends.pytorch.native import panel_linear
 
     positions = CONTEXT + 64
-    panels = PyTorchBackend.load(folder, max_slots=rows, dtype=dtype, n_positions=positions)
+    panels = PyTorchBackend.load(folder, max_slots=rows, dtype=dtype, n_positions=positions, layer_stack=stack)
     real = panel_linear.refusal
     panel_linear.refusal = lambda kernels, weight: "refused by bench.matmul_ab"
     try:
@@ -62,11 +66,11 @@ def _alternate(backends: dict[str, Any], step: Callable[[str, Any], None], round
     return {name: statistics.median(s) * 1000 for name, s in samples.items()}
 
 
-def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int,
+def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int, stack: bool,
              log: Callable[[str], None]) -> list[dict[str, Any]]:
     import torch
 
-    backends = _load_pair(folder, dtype, max(batches))
+    backends = _load_pair(folder, dtype, max(batches), stack)
     results = []
     with torch.inference_mode():
         prompts = [[1000 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
@@ -127,7 +131,8 @@ def _use_the_avx2_build() -> str:
     return str(path)
 
 
-def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True, avx2: bool = False) -> dict[str, Any]:
+def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True, avx2: bool = False,
+                  stack: bool = True) -> dict[str, Any]:
     import torch
 
     from bench import large_model
@@ -138,11 +143,13 @@ def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True, a
     if avx2:
         cases["avx2"] = {"kernels": _use_the_avx2_build(), **{k: os.environ.get(k) for k in AVX2_ENV},
                          "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, log)
+    cases["panels_layer_stack"] = stack
+    cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, stack, log)
     if not avx2:  # no bf16 panels without AVX512-BF16
-        cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, log)
+        cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, stack, log)
     if large:
-        cases["1B-class fp32"] = run_case(large_model.model_folder(log), "fp32", (1, 16), max(5, rounds // 4), log)
+        cases["1B-class fp32"] = run_case(large_model.model_folder(log), "fp32", (1, 16), max(5, rounds // 4), stack,
+                                          log)
     return cases
 
 
@@ -153,12 +160,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--no-large", action="store_true", help="skip the 1B-class model")
     parser.add_argument("--avx2", action="store_true", help="AVX2 code on both sides (module docstring)")
+    parser.add_argument("--loop", action="store_true",
+                        help="the panels' side runs the Python layer loop too, so that only the matmuls differ")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/matmul_ab[_avx2].json")
     args = parser.parse_args()
     if args.avx2:  # read when oneDNN and torch load, so set before the first import of torch
         os.environ.update(AVX2_ENV)
-    out = args.out or Path(__file__).parent / "results" / ("matmul_ab_avx2.json" if args.avx2 else "matmul_ab.json")
-    result = run_matmul_ab(args.rounds, print, large=not args.no_large, avx2=args.avx2)
+    name = "matmul_ab" + ("_avx2" if args.avx2 else "") + ("_loop" if args.loop else "")
+    out = args.out or Path(__file__).parent / "results" / f"{name}.json"
+    result = run_matmul_ab(args.rounds, print, large=not args.no_large, avx2=args.avx2, stack=not args.loop)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
