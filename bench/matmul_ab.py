@@ -18,7 +18,7 @@ the loop on both sides, so that only the matmuls differ.
 ``--avx2`` runs the fp32 cases as an AVX2-only CPU would on this one (which must have AVX-512):
 the CPU kernels built without AVX-512 (``-mno-avx512f``: the 8-wide matmul, and so the layer
 stack), oneDNN held to AVX2 (``ONEDNN_MAX_CPU_ISA``) and torch's own kernels too
-(``ATEN_CPU_CAPABILITY``). It says how the two matmuls compare in AVX2 code on this core, not
+(``ATEN_CPU_CAPABILITY``). It says how the two sides compare in AVX2 code on this core, not
 what an AVX2 CPU's cores, caches and memory would give.
 """
 
