@@ -8,9 +8,9 @@ a step (docs/performance.md, "Compiled decode: the layer stack"). Prefill steps 
 call: a step is one forward whatever it holds.
 
 Where it runs: a model whose every decoder weight is in the panel layout (:mod:`.panel_linear`:
-float32 on every CPU the kernels build on, bfloat16 on a CPU with AVX512-BF16) and whose attention and rope run on
-the CPU kernels (:meth:`.cpu_kernels.CpuKernels.refusal`). :func:`refusal` says why not
-elsewhere; there the Python loop runs, as before.
+float32 on every CPU the kernels build on, bfloat16 on a CPU with AVX512-BF16) and whose
+attention and rope run on the CPU kernels (:meth:`.cpu_kernels.CpuKernels.refusal`).
+:func:`refusal` says why not elsewhere; there the Python loop runs, as before.
 
 Invariant: the call computes what the Python loop computes, bit for bit. The same C functions
 run in the same order on the same shapes with the same thread count; nothing is reordered

@@ -3,8 +3,8 @@
 Five kernels, picked per weight once at load and per call by the number of rows:
 
 * **Panel matmul** (CPU, where the CPU kernels built: fp32 on every such CPU, bf16 with
-  AVX512-BF16): the weight is packed once into :mod:`.panel_linear`'s column panels and every call
-  runs ``gemm.c`` on it. It reads the weights at memory speed at a decode step's few rows,
+  AVX512-BF16): the weight is packed once into :mod:`.panel_linear`'s column panels and every
+  call runs ``gemm.c`` on it. It reads the weights at memory speed at a decode step's few rows,
   where oneDNN does not, and keeps pace with oneDNN at a prefill's hundreds
   (docs/performance.md, "The panel matmul"); a row's output does not depend on the other rows
   of its call.
