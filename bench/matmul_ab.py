@@ -114,8 +114,6 @@ def _use_the_avx2_build() -> str:
     """Make the backend load the CPU kernels built without AVX-512; their path."""
     import ctypes
 
-    import torch
-
     from djl_python.backends.pytorch import backend
     from djl_python.backends.pytorch.native import cpu_kernels
 
@@ -125,7 +123,7 @@ def _use_the_avx2_build() -> str:
     path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-bench-avx2",
                                 cpu_kernels.FLAGS + ("-mno-avx512f",))
     kernels = cpu_kernels.CpuKernels(ctypes.CDLL(str(path)), path)
-    if torch.bfloat16 in kernels.gemm_panel:  # GCC keeps AVX-512 under -mno-avx512f where -march enables AVX10
+    if kernels.vector_bits != 256:  # GCC keeps AVX-512 under -mno-avx512f where -march enables AVX10
         raise SystemExit("this compiler kept AVX-512 code under -mno-avx512f (an AVX10 CPU): no AVX2 build here")
     backend.load_cpu_kernels = lambda: (kernels, f"the AVX2 build {path}")
     return str(path)

@@ -7,6 +7,8 @@ panels."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -70,13 +72,22 @@ def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -
 
 @pytest.mark.skipif(not PACKS_FP32, reason="this torch's oneDNN does not pack fp32 weights here")
 @pytest.mark.parametrize("matmul", ["panels", "onednn"])
-def test_packed_backend_releases_the_module_linears(matmul, tiny_model_factory, monkeypatch) -> None:
+def test_packed_backend_releases_the_module_linears(matmul, tiny_model_factory, monkeypatch, caplog) -> None:
     if matmul == "panels" and torch.float32 not in PANELS:
         pytest.skip("no fp32 panel matmul: the CPU kernels did not build here")
     if matmul == "onednn":
         _refuse_panels(monkeypatch)
-    backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=2)
+    with caplog.at_level(logging.INFO, logger="djl_python.backends.pytorch.backend"):
+        backend = PyTorchBackend.load(tiny_model_factory("llama"), max_slots=2)
     assert backend.info.extra["weights_layout"] == {"panels": "panels", "onednn": "onednn-packed"}[matmul]
+    # The load log line and the info say which matmul runs, and at which vector width: this CPU's.
+    host_bits = 512 if "avx512f" in cpu_kernels._cpu_identity().rpartition("flags=")[2].split() else 256
+    if matmul == "panels":
+        assert backend.info.extra["panel_matmul_bits"] == host_bits
+        assert f"weights: panels ({host_bits}-bit matmul);" in caplog.text
+    else:
+        assert "panel_matmul_bits" not in backend.info.extra
+        assert "weights: onednn-packed;" in caplog.text
     decoder = backend.model.model.layers[0]
     released = [decoder.self_attn.q_proj, decoder.self_attn.o_proj, decoder.mlp.gate_proj, decoder.mlp.down_proj]
     assert all(lin.weight.numel() == 0 for lin in released)

@@ -178,6 +178,7 @@ def test_the_avx2_build_computes_the_host_builds_bits(avx2_build: CpuKernels) ->
     columns with no, some and all real columns, biases and rows read in place."""
     host = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
     assert avx2_build.gemm_panel == {torch.float32: 32}  # no AVX512-BF16 without AVX-512
+    assert avx2_build.vector_bits == 256 and host.vector_bits == 512
     torch.manual_seed(17)
     for n, k in ((5, 3), (9, 12), (16, 40), (24, 9), (31, 20), (33, 64), (47, 16), (70, 31), (96, 128)):
         weight, b = torch.randn(n, k), torch.randn(n)

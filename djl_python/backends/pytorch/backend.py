@@ -121,11 +121,15 @@ class PyTorchBackend(Backend):
                 info.extra["forward"] = "native"
                 info.extra["native_ops"] = native_forward.ops
                 info.extra["layer_stack"] = native_forward.stack
-                logger.info("native forward ops: %s (CPU kernels: %s); decoder layers: %s", native_forward.ops, how,
-                            native_forward.stack)
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
                 info.extra["weights_layout"] = native_forward.layout
+                if kernels is not None and "panels" in native_forward.layout:
+                    info.extra["panel_matmul_bits"] = kernels.vector_bits  # 512: AVX-512, 256: AVX2
+                logger.info("native forward ops: %s (CPU kernels: %s); weights: %s%s; decoder layers: %s",
+                            native_forward.ops, how, native_forward.layout,
+                            f" ({info.extra['panel_matmul_bits']}-bit matmul)" if "panel_matmul_bits" in info.extra
+                            else "", native_forward.stack)
                 own_bytes = native_forward.own_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots + limits.prefix_cache_rows, limits.n_positions)

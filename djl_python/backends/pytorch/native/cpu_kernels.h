@@ -33,6 +33,7 @@ void silu_mul_bf16(const void* gate_up, void* out, int64_t n, int64_t inter, int
 /* gemm.c: y = x @ W.T + bias on weights in panels. */
 int gemm_panel_width_f32(void);
 int gemm_panel_width_bf16(void);
+int gemm_vector_bits(void);
 void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
               int64_t n, int64_t k, int threads);
 void gemm_bf16(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,

@@ -202,6 +202,9 @@ class CpuKernels:
             width = int(getattr(library, f"gemm_panel_width_{suffix}")())
             if width:
                 self.gemm_panel[dtype] = width
+        # The vector width the float32 matmul was compiled for (512: AVX-512F, 256: AVX2), which
+        # the load log line reports: the same bits either way, not the same speed.
+        self.vector_bits = int(library.gemm_vector_bits())
 
     def gemm_function(self, dtype: torch.dtype) -> Any:
         """The C matmul for ``dtype`` (``gemm.c``); only for a dtype in :attr:`gemm_panel`, and

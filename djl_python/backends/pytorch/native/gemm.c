@@ -389,6 +389,16 @@ static inline void gemm(const void* x, int64_t lda, const void* panels, const vo
 
 int gemm_panel_width_f32(void) { return F32_WIDTH; }
 int gemm_panel_width_bf16(void) { return BF16_WIDTH; }
+/* The vector width the float32 matmul was compiled for: 512 (AVX-512F), 256 (AVX2), 0 (none). */
+int gemm_vector_bits(void) {
+#if defined(__AVX512F__)
+  return 512;
+#elif defined(__AVX2__) && defined(__FMA__)
+  return 256;
+#else
+  return 0;
+#endif
+}
 
 void gemm_f32(const void* x, int64_t lda, const void* panels, const void* bias, void* y, int64_t ldy, int64_t m,
               int64_t n, int64_t k, int threads) {
