@@ -117,7 +117,7 @@ def _use_the_avx2_build() -> str:
     from djl_python.backends.pytorch import backend
     from djl_python.backends.pytorch.native import cpu_kernels
 
-    if "avx512f" not in cpu_kernels._cpu_identity().rpartition("flags=")[2].split():
+    if "avx512f" not in cpu_kernels.cpu_flags():
         raise SystemExit("--avx2 compares AVX2 code on an AVX-512 CPU; this CPU runs AVX2 code already: "
                          "run without --avx2")
     path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-bench-avx2",

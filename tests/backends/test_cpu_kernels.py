@@ -175,7 +175,7 @@ def avx2_build() -> cpu_kernels.CpuKernels:
     and values; the 8-wide float32 matmul), where this host has AVX-512F; elsewhere this host's
     build is that one, which the other tests hold, and there is nothing to compare."""
     kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
-    if "avx512f" not in cpu_kernels._cpu_identity().rpartition("flags=")[2].split():
+    if "avx512f" not in cpu_kernels.cpu_flags():
         pytest.skip("this host's build is already the one without AVX-512")
     flags = (cpu_kernels.SANITIZE_FLAGS if SANITIZED else cpu_kernels.FLAGS) + ("-mno-avx512f",)
     path, _ = cpu_kernels.build(cpu_kernels.default_cache_dir() / "kernels-test-avx2", flags)
@@ -183,6 +183,14 @@ def avx2_build() -> cpu_kernels.CpuKernels:
     if build.vector_bits != 256:  # GCC keeps AVX-512 under -mno-avx512f where -march enables AVX10
         pytest.skip("this compiler kept AVX-512 code under -mno-avx512f (an AVX10 CPU): no AVX2 build here")
     return build
+
+
+@pytest.fixture(params=["host", "avx2"])
+def each_build(request) -> cpu_kernels.CpuKernels:
+    """This host's build, and the build without AVX-512 (skipped where this host's is that one)."""
+    if request.param == "avx2":
+        return request.getfixturevalue("avx2_build")
+    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
 
 
 @needs_kernel
@@ -632,7 +640,7 @@ def test_a_broken_source_fails_the_kernel_tests_on_a_host_that_builds_them(tmp_p
 
 
 def test_host_refusal_is_none_where_the_cpu_and_a_compiler_allow() -> None:
-    flags = set(cpu_kernels._cpu_identity().rpartition("flags=")[2].split())
+    flags = set(cpu_kernels.cpu_flags())
     capable = (sys.platform == "linux" and os.uname().machine == "x86_64" and {"avx2", "fma"} <= flags
                and cpu_kernels._compiler() is not None)
     assert (HOST_REFUSAL is None) == capable, HOST_REFUSAL

@@ -29,7 +29,7 @@ from djl_python.backends.pytorch.native.layer_stack import LayerStack
 from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
 from djl_python.engine import Engine
 from tests.backends.test_cpu_kernels import (HOST_REFUSAL, HOW, KERNEL, SANITIZED, avx2_build,  # noqa: F401
-                                             kernel_or_fail)
+                                             each_build, kernel_or_fail)
 from tests.engine.test_chunked_prefill import staggered
 from tests.models import NATIVE_ARCHS
 
@@ -48,12 +48,9 @@ def _backend_uses_the_build_under_test(monkeypatch) -> None:
         monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (KERNEL, HOW))
 
 
-@pytest.fixture(params=["host", "avx2"])
-def build(request) -> CpuKernels:
-    """This host's build, and the build without AVX-512 (skipped where this host's is that one)."""
-    if request.param == "avx2":
-        return request.getfixturevalue("avx2_build")
-    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+@pytest.fixture
+def build(each_build: CpuKernels) -> CpuKernels:
+    return each_build
 
 
 def _panel_dtype(dtype: torch.dtype, kernels: CpuKernels | None = None) -> None:

@@ -19,17 +19,15 @@ import torch
 
 from djl_python.backends.pytorch.native import panel_linear
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
-from tests.backends.test_cpu_kernels import HOST_REFUSAL, HOW, KERNEL, avx2_build, kernel_or_fail  # noqa: F401
+from tests.backends.test_cpu_kernels import (HOST_REFUSAL, HOW, KERNEL, avx2_build, each_build,  # noqa: F401
+                                             kernel_or_fail)
 
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-@pytest.fixture(params=["host", "avx2"])
-def kernels(request) -> CpuKernels:
-    """This host's build, and the build without AVX-512 (skipped where this host's is that one)."""
-    if request.param == "avx2":
-        return request.getfixturevalue("avx2_build")
-    return kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
+@pytest.fixture
+def kernels(each_build: CpuKernels) -> CpuKernels:
+    return each_build
 
 
 @pytest.fixture(params=DTYPES, ids=["fp32", "bf16"])

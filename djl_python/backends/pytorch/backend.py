@@ -124,12 +124,12 @@ class PyTorchBackend(Backend):
                 # Packed: the Hugging Face decoder's linears were released; self.model can no
                 # longer run a forward (see .native.linear).
                 info.extra["weights_layout"] = native_forward.layout
-                if kernels is not None and "panels" in native_forward.layout:
+                weights = native_forward.layout
+                if kernels is not None and "panels" in weights:
                     info.extra["panel_matmul_bits"] = kernels.vector_bits  # 512: AVX-512, 256: AVX2
-                logger.info("native forward ops: %s (CPU kernels: %s); weights: %s%s; decoder layers: %s",
-                            native_forward.ops, how, native_forward.layout,
-                            f" ({info.extra['panel_matmul_bits']}-bit matmul)" if "panel_matmul_bits" in info.extra
-                            else "", native_forward.stack)
+                    weights += f" ({kernels.vector_bits}-bit matmul)"
+                logger.info("native forward ops: %s (CPU kernels: %s); weights: %s; decoder layers: %s",
+                            native_forward.ops, how, weights, native_forward.stack)
                 own_bytes = native_forward.own_bytes()
             else:
                 self._forward = HFRows(model, limits.max_slots + limits.prefix_cache_rows, limits.n_positions)

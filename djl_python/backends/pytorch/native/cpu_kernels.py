@@ -455,6 +455,11 @@ def _cpu_identity() -> str:
     return "|".join(f"{k}={fields.get(k, '')}" for k in wanted)
 
 
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as ``/proc/cpuinfo`` lists them (``avx2``, ``avx512f``, ...)."""
+    return frozenset(_cpu_identity().rpartition("flags=")[2].split())
+
+
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
@@ -465,8 +470,7 @@ def host_refusal() -> str | None:
     fallback; on a host that should, it is a failed build, which :func:`load` logs as a warning."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"{platform.system()} {platform.machine()} (the kernels are x86-64 Linux only)"
-    flags = set(_cpu_identity().rpartition("flags=")[2].split())
-    missing = sorted({"avx2", "fma"} - flags)
+    missing = sorted({"avx2", "fma"} - cpu_flags())
     if missing:
         return f"this CPU lacks {', '.join(missing)}"
     if _compiler() is None:
