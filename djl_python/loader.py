@@ -113,6 +113,7 @@ def load_engine(config: HandlerConfig) -> Engine:
         generation_defaults=GenerationDefaults.from_model_dir(artifacts.model_dir),
         ngram_length=config.speculative_length if config.speculative_method == "ngram" else 0,
         chunked_prefill=config.enable_chunked_prefill,
+        scheduling_policy=config.scheduling_policy,
         draft=draft,
         draft_length=config.speculative_length if draft is not None else 0,
     )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, m
 from djl_python.config.fields import Bool, OptNonNegativeInt, OptStr, PositiveInt, choice
 
 ToolCallParser = Literal["hermes", "llama3_json"]
+SchedulingPolicy = Literal["fcfs", "shortest_prompt_first"]  # engine/scheduler.py's, checked by a test
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -107,6 +108,13 @@ class ServingProperties(BaseModel):
         "`max_rolling_batch_prefill_tokens` tokens, as vLLM does by default; a long prompt then delays running "
         "streams by several short steps rather than one long one. Off: each prompt is prefilled in one step. "
         "Neuron: no effect (its compiled graphs prefill whole prompts).",
+    )
+    scheduling_policy: choice(SchedulingPolicy) = Field(  # type: ignore[valid-type]
+        "shortest_prompt_first",
+        description="The order waiting requests are admitted in. `shortest_prompt_first`: fewest prompt tokens "
+        "to compute first (what the prefix cache holds is not counted), which lowers the mean and median time to "
+        "first token when requests queue; no request is overtaken more than `max_rolling_batch_size` times, so "
+        "a long prompt waits at most one batch of later ones longer than in arrival order. `fcfs`: arrival order.",
     )
     prefix_cache_rows: OptNonNegativeInt = Field(
         None,

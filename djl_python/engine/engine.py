@@ -53,7 +53,7 @@ from djl_python.engine.proposers import DraftProposer, NgramProposer, Proposer
 from djl_python.engine.offline import GenerationResult, generate
 from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
-from djl_python.engine.scheduler import Scheduler
+from djl_python.engine.scheduler import DEFAULT_POLICY, Scheduler, SchedulingPolicy
 from djl_python.engine.sequence import Sequence
 from djl_python.engine.speculation import accept_greedy, plain_greedy, speculable
 from djl_python.engine.stopping import StopChecker
@@ -79,6 +79,7 @@ class Engine:
         generation_defaults: GenerationDefaults | None = None,
         ngram_length: int = 0,
         chunked_prefill: bool = True,
+        scheduling_policy: SchedulingPolicy = DEFAULT_POLICY,
         draft: "Backend | None" = None,
         draft_length: int = 0,
     ) -> None:
@@ -87,7 +88,8 @@ class Engine:
         ``draft`` and ``draft_length``: the same with a draft model's proposals
         (``engine/proposers.py``; the draft has the backend's slots and vocabulary).
         ``chunked_prefill``: split prompts across steps under the prefill budget, where the backend
-        continues a prompt (``limits.can_chunk_prefill``; ``engine/scheduler.py``)."""
+        continues a prompt (``limits.can_chunk_prefill``; ``engine/scheduler.py``).
+        ``scheduling_policy``: the order waiting requests are admitted in (``engine/scheduler.py``)."""
         # Imported here so that importing the engine package does not import torch.
         from djl_python.engine.sampling import Sampler
 
@@ -99,7 +101,8 @@ class Engine:
         self.prefix_cache: Optional[PrefixCache] = PrefixCache(rows) if rows else None
         self.scheduler = Scheduler(self.limits, max_prefill_tokens,
                                    self._cached_tokens if self.prefix_cache is not None else None,
-                                   chunked=chunked_prefill and self.limits.can_chunk_prefill)
+                                   chunked=chunked_prefill and self.limits.can_chunk_prefill,
+                                   policy=scheduling_policy)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
         for name, length in (("ngram_length", ngram_length), ("draft_length", draft_length)):

@@ -8,19 +8,30 @@ Policy (one ``schedule()`` call per engine step):
 * **Slots.** A slot is a KV-cache row, ``range(limits.max_slots)``. Free slots
   are handed out lowest id first, so the ids of one prefill are ascending, as
   transformers-neuronx continuous batching needs (djl-serving#2160).
-* **Admission.** Waiting requests are admitted strictly FIFO while a slot is
-  free, at most ``limits.max_prefill_slots`` per step, and while their prefill
-  costs (``limits.prefill_cost(len)``: the padded bucket on a bucketed backend,
-  the real tokens on one that packs prompts) fit ``max_prefill_tokens``. Without
-  chunked prefill, the first request of a step is always admitted when a slot is
-  free, whatever its length, so no prompt starves. A prompt whose start a prefix
-  cache holds is charged only what is left to compute. The queue is never
-  reordered to fill the budget, so no short prompt overtakes a long one.
+* **Admission.** Waiting requests are admitted while a slot is free, at most
+  ``limits.max_prefill_slots`` per step, and while their prefill costs
+  (``limits.prefill_cost(len)``: the padded bucket on a bucketed backend, the real
+  tokens on one that packs prompts) fit ``max_prefill_tokens``. Without chunked
+  prefill, the first request of a step is always admitted when a slot is free,
+  whatever its length. A prompt whose start a prefix cache holds is charged only
+  what is left to compute. The budget is never filled by skipping a request that
+  does not fit: admission stops at the first one that does not.
+* **Order** (``policy``). ``fcfs``: arrival order. ``shortest_prompt_first`` (the
+  default): the waiting request with the fewest prompt tokens to compute (its
+  length less what the prefix cache held when it arrived; ties in arrival order),
+  unless the oldest waiting request has been overtaken ``max_slots`` times already,
+  which then goes next. When a burst arrives together, each request's first token
+  waits for the prefills ordered before it, so shortest first gives the smallest
+  mean and median wait (the classic shortest-job-first result); the bound keeps
+  that from starving a long prompt under steady load: no request is overtaken by
+  more than one batch of later ones. A request that arrived earlier is overtaken
+  at least as often as any later one still waiting (whatever overtakes the later
+  one overtakes it too), so checking the oldest is enough.
 * **Chunked prefill** (``chunked``, where the backend can continue a prompt in a later step:
   ``limits.can_chunk_prefill``). A prompt is no longer admitted whole or not at all: the
   budget is filled exactly, the last prompt admitted getting what is left of it as a chunk,
   and a prompt whose prefill is under way gets the next chunk before anything new is admitted
-  (in admission order). One long prompt then costs the running streams several short steps
+  (in admission order, whatever the policy). One long prompt then costs the running streams several short steps
   rather than one long one, and a burst's prompts pack every step's budget. A sequence's
   first token comes from the step that completes its prompt. The prefill list is sorted by
   slot all the same.
@@ -45,9 +56,10 @@ Policy (one ``schedule()`` call per engine step):
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 from djl_python.engine.request import RequestStatus
 from djl_python.engine.sequence import Sequence
@@ -56,6 +68,9 @@ if TYPE_CHECKING:  # only for annotations: the scheduler must stay importable wi
     from djl_python.backends.base import BackendLimits
 
 DEFAULT_MIN_PREFILL_TOKENS = 512
+
+SchedulingPolicy = Literal["fcfs", "shortest_prompt_first"]
+DEFAULT_POLICY: SchedulingPolicy = "shortest_prompt_first"  # the config's default is checked against it
 
 
 @dataclass
@@ -77,7 +92,7 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    """FIFO admission into a fixed set of slots, with a per-step prefill budget.
+    """Admission into a fixed set of slots, in the policy's order, with a per-step prefill budget.
 
     Contract with the engine:
 
@@ -91,15 +106,20 @@ class Scheduler:
     """
 
     def __init__(self, limits: "BackendLimits", max_prefill_tokens: int | None = None,
-                 cached_tokens: Callable[[Sequence], int] | None = None, chunked: bool = False) -> None:
+                 cached_tokens: Callable[[Sequence], int] | None = None, chunked: bool = False,
+                 policy: SchedulingPolicy = DEFAULT_POLICY) -> None:
         """``cached_tokens(seq)``: how many of a waiting prompt's tokens a prefix cache will serve;
         only the rest is charged to the budget (None: no cache, every token charged). ``chunked``:
-        chunked prefill (module docstring); ValueError where the backend cannot continue a prompt."""
+        chunked prefill; ``policy``: the order of admission (module docstring). ValueError where the
+        backend cannot continue a prompt or for an unknown policy."""
         if max_prefill_tokens is not None and max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
         if chunked and not limits.can_chunk_prefill:
             raise ValueError("chunked prefill needs a backend that continues a prompt (limits.can_chunk_prefill)")
+        if policy not in get_args(SchedulingPolicy):
+            raise ValueError(f"policy must be one of {', '.join(get_args(SchedulingPolicy))}, got {policy!r}")
         self.chunked = chunked
+        self.policy = policy
         self.limits = limits
         # Default (module docstring): the backend's, else 512 tokens, or one largest bucket when
         # prefills are padded.
@@ -132,7 +152,27 @@ class Scheduler:
                 f"request {seq.request_id}: {seq.prompt_len} prompt + {seq.max_tokens} new tokens "
                 f"exceed n_positions {self.limits.n_positions}"
             )
+        seq.queue_cost = seq.prompt_len - (self._cached_tokens(seq) if self._cached_tokens is not None else 0)
+        seq.overtaken = 0
         self.waiting.append(seq)
+
+    def _next_waiting(self) -> int:
+        """The index in ``waiting`` of the request the policy admits next (module docstring)."""
+        if self.policy == "fcfs" or self.waiting[0].overtaken >= self.limits.max_slots:
+            return 0
+        return min(range(len(self.waiting)), key=lambda i: self.waiting[i].queue_cost)  # the first of equals
+
+    def _admit(self, index: int) -> Sequence:
+        """Take ``waiting[index]`` out of the queue, into the lowest free slot; the requests that
+        arrived before it have been overtaken once more."""
+        for earlier in itertools.islice(self.waiting, index):
+            earlier.overtaken += 1
+        seq = self.waiting[index]
+        del self.waiting[index]
+        seq.slot = heapq.heappop(self._free_slots)
+        seq.status = RequestStatus.RUNNING
+        self.running[seq.slot] = seq
+        return seq
 
     def schedule(self) -> SchedulerOutput:
         """Admit what fits, then list everything to run this step (see the module docstring)."""
@@ -147,7 +187,8 @@ class Scheduler:
                     budget -= seq.prefill_end - seq.prefilled
                     out.prefill.append(seq)
         while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
-            head = self.waiting[0]
+            index = self._next_waiting()
+            head = self.waiting[index]
             cached = self._cached_tokens(head) if self._cached_tokens is not None else 0
             if self.chunked:
                 if budget == 0:
@@ -157,13 +198,10 @@ class Scheduler:
             else:
                 end, cost = head.prompt_len, self.limits.prefill_cost(head.prompt_len - cached)
                 if out.prefill and cost > budget:
-                    break  # FIFO: wait for the next step rather than let a later request overtake
-            seq = self.waiting.popleft()
+                    break  # wait for the next step rather than let the budget pick who goes next
+            seq = self._admit(index)
             budget = max(0, budget - cost)
-            seq.slot = heapq.heappop(self._free_slots)
-            seq.status = RequestStatus.RUNNING
             seq.prefill_end = end
-            self.running[seq.slot] = seq
             out.prefill.append(seq)
         out.prefill.sort(key=lambda seq: seq.slot)  # a chunk continued beside new admissions
         # Sequences admitted just now or still prefilling have no output token yet; everything else decodes.

@@ -92,6 +92,7 @@ CASES: list[tuple[str, str, str, Any]] = [
     ("option.tool_call_parser", " Llama3_JSON ", "tool_call_parser", "llama3_json"),
     ("option.enable_prefix_caching", "false", "enable_prefix_caching", False),
     ("option.enable_chunked_prefill", "false", "enable_chunked_prefill", False),
+    ("option.scheduling_policy", " FCFS ", "scheduling_policy", "fcfs"),
     ("option.speculative_method", " NGram ", "speculative_method", "ngram"),
     ("option.prefix_cache_rows", "8", "prefix_cache_rows", 8),
     ("option.enable_auto_tool_choice", "FALSE", "enable_auto_tool_choice", False),

@@ -120,6 +120,23 @@ def test_max_rolling_batch_prefill_tokens_reaches_the_scheduler(monkeypatch, tmp
     assert engine.scheduler.max_prefill_tokens == 77
 
 
+def test_scheduling_policy_reaches_the_scheduler_and_its_default_is_the_engines(monkeypatch, tmp_path):
+    from typing import get_args
+
+    from djl_python import loader
+    from djl_python.config.serving import SchedulingPolicy, ServingProperties
+    from djl_python.engine import scheduler
+    from tests.engine.fake_backend import FakeBackend
+
+    assert get_args(SchedulingPolicy) == get_args(scheduler.SchedulingPolicy)
+    assert ServingProperties.model_fields["scheduling_policy"].default == scheduler.DEFAULT_POLICY
+    monkeypatch.setattr(loader, "resolve_artifacts", lambda config: type("A", (), {"model_dir": tmp_path})())
+    monkeypatch.setattr(loader, "load_backend", lambda config, artifacts: FakeBackend())
+    monkeypatch.setattr(loader, "load_tokenizer", lambda *a, **k: object())
+    assert loader.load_engine(parse({"option.scheduling_policy": "fcfs"})).scheduler.policy == "fcfs"
+    assert loader.load_engine(parse({})).scheduler.policy == "shortest_prompt_first"
+
+
 def test_every_acting_option_is_exercised_by_some_test():
     """Beyond parsing (test_coercion, test_rejections, test_docs): a test that uses the option."""
     parsing_only = {"test_coercion.py", "test_rejections.py", "test_docs.py", "test_sources.py"}

@@ -64,6 +64,7 @@ REJECTED: list[tuple[str, str, str]] = [
     ("option.draft_model_tp_size", "0", "greater than or equal to 1"),
     ("option.draft_model_compiled_path", "http://host/neff", "s3:// URL or a local directory"),
     ("option.amp", "f8", "f32, f16, bf16"),
+    ("option.scheduling_policy", "lifo", "fcfs, shortest_prompt_first"),
     ("option.load_in_8bit", "x", "true or false"),
 ]
 

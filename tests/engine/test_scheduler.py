@@ -1,4 +1,5 @@
-"""The scheduler alone: slots, FIFO admission, prefill budget, positions. No model, no torch."""
+"""The scheduler alone: slots, admission order (arrival, or shortest prompt first within a bound),
+prefill budget, positions. No model, no torch."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_admission_is_fifo_and_waits_for_a_free_slot() -> None:
 
 def test_prefill_budget_counts_padded_buckets_and_never_starves() -> None:
     # Buckets 16/32; budget 40: a 20-token prompt costs 32, a 4-token one 16.
-    sched = Scheduler(limits(max_slots=8), max_prefill_tokens=40)
+    sched = Scheduler(limits(max_slots=8), max_prefill_tokens=40, policy="fcfs")
     long_a, long_b, short = make_seq("a", 20), make_seq("b", 20), make_seq("c", 4)
     for s in (long_a, long_b, short):
         sched.add(s)
@@ -97,7 +98,7 @@ def test_prefill_budget_counts_padded_buckets_and_never_starves() -> None:
 
 
 def test_one_request_is_admitted_even_when_it_exceeds_the_budget() -> None:
-    sched = Scheduler(limits(max_slots=2), max_prefill_tokens=1)
+    sched = Scheduler(limits(max_slots=2), max_prefill_tokens=1, policy="fcfs")
     sched.add(make_seq("big", 30))
     sched.add(make_seq("small", 2))
     assert [s.request_id for s in sched.schedule().prefill] == ["big"]
@@ -121,7 +122,7 @@ def test_the_backends_budget_is_the_default_and_the_configuration_wins() -> None
 
 def test_packed_prefill_budget_counts_real_tokens() -> None:
     # Same queue and budget as the padded test above: 20 + 20 tokens fit 40 when nothing is padded.
-    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=40)
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=40, policy="fcfs")
     for s in (make_seq("a", 20), make_seq("b", 20), make_seq("c", 4)):
         sched.add(s)
     assert [s.request_id for s in sched.schedule().prefill] == ["a", "b"]
@@ -234,7 +235,7 @@ def test_finishing_a_sequence_that_does_not_hold_its_slot_frees_nothing() -> Non
 
 
 def test_chunked_prefill_fills_the_budget_exactly_in_fifo_order() -> None:
-    sched = Scheduler(chunking(), max_prefill_tokens=16, chunked=True)
+    sched = Scheduler(chunking(), max_prefill_tokens=16, chunked=True, policy="fcfs")
     a, b, c = make_seq("a", prompt_len=20), make_seq("b", prompt_len=10), make_seq("c", prompt_len=5)
     for seq in (a, b, c):
         sched.add(seq)
@@ -280,3 +281,104 @@ def test_a_chunk_starts_after_the_cached_prefix_and_is_charged_only_what_it_comp
 def test_chunked_prefill_needs_a_backend_that_continues_prompts() -> None:
     with pytest.raises(ValueError, match="can_chunk_prefill"):
         Scheduler(limits(), chunked=True)
+
+
+# -- shortest_prompt_first ----------------------------------------------------------------------
+
+
+def admitted(sched: Scheduler) -> list[str]:
+    """Request ids in the order the next step admitted them (slots go lowest first)."""
+    new = [s for s in sched.schedule().prefill if s.prefilled == 0]
+    return [s.request_id for s in sorted(new, key=lambda s: s.slot)]
+
+
+def test_a_burst_is_admitted_shortest_prompt_first_and_equals_in_arrival_order() -> None:
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=512)
+    assert sched.policy == "shortest_prompt_first"  # the default
+    for rid, length in (("a", 30), ("b", 5), ("c", 20), ("d", 5), ("e", 12)):
+        sched.add(make_seq(rid, length))
+    assert admitted(sched) == ["b", "d", "e", "c", "a"]
+
+
+def test_fcfs_admits_the_same_burst_in_arrival_order() -> None:
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=512, policy="fcfs")
+    for rid, length in (("a", 30), ("b", 5), ("c", 20), ("d", 5), ("e", 12)):
+        sched.add(make_seq(rid, length))
+    assert admitted(sched) == ["a", "b", "c", "d", "e"]
+
+
+def test_chunked_prefill_gives_the_budget_to_the_shortest_prompts_first() -> None:
+    sched = Scheduler(chunking(), max_prefill_tokens=16, chunked=True)
+    a, b, c = make_seq("a", prompt_len=20), make_seq("b", prompt_len=10), make_seq("c", prompt_len=5)
+    for seq in (a, b, c):
+        sched.add(seq)
+    ends = []
+    for _ in range(3):
+        out = sched.schedule()
+        ends.append([(s.request_id, s.prefilled, s.prefill_end) for s in out.prefill])
+        run_prefill(out)
+    # c and b whole in step 1 (their first tokens a step sooner than in arrival order), then a.
+    # (The list is in slot order: c was admitted first, into slot 0.)
+    assert ends == [[("c", 0, 5), ("b", 0, 10), ("a", 0, 1)], [("a", 1, 17)], [("a", 17, 20)]]
+
+
+def test_the_first_request_of_a_step_is_admitted_whatever_its_cost() -> None:
+    sched = Scheduler(limits(max_slots=2), max_prefill_tokens=1)
+    sched.add(make_seq("big", 30))
+    sched.add(make_seq("small", 2))
+    assert admitted(sched) == ["small"]  # over the budget alone; nothing more this step
+
+
+def test_no_request_is_overtaken_more_than_max_slots_times() -> None:
+    # One slot: each step admits one request. A long prompt is overtaken by max_slots (1) shorter
+    # ones that arrived after it, then goes next however many short ones wait.
+    sched = Scheduler(replace(limits(max_slots=1), padded_prefill=False), max_prefill_tokens=512)
+    long = make_seq("long", 30)
+    sched.add(long)
+    order = []
+    for i in range(4):
+        sched.add(make_seq(f"short{i}", 3))
+        out = sched.schedule()
+        order += [s.request_id for s in out.prefill]
+        for seq in out.prefill:
+            seq.status = RequestStatus.FINISHED_LENGTH
+            sched.finish(seq)
+    assert order == ["short0", "long", "short1", "short2"]
+    # With four slots the same long prompt waits for at most four later ones.
+    sched = Scheduler(replace(limits(max_slots=4), padded_prefill=False), max_prefill_tokens=3)
+    sched.add(make_seq("long", 30))
+    for i in range(8):
+        sched.add(make_seq(f"short{i}", 3))
+    order = []
+    while sched.num_waiting:
+        out = sched.schedule()
+        order += [s.request_id for s in out.prefill]
+        for seq in out.prefill:
+            seq.status = RequestStatus.FINISHED_LENGTH
+            sched.finish(seq)
+    assert order == ["short0", "short1", "short2", "short3", "long", "short4", "short5", "short6", "short7"]
+
+
+def test_an_earlier_request_is_overtaken_at_least_as_often_as_a_later_one() -> None:
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=4)
+    seqs = [make_seq(rid, length) for rid, length in (("a", 40), ("b", 30), ("c", 2), ("d", 20), ("e", 1))]
+    for seq in seqs:
+        sched.add(seq)
+    assert admitted(sched) == ["e", "c"]  # then d's 20 tokens are over what is left of 4
+    assert [s.overtaken for s in seqs if s.slot is None] == [2, 2, 1]  # a, b, d
+    counts = [s.overtaken for s in sched.waiting]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_the_prefix_cache_at_arrival_decides_the_order() -> None:
+    held = {"long_cached": 28}  # 30 tokens, 28 of them in the cache: 2 to compute
+    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=512,
+                      cached_tokens=lambda seq: held.get(seq.request_id, 0))
+    for rid, length in (("plain", 10), ("long_cached", 30), ("short", 4)):
+        sched.add(make_seq(rid, length))
+    assert admitted(sched) == ["long_cached", "short", "plain"]
+
+
+def test_an_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="fcfs, shortest_prompt_first"):
+        Scheduler(limits(), policy="lifo")  # type: ignore[arg-type]
