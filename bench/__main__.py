@@ -222,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         return run_peer(
             model_dir, workload, settings.peer_dtypes, settings.peer_streams, settings.peer_requests_per_stream,
-            settings.peer_timeout_s, log, with_peer=not args.no_peer, chunked_comparison=True,
+            settings.peer_timeout_s, log, with_peer=not args.no_peer, comparisons=True,
         )
 
     run_section("offline", "offline", offline)

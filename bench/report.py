@@ -268,11 +268,11 @@ def summary(results: dict[str, Any], markdown: bool = False) -> str:
         if peer["ratios"]:
             rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]] for r in peer["ratios"]]
             parts.append("Ours / vLLM CPU\n" + _t(["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
-        if peer.get("chunked_prefill_on_over_off"):
-            rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]]
-                    for r in peer["chunked_prefill_on_over_off"]]
-            parts.append("Chunked prefill on / off (djl-serve)\n" + _t(
-                ["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
+        for key, title in (("chunked_prefill_on_over_off", "Chunked prefill on / off (djl-serve)"),
+                           ("shortest_first_over_fcfs", "Shortest prompt first / arrival order (djl-serve)")):
+            if peer.get(key):
+                rows = [[r["dtype"], r["streams"], r["throughput"], r["ttft_p50"], r["tpot_p50"]] for r in peer[key]]
+                parts.append(f"{title}\n" + _t(["dtype", "sequences", "throughput", "TTFT p50", "TPOT p50"], rows))
         rows = [[k, v] for k, v in peer["startup_s"].items()]
         parts.append("Start-up to ready, s\n" + _t(["server", "s"], rows))
     parts += _workload_tables(results, _t)

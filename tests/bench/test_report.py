@@ -47,7 +47,7 @@ def test_a_failed_peer_run_is_not_judged() -> None:
 
 def test_the_other_workloads_are_judged_against_their_own_targets() -> None:
     from bench.latency_peer import ratios as latency_ratios
-    from bench.peer import chunking_effect
+    from bench.peer import variant_effect
 
     def figures(ttft: float, tpot: float) -> dict:
         return {"ttft_ms": ttft, "tpot_ms": tpot, "tokens_mean": 50, "requests": 3}
@@ -75,5 +75,6 @@ def test_the_other_workloads_are_judged_against_their_own_targets() -> None:
     assert rows["djl-serve / vLLM CPU 1 sequence: TPOT, no speculation"]["measured"] == 0.75
     assert rows["djl-serve / vLLM CPU 1 sequence: TPOT with n-gram speculation, repetitive"]["measured"] == 0.3
     assert rows["warm restart to ready, s (large: djl-serve fp32 restart)"]["met"] is True
-    assert chunking_effect(peer) == [{"dtype": "fp32", "streams": 16, "throughput": 2.0, "ttft_p50": 0.5,
-                                      "tpot_p50": 1.0}]
+    assert variant_effect(peer, "no-chunking") == [{"dtype": "fp32", "streams": 16, "throughput": 2.0,
+                                                    "ttft_p50": 0.5, "tpot_p50": 1.0}]
+    assert variant_effect(peer, "fcfs") == []  # not run
