@@ -112,9 +112,10 @@ class ServingProperties(BaseModel):
     scheduling_policy: choice(SchedulingPolicy) = Field(  # type: ignore[valid-type]
         "shortest_prompt_first",
         description="The order waiting requests are admitted in. `shortest_prompt_first`: fewest prompt tokens "
-        "to compute first (what the prefix cache holds is not counted), which lowers the mean and median time to "
-        "first token when requests queue; no request is overtaken more than `max_rolling_batch_size` times, so "
-        "a long prompt waits at most one batch of later ones longer than in arrival order. `fcfs`: arrival order.",
+        "to compute first (less what the prefix cache held when the request arrived; ties in arrival order), which "
+        "lowers the mean and median time to first token when requests queue; no request is overtaken by more than "
+        "`max_rolling_batch_size` later ones, so none starves. `fcfs`: arrival order, as DJL, TGI and vLLM do by "
+        "default.",
     )
     prefix_cache_rows: OptNonNegativeInt = Field(
         None,
