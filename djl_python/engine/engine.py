@@ -24,10 +24,11 @@ again when the request ends (prompt and generated tokens, into the same row wher
 the prompt); a prompt that starts with a cached run of blocks has that run copied in and computes
 only the rest. Greedy output is the same with or without it.
 
-Speculative decoding, while one plain greedy request runs and nothing prefills: the backend's own
-(``limits.speculation_length``: Neuron's draft), or a proposer's tokens (``engine/proposers.py``: prompt
-lookup or a draft model) verified in one forward (``Backend.verify``); either way the longest prefix
-greedy decoding would produce is kept (``engine/speculation.py``), so output equals plain decoding.
+Speculative decoding, while one plain greedy request runs and nothing prefills
+(``engine/speculator.py``): the backend's own (``limits.speculation_length``: Neuron's draft), or a
+proposer's tokens (``engine/proposers.py``: prompt lookup or a draft model) verified in one forward
+(``Backend.verify``); either way the longest prefix greedy decoding would produce is kept
+(``engine/speculation.py``), so output equals plain decoding.
 
 Failure isolation: an exception while sampling, stopping or detokenising ends
 only the request it belongs to (``finish_reason="error"``); an exception from
@@ -49,13 +50,13 @@ from djl_python.engine.detokenizer import IncrementalDetokenizer
 from djl_python.engine.generation_defaults import GenerationDefaults
 from djl_python.engine.constraint import Constraint
 from djl_python.engine.grammar import GrammarCompiler, GrammarMatcher, masks_needed
-from djl_python.engine.proposers import DraftProposer, NgramProposer, Proposer
 from djl_python.engine.offline import GenerationResult, generate
 from djl_python.engine.prefix_cache import PrefixCache
 from djl_python.engine.request import FinishReason, InvalidRequest, RequestOutput, RequestStatus, SamplingParams
 from djl_python.engine.scheduler import DEFAULT_POLICY, Scheduler, SchedulingPolicy
 from djl_python.engine.sequence import Sequence
-from djl_python.engine.speculation import accept_greedy, plain_greedy, speculable
+from djl_python.engine.speculation import plain_greedy
+from djl_python.engine.speculator import Speculator
 from djl_python.engine.stopping import StopChecker
 
 if TYPE_CHECKING:
@@ -63,8 +64,6 @@ if TYPE_CHECKING:
     from djl_python.engine.sampling import AllowedTokens, SampleOutput
 
 logger = logging.getLogger(__name__)
-
-MAX_SPECULATION_BACKOFF = 32  # plain steps at most between two n-gram proposals that keep missing
 
 
 class Engine:
@@ -86,7 +85,8 @@ class Engine:
         """``ngram_length``: tokens one n-gram speculative step scores (prompt-lookup proposals, one
         fewer; ``engine/ngram.py``), where the backend verifies (``limits.can_verify``); 0: off.
         ``draft`` and ``draft_length``: the same with a draft model's proposals
-        (``engine/proposers.py``; the draft has the backend's slots and vocabulary).
+        (``engine/proposers.py``; the draft has the backend's slots and vocabulary); ValueError for
+        lengths of 1 or below 0, both at once, or a draft with fewer slots (``engine/speculator.py``).
         ``chunked_prefill``: split prompts across steps under the prefill budget, where the backend
         continues a prompt (``limits.can_chunk_prefill``; ``engine/scheduler.py``).
         ``scheduling_policy``: the order waiting requests are admitted in (``engine/scheduler.py``)."""
@@ -105,20 +105,7 @@ class Engine:
                                    policy=scheduling_policy)
         self.sampler = Sampler(self.limits.max_slots, self.limits.vocab_size)
         self._eos_ids = tuple(dict.fromkeys(self.limits.eos_token_ids + self.defaults.eos_token_ids))
-        for name, length in (("ngram_length", ngram_length), ("draft_length", draft_length)):
-            if length < 0 or length == 1:
-                raise ValueError(f"{name} must be 0 (off) or at least 2, got {length}")
-        if ngram_length and draft is not None:
-            raise ValueError("speculate with n-gram proposals or a draft model, not both")
-        if draft is not None and draft.limits.max_slots < self.limits.max_slots:
-            raise ValueError(f"the draft has {draft.limits.max_slots} slots, the model {self.limits.max_slots}")
-        # Tokens one verified speculative step scores, and who proposes all but the first of them.
-        self.proposer: Optional[Proposer] = None
-        self.speculation_length = 0
-        if self.limits.can_verify and ngram_length:
-            self.proposer, self.speculation_length = NgramProposer(), ngram_length
-        elif self.limits.can_verify and draft is not None and draft_length:
-            self.proposer, self.speculation_length = DraftProposer(draft), draft_length
+        self.speculator = Speculator(backend, ngram_length, draft, draft_length)
         self.grammars = GrammarCompiler(tokenizer, self.limits.vocab_size, self._eos_ids)
         self._masks = self.grammars.masks_during([])  # this step's grammar masks
         self._requests: dict[str, Sequence] = {}
@@ -199,11 +186,10 @@ class Engine:
             outputs.append(self._output(seq, [], "", error=error_message))
         for slot in range(self.limits.max_slots):
             self.sampler.release(slot)
-            if self.proposer is not None:
-                try:
-                    self.proposer.release(slot)
-                except Exception:  # the draft may be what broke; its rows restart on the next catch-up
-                    logger.exception("releasing the draft's slot %d failed during reset", slot)
+            try:
+                self.speculator.release(slot)
+            except Exception:  # the draft may be what broke; its rows restart on the next catch-up
+                logger.exception("releasing the draft's slot %d failed during reset", slot)
             try:
                 self.backend.release(slot)
             except Exception:  # the backend may be the thing that broke; the rows are reset on next prefill
@@ -220,7 +206,7 @@ class Engine:
         if not batch.decode and not batch.prefill:
             return outputs
         decode, prefill = batch.decode, batch.prefill
-        if not prefill and len(decode) == 1 and self._can_speculate(decode[0]):
+        if not prefill and len(decode) == 1 and self.speculator.can_run(decode[0]):
             if self._speculative_step(decode[0], outputs):
                 return outputs
         # Prompts whose last chunk runs this step sample their first token; the others only fill KV.
@@ -276,41 +262,14 @@ class Engine:
     @property
     def ngram_length(self) -> int:
         """Tokens one n-gram speculative step scores (0: no n-gram speculation)."""
-        return self.speculation_length if isinstance(self.proposer, NgramProposer) else 0
-
-    def _can_speculate(self, seq: Sequence) -> bool:
-        """A speculative step for the one running sequence: the backend speculates (Neuron's draft) or
-        a proposer is set, the request is plain greedy, and all ``k`` positions fit in ``n_positions``."""
-        k = self.limits.speculation_length or self.speculation_length
-        return k > 0 and speculable(seq.params) and seq.num_tokens - 1 + k <= self.limits.n_positions
+        return self.speculator.ngram_length
 
     def _speculative_step(self, seq: Sequence, outputs: list[RequestOutput]) -> bool:
-        """Up to ``k`` tokens for ``seq`` from one backend call, greedy-accepted (``engine/speculation.py``),
-        reported as one output; stop criteria apply token by token. False when there was nothing to
-        propose (n-gram: no recurring suffix), and nothing ran."""
-        from djl_python.engine.sampling import greedy_tokens
-
-        slot, last, position = seq.slot, seq.last_token, seq.num_tokens - 1
-        # A backend exception propagates, as a decode's does (the caller resets the engine).
-        if self.limits.speculation_length:
-            proposals, logits = self.backend.speculate(slot, last, position)
-            accepted = accept_greedy(proposals, greedy_tokens(logits))
-            self.backend.accept_speculation(slot, last, proposals, accepted, position)
-        elif self.proposer is not None:
-            if seq.speculation_wait:
-                seq.speculation_wait -= 1
-                return False
-            proposals = self.proposer.propose(seq, self.speculation_length - 1)
-            if not proposals:
-                return False
-            logits = self.backend.verify(slot, [last, *proposals], position)
-            accepted = accept_greedy(proposals, greedy_tokens(logits))
-            self.proposer.kept(seq, proposals, accepted)
-            # A verify is wider than a decode: after a second miss in a row, wait before proposing again,
-            # twice as long after each further miss (up to MAX_SPECULATION_BACKOFF steps); a hit resets it.
-            hit = len(accepted) > 1
-            seq.speculation_backoff = 0 if hit else min(max(1, 2 * seq.speculation_backoff), 2 * MAX_SPECULATION_BACKOFF)
-            seq.speculation_wait = seq.speculation_backoff // 2
+        """Up to ``k`` tokens for ``seq`` from one backend call (``engine/speculator.py``), reported as
+        one output; stop criteria apply token by token. False when nothing ran."""
+        accepted = self.speculator.run(seq)
+        if accepted is None:
+            return False
         produced: list[RequestOutput] = []
         for token in accepted:
             try:
@@ -414,8 +373,7 @@ class Engine:
         self.scheduler.finish(seq)
         if slot is not None:
             self.sampler.release(slot)
-            if self.proposer is not None:
-                self.proposer.release(slot)
+            self.speculator.release(slot)
             if self.prefix_cache is not None and status != RequestStatus.FINISHED_ERROR and seq.output_ids:
                 self._save_prefix(seq, slot, (seq.prompt_ids + seq.output_ids)[: seq.num_tokens - 1])
             self.backend.release(slot)

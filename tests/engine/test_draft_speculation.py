@@ -56,7 +56,7 @@ def test_the_draft_catches_up_after_steps_it_did_not_see(tiny_llama: Path) -> No
 
     plain = run(Engine(load(), tokenizer))
     engine = Engine(load(), tokenizer, draft=load(), draft_length=5)
-    proposer = engine.proposer
+    proposer = engine.speculator.proposer
     assert isinstance(proposer, DraftProposer)
     calls = []
     decode_and_prefill = proposer.draft.decode_and_prefill
@@ -71,8 +71,8 @@ def test_the_option_loads_a_draft_and_a_foreign_vocabulary_is_refused(tiny_llama
     props = {"device": "cpu", "max_rolling_batch_size": "1", "n_positions": "64",
              "speculative_draft_model": str(tiny_llama), "speculative_length": "4"}
     engine = load_engine(load_config(tiny_llama, properties=props, env={}))
-    assert isinstance(engine.proposer, DraftProposer) and engine.speculation_length == 4
-    assert engine.proposer.draft.limits.max_slots == 1
+    assert isinstance(engine.speculator.proposer, DraftProposer) and engine.speculator.length == 4
+    assert engine.speculator.proposer.draft.limits.max_slots == 1
     from transformers import AutoModelForCausalLM
 
     config = tiny_config("llama", 64)
@@ -101,7 +101,7 @@ def _load_with_draft(tiny_llama: Path, draft: Path, caplog: pytest.LogCaptureFix
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="djl_python.loader"):
         engine = load_engine(load_config(tiny_llama, properties=props, env={}))
-    assert isinstance(engine.proposer, DraftProposer)  # a warning, never a refusal
+    assert isinstance(engine.speculator.proposer, DraftProposer)  # a warning, never a refusal
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "djl_python.loader"]
 
 
@@ -160,7 +160,7 @@ def test_after_a_rejected_proposal_the_draft_row_is_right_again(tiny_llama: Path
         return PyTorchBackend.load(tiny_llama, max_slots=1, n_positions=128)
 
     engine = Engine(load(), tokenizer, draft=load(), draft_length=5)
-    proposer = engine.proposer
+    proposer = engine.speculator.proposer
     assert isinstance(proposer, DraftProposer)
     vocab = engine.limits.vocab_size
     propose, kept = proposer.propose, []
