@@ -112,10 +112,10 @@ class ServingProperties(BaseModel):
     scheduling_policy: choice(SchedulingPolicy) = Field(  # type: ignore[valid-type]
         "shortest_prompt_first",
         description="The order waiting requests are admitted in. `shortest_prompt_first`: fewest prompt tokens "
-        "to compute first (less what the prefix cache held when the request arrived; ties in arrival order), which "
-        "lowers the mean and median time to first token when requests queue; no request is overtaken by more than "
-        "`max_rolling_batch_size` later ones, so none starves. `fcfs`: arrival order, as DJL, TGI and vLLM do by "
-        "default.",
+        "to compute first (less what the prefix cache held when the request arrived; on Neuron, by padded bucket; "
+        "ties in arrival order), which lowers the mean and median time to first token when requests queue; no "
+        "request is overtaken by more later ones than there are slots (`max_rolling_batch_size`), so none starves. "
+        "`fcfs`: arrival order, as DJL, TGI and vLLM do by default.",
     )
     prefix_cache_rows: OptNonNegativeInt = Field(
         None,

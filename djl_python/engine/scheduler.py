@@ -17,16 +17,19 @@ Policy (one ``schedule()`` call per engine step):
   what is left to compute. The budget is never filled by skipping a request that
   does not fit: admission stops at the first one that does not.
 * **Order** (``policy``). ``fcfs``: arrival order. ``shortest_prompt_first`` (the
-  default): the waiting request with the fewest prompt tokens to compute (its
-  length less what the prefix cache held when it arrived; ties in arrival order),
-  unless the oldest waiting request has been overtaken ``max_slots`` times already,
-  which then goes next. When a burst arrives together, each request's first token
+  default): the waiting request whose prefill costs least
+  (``limits.prefill_cost`` of its length less what the prefix cache held when it
+  arrived: on a bucketed backend prompts in one bucket cost the same and keep
+  their arrival order), ties in arrival order, unless the oldest waiting request
+  has been overtaken ``max_overtakes`` (``limits.max_slots``) times already, which
+  then goes next. When a burst arrives together, each request's first token
   waits for the prefills ordered before it, so shortest first gives the smallest
   mean and median wait (the classic shortest-job-first result); the bound keeps
   that from starving a long prompt under steady load: no request is overtaken by
   more than one batch of later ones. A request that arrived earlier is overtaken
   at least as often as any later one still waiting (whatever overtakes the later
-  one overtakes it too), so checking the oldest is enough.
+  one overtakes it too; the queue only grows at its tail and keeps its order), so
+  checking the oldest is enough.
 * **Chunked prefill** (``chunked``, where the backend can continue a prompt in a later step:
   ``limits.can_chunk_prefill``). A prompt is no longer admitted whole or not at all: the
   budget is filled exactly, the last prompt admitted getting what is left of it as a chunk,
@@ -127,6 +130,7 @@ class Scheduler:
                                             if limits.padded_prefill else DEFAULT_MIN_PREFILL_TOKENS)
         self.max_prefill_tokens = max_prefill_tokens or default
         self.max_prefill_slots = limits.max_prefill_slots or limits.max_slots
+        self.max_overtakes = limits.max_slots  # shortest_prompt_first's bound (module docstring)
         self._cached_tokens = cached_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: dict[int, Sequence] = {}
@@ -152,15 +156,21 @@ class Scheduler:
                 f"request {seq.request_id}: {seq.prompt_len} prompt + {seq.max_tokens} new tokens "
                 f"exceed n_positions {self.limits.n_positions}"
             )
-        seq.queue_cost = seq.prompt_len - (self._cached_tokens(seq) if self._cached_tokens is not None else 0)
         seq.overtaken = 0
+        if self.policy == "shortest_prompt_first":  # fcfs never reads the cost: no cache lookup
+            cached = self._cached_tokens(seq) if self._cached_tokens is not None else 0
+            seq.queue_cost = self.limits.prefill_cost(seq.prompt_len - cached)
         self.waiting.append(seq)
 
     def _next_waiting(self) -> int:
         """The index in ``waiting`` of the request the policy admits next (module docstring)."""
-        if self.policy == "fcfs" or self.waiting[0].overtaken >= self.limits.max_slots:
+        if self.policy == "fcfs" or self.waiting[0].overtaken >= self.max_overtakes:
             return 0
-        return min(range(len(self.waiting)), key=lambda i: self.waiting[i].queue_cost)  # the first of equals
+        best = 0
+        for index, seq in enumerate(self.waiting):
+            if seq.queue_cost < self.waiting[best].queue_cost:  # strictly less: the first of equals
+                best = index
+        return best
 
     def _admit(self, index: int) -> Sequence:
         """Take ``waiting[index]`` out of the queue, into the lowest free slot; the requests that

@@ -47,8 +47,9 @@ class Sequence:
     matcher: Optional["GrammarMatcher"] = None  # set exactly when params.constraint is
     prefilled: int = 0  # prompt positions in the slot's KV (engine, after each prefill chunk)
     prefill_end: int = 0  # the end of this step's prefill chunk (scheduler)
-    # While waiting (scheduler): the prompt tokens to compute, as of arrival (its order under
-    # shortest_prompt_first), and how many later requests were admitted before it.
+    # While waiting (scheduler; meaningless once admitted): the prefill cost of the prompt tokens to
+    # compute as of arrival (its order under shortest_prompt_first), and how many later requests
+    # were admitted before it.
     queue_cost: int = 0
     overtaken: int = 0
     # N-gram speculation's back-off: steps to decode plainly before proposing again, and twice the

@@ -67,7 +67,7 @@ def test_slots_are_assigned_in_ascending_order_and_reused_lowest_first() -> None
 
 
 def test_admission_is_fifo_and_waits_for_a_free_slot() -> None:
-    sched = Scheduler(limits(max_slots=2))
+    sched = Scheduler(limits(max_slots=2), policy="fcfs")
     seqs = [make_seq(f"r{i}") for i in range(5)]
     for s in seqs:
         sched.add(s)
@@ -360,7 +360,8 @@ def test_no_request_is_overtaken_more_than_max_slots_times() -> None:
 
 
 def test_an_earlier_request_is_overtaken_at_least_as_often_as_a_later_one() -> None:
-    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=4)
+    sched = Scheduler(replace(limits(max_slots=8, n_positions=128, buckets=(64,)), padded_prefill=False),
+                      max_prefill_tokens=4)
     seqs = [make_seq(rid, length) for rid, length in (("a", 40), ("b", 30), ("c", 2), ("d", 20), ("e", 1))]
     for seq in seqs:
         sched.add(seq)
@@ -370,13 +371,70 @@ def test_an_earlier_request_is_overtaken_at_least_as_often_as_a_later_one() -> N
     assert counts == sorted(counts, reverse=True)
 
 
-def test_the_prefix_cache_at_arrival_decides_the_order() -> None:
+def test_the_prefix_cache_at_arrival_decides_the_order_and_at_admission_the_charge() -> None:
     held = {"long_cached": 28}  # 30 tokens, 28 of them in the cache: 2 to compute
-    sched = Scheduler(replace(limits(max_slots=8), padded_prefill=False), max_prefill_tokens=512,
-                      cached_tokens=lambda seq: held.get(seq.request_id, 0))
+    sched = Scheduler(chunking(max_slots=8), max_prefill_tokens=512, cached_tokens=lambda seq: held.get(seq.request_id, 0),
+                      chunked=True)
     for rid, length in (("plain", 10), ("long_cached", 30), ("short", 4)):
         sched.add(make_seq(rid, length))
-    assert admitted(sched) == ["long_cached", "short", "plain"]
+    held.clear()  # evicted after arrival: still first, but charged (and chunked from) all 30 tokens
+    out = sched.schedule()
+    assert [s.request_id for s in sorted(out.prefill, key=lambda s: s.slot)] == ["long_cached", "short", "plain"]
+    assert [(s.request_id, s.prefill_end) for s in out.prefill][0] == ("long_cached", 30)
+
+
+def test_on_a_bucketed_backend_prompts_in_one_bucket_keep_their_arrival_order() -> None:
+    # Buckets 16/32: 10 and 4 tokens both cost 16, so the 4-token prompt does not overtake the
+    # 10-token one (and spend its allowance for nothing); both overtake the 20-token prompt (32).
+    sched = Scheduler(limits(max_slots=8), max_prefill_tokens=512)
+    for rid, length in (("twenty", 20), ("ten", 10), ("four", 4)):
+        sched.add(make_seq(rid, length))
+    assert admitted(sched) == ["ten", "four", "twenty"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_a_random_load_never_overtakes_a_request_more_than_max_slots_times(chunked: bool, seed: int) -> None:
+    """Random arrivals, prompt lengths, finishes and aborts of waiting requests: every request is
+    admitted in the end, and counted from the admission order itself, no request is overtaken by
+    more than max_slots later arrivals; the oldest waiting request is always the most overtaken."""
+    import random
+
+    rng = random.Random(seed)
+    max_slots = rng.choice([1, 2, 4])
+    base = replace(limits(max_slots=max_slots, n_positions=128, buckets=(64,)), padded_prefill=False,
+                   can_chunk_prefill=chunked)
+    sched = Scheduler(base, max_prefill_tokens=rng.choice([8, 32, 64]), chunked=chunked)
+    arrival: dict[str, int] = {}
+    admitted_order: list[str] = []
+    aborted: set[str] = set()
+    for step in range(5000):
+        if step >= 300 and not sched.has_unfinished():
+            break
+        for _ in range(rng.choice([0, 0, 1, 2, 3]) if step < 300 else 0):
+            rid = f"r{len(arrival)}"
+            arrival[rid] = len(arrival)
+            sched.add(make_seq(rid, rng.randint(1, 60)))
+        if sched.waiting and rng.random() < 0.05:  # a client goes away while its request waits
+            gone = rng.choice(list(sched.waiting))
+            gone.status = RequestStatus.FINISHED_ABORTED
+            sched.finish(gone)
+            aborted.add(gone.request_id)
+        counts = [s.overtaken for s in sched.waiting]
+        assert counts == sorted(counts, reverse=True)
+        assert all(count <= max_slots for count in counts)
+        out = sched.schedule()
+        admitted_order += [s.request_id for s in out.prefill if s.prefilled == 0 and s.request_id not in admitted_order]
+        run_prefill(out)
+        for seq in list(sched.running.values()):
+            if seq.prefill_done and rng.random() < 0.5:
+                seq.status = RequestStatus.FINISHED_LENGTH
+                sched.finish(seq)
+    assert not sched.waiting
+    assert sorted(admitted_order + sorted(aborted), key=arrival.get) == sorted(arrival, key=arrival.get)
+    for position, rid in enumerate(admitted_order):
+        overtakers = [other for other in admitted_order[:position] if arrival[other] > arrival[rid]]
+        assert len(overtakers) <= max_slots, (rid, overtakers)
 
 
 def test_an_unknown_policy_is_refused() -> None:
