@@ -121,13 +121,17 @@ def load_engine(config: HandlerConfig) -> Engine:
         logger.warning("%s=ngram has no effect: the %s backend cannot verify proposed tokens (n-gram speculation "
                        "runs on the PyTorch backend)", config.origin("speculative_method"), backend.info.name)
     logger.info(
-        "engine ready: backend=%s device=%s model_type=%s dtype=%s slots=%d n_positions=%d in %.1fs",
+        "engine ready: backend=%s device=%s model_type=%s dtype=%s slots=%d n_positions=%d "
+        "prefill_budget=%d chunked_prefill=%s order=%s in %.1fs",
         backend.info.name,
         backend.info.device,
         backend.info.model_type,
         backend.info.dtype,
         backend.limits.max_slots,
         backend.limits.n_positions,
+        engine.scheduler.max_prefill_tokens,
+        engine.scheduler.chunked,
+        engine.scheduler.policy,
         time.monotonic() - started,
     )
     return engine

@@ -120,7 +120,7 @@ def test_max_rolling_batch_prefill_tokens_reaches_the_scheduler(monkeypatch, tmp
     assert engine.scheduler.max_prefill_tokens == 77
 
 
-def test_scheduling_policy_reaches_the_scheduler_and_its_default_is_the_engines(monkeypatch, tmp_path):
+def test_scheduling_policy_reaches_the_scheduler_and_its_default_is_the_engines(monkeypatch, tmp_path, caplog):
     from typing import get_args
 
     from djl_python import loader
@@ -133,7 +133,9 @@ def test_scheduling_policy_reaches_the_scheduler_and_its_default_is_the_engines(
     monkeypatch.setattr(loader, "resolve_artifacts", lambda config: type("A", (), {"model_dir": tmp_path})())
     monkeypatch.setattr(loader, "load_backend", lambda config, artifacts: FakeBackend())
     monkeypatch.setattr(loader, "load_tokenizer", lambda *a, **k: object())
-    assert loader.load_engine(parse({"option.scheduling_policy": "fcfs"})).scheduler.policy == "fcfs"
+    with caplog.at_level(logging.INFO, logger=loader.logger.name):
+        assert loader.load_engine(parse({"option.scheduling_policy": "fcfs"})).scheduler.policy == "fcfs"
+    assert "order=fcfs" in caplog.text  # the load log line says which order runs
     assert loader.load_engine(parse({})).scheduler.policy == "shortest_prompt_first"
 
 
