@@ -440,3 +440,43 @@ def test_a_random_load_never_overtakes_a_request_more_than_max_slots_times(chunk
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="fcfs, shortest_prompt_first"):
         Scheduler(limits(), policy="lifo")  # type: ignore[arg-type]
+
+
+def test_a_bucket_boundary_orders_by_the_padded_cost() -> None:
+    # Buckets 16/32: 17 tokens cost 32 and 16 tokens cost 16, so the later 16-token prompt goes first.
+    sched = Scheduler(limits(max_slots=8), max_prefill_tokens=512)
+    sched.add(make_seq("seventeen", 17))
+    sched.add(make_seq("sixteen", 16))
+    assert admitted(sched) == ["sixteen", "seventeen"]
+
+
+def test_without_chunking_a_cached_prefix_is_not_charged() -> None:
+    # Packed, budget 20: two 30-token prompts with 20 tokens cached cost 10 each, so both fit.
+    sched = Scheduler(replace(limits(max_slots=8, n_positions=128, buckets=(64,)), padded_prefill=False),
+                      max_prefill_tokens=20, cached_tokens=lambda seq: 20, policy="fcfs")
+    sched.add(make_seq("a", 30))
+    sched.add(make_seq("b", 30))
+    sched.add(make_seq("c", 30))
+    assert admitted(sched) == ["a", "b"]  # c's 10 would pass what is left (0)
+
+
+def test_a_budget_of_one_token_still_continues_a_prompt_and_a_chunk_takes_the_one_prefill_slot() -> None:
+    # Filling the budget exactly leaves at most one prompt part-way, which the next step continues.
+    sched = Scheduler(chunking(), max_prefill_tokens=1, chunked=True)
+    a = make_seq("a", 3)
+    sched.add(a)
+    ends = []
+    for _ in range(3):
+        out = sched.schedule()
+        ends.append([(s.prefilled, s.prefill_end) for s in out.prefill])
+        run_prefill(out)
+    assert ends == [[(0, 1)], [(1, 2)], [(2, 3)]] and a.output_ids
+    # One prefill a step: after b's chunk, nothing new is admitted though budget is left.
+    sched = Scheduler(replace(chunking(max_slots=4), max_prefill_slots=1), max_prefill_tokens=8, chunked=True,
+                      policy="fcfs")
+    a, b = make_seq("a", 3), make_seq("b", 20)
+    sched.add(b)
+    run_prefill(sched.schedule())  # b's first 8
+    sched.add(a)
+    out = sched.schedule()
+    assert [(s.request_id, s.prefilled, s.prefill_end) for s in out.prefill] == [("b", 8, 16)]
