@@ -34,10 +34,10 @@ Policy (one ``schedule()`` call per engine step):
   ``limits.can_chunk_prefill``). A prompt is no longer admitted whole or not at all: the
   budget is filled exactly, the last prompt admitted getting what is left of it as a chunk,
   and a prompt whose prefill is under way gets the next chunk before anything new is admitted
-  (in admission order, whatever the policy). One long prompt then costs the running streams several short steps
-  rather than one long one, and a burst's prompts pack every step's budget. A sequence's
-  first token comes from the step that completes its prompt. The prefill list is sorted by
-  slot all the same.
+  (in admission order, whatever the policy). One long prompt then costs the running streams
+  several short steps rather than one long one, and a burst's prompts pack every step's budget.
+  A sequence's first token comes from the step that completes its prompt. The prefill list is
+  sorted by slot all the same.
 * **Budget default.** The backend's own (``limits.prefill_budget``: the PyTorch
   backend's on a CPU), else 512 tokens, or one largest bucket where prefills are
   padded (a bucketed backend pays for it anyway). Smaller steps give the first
@@ -198,15 +198,15 @@ class Scheduler:
                     out.prefill.append(seq)
         while self.waiting and self._free_slots and len(out.prefill) < self.max_prefill_slots:
             index = self._next_waiting()
-            head = self.waiting[index]
-            cached = self._cached_tokens(head) if self._cached_tokens is not None else 0
+            candidate = self.waiting[index]
+            cached = self._cached_tokens(candidate) if self._cached_tokens is not None else 0
             if self.chunked:
                 if budget == 0:
                     break
-                end = cached + min(head.prompt_len - cached, budget)
+                end = cached + min(candidate.prompt_len - cached, budget)
                 cost = end - cached
             else:
-                end, cost = head.prompt_len, self.limits.prefill_cost(head.prompt_len - cached)
+                end, cost = candidate.prompt_len, self.limits.prefill_cost(candidate.prompt_len - cached)
                 if out.prefill and cost > budget:
                     break  # wait for the next step rather than let the budget pick who goes next
             seq = self._admit(index)

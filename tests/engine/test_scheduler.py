@@ -373,8 +373,8 @@ def test_an_earlier_request_is_overtaken_at_least_as_often_as_a_later_one() -> N
 
 def test_the_prefix_cache_at_arrival_decides_the_order_and_at_admission_the_charge() -> None:
     held = {"long_cached": 28}  # 30 tokens, 28 of them in the cache: 2 to compute
-    sched = Scheduler(chunking(max_slots=8), max_prefill_tokens=512, cached_tokens=lambda seq: held.get(seq.request_id, 0),
-                      chunked=True)
+    sched = Scheduler(chunking(max_slots=8), max_prefill_tokens=512, chunked=True,
+                      cached_tokens=lambda seq: held.get(seq.request_id, 0))
     for rid, length in (("plain", 10), ("long_cached", 30), ("short", 4)):
         sched.add(make_seq(rid, length))
     held.clear()  # evicted after arrival: still first, but charged (and chunked from) all 30 tokens
