@@ -52,7 +52,7 @@ class Sequence:
     # were admitted before it.
     queue_cost: int = 0
     overtaken: int = 0
-    # N-gram speculation's back-off: steps to decode plainly before proposing again, and twice the
+    # Speculation's back-off (any proposer): steps to decode plainly before proposing again, and twice the
     # wait the next miss brings (doubled after each step whose proposals all missed, reset by a hit).
     speculation_wait: int = 0
     speculation_backoff: int = 0

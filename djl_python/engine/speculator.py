@@ -1,16 +1,17 @@
 """The speculative step: up to ``k`` tokens for the one running plain greedy sequence from one
 backend call.
 
-Two sources of speculation, decided once at construction:
+Two sources of speculation (which one runs follows from the backend's limits and the lengths
+given at construction):
 
 * **The backend's own** (``limits.speculation_length > 0``: Neuron's compiled draft):
   ``Backend.speculate`` proposes and scores in one call, and ``accept_speculation`` tells it
   what was kept.
 * **A proposer's** (``engine/proposers.py``: prompt lookup or a draft model), on a backend that
-  scores proposals (``limits.can_verify``): ``Backend.verify`` scores them in one forward. An
-  n-gram proposer that keeps missing backs off: after a second miss in a row the sequence decodes
-  plainly for a while, twice as long after each further miss (up to ``MAX_SPECULATION_BACKOFF``
-  steps), and a hit resets it, since a verify is wider than a decode.
+  scores proposals (``limits.can_verify``): ``Backend.verify`` scores them in one forward. A
+  proposer that keeps missing (prompt lookup or draft) backs off: after a second miss in a row
+  the sequence decodes plainly for a while, twice as long after each further miss (up to
+  ``MAX_SPECULATION_BACKOFF`` steps), and a hit resets it, since a verify is wider than a decode.
 
 Either way the tokens kept are the longest prefix greedy decoding would produce
 (``engine/speculation.py``), so output equals plain decoding. The engine appends them and applies
@@ -30,7 +31,7 @@ from djl_python.engine.speculation import accept_greedy, speculable
 if TYPE_CHECKING:
     from djl_python.backends.base import Backend
 
-MAX_SPECULATION_BACKOFF = 32  # plain steps at most between two n-gram proposals that keep missing
+MAX_SPECULATION_BACKOFF = 32  # plain steps at most between two proposals that keep missing
 
 
 class Speculator:
@@ -75,8 +76,8 @@ class Speculator:
         from djl_python.engine.sampling import greedy_tokens
 
         slot, last, position = seq.slot, seq.last_token, seq.num_tokens - 1
-        if slot is None:
-            raise ValueError(f"request {seq.request_id} holds no slot")
+        if slot is None:  # only a running sequence (which holds a slot) speculates
+            return None
         if self.backend.limits.speculation_length:
             proposals, logits = self.backend.speculate(slot, last, position)
             accepted = accept_greedy(proposals, greedy_tokens(logits))
