@@ -286,6 +286,16 @@ def test_chunked_prefill_needs_a_backend_that_continues_prompts() -> None:
 # -- shortest_prompt_first ----------------------------------------------------------------------
 
 
+def chunk_ends(sched: Scheduler, steps: int) -> list[list[tuple[str, int, int]]]:
+    """Run ``steps`` steps; each step's prefill list as (request id, chunk start, chunk end)."""
+    ends = []
+    for _ in range(steps):
+        out = sched.schedule()
+        ends.append([(s.request_id, s.prefilled, s.prefill_end) for s in out.prefill])
+        run_prefill(out)
+    return ends
+
+
 def admitted(sched: Scheduler) -> list[str]:
     """Request ids in the order the next step admitted them (slots go lowest first)."""
     new = [s for s in sched.schedule().prefill if s.prefilled == 0]
@@ -312,11 +322,7 @@ def test_chunked_prefill_gives_the_budget_to_the_shortest_prompts_first() -> Non
     a, b, c = make_seq("a", prompt_len=20), make_seq("b", prompt_len=10), make_seq("c", prompt_len=5)
     for seq in (a, b, c):
         sched.add(seq)
-    ends = []
-    for _ in range(3):
-        out = sched.schedule()
-        ends.append([(s.request_id, s.prefilled, s.prefill_end) for s in out.prefill])
-        run_prefill(out)
+    ends = chunk_ends(sched, 3)
     # c and b whole in step 1 (their first tokens a step sooner than in arrival order), then a.
     # (The list is in slot order: c was admitted first, into slot 0.)
     assert ends == [[("c", 0, 5), ("b", 0, 10), ("a", 0, 1)], [("a", 1, 17)], [("a", 17, 20)]]
@@ -465,12 +471,7 @@ def test_a_budget_of_one_token_still_continues_a_prompt_and_a_chunk_takes_the_on
     sched = Scheduler(chunking(), max_prefill_tokens=1, chunked=True)
     a = make_seq("a", 3)
     sched.add(a)
-    ends = []
-    for _ in range(3):
-        out = sched.schedule()
-        ends.append([(s.prefilled, s.prefill_end) for s in out.prefill])
-        run_prefill(out)
-    assert ends == [[(0, 1)], [(1, 2)], [(2, 3)]] and a.output_ids
+    assert chunk_ends(sched, 3) == [[("a", 0, 1)], [("a", 1, 2)], [("a", 2, 3)]] and a.output_ids
     # One prefill a step: after b's chunk, nothing new is admitted though budget is left.
     sched = Scheduler(replace(chunking(max_slots=4), max_prefill_slots=1), max_prefill_tokens=8, chunked=True,
                       policy="fcfs")
