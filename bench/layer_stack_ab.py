@@ -3,7 +3,7 @@
 ``python -m bench.layer_stack_ab`` loads each model once on the PyTorch backend and times, step by
 step, the two ways its native forward can run the decoder layers: as one call into the CPU kernels
 (``native/layer_stack.py``) and by the Python loop over the same kernels
-(:meth:`~djl_python.backends.pytorch.native.llama.NativeLlama.use_stack`). One backend serves both,
+(:meth:`~djl_python.backends.pytorch.native.decoder.NativeDecoder.use_stack`). One backend serves both,
 so both read the same weights from the same memory (two loaded copies differ by where each was
 placed), and the two ways alternate step by step, the order flipping every round, so both see the
 same state of a shared machine. Both decode the same tokens at the same positions (the second
@@ -51,11 +51,11 @@ def run_case(folder: Path, dtype: str, batches: tuple[int, ...], rounds: int,
     import torch
 
     from djl_python.backends.pytorch.backend import PyTorchBackend
-    from djl_python.backends.pytorch.native.llama import NativeLlama
+    from djl_python.backends.pytorch.native.decoder import NativeDecoder
 
     backend = PyTorchBackend.load(folder, max_slots=max(batches), dtype=dtype, n_positions=CONTEXT + 2 * rounds + 64)
     forward = backend._forward  # the backend's own forward: the A/B needs its switch
-    if not isinstance(forward, NativeLlama) or forward.stack != "one call":
+    if not isinstance(forward, NativeDecoder) or forward.stack != "one call":
         raise SystemExit(f"no layer stack here for {folder.name} {dtype}: {backend.info.extra.get('layer_stack')}")
     results = []
     with torch.inference_mode():

@@ -33,10 +33,19 @@ def require_pytorch_backend() -> None:
 
 
 ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
-NATIVE_ARCHS = ("llama", "mistral")  # the native forward's (native/llama.py LLAMA_FAMILY); the rest run Hugging Face's
-# Every forward the PyTorch backend has, as (arch, cpu_kernels): the native forward with its CPU kernels
-# and with torch ops, and every other architecture on the Hugging Face forward.
-FORWARDS = [(arch, True) for arch in ARCHS] + [(arch, False) for arch in NATIVE_ARCHS]
+# The native forward's (native/architectures.py); bloom runs the Hugging Face forward.
+NATIVE_ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "gpt2", "opt", "gpt_bigcode")
+# Every forward the PyTorch backend has, as (arch, forward): "kernels", the backend's default (the
+# native forward on the CPU kernels; bloom's Hugging Face forward); "torch", the native forward on
+# torch ops (as on CUDA), once per layer shape (mistral's is llama's); "hf", the Hugging Face forward,
+# the fallback for configs the native forward refuses, on a rope, a parallel and a learned-position model.
+FORWARDS = ([(arch, "kernels") for arch in ARCHS] + [(arch, "torch") for arch in NATIVE_ARCHS if arch != "mistral"]
+            + [(arch, "hf") for arch in ("llama", "gpt_neox", "gpt2")])
+
+
+def forward_options(forward: str) -> dict[str, bool]:
+    """``PyTorchBackend.load``'s options for one of :data:`FORWARDS`' forwards."""
+    return {"kernels": {}, "torch": {"cpu_kernels": False}, "hf": {"native": False}}[forward]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -136,7 +136,7 @@ class LmiProperties(BaseModel):
     # --- numerics and device
     dtype: ModelDtype = Field(
         None, description="`fp32`, `fp16` or `bf16` (also `float32`...); unset/`auto`: fp32 on CPU, fp16 on Neuron/CUDA. "
-                    "On a CPU without bf16 instructions the PyTorch backend's native llama-family forward holds "
+                    "On a CPU without bf16 instructions the PyTorch backend's native forward holds "
                     "half-precision matmul weights widened to fp32 (fp32 speed and weight memory; activations and "
                     "KV cache stay in `dtype`)."
     )

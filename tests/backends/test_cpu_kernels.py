@@ -609,6 +609,78 @@ def test_silu_mul_matches_torch(dtype: torch.dtype, inter: int) -> None:
     torch.testing.assert_close(got, want, **tolerance)
 
 
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_delta", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("hidden", [96, 100])  # 100: the tail past the last 8 columns
+def test_add_layer_norm_matches_torch_layer_norm(dtype: torch.dtype, with_delta: bool, with_bias: bool,
+                                                 hidden: int) -> None:
+    torch.manual_seed(13)
+    x, delta = torch.randn(37, hidden, dtype=dtype) + 3, torch.randn(37, hidden, dtype=dtype)
+    weight, bias = torch.randn(hidden, dtype=dtype), torch.randn(hidden, dtype=dtype)
+    eps = 1e-5
+    want_x = x + delta if with_delta else x.clone()
+    want = F.layer_norm(want_x, (hidden,), weight, bias if with_bias else None, eps)
+    got = KERNEL.add_layer_norm(x, delta if with_delta else None, weight, bias if with_bias else None, eps)
+    assert torch.equal(x, want_x)  # the residual add: in place, the same rounding as torch's add
+    # Mean and variance may be summed in another order: last bits in fp32, before one rounding to bf16.
+    tolerance = {"atol": 2e-6, "rtol": 2e-6} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 8e-3}
+    torch.testing.assert_close(got, want, **tolerance)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["gelu_tanh", "gelu_erf", "relu"])
+@pytest.mark.parametrize("width", [64, 13])  # 13: the tail past the last 8 columns
+def test_activate_matches_torch(dtype: torch.dtype, activation: str, width: int) -> None:
+    """In place, within the approximation of tanh (by exp) and erf (Abramowitz and Stegun 7.1.26,
+    absolute error below 1.5e-7) of torch's own; ReLU exactly. Arguments past exp's clamp on
+    either side; NaN stays NaN; +inf gives +inf (torch's vectorized GELU gives NaN there)."""
+    torch.manual_seed(14)
+    x = torch.randn(9, width, dtype=dtype) * 4
+    x[0, 0], x[0, 1], x[1, 2], x[2, 3] = -200.0, 200.0, float("nan"), float("inf")
+    reference = {"gelu_tanh": lambda t: F.gelu(t, approximate="tanh"), "gelu_erf": F.gelu, "relu": F.relu}
+    want = reference[activation](x)
+    got = x.clone()
+    assert KERNEL.activate(got, activation) is got
+    assert torch.isnan(got[1, 2]) and got[2, 3] == float("inf")
+    finite = torch.isfinite(x)
+    assert torch.isfinite(got[finite]).all()
+    if activation == "relu":
+        assert torch.equal(got[finite], want[finite])
+        return
+    tolerance = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 8e-3}
+    torch.testing.assert_close(got[finite], want[finite], **tolerance)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_into_is_torchs_add_bit_for_bit(dtype: torch.dtype) -> None:
+    torch.manual_seed(15)
+    y, x = torch.randn(5, 67, dtype=dtype), torch.randn(5, 67, dtype=dtype)  # 335 = 41 x 8 + 7: the tail
+    want = y + x
+    assert KERNEL.add_into(y, x) is y
+    assert torch.equal(y, want)
+
+
+@needs_kernel
+def test_the_layer_shape_kernels_refuse_inputs_outside_their_contract() -> None:
+    x, w = torch.randn(4, 16), torch.randn(16)
+    for args in [(x, None, w, torch.randn(15)), (x, None, w, w.bfloat16()), (x, None, w, torch.randn(16, 1)),
+                 (x.t(), None, torch.randn(4), None), (x, torch.randn(4, 8), w, None)]:
+        with pytest.raises(KernelContractError):
+            KERNEL.add_layer_norm(*args, 1e-5)
+    with pytest.raises(KernelContractError, match="unknown activation 'silu'"):
+        KERNEL.activate(torch.randn(2, 8), "silu")  # the gated MLP's: silu_mul
+    with pytest.raises(KernelContractError):
+        KERNEL.activate(torch.randn(8, 2).t(), "relu")
+    for a, b in [(torch.randn(4, 8), torch.randn(4, 7)), (torch.randn(4, 8), torch.randn(4, 8).bfloat16()),
+                 (torch.randn(8, 4).t(), torch.randn(4, 8))]:
+        with pytest.raises(KernelContractError):
+            KERNEL.add_into(a, b)
+
+
 def test_a_refused_step_changes_no_row(tiny_model_factory) -> None:
     """A step whose prompt is refused (a token id past the vocabulary) raises before either part
     touches a row: the running slot then decodes exactly as on a twin that never saw the call,

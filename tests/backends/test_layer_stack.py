@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from djl_python.backends.pytorch import backend as pytorch_backend
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, KernelContractError
 from djl_python.backends.pytorch.native.layer_stack import LayerStack
-from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
+from djl_python.backends.pytorch.native.decoder import DecodeRows, NativeDecoder
 from djl_python.engine import Engine
 from tests.backends.test_cpu_kernels import (HOST_REFUSAL, HOW, KERNEL, SANITIZED, avx2_build,  # noqa: F401
                                              each_build, kernel_or_fail)
@@ -40,6 +40,25 @@ ROWS, POSITIONS = 6, 64
 SHAPES = [(4, 2, 16, 64, 128, False), (6, 2, 8, 48, 100, True), (2, 2, 16, 32, 72, False),
           (4, 2, 16, 48, 96, True)]
 SHAPE_IDS = ["group2", "group3-bias-tails", "group1", "q-wider-than-hidden"]
+# The other layer shapes the stack runs (native/architectures.py), as (model_type, config): LayerNorm
+# with biases, GELU (erf, tanh) and ReLU MLPs, the parallel and shared-norm residuals, partial rotary
+# by halves (gpt_neox) and by pairs (gptj), learned positions, one K/V head, a QKV stored per head.
+_SMALL = {"vocab_size": 300, "tie_word_embeddings": False}
+ARCH_SHAPES = {
+    "gpt_neox-parallel": ("gpt_neox", dict(hidden_size=48, num_attention_heads=3, intermediate_size=100,
+                                           num_hidden_layers=3, max_position_embeddings=POSITIONS)),
+    "gpt_neox-sequential": ("gpt_neox", dict(hidden_size=64, num_attention_heads=4, intermediate_size=96,
+                                             num_hidden_layers=3, max_position_embeddings=POSITIONS,
+                                             use_parallel_residual=False)),
+    "gptj-shared-norm": ("gptj", dict(n_embd=64, n_head=4, rotary_dim=8, n_inner=100, n_layer=3, n_positions=POSITIONS)),
+    "gpt2": ("gpt2", dict(n_embd=64, n_head=4, n_inner=72, n_layer=3, n_positions=POSITIONS)),
+    "gpt_bigcode-multi-query": ("gpt_bigcode", dict(n_embd=64, n_head=4, n_inner=72, n_layer=3,
+                                                    n_positions=POSITIONS)),
+    "gpt_bigcode-per-head": ("gpt_bigcode", dict(n_embd=64, n_head=4, n_inner=72, n_layer=3, n_positions=POSITIONS,
+                                                 multi_query=False)),
+    "opt-relu": ("opt", dict(hidden_size=64, num_attention_heads=4, ffn_dim=100, num_hidden_layers=3,
+                             max_position_embeddings=POSITIONS, word_embed_proj_dim=64)),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -60,26 +79,34 @@ def _panel_dtype(dtype: torch.dtype, kernels: CpuKernels | None = None) -> None:
                     "does not run there")
 
 
-def _twins(shape: tuple, dtype: torch.dtype, kernels: CpuKernels | None = None) -> tuple[NativeLlama, NativeLlama]:
-    heads, kv, head_dim, hidden, inter, bias = shape
-    torch.manual_seed(heads * 100 + hidden)
-    config = LlamaConfig(vocab_size=300, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=3,
-                         num_attention_heads=heads, num_key_value_heads=kv, head_dim=head_dim,
-                         max_position_embeddings=POSITIONS, attention_bias=bias, mlp_bias=bias,
-                         tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).to(dtype).eval()
+def _twins(shape: tuple | str, dtype: torch.dtype, kernels: CpuKernels | None = None
+           ) -> tuple[NativeDecoder, NativeDecoder]:
+    """Two native forwards of one random model, one on the stack and one on the Python loop:
+    a llama of ``shape`` (:data:`SHAPES`) or one of :data:`ARCH_SHAPES` by name."""
+    if isinstance(shape, str):
+        model_type, kwargs = ARCH_SHAPES[shape]
+        torch.manual_seed(len(shape))
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs, **_SMALL))
+    else:
+        heads, kv, head_dim, hidden, inter, bias = shape
+        torch.manual_seed(heads * 100 + hidden)
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=3,
+                             num_attention_heads=heads, num_key_value_heads=kv, head_dim=head_dim,
+                             max_position_embeddings=POSITIONS, attention_bias=bias, mlp_bias=bias, **_SMALL)
+        model = LlamaForCausalLM(config)
+    model = model.to(dtype).eval()
     # Random norm weights and biases: from_config makes them ones and zeros, which would hide a norm
     # swapped with another or a bias left out.
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if name.endswith(".weight") and p.dim() == 1 and ("norm" in name or "ln_" in name):
                 p.uniform_(0.5, 1.5)
             elif name.endswith("bias"):
                 p.normal_()
     twin = copy.deepcopy(model)
     with torch.inference_mode():
-        stacked = NativeLlama.from_hf(model, ROWS, POSITIONS, kernels=kernels or KERNEL)
-        looped = NativeLlama.from_hf(twin, ROWS, POSITIONS, kernels=kernels or KERNEL, stack=False)
+        stacked = NativeDecoder.from_hf(model, ROWS, POSITIONS, kernels=kernels or KERNEL)
+        looped = NativeDecoder.from_hf(twin, ROWS, POSITIONS, kernels=kernels or KERNEL, stack=False)
     assert stacked.stack == "one call" and stacked.layout == "panels"
     assert looped.stack == "python loop (stack=False)"
     return stacked, looped
@@ -96,7 +123,7 @@ def _decode(rows: list[int], tokens: list[int], positions: list[int], width: int
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+@pytest.mark.parametrize("shape", [*SHAPES, *ARCH_SHAPES], ids=[*SHAPE_IDS, *ARCH_SHAPES])
 def test_the_stack_computes_the_python_loops_bits(build: CpuKernels, dtype: torch.dtype, shape: tuple,
                                                   monkeypatch) -> None:
     """Every kind of step on both twins: the logits of each step and, at the end, every cache
@@ -177,7 +204,7 @@ def test_the_stack_refuses_activations_outside_its_contract() -> None:
     with pytest.raises(KernelContractError, match="another model's cache"):
         stacked._stack.run(other, torch.randn(2, 64))
     with pytest.raises(KernelContractError, match="layer_stack: 2 layers over a cache of 3"):
-        LayerStack(KERNEL, stacked._bound, stacked.layers[:2], stacked.eps, stacked.scale)
+        LayerStack(KERNEL, stacked._bound, stacked.layers[:2], stacked.recipe, stacked.eps, stacked.scale)
     # No token (the loop's kernels each return at once): nothing to add, nothing written.
     keys = stacked.keys.clone()
     empty = stacked._bound.step(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
@@ -189,9 +216,9 @@ def test_the_stack_runs_only_where_every_weight_is_in_panels(tiny_llama: Path) -
     """Unpacked weights, torch ops, or no panel matmul for the dtype: the Python loop, saying why."""
     kernels = kernel_or_fail(KERNEL, HOW, HOST_REFUSAL)
     with torch.inference_mode():
-        unpacked = NativeLlama.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32,
-                                       prepack_weights=False, kernels=kernels)
-        torch_ops = NativeLlama.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32, kernels=None)
+        unpacked = NativeDecoder.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32,
+                                         prepack_weights=False, kernels=kernels)
+        torch_ops = NativeDecoder.from_hf(LlamaForCausalLM.from_pretrained(str(tiny_llama)), 2, 32, kernels=None)
     assert unpacked.stack == "python loop (not every decoder weight is in the panel layout)"
     assert torch_ops.stack == "python loop (the attention and rope run on torch ops)"
     backend = PyTorchBackend.load(tiny_llama, max_slots=2)
@@ -205,8 +232,8 @@ def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory
                                                               monkeypatch) -> None:
     """Engines over the two forwards, with chunked prefill and the prefix cache on: the same
     tokens for every request of a staggered run (prompts joining running decodes), on this host's
-    build and on the build without AVX-512. The other architectures run the Hugging Face forward,
-    which has no layer stack."""
+    build and on the build without AVX-512. Bloom runs the Hugging Face forward, which has no layer
+    stack."""
     kernels = build
     monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (kernels, "the build under test"))
     folder = tiny_model_factory(arch)

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from djl_python.backends.pytorch.native import cpu_kernels, panel_linear
 from djl_python.backends.pytorch.native import linear as native_linear
-from djl_python.backends.pytorch.native import llama as native_llama
+from djl_python.backends.pytorch.native import decoder as native_decoder
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.backends.bf16_margin import Fp32Reference, unexcused
 from tests.backends.slot_driver import Job, run_greedy
@@ -70,7 +70,7 @@ def _force_layout(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
             pytest.skip("no bf16 panel matmul on this CPU (AVX512-BF16); its arithmetic is tested in "
                         "test_panel_linear")
     else:
-        monkeypatch.setattr(native_llama, "packs_on", lambda device_type, dtype: False)
+        monkeypatch.setattr(native_decoder, "packs_on", lambda device_type, dtype: False)
 
 
 def _greedy(backend: PyTorchBackend, prompts: list[list[int]]) -> list[list[int]]:

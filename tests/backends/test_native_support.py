@@ -1,24 +1,48 @@
-"""Which models the native llama forward takes, and that everything else falls back to the
-Hugging Face forward with the reason recorded."""
+"""Which models the native forward takes (native/architectures.py), that everything else falls
+back to the Hugging Face forward with the reason recorded, and the weight mappings it rests on."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, LlamaConfig, LlamaForCausalLM, MistralConfig
+from transformers import (BloomConfig, GPT2Config, GPTBigCodeConfig, GPTJConfig, GPTNeoXConfig, LlamaConfig,
+                          LlamaForCausalLM, MistralConfig, OPTConfig)
 
-from djl_python.backends.pytorch.native.llama import llama_support
+from djl_python.backends.pytorch.native.architectures import native_support
+from djl_python.backends.pytorch.native.architectures import rope_order
 from djl_python.backends.pytorch.backend import PyTorchBackend
 
 
-def test_llama_family_supported_others_refused() -> None:
-    assert llama_support(LlamaConfig()) is None
-    assert llama_support(MistralConfig()) is None
-    assert "model_type 'gpt2'" in llama_support(GPT2Config())
-    assert "hidden_act 'gelu'" in llama_support(LlamaConfig(hidden_act="gelu"))
+def test_supported_architectures_and_the_configs_refused() -> None:
+    for config in (LlamaConfig(), MistralConfig(), GPT2Config(), GPTBigCodeConfig(), GPTJConfig(), GPTNeoXConfig(),
+                   OPTConfig(), GPTBigCodeConfig(multi_query=False), GPTNeoXConfig(use_parallel_residual=False)):
+        assert native_support(config) is None, config.model_type
+    assert "model_type 'bloom'" in native_support(BloomConfig())
+    assert "hidden_act 'gelu'" in native_support(LlamaConfig(hidden_act="gelu"))
+    assert "activation 'quick_gelu'" in native_support(GPT2Config(activation_function="quick_gelu"))
     # A rope whose tables depend on the sequence length cannot be precomputed once.
     dynamic = LlamaConfig(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
-    assert "rope_type 'dynamic'" in llama_support(dynamic)
+    assert "rope_type 'dynamic'" in native_support(dynamic)
+    neox_dynamic = GPTNeoXConfig(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0,
+                                                  "partial_rotary_factor": 0.25})
+    assert "rope_type 'dynamic'" in native_support(neox_dynamic)
+    assert "scale per layer" in native_support(GPT2Config(scale_attn_by_inverse_layer_idx=True))
+    assert "do_layer_norm_before=False" in native_support(OPTConfig(do_layer_norm_before=False))
+    assert "word_embed_proj_dim" in native_support(OPTConfig(hidden_size=1024, word_embed_proj_dim=512))
+    assert "add_cross_attention" in native_support(GPT2Config(add_cross_attention=True))
+
+
+def test_the_rope_order_moves_each_rotary_pair_to_a_head_half_and_keeps_every_dimension() -> None:
+    assert rope_order(8, 8, interleaved=False) == list(range(8))  # a whole head by rotate_half: as it is
+    # NeoX, 4 of 8 rotated: pairs (0, 2) and (1, 3) go to (0, 4) and (1, 5); 4..7 pass through.
+    assert rope_order(8, 4, interleaved=False) == [0, 1, 4, 5, 2, 3, 6, 7]
+    # GPT-J, 4 of 8 rotated: pairs (0, 1) and (2, 3) go to (0, 4) and (1, 5).
+    assert rope_order(8, 4, interleaved=True) == [0, 2, 4, 5, 1, 3, 6, 7]
+    # No rope (learned positions): the identity, whose tables are cos 1 and sin 0.
+    assert rope_order(8, 0, interleaved=False) == list(range(8))
+    for d, r in ((16, 4), (64, 16), (64, 64), (80, 32)):
+        for interleaved in (False, True):
+            assert sorted(rope_order(d, r, interleaved)) == list(range(d))
 
 
 def test_native_false_runs_the_hf_forward_with_the_same_logits(tiny_model_factory) -> None:
@@ -43,28 +67,30 @@ def _partial_rotary_config() -> LlamaConfig:
 def test_a_partial_rotary_is_refused_with_the_reason() -> None:
     """Its cos/sin tables are narrower than a head: the kernels would read the tables past
     their end (a heap over-read under AddressSanitizer) and return finite logits."""
-    assert "partial_rotary_factor 0.5" in llama_support(_partial_rotary_config())
+    assert "partial_rotary_factor 0.5" in native_support(_partial_rotary_config())
     # Refused whatever the rope type: which rope functions honour the factor differs between
     # transformers releases, and the Hugging Face forward is correct either way.
     default_type = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 1e4,
                                                 "partial_rotary_factor": 0.5})
-    assert "partial_rotary_factor 0.5" in llama_support(default_type)
+    assert "partial_rotary_factor 0.5" in native_support(default_type)
     attribute_form = LlamaConfig()
     attribute_form.partial_rotary_factor = 0.25  # transformers 4.x keeps it on the config
-    assert "partial_rotary_factor 0.25" in llama_support(attribute_form)
+    assert "partial_rotary_factor 0.25" in native_support(attribute_form)
     whole = LlamaConfig()
     whole.partial_rotary_factor = 1.0
-    assert llama_support(whole) is None
+    assert native_support(whole) is None
 
 
 def test_native_llama_refuses_rotary_tables_narrower_than_a_head() -> None:
-    """Built directly (past llama_support), the forward checks the tables it got."""
-    from djl_python.backends.pytorch.native.llama import NativeLlama
-    from djl_python.backends.pytorch.native.cpu_kernels import load
+    """Built directly (past native_support), the forward checks the tables it got."""
+    from djl_python.backends.pytorch.native.decoder import NativeDecoder
+    from djl_python.backends.pytorch.native import architectures
 
     model = LlamaForCausalLM(_partial_rotary_config()).eval()
     with torch.inference_mode(), pytest.raises(ValueError, match="rotary tables are 8 wide, a head 16"):
-        NativeLlama(model, max_rows=2, n_positions=16, kernels=load()[0])
+        architectures._READERS["llama"](model, 16)
+    with torch.inference_mode(), pytest.raises(ValueError, match="partial_rotary_factor 0.5"):
+        NativeDecoder(model, max_rows=2, n_positions=16)
 
 
 def test_a_partial_rotary_llama_never_serves_silently(tmp_path) -> None:

@@ -43,7 +43,7 @@ def _staggered_jobs() -> list[Job]:
 def test_staggered_greedy_matches_generate(arch: str, tiny_model_factory) -> None:
     path = tiny_model_factory(arch)
     backend = PyTorchBackend.load(path, max_slots=4)
-    # The llama family runs the native forward, every other architecture the Hugging Face one.
+    # Every architecture but bloom runs the native forward; bloom the Hugging Face one.
     assert backend.info.extra["forward"] == ("native" if arch in NATIVE_ARCHS else "hf")
     jobs = _staggered_jobs()
     cover = run_greedy(backend, jobs)

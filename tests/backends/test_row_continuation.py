@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from djl_python.backends.pytorch.backend import PyTorchBackend
-from tests.models import FORWARDS
+from tests.models import FORWARDS, forward_options
 
 PROMPT = [(11 * i) % 400 + 20 for i in range(45)]
 ATOL = 1e-4
@@ -24,20 +24,20 @@ def close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 @pytest.fixture(scope="module")
 def backends(tiny_model_factory):
-    loaded: dict[tuple[str, bool], PyTorchBackend] = {}
+    loaded: dict[tuple[str, str], PyTorchBackend] = {}
 
-    def get(arch: str, kernels: bool) -> PyTorchBackend:
-        if (arch, kernels) not in loaded:
-            loaded[(arch, kernels)] = PyTorchBackend.load(tiny_model_factory(arch), max_slots=3, n_positions=128,
-                                                          prefix_cache_rows=1, cpu_kernels=kernels)
-        return loaded[(arch, kernels)]
+    def get(arch: str, forward: str) -> PyTorchBackend:
+        if (arch, forward) not in loaded:
+            loaded[(arch, forward)] = PyTorchBackend.load(tiny_model_factory(arch), max_slots=3, n_positions=128,
+                                                          prefix_cache_rows=1, **forward_options(forward))
+        return loaded[(arch, forward)]
 
     return get
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_a_prompt_in_chunks_equals_it_whole(backends, arch: str, kernels: bool) -> None:
-    backend = backends(arch, kernels)
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_a_prompt_in_chunks_equals_it_whole(backends, arch: str, forward: str) -> None:
+    backend = backends(arch, forward)
     whole = backend.prefill([0], [PROMPT])
     next_whole = backend.decode([0], [7], [len(PROMPT)])
     # In three chunks on slot 1, the middle one in a step beside slot 0's decode.
@@ -53,9 +53,9 @@ def test_a_prompt_in_chunks_equals_it_whole(backends, arch: str, kernels: bool) 
         backend.release(slot)
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_a_prompt_after_its_cached_prefix_equals_it_whole(backends, arch: str, kernels: bool) -> None:
-    backend = backends(arch, kernels)
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_a_prompt_after_its_cached_prefix_equals_it_whole(backends, arch: str, forward: str) -> None:
+    backend = backends(arch, forward)
     whole = backend.prefill([0], [PROMPT])
     backend.save_prefix(0, 0, 32)
     backend.release(0)
@@ -64,9 +64,9 @@ def test_a_prompt_after_its_cached_prefix_equals_it_whole(backends, arch: str, k
     backend.release(2)
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_verification_equals_decoding_one_token_at_a_time(backends, arch: str, kernels: bool) -> None:
-    backend = backends(arch, kernels)
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_verification_equals_decoding_one_token_at_a_time(backends, arch: str, forward: str) -> None:
+    backend = backends(arch, forward)
     tokens = [31, 32, 33, 34, 35]
     backend.prefill([0], [PROMPT])
     stepwise = torch.cat([backend.decode([0], [t], [len(PROMPT) + i]) for i, t in enumerate(tokens)])
@@ -83,7 +83,7 @@ def test_verification_equals_decoding_one_token_at_a_time(backends, arch: str, k
 
 
 def test_a_continued_prompt_must_match_what_its_slot_holds(backends) -> None:
-    backend = backends("gpt2", True)
+    backend = backends("gpt2", "kernels")
     backend.prefill([0], [PROMPT[:10]])
     with pytest.raises(ValueError, match="starts\\[0\\] continues a 20-token prompt from 12; slot 0 holds 10"):
         backend.decode_and_prefill([], [], [], [0], [PROMPT[:20]], starts=[12])

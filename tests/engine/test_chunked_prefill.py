@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.config import load_config
 from djl_python.engine import Engine, SamplingParams
-from tests.models import FORWARDS
+from tests.models import FORWARDS, forward_options
 
 PROMPTS = [[(13 * i + j) % 400 + 20 for i in range(n)] for j, n in enumerate((5, 37, 70, 100, 23))]
 
@@ -34,14 +34,14 @@ def staggered(engine: Engine) -> list[list[int]]:
     return [tokens[rid] for rid in ids]
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_greedy_output_is_the_same_with_and_without_chunking(tiny_model_factory, arch: str, kernels: bool) -> None:
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_greedy_output_is_the_same_with_and_without_chunking(tiny_model_factory, arch: str, forward: str) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
     def engine(chunked: bool, budget: int | None, cache_rows: int = 0) -> Engine:
         backend = PyTorchBackend.load(folder, max_slots=4, n_positions=256, prefix_cache_rows=cache_rows,
-                                      cpu_kernels=kernels)
+                                      **forward_options(forward))
         return Engine(backend, tokenizer, max_prefill_tokens=budget, chunked_prefill=chunked)
 
     plain = staggered(engine(False, None))

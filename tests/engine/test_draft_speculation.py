@@ -19,19 +19,19 @@ from djl_python.config import ConfigError, load_config
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.proposers import DraftProposer
 from tests.engine.one_at_a_time import one_at_a_time
-from tests.models import FORWARDS, make_tokenizer, tiny_config
+from tests.models import FORWARDS, forward_options, make_tokenizer, tiny_config
 
 PROMPTS = [[5, 6, 7, 8, 9] * 6, list(range(20, 60)), [3, 4] * 10 + list(range(100, 110))]
 PARAMS = SamplingParams(max_new_tokens=30, ignore_eos=True)
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, kernels: bool) -> None:
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_greedy_output_equals_plain_decoding(tiny_model_factory, arch: str, forward: str) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
     def load(path: Path) -> PyTorchBackend:
-        return PyTorchBackend.load(path, max_slots=2, n_positions=128, cpu_kernels=kernels)
+        return PyTorchBackend.load(path, max_slots=2, n_positions=128, **forward_options(forward))
 
     plain, plain_steps = one_at_a_time(Engine(load(folder), tokenizer), PROMPTS, PARAMS)
     other = tiny_model_factory("gpt2" if arch != "gpt2" else "llama")

@@ -1,6 +1,6 @@
 """Prefix caching: the index (``engine/prefix_cache.py``) and, on tiny real models, greedy output
 identical with and without the cache for every architecture (the native forward with the CPU
-kernels and with torch ops, the Hugging Face forward for the others), with decode rows and joining
+kernels and with torch ops, the Hugging Face forward for bloom and as the fallback), with decode rows and joining
 prompts in one step, and with fewer cached rows than conversations (eviction)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.prefix_cache import PrefixCache
-from tests.models import FORWARDS
+from tests.models import FORWARDS, forward_options
 
 
 def test_lookup_finds_the_longest_whole_block_prefix_and_leaves_a_token_to_compute() -> None:
@@ -90,8 +90,8 @@ def conversations(engine: Engine, turns: int, people: int, max_new: int = 10) ->
     return out
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory, arch: str, kernels: bool) -> None:
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory, arch: str, forward: str) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
@@ -99,7 +99,7 @@ def test_greedy_output_is_the_same_with_and_without_the_cache(tiny_model_factory
         # A prefill budget under two prompts: a turn's prompts join over several steps, and the later
         # ones of the first turn reuse the system prompt saved when the first one's prefill completed.
         return Engine(PyTorchBackend.load(folder, max_slots=3, n_positions=256, prefix_cache_rows=rows,
-                                          cpu_kernels=kernels), tokenizer, max_prefill_tokens=100)
+                                          **forward_options(forward)), tokenizer, max_prefill_tokens=100)
 
     plain = conversations(engine(0), turns=3, people=3)
     cached_engine = engine(3)

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from djl_python.engine import Engine, SamplingParams
 from djl_python.engine.scheduler import SchedulingPolicy
-from tests.models import FORWARDS
+from tests.models import FORWARDS, forward_options
 
 # Arrival order; lengths 70, 5, 100, 23, 37, 9: the longest come early.
 PROMPTS = [[(13 * i + j) % 400 + 20 for i in range(n)] for j, n in enumerate((70, 5, 100, 23, 37, 9))]
@@ -31,13 +31,13 @@ def burst(engine: Engine) -> tuple[list[list[int]], list[int]]:
     return [tokens[rid] for rid in ids], first
 
 
-@pytest.mark.parametrize("arch,kernels", FORWARDS)
-def test_greedy_output_is_the_same_in_either_order(tiny_model_factory, arch: str, kernels: bool) -> None:
+@pytest.mark.parametrize("arch,forward", FORWARDS)
+def test_greedy_output_is_the_same_in_either_order(tiny_model_factory, arch: str, forward: str) -> None:
     folder = tiny_model_factory(arch)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
     def engine(policy: SchedulingPolicy) -> Engine:
-        backend = PyTorchBackend.load(folder, max_slots=3, n_positions=256, prefix_cache_rows=0, cpu_kernels=kernels)
+        backend = PyTorchBackend.load(folder, max_slots=3, n_positions=256, prefix_cache_rows=0, **forward_options(forward))
         return Engine(backend, tokenizer, max_prefill_tokens=32, scheduling_policy=policy)
 
     arrival, arrival_first = burst(engine("fcfs"))

@@ -31,22 +31,33 @@ def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -
     assert (plan.n_positions, plan.dtype) == (backend.limits.n_positions, backend.info.dtype)
 
 
-@pytest.mark.parametrize("dtype", [None, "bf16"])
-def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None) -> None:
+@pytest.mark.parametrize("dtype", [None, "bf16", "bf16-widened"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gptj", "opt"])
+def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None, arch: str, monkeypatch) -> None:
     """A tied LM head (packed as its own copy where oneDNN packs) and attention/MLP biases
-    (stacked, the module's biases views or released): the plan is still what the backend holds.
-    bf16: packed as bf16 where oneDNN takes it, else widened to fp32 (.native.linear)."""
+    (stacked, the module's biases views or released), LayerNorm biases, learned position tables:
+    the plan is still what the backend holds. bf16: packed as bf16 where oneDNN takes it, else
+    widened to fp32 (.native.linear); bf16-widened: widened as on a CPU whose oneDNN has no bf16."""
     from transformers import AutoModelForCausalLM
 
     from djl_python.backends.pytorch.backend import PyTorchBackend
+    from djl_python.backends.pytorch.native import linear
     from tests.models import tiny_config
 
-    config = tiny_config("llama")
-    config.tie_word_embeddings, config.attention_bias, config.mlp_bias = True, True, True
+    widened = dtype == "bf16-widened"
+    if widened:
+        dtype = "bf16"
+        monkeypatch.setattr(linear, "onednn_packs", lambda t: t == torch.float32)
+
+    config = tiny_config(arch)
+    config.tie_word_embeddings = arch != "gptj"  # GPT-J's head has a bias: never tied
+    if arch == "llama":
+        config.attention_bias, config.mlp_bias = True, True
     AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
     plan = plan_memory(tmp_path, max_slots=2, n_positions=64, dtype=dtype, device="cpu")
     backend = PyTorchBackend.load(tmp_path, max_slots=2, n_positions=64, device="cpu", dtype=dtype)
     assert backend.info.extra["forward"] == "native"
+    assert ("widened" in backend.info.extra["weights_layout"]) == widened
     assert plan.weights_bytes == backend.info.extra["weights_bytes"]
 
 
@@ -165,6 +176,6 @@ def test_architectures_on_the_hugging_face_forward_keep_a_planned_prefix_cache_t
     from djl_python.loader import load_engine
 
     props = {"device": "cpu", "max_rolling_batch_size": "2", "n_positions": "64", "memory_budget": "8GiB"}
-    engine = load_engine(load_config(tiny_model_factory("gpt2"), properties=props, env={}))
+    engine = load_engine(load_config(tiny_model_factory("bloom"), properties=props, env={}))
     assert engine.backend.info.extra["forward"] == "hf"
     assert engine.limits.prefix_cache_rows == 2 and engine.prefix_cache is not None

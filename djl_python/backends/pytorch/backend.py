@@ -4,10 +4,12 @@ Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preall
 KV row per sequence, per-row positions and masks, so requests join and leave without
 touching other rows. Two forwards run on those rows:
 
-* native (:mod:`.native`): the llama family (llama, mistral, SmolLM2) reimplemented with
-  fused weights, precomputed rotary tables and attention reading the rows in place;
+* native (:mod:`.native`): llama, mistral (SmolLM2), gpt_neox, gptj, gpt2, gpt_bigcode and opt
+  mapped onto one layer shape (:mod:`.native.architectures`), with fused weights, precomputed
+  rotary tables and attention reading the rows in place;
 * Hugging Face (:mod:`.hf_forward`): the model's own forward with a row cache and per-row
-  masks; the fallback for every other architecture, or for any with ``native=False``.
+  masks; the fallback for every other architecture (bloom) and config the native forward
+  refuses (the reason is in the backend's info), or for any with ``native=False``.
 
 Both do the same things per call:
 
@@ -24,7 +26,7 @@ Both do the same things per call:
   CPU runs the kernel of :mod:`.native.cpu_kernels` instead, each row read to its own
   position).
 * a step (``decode_and_prefill``): the native forward runs the decode rows and the joining
-  prompts in one forward (:meth:`.native.llama.NativeLlama.step`); the Hugging Face forward
+  prompts in one forward (:meth:`.native.decoder.NativeDecoder.step`); the Hugging Face forward
   makes the two calls.
 * rows: a slot's KV row is not its id but a row from :class:`.slot_rows.SlotRows`, which
   keeps occupied rows packed at ``0..n-1``, so decoding every running request slices its
@@ -57,8 +59,9 @@ from djl_python.backends.pytorch.attention_masks import mask_mode_for
 from djl_python.backends.base import Backend, BackendInfo, BackendLimits
 from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_BUDGET, bound_shape_caches, cpu_threads
 from djl_python.backends.pytorch.hf_forward import HFRows
-from djl_python.backends.pytorch.native.llama import NativeLlama, llama_support
-from djl_python.backends.pytorch.native.llama import DecodeRows
+from djl_python.backends.pytorch.native.architectures import native_support
+from djl_python.backends.pytorch.native.decoder import NativeDecoder
+from djl_python.backends.pytorch.native.decoder import DecodeRows
 from djl_python.backends.pytorch.native.cpu_kernels import load as load_cpu_kernels
 from djl_python.backends.pytorch.slot_rows import RowMove, SlotRows, first_if_contiguous
 
@@ -69,13 +72,13 @@ _ATTN_IMPLEMENTATIONS = ("sdpa", "eager")  # both honour custom 4D masks; flash 
 
 
 class RowForward(Protocol):
-    """A model's forward on KV rows (:class:`.hf_forward.HFRows`, :class:`.native.NativeLlama`).
+    """A model's forward on KV rows (:class:`.hf_forward.HFRows`, :class:`.native.decoder.NativeDecoder`).
 
     ``prefill`` takes host-side row indices (any order, distinct) and their prompts and
     returns the logits at each prompt's last position, in the order given. ``decode`` takes
     ascending row indices on the device, ``first`` being ``rows[0]`` when they are
     consecutive (slice, not gather). Both return float32 logits ``[n, vocab]``. ``step`` is
-    :meth:`.native.llama.NativeLlama.step`: a decode and prompts continued from ``starts``
+    :meth:`.native.decoder.NativeDecoder.step`: a decode and prompts continued from ``starts``
     (a cached prefix, earlier chunks, speculated tokens), in one forward or two.
     """
 
@@ -108,14 +111,14 @@ class PyTorchBackend(Backend):
         self._lengths = [0] * limits.max_slots  # per row: columns written since its prefill
         self._cache_lengths = [0] * limits.prefix_cache_rows  # per cache row: positions saved there
         with torch.inference_mode():
-            reason = llama_support(model.config) if native else "native=False"
+            reason = native_support(model.config) if native else "native=False"
             self._forward: RowForward
             own_bytes = 0
             if reason is None:
                 kernels, how = load_cpu_kernels() if cpu_kernels and self._device.type == "cpu" \
                     else (None, "not used")
                 # The prefix cache's rows follow the slots' rows.
-                native_forward = NativeLlama.from_hf(model, limits.max_slots + limits.prefix_cache_rows,
+                native_forward = NativeDecoder.from_hf(model, limits.max_slots + limits.prefix_cache_rows,
                                                      limits.n_positions, kernels=kernels, stack=layer_stack)
                 self._forward = native_forward
                 info.extra["forward"] = "native"
@@ -164,8 +167,8 @@ class PyTorchBackend(Backend):
         Defaults: ``n_positions`` = min(the model's position limit, 2048); ``dtype`` fp32 on
         CPU, fp16 on CUDA; ``prefill_buckets`` 128, 256, ... up to ``n_positions``;
         ``attn_implementation`` sdpa where the architecture supports it, else eager (for the
-        Hugging Face forward); ``native`` runs the llama family on :mod:`.native` (``False``
-        forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
+        Hugging Face forward); ``native`` runs the architectures of :mod:`.native.architectures` on
+        :mod:`.native` (``False`` forces the Hugging Face forward); ``cpu_kernels`` lets that forward use the CPU kernels
         of :mod:`.native.cpu_kernels` where they build (``False``: torch ops, SDPA and oneDNN's
         matmul; no serving option sets it, tests and benchmarks do); ``layer_stack`` lets that forward
         run a step's decoder layers as one call into those kernels where every weight is in their

@@ -25,13 +25,13 @@ import torch
 from djl_python.backends.pytorch.attention_masks import RowMasks, mask_mode_for
 from djl_python.backends.pytorch.cpu_policy import CPU_PREFILL_MERGE_PAD, prefill_groups
 from djl_python.backends.pytorch.kv_cache import RowCache
-from djl_python.backends.pytorch.native.llama import DecodeRows
+from djl_python.backends.pytorch.native.decoder import DecodeRows
 from djl_python.backends.pytorch.slot_rows import first_if_contiguous
 
 
 class HFRows:
     """A Hugging Face causal LM with ``max_rows`` KV rows; the same four calls as
-    :class:`.native.NativeLlama` (``prefill``, ``decode``, ``move_row``, ``nbytes``)."""
+    :class:`.native.decoder.NativeDecoder` (``prefill``, ``decode``, ``move_row``, ``nbytes``)."""
 
     def __init__(self, model: torch.nn.Module, max_rows: int, n_positions: int) -> None:
         self.model = model
@@ -94,7 +94,7 @@ class HFRows:
         self, decode: DecodeRows | None, prefill: tuple[Sequence[int], Sequence[Sequence[int]]] | None,
         starts: Sequence[int] | None = None, every_position: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """:meth:`.native.llama.NativeLlama.step`'s contract as two calls: the decode rows, then the
+        """:meth:`.native.decoder.NativeDecoder.step`'s contract as two calls: the decode rows, then the
         prompts, each into its row from column ``starts[i]`` (a prompt from 0 joins the grouped
         prefill; one from further on is an extension, as is every prompt with ``every_position``)."""
         decoded = None if decode is None else self.decode(decode.rows, decode.first, decode.tokens,

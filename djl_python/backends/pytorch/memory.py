@@ -116,7 +116,7 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     from transformers import AutoConfig
 
     from djl_python.backends import model_defaults as defaults
-    from djl_python.backends.pytorch.native.llama import llama_support
+    from djl_python.backends.pytorch.native.architectures import native_support, unwidened_parameters
     from djl_python.backends.pytorch.native.linear import packed_dtype
 
     config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
@@ -127,14 +127,14 @@ def plan_memory(model_dir: str | Path, *, max_slots: int, n_positions: int | Non
     stored = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "").replace("torch.", "")
     stored_short = dtypes.canonical(stored)
     weights = weights_bytes(Path(model_dir), name, stored_short)
-    packed = packed_dtype(device_type, torch_dtype) if llama_support(config) is None else None
+    packed = packed_dtype(device_type, torch_dtype) if native_support(config) is None else None
     if packed is not None:
         text = config.get_text_config()
         embedding = text.vocab_size * text.hidden_size
         if packed != torch_dtype:
-            # Widened (.native.linear): every weight and bias but the embedding and the RMS
-            # norms (two a layer and the final one) is held in fp32, an untied head included.
-            unwidened = embedding + (2 * text.num_hidden_layers + 1) * text.hidden_size
+            # Widened (.native.linear): every weight and bias but the embedding, a learned
+            # position table and the norms is held in fp32, an untied head included.
+            unwidened = unwidened_parameters(config)
             weights = weights_bytes(Path(model_dir), "fp32", stored_short) \
                 - unwidened * (torch.float32.itemsize - torch_dtype.itemsize)
         # The CPU kernels' panel layout (.native.panel_linear) pads a weight to a multiple of 32

@@ -567,6 +567,126 @@ static void silu_mul(const void* gate_up, void* out, int64_t n, int64_t inter, i
   }
 }
 
+/* x[r] += delta[r] (skipped when delta is NULL), then y[r] = dtype((x[r] - mean) * rstd * w + b)
+ * with mean and the biased variance of x[r] in fp32, rstd = 1 / sqrt(var + eps), and b skipped
+ * when NULL (torch.nn.LayerNorm: statistics and the affine step in fp32, one rounding to the
+ * dtype at the end). Mean and variance are two passes of eight lanes, then the tail. */
+static inline __attribute__((always_inline)) void add_layer_norm_row(
+    void* x, const void* delta, const void* w, const void* b, void* y, int64_t r, int64_t h, float eps, int bf16) {
+  const int64_t r0 = r * h, h8 = h - h % 8;
+  if (delta != NULL) {
+    for (int64_t e = 0; e < h8; e += 8)
+      store8(x, r0 + e, _mm256_add_ps(load8(x, r0 + e, bf16), load8(delta, r0 + e, bf16)), bf16);
+    for (int64_t e = h8; e < h; ++e) store1(x, r0 + e, load1(x, r0 + e, bf16) + load1(delta, r0 + e, bf16), bf16);
+  }
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t e = 0; e < h8; e += 8) acc = _mm256_add_ps(acc, load8(x, r0 + e, bf16));
+  float sum = hsum8(acc);
+  for (int64_t e = h8; e < h; ++e) sum += load1(x, r0 + e, bf16);
+  const float mean = sum / (float)h;
+  const __m256 mean8 = _mm256_set1_ps(mean);
+  acc = _mm256_setzero_ps();
+  for (int64_t e = 0; e < h8; e += 8) {
+    const __m256 c = _mm256_sub_ps(load8(x, r0 + e, bf16), mean8);
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(c, c));
+  }
+  float var = hsum8(acc);
+  for (int64_t e = h8; e < h; ++e) {
+    const float c = load1(x, r0 + e, bf16) - mean;
+    var += c * c;
+  }
+  const float rstd = 1.f / sqrtf(var / (float)h + eps);
+  const __m256 rstd8 = _mm256_set1_ps(rstd);
+  for (int64_t e = 0; e < h8; e += 8) {
+    const __m256 normed = _mm256_mul_ps(_mm256_sub_ps(load8(x, r0 + e, bf16), mean8), rstd8);
+    __m256 v = _mm256_mul_ps(normed, load8(w, e, bf16));
+    if (b != NULL) v = _mm256_add_ps(v, load8(b, e, bf16));
+    store8(y, r0 + e, v, bf16);
+  }
+  for (int64_t e = h8; e < h; ++e) {
+    float v = (load1(x, r0 + e, bf16) - mean) * rstd * load1(w, e, bf16);
+    if (b != NULL) v += load1(b, e, bf16);
+    store1(y, r0 + e, v, bf16);
+  }
+}
+
+static void add_layer_norm(void* x, const void* delta, const void* w, const void* b, void* y, int64_t n, int64_t h,
+                           float eps, int threads, int bf16) {
+  #pragma omp parallel for num_threads(threads) if (n * h >= 65536)
+  for (int64_t r = 0; r < n; ++r) {
+    if (bf16) add_layer_norm_row(x, delta, w, b, y, r, h, eps, 1);
+    else add_layer_norm_row(x, delta, w, b, y, r, h, eps, 0);
+  }
+}
+
+/* An MLP's activation on eight lanes in fp32 (ACTIVATION_* below). tanh(u) = 1 - 2 / (exp(2u) + 1)
+ * with 2u clamped to [-87, 88]; erf(z) by Abramowitz and Stegun 7.1.26 (absolute error below
+ * 1.5e-7), with exp8's ~2 ulp: close to torch's, not its bits. */
+#define ACTIVATION_GELU_TANH 1
+#define ACTIVATION_GELU_ERF 2
+#define ACTIVATION_RELU 3
+static inline __attribute__((always_inline)) __m256 activate8(__m256 v, int kind) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), two = _mm256_set1_ps(2.f);
+  if (kind == ACTIVATION_RELU) return _mm256_max_ps(_mm256_setzero_ps(), v); /* NaN second: it stays NaN */
+  if (kind == ACTIVATION_GELU_TANH) {
+    const __m256 cube = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+    const __m256 inner = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                                       _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(0.044715f), cube)));
+    const __m256 u2 = _mm256_min_ps(_mm256_mul_ps(two, inner), _mm256_set1_ps(88.f));
+    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(exp8(u2), one)));
+    return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, t));
+  }
+  /* ACTIVATION_GELU_ERF: 0.5 v (1 + erf(v / sqrt 2)) */
+  const __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.7071067811865476f));
+  const __m256 sign = _mm256_and_ps(z, _mm256_set1_ps(-0.f));
+  const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.f), z);
+  const __m256 t = _mm256_div_ps(one, _mm256_add_ps(one, _mm256_mul_ps(_mm256_set1_ps(0.3275911f), a)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, t), _mm256_set1_ps(-1.453152027f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, t), _mm256_set1_ps(1.421413741f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, t), _mm256_set1_ps(-0.284496736f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, t), _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+  const __m256 erf = _mm256_or_ps(_mm256_sub_ps(one, _mm256_mul_ps(p, e)), sign);
+  return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf));
+}
+
+/* x[r, 0..width-1] = activation(x[r, ...]) in place, computed in fp32 and rounded once. */
+static inline __attribute__((always_inline)) void activate_row(void* x, int64_t r, int64_t width, int kind,
+                                                               int bf16) {
+  const int64_t r0 = r * width, w8 = width - width % 8;
+  for (int64_t e = 0; e < w8; e += 8) store8(x, r0 + e, activate8(load8(x, r0 + e, bf16), kind), bf16);
+  if (w8 < width) {  /* the tail through an eight-lane buffer */
+    float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int64_t e = w8; e < width; ++e) v[e - w8] = load1(x, r0 + e, bf16);
+    _mm256_storeu_ps(v, activate8(_mm256_loadu_ps(v), kind));
+    for (int64_t e = w8; e < width; ++e) store1(x, r0 + e, v[e - w8], bf16);
+  }
+}
+
+/* Returns BAD_INDEX, before anything is written, for an unknown kind. */
+static int activate(void* x, int64_t n, int64_t width, int kind, int threads, int bf16) {
+  if (kind != ACTIVATION_GELU_TANH && kind != ACTIVATION_GELU_ERF && kind != ACTIVATION_RELU) return BAD_INDEX;
+  #pragma omp parallel for num_threads(threads) if (n * width >= 65536)
+  for (int64_t r = 0; r < n; ++r) {
+    if (bf16) activate_row(x, r, width, kind, 1);
+    else activate_row(x, r, width, kind, 0);
+  }
+  return OK;
+}
+
+/* y[i] += x[i] for i < count, rounded to the dtype (torch's y + x). */
+static void add_into(void* y, const void* x, int64_t count, int threads, int bf16) {
+  const int64_t count8 = count - count % 8;
+  #pragma omp parallel for num_threads(threads) if (count >= 65536)
+  for (int64_t e = 0; e < count8; e += 8) {
+    if (bf16) store8(y, e, _mm256_add_ps(load8(y, e, 1), load8(x, e, 1)), 1);
+    else store8(y, e, _mm256_add_ps(load8(y, e, 0), load8(x, e, 0)), 0);
+  }
+  for (int64_t e = count8; e < count; ++e) store1(y, e, load1(y, e, bf16) + load1(x, e, bf16), bf16);
+}
+
 #define EXPORT(SUFFIX, BF16)                                                                          \
   void add_rms_norm_##SUFFIX(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h,  \
                              float eps, int threads) {                                                  \
@@ -581,6 +701,16 @@ static void silu_mul(const void* gate_up, void* out, int64_t n, int64_t inter, i
   }                                                                                                     \
   void silu_mul_##SUFFIX(const void* gate_up, void* out, int64_t n, int64_t inter, int threads) {      \
     silu_mul(gate_up, out, n, inter, threads, BF16);                                                    \
+  }                                                                                                     \
+  void add_layer_norm_##SUFFIX(void* x, const void* delta, const void* w, const void* b, void* y, int64_t n,  \
+                               int64_t h, float eps, int threads) {                                     \
+    add_layer_norm(x, delta, w, b, y, n, h, eps, threads, BF16);                                        \
+  }                                                                                                     \
+  int activate_##SUFFIX(void* x, int64_t n, int64_t width, int kind, int threads) {                     \
+    return activate(x, n, width, kind, threads, BF16);                                                  \
+  }                                                                                                     \
+  void add_into_##SUFFIX(void* y, const void* x, int64_t count, int threads) {                          \
+    add_into(y, x, count, threads, BF16);                                                               \
   }
 EXPORT(f32, 0)
 EXPORT(bf16, 1)

@@ -29,6 +29,14 @@ int rope_write_bf16(const void* qkv, const void* cos_t, const void* sin_t, const
                     int64_t d, int64_t P, int64_t rows_total, int threads);
 void silu_mul_f32(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
 void silu_mul_bf16(const void* gate_up, void* out, int64_t n, int64_t inter, int threads);
+void add_layer_norm_f32(void* x, const void* delta, const void* w, const void* b, void* y, int64_t n, int64_t h,
+                        float eps, int threads);
+void add_layer_norm_bf16(void* x, const void* delta, const void* w, const void* b, void* y, int64_t n, int64_t h,
+                         float eps, int threads);
+int activate_f32(void* x, int64_t n, int64_t width, int kind, int threads);
+int activate_bf16(void* x, int64_t n, int64_t width, int kind, int threads);
+void add_into_f32(void* y, const void* x, int64_t count, int threads);
+void add_into_bf16(void* y, const void* x, int64_t count, int threads);
 
 /* gemm.c: y = x @ W.T + bias on weights in panels. */
 int gemm_panel_width_f32(void);

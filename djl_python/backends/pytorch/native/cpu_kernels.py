@@ -91,7 +91,12 @@ _SIGNATURES = {
     "add_rms_norm": (None, [_P, _P, _P, _P, _I, _I, _F, _T]),
     "rope_write": (ctypes.c_int, [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _T]),
     "silu_mul": (None, [_P, _P, _I, _I, _T]),
+    "add_layer_norm": (None, [_P, _P, _P, _P, _P, _I, _I, _F, _T]),
+    "activate": (ctypes.c_int, [_P, _I, _I, _T, _T]),
+    "add_into": (None, [_P, _P, _I, _T]),
 }
+# activate's kinds (cpu_kernels.c, ACTIVATION_*), by the names of .architectures.ACTIVATIONS.
+_ACTIVATION_KINDS = {"gelu_tanh": 1, "gelu_erf": 2, "relu": 3}
 # gemm_f32 / gemm_bf16 (gemm.c): x, lda, panels, bias, y, ldy, m, n, k, threads.
 _GEMM_SIGNATURE = (None, [_P, _I, _P, _P, _P, _I, _I, _I, _I, _T])
 # layer_stack_f32 / _bf16 (layer_stack.c): model, buffers, positions, rows, lengths, n, threads.
@@ -337,6 +342,56 @@ class CpuKernels:
         self._functions[name, gate_up.dtype](gate_up.data_ptr(), out.data_ptr(), n, width // 2,
                                              torch.get_num_threads())
         return out
+
+    def add_layer_norm(
+        self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None,
+        eps: float,
+    ) -> torch.Tensor:
+        """``x += delta`` in place (when given), then ``nn.LayerNorm`` of ``x`` with ``weight`` and
+        ``bias`` (when given); returns the normed ``[n, hidden]``. ``x``, ``delta`` ``[n, hidden]``,
+        ``weight``, ``bias`` ``[hidden]``, one dtype, contiguous."""
+        name = "add_layer_norm"
+        self._check_model_dtype(name, x.dtype)
+        _check_dense(name, "x", x, x.dtype, 2)
+        n, hidden = x.shape
+        if delta is not None:
+            _check_dense(name, "delta", delta, x.dtype, 2)
+            _check_same_shape(name, delta, x, "delta and x")
+        for label, t in (("weight", weight), ("bias", bias)):
+            if t is None:
+                continue
+            _check_dense(name, label, t, x.dtype, 1)
+            if t.shape[0] != hidden:
+                raise _refuse(name, f"{label} has {t.shape[0]} elements, x rows {hidden}")
+        out = torch.empty_like(x)
+        self._functions[name, x.dtype](
+            x.data_ptr(), None if delta is None else delta.data_ptr(), weight.data_ptr(),
+            None if bias is None else bias.data_ptr(), out.data_ptr(), n, hidden, eps, torch.get_num_threads(),
+        )
+        return out
+
+    def activate(self, x: torch.Tensor, activation: str) -> torch.Tensor:
+        """``x [n, width]`` (contiguous) replaced by ``activation`` of it (a name of
+        :data:`.architectures.ACTIVATIONS`' values), in place; returns ``x``."""
+        name = "activate"
+        self._check_model_dtype(name, x.dtype)
+        _check_dense(name, "x", x, x.dtype, 2)
+        kind = _ACTIVATION_KINDS.get(activation)
+        if kind is None:
+            raise _refuse(name, f"unknown activation {activation!r} (one of {sorted(_ACTIVATION_KINDS)})")
+        check_code(name, self._functions[name, x.dtype](x.data_ptr(), x.shape[0], x.shape[1], kind,
+                                                        torch.get_num_threads()), "an unknown activation")
+        return x
+
+    def add_into(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``y += x`` in place (one dtype, one shape, both contiguous); returns ``y``."""
+        name = "add_into"
+        self._check_model_dtype(name, y.dtype)
+        _check_dense(name, "y", y, y.dtype, y.dim())
+        _check_dense(name, "x", x, y.dtype, y.dim())
+        _check_same_shape(name, x, y, "x and y")
+        self._functions[name, y.dtype](y.data_ptr(), x.data_ptr(), y.numel(), torch.get_num_threads())
+        return y
 
 
 class ModelKernels:

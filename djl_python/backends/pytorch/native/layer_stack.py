@@ -1,7 +1,7 @@
 """A step's decoder layers in one call into the CPU kernels (``layer_stack.c``): the native
 forward's layer loop, compiled.
 
-Why: the Python loop of :meth:`.llama.NativeLlama.step` makes nine kernel calls a layer
+Why: the Python loop of :meth:`.decoder.NativeDecoder.step` makes nine kernel calls a layer
 through ctypes, each paying Python's call, argument conversion and its wrapper's checks. At
 a decode step's few rows that host work is a visible part of the step; here it is paid once
 a step (docs/performance.md, "Compiled decode: the layer stack"). Prefill steps run the same
@@ -39,7 +39,8 @@ from djl_python.backends.pytorch.native.cpu_kernels import check_code
 from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 
 if TYPE_CHECKING:
-    from djl_python.backends.pytorch.native.llama import _Layer
+    from djl_python.backends.pytorch.native.architectures import Recipe
+    from djl_python.backends.pytorch.native.decoder import _Layer
 
 _P = ctypes.c_void_p
 
@@ -47,15 +48,16 @@ _P = ctypes.c_void_p
 class _StackLayer(ctypes.Structure):
     """``StackLayer`` of layer_stack.c, field for field."""
 
-    _fields_ = [(name, _P) for name in ("attn_norm", "qkv", "qkv_bias", "o", "o_bias", "mlp_norm", "gate_up",
-                                        "gate_up_bias", "down", "down_bias", "keys", "values")]
+    _fields_ = [(name, _P) for name in ("attn_norm", "attn_norm_bias", "qkv", "qkv_bias", "o", "o_bias",
+                                        "mlp_norm", "mlp_norm_bias", "gate_up", "gate_up_bias", "down",
+                                        "down_bias", "keys", "values")]
 
 
 class _StackModel(ctypes.Structure):
     """``StackModel`` of layer_stack.c, field for field."""
 
     _fields_ = [*((name, ctypes.c_int64) for name in ("layers", "hidden", "heads", "kv", "d", "inter", "P",
-                                                      "rows_total")),
+                                                      "rows_total", "norm", "activation", "residual")),
                 ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("cos_t", _P), ("sin_t", _P),
                 ("layer", ctypes.POINTER(_StackLayer))]
 
@@ -63,7 +65,13 @@ class _StackModel(ctypes.Structure):
 class _StackBuffers(ctypes.Structure):
     """``StackBuffers`` of layer_stack.c, field for field."""
 
-    _fields_ = [(name, _P) for name in ("x", "delta", "h", "qkv", "q", "attn", "gate_up", "act")]
+    _fields_ = [(name, _P) for name in ("x", "delta", "h", "qkv", "q", "attn", "gate_up", "act", "mlp_out")]
+
+
+# StackModel's codes for a recipe (layer_stack.c): norm, activation (activate()'s kinds), residual.
+_NORMS = {"rms": 0, "layer": 1}
+_ACTIVATIONS = {"silu": 0, "gelu_tanh": 1, "gelu_erf": 2, "relu": 3}
+_RESIDUALS = {"sequential": 0, "parallel": 1, "shared_norm": 2}
 
 
 def refusal(layers: Sequence[_Layer], bound: ModelKernels | None) -> str | None:
@@ -82,8 +90,8 @@ class LayerStack:
     """The decoder layers of one native forward as one C call. Build it when :func:`refusal`
     returns ``None``; :meth:`run` then replaces the Python layer loop."""
 
-    def __init__(self, kernels: CpuKernels, bound: ModelKernels, layers: Sequence[_Layer], eps: float,
-                 scale: float) -> None:
+    def __init__(self, kernels: CpuKernels, bound: ModelKernels, layers: Sequence[_Layer], recipe: Recipe,
+                 eps: float, scale: float) -> None:
         reason = refusal(layers, bound)
         if reason is not None:
             raise KernelContractError(f"layer_stack: {reason}")
@@ -95,7 +103,10 @@ class LayerStack:
         first = layers[0]
         self.hidden = first.qkv.in_features
         self.inter = first.down.in_features
-        self.widths = {"qkv": (heads + 2 * kv) * d, "q": heads * d, "gate_up": 2 * self.inter}
+        self.gated = recipe.gated
+        self.parallel = recipe.residual != "sequential"
+        self.widths = {"qkv": (heads + 2 * kv) * d, "q": heads * d,
+                       "gate_up": 2 * self.inter if self.gated else self.inter}
         held: list[torch.Tensor] = []
         records = (_StackLayer * len(layers))()
         for i, layer in enumerate(layers):
@@ -113,14 +124,23 @@ class LayerStack:
                 bias = getattr(layer, f"{name}_bias")
                 fields[f"{name}_bias"] = None if bias is None else _pointer(bias, held, f"layer {i} {name}_bias",
                                                                            dtype, out_features)
-            for name in ("attn_norm", "mlp_norm"):
-                fields[name] = _pointer(getattr(layer, name), held, f"layer {i} {name}", dtype, self.hidden)
+            for name in ("attn_norm", "attn_norm_bias", "mlp_norm", "mlp_norm_bias"):
+                t = getattr(layer, name)
+                if t is None and name == "attn_norm":
+                    raise KernelContractError(f"layer_stack: layer {i} has no attn_norm")
+                if t is None and name == "mlp_norm" and recipe.residual != "shared_norm":
+                    raise KernelContractError(f"layer_stack: layer {i} has no mlp_norm, its residual is "
+                                              f"{recipe.residual}")
+                if t is not None and name.endswith("_bias") and recipe.norm != "layer":
+                    raise KernelContractError(f"layer_stack: layer {i} has {name} with an RMS norm")
+                fields[name] = None if t is None else _pointer(t, held, f"layer {i} {name}", dtype, self.hidden)
             keys, values = bound.cache_pointers(i)
             records[i] = _StackLayer(**fields, keys=keys, values=values)
         cos, sin = bound.table_pointers()
         self._model = _StackModel(
             layers=len(layers), hidden=self.hidden, heads=heads, kv=kv, d=d, inter=self.inter, P=bound.positions,
-            rows_total=bound.rows_total, eps=eps, scale=scale, cos_t=cos, sin_t=sin, layer=records)
+            rows_total=bound.rows_total, norm=_NORMS[recipe.norm], activation=_ACTIVATIONS[recipe.kernel_activation],
+            residual=_RESIDUALS[recipe.residual], eps=eps, scale=scale, cos_t=cos, sin_t=sin, layer=records)
         self._records, self._held, self._bound = records, held, bound  # held: the pointers stay valid
         self.dtype = dtype
 
@@ -139,8 +159,11 @@ class LayerStack:
         delta, h = torch.empty_like(x), torch.empty_like(x)
         qkv = x.new_empty((n, self.widths["qkv"]))
         q, attn = x.new_empty((n, self.widths["q"])), x.new_empty((n, self.widths["q"]))
-        gate_up, act = x.new_empty((n, self.widths["gate_up"])), x.new_empty((n, self.inter))
-        buffers = _StackBuffers(*(t.data_ptr() for t in (x, delta, h, qkv, q, attn, gate_up, act)))
+        gate_up = x.new_empty((n, self.widths["gate_up"]))
+        act = x.new_empty((n, self.inter)) if self.gated else None
+        mlp_out = torch.empty_like(x) if self.parallel else None
+        buffers = _StackBuffers(*(None if t is None else t.data_ptr()
+                                  for t in (x, delta, h, qkv, q, attn, gate_up, act, mlp_out)))
         code = self._function(ctypes.addressof(self._model), ctypes.addressof(buffers), step.positions.data_ptr(),
                               step.rows.data_ptr(), step.lengths.data_ptr(), n, torch.get_num_threads())
         check_code("layer_stack", code, f"a position outside 0..{self._bound.positions - 1} or a row outside "

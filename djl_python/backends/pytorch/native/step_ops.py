@@ -1,13 +1,15 @@
 """The native forward's per-step operations, two ways behind one interface, so the layer
-loop of :mod:`.llama` is written once:
+loop of :mod:`.decoder` is written once:
 
 * :class:`TorchOps`: torch ops, any device and dtype; the reference arithmetic
-  (``transformers``' ``LlamaRMSNorm``, ``rotate_half`` rope, SiLU-gated MLP, SDPA);
+  (``transformers``' ``LlamaRMSNorm`` or ``nn.LayerNorm``, ``rotate_half`` rope, the model's
+  own activation, SDPA);
 * :class:`KernelOps`: the CPU kernels of :mod:`.cpu_kernels`, one call each where torch
   takes 5-9 ops, with the same operations and roundings (reductions may sum in another
-  order), and decode attention reading each row to its own position.
+  order; GELU's tanh or erf is approximated), and decode attention reading each row to its
+  own position.
 
-Both are built once per step (:meth:`NativeLlama.step <.llama.NativeLlama.step>`) with that
+Both are built once per step (:meth:`NativeDecoder.step <.decoder.NativeDecoder.step>`) with that
 step's token positions and rows, and hold nothing past it. Shapes: ``count`` tokens in the
 step, the first ``n`` of them the decode rows, then each prompt's tokens (``spans``: start
 and end in the step, ``prompt_rows``: its KV row); ``q`` is ``[count, heads * head_dim]``.
@@ -24,20 +26,25 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels, ModelKernels
-    from djl_python.backends.pytorch.native.llama import DecodeRows, NativeLlama
+    from djl_python.backends.pytorch.native.decoder import DecodeRows, NativeDecoder
 
 
 class StepOps(Protocol):
-    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None,
-                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x + delta, rms_norm(x + delta) * weight)``; ``x`` may be updated in place."""
+    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x + delta, norm(x + delta))``, the model's norm (RMS, or LayerNorm with ``bias``);
+        ``x`` may be updated in place."""
 
     def rope_write(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
         """Rope on q and k of ``qkv [count, (heads + 2 kv) * head_dim]``, k and v written to the
         cache; returns q ``[count, heads * head_dim]``."""
 
-    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """``silu(gate) * up`` of ``gate_up [count, 2 * inter]``."""
+    def mlp_act(self, up: torch.Tensor) -> torch.Tensor:
+        """The MLP's activation: ``silu(gate) * up`` of ``up [count, 2 * inter]`` for a gated MLP,
+        else the model's activation of ``up [count, inter]`` (which may be updated in place)."""
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a + b`` in the model dtype (``a`` may be updated in place)."""
 
     def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """The step's attention, ``q [count, heads * head_dim]`` -> ``[count, heads * head_dim]``:
@@ -51,7 +58,7 @@ class TorchOps:
     heads sharing a KV head packed as that head's queries (``[n, kv, group, head_dim]``), so
     grouped-query attention reads K/V without repeating them."""
 
-    def __init__(self, model: NativeLlama, positions: torch.Tensor, owners: torch.Tensor,
+    def __init__(self, model: NativeDecoder, positions: torch.Tensor, owners: torch.Tensor,
                  decode: DecodeRows | None, spans: Sequence[tuple[int, int]], prompt_rows: Sequence[int],
                  starts: Sequence[int] = ()) -> None:
         self.m = model
@@ -71,10 +78,12 @@ class TorchOps:
             invalid = (model.columns[:width] > decode.positions[:, None]).view(n, 1, 1, width)
             self.mask.masked_fill_(invalid, float("-inf"))
 
-    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None,
-                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if delta is not None:
             x = x + delta
+        if self.m.recipe.norm == "layer":
+            return x, F.layer_norm(x, (x.shape[-1],), weight, bias, self.m.eps)
         # LlamaRMSNorm exactly: statistics in fp32, the weight applied in the model dtype.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.m.eps)
@@ -92,9 +101,14 @@ class TorchOps:
         m.values_flat[layer].index_copy_(0, self.write, qkv[:, heads + kv :].reshape(count * kv, dim))
         return qk[:, :heads].flatten(1)
 
-    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        gate, up = gate_up.chunk(2, dim=-1)
+    def mlp_act(self, up: torch.Tensor) -> torch.Tensor:
+        if not self.m.recipe.gated:
+            return self.m.act_fn(up)
+        gate, up = up.chunk(2, dim=-1)
         return F.silu(gate) * up
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
 
     def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         if not self.spans:
@@ -141,21 +155,28 @@ class KernelOps:
     attention run through the model's bound kernels (:class:`.cpu_kernels.ModelKernels`),
     this step's positions and rows checked once here."""
 
-    def __init__(self, model: NativeLlama, kernels: CpuKernels, bound: ModelKernels, positions: torch.Tensor,
+    def __init__(self, model: NativeDecoder, kernels: CpuKernels, bound: ModelKernels, positions: torch.Tensor,
                  owners: torch.Tensor) -> None:
         self.m, self.k = model, kernels
         self.step = bound.step(positions.contiguous(), owners.contiguous())
 
-    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None,
-                 weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         # x is the step's own hidden state (embedding output, then updated here only): in place is safe.
+        if self.m.recipe.norm == "layer":
+            return x, self.k.add_layer_norm(x, delta, weight, bias, self.m.eps)
         return x, self.k.add_rms_norm(x, delta, weight, self.m.eps)
 
     def rope_write(self, layer: int, qkv: torch.Tensor) -> torch.Tensor:
         return self.step.rope_write(layer, qkv.contiguous())
 
-    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        return self.k.silu_mul(gate_up.contiguous())
+    def mlp_act(self, up: torch.Tensor) -> torch.Tensor:
+        if self.m.recipe.gated:
+            return self.k.silu_mul(up.contiguous())
+        return self.k.activate(up.contiguous(), self.m.recipe.kernel_activation)
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.k.add_into(a, b)
 
     def attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         return self.step.attention(layer, q, self.m.scale)

@@ -1,17 +1,19 @@
-"""The llama family (llama, mistral, SmolLM2) on packed KV rows, with fused weights.
+"""The native forward: a decoder-only model on packed KV rows, with fused weights, for every
+architecture :mod:`.architectures` maps onto its one layer shape (the llama family, gpt_neox,
+gptj, gpt2, gpt_bigcode, opt).
 
 Why: on a CPU a small model's decode step pays a dispatch and an OpenMP fork/join for
 every op, not only for its matmuls, and the Hugging Face forward issues many more ops
 than its matmuls, recomputes the rotary tables and builds mask objects every step. Here
-one layer is 4 matmuls (QKV, output, gate-up, down), the rotary tables are computed
+one layer is 4 matmuls (QKV, output, up or gate-up, down), the rotary tables are computed
 once, and attention reads the KV rows in place. docs/performance.md has the op counts
 and what is left.
 
-Same arithmetic as ``transformers``' ``LlamaForCausalLM`` (the reference the tests hold it
-to): the same RMSNorm formula (fp32 statistics, weight applied in the model dtype), the
-rotary tables produced by the model's own rotary module (so every supported rope scaling
-gives identical cos/sin), ``rotate_half`` rope, ``F.scaled_dot_product_attention`` with
-the default ``1/sqrt(head_dim)`` scale, SiLU-gated MLP. Fusing Q/K/V and gate/up only
+Same arithmetic as the Hugging Face forward (the reference the tests hold it to): RMSNorm as
+``LlamaRMSNorm`` (fp32 statistics, weight applied in the model dtype) or ``nn.LayerNorm``,
+the model's own rotary tables (so every supported rope scaling gives identical cos/sin),
+``rotate_half`` rope on the heads as :mod:`.architectures` lays them out, attention at the
+model's own scale, the model's MLP and residual order. Fusing Q/K/V and gate/up only
 concatenates output rows, so each output element is the same dot product as before; the
 matmul kernel may block it differently, which moves logits by float rounding (~1e-6
 relative in fp32), not tokens, on the models the tests run.
@@ -19,17 +21,20 @@ relative in fp32), not tokens, on the models the tests run.
 Weights: on a CPU whose oneDNN takes the dtype, the fused weights are packed once, in the
 CPU kernels' panel layout where they have a matmul for the dtype, else in oneDNN's, and the
 Hugging Face module's linears released (:mod:`.linear`), so one copy stays in memory and the
-module can no longer run its own forward.
+module can no longer run its own forward. Unpacked (CUDA), the llama family's linears become
+views of the fused weights (the module stays usable); a weight that must be transposed or
+reordered (:mod:`.architectures`) is copied and its module released.
 
-A step (:meth:`NativeLlama.step`) is one forward over the decode rows' tokens and the
+A step (:meth:`NativeDecoder.step`) is one forward over the decode rows' tokens and the
 joining prompts' tokens packed together: every matmul runs once on all of them, prompts
 are never padded, attention is per part (decode rows against their KV rows, each prompt
-causally on itself). The norms, rope, K/V writes, SiLU product and decode attention are
+causally on itself). The norms, rope, K/V writes, activations and decode attention are
 the step's operations (:mod:`.step_ops`): the CPU kernels of :mod:`.cpu_kernels` where they
 were built and take the model (CPU, fp32/bf16), else torch ops with SDPA. Both compute the
-arithmetic above; they differ by summation order only. Where the kernels run and every weight
-is in their panels, the layer loop itself runs as one C call (:mod:`.layer_stack`): the same
-calls in the same order, so the same bits.
+arithmetic above; they differ by summation order (and the kernels' GELU by its approximation
+of tanh or erf). Where the kernels run and every weight is in their panels, the layer loop
+itself runs as one C call (:mod:`.layer_stack`): the same calls in the same order, so the
+same bits.
 
 KV layout: ``keys``/``values`` are ``[layers, rows, kv_heads, n_positions, head_dim]``,
 row ``r`` of every layer belonging to one sequence (the backend keeps occupied rows
@@ -40,56 +45,35 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from transformers.activations import ACT2FN
 
-from djl_python.backends.pytorch.native import layer_stack
+from djl_python.backends.pytorch.native import architectures, layer_stack
+from djl_python.backends.pytorch.native.architectures import Recipe, Weight, native_support
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
 from djl_python.backends.pytorch.native.linear import linear as _linear
 from djl_python.backends.pytorch.native.linear import packed_dtype, packs_on, prepack, release
 from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 from djl_python.backends.pytorch.native.step_ops import KernelOps, StepOps, TorchOps
 
-LLAMA_FAMILY = frozenset({"llama", "mistral"})
-# Rope types whose cos/sin depend on the position only (one table serves every step).
-_TABLE_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
-
-
-def llama_support(config: Any) -> str | None:
-    """``None`` when :class:`NativeLlama` implements ``config`` exactly, else the reason it does not."""
-    if config.model_type not in LLAMA_FAMILY:
-        return f"model_type {config.model_type!r} is not one of {sorted(LLAMA_FAMILY)}"
-    if getattr(config, "hidden_act", "silu") != "silu":
-        return f"hidden_act {config.hidden_act!r} (only silu)"
-    rope = getattr(config, "rope_parameters", None) or {}
-    rope_type = rope.get("rope_type", "default") if isinstance(rope, dict) else "default"
-    if rope_type not in _TABLE_ROPE_TYPES:
-        return f"rope_type {rope_type!r} depends on the sequence length (only {sorted(_TABLE_ROPE_TYPES)})"
-    # A partial rotary makes the cos/sin tables narrower than a head; the rope of both the
-    # torch ops and the kernels rotates whole heads (transformers 5 keeps the factor in
-    # rope_parameters, 4.x on the config).
-    partial = rope.get("partial_rotary_factor") if isinstance(rope, dict) else None
-    partial = partial if partial is not None else getattr(config, "partial_rotary_factor", None)
-    if partial is not None and float(partial) != 1.0:
-        return f"partial_rotary_factor {partial} (the native rope rotates whole heads)"
-    if getattr(config, "pretraining_tp", 1) not in (None, 1):
-        return "pretraining_tp > 1"
-    return None
-
 
 @dataclass
 class _Layer:
     """One decoder layer's weights, fused: ``qkv`` rows are Q, then K, then V; ``gate_up`` rows
-    are gate, then up."""
+    are gate, then up, for a gated MLP, and the up projection alone otherwise. Norm biases are
+    ``None`` for RMSNorm; ``mlp_norm`` is ``None`` where the MLP reads the attention's norm."""
 
     attn_norm: torch.Tensor
+    attn_norm_bias: torch.Tensor | None
     qkv: torch.Tensor | PanelWeight
     qkv_bias: torch.Tensor | None
     o: torch.Tensor | PanelWeight
     o_bias: torch.Tensor | None
-    mlp_norm: torch.Tensor
+    mlp_norm: torch.Tensor | None
+    mlp_norm_bias: torch.Tensor | None
     gate_up: torch.Tensor | PanelWeight
     gate_up_bias: torch.Tensor | None
     down: torch.Tensor | PanelWeight
@@ -120,26 +104,10 @@ def _fuse(*linears: torch.nn.Linear) -> torch.Tensor:
     return fused
 
 
-def _weight(pack: bool, kernels: CpuKernels | None, *linears: torch.nn.Linear) -> torch.Tensor | PanelWeight:
-    """The native forward's weight for ``linears`` (stacked by output rows when several).
-
-    Packed: a copy in the layout of the fastest matmul here (:func:`.linear.prepack`: the
-    kernels' panels or oneDNN's), and the Hugging Face linears are released (one copy in
-    memory). Unpacked: the linears become views of the stacked weight (:func:`_fuse`)."""
-    if not pack:
-        return _fuse(*linears) if len(linears) > 1 else linears[0].weight
-    stacked = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight
-    packed = prepack(stacked, kernels)
-    del stacked
-    for lin in linears:
-        release(lin)
-    return packed
-
-
 def _cat_bias(*linears: torch.nn.Linear) -> torch.Tensor | None:
     """The linears' biases stacked (zeros for a linear without one), ``None`` when none has
     one. Each existing bias then becomes a view of its rows, as :func:`_fuse` does for
-    weights, so no bias is held twice (a packed load releases the linears afterwards)."""
+    weights, so no bias is held twice."""
     if all(lin.bias is None for lin in linears):
         return None
     fused = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
@@ -152,8 +120,35 @@ def _cat_bias(*linears: torch.nn.Linear) -> torch.Tensor | None:
     return fused
 
 
-class NativeLlama:
-    """A llama-family model's forward on ``max_rows`` KV rows. Build with :meth:`from_hf`.
+def _take(weight: Weight, pack: bool, kernels: CpuKernels | None
+          ) -> tuple[torch.Tensor | PanelWeight, torch.Tensor | None]:
+    """The native forward's weight and bias for ``weight`` (module docstring, "Weights"):
+    packed, or the module's own tensors (fused views for plain linears), or an unpacked copy
+    where rows must be transposed or reordered. Modules whose weight was copied are released."""
+    linears = weight.modules
+    plain = weight.order is None and all(type(m) is torch.nn.Linear for m in linears)
+    if not pack and plain:
+        return (_fuse(*linears) if len(linears) > 1 else linears[0].weight), _cat_bias(*linears)
+    bias = weight.bias()
+    rows = weight.rows()
+    taken = prepack(rows, kernels) if pack else rows.contiguous()
+    del rows
+    if bias is not None:
+        bias = bias.contiguous()
+    for module in linears:
+        release(module)
+    return taken, bias
+
+
+def _storage(t: torch.Tensor | PanelWeight) -> int | None:
+    """The address of ``t``'s storage (shared by its views); ``None`` for a packed weight."""
+    if isinstance(t, PanelWeight) or t.is_mkldnn:
+        return None
+    return t.untyped_storage().data_ptr()
+
+
+class NativeDecoder:
+    """A decoder-only model's forward on ``max_rows`` KV rows. Build with :meth:`from_hf`.
 
     Not an ``nn.Module``: it holds inference weights and the KV rows and nothing else.
     Every method must run under ``torch.inference_mode()`` (the backend's methods do).
@@ -163,16 +158,18 @@ class NativeLlama:
         self, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
         kernels: CpuKernels | None = None, stack: bool = True,
     ) -> None:
-        config = model.config
-        inner = model.model
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        read = architectures.read(model, n_positions)
+        self.recipe: Recipe = read.recipe
+        # The MLP's activation as the Hugging Face model computes it (torch ops).
+        self.act_fn: Callable[[torch.Tensor], torch.Tensor] = ACT2FN[read.recipe.activation]
+        self.heads, self.kv_heads, self.head_dim = read.heads, read.kv_heads, read.head_dim
         self.group = self.heads // self.kv_heads
-        self.eps = inner.norm.variance_epsilon
+        self.eps = read.eps
+        self.scale = read.scale
         self.n_positions = n_positions
-        self.embed = inner.embed_tokens.weight
-        self.final_norm = inner.norm.weight
+        self.embed = read.embed
+        self.position_table, self.position_offset = read.positions, read.position_offset
+        self.final_norm, self.final_norm_bias = read.final_norm, read.final_norm_bias
         # Packed: oneDNN's layout on CPUs whose oneDNN takes the dtype (see .linear). The
         # Hugging Face decoder's linears are then released and only this forward can run.
         self.packed = prepack_weights and packs_on(self.embed.device.type, self.embed.dtype)
@@ -185,40 +182,27 @@ class NativeLlama:
             return bias.float() if bias is not None and widen else bias
 
         self.layers = []
-        for layer in inner.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            qkv_bias = _b(_cat_bias(attn.q_proj, attn.k_proj, attn.v_proj))
-            gate_up_bias = _b(_cat_bias(mlp.gate_proj, mlp.up_proj))
-            o_bias, down_bias = _b(attn.o_proj.bias), _b(mlp.down_proj.bias)
+        for layer in read.layers:
+            qkv, qkv_bias = _take(layer.qkv, pack, kernels)
+            o, o_bias = _take(layer.o, pack, kernels)
+            gate_up, gate_up_bias = _take(layer.up, pack, kernels)
+            down, down_bias = _take(layer.down, pack, kernels)
             self.layers.append(_Layer(
-                attn_norm=layer.input_layernorm.weight,
-                qkv=_weight(pack, kernels, attn.q_proj, attn.k_proj, attn.v_proj),
-                qkv_bias=qkv_bias,
-                o=_weight(pack, kernels, attn.o_proj),
-                o_bias=o_bias,
-                mlp_norm=layer.post_attention_layernorm.weight,
-                gate_up=_weight(pack, kernels, mlp.gate_proj, mlp.up_proj),
-                gate_up_bias=gate_up_bias,
-                down=_weight(pack, kernels, mlp.down_proj),
-                down_bias=down_bias,
+                attn_norm=layer.attn_norm, attn_norm_bias=layer.attn_norm_bias, qkv=qkv, qkv_bias=_b(qkv_bias),
+                o=o, o_bias=_b(o_bias), mlp_norm=layer.mlp_norm, mlp_norm_bias=layer.mlp_norm_bias,
+                gate_up=gate_up, gate_up_bias=_b(gate_up_bias), down=down, down_bias=_b(down_bias),
             ))
-        self.lm_head_bias = _b(getattr(model.lm_head, "bias", None))
-        if not pack:
-            self.lm_head = model.lm_head.weight  # the embedding itself when tied
-        elif model.lm_head.weight is self.embed:  # tied: the embedding stays, the head is a packed copy
-            self.lm_head = prepack(self.embed, kernels)
+        head = read.lm_head.modules[0]
+        if head.weight is self.embed:  # tied: the embedding stays; packed, the head is a packed copy
+            self.lm_head, lm_head_bias = (prepack(self.embed, kernels) if pack else self.embed), read.lm_head.bias()
         else:
-            self.lm_head = _weight(pack, kernels, model.lm_head)
+            self.lm_head, lm_head_bias = _take(read.lm_head, pack, kernels)
+        self.lm_head_bias = _b(lm_head_bias)
         self.layout = self._layout()
+        self._model_storage = {p.untyped_storage().data_ptr() for p in model.parameters() if p.numel()}
         dtype, device = self.embed.dtype, self.embed.device
-        positions = torch.arange(n_positions, device=device)
-        probe = torch.empty(1, dtype=dtype, device=device)
-        cos, sin = inner.rotary_emb(probe, positions[None, :])  # the model's own tables, [1, P, D]
-        if cos.shape[-1] != self.head_dim:  # llama_support refuses the configs known to do this
-            raise ValueError(f"native llama cannot run this model: its rotary tables are {cos.shape[-1]} wide, "
-                             f"a head {self.head_dim}")
-        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()
-        self.columns = positions
+        self.cos, self.sin = read.cos, read.sin
+        self.columns = torch.arange(n_positions, device=device)
         self.kv_head_index = torch.arange(self.kv_heads, device=device)
         shape = (len(self.layers), max_rows, self.kv_heads, n_positions, self.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
@@ -226,7 +210,6 @@ class NativeLlama:
         # Per-layer views with one row per (KV row, head, position), for prefill and decode writes.
         self.keys_flat = [self.keys[i].view(-1, self.head_dim) for i in range(len(self.layers))]
         self.values_flat = [self.values[i].view(-1, self.head_dim) for i in range(len(self.layers))]
-        self.scale = self.head_dim ** -0.5  # SDPA's default scale
         # Per-step operations: the CPU kernels where they take this model, else torch (.step_ops).
         refusal = "no kernels" if kernels is None else kernels.refusal(device, dtype, self.group, self.head_dim)
         self._kernels = kernels if refusal is None else None
@@ -238,7 +221,7 @@ class NativeLlama:
         # Python loop of step() otherwise. Both compute the same bits.
         why_not = layer_stack.refusal(self.layers, self._bound) if stack else "stack=False"
         self._stack = None if why_not is not None or kernels is None else layer_stack.LayerStack(
-            kernels, self._bound, self.layers, self.eps, self.scale)
+            kernels, self._bound, self.layers, self.recipe, self.eps, self.scale)
         self.stack = "one call" if self._stack is not None else f"python loop ({why_not})"
         self._built_stack = self._stack
 
@@ -246,13 +229,13 @@ class NativeLlama:
     def from_hf(
         cls, model: Any, max_rows: int, n_positions: int, prepack_weights: bool = True,
         kernels: CpuKernels | None = None, stack: bool = True,
-    ) -> NativeLlama:
-        """Build from a loaded ``LlamaForCausalLM``/``MistralForCausalLM``; ``ValueError`` with the
-        reason when :func:`llama_support` refuses its config. ``stack=False`` keeps the Python
+    ) -> NativeDecoder:
+        """Build from a loaded causal LM; ``ValueError`` with the reason when
+        :func:`.architectures.native_support` refuses its config. ``stack=False`` keeps the Python
         layer loop where the layer stack could run (tests and benchmarks compare the two)."""
-        reason = llama_support(model.config)
+        reason = native_support(model.config)
         if reason is not None:
-            raise ValueError(f"native llama cannot run this model: {reason}")
+            raise ValueError(f"the native forward cannot run this model: {reason}")
         return cls(model, max_rows, n_positions, prepack_weights, kernels, stack)
 
     def _layout(self) -> str:
@@ -279,14 +262,23 @@ class NativeLlama:
 
     def own_bytes(self) -> int:
         """Bytes of weights this forward holds outside the Hugging Face model's parameters: with
-        those, all the weight memory the backend holds. Unpacked, 0 (the module's linears are
-        views of the fused weights and biases). Packed, the packed weights and every linear's
-        bias (the module's linears were released; a tied LM head is a packed copy)."""
-        if not self.packed:
-            return 0
+        those, all the weight memory the backend holds. Packed weights, and every weight or bias
+        copied (fused, transposed, reordered, widened) while its module was released; 0 for the
+        llama family unpacked (the module's linears are views of the fused weights)."""
         held = [w for layer in self.layers for w in (layer.qkv, layer.qkv_bias, layer.o, layer.o_bias,
                                                      layer.gate_up, layer.gate_up_bias, layer.down, layer.down_bias)]
-        return sum(w.nbytes for w in [*held, self.lm_head, self.lm_head_bias] if w is not None)
+        seen: set[int] = set()
+        total = 0
+        for w in [*held, self.lm_head, self.lm_head_bias]:
+            if w is None:
+                continue
+            storage = _storage(w)
+            if storage is None:
+                total += w.nbytes
+            elif storage not in self._model_storage and storage not in seen:
+                seen.add(storage)
+                total += w.untyped_storage().nbytes()
+        return total
 
     def prefill(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Run each prompt into its row (columns ``0..len-1``); return the logits at each
@@ -356,23 +348,31 @@ class NativeLlama:
                               for parts in (parts_tokens, parts_pos, parts_owner))
         ops: StepOps = KernelOps(self, self._kernels, self._bound, pos, owner) if self._bound is not None \
             else TorchOps(self, pos, owner, decode, spans, prompt_rows, first_columns)
-        x, delta = F.embedding(tokens, self.embed), None
+        x = F.embedding(tokens, self.embed)
+        if self.position_table is not None:  # learned absolute positions, added as the model adds them
+            x = x + F.embedding(pos + self.position_offset, self.position_table)
+        delta: torch.Tensor | None = None
         if self._stack is not None and isinstance(ops, KernelOps):
             delta = self._stack.run(ops.step, x)  # the loop below, in one C call
         else:
+            residual = self.recipe.residual
             for i, layer in enumerate(self.layers):
-                x, h = ops.add_norm(x, delta, layer.attn_norm)
+                x, h = ops.add_norm(x, delta, layer.attn_norm, layer.attn_norm_bias)
                 attn = ops.attention(i, ops.rope_write(i, _linear(h, layer.qkv, layer.qkv_bias)))
                 delta = _linear(attn, layer.o, layer.o_bias)
-                x, h = ops.add_norm(x, delta, layer.mlp_norm)
-                delta = _linear(ops.silu_mul(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down,
-                                layer.down_bias)
+                if residual == "sequential":
+                    x, h = ops.add_norm(x, delta, layer.mlp_norm, layer.mlp_norm_bias)
+                elif residual == "parallel":  # the MLP reads the stream before this layer's attention
+                    _, h = ops.add_norm(x, None, layer.mlp_norm, layer.mlp_norm_bias)
+                mlp = _linear(ops.mlp_act(_linear(h, layer.gate_up, layer.gate_up_bias)), layer.down,
+                              layer.down_bias)
+                delta = mlp if residual == "sequential" else ops.add(delta, mlp)
         # Only the rows that produce a token reach the final norm and the LM head: the decode
         # rows and each prompt's last token (the norm is per row).
         if last is not None:
             keep = last if n == 0 else torch.cat([torch.arange(n, device=device), last])
             x, delta = x.index_select(0, keep), delta.index_select(0, keep)
-        _, h = ops.add_norm(x, delta, self.final_norm)
+        _, h = ops.add_norm(x, delta, self.final_norm, self.final_norm_bias)
         logits = _linear(h, self.lm_head, self.lm_head_bias).float()
         if last is None:
             return logits, None
