@@ -33,14 +33,12 @@ def require_pytorch_backend() -> None:
 
 
 ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
-# The native forward's (native/architectures.py); bloom runs the Hugging Face forward.
-NATIVE_ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "gpt2", "opt", "gpt_bigcode")
 # Every forward the PyTorch backend has, as (arch, forward): "kernels", the backend's default (the
-# native forward on the CPU kernels; bloom's Hugging Face forward); "torch", the native forward on
-# torch ops (as on CUDA), once per layer shape (mistral's is llama's); "hf", the Hugging Face forward,
-# the fallback for configs the native forward refuses, on a rope, a parallel and a learned-position model.
-FORWARDS = ([(arch, "kernels") for arch in ARCHS] + [(arch, "torch") for arch in NATIVE_ARCHS if arch != "mistral"]
-            + [(arch, "hf") for arch in ("llama", "gpt_neox", "gpt2")])
+# native forward on the CPU kernels); "torch", the native forward on torch ops (as on CUDA), once per
+# layer shape (mistral's is llama's); "hf", the Hugging Face forward, the fallback for configs the
+# native forward refuses, on a rope, a parallel, a learned-position and an ALiBi model.
+FORWARDS = ([(arch, "kernels") for arch in ARCHS] + [(arch, "torch") for arch in ARCHS if arch != "mistral"]
+            + [(arch, "hf") for arch in ("llama", "gpt_neox", "gpt2", "bloom")])
 
 
 def forward_options(forward: str) -> dict[str, bool]:

@@ -102,6 +102,38 @@ def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_
     torch.testing.assert_close(got.double(), want, **tolerance)
 
 
+@needs_kernel
+@pytest.mark.parametrize(("kv", "group"), [(4, 1), (1, 8), (2, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_alibi_slopes_add_slope_times_column_to_each_heads_scores(kv: int, group: int, dtype: torch.dtype) -> None:
+    """BLOOM's bias: head h's score at column j gets slopes[h] * j after the scale; SDPA with that
+    additive bias is the reference, on each row's own columns, a prompt tile included."""
+    torch.manual_seed(kv * 10 + group)
+    head_dim, total_rows, positions = 16, 4, 40
+    heads = kv * group
+    keys = torch.randn(total_rows, kv, positions, head_dim, dtype=dtype)
+    values = torch.randn(total_rows, kv, positions, head_dim, dtype=dtype)
+    rows, lengths = [1, 3, 3, 3, 0], [40, 7, 8, 9, 1]
+    q = torch.randn(len(rows), heads * head_dim, dtype=dtype)
+    slopes = torch.tensor([2.0 ** -(i + 1) for i in range(heads)])
+    scale = head_dim ** -0.5
+    got = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale, slopes)
+    without = KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale)
+    for b, (row, length) in enumerate(zip(rows, lengths)):
+        qb = q[b].view(kv, group, 1, head_dim).double()
+        k = keys[row, :, :length].double()[:, None]
+        v = values[row, :, :length].double()[:, None]
+        bias = (slopes.double()[:, None] * torch.arange(length).double()).view(kv, group, 1, length)
+        want = F.scaled_dot_product_attention(qb, k, v, attn_mask=bias).reshape(-1)
+        tolerance = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+        torch.testing.assert_close(got[b].double(), want, **tolerance)
+    assert not torch.equal(got[0], without[0])  # the bias acted (a row of 40 columns)
+    with pytest.raises(KernelContractError, match="slopes has 3 elements"):
+        KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale, torch.ones(3))
+    with pytest.raises(KernelContractError):
+        KERNEL.decode_attention(q, keys, values, torch.tensor(rows), torch.tensor(lengths), scale, slopes.double())
+
+
 def _prompt_step(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> dict:
     """A step as the forward makes one: two decode rows, a 21-token prompt from column 0 (tiles
     of 8, 8 and 5 tokens), a decode row, a 13-token continuation after a 30-column cached prefix

@@ -31,7 +31,7 @@ from djl_python.engine import Engine
 from tests.backends.test_cpu_kernels import (HOST_REFUSAL, HOW, KERNEL, SANITIZED, avx2_build,  # noqa: F401
                                              each_build, kernel_or_fail)
 from tests.engine.test_chunked_prefill import staggered
-from tests.models import NATIVE_ARCHS
+from tests.models import ARCHS
 
 ROWS, POSITIONS = 6, 64
 # (heads, kv heads, head_dim, hidden, intermediate, biases): groups of 2, 3 and 1 query heads per KV
@@ -42,7 +42,8 @@ SHAPES = [(4, 2, 16, 64, 128, False), (6, 2, 8, 48, 100, True), (2, 2, 16, 32, 7
 SHAPE_IDS = ["group2", "group3-bias-tails", "group1", "q-wider-than-hidden"]
 # The other layer shapes the stack runs (native/architectures.py), as (model_type, config): LayerNorm
 # with biases, GELU (erf, tanh) and ReLU MLPs, the parallel and shared-norm residuals, partial rotary
-# by halves (gpt_neox) and by pairs (gptj), learned positions, one K/V head, a QKV stored per head.
+# by halves (gpt_neox) and by pairs (gptj), learned positions, one K/V head, a QKV stored per head,
+# ALiBi and a norm of the embedding (bloom).
 _SMALL = {"vocab_size": 300, "tie_word_embeddings": False}
 ARCH_SHAPES = {
     "gpt_neox-parallel": ("gpt_neox", dict(hidden_size=48, num_attention_heads=3, intermediate_size=100,
@@ -58,6 +59,7 @@ ARCH_SHAPES = {
                                                  multi_query=False)),
     "opt-relu": ("opt", dict(hidden_size=64, num_attention_heads=4, ffn_dim=100, num_hidden_layers=3,
                              max_position_embeddings=POSITIONS, word_embed_proj_dim=64)),
+    "bloom-alibi": ("bloom", dict(hidden_size=48, n_head=3, n_layer=3)),
 }
 
 
@@ -227,13 +229,12 @@ def test_the_stack_runs_only_where_every_weight_is_in_panels(tiny_llama: Path) -
     assert backend.info.extra["layer_stack"] == expected
 
 
-@pytest.mark.parametrize("arch", NATIVE_ARCHS)
+@pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_output_is_the_same_with_and_without_the_stack(tiny_model_factory, arch: str, build: CpuKernels,
                                                               monkeypatch) -> None:
     """Engines over the two forwards, with chunked prefill and the prefix cache on: the same
     tokens for every request of a staggered run (prompts joining running decodes), on this host's
-    build and on the build without AVX-512. Bloom runs the Hugging Face forward, which has no layer
-    stack."""
+    build and on the build without AVX-512."""
     kernels = build
     monkeypatch.setattr(pytorch_backend, "load_cpu_kernels", lambda: (kernels, "the build under test"))
     folder = tiny_model_factory(arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (BloomConfig, GPT2Config, GPTBigCodeConfig, GPTJConfig, GPTNeoXConfig, LlamaConfig,
+from transformers import (BloomConfig, FalconConfig, GPT2Config, GPTBigCodeConfig, GPTJConfig, GPTNeoXConfig, LlamaConfig,
                           LlamaForCausalLM, MistralConfig, OPTConfig)
 
 from djl_python.backends.pytorch.native.architectures import native_support
@@ -15,9 +15,12 @@ from djl_python.backends.pytorch.backend import PyTorchBackend
 
 def test_supported_architectures_and_the_configs_refused() -> None:
     for config in (LlamaConfig(), MistralConfig(), GPT2Config(), GPTBigCodeConfig(), GPTJConfig(), GPTNeoXConfig(),
-                   OPTConfig(), GPTBigCodeConfig(multi_query=False), GPTNeoXConfig(use_parallel_residual=False)):
+                   OPTConfig(), GPTBigCodeConfig(multi_query=False), GPTNeoXConfig(use_parallel_residual=False),
+                   BloomConfig()):
         assert native_support(config) is None, config.model_type
-    assert "model_type 'bloom'" in native_support(BloomConfig())
+    assert "model_type 'falcon'" in native_support(FalconConfig())
+    assert "post_layernorm" in native_support(BloomConfig(apply_residual_connection_post_layernorm=True))
+    assert "slow_but_exact" in native_support(BloomConfig(pretraining_tp=2, slow_but_exact=True))
     assert "hidden_act 'gelu'" in native_support(LlamaConfig(hidden_act="gelu"))
     assert "activation 'quick_gelu'" in native_support(GPT2Config(activation_function="quick_gelu"))
     # A rope whose tables depend on the sequence length cannot be precomputed once.

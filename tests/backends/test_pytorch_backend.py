@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from djl_python.backends.pytorch.backend import PyTorchBackend
 from tests.backends.slot_driver import Job, run_greedy
-from tests.models import ARCHS, NATIVE_ARCHS
+from tests.models import ARCHS
 
 
 def _reference(model, prompt: list[int], new_tokens: int) -> tuple[list[int], torch.Tensor]:
@@ -39,12 +39,14 @@ def _staggered_jobs() -> list[Job]:
     return [Job(_prompt(i, n), join, new) for i, (n, join, new) in enumerate(plan)]
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "hf"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_staggered_greedy_matches_generate(arch: str, tiny_model_factory) -> None:
+def test_staggered_greedy_matches_generate(arch: str, native: bool, tiny_model_factory) -> None:
+    """Both forwards of every architecture: the native one (the default for all of them) and the
+    Hugging Face one (the fallback for a config the native forward refuses)."""
     path = tiny_model_factory(arch)
-    backend = PyTorchBackend.load(path, max_slots=4)
-    # Every architecture but bloom runs the native forward; bloom the Hugging Face one.
-    assert backend.info.extra["forward"] == ("native" if arch in NATIVE_ARCHS else "hf")
+    backend = PyTorchBackend.load(path, max_slots=4, native=native)
+    assert backend.info.extra["forward"] == ("native" if native else "hf")
     jobs = _staggered_jobs()
     cover = run_greedy(backend, jobs)
     assert cover.joint_prefill and cover.gathered_prefill and cover.gathered_decode

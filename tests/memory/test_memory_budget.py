@@ -172,10 +172,20 @@ def test_loaded_engine_keeps_the_planned_prefix_cache(tiny_llama: Path) -> None:
     assert off.limits.prefix_cache_rows == 0 and off.prefix_cache is None
 
 
-def test_architectures_on_the_hugging_face_forward_keep_a_planned_prefix_cache_too(tiny_model_factory) -> None:
-    from djl_python.loader import load_engine
+def test_models_on_the_hugging_face_forward_keep_a_planned_prefix_cache_too(tmp_path: Path) -> None:
+    """A config the native forward refuses (a GPT-2 scaling attention per layer) runs the Hugging Face
+    forward, with its prefix cache planned as the native forward's."""
+    from transformers import AutoModelForCausalLM
 
+    from djl_python.loader import load_engine
+    from tests.models import make_tokenizer, tiny_config
+
+    config = tiny_config("gpt2")
+    config.scale_attn_by_inverse_layer_idx = True
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
+    make_tokenizer(tmp_path)
     props = {"device": "cpu", "max_rolling_batch_size": "2", "n_positions": "64", "memory_budget": "8GiB"}
-    engine = load_engine(load_config(tiny_model_factory("bloom"), properties=props, env={}))
+    engine = load_engine(load_config(tmp_path, properties=props, env={}))
     assert engine.backend.info.extra["forward"] == "hf"
+    assert "scale per layer" in engine.backend.info.extra["native_skipped"]
     assert engine.limits.prefix_cache_rows == 2 and engine.prefix_cache is not None

@@ -4,12 +4,12 @@ Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preall
 KV row per sequence, per-row positions and masks, so requests join and leave without
 touching other rows. Two forwards run on those rows:
 
-* native (:mod:`.native`): llama, mistral (SmolLM2), gpt_neox, gptj, gpt2, gpt_bigcode and opt
-  mapped onto one layer shape (:mod:`.native.architectures`), with fused weights, precomputed
-  rotary tables and attention reading the rows in place;
+* native (:mod:`.native`): llama, mistral (SmolLM2), gpt_neox, gptj, gpt2, gpt_bigcode, opt and
+  bloom mapped onto one layer shape (:mod:`.native.architectures`), with fused weights,
+  precomputed rotary tables and attention reading the rows in place;
 * Hugging Face (:mod:`.hf_forward`): the model's own forward with a row cache and per-row
-  masks; the fallback for every other architecture (bloom) and config the native forward
-  refuses (the reason is in the backend's info), or for any with ``native=False``.
+  masks; the fallback for every other architecture and config the native forward refuses (the
+  reason is in the backend's info), or for any with ``native=False``.
 
 Both do the same things per call:
 

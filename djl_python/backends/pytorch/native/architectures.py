@@ -6,7 +6,7 @@ The native forward (:mod:`.decoder`) runs one decoder layer shape, set per model
 
     h = norm(x)                          RMSNorm (llama family) or LayerNorm with bias
     a = o(attention(rope(qkv(h))))       qkv's rows: the Q heads, then the K heads, then the V heads
-    sequential:   x += a;  x += mlp(mlp_norm(x))              llama, mistral, gpt2, gpt_bigcode, opt
+    sequential:   x += a;  x += mlp(mlp_norm(x))              llama, mistral, gpt2, gpt_bigcode, opt, bloom
     parallel:     x += a + mlp(mlp_norm(x))  (x before a)     gpt_neox (use_parallel_residual)
     shared norm:  x += a + mlp(h)                             gptj
     mlp(h) = down(silu(gate(h)) * up(h))  or  down(act(up(h))), act GELU (tanh or erf) or ReLU
@@ -25,6 +25,9 @@ Every architecture is mapped onto that shape once, when its weights are read:
   order); v and the attention output are not permuted. The KV cache holds the permuted keys.
 * Learned absolute positions (gpt2, gpt_bigcode, opt with its offset of 2) are added to the
   token embedding, as their models do; their rope tables are the identity (cos 1, sin 0).
+* ALiBi (bloom): attention adds ``slope[head] * j`` to each score at key column ``j`` (BLOOM's
+  bias, up to the per-query constant softmax ignores); rope tables the identity. BLOOM's norm of
+  the embedding runs before the first layer.
 
 Invariant: for every config :func:`native_support` accepts, :func:`read` returns the weights
 with which the native forward computes what the Hugging Face forward computes, up to float
@@ -113,7 +116,9 @@ class LayerWeights:
 class ModelWeights:
     """Everything the native forward reads from a Hugging Face model. ``positions``: the learned
     position table, row ``p + position_offset`` for position ``p`` (``None`` with rope);
-    ``cos``/``sin``: the rope tables ``[n_positions, head_dim]`` in the model dtype."""
+    ``cos``/``sin``: the rope tables ``[n_positions, head_dim]`` in the model dtype; ``alibi``: one
+    float32 slope per query head (``None`` without ALiBi); ``embed_norm``: the norm's weight and
+    bias applied to the embedding before the first layer (``None`` without)."""
 
     recipe: Recipe
     heads: int
@@ -130,6 +135,8 @@ class ModelWeights:
     lm_head: Weight
     cos: torch.Tensor
     sin: torch.Tensor
+    alibi: torch.Tensor | None = None
+    embed_norm: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
 
 def native_support(config: Any) -> str | None:
@@ -157,6 +164,11 @@ def native_support(config: Any) -> str | None:
             return "pretraining_tp > 1"
     if getattr(config, "add_cross_attention", False):
         return "add_cross_attention (an encoder-decoder use)"
+    if model_type == "bloom":
+        if getattr(config, "pretraining_tp", 1) not in (None, 1) and config.slow_but_exact:
+            return "pretraining_tp > 1 with slow_but_exact (sliced matmuls)"
+        if config.apply_residual_connection_post_layernorm:
+            return "apply_residual_connection_post_layernorm (the residual taken after the norm)"
     if model_type == "gpt2" and config.scale_attn_by_inverse_layer_idx:
         return "scale_attn_by_inverse_layer_idx (a scale per layer)"
     if model_type == "opt":
@@ -192,6 +204,7 @@ def unwidened_parameters(config: Any) -> int:
     elif config.model_type == "opt":
         count += (text.max_position_embeddings + 2) * text.hidden_size  # OPT's offset of 2
     norms = (1 if shape.residual == "shared_norm" else 2) * text.num_hidden_layers + 1
+    norms += config.model_type == "bloom"  # the embedding's norm
     return count + norms * text.hidden_size * (2 if shape.norm == "layer" else 1)
 
 
@@ -205,6 +218,8 @@ def read(model: Any, n_positions: int) -> ModelWeights:
 
 
 def _activation(config: Any) -> str:
+    if config.model_type == "bloom":  # BloomGelu: the tanh approximation, written out
+        return "gelu_pytorch_tanh"
     return getattr(config, "hidden_act", None) or getattr(config, "activation_function", None) or "silu"
 
 
@@ -407,7 +422,33 @@ def _position_table(table: torch.Tensor, n_positions: int, offset: int) -> torch
     return table
 
 
+def _read_bloom(model: Any, n_positions: int) -> ModelWeights:
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    inner, config = model.transformer, model.config
+    heads = config.n_head
+    d = config.hidden_size // heads
+    order = _qkv_order(heads, heads, d, per_head=True, rope=list(range(d)))
+    layers = [LayerWeights(
+        *_layer_norm(layer.input_layernorm), qkv=Weight((layer.self_attention.query_key_value,), order),
+        o=Weight((layer.self_attention.dense,)), mlp_norm=layer.post_attention_layernorm.weight,
+        mlp_norm_bias=layer.post_attention_layernorm.bias, up=Weight((layer.mlp.dense_h_to_4h,)),
+        down=Weight((layer.mlp.dense_4h_to_h,)),
+    ) for layer in inner.h]
+    norms = [n for layer in inner.h for n in (layer.input_layernorm, layer.post_attention_layernorm)]
+    embed = inner.word_embeddings.weight
+    cos, sin = _identity_tables(d, n_positions, embed)
+    return ModelWeights(
+        recipe=recipe(config), heads=heads, kv_heads=heads, head_dim=d,
+        eps=_one([n.eps for n in [*norms, inner.ln_f, inner.word_embeddings_layernorm]], "norm eps"),
+        scale=_one([layer.self_attention.inv_norm_factor for layer in inner.h], "scaling"), embed=embed,
+        positions=None, position_offset=0, layers=layers, final_norm=inner.ln_f.weight,
+        final_norm_bias=inner.ln_f.bias, lm_head=Weight((model.lm_head,)), cos=cos, sin=sin,
+        alibi=_get_alibi_slopes(heads, embed.device).float().contiguous(),
+        embed_norm=_layer_norm(inner.word_embeddings_layernorm))
+
+
 _READERS: dict[str, Callable[[Any, int], ModelWeights]] = {
     "llama": _read_llama, "mistral": _read_llama, "gpt_neox": _read_gpt_neox, "gptj": _read_gptj,
-    "gpt2": _read_gpt2_like, "gpt_bigcode": _read_gpt2_like, "opt": _read_opt,
+    "gpt2": _read_gpt2_like, "gpt_bigcode": _read_gpt2_like, "opt": _read_opt, "bloom": _read_bloom,
 }

@@ -300,7 +300,7 @@ static inline int64_t chunk_size(int64_t m, int64_t chunks, int64_t c, int64_t x
 static inline __attribute__((always_inline)) void attend_tile(
     const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
     const int64_t* lengths, void* out, int64_t b0, int64_t T, int64_t h, int64_t kv, int64_t g, int64_t d, int64_t P,
-    int64_t S, float scale, float* work, int bf16) {
+    int64_t S, float scale, const float* slopes, float* work, int bf16) {
   const int64_t m = T * g, kv0 = (rows[b0] * kv + h) * P * d;
   float* qf = work;
   float* s = qf + m * d;
@@ -339,6 +339,11 @@ static inline __attribute__((always_inline)) void attend_tile(
   for (int64_t x = 0; x < m; ++x) {
     const int64_t L = lengths[b0 + x / g];
     score_rest(qf + x * d, keys, kv0, common, L, d, scale, s + x * S, bf16);
+    if (slopes != NULL) {  /* ALiBi: + slope * j at key column j (BLOOM's bias; softmax ignores a per-query shift) */
+      const float slope = slopes[h * g + x % g];
+      float* sx = s + x * S;
+      for (int64_t j = 0; j < L; ++j) sx[j] += slope * (float)j;
+    }
     softmax(s + x * S, L);
   }
   /* Weighted sums: the values every token attends, a block of rows at a time for all the
@@ -372,7 +377,7 @@ static inline __attribute__((always_inline)) void attend_tile(
 static int attend(
     const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
     const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
-    int64_t rows_total, float scale, int threads, int bf16) {
+    int64_t rows_total, float scale, const float* slopes, int threads, int bf16) {
   for (int64_t b = 0; b < n; ++b)
     if (lengths[b] < 1 || lengths[b] > P || rows[b] < 0 || rows[b] >= rows_total) return BAD_INDEX;
   if (n == 0) return OK;
@@ -402,9 +407,11 @@ static int attend(
       const int64_t i = item / kv, b0 = starts[i], T = starts[i + 1] - b0;
       /* The dtype as a constant in each copy (the parallel region receives it as a variable). */
       if (bf16)
-        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, work, 1);
+        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, slopes,
+                    work, 1);
       else
-        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, work, 0);
+        attend_tile(q, q_stride, keys, values, rows, lengths, out, b0, T, item % kv, kv, g, d, P, S, scale, slopes,
+                    work, 0);
     }
     free(work);
   }
@@ -415,17 +422,21 @@ static int attend(
 int decode_attention_max_group(void) { return MAX_GROUP; }
 
 /* OK; NO_MEMORY when a thread could not allocate its scratch; BAD_INDEX when a row or a
- * length is out of range (checked before anything is read). Nothing reliable in out unless OK. */
+ * length is out of range (checked before anything is read). Nothing reliable in out unless OK.
+ * slopes: NULL, or one ALiBi slope per query head (kv * g floats), added times the key's column
+ * to each score after the scale. */
 int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values,
                           const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 0);
+                          int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, const float* slopes,
+                          int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, slopes, threads, 0);
 }
 
 int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values,
                            const int64_t* rows, const int64_t* lengths, void* out, int64_t n, int64_t kv,
-                           int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, int threads) {
-  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, threads, 1);
+                           int64_t g, int64_t d, int64_t P, int64_t rows_total, float scale, const float* slopes,
+                           int threads) {
+  return attend(q, q_stride, keys, values, rows, lengths, out, n, kv, g, d, P, rows_total, scale, slopes, threads, 1);
 }
 
 /* ---- Elementwise kernels: the same operations, in the same order and with the same

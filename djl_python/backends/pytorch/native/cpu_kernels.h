@@ -13,10 +13,10 @@
 int decode_attention_max_group(void);
 int decode_attention_f32(const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
                          const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
-                         int64_t rows_total, float scale, int threads);
+                         int64_t rows_total, float scale, const float* slopes, int threads);
 int decode_attention_bf16(const void* q, int64_t q_stride, const void* keys, const void* values, const int64_t* rows,
                           const int64_t* lengths, void* out, int64_t n, int64_t kv, int64_t g, int64_t d, int64_t P,
-                          int64_t rows_total, float scale, int threads);
+                          int64_t rows_total, float scale, const float* slopes, int threads);
 void add_rms_norm_f32(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,
                       int threads);
 void add_rms_norm_bf16(void* x, const void* delta, const void* w, void* y, int64_t n, int64_t h, float eps,

@@ -87,7 +87,7 @@ _SUFFIX = {torch.float32: "f32", torch.bfloat16: "bf16"}
 _P, _I, _F, _T = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 # name: (restype, argtypes), as declared in cpu_kernels.c; each exists as name_f32 and name_bf16.
 _SIGNATURES = {
-    "decode_attention": (ctypes.c_int, [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _T]),
+    "decode_attention": (ctypes.c_int, [_P, _I, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _P, _T]),
     "add_rms_norm": (None, [_P, _P, _P, _P, _I, _I, _F, _T]),
     "rope_write": (ctypes.c_int, [_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _T]),
     "silu_mul": (None, [_P, _P, _I, _I, _T]),
@@ -159,14 +159,16 @@ def check_code(kernel: str, code: int, bad_index: str) -> None:
 
 
 def _attend(function: Any, q: torch.Tensor, keys: int, values: int, rows: torch.Tensor, lengths: torch.Tensor,
-            kv: int, group: int, head_dim: int, positions: int, rows_total: int, scale: float) -> torch.Tensor:
-    """Call a checked ``decode_attention_*`` (cache pointers ``keys``/``values``); map its code."""
+            kv: int, group: int, head_dim: int, positions: int, rows_total: int, scale: float,
+            slopes: int | None = None) -> torch.Tensor:
+    """Call a checked ``decode_attention_*`` (cache pointers ``keys``/``values``, ALiBi ``slopes``
+    or ``None``); map its code."""
     n, width = q.shape
     out = q.new_empty((n, width))
     if not n:
         return out
     code = function(q.data_ptr(), q.stride(0), keys, values, rows.data_ptr(), lengths.data_ptr(), out.data_ptr(), n,
-                    kv, group, head_dim, positions, rows_total, scale, torch.get_num_threads())
+                    kv, group, head_dim, positions, rows_total, scale, slopes, torch.get_num_threads())
     check_code("decode_attention", code, f"a row outside 0..{rows_total - 1} or a length outside 1..{positions}")
     return out
 
@@ -238,9 +240,10 @@ class CpuKernels:
         return None
 
     def bind(self, keys: torch.Tensor, values: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-             heads: int) -> ModelKernels:
-        """The attention and rope kernels bound to a model's cache and tables (:class:`ModelKernels`)."""
-        return ModelKernels(self, keys, values, cos, sin, heads)
+             heads: int, slopes: torch.Tensor | None = None) -> ModelKernels:
+        """The attention and rope kernels bound to a model's cache, tables and ALiBi slopes
+        (:class:`ModelKernels`)."""
+        return ModelKernels(self, keys, values, cos, sin, heads, slopes)
 
     @staticmethod
     def _check_model_dtype(kernel: str, dtype: torch.dtype) -> None:
@@ -249,13 +252,15 @@ class CpuKernels:
 
     def decode_attention(
         self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor,
-        scale: float,
+        scale: float, slopes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention of ``q [n, kv * group * head_dim]`` (rows may be strided, each row contiguous)
         over ``keys``/``values [rows_total, kv, P, head_dim]`` (one layer, contiguous), query
         ``b`` reading row ``rows[b]`` columns ``0..lengths[b]-1``; returns ``[n, kv * group *
         head_dim]`` in ``q``'s dtype. ``rows`` within ``keys``, ``1 <= lengths <= P``, both
-        int64 and contiguous; ``head_dim % 8 == 0``, ``1 <= group <= max_group``."""
+        int64 and contiguous; ``head_dim % 8 == 0``, ``1 <= group <= max_group``. ``slopes``:
+        ALiBi, one float32 per query head, ``slopes[h] * j`` added to head ``h``'s score at column
+        ``j`` after the scale."""
         name = "decode_attention"
         self._check_model_dtype(name, q.dtype)
         _check_dense(name, "keys", keys, q.dtype, 4)
@@ -276,8 +281,12 @@ class CpuKernels:
             raise _refuse(name, f"{group} query heads per KV head (1 to {self.max_group})")
         _check_index(name, "rows", rows, n)
         _check_index(name, "lengths", lengths, n)
+        if slopes is not None:
+            _check_dense(name, "slopes", slopes, torch.float32, 1)
+            if slopes.shape[0] != kv * group:
+                raise _refuse(name, f"slopes has {slopes.shape[0]} elements, q {kv * group} heads")
         return _attend(self._functions[name, q.dtype], q, keys.data_ptr(), values.data_ptr(), rows, lengths, kv,
-                       group, head_dim, positions, rows_total, scale)
+                       group, head_dim, positions, rows_total, scale, None if slopes is None else slopes.data_ptr())
 
     def add_rms_norm(
         self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, eps: float
@@ -407,7 +416,7 @@ class ModelKernels:
     """
 
     def __init__(self, kernels: CpuKernels, keys: torch.Tensor, values: torch.Tensor, cos: torch.Tensor,
-                 sin: torch.Tensor, heads: int) -> None:
+                 sin: torch.Tensor, heads: int, slopes: torch.Tensor | None = None) -> None:
         name = "bind"
         kernels._check_model_dtype(name, keys.dtype)
         _check_dense(name, "keys", keys, keys.dtype, 5)
@@ -419,8 +428,14 @@ class ModelKernels:
         if not self.kv or heads % self.kv or not 1 <= heads // self.kv <= kernels.max_group:
             raise _refuse(name, f"{heads} heads over {self.kv} KV heads (1 to {kernels.max_group} per KV head)")
         _check_tables(name, cos, sin, keys.dtype, self.positions, self.head_dim)
+        if slopes is not None:
+            _check_dense(name, "slopes", slopes, torch.float32, 1)
+            if slopes.shape[0] != heads:
+                raise _refuse(name, f"slopes has {slopes.shape[0]} elements, the model {heads} heads")
         self.dtype, self.heads, self.group = keys.dtype, heads, heads // self.kv
         self._tensors = (keys, values, cos, sin)  # held: the pointers below stay valid
+        self._held_slopes = slopes
+        self.slopes = None if slopes is None else slopes.data_ptr()  # ALiBi: one float32 per query head
         self._layer_bytes = keys.stride(0) * keys.element_size()
         self._keys, self._values, self._cos, self._sin = (t.data_ptr() for t in self._tensors)
         self._attend = kernels._functions["decode_attention", keys.dtype]
@@ -489,7 +504,7 @@ class StepKernels:
             raise _refuse(name, f"q rows must be contiguous and not overlap (strides {q.stride()})")
         offset = layer * m._layer_bytes
         return _attend(m._attend, q, m._keys + offset, m._values + offset, self.rows, self.lengths, m.kv, m.group,
-                       m.head_dim, m.positions, m.rows_total, scale)
+                       m.head_dim, m.positions, m.rows_total, scale, m.slopes)
 
 
 def _cpu_identity() -> str:

@@ -1,6 +1,6 @@
 """The native forward: a decoder-only model on packed KV rows, with fused weights, for every
 architecture :mod:`.architectures` maps onto its one layer shape (the llama family, gpt_neox,
-gptj, gpt2, gpt_bigcode, opt).
+gptj, gpt2, gpt_bigcode, opt, bloom).
 
 Why: on a CPU a small model's decode step pays a dispatch and an OpenMP fork/join for
 every op, not only for its matmuls, and the Hugging Face forward issues many more ops
@@ -170,6 +170,7 @@ class NativeDecoder:
         self.embed = read.embed
         self.position_table, self.position_offset = read.positions, read.position_offset
         self.final_norm, self.final_norm_bias = read.final_norm, read.final_norm_bias
+        self.embed_norm, self.alibi = read.embed_norm, read.alibi  # BLOOM's (None elsewhere)
         # Packed: oneDNN's layout on CPUs whose oneDNN takes the dtype (see .linear). The
         # Hugging Face decoder's linears are then released and only this forward can run.
         self.packed = prepack_weights and packs_on(self.embed.device.type, self.embed.dtype)
@@ -215,7 +216,7 @@ class NativeDecoder:
         self._kernels = kernels if refusal is None else None
         # The attention and rope kernels, bound (and their contract checked) once for this cache.
         self._bound = None if self._kernels is None else \
-            self._kernels.bind(self.keys, self.values, self.cos, self.sin, self.heads)
+            self._kernels.bind(self.keys, self.values, self.cos, self.sin, self.heads, self.alibi)
         self.ops = "cpu-kernels" if refusal is None else f"torch ({refusal})"
         # The decoder layers as one C call where every weight is in panels (.layer_stack); the
         # Python loop of step() otherwise. Both compute the same bits.
@@ -351,6 +352,8 @@ class NativeDecoder:
         x = F.embedding(tokens, self.embed)
         if self.position_table is not None:  # learned absolute positions, added as the model adds them
             x = x + F.embedding(pos + self.position_offset, self.position_table)
+        if self.embed_norm is not None:  # BLOOM normalises the embedding before the first layer
+            _, x = ops.add_norm(x, None, *self.embed_norm)
         delta: torch.Tensor | None = None
         if self._stack is not None and isinstance(ops, KernelOps):
             delta = self._stack.run(ops.step, x)  # the loop below, in one C call

@@ -58,7 +58,8 @@ typedef struct {
   void* values;
 } StackLayer;
 
-/* The model: sizes, its layer shape, the rotary tables [P, d], and its layers. norm: 0 RMSNorm,
+/* The model: sizes, its layer shape, the rotary tables [P, d], ALiBi slopes (heads floats, or
+ * NULL), and its layers. norm: 0 RMSNorm,
  * 1 LayerNorm; activation: 0 the SiLU-gated MLP, else activate()'s kind; residual: 0
  * sequential, 1 parallel, 2 shared norm. Field order: layer_stack.py. */
 typedef struct {
@@ -67,6 +68,7 @@ typedef struct {
   float eps, scale;
   const void* cos_t;
   const void* sin_t;
+  const float* slopes;
   const StackLayer* layer;
 } StackModel;
 
@@ -93,7 +95,7 @@ typedef struct {
   int (*rope_write)(const void*, const void*, const void*, const int64_t*, const int64_t*, void*, void*, void*,
                     int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int);
   int (*attention)(const void*, int64_t, const void*, const void*, const int64_t*, const int64_t*, void*, int64_t,
-                   int64_t, int64_t, int64_t, int64_t, int64_t, float, int);
+                   int64_t, int64_t, int64_t, int64_t, int64_t, float, const float*, int);
   void (*silu_mul)(const void*, void*, int64_t, int64_t, int);
   void (*add_layer_norm)(void*, const void*, const void*, const void*, void*, int64_t, int64_t, float, int);
   int (*activate)(void*, int64_t, int64_t, int, int);
@@ -125,7 +127,7 @@ static int run(const Kernels* k, const StackModel* m, const StackBuffers* b, con
                              m->kv, m->d, m->P, m->rows_total, threads);
     if (code) return code;
     code = k->attention(b->q, q_width, l->keys, l->values, rows, lengths, b->attn, n, m->kv, g, m->d, m->P,
-                        m->rows_total, m->scale, threads);
+                        m->rows_total, m->scale, m->slopes, threads);
     if (code) return code;
     k->gemm(b->attn, q_width, l->o, l->o_bias, b->delta, m->hidden, n, m->hidden, q_width, threads);
     if (m->residual == 0) norm(k, m, b->x, b->delta, l->mlp_norm, l->mlp_norm_bias, b->h, n, threads);

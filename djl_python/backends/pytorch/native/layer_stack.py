@@ -58,7 +58,7 @@ class _StackModel(ctypes.Structure):
 
     _fields_ = [*((name, ctypes.c_int64) for name in ("layers", "hidden", "heads", "kv", "d", "inter", "P",
                                                       "rows_total", "norm", "activation", "residual")),
-                ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("cos_t", _P), ("sin_t", _P),
+                ("eps", ctypes.c_float), ("scale", ctypes.c_float), ("cos_t", _P), ("sin_t", _P), ("slopes", _P),
                 ("layer", ctypes.POINTER(_StackLayer))]
 
 
@@ -140,7 +140,8 @@ class LayerStack:
         self._model = _StackModel(
             layers=len(layers), hidden=self.hidden, heads=heads, kv=kv, d=d, inter=self.inter, P=bound.positions,
             rows_total=bound.rows_total, norm=_NORMS[recipe.norm], activation=_ACTIVATIONS[recipe.kernel_activation],
-            residual=_RESIDUALS[recipe.residual], eps=eps, scale=scale, cos_t=cos, sin_t=sin, layer=records)
+            residual=_RESIDUALS[recipe.residual], eps=eps, scale=scale, cos_t=cos, sin_t=sin, slopes=bound.slopes,
+            layer=records)
         self._records, self._held, self._bound = records, held, bound  # held: the pointers stay valid
         self.dtype = dtype
 

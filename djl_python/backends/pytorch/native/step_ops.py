@@ -77,6 +77,8 @@ class TorchOps:
             self.mask = torch.zeros((n, 1, 1, width), dtype=model.embed.dtype, device=model.embed.device)
             invalid = (model.columns[:width] > decode.positions[:, None]).view(n, 1, 1, width)
             self.mask.masked_fill_(invalid, float("-inf"))
+            if model.alibi is not None:  # + slope * column, per query head in the grouped layout
+                self.mask = self.mask + self._alibi(width).view(1, model.kv_heads, model.group, width)
 
     def add_norm(self, x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor,
                  bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,12 +127,20 @@ class TorchOps:
             prompt_q = q[start:end].unflatten(1, (heads, dim)).transpose(0, 1)[None]
             keys = m.keys[layer, row, :, : first + end - start][None]
             values = m.values[layer, row, :, : first + end - start][None]
-            mask = None if first == 0 else torch.ones(
+            mask = None if first == 0 and m.alibi is None else torch.ones(
                 end - start, first + end - start, dtype=torch.bool, device=q.device).tril(diagonal=first)
-            attended = F.scaled_dot_product_attention(prompt_q, keys, values, attn_mask=mask, is_causal=first == 0,
-                                                      enable_gqa=m.kv_heads != heads)
+            if m.alibi is not None:  # causal, plus slope * column per head
+                mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf")) \
+                    + self._alibi(first + end - start)[:, None, :]
+            attended = F.scaled_dot_product_attention(prompt_q, keys, values, attn_mask=mask,
+                                                      is_causal=mask is None, enable_gqa=m.kv_heads != heads)
             out[start:end] = attended[0].transpose(0, 1)
         return out.view(q.shape[0], heads * dim)
+
+    def _alibi(self, width: int) -> torch.Tensor:
+        """ALiBi's bias ``[heads, width]``: ``slope[head] * column``, in the model dtype."""
+        m = self.m
+        return (m.alibi[:, None] * m.columns[:width].float()).to(m.embed.dtype)
 
     def _decode_attention(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         m, decode = self.m, self.decode
