@@ -76,7 +76,8 @@ def _reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, rows: 
 
 
 @needs_kernel
-@pytest.mark.parametrize(("kv", "group", "head_dim"), [(3, 3, 64), (2, 1, 32), (1, 8, 16), (4, 2, 24), (2, 4, 128)])
+@pytest.mark.parametrize(("kv", "group", "head_dim"), [(3, 3, 64), (2, 1, 32), (1, 8, 16), (4, 2, 24), (2, 4, 128),
+                                                       (1, 48, 64)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernel_matches_sdpa_on_each_rows_own_columns(kv: int, group: int, head_dim: int, dtype: torch.dtype) -> None:
     torch.manual_seed(kv * 100 + group * 10 + head_dim)
@@ -355,7 +356,7 @@ def _broken(case: str) -> dict:
     elif case == "q columns strided":
         a["q"] = torch.randn(3, 2 * a["q"].shape[1])[:, ::2]
     elif case == "group > max":
-        a = _attention_inputs(kv=1, group=9)
+        a = _attention_inputs(kv=1, group=65)
     elif case == "head_dim not a multiple of 8":
         a = _attention_inputs(d=12)
     elif case == "values shape differs":
@@ -428,7 +429,8 @@ def test_refusal_names_what_the_kernel_lacks() -> None:
     assert KERNEL.refusal(cpu, torch.float32, 3, 64) is None
     assert "float16" in KERNEL.refusal(cpu, torch.float16, 3, 64)
     assert "head_dim 12" in KERNEL.refusal(cpu, torch.float32, 3, 12)
-    assert "9 query heads" in KERNEL.refusal(cpu, torch.float32, 9, 64)
+    assert KERNEL.refusal(cpu, torch.float32, 48, 64) is None  # StarCoder: 48 query heads over one K/V head
+    assert "65 query heads" in KERNEL.refusal(cpu, torch.float32, 65, 64)
     assert "cuda" in KERNEL.refusal(torch.device("cuda"), torch.float32, 3, 64)
 
 
@@ -831,7 +833,7 @@ def test_binding_refuses_a_cache_or_tables_outside_the_contract() -> None:
     for change in [{"keys": _bound_inputs()["keys"][0]},  # 4-D: one layer, not the cache
                    {"values": _bound_inputs()["values"].transpose(3, 4)},
                    {"values": _bound_inputs()["values"][:, :2]}, {"cos": torch.randn(10, 8)},
-                   {"sin": torch.randn(9, 16)}, {"heads": 3}, {"heads": 18},
+                   {"sin": torch.randn(9, 16)}, {"heads": 3}, {"heads": 130},
                    {"keys": _bound_inputs()["keys"].half(), "values": _bound_inputs()["values"].half()}]:
         with pytest.raises(KernelContractError):
             KERNEL.bind(**(_bound_inputs() | change))

@@ -33,6 +33,31 @@ def test_supported_architectures_and_the_configs_refused() -> None:
     assert "do_layer_norm_before=False" in native_support(OPTConfig(do_layer_norm_before=False))
     assert "word_embed_proj_dim" in native_support(OPTConfig(hidden_size=1024, word_embed_proj_dim=512))
     assert "add_cross_attention" in native_support(GPT2Config(add_cross_attention=True))
+    assert "rotary_dim 512" in native_support(GPTJConfig(rotary_dim=512))  # wider than a head of 256
+    assert "rotary_dim 7" in native_support(GPTJConfig(rotary_dim=7))
+    assert "head_dim 15 is odd" in native_support(GPTNeoXConfig(hidden_size=60, num_attention_heads=4))
+
+
+@pytest.mark.parametrize("cpu_kernels", [True, False], ids=["kernels", "torch"])
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_bigcode"])
+def test_attention_without_scaling_is_served_as_the_model_computes_it(tmp_path, arch: str, cpu_kernels: bool) -> None:
+    """``scale_attn_weights=False`` (scores unscaled): the native forward's attention takes the
+    model's scale on both paths, the kernels' and SDPA's (whose default is 1/sqrt(head_dim))."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.models import tiny_config
+
+    config = tiny_config(arch)
+    config.scale_attn_weights = False
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(str(tmp_path))
+    native = PyTorchBackend.load(tmp_path, max_slots=2, cpu_kernels=cpu_kernels)
+    hf = PyTorchBackend.load(tmp_path, max_slots=2, native=False)
+    assert native.info.extra["forward"] == "native"
+    prompts = [[5, 9, 13, 17, 21, 30, 44], [7, 11]]
+    torch.testing.assert_close(native.prefill([0, 1], prompts), hf.prefill([0, 1], prompts), atol=1e-4, rtol=1e-4)
+    step = ([0, 1], [3, 4], [7, 2])
+    torch.testing.assert_close(native.decode(*step), hf.decode(*step), atol=1e-4, rtol=1e-4)
 
 
 def test_the_rope_order_moves_each_rotary_pair_to_a_head_half_and_keeps_every_dimension() -> None:

@@ -93,7 +93,7 @@ class Weight:
         if all(getattr(m, "bias", None) is None for m in self.modules):
             return None
         parts = [m.bias if m.bias is not None else m.weight.new_zeros(_out_features(m)) for m in self.modules]
-        stacked = torch.cat(parts)
+        stacked = torch.cat(parts) if len(parts) > 1 else parts[0]
         return stacked if self.order is None else stacked.index_select(0, self.order)
 
 
@@ -154,6 +154,15 @@ def native_support(config: Any) -> str | None:
     rope_type = rope.get("rope_type", "default") if isinstance(rope, dict) else "default"
     if model_type in LLAMA_FAMILY | {"gpt_neox"} and rope_type not in _TABLE_ROPE_TYPES:
         return f"rope_type {rope_type!r} depends on the sequence length (only {sorted(_TABLE_ROPE_TYPES)})"
+    if model_type in ("llama", "mistral", "gpt_neox", "gptj"):
+        heads = getattr(config, "num_attention_heads", None) or config.n_head
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        if head_dim % 2:
+            return f"head_dim {head_dim} is odd (the rope pairs dimension i with i + head_dim / 2)"
+    if model_type == "gptj":
+        rotary, head_dim = config.rotary_dim, config.n_embd // config.n_head
+        if rotary is None or rotary % 2 or rotary > head_dim:
+            return f"rotary_dim {rotary} (GPT-J's forward needs an even rotary_dim within a head of {head_dim})"
     if model_type in LLAMA_FAMILY:
         # Llama's own forward rotates whole heads: a partial factor there is a config it does not run.
         partial = rope.get("partial_rotary_factor") if isinstance(rope, dict) else None
@@ -345,7 +354,7 @@ def _read_gptj(model: Any, n_positions: int) -> ModelWeights:
     inner, config = model.transformer, model.config
     heads = config.n_head
     d = config.n_embd // heads
-    rotary = config.rotary_dim or d
+    rotary = config.rotary_dim  # native_support: even, within a head
     embed = inner.wte.weight
     sincos = create_sinusoidal_positions(n_positions, rotary).to(device=embed.device, dtype=embed.dtype)
     sin_half, cos_half = sincos[:, : rotary // 2], sincos[:, rotary // 2 :]  # pair i's, for both of its dims

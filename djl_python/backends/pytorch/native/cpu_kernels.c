@@ -38,7 +38,9 @@
 #error "cpu_kernels.c needs AVX2 and FMA (the caller falls back to torch)"
 #endif
 
-#define MAX_GROUP 8
+/* Query heads per KV head: the scratch is sized per call, so this only bounds the contract; 64
+ * covers multi-query models (StarCoder's 48 heads over one K/V head). */
+#define MAX_GROUP 64
 /* Return codes of the kernels that return one. */
 #define OK 0
 #define NO_MEMORY 1

@@ -132,8 +132,8 @@ class TorchOps:
             if m.alibi is not None:  # causal, plus slope * column per head
                 mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf")) \
                     + self._alibi(first + end - start)[:, None, :]
-            attended = F.scaled_dot_product_attention(prompt_q, keys, values, attn_mask=mask,
-                                                      is_causal=mask is None, enable_gqa=m.kv_heads != heads)
+            attended = F.scaled_dot_product_attention(prompt_q, keys, values, attn_mask=mask, is_causal=mask is None,
+                                                      scale=m.scale, enable_gqa=m.kv_heads != heads)
             out[start:end] = attended[0].transpose(0, 1)
         return out.view(q.shape[0], heads * dim)
 
@@ -154,7 +154,7 @@ class TorchOps:
             keys = m.keys[layer, :, :, :width].index_select(0, decode.rows)
             values = m.values[layer, :, :, :width].index_select(0, decode.rows)
         grouped = q.reshape(n, m.kv_heads, m.group, m.head_dim)
-        return F.scaled_dot_product_attention(grouped, keys, values, attn_mask=self.mask).reshape(n, -1)
+        return F.scaled_dot_product_attention(grouped, keys, values, attn_mask=self.mask, scale=m.scale).reshape(n, -1)
 
 
 class KernelOps:
