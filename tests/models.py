@@ -32,7 +32,7 @@ def require_pytorch_backend() -> None:
         pytest.skip(PYTORCH_BACKEND_REASON)
 
 
-ARCHS = ("llama", "mistral", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
+ARCHS = ("llama", "mistral", "qwen2", "gpt_neox", "gptj", "bloom", "gpt2", "opt", "gpt_bigcode")
 # Every forward the PyTorch backend has, as (arch, forward): "kernels", the backend's default (the
 # native forward on the CPU kernels); "torch", the native forward on torch ops (as on CUDA), once per
 # layer shape (mistral's is llama's); "hf", the Hugging Face forward, the fallback for configs the
@@ -96,7 +96,7 @@ def make_tokenizer(path: Path) -> PreTrainedTokenizerFast:
 def tiny_config(arch: str, max_positions: int = _MAXPOS):
     """A 2-layer, 64-wide config of ``arch`` whose vocab matches ``make_tokenizer``."""
     common = dict(vocab_size=_VOCAB, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=3, tie_word_embeddings=False)
-    if arch in ("llama", "mistral"):
+    if arch in ("llama", "mistral", "qwen2"):
         kw = dict(hidden_size=_HIDDEN, intermediate_size=128, num_hidden_layers=_LAYERS,
                   num_attention_heads=_HEADS, num_key_value_heads=2, max_position_embeddings=max_positions)
     elif arch == "gpt_neox":

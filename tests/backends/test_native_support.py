@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (BloomConfig, FalconConfig, GPT2Config, GPTBigCodeConfig, GPTJConfig, GPTNeoXConfig, LlamaConfig,
+from transformers import (BloomConfig, FalconConfig, GPT2Config, Qwen2Config, GPTBigCodeConfig, GPTJConfig, GPTNeoXConfig, LlamaConfig,
                           LlamaForCausalLM, MistralConfig, OPTConfig)
 
 from djl_python.backends.pytorch.native.architectures import native_support
@@ -16,9 +16,11 @@ from djl_python.backends.pytorch.backend import PyTorchBackend
 def test_supported_architectures_and_the_configs_refused() -> None:
     for config in (LlamaConfig(), MistralConfig(), GPT2Config(), GPTBigCodeConfig(), GPTJConfig(), GPTNeoXConfig(),
                    OPTConfig(), GPTBigCodeConfig(multi_query=False), GPTNeoXConfig(use_parallel_residual=False),
-                   BloomConfig()):
+                   BloomConfig(), Qwen2Config()):
         assert native_support(config) is None, config.model_type
     assert "model_type 'falcon'" in native_support(FalconConfig())
+    sliding = Qwen2Config(use_sliding_window=True, sliding_window=64, max_window_layers=1, num_hidden_layers=2)
+    assert "sliding-window layers" in native_support(sliding)
     assert "post_layernorm" in native_support(BloomConfig(apply_residual_connection_post_layernorm=True))
     assert "slow_but_exact" in native_support(BloomConfig(pretraining_tp=2, slow_but_exact=True))
     assert "hidden_act 'gelu'" in native_support(LlamaConfig(hidden_act="gelu"))

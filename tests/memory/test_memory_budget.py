@@ -32,7 +32,7 @@ def test_plan_equals_what_the_backend_allocates(tiny_model_factory, arch: str) -
 
 
 @pytest.mark.parametrize("dtype", [None, "bf16", "bf16-widened"])
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gptj", "opt"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gptj", "opt", "bloom"])
 def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None, arch: str, monkeypatch) -> None:
     """A tied LM head (packed as its own copy where oneDNN packs) and attention/MLP biases
     (stacked, the module's biases views or released), LayerNorm biases, learned position tables:
@@ -44,10 +44,12 @@ def test_plan_counts_a_tied_head_and_biases(tmp_path: Path, dtype: str | None, a
     from djl_python.backends.pytorch.native import linear
     from tests.models import tiny_config
 
-    widened = dtype == "bf16-widened"
-    if widened:
+    forced = dtype == "bf16-widened"
+    if forced:
         dtype = "bf16"
         monkeypatch.setattr(linear, "onednn_packs", lambda t: t == torch.float32)
+    # Widened where forced, and for bf16 wherever this CPU has no bf16 arithmetic (.native.linear).
+    widened = dtype == "bf16" and linear.packed_dtype("cpu", torch.bfloat16) == torch.float32
 
     config = tiny_config(arch)
     config.tie_word_embeddings = arch != "gptj"  # GPT-J's head has a bias: never tied

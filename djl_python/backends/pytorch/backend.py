@@ -4,8 +4,8 @@ Mirrors transformers-neuronx continuous batching (``seq_ids`` = slots): a preall
 KV row per sequence, per-row positions and masks, so requests join and leave without
 touching other rows. Two forwards run on those rows:
 
-* native (:mod:`.native`): llama, mistral (SmolLM2), gpt_neox, gptj, gpt2, gpt_bigcode, opt and
-  bloom mapped onto one layer shape (:mod:`.native.architectures`), with fused weights,
+* native (:mod:`.native`): llama, mistral (SmolLM2), qwen2, gpt_neox, gptj, gpt2, gpt_bigcode, opt
+  and bloom mapped onto one layer shape (:mod:`.native.architectures`), with fused weights,
   precomputed rotary tables and attention reading the rows in place;
 * Hugging Face (:mod:`.hf_forward`): the model's own forward with a row cache and per-row
   masks; the fallback for every other architecture and config the native forward refuses (the

@@ -6,7 +6,7 @@ The native forward (:mod:`.decoder`) runs one decoder layer shape, set per model
 
     h = norm(x)                          RMSNorm (llama family) or LayerNorm with bias
     a = o(attention(rope(qkv(h))))       qkv's rows: the Q heads, then the K heads, then the V heads
-    sequential:   x += a;  x += mlp(mlp_norm(x))              llama, mistral, gpt2, gpt_bigcode, opt, bloom
+    sequential:   x += a;  x += mlp(mlp_norm(x))              llama, mistral, qwen2, gpt2, gpt_bigcode, opt, bloom
     parallel:     x += a + mlp(mlp_norm(x))  (x before a)     gpt_neox (use_parallel_residual)
     shared norm:  x += a + mlp(h)                             gptj
     mlp(h) = down(silu(gate(h)) * up(h))  or  down(act(up(h))), act GELU (tanh or erf) or ReLU
@@ -31,8 +31,9 @@ Every architecture is mapped onto that shape once, when its weights are read:
 
 Invariant: for every config :func:`native_support` accepts, :func:`read` returns the weights
 with which the native forward computes what the Hugging Face forward computes, up to float
-rounding (tests/backends/test_native_architectures.py holds each architecture's logits to the
-Hugging Face forward's, and its greedy output to ``generate()``'s).
+rounding (tests/backends/test_native_architectures.py holds each architecture's logits, and the
+variants the mapping branches on, to the Hugging Face forward's on random norms and biases;
+tests/backends/test_pytorch_backend.py its greedy output to ``generate()``'s).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any, Callable, Literal
 import torch
 from transformers.pytorch_utils import Conv1D
 
-LLAMA_FAMILY = frozenset({"llama", "mistral"})
+LLAMA_FAMILY = frozenset({"llama", "mistral", "qwen2"})
 # Rope types whose cos/sin depend on the position only (one table serves every step).
 _TABLE_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
 # Hugging Face activation names (ACT2FN) the kernels compute, by the kernel's name for them.
@@ -154,7 +155,7 @@ def native_support(config: Any) -> str | None:
     rope_type = rope.get("rope_type", "default") if isinstance(rope, dict) else "default"
     if model_type in LLAMA_FAMILY | {"gpt_neox"} and rope_type not in _TABLE_ROPE_TYPES:
         return f"rope_type {rope_type!r} depends on the sequence length (only {sorted(_TABLE_ROPE_TYPES)})"
-    if model_type in ("llama", "mistral", "gpt_neox", "gptj"):
+    if model_type in LLAMA_FAMILY | {"gpt_neox", "gptj"}:
         heads = getattr(config, "num_attention_heads", None) or config.n_head
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         if head_dim % 2:
@@ -171,6 +172,8 @@ def native_support(config: Any) -> str | None:
             return f"partial_rotary_factor {partial} (the llama forward rotates whole heads)"
         if getattr(config, "pretraining_tp", 1) not in (None, 1):
             return "pretraining_tp > 1"
+        if "sliding_attention" in (getattr(config, "layer_types", None) or ()) and model_type == "qwen2":
+            return "sliding-window layers (use_sliding_window)"
     if getattr(config, "add_cross_attention", False):
         return "add_cross_attention (an encoder-decoder use)"
     if model_type == "bloom":
@@ -307,6 +310,7 @@ def _layer_norm(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | N
 
 
 def _read_llama(model: Any, n_positions: int) -> ModelWeights:
+    """llama, mistral and qwen2 (the same layer; qwen2's q, k and v carry biases)."""
     inner, config = model.model, model.config
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     d = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -458,6 +462,6 @@ def _read_bloom(model: Any, n_positions: int) -> ModelWeights:
 
 
 _READERS: dict[str, Callable[[Any, int], ModelWeights]] = {
-    "llama": _read_llama, "mistral": _read_llama, "gpt_neox": _read_gpt_neox, "gptj": _read_gptj,
-    "gpt2": _read_gpt2_like, "gpt_bigcode": _read_gpt2_like, "opt": _read_opt, "bloom": _read_bloom,
+    "llama": _read_llama, "mistral": _read_llama, "qwen2": _read_llama, "gpt_neox": _read_gpt_neox,
+    "gptj": _read_gptj, "gpt2": _read_gpt2_like, "gpt_bigcode": _read_gpt2_like, "opt": _read_opt, "bloom": _read_bloom,
 }

@@ -1,6 +1,6 @@
 """The native forward: a decoder-only model on packed KV rows, with fused weights, for every
-architecture :mod:`.architectures` maps onto its one layer shape (the llama family, gpt_neox,
-gptj, gpt2, gpt_bigcode, opt, bloom).
+architecture :mod:`.architectures` maps onto its one layer shape (llama, mistral, qwen2,
+gpt_neox, gptj, gpt2, gpt_bigcode, opt, bloom).
 
 Why: on a CPU a small model's decode step pays a dispatch and an OpenMP fork/join for
 every op, not only for its matmuls, and the Hugging Face forward issues many more ops
