@@ -5,10 +5,12 @@ shape of a small checkpoint of each architecture the native forward maps (``nati
 architectures.py``) besides the llama family (measured in ``bench.layer_stack_ab`` and the
 serving runs), loads it twice on the PyTorch backend, once on the native forward (its default:
 the CPU kernels and, where every weight is in panels, the layer stack) and once on the Hugging
-Face forward (``native=False``), and times decode steps of ``B`` rows at context 256 and a
-prefill of two 256-token prompts, the two backends alternating step by step (the order flipping
-every round) so both see the same state of a shared machine. Both decode the same tokens at the
-same positions. Reported per case: the median of each, in ms, and native over Hugging Face
+Face forward (``native=False``), and times decode steps of ``B`` rows after 256-token prompts
+(positions 256 onward, one more each step) and a prefill of two 256-token prompts, the two
+backends alternating step by step (the order flipping every round) so both see the same state of
+a shared machine. Both decode the same tokens at the same positions, and their first decode
+step's logits are checked to agree (a fast wrong forward is no result). Reported per case: the
+median of each in ms, the spread (lowest and highest sample), and native over Hugging Face
 (below 1: the native forward is faster). fp32, the CPU's threads.
 
 Shapes (random weights, ``torch.manual_seed(0)``, each model's own initialisation):
@@ -26,6 +28,7 @@ Shapes (random weights, ``torch.manual_seed(0)``, each model's own initialisatio
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -55,9 +58,12 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def model_folder(model_type: str, log: Callable[[str], None] = print) -> Path:
-    """The random model of ``model_type``'s shape, built on first use (a few seconds each)."""
+    """The random model of ``model_type``'s shape, built on first use (a few seconds each) and
+    again when :data:`SHAPES` changed (the folder records the shape it was built from)."""
     folder = CACHE_DIR / f"{model_type}-shape-random"
-    if (folder / "model.safetensors").exists():
+    stamp = folder / "bench_shape.json"
+    wanted = json.dumps(SHAPES[model_type][1], sort_keys=True)
+    if (folder / "model.safetensors").exists() and stamp.exists() and stamp.read_text() == wanted:
         return folder
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -71,10 +77,12 @@ def model_folder(model_type: str, log: Callable[[str], None] = print) -> Path:
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kwargs))
     _write_tokenizer(folder, kwargs["vocab_size"])
     model.save_pretrained(folder)
+    stamp.write_text(wanted)
     return folder
 
 
-def _alternate(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+def _alternate(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, list[float]]:
+    """Each step's samples in ms, the steps alternating, the order flipping every round."""
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():  # warm-up
         step()
@@ -83,13 +91,17 @@ def _alternate(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, f
         for name in (names if i % 2 else names[::-1]):
             start = time.perf_counter()
             steps[name]()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) * 1000 for name, s in samples.items()}
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return samples
 
 
-def _row(what: str, ms: dict[str, float]) -> dict[str, Any]:
-    return {"what": what, "native_ms": round(ms["native"], 2), "hf_ms": round(ms["hf"], 2),
-            "native_over_hf": round(ms["native"] / ms["hf"], 3)}
+def _row(what: str, ms: dict[str, list[float]], a: str = "native", b: str = "hf") -> dict[str, Any]:
+    """Medians of ``a``'s and ``b``'s samples in ms, their ratio, and each one's lowest and highest."""
+    median = {name: statistics.median(s) for name, s in ms.items()}
+    return {"what": what, "samples": len(ms[a]), f"{a}_ms": round(median[a], 2), f"{b}_ms": round(median[b], 2),
+            f"{a}_over_{b}": round(median[a] / median[b], 3),
+            f"{a}_range_ms": [round(min(ms[a]), 2), round(max(ms[a]), 2)],
+            f"{b}_range_ms": [round(min(ms[b]), 2), round(max(ms[b]), 2)]}
 
 
 def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -98,7 +110,7 @@ def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callab
     from djl_python.backends.pytorch.backend import PyTorchBackend
 
     folder = model_folder(model_type, log)
-    positions = CONTEXT + rounds + 64
+    positions = CONTEXT + rounds + 66
     backends = {"native": PyTorchBackend.load(folder, max_slots=max(batches), dtype="fp32", n_positions=positions),
                 "hf": PyTorchBackend.load(folder, max_slots=max(batches), dtype="fp32", n_positions=positions,
                                           native=False)}
@@ -111,9 +123,14 @@ def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callab
         prompts = [[100 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
         for batch in batches:
             slots = list(range(batch))
-            position = {name: CONTEXT for name in backends}
             for backend in backends.values():
                 backend.prefill(slots, prompts[:batch])
+            first = {name: backend.decode(slots, [1234] * batch, [CONTEXT] * batch)
+                     for name, backend in backends.items()}
+            if not torch.allclose(first["native"], first["hf"], atol=1e-3, rtol=1e-3):
+                raise SystemExit(f"{model_type}: the two forwards disagree (max |diff| "
+                                 f"{float((first['native'] - first['hf']).abs().max()):.3g})")
+            position = {name: CONTEXT + 1 for name in backends}
 
             def decode(name: str) -> Callable[[], None]:
                 def step() -> None:
@@ -135,7 +152,7 @@ def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callab
                     backends[name].release(slot)
             return step
 
-        ms = _alternate({name: prefill(name) for name in backends}, max(3, rounds // 8))
+        ms = _alternate({name: prefill(name) for name in backends}, max(5, rounds // 4))
         case["results"].append(_row("prefill, 2 x 256 tokens", ms))
         log(f"  {model_type} {case['results'][-1]}")
     for backend in backends.values():

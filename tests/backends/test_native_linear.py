@@ -51,14 +51,16 @@ def test_kernels_agree_with_f_linear(rows: int, packed: bool | str, bias: bool) 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("bias", [False, True])
 def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -> None:
-    """bf16/fp16 pack as themselves where oneDNN takes them (AVX-512 BW/VL/DQ, AVX-NE-CONVERT),
-    else widened to fp32 (AVX2 CPUs), else not at all. Widened, a call is an fp32 GEMM on the
-    half inputs rounded once: the half GEMM's arithmetic with fp32 accumulation."""
+    """bf16/fp16 pack as themselves where oneDNN takes them (bf16: where the CPU also has bf16
+    arithmetic), else widened to fp32 (AVX2 CPUs; bf16 on AVX-512 CPUs without AVX512-BF16), else
+    not at all. Widened, a call is an fp32 GEMM on the half inputs rounded once: the half GEMM's
+    arithmetic with fp32 accumulation."""
     torch.manual_seed(7)
     weight, x = torch.randn(96, 64).to(dtype), torch.randn(24, 64).to(dtype)
     b = torch.randn(96).to(dtype) if bias else None
     packed = prepack(weight)
-    want_dtype = dtype if onednn_packs(dtype) else (torch.float32 if PACKS_FP32 else None)
+    native = onednn_packs(dtype) and (dtype != torch.bfloat16 or native_linear.bf16_arithmetic())
+    want_dtype = dtype if native else (torch.float32 if PACKS_FP32 else None)
     assert packed_dtype("cpu", dtype) == want_dtype
     assert packed.is_mkldnn == (want_dtype is not None)
     got = linear(x, packed, b)
@@ -68,6 +70,21 @@ def test_half_weights_pack_natively_or_widened(dtype: torch.dtype, bias: bool) -
     torch.testing.assert_close(got, exact, atol=0.05, rtol=1e-2)
     if want_dtype == torch.float32:
         assert (got != exact).float().mean() < 0.02  # almost every element the exact rounding
+
+
+def test_bf16_is_widened_where_the_cpu_has_no_bf16_arithmetic(monkeypatch) -> None:
+    """oneDNN takes bf16 on any AVX-512 CPU, but without AVX512-BF16 or AMX it emulates the
+    products: there the weights are widened to fp32 instead (docs/performance.md measures both)."""
+    from djl_python.backends.model_defaults import cpu_bf16_flags
+
+    assert native_linear.bf16_arithmetic() == bool(cpu_bf16_flags())
+    if not (onednn_packs(torch.bfloat16) and PACKS_FP32):
+        pytest.skip("this CPU's oneDNN does not take bf16 weights: they are widened whatever its arithmetic")
+    monkeypatch.setattr(native_linear, "bf16_arithmetic", lambda: False)
+    assert packed_dtype("cpu", torch.bfloat16) == torch.float32
+    assert prepack(torch.randn(96, 64).bfloat16()).dtype == torch.float32
+    monkeypatch.setattr(native_linear, "bf16_arithmetic", lambda: True)
+    assert packed_dtype("cpu", torch.bfloat16) == torch.bfloat16
 
 
 @pytest.mark.skipif(not PACKS_FP32, reason="this torch's oneDNN does not pack fp32 weights here")
@@ -138,8 +155,10 @@ def test_every_bf16_layout_is_a_gemm_accumulated_in_fp32_and_rounded_once(layout
         if not real(torch.float32):
             pytest.skip("this torch's oneDNN does not pack fp32 weights here")
         monkeypatch.setattr(native_linear, "onednn_packs", lambda dtype: dtype != torch.bfloat16 and real(dtype))
-    elif layout == "onednn-bf16" and not real(torch.bfloat16):
-        pytest.skip("oneDNN cannot run bf16 on this CPU; the widened and plain layouts hold the same contract")
+    elif layout == "onednn-bf16":
+        if not real(torch.bfloat16):
+            pytest.skip("oneDNN cannot run bf16 on this CPU; the widened and plain layouts hold the same contract")
+        monkeypatch.setattr(native_linear, "bf16_arithmetic", lambda: True)  # where it emulates bf16 too
     elif layout == "panels" and torch.bfloat16 not in PANELS:
         pytest.skip("no bf16 panel matmul on this CPU (AVX512-BF16)")
     torch.manual_seed(8)

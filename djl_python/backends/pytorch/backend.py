@@ -193,12 +193,12 @@ class PyTorchBackend(Backend):
                         "default", ",".join(bf16_flags))
         if torch_device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16) and not bf16_flags:
             # Accepted, but worth saying what it costs: without bf16 instructions a half GEMM is
-            # emulated, several times slower than fp32 (figures in docs/performance.md). The
-            # native llama forward widens its weights to fp32 for oneDNN instead (.native.linear).
-            logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): the native llama-"
-                           "family forward holds its matmul weights widened to fp32 (fp32 speed and weight memory, "
-                           "%s activations and KV cache); other architectures' matmuls run several times slower "
-                           "than fp32. option.dtype=fp32 is exact against generate()",
+            # emulated, about twice as slow as fp32 at a batch (figures in docs/performance.md).
+            # The native forward widens its weights to fp32 for oneDNN instead (.native.linear).
+            logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): the native "
+                           "forward holds its matmul weights widened to fp32 (fp32 speed and weight memory, "
+                           "%s activations and KV cache); the Hugging Face forward's matmuls run emulated, "
+                           "slower than fp32. option.dtype=fp32 is exact against generate()",
                            defaults.dtype_name(torch_dtype), ",".join(defaults.BF16_CPU_FLAGS),
                            defaults.dtype_name(torch_dtype))
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)

@@ -9,7 +9,10 @@ Five kernels, picked per weight once at load and per call by the number of rows:
   (docs/performance.md, "The panel matmul"); a row's output does not depend on the other rows
   of its call.
 * **oneDNN, prepacked** (CPU, elsewhere when this CPU's oneDNN build takes the dtype: fp32 on any
-  x86-64, bf16 only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT). The weight is reordered once
+  x86-64; bf16 only where the CPU has bf16 arithmetic, AVX512-BF16 or AMX-BF16: oneDNN also
+  takes bf16 on other AVX-512 CPUs, but emulates it there, slower than the widened fp32 GEMM at
+  a decode batch and in prefill, though faster at one row, where the weights' bytes bound the
+  step; docs/performance.md, "the Intel Xeon run"). The weight is reordered once
   into oneDNN's blocked layout (:func:`prepack`) and every call runs
   ``torch.ops.mkldnn._linear_pointwise`` on it. This is the layout vLLM's CPU build runs
   its dense layers on (``vllm/model_executor/layers/utils.py``,
@@ -17,8 +20,8 @@ Five kernels, picked per weight once at load and per call by the number of rows:
   removed). It is faster than the best unpacked kernel at every row count tried
   (docs/performance.md, "Kernel choices in the native linear layers"), and one packing
   serves every row count.
-* **oneDNN, widened** (CPU, bf16 or fp16 where oneDNN does not take them, fp32 where it
-  does: AVX2 CPUs). The half weight is widened to fp32 and packed; a call widens the
+* **oneDNN, widened** (CPU, bf16 or fp16 where oneDNN does not take them, or bf16 without bf16
+  arithmetic; fp32 where oneDNN does: AVX2 CPUs, AVX-512 CPUs before Cooper Lake and Zen 4). The half weight is widened to fp32 and packed; a call widens the
   activations, runs the fp32 GEMM and rounds the output to the model dtype once. That is
   the arithmetic of a half-precision GEMM with fp32 accumulation (both factors are exact in
   fp32), at fp32 GEMM speed instead of the several times slower emulated half GEMM, for twice the
@@ -42,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from djl_python.backends.pytorch.native import panel_linear
+from djl_python.backends.model_defaults import cpu_bf16_flags
 from djl_python.backends.pytorch.native.cpu_kernels import CpuKernels
 from djl_python.backends.pytorch.native.panel_linear import PanelWeight
 
@@ -75,15 +79,21 @@ def onednn_packs(dtype: torch.dtype) -> bool:
 def packed_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype | None:
     """The dtype weights of ``dtype`` on a ``device_type`` device are packed in (:func:`prepack`),
     ``None`` when they are not packed: the one rule the native forward and the memory plan
-    share. ``dtype`` itself where oneDNN takes it; float32 for a half dtype it does not take
-    (widened, module docstring); else ``None``."""
+    share. ``dtype`` itself where oneDNN takes it (bf16: and this CPU has bf16 arithmetic);
+    float32 for a half dtype it does not take (widened, module docstring); else ``None``."""
     if device_type != "cpu":
         return None
-    if onednn_packs(dtype):
+    if onednn_packs(dtype) and (dtype != torch.bfloat16 or bf16_arithmetic()):
         return dtype
     if dtype in WIDENED and onednn_packs(torch.float32):
         return torch.float32
     return None
+
+
+def bf16_arithmetic() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (:data:`..model_defaults.BF16_CPU_FLAGS`), so
+    that oneDNN's bf16 matmul runs natively rather than emulated."""
+    return bool(cpu_bf16_flags())
 
 
 def packs_on(device_type: str, dtype: torch.dtype) -> bool:
