@@ -21,8 +21,8 @@ relative in fp32), not tokens, on the models the tests run.
 Weights: on a CPU whose oneDNN takes the dtype, the fused weights are packed once, in the
 CPU kernels' panel layout where they have a matmul for the dtype, else in oneDNN's, and the
 Hugging Face module's linears released (:mod:`.linear`), so one copy stays in memory and the
-module can no longer run its own forward. Unpacked (CUDA), the llama family's linears become
-views of the fused weights (the module stays usable); a weight that must be transposed or
+module can no longer run its own forward. Unpacked (CUDA), plain linears become views of the
+fused weights (so the llama family's module stays usable); a weight that must be transposed or
 reordered (:mod:`.architectures`) is copied and its module released.
 
 A step (:meth:`NativeDecoder.step`) is one forward over the decode rows' tokens and the
@@ -264,8 +264,8 @@ class NativeDecoder:
     def own_bytes(self) -> int:
         """Bytes of weights this forward holds outside the Hugging Face model's parameters: with
         those, all the weight memory the backend holds. Packed weights, and every weight or bias
-        copied (fused, transposed, reordered, widened) while its module was released; 0 for the
-        llama family unpacked (the module's linears are views of the fused weights)."""
+        copied (fused, transposed, reordered, widened) while its module was released; 0 where
+        every weight is a view of the module's own (plain linears, unpacked)."""
         held = [w for layer in self.layers for w in (layer.qkv, layer.qkv_bias, layer.o, layer.o_bias,
                                                      layer.gate_up, layer.gate_up_bias, layer.down, layer.down_bias)]
         seen: set[int] = set()
