@@ -143,8 +143,13 @@ def run_matmul_ab(rounds: int, log: Callable[[str], None], large: bool = True, a
                          "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     cases["panels_layer_stack"] = stack
     cases["SmolLM2-135M fp32"] = run_case(smol, "fp32", (1, 16, 32), rounds, stack, log)
-    if not avx2:  # no bf16 panels without AVX512-BF16
+    from djl_python.backends.pytorch.native.cpu_kernels import load
+
+    kernels = load()[0]
+    if not avx2 and kernels is not None and torch.bfloat16 in kernels.gemm_panel:  # bf16 panels: AVX512-BF16
         cases["SmolLM2-135M bf16"] = run_case(smol, "bf16", (1, 16, 32), rounds, stack, log)
+    else:
+        cases["SmolLM2-135M bf16"] = "skipped: no bf16 panel matmul on this CPU (AVX512-BF16)"
     if large:
         cases["1B-class fp32"] = run_case(large_model.model_folder(log), "fp32", (1, 16), max(5, rounds // 4), stack,
                                           log)
