@@ -104,6 +104,59 @@ def _row(what: str, ms: dict[str, list[float]], a: str = "native", b: str = "hf"
             f"{b}_range_ms": [round(min(ms[b]), 2), round(max(ms[b]), 2)]}
 
 
+def time_steps(backends: dict[str, Any], batches: tuple[int, ...], rounds: int,
+               agree: Callable[[dict[str, Any]], None], a: str, b: str,
+               log: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Decode steps of each of ``batches`` rows after 256-token prompts, then a prefill of two
+    256-token prompts, on backends ``a`` and ``b`` alternating (:func:`_alternate`); ``agree`` sees
+    both backends' first decode logits and raises when they disagree. One :func:`_row` per case.
+    Call under ``torch.inference_mode()``."""
+    rows = []
+    prompts = [[100 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
+    for batch in batches:
+        slots = list(range(batch))
+        for backend in backends.values():
+            backend.prefill(slots, prompts[:batch])
+        agree({name: backend.decode(slots, [1234] * batch, [CONTEXT] * batch) for name, backend in backends.items()})
+        position = {name: CONTEXT + 1 for name in backends}
+
+        def decode(name: str) -> Callable[[], None]:
+            def step() -> None:
+                backends[name].decode(slots, [1234] * batch, [position[name]] * batch)
+                position[name] += 1
+            return step
+
+        ms = _alternate({name: decode(name) for name in backends}, rounds)
+        for backend in backends.values():
+            for slot in slots:
+                backend.release(slot)
+        rows.append(_row(f"decode, {batch} rows", ms, a, b))
+        log(rows[-1])
+
+    def prefill(name: str) -> Callable[[], None]:
+        def step() -> None:
+            backends[name].prefill([0, 1], prompts[:2])
+            for slot in (0, 1):
+                backends[name].release(slot)
+        return step
+
+    rows.append(_row("prefill, 2 x 256 tokens", _alternate({n: prefill(n) for n in backends}, max(5, rounds // 4)),
+                     a, b))
+    log(rows[-1])
+    return rows
+
+
+def _agree(model_type: str) -> Callable[[dict[str, Any]], None]:
+    """The native and Hugging Face forwards' first logits agree (a fast wrong forward is no result)."""
+    def check(first: dict[str, Any]) -> None:
+        import torch
+
+        if not torch.allclose(first["native"], first["hf"], atol=1e-3, rtol=1e-3):
+            raise SystemExit(f"{model_type}: the two forwards disagree (max |diff| "
+                             f"{float((first['native'] - first['hf']).abs().max()):.3g})")
+    return check
+
+
 def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
@@ -120,41 +173,8 @@ def run_case(model_type: str, batches: tuple[int, ...], rounds: int, log: Callab
     case: dict[str, Any] = {"shape": SHAPES[model_type][0], "layer_stack": info["layer_stack"],
                             "weights_layout": info["weights_layout"], "results": []}
     with torch.inference_mode():
-        prompts = [[100 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
-        for batch in batches:
-            slots = list(range(batch))
-            for backend in backends.values():
-                backend.prefill(slots, prompts[:batch])
-            first = {name: backend.decode(slots, [1234] * batch, [CONTEXT] * batch)
-                     for name, backend in backends.items()}
-            if not torch.allclose(first["native"], first["hf"], atol=1e-3, rtol=1e-3):
-                raise SystemExit(f"{model_type}: the two forwards disagree (max |diff| "
-                                 f"{float((first['native'] - first['hf']).abs().max()):.3g})")
-            position = {name: CONTEXT + 1 for name in backends}
-
-            def decode(name: str) -> Callable[[], None]:
-                def step() -> None:
-                    backends[name].decode(slots, [1234] * batch, [position[name]] * batch)
-                    position[name] += 1
-                return step
-
-            ms = _alternate({name: decode(name) for name in backends}, rounds)
-            for backend in backends.values():
-                for slot in slots:
-                    backend.release(slot)
-            case["results"].append(_row(f"decode, {batch} rows", ms))
-            log(f"  {model_type} {case['results'][-1]}")
-
-        def prefill(name: str) -> Callable[[], None]:
-            def step() -> None:
-                backends[name].prefill([0, 1], prompts[:2])
-                for slot in (0, 1):
-                    backends[name].release(slot)
-            return step
-
-        ms = _alternate({name: prefill(name) for name in backends}, max(5, rounds // 4))
-        case["results"].append(_row("prefill, 2 x 256 tokens", ms))
-        log(f"  {model_type} {case['results'][-1]}")
+        case["results"] = time_steps(backends, batches, rounds, _agree(model_type), "native", "hf",
+                                     lambda row: log(f"  {model_type} {row}"))
     for backend in backends.values():
         backend.close()
     return case

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.architectures_ab import CONTEXT, _alternate, _row
+from bench.architectures_ab import CONTEXT, time_steps
 
 
 def run(batches: tuple[int, ...], rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -40,40 +40,13 @@ def run(batches: tuple[int, ...], rounds: int, log: Callable[[str], None]) -> di
     linear.bf16_arithmetic = real  # type: ignore[assignment]
     result: dict[str, Any] = {"layouts": {n: b.info.extra["weights_layout"] for n, b in backends.items()},
                               "results": []}
+    def agree(first: dict[str, Any]) -> None:
+        if (first["bf16"].argmax(-1) != first["widened"].argmax(-1)).float().mean() > 0.25:
+            raise SystemExit("the two packings disagree on most greedy tokens")
+
     with torch.inference_mode():
-        prompts = [[1000 + (7 * s + i) % 20000 for i in range(CONTEXT)] for s in range(max(batches))]
-        for batch in batches:
-            slots = list(range(batch))
-            for backend in backends.values():
-                backend.prefill(slots, prompts[:batch])
-            first = {n: b.decode(slots, [1234] * batch, [CONTEXT] * batch) for n, b in backends.items()}
-            if (first["bf16"].argmax(-1) != first["widened"].argmax(-1)).float().mean() > 0.25:
-                raise SystemExit("the two packings disagree on most greedy tokens")
-            position = {n: CONTEXT + 1 for n in backends}
-
-            def decode(name: str) -> Callable[[], None]:
-                def step() -> None:
-                    backends[name].decode(slots, [1234] * batch, [position[name]] * batch)
-                    position[name] += 1
-                return step
-
-            ms = _alternate({n: decode(n) for n in backends}, rounds)
-            for backend in backends.values():
-                for slot in slots:
-                    backend.release(slot)
-            result["results"].append(_row(f"decode, {batch} rows", ms, "widened", "bf16"))
-            log(f"  {result['results'][-1]}")
-
-        def prefill(name: str) -> Callable[[], None]:
-            def step() -> None:
-                backends[name].prefill([0, 1], prompts[:2])
-                for slot in (0, 1):
-                    backends[name].release(slot)
-            return step
-
-        ms = _alternate({n: prefill(n) for n in backends}, max(5, rounds // 4))
-        result["results"].append(_row("prefill, 2 x 256 tokens", ms, "widened", "bf16"))
-        log(f"  {result['results'][-1]}")
+        result["results"] = time_steps(backends, batches, rounds, agree, "widened", "bf16",
+                                       lambda row: log(f"  {row}"))
     return result
 
 

@@ -193,7 +193,7 @@ class PyTorchBackend(Backend):
                         "default", ",".join(bf16_flags))
         if torch_device.type == "cpu" and torch_dtype in (torch.bfloat16, torch.float16) and not bf16_flags:
             # Accepted, but worth saying what it costs: without bf16 instructions a half GEMM is
-            # emulated, about twice as slow as fp32 at a batch (figures in docs/performance.md).
+            # emulated, slower than fp32 at a batch (figures in docs/performance.md).
             # The native forward widens its weights to fp32 for oneDNN instead (.native.linear).
             logger.warning("option.dtype=%s on a CPU without bf16 instructions (none of %s): the native "
                            "forward holds its matmul weights widened to fp32 (fp32 speed and weight memory, "
